@@ -1,0 +1,223 @@
+package ssh
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	xssh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+)
+
+// Auth is one source of client credentials for a Target. Build it with
+// KeyFile, PrivateKey, Signers, Agent or Password; the zero value is invalid
+// (Run fails with ErrInvalidCommand).
+//
+// Credentials are loaded before each dial (so a bad key file fails fast,
+// without a connection, and a rotated key file is picked up by the next
+// connection). All public keys of a Target's Auth list are offered in one
+// "publickey" method, in list order, followed by passwords.
+type Auth struct {
+	desc string
+	load func() (authParts, error)
+}
+
+type authParts struct {
+	signers  []xssh.Signer
+	password string
+	hasPass  bool
+	release  func()
+}
+
+// String describes the credential source without secrets, e.g.
+// "key file /home/me/.ssh/id_ed25519".
+func (a Auth) String() string { return a.desc }
+
+// KeyFile authenticates with the private key in the file at path (OpenSSH,
+// PKCS#1, PKCS#8 or SEC1 PEM; RSA, ECDSA, Ed25519). passphrase decrypts an
+// encrypted key; it is ignored for an unencrypted key and may be nil.
+//
+// Loading fails with ErrKeyFile (wrapped with the path) when the file is
+// missing, unreadable or unparseable, and with ErrWrongPassphrase when the
+// key is encrypted and passphrase is empty or wrong.
+func KeyFile(path string, passphrase []byte) Auth {
+	pass := append([]byte(nil), passphrase...)
+	return Auth{
+		desc: "key file " + path,
+		load: func() (authParts, error) {
+			pemBytes, err := os.ReadFile(path)
+			if err != nil {
+				return authParts{}, &wrapError{
+					msg:  fmt.Sprintf("private key file %s: %v: check the path and its permissions", path, err),
+					errs: []error{ErrKeyFile, err},
+				}
+			}
+			s, err := parseKey(pemBytes, pass, "private key file "+path)
+			if err != nil {
+				return authParts{}, err
+			}
+			return authParts{signers: []xssh.Signer{s}}, nil
+		},
+	}
+}
+
+// PrivateKey authenticates with a PEM-encoded private key held in memory
+// (e.g. fetched from a vault). passphrase decrypts an encrypted key and may
+// be nil. Loading fails with ErrKeyFile when pemBytes cannot be parsed and
+// with ErrWrongPassphrase when the passphrase is missing or wrong.
+func PrivateKey(pemBytes, passphrase []byte) Auth {
+	pemCopy := append([]byte(nil), pemBytes...)
+	pass := append([]byte(nil), passphrase...)
+	return Auth{
+		desc: "in-memory private key",
+		load: func() (authParts, error) {
+			s, err := parseKey(pemCopy, pass, "in-memory private key")
+			if err != nil {
+				return authParts{}, err
+			}
+			return authParts{signers: []xssh.Signer{s}}, nil
+		},
+	}
+}
+
+// Signers authenticates with already loaded keys. It never fails to load.
+func Signers(signers ...xssh.Signer) Auth {
+	ss := append([]xssh.Signer(nil), signers...)
+	return Auth{
+		desc: fmt.Sprintf("%d signer(s)", len(ss)),
+		load: func() (authParts, error) { return authParts{signers: ss}, nil },
+	}
+}
+
+// Password authenticates with a password ("password" method). OpenSSH
+// servers often disable it; prefer keys.
+func Password(password string) Auth {
+	return Auth{
+		desc: "password",
+		load: func() (authParts, error) { return authParts{password: password, hasPass: true}, nil },
+	}
+}
+
+// Agent authenticates with the keys held by the ssh-agent listening on the
+// Unix socket named by $SSH_AUTH_SOCK. The agent connection is opened before
+// each dial and closed after the handshake.
+//
+// Loading fails with ErrAuthFailed when SSH_AUTH_SOCK is unset or the agent
+// cannot be reached or listed.
+func Agent() Auth {
+	return Auth{
+		desc: "ssh-agent",
+		load: func() (authParts, error) {
+			sock := os.Getenv("SSH_AUTH_SOCK")
+			if sock == "" {
+				return authParts{}, &wrapError{
+					msg:  "ssh-agent: SSH_AUTH_SOCK is not set: start an agent (eval $(ssh-agent); ssh-add KEY) or use KeyFile",
+					errs: []error{ErrAuthFailed},
+				}
+			}
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				return authParts{}, &wrapError{
+					msg:  fmt.Sprintf("ssh-agent: cannot connect to SSH_AUTH_SOCK=%s: %v: is the agent running?", sock, err),
+					errs: []error{ErrAuthFailed, err},
+				}
+			}
+			signers, err := agent.NewClient(c).Signers()
+			if err != nil {
+				c.Close()
+				return authParts{}, &wrapError{
+					msg:  fmt.Sprintf("ssh-agent: list keys from %s: %v", sock, err),
+					errs: []error{ErrAuthFailed, err},
+				}
+			}
+			return authParts{signers: signers, release: func() { c.Close() }}, nil
+		},
+	}
+}
+
+// parseKey parses a PEM private key, mapping failures to ErrKeyFile and
+// ErrWrongPassphrase. what names the key in messages.
+func parseKey(pemBytes, passphrase []byte, what string) (xssh.Signer, error) {
+	s, err := xssh.ParsePrivateKey(pemBytes)
+	if err == nil {
+		return s, nil
+	}
+	var missing *xssh.PassphraseMissingError
+	if !errors.As(err, &missing) {
+		return nil, &wrapError{
+			msg:  fmt.Sprintf("%s: cannot parse: %v", what, err),
+			errs: []error{ErrKeyFile, err},
+		}
+	}
+	if len(passphrase) == 0 {
+		return nil, &wrapError{
+			msg:  what + ": the key is encrypted and no passphrase was given",
+			errs: []error{ErrWrongPassphrase},
+		}
+	}
+	s, err = xssh.ParsePrivateKeyWithPassphrase(pemBytes, passphrase)
+	if err == nil {
+		return s, nil
+	}
+	if errors.Is(err, x509.IncorrectPasswordError) {
+		return nil, &wrapError{
+			msg:  what + ": wrong passphrase",
+			errs: []error{ErrWrongPassphrase, err},
+		}
+	}
+	return nil, &wrapError{
+		msg:  fmt.Sprintf("%s: cannot decrypt: %v", what, err),
+		errs: []error{ErrKeyFile, err},
+	}
+}
+
+// loadAuth loads all credentials of t into client auth methods. release
+// must be called after the handshake.
+func loadAuth(t *Target) (methods []xssh.AuthMethod, release func(), err error) {
+	var releases []func()
+	release = func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+	var signers []xssh.Signer
+	var passwords []string
+	for i, a := range t.Auth {
+		if a.load == nil {
+			release()
+			return nil, nil, targetErr(t, ErrInvalidCommand, nil, "Target.Auth[%d] is the zero Auth: build it with KeyFile, PrivateKey, Signers, Agent or Password", i)
+		}
+		p, err := a.load()
+		if err != nil {
+			release()
+			return nil, nil, targetErr(t, nil, err, "load credentials")
+		}
+		if p.release != nil {
+			releases = append(releases, p.release)
+		}
+		signers = append(signers, p.signers...)
+		if p.hasPass {
+			passwords = append(passwords, p.password)
+		}
+	}
+	if len(signers) > 0 {
+		methods = append(methods, xssh.PublicKeys(signers...))
+	}
+	if len(passwords) > 0 {
+		i := 0
+		methods = append(methods, xssh.RetryableAuthMethod(xssh.PasswordCallback(func() (string, error) {
+			if i >= len(passwords) {
+				return "", errors.New("no more passwords")
+			}
+			i++
+			return passwords[i-1], nil
+		}), len(passwords)))
+	}
+	if len(methods) == 0 {
+		release()
+		return nil, nil, targetErr(t, ErrAuthFailed, nil, "no credentials to offer (Target.Auth is empty or the agent holds no keys)")
+	}
+	return methods, release, nil
+}

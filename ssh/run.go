@@ -1,0 +1,341 @@
+package ssh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	xssh "golang.org/x/crypto/ssh"
+)
+
+var errCmdTimeout = errors.New("command timeout")
+
+// Run runs cmd on t and returns its Result. It takes a pooled connection to
+// t (dialing one when needed), opens a session, runs cmd.Cmd under `sh -c`
+// and waits for it to end, for ctx to be done or for cmd.Timeout to pass.
+//
+// Outcomes:
+//   - exit status 0: (*Result, nil);
+//   - non-zero exit or death by signal: (*Result, *ExitError);
+//   - cmd.Timeout passed: the remote process group is stopped (TERM, then
+//     KILL after Config.KillGrace) and Run returns the partial Result and an
+//     error wrapping ErrTimeout;
+//   - ctx done after the command started: the remote process group is
+//     stopped likewise and Run returns the partial Result and an error
+//     wrapping ctx.Err() (context.Canceled or context.DeadlineExceeded);
+//   - ctx done before it started: (nil, error wrapping ctx.Err());
+//   - connection problems: an error wrapping ErrConnect (retryable, see
+//     IsRetryable); when the connection dropped after the command started,
+//     the partial Result is returned too and the command may have partly run;
+//   - ErrHostKeyMismatch, ErrUnknownHostKey, ErrAuthFailed, ErrKeyFile,
+//     ErrWrongPassphrase: the connection was refused for security or
+//     credential reasons (not retryable);
+//   - ErrInvalidCommand: t or cmd is malformed (nothing was sent);
+//   - ErrPoolClosed: the pool is closed or closed meanwhile.
+//
+// Every error names the machine (t.Name), user and address.
+func (p *Pool) Run(ctx context.Context, t Target, cmd Command) (*Result, error) {
+	if err := validateTarget(&t); err != nil {
+		return nil, err
+	}
+	remote, err := buildRemote(&cmd)
+	if err != nil {
+		return nil, targetErr(&t, ErrInvalidCommand, nil, "%v", err)
+	}
+	if !p.enter() {
+		return nil, targetErr(&t, ErrPoolClosed, nil, "pool closed")
+	}
+	defer p.wg.Done()
+	hp := p.hostPool(&t)
+	st, c, err := p.startSession(ctx, &t, hp, remote, cmd.Stdin != nil, false)
+	if err != nil {
+		return nil, err
+	}
+	defer p.release(c)
+	return p.runStarted(ctx, &t, hp, c, st, &cmd)
+}
+
+func validateTarget(t *Target) error {
+	switch {
+	case t.Host == "":
+		return targetErr(t, ErrInvalidCommand, nil, "Target.Host is empty")
+	case t.User == "":
+		return targetErr(t, ErrInvalidCommand, nil, "Target.User is empty")
+	case t.Port < 0 || t.Port > 65535:
+		return targetErr(t, ErrInvalidCommand, nil, "Target.Port %d is out of range 0..65535", t.Port)
+	case len(t.Auth) == 0:
+		return targetErr(t, ErrInvalidCommand, nil, "Target.Auth is empty: add KeyFile, PrivateKey, Signers, Agent or Password")
+	}
+	return nil
+}
+
+// started is a session whose command has started.
+type started struct {
+	sess   *xssh.Session
+	stdout io.Reader
+	stderr io.Reader
+	stdin  io.WriteCloser
+}
+
+// start opens a session on c and starts remote on it, within timeout; on
+// timeout the connection is dropped as dead.
+func (c *conn) start(remote string, wantStdin bool, timeout time.Duration) (*started, error) {
+	type result struct {
+		st  *started
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		sess, err := c.client.NewSession()
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		st := &started{sess: sess}
+		st.stdout, _ = sess.StdoutPipe()
+		st.stderr, _ = sess.StderrPipe()
+		if wantStdin {
+			st.stdin, _ = sess.StdinPipe()
+		}
+		if err := sess.Start(remote); err != nil {
+			sess.Close()
+			ch <- result{nil, err}
+			return
+		}
+		ch <- result{st, nil}
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		return r.st, r.err
+	case <-timer.C:
+		err := fmt.Errorf("opening a session timed out after %s", timeout)
+		c.drop(err)
+		if r := <-ch; r.st != nil {
+			r.st.sess.Close()
+		}
+		return nil, err
+	}
+}
+
+// startSession acquires a connection and starts remote on it. Refusals
+// ("administratively prohibited") are absorbed; other failures drop the
+// connection and are retried once on a fresh one. urgent is for kill
+// helpers: they may exceed the session and connection limits.
+func (p *Pool) startSession(ctx context.Context, t *Target, hp *hostPool, remote string, wantStdin, urgent bool) (*started, *conn, error) {
+	retried := false
+	aloneRefusals := 0
+	mode := acquireNormal
+	if urgent {
+		mode = acquireUrgent
+	}
+	for {
+		c, err := p.acquire(ctx, t, hp, mode)
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := c.start(remote, wantStdin, p.cfg.SessionOpenTimeout)
+		if err == nil {
+			return st, c, nil
+		}
+		var oce *xssh.OpenChannelError
+		if errors.As(err, &oce) && (oce.Reason == xssh.Prohibited || oce.Reason == xssh.ResourceShortage) {
+			alone := p.refused(c)
+			p.release(c)
+			if urgent {
+				mode = acquireUrgentDial
+			}
+			if alone {
+				aloneRefusals++
+				if aloneRefusals > 5 {
+					return nil, nil, targetErr(t, nil, err,
+						"the server refuses every session, even on an otherwise idle connection: check sshd's MaxSessions")
+				}
+				select {
+				case <-time.After(time.Duration(aloneRefusals) * 50 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			}
+			continue
+		}
+		// The connection is broken or the session could not start: drop it.
+		if reason := c.closeReason(); reason != nil {
+			err = fmt.Errorf("%w (%v)", err, reason)
+		}
+		c.drop(fmt.Errorf("session failed: %w", err))
+		p.release(c)
+		if ctx.Err() != nil {
+			return nil, nil, ctxErr(t, ctx, "opening a session")
+		}
+		if !retried {
+			retried = true
+			p.retries.Add(1)
+			p.log.Debug("ssh: session failed, retrying on a fresh connection", "machine", t.Name, "addr", hp.addr, "err", err)
+			continue
+		}
+		return nil, nil, targetErr(t, ErrConnect, err, "opening a session")
+	}
+}
+
+// runStarted waits for a started command and builds its Result.
+func (p *Pool) runStarted(ctx context.Context, t *Target, hp *hostPool, c *conn, st *started, cmd *Command) (*Result, error) {
+	res := &Result{ExitCode: -1, Started: time.Now()}
+	limit := cmd.OutputLimit
+	if limit == 0 {
+		limit = p.cfg.OutputLimit
+	}
+	outCap := &capture{limit: limit, live: cmd.Stdout}
+	errCap := &capture{limit: limit, live: cmd.Stderr}
+	filter := newPidFilter(errCap)
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() {
+		defer readers.Done()
+		_, _ = io.Copy(outCap, st.stdout)
+	}()
+	go func() {
+		defer readers.Done()
+		_, _ = io.Copy(filter, st.stderr)
+		filter.finish()
+	}()
+	if st.stdin != nil {
+		go func() {
+			_, _ = io.Copy(st.stdin, cmd.Stdin)
+			st.stdin.Close()
+		}()
+	}
+	waitCh := make(chan error, 1)
+	go func() { waitCh <- st.sess.Wait() }()
+
+	runCtx := ctx
+	if cmd.Timeout > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeoutCause(ctx, cmd.Timeout, errCmdTimeout)
+		defer cancel()
+	}
+
+	var waitErr error
+	stopped := false
+	select {
+	case waitErr = <-waitCh:
+	case <-runCtx.Done():
+		stopped = true
+		waitErr = p.stop(t, hp, c, st, filter, waitCh)
+	}
+	readers.Wait()
+	st.sess.Close()
+	res.Ended = time.Now()
+	res.Stdout, res.StdoutTruncated = outCap.buf.Bytes(), outCap.truncated
+	res.Stderr, res.StderrTruncated = errCap.buf.Bytes(), errCap.truncated
+
+	var xe *xssh.ExitError
+	switch {
+	case waitErr == nil:
+		res.ExitCode = 0
+	case errors.As(waitErr, &xe):
+		res.ExitCode = xe.ExitStatus()
+		res.Signal = xe.Signal()
+	}
+
+	if stopped {
+		if ctx.Err() == nil && errors.Is(context.Cause(runCtx), errCmdTimeout) {
+			return res, targetErr(t, ErrTimeout, nil,
+				"command exceeded its timeout of %s and was killed (process group TERM, KILL after %s)", cmd.Timeout, p.cfg.KillGrace)
+		}
+		return res, ctxErr(t, ctx, "command cancelled and killed")
+	}
+	switch {
+	case waitErr == nil:
+		return res, nil
+	case xe != nil:
+		return res, &ExitError{Code: res.ExitCode, Signal: res.Signal, Msg: xe.Msg(), machine: t.Name, addr: hp.addr}
+	default:
+		reason := c.closeReason()
+		if reason == nil {
+			reason = waitErr
+		}
+		return res, targetErr(t, ErrConnect, reason,
+			"connection lost while the command ran (it may have run partly or completely)")
+	}
+}
+
+// stop ends a running command: a TERM signal request on its session, then
+// TERM to its process group from a second session, KILL after KillGrace.
+// It returns the session's Wait error once the session has ended; as a last
+// resort the connection is dropped to end it.
+func (p *Pool) stop(t *Target, hp *hostPool, c *conn, st *started, filter *pidFilter, waitCh chan error) error {
+	grace := p.cfg.KillGrace
+	_ = st.sess.Signal(xssh.SIGTERM)
+	pid := 0
+	timer := time.NewTimer(grace)
+	select {
+	case pid = <-filter.pidCh:
+	case err := <-waitCh:
+		timer.Stop()
+		return err
+	case <-timer.C:
+	}
+	timer.Stop()
+	if pid > 0 {
+		if err := p.killGroup(t, hp, pid); err != nil {
+			p.log.Warn("ssh: could not kill remote process group", "machine", t.Name, "addr", hp.addr, "pgid", pid, "err", err)
+		}
+	} else {
+		p.log.Warn("ssh: remote pid unknown; closing the session only", "machine", t.Name, "addr", hp.addr)
+	}
+	wait := func() (error, bool) {
+		tm := time.NewTimer(grace)
+		defer tm.Stop()
+		select {
+		case err := <-waitCh:
+			return err, true
+		case <-tm.C:
+			return nil, false
+		}
+	}
+	if err, ok := wait(); ok {
+		return err
+	}
+	st.sess.Close()
+	if err, ok := wait(); ok {
+		return err
+	}
+	c.drop(errors.New("a killed command's session did not end"))
+	return <-waitCh
+}
+
+// killGroup runs the kill script for process group pid in a new session.
+func (p *Pool) killGroup(t *Target, hp *hostPool, pid int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.SessionOpenTimeout+p.cfg.KillGrace+5*time.Second)
+	defer cancel()
+	st, c, err := p.startSession(ctx, t, hp, killScript(pid, p.cfg.KillGrace), false, true)
+	if err != nil {
+		return err
+	}
+	defer p.release(c)
+	defer st.sess.Close()
+	var readers sync.WaitGroup
+	defer readers.Wait()
+	readers.Add(2)
+	go func() { defer readers.Done(); _, _ = io.Copy(io.Discard, st.stdout) }()
+	go func() { defer readers.Done(); _, _ = io.Copy(io.Discard, st.stderr) }()
+	waitCh := make(chan error, 1)
+	go func() { waitCh <- st.sess.Wait() }()
+	select {
+	case err := <-waitCh:
+		return err
+	case <-ctx.Done():
+		st.sess.Close()
+		select {
+		case <-waitCh:
+		case <-time.After(time.Second):
+			c.drop(errors.New("kill session did not end"))
+			<-waitCh
+		}
+		return ctx.Err()
+	}
+}
