@@ -1,0 +1,410 @@
+// Package memory is the in-memory queue store engine: maps under one mutex,
+// for tests and short-lived programs. Nothing survives the process. Records
+// are deep-copied in and out, so callers never share memory with the engine.
+package memory
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rediacc/rediacc/internal/sched"
+	"github.com/rediacc/rediacc/internal/store"
+	"github.com/rediacc/rediacc/internal/store/fsm"
+)
+
+// Engine is the in-memory store.Engine. Its zero value is not usable: call New.
+type Engine struct {
+	mu       sync.Mutex
+	closed   bool
+	seq      int64
+	machines map[string]store.Machine
+	tasks    map[string]*entry
+	idem     map[string]string // idempotency key -> task id
+}
+
+type entry struct {
+	seq  int64
+	task store.Task
+}
+
+var _ store.Engine = (*Engine)(nil)
+
+// New returns an empty engine.
+func New() *Engine {
+	return &Engine{
+		machines: make(map[string]store.Machine),
+		tasks:    make(map[string]*entry),
+		idem:     make(map[string]string),
+	}
+}
+
+// lock takes the mutex and checks the context and that the engine is open;
+// on error the mutex is not held.
+func (e *Engine) lock(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return store.ErrClosed
+	}
+	return nil
+}
+
+// CreateMachine inserts m. ErrExists; ErrInvalidArgument.
+func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) error {
+	m, err := fsm.NewMachine(m, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := e.lock(ctx); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	if _, ok := e.machines[m.Name]; ok {
+		return fmt.Errorf("%w: machine %s", store.ErrExists, m.Name)
+	}
+	e.machines[m.Name] = m
+	return nil
+}
+
+// UpdateMachine replaces the machine named m.Name, keeping its CreatedAt.
+// ErrNotFound; ErrInvalidArgument.
+func (e *Engine) UpdateMachine(ctx context.Context, m store.Machine) error {
+	if err := e.lock(ctx); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	old, ok := e.machines[m.Name]
+	if !ok {
+		return fmt.Errorf("%w: machine %s", store.ErrNotFound, m.Name)
+	}
+	m, err := fsm.UpdateMachine(old, m, time.Now())
+	if err != nil {
+		return err
+	}
+	e.machines[m.Name] = m
+	return nil
+}
+
+// GetMachine returns one machine. ErrNotFound.
+func (e *Engine) GetMachine(ctx context.Context, name string) (store.Machine, error) {
+	if err := e.lock(ctx); err != nil {
+		return store.Machine{}, err
+	}
+	defer e.mu.Unlock()
+	m, ok := e.machines[name]
+	if !ok {
+		return store.Machine{}, fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+	}
+	return fsm.CloneMachine(m), nil
+}
+
+// ListMachines returns the machines matching f, ordered by name.
+func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]store.Machine, error) {
+	if err := e.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	var out []store.Machine
+	for _, m := range e.machines {
+		if f.Team == "" || m.Team == f.Team {
+			out = append(out, fsm.CloneMachine(m))
+		}
+	}
+	slices.SortFunc(out, func(a, b store.Machine) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// DeleteMachine removes a machine. ErrNotFound; ErrMachineHasTasks.
+func (e *Engine) DeleteMachine(ctx context.Context, name string) error {
+	if err := e.lock(ctx); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	if _, ok := e.machines[name]; !ok {
+		return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+	}
+	for _, en := range e.tasks {
+		if en.task.Machine == name && !en.task.Status.Terminal() {
+			return fmt.Errorf("%w: machine %s: task %s is %s", store.ErrMachineHasTasks, name, en.task.ID, en.task.Status)
+		}
+	}
+	delete(e.machines, name)
+	return nil
+}
+
+// CreateTask inserts t as PENDING, or returns the task holding
+// t.IdempotencyKey. ErrExists when the id is taken; ErrInvalidArgument.
+func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool, error) {
+	t, err := fsm.NewTask(t, time.Now())
+	if err != nil {
+		return store.Task{}, false, err
+	}
+	if err := e.lock(ctx); err != nil {
+		return store.Task{}, false, err
+	}
+	defer e.mu.Unlock()
+	if t.IdempotencyKey != "" {
+		if id, ok := e.idem[t.IdempotencyKey]; ok {
+			return fsm.CloneTask(e.tasks[id].task), false, nil
+		}
+	}
+	if _, ok := e.tasks[t.ID]; ok {
+		return store.Task{}, false, fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
+	}
+	e.seq++
+	e.tasks[t.ID] = &entry{seq: e.seq, task: t}
+	if t.IdempotencyKey != "" {
+		e.idem[t.IdempotencyKey] = t.ID
+	}
+	return fsm.CloneTask(t), true, nil
+}
+
+// GetTask returns one task with its History. ErrNotFound.
+func (e *Engine) GetTask(ctx context.Context, id string) (store.Task, error) {
+	if err := e.lock(ctx); err != nil {
+		return store.Task{}, err
+	}
+	defer e.mu.Unlock()
+	en, ok := e.tasks[id]
+	if !ok {
+		return store.Task{}, fmt.Errorf("%w: task %s", store.ErrNotFound, id)
+	}
+	return fsm.CloneTask(en.task), nil
+}
+
+// ListTasks returns the tasks matching f ordered by CreatedAt then ID.
+func (e *Engine) ListTasks(ctx context.Context, f store.TaskFilter) ([]store.Task, error) {
+	if err := fsm.CheckFilter(f); err != nil {
+		return nil, err
+	}
+	if err := e.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	var match []*store.Task
+	for _, en := range e.tasks {
+		if fsm.Match(&en.task, f) {
+			match = append(match, &en.task)
+		}
+	}
+	slices.SortFunc(match, fsm.CompareTasks)
+	if f.Limit > 0 && len(match) > f.Limit {
+		match = match[:f.Limit]
+	}
+	out := make([]store.Task, len(match))
+	for i, t := range match {
+		out[i] = fsm.CloneTask(*t)
+	}
+	return out, nil
+}
+
+// Claim moves up to r.Max ready PENDING tasks to ASSIGNED under r.Owner, in
+// scheduling order, honouring per-machine limits (internal/sched).
+func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task, error) {
+	if err := fsm.CheckClaim(r); err != nil {
+		return nil, err
+	}
+	if err := e.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	p := fsm.Policy(r)
+	running := make(map[string]int)
+	var cands []sched.Candidate
+	for _, en := range e.tasks {
+		switch {
+		case en.task.Status.Active():
+			running[en.task.Machine]++
+		case en.task.Status == store.Pending:
+			c := fsm.Candidate(&en.task, en.seq)
+			if p.Eligible(c) {
+				cands = append(cands, c)
+			}
+		}
+	}
+	picked := sched.Pick(cands, running, p)
+	out := make([]store.Task, 0, len(picked))
+	for _, c := range picked {
+		t := &e.tasks[c.ID].task
+		fsm.Claim(t, r)
+		out = append(out, fsm.CloneTask(*t))
+	}
+	return out, nil
+}
+
+// update applies fn to the task id under the lock and returns a copy of the
+// result; fn leaves the task unchanged when it fails.
+func (e *Engine) update(ctx context.Context, id string, fn func(t *store.Task) error) (store.Task, error) {
+	if err := e.lock(ctx); err != nil {
+		return store.Task{}, err
+	}
+	defer e.mu.Unlock()
+	en, ok := e.tasks[id]
+	if !ok {
+		return store.Task{}, fmt.Errorf("%w: task %s", store.ErrNotFound, id)
+	}
+	t := fsm.CloneTask(en.task)
+	if err := fn(&t); err != nil {
+		return store.Task{}, err
+	}
+	en.task = t
+	return fsm.CloneTask(t), nil
+}
+
+// Start moves an ASSIGNED task leased by owner to PROCESSING and appends the
+// open attempt a. ErrNotFound; ErrLeaseLost; ErrDuplicateAttempt;
+// ErrInvalidArgument.
+func (e *Engine) Start(ctx context.Context, id, owner string, a store.Attempt) (store.Task, error) {
+	return e.update(ctx, id, func(t *store.Task) error { return fsm.Start(t, owner, a) })
+}
+
+// Heartbeat extends owner's leases on ids to until and reports the ids lost
+// (not found, not active, or leased by another) and those whose
+// cancellation was asked.
+func (e *Engine) Heartbeat(ctx context.Context, owner string, ids []string, until time.Time) (store.Heartbeat, error) {
+	if err := fsm.CheckHeartbeat(owner, until); err != nil {
+		return store.Heartbeat{}, err
+	}
+	if err := e.lock(ctx); err != nil {
+		return store.Heartbeat{}, err
+	}
+	defer e.mu.Unlock()
+	var hb store.Heartbeat
+	for _, id := range ids {
+		en, ok := e.tasks[id]
+		if !ok || !fsm.Renew(&en.task, owner, until) {
+			hb.Lost = append(hb.Lost, id)
+			continue
+		}
+		if en.task.CancelRequested {
+			hb.CancelRequested = append(hb.CancelRequested, id)
+		}
+	}
+	return hb, nil
+}
+
+// Finish closes the current attempt and moves the task to f.Next if f.Owner
+// still holds it. ErrNotFound; ErrLeaseLost; ErrInvalidArgument.
+func (e *Engine) Finish(ctx context.Context, f store.Finish) (store.Task, error) {
+	if err := fsm.CheckFinish(f); err != nil {
+		return store.Task{}, err
+	}
+	return e.update(ctx, f.ID, func(t *store.Task) error { return fsm.Finish(t, f) })
+}
+
+// Cancel cancels a task (see store.Engine). ErrNotFound; ErrNotCancellable.
+func (e *Engine) Cancel(ctx context.Context, id string, at time.Time) (store.Task, error) {
+	return e.update(ctx, id, func(t *store.Task) error {
+		_, err := fsm.Cancel(t, at)
+		return err
+	})
+}
+
+// Rescue takes back the tasks whose lease expired or whose owner is dead.
+// r.OwnerDead is called without the engine's lock held.
+func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Task, error) {
+	if err := fsm.CheckRescue(r); err != nil {
+		return nil, err
+	}
+	var dead map[string]bool
+	if r.OwnerDead != nil {
+		if err := e.lock(ctx); err != nil {
+			return nil, err
+		}
+		owners := make(map[string]bool)
+		for _, en := range e.tasks {
+			if en.task.Status.Active() && !fsm.Expired(&en.task, r.Now) {
+				owners[en.task.LeaseOwner] = true
+			}
+		}
+		e.mu.Unlock()
+		dead = make(map[string]bool)
+		for o := range owners {
+			if r.OwnerDead(o) {
+				dead[o] = true
+			}
+		}
+	}
+	if err := e.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	var out []store.Task
+	for _, en := range e.tasks {
+		t := &en.task
+		if !t.Status.Active() || !(fsm.Expired(t, r.Now) || dead[t.LeaseOwner]) {
+			continue
+		}
+		fsm.Rescue(t, r.Now, fsm.RescueReason(t, r.Now))
+		out = append(out, fsm.CloneTask(*t))
+	}
+	fsm.SortTasks(out)
+	return out, nil
+}
+
+// NextReady returns the earliest ReadyAt among PENDING tasks; false when
+// none is PENDING.
+func (e *Engine) NextReady(ctx context.Context) (time.Time, bool, error) {
+	if err := e.lock(ctx); err != nil {
+		return time.Time{}, false, err
+	}
+	defer e.mu.Unlock()
+	var next time.Time
+	found := false
+	for _, en := range e.tasks {
+		if en.task.Status == store.Pending && (!found || en.task.ReadyAt.Before(next)) {
+			next, found = en.task.ReadyAt, true
+		}
+	}
+	return next, found, nil
+}
+
+// Depth counts tasks grouped by status, priority, team and machine, in the
+// order of fsm.SortDepth.
+func (e *Engine) Depth(ctx context.Context) ([]store.DepthRow, error) {
+	if err := e.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	type key struct {
+		s             store.Status
+		p             int
+		team, machine string
+	}
+	counts := make(map[key]int)
+	for _, en := range e.tasks {
+		counts[key{en.task.Status, en.task.Priority, en.task.Team, en.task.Machine}]++
+	}
+	out := make([]store.DepthRow, 0, len(counts))
+	for k, n := range counts {
+		out = append(out, store.DepthRow{Status: k.s, Priority: k.p, Team: k.team, Machine: k.machine, Count: n})
+	}
+	fsm.SortDepth(out)
+	return out, nil
+}
+
+// Close releases the engine; later calls, Close included, return ErrClosed.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return store.ErrClosed
+	}
+	e.closed = true
+	e.machines, e.tasks, e.idem = nil, nil, nil
+	return nil
+}

@@ -1,0 +1,17 @@
+package memory_test
+
+import (
+	"testing"
+
+	"github.com/rediacc/rediacc/internal/store"
+	"github.com/rediacc/rediacc/internal/store/memory"
+	"github.com/rediacc/rediacc/internal/store/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Engine { return memory.New() })
+}
+
+func BenchmarkEngine(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Engine { return memory.New() })
+}
