@@ -1,0 +1,257 @@
+// Package store defines the contract every queue store engine meets: the
+// in-memory engine (tests, short-lived programs), the embedded SQLite engine
+// (the default) and, later, PostgreSQL. The root package rediacc turns these
+// records into its public types and these errors into its public sentinels.
+//
+// Engines know nothing of SSH, retry policies or task specs: a task's spec and
+// a machine's connection settings are opaque JSON blobs (Task.Spec,
+// Machine.Config). Engines own the queue's state machine and the claim rule
+// (priority, FIFO within a level, aging, per-machine limits with a slot held
+// back for priority 1), which is defined once in internal/sched.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Status is a task's queue state.
+type Status string
+
+// Queue states, as in the product's guide: PENDING → ASSIGNED → PROCESSING →
+// COMPLETED / FAILED / CANCELLED. A task waiting out a retry delay is PENDING
+// with ReadyAt in the future.
+const (
+	Pending    Status = "PENDING"
+	Assigned   Status = "ASSIGNED"
+	Processing Status = "PROCESSING"
+	Completed  Status = "COMPLETED"
+	Failed     Status = "FAILED"
+	Cancelled  Status = "CANCELLED"
+)
+
+// Terminal reports whether s is a final state.
+func (s Status) Terminal() bool { return s == Completed || s == Failed || s == Cancelled }
+
+// Active reports whether a task in state s is held by a worker.
+func (s Status) Active() bool { return s == Assigned || s == Processing }
+
+// Engine errors. Engines return them (possibly wrapped); the root package maps
+// them onto its public sentinels.
+var (
+	ErrNotFound         = errors.New("store: not found")
+	ErrExists           = errors.New("store: already exists")
+	ErrNotCancellable   = errors.New("store: task is finished and cannot be cancelled")
+	ErrLeaseLost        = errors.New("store: task is no longer leased by this worker")
+	ErrClosed           = errors.New("store: closed")
+	ErrCorrupt          = errors.New("store: file is not a valid rediacc store")
+	ErrSchemaTooNew     = errors.New("store: file was written by a newer rediacc")
+	ErrInvalidArgument  = errors.New("store: invalid argument")
+	ErrMachineHasTasks  = errors.New("store: machine has unfinished tasks")
+	ErrDuplicateAttempt = errors.New("store: attempt already recorded")
+)
+
+// Machine is a registered machine. Name is unique store-wide.
+type Machine struct {
+	Name      string
+	Team      string // owning team; "default" when none was given
+	Host      string
+	Port      int
+	User      string
+	Config    []byte // opaque JSON owned by the root package (identity, host-key policy, labels)
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// MachineFilter narrows ListMachines. Zero fields match everything.
+type MachineFilter struct {
+	Team string
+}
+
+// Attempt is one try of a task on its machine.
+type Attempt struct {
+	Number    int // 1-based; an interrupted try is rerun under the same number
+	Worker    string
+	StartedAt time.Time
+	EndedAt   time.Time // zero while running
+	ExitCode  *int      // nil when the command did not exit (connection error, signal, timeout)
+	Error     string    // "" on success
+	Outcome   string    // "", "succeeded", "failed", "interrupted", "cancelled", "timeout"
+}
+
+// Task is one queued task.
+type Task struct {
+	ID             string // UUID
+	IdempotencyKey string // "" = none; unique store-wide when set
+	Team           string
+	Machine        string
+	Priority       int    // 1 (critical) .. 5 (minimal)
+	Spec           []byte // opaque JSON owned by the root package
+	Status         Status
+
+	// Attempts counts the attempts that used up a try. Interrupted tries
+	// (worker shutdown, crash rescue) are in History but not counted here.
+	Attempts int
+	History  []Attempt // oldest first
+
+	CreatedAt   time.Time
+	EnqueuedAt  time.Time // FIFO and aging reference; reset when a failed attempt is retried
+	ReadyAt     time.Time // not claimable before this instant (retry delay)
+	StartedAt   time.Time // first attempt's start; zero before
+	CompletedAt time.Time // zero until terminal
+
+	LeaseOwner      string    // worker holding the task while ASSIGNED/PROCESSING
+	LeaseExpiresAt  time.Time // a lease not renewed by then may be rescued
+	CancelRequested bool      // cancel asked while ASSIGNED/PROCESSING
+
+	// Last attempt's result.
+	ExitCode        *int
+	Stdout          []byte
+	Stderr          []byte
+	StdoutTruncated bool
+	StderrTruncated bool
+	Error           string
+}
+
+// TaskFilter narrows ListTasks. Zero fields match everything.
+type TaskFilter struct {
+	Statuses []Status
+	Team     string
+	Machine  string
+	Priority int // 0 = any
+	Limit    int // 0 = no limit
+}
+
+// ClaimRequest asks for up to Max ready tasks.
+type ClaimRequest struct {
+	Owner      string    // worker id; becomes LeaseOwner
+	Now        time.Time // ready means ReadyAt <= Now
+	LeaseUntil time.Time // LeaseExpiresAt of the claimed tasks
+	Max        int       // >= 1
+
+	// PerMachine bounds the ASSIGNED+PROCESSING tasks of one machine, counted
+	// across all workers. 0 means no bound.
+	PerMachine int
+	// ReserveCritical holds one of PerMachine's slots for priority-1 tasks:
+	// tasks of priority 2..5 may only fill PerMachine-1 slots. Ignored when
+	// PerMachine < 2.
+	ReserveCritical bool
+	// Aging raises a waiting task's effective priority one level per Aging
+	// of waiting (since EnqueuedAt). 0 disables aging.
+	Aging time.Duration
+	// Machines, when non-nil, restricts the claim to these machines.
+	Machines []string
+}
+
+// Heartbeat is the answer to Engine.Heartbeat.
+type Heartbeat struct {
+	Lost            []string // ids no longer leased by the owner (rescued, cancelled)
+	CancelRequested []string // ids whose cancellation was asked
+}
+
+// Finish closes the current attempt of a task leased by Owner.
+type Finish struct {
+	ID    string
+	Owner string
+	At    time.Time
+
+	// Attempt is the try being closed; it replaces the open History entry
+	// (the one with zero EndedAt) or is appended when there is none.
+	Attempt Attempt
+	// CountAttempt adds one to Task.Attempts (false for interrupted tries).
+	CountAttempt bool
+
+	// Next is the new status: Completed, Failed, Cancelled, or Pending to
+	// retry or requeue.
+	Next Status
+	// ReadyAt (Next == Pending) is when the task may be claimed again.
+	ReadyAt time.Time
+	// EnqueuedAt (Next == Pending) is the new FIFO/aging reference; zero keeps
+	// the old one.
+	EnqueuedAt time.Time
+
+	ExitCode        *int
+	Stdout          []byte
+	Stderr          []byte
+	StdoutTruncated bool
+	StderrTruncated bool
+	Error           string
+}
+
+// RescueRequest asks the engine to take back tasks whose worker is gone.
+type RescueRequest struct {
+	Now time.Time
+	// OwnerDead, when not nil, is asked about each owner of an ASSIGNED or
+	// PROCESSING task whose lease has not expired yet; true rescues it now.
+	OwnerDead func(owner string) bool
+}
+
+// DepthRow is one group of Engine.Depth.
+type DepthRow struct {
+	Status   Status
+	Priority int
+	Team     string
+	Machine  string
+	Count    int
+}
+
+// Engine is a queue store. All methods are safe for concurrent use, and each
+// state change is atomic: it happens whole or not at all.
+type Engine interface {
+	// CreateMachine inserts m. ErrExists if the name is taken.
+	CreateMachine(ctx context.Context, m Machine) error
+	// UpdateMachine replaces the machine named m.Name. ErrNotFound.
+	UpdateMachine(ctx context.Context, m Machine) error
+	// GetMachine returns one machine. ErrNotFound.
+	GetMachine(ctx context.Context, name string) (Machine, error)
+	// ListMachines returns machines ordered by name.
+	ListMachines(ctx context.Context, f MachineFilter) ([]Machine, error)
+	// DeleteMachine removes a machine. ErrNotFound; ErrMachineHasTasks when
+	// a task of that machine is not terminal.
+	DeleteMachine(ctx context.Context, name string) error
+
+	// CreateTask inserts t as PENDING (t.Status is ignored). When
+	// t.IdempotencyKey is set and a task with that key exists, it returns the
+	// existing task and created == false, and inserts nothing.
+	CreateTask(ctx context.Context, t Task) (task Task, created bool, err error)
+	// GetTask returns one task with its History. ErrNotFound.
+	GetTask(ctx context.Context, id string) (Task, error)
+	// ListTasks returns tasks ordered by CreatedAt then ID.
+	ListTasks(ctx context.Context, f TaskFilter) ([]Task, error)
+
+	// Claim moves up to r.Max ready PENDING tasks to ASSIGNED under r.Owner,
+	// in scheduling order (internal/sched), honouring per-machine limits.
+	Claim(ctx context.Context, r ClaimRequest) ([]Task, error)
+	// Start moves an ASSIGNED task leased by owner to PROCESSING and appends
+	// an open History entry a. ErrLeaseLost; ErrNotFound.
+	Start(ctx context.Context, id, owner string, a Attempt) (Task, error)
+	// Heartbeat extends owner's leases on ids to until and reports ids that
+	// are lost or whose cancellation was asked.
+	Heartbeat(ctx context.Context, owner string, ids []string, until time.Time) (Heartbeat, error)
+	// Finish closes the current attempt and moves the task to f.Next, only if
+	// f.Owner still holds it (ASSIGNED or PROCESSING); otherwise ErrLeaseLost
+	// and nothing changes. The lease is cleared.
+	Finish(ctx context.Context, f Finish) (Task, error)
+	// Cancel cancels a task: PENDING becomes CANCELLED at once;
+	// ASSIGNED/PROCESSING get CancelRequested (their worker ends them);
+	// CANCELLED is returned unchanged; COMPLETED/FAILED give
+	// ErrNotCancellable. ErrNotFound.
+	Cancel(ctx context.Context, id string, at time.Time) (Task, error)
+	// Rescue takes back ASSIGNED/PROCESSING tasks whose lease expired (or
+	// whose owner is dead, see RescueRequest): those with CancelRequested
+	// become CANCELLED, the others PENDING, ready at once, keeping EnqueuedAt,
+	// with no attempt counted; an open History entry is closed with outcome
+	// "interrupted". It returns the rescued tasks.
+	Rescue(ctx context.Context, r RescueRequest) ([]Task, error)
+
+	// NextReady returns the earliest ReadyAt among PENDING tasks, and false
+	// when no task is PENDING.
+	NextReady(ctx context.Context) (time.Time, bool, error)
+
+	// Depth counts tasks grouped by status, priority, team and machine.
+	Depth(ctx context.Context) ([]DepthRow, error)
+
+	// Close releases the engine. Later calls return ErrClosed.
+	Close() error
+}
