@@ -498,11 +498,8 @@ func (v *Vault) wipe() {
 }
 
 func (v *Vault) wipeLocked() {
-	for _, c := range v.cache {
-		for _, e := range c.entries {
-			clear(e.Value)
-		}
-	}
+	// Cached values are dropped, not zeroed: a call racing with Close may
+	// still be copying one.
 	v.cache = map[string]cached{}
 	clear(v.cfg.passphrase)
 }
@@ -619,9 +616,10 @@ func (v *Vault) identity() (age.Identity, error) {
 	if v.x25519 != nil {
 		return v.x25519, nil
 	}
-	v.mu.Lock()
-	pass := string(v.cfg.passphrase)
-	v.mu.Unlock()
+	pass, err := v.pass()
+	if err != nil {
+		return nil, err
+	}
 	id, err := age.NewScryptIdentity(pass)
 	if err != nil {
 		return nil, fmt.Errorf("local vault: %v", err)
@@ -630,13 +628,24 @@ func (v *Vault) identity() (age.Identity, error) {
 	return id, nil
 }
 
+// pass returns the passphrase, or vault.ErrClosed once Close has zeroed it.
+func (v *Vault) pass() (string, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return "", fmt.Errorf("local vault %s: %w", v.dir, vault.ErrClosed)
+	}
+	return string(v.cfg.passphrase), nil
+}
+
 func (v *Vault) recip() (age.Recipient, error) {
 	if v.recipient != nil {
 		return v.recipient, nil
 	}
-	v.mu.Lock()
-	pass := string(v.cfg.passphrase)
-	v.mu.Unlock()
+	pass, err := v.pass()
+	if err != nil {
+		return nil, err
+	}
 	r, err := age.NewScryptRecipient(pass)
 	if err != nil {
 		return nil, fmt.Errorf("local vault: %v", err)
