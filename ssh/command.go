@@ -93,9 +93,15 @@ func ValidEnvName(name string) bool {
 	return true
 }
 
-// ShellQuote returns s quoted for a POSIX shell as one word: s wrapped in
-// single quotes, each ' written as '\''. The shell reads the result back as
-// exactly s. s must not contain NUL (a shell cannot represent it).
+// ShellQuote returns s quoted as one POSIX shell word. A non-empty s made
+// only of letters, digits and the characters -_./:@+, is returned as is;
+// any other s is wrapped in single quotes, each embedded single quote
+// written as the four characters
+//
+//	'\''
+//
+// A POSIX shell (sh, dash, bash, zsh, ash) reads the result back as exactly
+// s. s must not contain NUL, which no shell word can hold.
 func ShellQuote(s string) string {
 	if s == "" {
 		return "''"

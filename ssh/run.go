@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
 	xssh "golang.org/x/crypto/ssh"
 )
 
-var errCmdTimeout = errors.New("command timeout")
+var (
+	errCmdTimeout  = errors.New("command timeout")
+	errExecRefused = errors.New("exec request refused")
+)
 
 // Run runs cmd on t and returns its Result. It takes a pooled connection to
 // t (dialing one when needed), opens a session, runs cmd.Cmd under `sh -c`
@@ -102,6 +106,11 @@ func (c *conn) start(remote string, wantStdin bool, timeout time.Duration) (*sta
 		}
 		if err := sess.Start(remote); err != nil {
 			sess.Close()
+			if strings.HasPrefix(err.Error(), "ssh: command ") {
+				// x/crypto's wording when the server answers the exec
+				// request with failure: the connection itself is fine.
+				err = fmt.Errorf("%w: %v", errExecRefused, err)
+			}
 			ch <- result{nil, err}
 			return
 		}
@@ -143,7 +152,15 @@ func (p *Pool) startSession(ctx context.Context, t *Target, hp *hostPool, remote
 			return st, c, nil
 		}
 		var oce *xssh.OpenChannelError
-		if errors.As(err, &oce) && (oce.Reason == xssh.Prohibited || oce.Reason == xssh.ResourceShortage) {
+		if errors.As(err, &oce) {
+			if oce.Reason == xssh.UnknownChannelType {
+				p.release(c)
+				return nil, nil, targetErr(t, nil, err, "the server does not accept session channels")
+			}
+			// Prohibited (OpenSSH's MaxSessions as measured with some
+			// versions), ConnectionFailed (OpenSSH 9.2: "open failed" when
+			// no session slot is free) or ResourceShortage: the connection
+			// is full for now. Use or open another one, or wait.
 			alone := p.refused(c)
 			p.release(c)
 			if urgent {
@@ -162,7 +179,12 @@ func (p *Pool) startSession(ctx context.Context, t *Target, hp *hostPool, remote
 			}
 			continue
 		}
-		// The connection is broken or the session could not start: drop it.
+		if errors.Is(err, errExecRefused) {
+			p.release(c)
+			return nil, nil, targetErr(t, nil, err, "the server refused to run the command (exec request denied)")
+		}
+		// The connection is broken (EOF, session open timeout): drop it and
+		// retry once on a fresh connection.
 		if reason := c.closeReason(); reason != nil {
 			err = fmt.Errorf("%w (%v)", err, reason)
 		}

@@ -180,11 +180,15 @@ func StartOpenSSH(tb testing.TB, opts OpenSSHOptions) *OpenSSH {
 		tb.Fatalf("sshtest: generate host key: %v", err)
 	}
 	o.HostPublicKey = hostSigner.PublicKey()
-	clientSigner, clientPEM, encPEM, err := generateKey(o.Passphrase)
+	clientSigner, clientPEM, _, err := generateKey(nil)
 	if err != nil {
 		tb.Fatalf("sshtest: generate client key: %v", err)
 	}
 	o.ClientSigner = clientSigner
+	encPEM, err := FastEncryptedKey(clientPEM, o.Passphrase)
+	if err != nil {
+		tb.Fatalf("sshtest: encrypt client key: %v", err)
+	}
 	hostKeyPath := filepath.Join(o.Dir, "ssh_host_ed25519_key")
 	o.ClientKeyPath = filepath.Join(o.Dir, "id_ed25519")
 	o.EncryptedClientKeyPath = filepath.Join(o.Dir, "id_ed25519_encrypted")
@@ -351,6 +355,43 @@ func generateKey(passphrase []byte) (ssh.Signer, []byte, []byte, error) {
 		enc = pem.EncodeToMemory(eb)
 	}
 	return signer, pem.EncodeToMemory(block), enc, nil
+}
+
+// FastEncryptedKey returns plainPEM (an unencrypted OpenSSH private key)
+// encrypted with passphrase in OpenSSH format. For tests only: when
+// ssh-keygen is installed the key is re-encrypted with a single bcrypt KDF
+// round (`ssh-keygen -p -a 1`), so that decrypting it takes microseconds
+// instead of the default 16 rounds' fraction of a second (much more under
+// the race detector); otherwise x/crypto's default is used.
+func FastEncryptedKey(plainPEM, passphrase []byte) ([]byte, error) {
+	if len(passphrase) == 0 {
+		return nil, errors.New("sshtest: empty passphrase")
+	}
+	if keygen, err := exec.LookPath("ssh-keygen"); err == nil {
+		dir, err := os.MkdirTemp("", "sshtest-key-*")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		f := filepath.Join(dir, "key")
+		if err := os.WriteFile(f, plainPEM, 0o600); err != nil {
+			return nil, err
+		}
+		out, err := exec.Command(keygen, "-q", "-p", "-a", "1", "-P", "", "-N", string(passphrase), "-f", f).CombinedOutput()
+		if err == nil {
+			return os.ReadFile(f)
+		}
+		_ = out // fall back to x/crypto below
+	}
+	key, err := ssh.ParseRawPrivateKey(plainPEM)
+	if err != nil {
+		return nil, err
+	}
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(key, "rediacc-sshtest", passphrase)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(block), nil
 }
 
 func mustWrite(tb testing.TB, path string, data []byte, mode os.FileMode) {
