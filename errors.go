@@ -1,0 +1,74 @@
+package rediacc
+
+import (
+	"errors"
+	"fmt"
+
+	rssh "github.com/rediacc/rediacc/ssh"
+)
+
+// Sentinel errors. Methods return them wrapped with the names involved (task
+// id, machine, value); test for them with errors.Is. Each method's doc lists
+// the ones it returns.
+var (
+	// ErrInvalidArgument is the class of every validation error: bad
+	// priority, empty command, unknown machine on submit, bad duration, bad
+	// name. Nothing is written when it is returned. The CLI exits 5.
+	ErrInvalidArgument = errors.New("invalid argument")
+
+	// ErrInvalidPriority: a priority outside 1..5 or an unknown name.
+	ErrInvalidPriority = fmt.Errorf("%w: priority must be 1 (critical) to 5 (minimal)", ErrInvalidArgument)
+	// ErrInvalidTask: a task spec that cannot run (empty command, bad env key,
+	// negative timeout, bad retry policy…).
+	ErrInvalidTask = fmt.Errorf("%w: invalid task", ErrInvalidArgument)
+	// ErrInvalidMachine: a machine definition that cannot be used.
+	ErrInvalidMachine = fmt.Errorf("%w: invalid machine", ErrInvalidArgument)
+	// ErrUnknownMachine: a task names a machine that is not registered.
+	ErrUnknownMachine = fmt.Errorf("%w: unknown machine", ErrInvalidArgument)
+
+	// ErrNotFound: no task or machine with that id or name. The CLI exits 4.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a machine with that name is already registered.
+	ErrExists = errors.New("already exists")
+	// ErrNotCancellable: the task is COMPLETED or FAILED.
+	ErrNotCancellable = errors.New("task is finished and cannot be cancelled")
+	// ErrMachineBusy: the machine still has unfinished tasks.
+	ErrMachineBusy = errors.New("machine has unfinished tasks")
+	// ErrPermissionDenied: the actor's role does not allow the operation.
+	// The CLI exits 3.
+	ErrPermissionDenied = errors.New("permission denied")
+	// ErrClosed: the Client was closed.
+	ErrClosed = errors.New("rediacc: client is closed")
+	// ErrCorruptStore: the store file is not a rediacc store or is damaged.
+	ErrCorruptStore = errors.New("store file is corrupt or not a rediacc store")
+	// ErrShutdown: a task's attempt was interrupted because its worker shut
+	// down; the task is requeued without using up an attempt.
+	ErrShutdown = errors.New("worker shutting down")
+	// ErrTaskCancelled: a task's attempt was ended because the task was
+	// cancelled.
+	ErrTaskCancelled = errors.New("task cancelled")
+
+	// SSH errors, re-exported from package ssh so callers need one import.
+
+	// ErrHostKeyMismatch: known_hosts holds a different key for the host.
+	// Never retried.
+	ErrHostKeyMismatch = rssh.ErrHostKeyMismatch
+	// ErrUnknownHostKey: the host is not in known_hosts under the strict
+	// policy. Never retried.
+	ErrUnknownHostKey = rssh.ErrUnknownHostKey
+	// ErrAuthFailed: the machine refused the identity. Never retried.
+	ErrAuthFailed = rssh.ErrAuthFailed
+	// ErrWrongPassphrase: the identity file's passphrase is wrong or missing.
+	ErrWrongPassphrase = rssh.ErrWrongPassphrase
+	// ErrKeyFile: the identity file is missing, unreadable or not a key.
+	ErrKeyFile = rssh.ErrKeyFile
+	// ErrConnect: dialing, the handshake, a keepalive or opening a session
+	// failed. Retried.
+	ErrConnect = rssh.ErrConnect
+	// ErrTimeout: the command ran past the task's timeout. Retried.
+	ErrTimeout = rssh.ErrTimeout
+)
+
+// ExitError reports a remote command that exited non-zero or died by a
+// signal. Retried unless the policy restricts retries to connection errors.
+type ExitError = rssh.ExitError

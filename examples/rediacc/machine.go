@@ -1,0 +1,169 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rediacc/rediacc"
+)
+
+func newMachineAdd(g *globals) *cobra.Command {
+	var (
+		m         rediacc.Machine
+		acceptNew bool
+		insecure  bool
+		labels    []string
+		output    string
+	)
+	c := &cobra.Command{
+		Use:   "add NAME --host H [--port P] [--user U] [--identity FILE] [--known-hosts FILE | --accept-new-host-key]",
+		Short: "Register a machine",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			m.Name = args[0]
+			switch {
+			case acceptNew && insecure:
+				return usagef("--accept-new-host-key and --insecure-ignore-host-key exclude each other")
+			case acceptNew:
+				m.HostKeyPolicy = rediacc.HostKeyAcceptNew
+			case insecure:
+				m.HostKeyPolicy = rediacc.HostKeyInsecureIgnore
+			}
+			var err error
+			if m.Labels, err = parseKV("--label", labels); err != nil {
+				return err
+			}
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			added, err := cl.AddMachine(c.Context(), m)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(g, added)
+			}
+			fmt.Fprintf(g.stdout, "machine %s added (%s@%s:%d, host key: %s)\n", added.Name, added.User, added.Host, added.Port, added.HostKeyPolicy)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&m.Host, "host", "", "host name or address (required)")
+	f.IntVar(&m.Port, "port", 22, "SSH port")
+	f.StringVar(&m.User, "user", "", "login user (default: the current user)")
+	f.StringVar(&m.IdentityFile, "identity", "", "private key file (passphrase: --identity-passphrase-file or env REDIACC_SSH_KEY_PASSPHRASE)")
+	f.BoolVar(&m.UseAgent, "agent", false, "authenticate with the ssh-agent at $SSH_AUTH_SOCK")
+	f.StringVar(&m.KnownHostsFile, "known-hosts", "", "known_hosts file to verify the host key against (default ~/.ssh/known_hosts)")
+	f.BoolVar(&acceptNew, "accept-new-host-key", false, "trust the host key on first use and record it in the known_hosts file")
+	f.BoolVar(&insecure, "insecure-ignore-host-key", false, "accept any host key (INSECURE: tests only)")
+	f.StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
+	f.StringVarP(&output, "output", "o", "", "output format: table or json")
+	_ = c.MarkFlagRequired("host")
+	return c
+}
+
+func newMachineList(g *globals) *cobra.Command {
+	var output string
+	c := &cobra.Command{
+		Use:   "list [-o json]",
+		Short: "List registered machines",
+		Args:  exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ms, err := cl.Machines(c.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				if ms == nil {
+					ms = []rediacc.Machine{}
+				}
+				return writeJSON(g, ms)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tTEAM\tADDRESS\tUSER\tHOST KEY\tIDENTITY")
+			for _, m := range ms {
+				id := m.IdentityFile
+				if m.UseAgent {
+					id = strings.TrimPrefix(id+" +agent", " ")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s:%d\t%s\t%s\t%s\n", m.Name, m.Team, m.Host, m.Port, m.User, m.HostKeyPolicy, id)
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	return c
+}
+
+func newMachineRemove(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Unregister a machine (refused while it has unfinished tasks)",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if err := cl.RemoveMachine(c.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "machine %s removed\n", args[0])
+			return nil
+		},
+	}
+}
+
+// exactArgs is cobra.ExactArgs with an error that names the arguments and
+// exits 5.
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) == n {
+			return nil
+		}
+		if n == 0 {
+			return usagef("%s takes no arguments, got %q", c.CommandPath(), args)
+		}
+		return usagef("%s needs %s (got %d arguments; see --help)", c.CommandPath(), names, len(args))
+	}
+}
+
+// parseKV reads KEY=VALUE pairs.
+func parseKV(flag string, kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usagef("%s %q: use KEY=VALUE", flag, kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func writeJSON(g *globals, v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

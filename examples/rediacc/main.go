@@ -1,0 +1,184 @@
+// Command rediacc is the example CLI of the rediacc SDK: it registers
+// machines, submits and inspects tasks, and runs a worker. It holds no logic
+// of its own: every behaviour lives in the SDK; the CLI parses flags, calls
+// the SDK and prints.
+//
+// Exit codes: 0 ok, 1 error, 3 permission denied, 4 not found, 5 invalid
+// input.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lmittmann/tint"
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+
+	"github.com/rediacc/rediacc"
+)
+
+// Exit codes, as in the product's CLI.
+const (
+	exitOK         = 0
+	exitError      = 1
+	exitPermission = 3
+	exitNotFound   = 4
+	exitInvalid    = 5
+)
+
+// usageError marks a flag or argument error (exit 5).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error {
+	return usageError{fmt.Errorf(format, a...)}
+}
+
+// exitCode maps an SDK error onto the CLI's exit codes.
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, rediacc.ErrPermissionDenied):
+		return exitPermission
+	case errors.Is(err, rediacc.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, rediacc.ErrInvalidArgument), errors.As(err, &ue):
+		return exitInvalid
+	}
+	return exitError
+}
+
+// globals are the persistent flags.
+type globals struct {
+	dataDir        string
+	logFormat      string
+	logLevel       string
+	passphraseFile string
+	stdout         io.Writer
+	stderr         io.Writer
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes the CLI with args and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+	}
+	return exitCode(err)
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "rediacc",
+		Short:         "Run priority-scheduled, retried shell tasks on machines over SSH",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%v (see %s --help)", err, c.CommandPath())}
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.dataDir, "data-dir", rediacc.DefaultDataDir(), "state directory (env REDIACC_HOME)")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&g.passphraseFile, "identity-passphrase-file", "", "file holding the passphrase of identity files (else env REDIACC_SSH_KEY_PASSPHRASE)")
+
+	machine := &cobra.Command{Use: "machine", Short: "Register and list machines"}
+	machine.AddCommand(newMachineAdd(g), newMachineList(g), newMachineRemove(g))
+	create := &cobra.Command{Use: "create", Short: "Create tasks"}
+	create.AddCommand(newCreateTask(g))
+	list := &cobra.Command{Use: "list", Short: "List the queue"}
+	list.AddCommand(newListQueue(g))
+	inspect := &cobra.Command{Use: "inspect", Short: "Inspect a task"}
+	inspect.AddCommand(newInspectQueue(g))
+	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g))
+	for _, c := range []*cobra.Command{machine, create, list, inspect} {
+		c.Args = cobra.NoArgs
+		c.RunE = func(c *cobra.Command, args []string) error {
+			return usagef("%s needs a subcommand (see %s --help)", c.CommandPath(), c.CommandPath())
+		}
+	}
+	return root
+}
+
+// logger builds the CLI's logger: tint on a terminal-friendly text format,
+// or JSON with --log-format json. Logs go to stderr.
+func (g *globals) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, usagef("--log-level %q: use debug, info, warn or error", g.logLevel)
+	}
+	switch g.logFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: level})), nil
+	case "text":
+		noColor := true
+		if f, ok := g.stderr.(*os.File); ok {
+			noColor = !isatty.IsTerminal(f.Fd())
+		}
+		return slog.New(tint.NewHandler(g.stderr, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: noColor})), nil
+	}
+	return nil, usagef("--log-format %q: use text or json", g.logFormat)
+}
+
+// keyPassphrase reads the identity passphrase from --identity-passphrase-file
+// or $REDIACC_SSH_KEY_PASSPHRASE; nil when neither is set.
+func (g *globals) keyPassphrase(context.Context, rediacc.Machine) ([]byte, error) {
+	if g.passphraseFile != "" {
+		b, err := os.ReadFile(g.passphraseFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --identity-passphrase-file: %w", err)
+		}
+		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+	}
+	if p := os.Getenv("REDIACC_SSH_KEY_PASSPHRASE"); p != "" {
+		return []byte(p), nil
+	}
+	return nil, nil
+}
+
+// client opens the SDK client on --data-dir.
+func (g *globals) client(ctx context.Context, tune func(*rediacc.Config)) (*rediacc.Client, error) {
+	log, err := g.logger()
+	if err != nil {
+		return nil, err
+	}
+	cfg := rediacc.Config{DataDir: g.dataDir, Logger: log, KeyPassphrase: g.keyPassphrase}
+	if tune != nil {
+		tune(&cfg)
+	}
+	return rediacc.New(ctx, cfg)
+}
+
+// checkOutput validates -o.
+func checkOutput(o string) error {
+	if o != "" && o != "table" && o != "json" {
+		return usagef("-o %q: use table or json", o)
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/rediacc/rediacc"
+	"github.com/rediacc/rediacc/ssh/sshtest"
+)
+
+func newQuickstart(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "quickstart",
+		Short: "Run a demo end to end on an in-process SSH server (needs nothing installed)",
+		Long: `quickstart starts an SSH server inside this process on 127.0.0.1 (it runs
+commands with the local shell), generates its host key and a client key into
+DATA-DIR/quickstart, records the host key in a known_hosts file there (so the
+real client path runs with host-key verification on), registers it as machine
+local-01, queues tasks at all five priorities plus one that fails once and is
+retried, runs the worker, and prints the results in the order they ran.`,
+		Args: exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error { return quickstart(c.Context(), g) },
+	}
+}
+
+func quickstart(ctx context.Context, g *globals) error {
+	dir := filepath.Join(g.dataDir, "quickstart")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	// A fresh demo store each run: the server's port changes every time.
+	for _, f := range []string{"rediacc.db", "rediacc.db-wal", "rediacc.db-shm", "known_hosts", "flaky-marker"} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	hostKey, err := loadOrCreateKey(filepath.Join(dir, "ssh_host_ed25519_key"))
+	if err != nil {
+		return err
+	}
+	clientKeyPath := filepath.Join(dir, "id_ed25519")
+	clientKey, err := loadOrCreateKey(clientKeyPath)
+	if err != nil {
+		return err
+	}
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	srv, err := sshtest.Start(sshtest.Options{
+		Addr: "127.0.0.1:0", HostKey: hostKey,
+		AuthorizedKeys: []gossh.PublicKey{clientKey.PublicKey()}, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("start the in-process SSH server: %w", err)
+	}
+	defer srv.Close()
+	knownHosts := filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(knownHosts, []byte(srv.KnownHostsLine()+"\n"), 0o600); err != nil {
+		return err
+	}
+	host, portStr, _ := net.SplitHostPort(srv.Addr())
+	port, _ := strconv.Atoi(portStr)
+	fmt.Fprintf(g.stdout, "In-process SSH server on %s (host key recorded in %s)\n\n", srv.Addr(), knownHosts)
+
+	cl, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: log, Concurrency: 1, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if _, err := cl.AddMachine(ctx, rediacc.Machine{
+		Name: "local-01", Host: host, Port: port, IdentityFile: clientKeyPath, KnownHostsFile: knownHosts,
+	}); err != nil {
+		return err
+	}
+	marker := filepath.Join(dir, "flaky-marker")
+	specs := []rediacc.TaskSpec{
+		{Priority: rediacc.Minimal, Command: "echo archiving last month logs"},
+		{Priority: rediacc.Low, Command: "echo cleaning temp files"},
+		{Priority: rediacc.Normal, Command: "echo syncing reports"},
+		{Priority: rediacc.High, Command: "echo deploying release 1.4.2"},
+		{Priority: rediacc.Normal, Command: "if [ -e " + marker + " ]; then echo flaky job ok on retry; else touch " + marker + "; echo flaky job failed >&2; exit 3; fi",
+			Retry: rediacc.RetryPolicy{RetryCount: 2, RetryDelay: 300 * time.Millisecond}},
+		{Priority: rediacc.Critical, Command: "echo backing up the database; uname -s"},
+	}
+	for _, s := range specs {
+		s.Machine = "local-01"
+		if _, err := cl.Submit(ctx, s); err != nil {
+			return err
+		}
+	}
+	if err := printDepth(ctx, g, cl, "Queue depth before the worker runs"); err != nil {
+		return err
+	}
+	fmt.Fprintln(g.stdout, "\nRunning the worker (one task at a time, so the order shows the scheduling)…")
+	if err := cl.RunUntilEmpty(ctx); err != nil {
+		return err
+	}
+	tasks, err := cl.List(ctx, rediacc.ListFilter{})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(tasks, func(a, b *rediacc.Task) int { return a.StartedAt.Compare(b.StartedAt) })
+	fmt.Fprintln(g.stdout, "\nResults, in the order they ran:")
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tPRIORITY\tSTATUS\tATTEMPTS\tEXIT\tOUTPUT\tTASK ID")
+	for i, t := range tasks {
+		out := t.Stdout
+		if out == "" {
+			out = t.Stderr
+		}
+		fmt.Fprintf(tw, "%d\t%d %s\t%s\t%d\t%s\t%s\t%s\n", i+1, t.Priority, t.Priority, t.Status, t.Attempts, exitStr(t.ExitCode), clip(out, 44), t.ID)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(g.stdout)
+	if err := printDepth(ctx, g, cl, "Queue depth after"); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "\nExplore: go run ./examples/rediacc --data-dir %s list queue\n", dir)
+	return nil
+}
+
+func printDepth(ctx context.Context, g *globals, cl *rediacc.Client, title string) error {
+	depth, err := cl.QueueDepth(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "%s (pending tasks by priority):", title)
+	for p := rediacc.Critical; p <= rediacc.Minimal; p++ {
+		fmt.Fprintf(g.stdout, "  %d=%d", p, depth[p])
+	}
+	fmt.Fprintln(g.stdout)
+	return nil
+}
+
+// loadOrCreateKey reads an OpenSSH ed25519 private key, generating it (0600)
+// when missing.
+func loadOrCreateKey(path string) (gossh.Signer, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		s, err := gossh.ParsePrivateKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("key file %s is not a private key (delete it to regenerate): %w", path, err)
+		}
+		return s, nil
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	block, err := gossh.MarshalPrivateKey(priv, "rediacc quickstart")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		return nil, err
+	}
+	return gossh.NewSignerFromKey(priv)
+}

@@ -1,0 +1,309 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rediacc/rediacc"
+)
+
+func newCreateTask(g *globals) *cobra.Command {
+	var (
+		spec          rediacc.TaskSpec
+		priority      string
+		retryDelay    float64
+		failureAction string
+		env           []string
+		output        string
+		wait          bool
+	)
+	c := &cobra.Command{
+		Use:   "task --machine NAME --priority N --command CMD [flags]",
+		Short: "Queue a task (prints its id)",
+		Args:  exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			var err error
+			if spec.Priority, err = rediacc.ParsePriority(priority); err != nil {
+				return err
+			}
+			if retryDelay < 0 || retryDelay > 1e9 || math.IsNaN(retryDelay) {
+				return usagef("--retry-delay %g: use a number of seconds >= 0", retryDelay)
+			}
+			spec.Retry.RetryDelay = time.Duration(retryDelay * float64(time.Second))
+			if spec.FailureAction, err = rediacc.ParseFailureAction(failureAction); err != nil {
+				return err
+			}
+			if spec.Env, err = parseKV("--env", env); err != nil {
+				return err
+			}
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			t, err := cl.Submit(c.Context(), spec)
+			if err != nil {
+				return err
+			}
+			if wait {
+				if t, err = cl.Wait(c.Context(), t.ID); err != nil {
+					return err
+				}
+			}
+			if output == "json" {
+				return writeJSON(g, t)
+			}
+			fmt.Fprintln(g.stdout, t.ID)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&spec.Machine, "machine", "", "machine name (required)")
+	f.StringVar(&priority, "priority", "3", "1 (critical) .. 5 (minimal), or a level name")
+	f.StringVar(&spec.Command, "command", "", "shell command to run (required)")
+	f.IntVar(&spec.Retry.RetryCount, "retry-count", 0, "retries after a failed attempt (0..100)")
+	f.Float64Var(&retryDelay, "retry-delay", 30, "seconds before the first retry")
+	f.StringVar(&spec.Retry.Backoff, "retry-backoff", "exponential", "retry delay shape: exponential or constant")
+	f.StringVar(&spec.Retry.RetryOn, "retry-on", "failure", "what is retried: failure (connection errors, timeouts, non-zero exits) or connection")
+	f.StringVar(&failureAction, "failure-action", "alert", "after the last failed attempt: alert or none")
+	f.DurationVar(&spec.Timeout, "timeout", 0, "time limit of one attempt, e.g. 90s or 10m (default 1h)")
+	f.StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE for the command (repeatable; not for secrets)")
+	f.StringVar(&spec.IdempotencyKey, "idempotency-key", "", "a second create with the same key returns the first task")
+	f.BoolVar(&wait, "wait", false, "wait until a worker has finished the task")
+	f.StringVarP(&output, "output", "o", "", "output format: id (default) or json")
+	_ = c.MarkFlagRequired("machine")
+	_ = c.MarkFlagRequired("command")
+	return c
+}
+
+func newListQueue(g *globals) *cobra.Command {
+	var (
+		status, machine, priority, output string
+		limit                             int
+	)
+	c := &cobra.Command{
+		Use:   "queue [--status S] [--machine M] [--priority N] [-o json]",
+		Short: "List tasks",
+		Args:  exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			f := rediacc.ListFilter{Machine: machine, Limit: limit}
+			if status != "" {
+				for _, s := range strings.Split(status, ",") {
+					st, err := rediacc.ParseStatus(s)
+					if err != nil {
+						return err
+					}
+					f.Statuses = append(f.Statuses, st)
+				}
+			}
+			if priority != "" {
+				p, err := rediacc.ParsePriority(priority)
+				if err != nil {
+					return err
+				}
+				f.Priority = p
+			}
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ts, err := cl.List(c.Context(), f)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				if ts == nil {
+					ts = []*rediacc.Task{}
+				}
+				return writeJSON(g, ts)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TASK ID\tSTATUS\tPRIORITY\tMACHINE\tATTEMPTS\tEXIT\tCREATED\tCOMMAND")
+			for _, t := range ts {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", t.ID, t.Status, t.Priority, t.Machine,
+					t.Attempts, exitStr(t.ExitCode), t.CreatedAt.Local().Format(time.DateTime), clip(t.Command, 40))
+			}
+			return tw.Flush()
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&status, "status", "", "only these statuses (comma-separated)")
+	f.StringVar(&machine, "machine", "", "only this machine")
+	f.StringVar(&priority, "priority", "", "only this priority")
+	f.IntVar(&limit, "limit", 0, "at most this many tasks (0: all)")
+	f.StringVarP(&output, "output", "o", "", "output format: table or json")
+	return c
+}
+
+func newInspectQueue(g *globals) *cobra.Command {
+	var output string
+	c := &cobra.Command{
+		Use:   "queue TASK_ID [-o json]",
+		Short: "Show one task with its attempts and output",
+		Args:  exactArgs(1, "TASK_ID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			t, err := cl.Get(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(g, t)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+			row("Task", t.ID)
+			row("Status", string(t.Status))
+			row("Priority", fmt.Sprintf("%d (%s)", t.Priority, t.Priority))
+			row("Machine", t.Machine)
+			row("Team", t.Team)
+			row("Command", t.Command)
+			row("Retry", fmt.Sprintf("%d retries, first delay %s, %s", t.Retry.RetryCount, t.Retry.RetryDelay, orDefault(t.Retry.Backoff, "exponential")))
+			row("Failure action", string(t.FailureAction))
+			row("Attempts", fmt.Sprint(t.Attempts))
+			row("Exit code", exitStr(t.ExitCode))
+			row("Created", fmtTime(t.CreatedAt))
+			row("Started", fmtTime(t.StartedAt))
+			row("Completed", fmtTime(t.CompletedAt))
+			if !t.NextAttemptAt.IsZero() {
+				row("Next attempt", fmtTime(t.NextAttemptAt))
+			}
+			if t.Error != "" {
+				row("Error", t.Error)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, a := range t.History {
+				fmt.Fprintf(g.stdout, "  attempt %d: %s  %s → %s  exit %s  %s\n", a.Number, orDefault(a.Outcome, "running"),
+					fmtTime(a.StartedAt), fmtTime(a.EndedAt), exitStr(a.ExitCode), a.Error)
+			}
+			printStream(g, "stdout", t.Stdout, t.StdoutTruncated)
+			printStream(g, "stderr", t.Stderr, t.StderrTruncated)
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	return c
+}
+
+func newCancel(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel TASK_ID",
+		Short: "Cancel a task (a running one has its remote command stopped)",
+		Args:  exactArgs(1, "TASK_ID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			t, err := cl.Cancel(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if t.Status == rediacc.StatusCancelled {
+				fmt.Fprintf(g.stdout, "task %s cancelled\n", t.ID)
+			} else {
+				fmt.Fprintf(g.stdout, "task %s is %s: its worker will stop it\n", t.ID, t.Status)
+			}
+			return nil
+		},
+	}
+}
+
+func newWorker(g *globals) *cobra.Command {
+	var (
+		concurrency, perMachine int
+		untilEmpty              bool
+	)
+	c := &cobra.Command{
+		Use:   "worker [--concurrency N] [--until-empty]",
+		Short: "Run queued tasks (until interrupted, or until the queue is empty)",
+		Args:  exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error {
+			if concurrency < 1 || perMachine < 1 {
+				return usagef("--concurrency and --per-machine-limit must be at least 1")
+			}
+			cl, err := g.client(c.Context(), func(cfg *rediacc.Config) {
+				cfg.Concurrency = concurrency
+				cfg.PerMachineLimit = perMachine
+			})
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if untilEmpty {
+				return cl.RunUntilEmpty(c.Context())
+			}
+			return cl.Run(c.Context())
+		},
+	}
+	f := c.Flags()
+	f.IntVar(&concurrency, "concurrency", rediacc.DefaultConcurrency, "tasks run at once by this worker")
+	f.IntVar(&perMachine, "per-machine-limit", rediacc.DefaultPerMachineLimit, "tasks run at once on one machine (OpenSSH allows 10 sessions per connection)")
+	f.BoolVar(&untilEmpty, "until-empty", false, "exit 0 once no task is pending, assigned or processing")
+	return c
+}
+
+func exitStr(code *int) string {
+	if code == nil {
+		return "-"
+	}
+	return fmt.Sprint(*code)
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05.000")
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func clip(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len([]rune(s)) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
+func printStream(g *globals, name, s string, truncated bool) {
+	if s == "" {
+		return
+	}
+	note := ""
+	if truncated {
+		note = " (truncated)"
+	}
+	fmt.Fprintf(g.stdout, "--- %s%s ---\n%s", name, note, s)
+	if !strings.HasSuffix(s, "\n") {
+		fmt.Fprintln(g.stdout)
+	}
+}

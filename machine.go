@@ -1,0 +1,223 @@
+package rediacc
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/rediacc/rediacc/internal/store"
+	rssh "github.com/rediacc/rediacc/ssh"
+)
+
+// HostKeyPolicy says how a machine's SSH host key is checked.
+type HostKeyPolicy string
+
+// Host-key policies. Only the one whose name says Insecure skips the check.
+const (
+	// HostKeyKnownHosts verifies the host key against Machine.KnownHostsFile
+	// (default ~/.ssh/known_hosts): an unknown host gives
+	// ErrUnknownHostKey, a different key ErrHostKeyMismatch. The default.
+	HostKeyKnownHosts HostKeyPolicy = "known-hosts"
+	// HostKeyAcceptNew trusts a host's key the first time it is seen and
+	// records it in KnownHostsFile (OpenSSH's StrictHostKeyChecking=accept-new);
+	// a later different key is still refused with ErrHostKeyMismatch.
+	HostKeyAcceptNew HostKeyPolicy = "accept-new"
+	// HostKeyInsecureIgnore accepts any host key. It allows a
+	// man-in-the-middle to read everything, secrets included: tests only.
+	HostKeyInsecureIgnore HostKeyPolicy = "insecure-ignore"
+)
+
+// Machine is a host that runs tasks over SSH. Name is unique.
+type Machine struct {
+	// Name identifies the machine in tasks: 1..63 characters of
+	// [a-z0-9._-], starting with a letter or digit.
+	Name string `json:"name"`
+	// Team owns the machine; "" means "default".
+	Team string `json:"team,omitempty"`
+	// Host is a DNS name or IP address. Required.
+	Host string `json:"host"`
+	// Port defaults to 22; range 1..65535.
+	Port int `json:"port"`
+	// User defaults to the current OS user.
+	User string `json:"user"`
+	// IdentityFile is a private key file (OpenSSH, PKCS#1/#8 PEM), optionally
+	// passphrase-protected (the passphrase comes from Config.KeyPassphrase,
+	// never from the machine record). Empty with UseAgent: the ssh-agent.
+	IdentityFile string `json:"identityFile,omitempty"`
+	// UseAgent authenticates with the keys of the ssh-agent at $SSH_AUTH_SOCK.
+	UseAgent bool `json:"useAgent,omitempty"`
+	// HostKeyPolicy defaults to HostKeyKnownHosts.
+	HostKeyPolicy HostKeyPolicy `json:"hostKeyPolicy"`
+	// KnownHostsFile defaults to ~/.ssh/known_hosts.
+	KnownHostsFile string `json:"knownHostsFile,omitempty"`
+	// Labels are free key=value tags.
+	Labels map[string]string `json:"labels,omitempty"`
+
+	CreatedAt time.Time `json:"createdAt,omitzero"`
+}
+
+var machineNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// ValidateName returns ErrInvalidMachine unless name is a valid machine name.
+func validateMachineName(name string) error {
+	if !machineNameRE.MatchString(name) {
+		return fmt.Errorf("%w: name %q must be 1..63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit", ErrInvalidMachine, name)
+	}
+	return nil
+}
+
+func homeDir() string {
+	if h, err := os.UserHomeDir(); err == nil {
+		return h
+	}
+	return "/"
+}
+
+func currentUser() string {
+	for _, k := range []string{"USER", "LOGNAME"} {
+		if u := os.Getenv(k); u != "" {
+			return u
+		}
+	}
+	return "root"
+}
+
+// normalize fills defaults and validates; it returns ErrInvalidMachine
+// naming the bad field.
+func (m Machine) normalize() (Machine, error) {
+	bad := func(format string, a ...any) (Machine, error) {
+		return m, fmt.Errorf("%w: machine %q: %s", ErrInvalidMachine, m.Name, fmt.Sprintf(format, a...))
+	}
+	if err := validateMachineName(m.Name); err != nil {
+		return m, err
+	}
+	if m.Team == "" {
+		m.Team = DefaultTeam
+	}
+	m.Host = strings.TrimSpace(m.Host)
+	if m.Host == "" || strings.ContainsAny(m.Host, " \t/@") {
+		return bad("host %q is empty or not a host name or address", m.Host)
+	}
+	if m.Port == 0 {
+		m.Port = 22
+	}
+	if m.Port < 1 || m.Port > 65535 {
+		return bad("port %d is outside 1..65535", m.Port)
+	}
+	if m.User == "" {
+		m.User = currentUser()
+	}
+	if m.HostKeyPolicy == "" {
+		m.HostKeyPolicy = HostKeyKnownHosts
+	}
+	switch m.HostKeyPolicy {
+	case HostKeyKnownHosts, HostKeyAcceptNew, HostKeyInsecureIgnore:
+	default:
+		return bad("host-key policy %q is not %q, %q or %q", m.HostKeyPolicy, HostKeyKnownHosts, HostKeyAcceptNew, HostKeyInsecureIgnore)
+	}
+	if m.KnownHostsFile == "" && m.HostKeyPolicy != HostKeyInsecureIgnore {
+		m.KnownHostsFile = filepath.Join(homeDir(), ".ssh", "known_hosts")
+	}
+	if m.KnownHostsFile != "" {
+		abs, err := filepath.Abs(m.KnownHostsFile)
+		if err != nil {
+			return bad("known_hosts path %q: %v", m.KnownHostsFile, err)
+		}
+		m.KnownHostsFile = abs
+	}
+	if m.IdentityFile == "" && !m.UseAgent {
+		return bad("no identity: give an identity (private key) file or use the ssh-agent")
+	}
+	if m.IdentityFile != "" {
+		abs, err := filepath.Abs(m.IdentityFile)
+		if err != nil {
+			return bad("identity path %q: %v", m.IdentityFile, err)
+		}
+		m.IdentityFile = abs
+	}
+	return m, nil
+}
+
+// machineConfig is the part of a Machine kept in store.Machine.Config.
+type machineConfig struct {
+	IdentityFile   string            `json:"identityFile,omitempty"`
+	UseAgent       bool              `json:"useAgent,omitempty"`
+	HostKeyPolicy  HostKeyPolicy     `json:"hostKeyPolicy"`
+	KnownHostsFile string            `json:"knownHostsFile,omitempty"`
+	Labels         map[string]string `json:"labels,omitempty"`
+}
+
+func (m Machine) record() (store.Machine, error) {
+	cfg, err := json.Marshal(machineConfig{
+		IdentityFile: m.IdentityFile, UseAgent: m.UseAgent, HostKeyPolicy: m.HostKeyPolicy,
+		KnownHostsFile: m.KnownHostsFile, Labels: m.Labels,
+	})
+	if err != nil {
+		return store.Machine{}, err
+	}
+	return store.Machine{Name: m.Name, Team: m.Team, Host: m.Host, Port: m.Port, User: m.User, Config: cfg, CreatedAt: m.CreatedAt}, nil
+}
+
+func machineFromRecord(r store.Machine) (Machine, error) {
+	var c machineConfig
+	if err := json.Unmarshal(r.Config, &c); err != nil {
+		return Machine{}, fmt.Errorf("%w: machine %s has an unreadable config: %v", ErrCorruptStore, r.Name, err)
+	}
+	return Machine{
+		Name: r.Name, Team: r.Team, Host: r.Host, Port: r.Port, User: r.User,
+		IdentityFile: c.IdentityFile, UseAgent: c.UseAgent, HostKeyPolicy: c.HostKeyPolicy,
+		KnownHostsFile: c.KnownHostsFile, Labels: c.Labels, CreatedAt: r.CreatedAt,
+	}, nil
+}
+
+// target builds the SSH target of m. passphrase may be nil.
+func (m Machine) target(passphrase []byte) rssh.Target {
+	t := rssh.Target{Name: m.Name, Host: m.Host, Port: m.Port, User: m.User}
+	if m.IdentityFile != "" {
+		t.Auth = append(t.Auth, rssh.KeyFile(m.IdentityFile, passphrase))
+	}
+	if m.UseAgent {
+		t.Auth = append(t.Auth, rssh.Agent())
+	}
+	switch m.HostKeyPolicy {
+	case HostKeyAcceptNew:
+		t.HostKey = rssh.AcceptNewHostKey(m.KnownHostsFile)
+	case HostKeyInsecureIgnore:
+		t.HostKey = rssh.InsecureIgnoreHostKey()
+	default:
+		t.HostKey = rssh.KnownHosts(m.KnownHostsFile)
+	}
+	return t
+}
+
+// checkKeyFile loads a private key file so a bad file or passphrase is
+// reported when the machine is added. Errors: ErrKeyFile, ErrWrongPassphrase.
+func checkKeyFile(path string, passphrase []byte) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrKeyFile, err)
+	}
+	if len(passphrase) > 0 {
+		_, err = gossh.ParsePrivateKeyWithPassphrase(b, passphrase)
+	} else {
+		_, err = gossh.ParsePrivateKey(b)
+	}
+	var missing *gossh.PassphraseMissingError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &missing):
+		return fmt.Errorf("%w: identity file %s is encrypted and no passphrase was given", ErrWrongPassphrase, path)
+	case errors.Is(err, x509.IncorrectPasswordError), strings.Contains(err.Error(), "decryption password incorrect"):
+		return fmt.Errorf("%w: identity file %s: the passphrase does not decrypt it", ErrWrongPassphrase, path)
+	}
+	return fmt.Errorf("%w: identity file %s is not a private key: %v", ErrKeyFile, path, err)
+}

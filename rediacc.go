@@ -1,0 +1,540 @@
+// Package rediacc runs shell tasks on fleets of machines over SSH: queued
+// durably, scheduled by priority without starving the low levels, retried
+// with backoff, and alerted on when they finally fail.
+//
+// A task is a shell command for a registered machine, with a priority from 1
+// (critical: run now) to 5 (whenever there is room). A Client submits tasks to
+// its Store (an embedded SQLite file by default) and, in Run, works as a
+// worker: it claims tasks by priority (FIFO within a level, aging so that no
+// level starves, one slot per machine held back for priority 1), runs them
+// in-process over SSH (golang.org/x/crypto/ssh, host keys verified against
+// known_hosts), retries failed attempts with github.com/cenkalti/backoff, and
+// rescues the tasks of a worker that died. Many workers, in one process or
+// several, may share one store.
+//
+// Quick start:
+//
+//	ctx := context.Background()
+//	c, err := rediacc.New(ctx, rediacc.Config{DataDir: "/var/lib/rediacc"})
+//	if err != nil { … }
+//	defer c.Close()
+//	_, err = c.AddMachine(ctx, rediacc.Machine{
+//		Name: "prod-01", Host: "10.0.0.5", User: "deploy",
+//		IdentityFile: "/etc/rediacc/id_ed25519", // host key checked in ~/.ssh/known_hosts
+//	})
+//	task, err := c.Submit(ctx, rediacc.TaskSpec{
+//		Machine: "prod-01", Priority: rediacc.Critical,
+//		Command: "systemctl restart webserver",
+//		Retry:   rediacc.RetryPolicy{RetryCount: 3, RetryDelay: 30 * time.Second},
+//	})
+//	go c.Run(ctx) // the worker loop; or run workers elsewhere on the same store
+//	done, err := c.Wait(ctx, task.ID)
+//	fmt.Println(done.Status, *done.ExitCode, done.Stdout)
+package rediacc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rediacc/rediacc/internal/store"
+	rssh "github.com/rediacc/rediacc/ssh"
+)
+
+// Clock tells the time. Inject one (Config.Clock) to test retry delays and
+// aging without sleeping; the idea is backoff's Clock.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Defaults of Config's zero fields.
+const (
+	DefaultConcurrency     = 16
+	DefaultPerMachineLimit = 8 // below OpenSSH's MaxSessions of 10
+	DefaultLeaseDuration   = 30 * time.Second
+	DefaultPollInterval    = 500 * time.Millisecond
+	DefaultTimeout         = time.Hour
+	DefaultOutputLimit     = 1 << 20
+)
+
+// Config configures a Client. Every zero field has a documented default.
+type Config struct {
+	// Store holds the queue. Default: the SQLite file rediacc.db in DataDir.
+	// The Client closes it on Close.
+	Store *Store
+	// DataDir is where the default store lives. Default: $REDIACC_HOME, else
+	// ~/.rediacc. Created 0700 when missing.
+	DataDir string
+	// Logger receives structured logs; every record about a task carries
+	// task_id, machine, priority and attempt. Default: slog.Default().
+	Logger *slog.Logger
+	// Clock is the time source of the queue (claims, retry delays, aging,
+	// leases). Default: the system clock.
+	Clock Clock
+
+	// Concurrency bounds the tasks one worker (Run) runs at once. Default 16.
+	Concurrency int
+	// PerMachineLimit bounds the tasks running at once on one machine,
+	// counted across every worker sharing the store. Default 8, below
+	// OpenSSH's MaxSessions of 10.
+	PerMachineLimit int
+	// NoCriticalReserve turns off the slot per machine held back for
+	// priority-1 tasks (lower priorities may then fill PerMachineLimit).
+	NoCriticalReserve bool
+	// AgingInterval raises a waiting task's effective priority one level
+	// per interval of waiting. Default 5m; negative disables aging.
+	AgingInterval time.Duration
+	// LeaseDuration is how long a claimed task stays with its worker without
+	// a heartbeat; a worker renews it every LeaseDuration/3. A task whose
+	// worker died is rescued when its lease runs out, or at once when the
+	// worker was a process on this host that no longer exists. Default 30s.
+	LeaseDuration time.Duration
+	// PollInterval is how often a worker looks for tasks submitted by other
+	// processes. In-process submits wake it at once. Default 500ms.
+	PollInterval time.Duration
+	// DefaultTimeout bounds an attempt whose task has no Timeout.
+	// Default 1h.
+	DefaultTimeout time.Duration
+	// OutputLimit caps the stdout and the stderr kept per attempt, in bytes.
+	// Default 1 MiB.
+	OutputLimit int
+	// ShutdownGrace is how long running tasks may go on finishing when Run's
+	// context ends, before they are interrupted and requeued (without
+	// using up an attempt). Default 0: interrupt at once.
+	ShutdownGrace time.Duration
+
+	// SSH tunes connections (timeouts, keepalives, pool sizes).
+	SSH rssh.Config
+	// Alerter is told when a task with FailureAlert finally fails.
+	// Default: a LogAlerter on Logger.
+	Alerter Alerter
+	// KeyPassphrase returns the passphrase of a machine's identity file, or
+	// nil when it has none. Default: none.
+	KeyPassphrase func(ctx context.Context, m Machine) ([]byte, error)
+	// Output, when set, receives each attempt's stdout and stderr as they
+	// arrive (stream "stdout" or "stderr"). It must not block for long.
+	Output func(taskID string, attempt int, stream string, p []byte)
+	// WorkerID names this client's worker in leases and attempts.
+	// Default: "host/pid/random".
+	WorkerID string
+}
+
+// Client submits, inspects and runs tasks. It is safe for concurrent use.
+type Client struct {
+	cfg     Config
+	engine  store.Engine
+	st      *Store
+	log     *slog.Logger
+	clock   Clock
+	pool    *rssh.Pool
+	alerter Alerter
+	id      string
+
+	mu       sync.Mutex
+	closed   bool
+	changed  chan struct{} // closed and replaced on every local state change
+	wake     chan struct{} // a submit nudges the worker
+	running  map[string]context.CancelCauseFunc
+	runCount int
+}
+
+// DefaultDataDir returns $REDIACC_HOME, else ~/.rediacc.
+func DefaultDataDir() string {
+	if d := os.Getenv("REDIACC_HOME"); d != "" {
+		return d
+	}
+	return filepath.Join(homeDir(), ".rediacc")
+}
+
+// New opens a Client. It returns ErrCorruptStore when the default store file
+// is not a rediacc store, or the error that kept DataDir from being created.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = systemClock{}
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.PerMachineLimit <= 0 {
+		cfg.PerMachineLimit = DefaultPerMachineLimit
+	}
+	if cfg.AgingInterval == 0 {
+		cfg.AgingInterval = DefaultAgingInterval
+	}
+	if cfg.LeaseDuration <= 0 {
+		cfg.LeaseDuration = DefaultLeaseDuration
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.DefaultTimeout <= 0 {
+		cfg.DefaultTimeout = DefaultTimeout
+	}
+	if cfg.OutputLimit <= 0 {
+		cfg.OutputLimit = DefaultOutputLimit
+	}
+	if cfg.Alerter == nil {
+		cfg.Alerter = &LogAlerter{Logger: cfg.Logger}
+	}
+	if cfg.WorkerID == "" {
+		cfg.WorkerID = newWorkerID()
+	}
+	st := cfg.Store
+	if st == nil {
+		if cfg.DataDir == "" {
+			cfg.DataDir = DefaultDataDir()
+		}
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("rediacc: create data dir %s: %w", cfg.DataDir, err)
+		}
+		var err error
+		st, err = OpenSQLite(ctx, filepath.Join(cfg.DataDir, "rediacc.db"))
+		if err != nil {
+			return nil, err
+		}
+	}
+	sshCfg := cfg.SSH
+	if sshCfg.Logger == nil {
+		sshCfg.Logger = cfg.Logger
+	}
+	c := &Client{
+		cfg: cfg, engine: st.e, st: st, log: cfg.Logger, clock: cfg.Clock,
+		pool: rssh.NewPool(sshCfg), alerter: cfg.Alerter, id: cfg.WorkerID,
+		changed: make(chan struct{}), wake: make(chan struct{}, 1),
+		running: map[string]context.CancelCauseFunc{},
+	}
+	return c, nil
+}
+
+// newWorkerID returns "host/pid/random": the host and pid let a worker on the
+// same host tell that a lease's owner process is gone.
+func newWorkerID() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// WorkerID returns the id this client's worker uses in leases and attempts.
+func (c *Client) WorkerID() string { return c.id }
+
+// Store returns the client's store.
+func (c *Client) Store() *Store { return c.st }
+
+// Close stops the SSH pool and closes the store. Call it after Run has
+// returned. Later calls return ErrClosed.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	c.closed = true
+	c.mu.Unlock()
+	return errors.Join(c.pool.Close(), c.engine.Close())
+}
+
+func (c *Client) notify() {
+	c.mu.Lock()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+func (c *Client) changes() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+// AddMachine registers m. It returns the machine with its defaults filled in.
+// When m has an identity file, the key is loaded (with
+// Config.KeyPassphrase) so a bad file fails here, not at run time.
+//
+// Errors: ErrInvalidMachine (bad name, host, port, policy, no identity),
+// ErrKeyFile, ErrWrongPassphrase, ErrExists.
+func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
+	m, err := m.normalize()
+	if err != nil {
+		return Machine{}, err
+	}
+	if m.IdentityFile != "" {
+		pass, err := c.passphrase(ctx, m)
+		if err != nil {
+			return Machine{}, err
+		}
+		if err := checkKeyFile(m.IdentityFile, pass); err != nil {
+			return Machine{}, err
+		}
+	}
+	now := c.clock.Now().UTC()
+	m.CreatedAt = now
+	rec, err := m.record()
+	if err != nil {
+		return Machine{}, err
+	}
+	rec.UpdatedAt = now
+	if err := c.engine.CreateMachine(ctx, rec); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return Machine{}, fmt.Errorf("machine %q: %w (remove it first or pick another name)", m.Name, ErrExists)
+		}
+		return Machine{}, mapStoreErr(err)
+	}
+	c.log.InfoContext(ctx, "machine added", "machine", m.Name, "team", m.Team, "addr", fmt.Sprintf("%s:%d", m.Host, m.Port), "host_key_policy", string(m.HostKeyPolicy))
+	return m, nil
+}
+
+// Machine returns the machine named name. Errors: ErrNotFound.
+func (c *Client) Machine(ctx context.Context, name string) (Machine, error) {
+	r, err := c.engine.GetMachine(ctx, name)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Machine{}, fmt.Errorf("machine %q: %w", name, ErrNotFound)
+		}
+		return Machine{}, mapStoreErr(err)
+	}
+	return machineFromRecord(r)
+}
+
+// Machines lists the registered machines by name.
+func (c *Client) Machines(ctx context.Context) ([]Machine, error) {
+	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{})
+	if err != nil {
+		return nil, mapStoreErr(err)
+	}
+	out := make([]Machine, 0, len(rs))
+	for _, r := range rs {
+		m, err := machineFromRecord(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// RemoveMachine unregisters a machine and drops its pooled connections.
+// Errors: ErrNotFound; ErrMachineBusy while it has unfinished tasks.
+func (c *Client) RemoveMachine(ctx context.Context, name string) error {
+	if err := c.engine.DeleteMachine(ctx, name); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("machine %q: %w", name, ErrNotFound)
+		}
+		if errors.Is(err, store.ErrMachineHasTasks) {
+			return fmt.Errorf("machine %q: %w (cancel or wait for them first)", name, ErrMachineBusy)
+		}
+		return mapStoreErr(err)
+	}
+	c.pool.Forget(name)
+	return nil
+}
+
+func (c *Client) passphrase(ctx context.Context, m Machine) ([]byte, error) {
+	if c.cfg.KeyPassphrase == nil {
+		return nil, nil
+	}
+	return c.cfg.KeyPassphrase(ctx, m)
+}
+
+// Submit queues a task and returns at once with it (status PENDING). When
+// spec.IdempotencyKey names an earlier task, that task is returned instead
+// and nothing is queued. Nothing is written when an error is returned.
+//
+// Errors: ErrInvalidPriority, ErrInvalidTask, ErrUnknownMachine.
+func (c *Client) Submit(ctx context.Context, spec TaskSpec) (*Task, error) {
+	spec, err := spec.normalize()
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.engine.GetMachine(ctx, spec.Machine)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %q is not registered (add it first: rediacc machine add)", ErrUnknownMachine, spec.Machine)
+		}
+		return nil, mapStoreErr(err)
+	}
+	raw, err := encodeSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	now := c.clock.Now().UTC()
+	rec, created, err := c.engine.CreateTask(ctx, store.Task{
+		ID: uuid.NewString(), IdempotencyKey: spec.IdempotencyKey, Team: m.Team,
+		Machine: m.Name, Priority: int(spec.Priority), Spec: raw,
+		CreatedAt: now, EnqueuedAt: now, ReadyAt: now,
+	})
+	if err != nil {
+		return nil, mapStoreErr(err)
+	}
+	t, err := taskFromRecord(rec)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		c.taskLog(t, 0).InfoContext(ctx, "task queued")
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+		c.notify()
+	}
+	return t, nil
+}
+
+func (c *Client) taskLog(t *Task, attempt int) *slog.Logger {
+	return c.log.With(slog.String("task_id", t.ID), slog.String("machine", t.Machine),
+		slog.Int("priority", int(t.Priority)), slog.Int("attempt", attempt))
+}
+
+// Get returns a task. Errors: ErrNotFound.
+func (c *Client) Get(ctx context.Context, id string) (*Task, error) {
+	r, err := c.engine.GetTask(ctx, id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("task %q: %w", id, ErrNotFound)
+		}
+		return nil, mapStoreErr(err)
+	}
+	return taskFromRecord(r)
+}
+
+// List returns tasks in creation order.
+func (c *Client) List(ctx context.Context, f ListFilter) ([]*Task, error) {
+	sf := store.TaskFilter{Team: f.Team, Machine: f.Machine, Priority: int(f.Priority), Limit: f.Limit}
+	for _, s := range f.Statuses {
+		sf.Statuses = append(sf.Statuses, store.Status(s))
+	}
+	rs, err := c.engine.ListTasks(ctx, sf)
+	if err != nil {
+		return nil, mapStoreErr(err)
+	}
+	out := make([]*Task, 0, len(rs))
+	for _, r := range rs {
+		t, err := taskFromRecord(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// Wait blocks until the task is COMPLETED, FAILED or CANCELLED and returns
+// it, or until ctx ends (ctx.Err()). It sees changes made in this process at
+// once and those of other processes within Config.PollInterval.
+// Errors: ErrNotFound.
+func (c *Client) Wait(ctx context.Context, id string) (*Task, error) {
+	for {
+		ch := c.changes()
+		t, err := c.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if t.Status.Terminal() {
+			return t, nil
+		}
+		timer := time.NewTimer(c.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-ch:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// Cancel cancels a task. A PENDING task becomes CANCELLED at once; an
+// ASSIGNED or PROCESSING one has its remote command stopped by its worker
+// and then becomes CANCELLED (Wait for it). Cancelling a CANCELLED task
+// returns it unchanged.
+//
+// Errors: ErrNotFound; ErrNotCancellable for COMPLETED and FAILED tasks.
+func (c *Client) Cancel(ctx context.Context, id string) (*Task, error) {
+	r, err := c.engine.Cancel(ctx, id, c.clock.Now().UTC())
+	if err != nil {
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return nil, fmt.Errorf("task %q: %w", id, ErrNotFound)
+		case errors.Is(err, store.ErrNotCancellable):
+			return nil, fmt.Errorf("task %q is %s: %w", id, r.Status, ErrNotCancellable)
+		}
+		return nil, mapStoreErr(err)
+	}
+	c.mu.Lock()
+	cancel := c.running[id]
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel(ErrTaskCancelled)
+	}
+	t, err := taskFromRecord(r)
+	if err != nil {
+		return nil, err
+	}
+	c.taskLog(t, t.Attempts).InfoContext(ctx, "task cancel requested", "status", string(t.Status))
+	c.notify()
+	return t, nil
+}
+
+// QueueDepth counts PENDING tasks by priority (tasks waiting out a retry
+// delay included).
+func (c *Client) QueueDepth(ctx context.Context) (map[Priority]int, error) {
+	rows, err := c.engine.Depth(ctx)
+	if err != nil {
+		return nil, mapStoreErr(err)
+	}
+	out := map[Priority]int{}
+	for _, r := range rows {
+		if r.Status == store.Pending {
+			out[Priority(r.Priority)] += r.Count
+		}
+	}
+	return out, nil
+}
+
+// liveWriter forwards an attempt's output to Config.Output.
+type liveWriter struct {
+	f       func(taskID string, attempt int, stream string, p []byte)
+	id      string
+	attempt int
+	stream  string
+}
+
+func (w liveWriter) Write(p []byte) (int, error) {
+	w.f(w.id, w.attempt, w.stream, p)
+	return len(p), nil
+}
+
+var _ io.Writer = liveWriter{}
+
+// trimErr keeps error strings in the queue short and single-line.
+func trimErr(err error) string {
+	if err == nil {
+		return ""
+	}
+	s := strings.TrimSpace(err.Error())
+	if len(s) > 4096 {
+		s = s[:4096] + "…"
+	}
+	return s
+}

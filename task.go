@@ -1,0 +1,332 @@
+package rediacc
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/rediacc/rediacc/internal/store"
+)
+
+// Status is a task's state in the queue: PENDING → ASSIGNED → PROCESSING →
+// COMPLETED, FAILED or CANCELLED (the product guide's states). A task waiting
+// out a retry delay is PENDING with NextAttemptAt in the future.
+type Status string
+
+// Task states.
+const (
+	StatusPending    Status = Status(store.Pending)
+	StatusAssigned   Status = Status(store.Assigned)
+	StatusProcessing Status = Status(store.Processing)
+	StatusCompleted  Status = Status(store.Completed)
+	StatusFailed     Status = Status(store.Failed)
+	StatusCancelled  Status = Status(store.Cancelled)
+)
+
+// Terminal reports whether s is COMPLETED, FAILED or CANCELLED.
+func (s Status) Terminal() bool { return store.Status(s).Terminal() }
+
+// ParseStatus reads a status name, case-insensitive. Unknown names return
+// ErrInvalidArgument.
+func ParseStatus(s string) (Status, error) {
+	st := Status(strings.ToUpper(strings.TrimSpace(s)))
+	switch st {
+	case StatusPending, StatusAssigned, StatusProcessing, StatusCompleted, StatusFailed, StatusCancelled:
+		return st, nil
+	}
+	return "", fmt.Errorf("%w: status %q (use pending, assigned, processing, completed, failed or cancelled)", ErrInvalidArgument, s)
+}
+
+// MaxCommandBytes bounds a task's command.
+const MaxCommandBytes = 64 << 10
+
+// TaskSpec is what a caller submits.
+type TaskSpec struct {
+	// Machine is the registered machine's name. Required.
+	Machine string
+	// Command is run by the machine's login shell (sh -c). Required, at most
+	// 64 KiB, no NUL byte. Never put secrets here.
+	Command string
+	// Priority 1..5; 0 means Normal (3).
+	Priority Priority
+	// Retry is the retry policy; the zero value retries nothing.
+	Retry RetryPolicy
+	// FailureAction is what happens when the last attempt fails; "" means
+	// FailureAlert.
+	FailureAction FailureAction
+	// Timeout bounds one attempt; 0 means Config.DefaultTimeout. When it
+	// runs out, the remote command and its children are ended.
+	Timeout time.Duration
+	// Env holds environment variables for the command; keys match
+	// [A-Za-z_][A-Za-z0-9_]*. Not for secrets: values are stored in the queue.
+	Env map[string]string
+	// IdempotencyKey, when set, makes Submit return the task first submitted
+	// with the same key instead of queueing a second one. At most 200 bytes.
+	IdempotencyKey string
+}
+
+var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// normalize fills defaults and validates. It returns ErrInvalidTask or
+// ErrInvalidPriority naming the bad field.
+func (s TaskSpec) normalize() (TaskSpec, error) {
+	bad := func(format string, a ...any) (TaskSpec, error) {
+		return s, fmt.Errorf("%w: %s", ErrInvalidTask, fmt.Sprintf(format, a...))
+	}
+	if s.Priority == 0 {
+		s.Priority = Normal
+	}
+	if err := s.Priority.Validate(); err != nil {
+		return s, err
+	}
+	if strings.TrimSpace(s.Machine) == "" {
+		return bad("machine is required")
+	}
+	if strings.TrimSpace(s.Command) == "" {
+		return bad("command is empty")
+	}
+	if len(s.Command) > MaxCommandBytes {
+		return bad("command is %d bytes, more than %d", len(s.Command), MaxCommandBytes)
+	}
+	if strings.ContainsRune(s.Command, 0) {
+		return bad("command contains a NUL byte")
+	}
+	if err := s.Retry.Validate(); err != nil {
+		return s, err
+	}
+	if s.FailureAction == "" {
+		s.FailureAction = FailureAlert
+	}
+	if _, err := ParseFailureAction(string(s.FailureAction)); err != nil {
+		return s, err
+	}
+	if s.Timeout < 0 {
+		return bad("timeout %s is negative", s.Timeout)
+	}
+	for k, v := range s.Env {
+		if !envKeyRE.MatchString(k) {
+			return bad("environment variable name %q is not [A-Za-z_][A-Za-z0-9_]*", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return bad("environment variable %s contains a NUL byte", k)
+		}
+	}
+	if len(s.IdempotencyKey) > 200 {
+		return bad("idempotency key is longer than 200 bytes")
+	}
+	return s, nil
+}
+
+// Attempt is one try of a task.
+type Attempt struct {
+	Number    int       `json:"number"` // 1-based; an interrupted try reruns under the same number
+	Worker    string    `json:"worker,omitempty"`
+	StartedAt time.Time `json:"startedAt"`
+	EndedAt   time.Time `json:"endedAt,omitzero"`
+	ExitCode  *int      `json:"exitCode,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	// Outcome is "succeeded", "failed", "timeout", "cancelled",
+	// "interrupted" (worker shutdown or crash: not counted), or "" while
+	// running.
+	Outcome string `json:"outcome,omitempty"`
+}
+
+// Task is a queued task and what is known of its runs.
+type Task struct {
+	ID string // a UUID
+	TaskSpec
+	Team   string
+	Status Status
+	// Attempts counts the attempts that used up a try (interrupted ones are
+	// not counted).
+	Attempts int
+	// History lists every try, interrupted ones included, oldest first.
+	History []Attempt
+	// Result of the last attempt. Output is capped (Config.OutputLimit);
+	// the Truncated flags say when bytes were dropped.
+	ExitCode        *int
+	Stdout          string
+	Stderr          string
+	StdoutTruncated bool
+	StderrTruncated bool
+	Error           string
+
+	CreatedAt     time.Time
+	StartedAt     time.Time // first attempt's start; zero before
+	CompletedAt   time.Time // zero until terminal
+	NextAttemptAt time.Time // a PENDING task is not run before this
+}
+
+// taskJSON is the task's JSON form, with the product guide's field names.
+type taskJSON struct {
+	TaskID          string            `json:"taskId"`
+	Status          Status            `json:"status,omitempty"`
+	Priority        Priority          `json:"priority,omitempty"`
+	Team            string            `json:"team,omitempty"`
+	Machine         string            `json:"machine,omitempty"`
+	Command         string            `json:"command,omitempty"`
+	RetryCount      int               `json:"retryCount"`
+	RetryDelay      float64           `json:"retryDelay"` // seconds
+	RetryBackoff    string            `json:"retryBackoff,omitempty"`
+	RetryMultiplier float64           `json:"retryMultiplier,omitempty"`
+	RetryMaxDelay   float64           `json:"retryMaxDelay,omitempty"` // seconds
+	RetryJitter     float64           `json:"retryJitter,omitempty"`
+	RetryOn         string            `json:"retryOn,omitempty"`
+	FailureAction   FailureAction     `json:"failureAction,omitempty"`
+	Timeout         float64           `json:"timeout,omitempty"` // seconds
+	Env             map[string]string `json:"env,omitempty"`
+	IdempotencyKey  string            `json:"idempotencyKey,omitempty"`
+	Attempts        int               `json:"attempts"`
+	History         []Attempt         `json:"history,omitempty"`
+	ExitCode        *int              `json:"exitCode"`
+	Stdout          string            `json:"stdout"`
+	Stderr          string            `json:"stderr"`
+	StdoutTruncated bool              `json:"stdoutTruncated,omitempty"`
+	StderrTruncated bool              `json:"stderrTruncated,omitempty"`
+	Error           string            `json:"error"`
+	CreatedAt       *time.Time        `json:"createdAt"`
+	StartedAt       *time.Time        `json:"startedAt"`
+	CompletedAt     *time.Time        `json:"completedAt"`
+	NextAttemptAt   *time.Time        `json:"nextAttemptAt,omitempty"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+func timeVal(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// MarshalJSON writes the task in the product guide's form:
+// {"taskId": "…", "retryCount": 3, "retryDelay": 30, "failureAction":
+// "alert", …}, durations in seconds, times in RFC 3339 UTC.
+func (t Task) MarshalJSON() ([]byte, error) {
+	return json.Marshal(taskJSON{
+		TaskID: t.ID, Status: t.Status, Priority: t.Priority, Team: t.Team,
+		Machine: t.Machine, Command: t.Command,
+		RetryCount: t.Retry.RetryCount, RetryDelay: t.Retry.RetryDelay.Seconds(),
+		RetryBackoff: t.Retry.Backoff, RetryMultiplier: t.Retry.Multiplier,
+		RetryMaxDelay: t.Retry.MaxDelay.Seconds(), RetryJitter: t.Retry.Jitter,
+		RetryOn: t.Retry.RetryOn, FailureAction: t.FailureAction,
+		Timeout: t.Timeout.Seconds(), Env: t.Env, IdempotencyKey: t.IdempotencyKey,
+		Attempts: t.Attempts, History: t.History, ExitCode: t.ExitCode,
+		Stdout: t.Stdout, Stderr: t.Stderr,
+		StdoutTruncated: t.StdoutTruncated, StderrTruncated: t.StderrTruncated,
+		Error: t.Error, CreatedAt: timePtr(t.CreatedAt), StartedAt: timePtr(t.StartedAt),
+		CompletedAt: timePtr(t.CompletedAt), NextAttemptAt: timePtr(t.NextAttemptAt),
+	})
+}
+
+// UnmarshalJSON reads the form MarshalJSON writes; every field but taskId is
+// optional. Durations are seconds (fractions allowed).
+func (t *Task) UnmarshalJSON(b []byte) error {
+	var j taskJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("%w: task JSON: %v", ErrInvalidTask, err)
+	}
+	seconds := func(name string, f float64) (time.Duration, error) {
+		if f < 0 || f > 1e9 {
+			return 0, fmt.Errorf("%w: task JSON: %s %g is outside 0..1e9 seconds", ErrInvalidTask, name, f)
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	delay, err := seconds("retryDelay", j.RetryDelay)
+	if err != nil {
+		return err
+	}
+	maxDelay, err := seconds("retryMaxDelay", j.RetryMaxDelay)
+	if err != nil {
+		return err
+	}
+	timeout, err := seconds("timeout", j.Timeout)
+	if err != nil {
+		return err
+	}
+	*t = Task{
+		ID: j.TaskID,
+		TaskSpec: TaskSpec{
+			Machine: j.Machine, Command: j.Command, Priority: j.Priority,
+			Retry: RetryPolicy{
+				RetryCount: j.RetryCount, RetryDelay: delay, Backoff: j.RetryBackoff,
+				Multiplier: j.RetryMultiplier, MaxDelay: maxDelay, Jitter: j.RetryJitter,
+				RetryOn: j.RetryOn,
+			},
+			FailureAction: j.FailureAction, Timeout: timeout, Env: j.Env,
+			IdempotencyKey: j.IdempotencyKey,
+		},
+		Team: j.Team, Status: j.Status, Attempts: j.Attempts, History: j.History,
+		ExitCode: j.ExitCode, Stdout: j.Stdout, Stderr: j.Stderr,
+		StdoutTruncated: j.StdoutTruncated, StderrTruncated: j.StderrTruncated,
+		Error: j.Error, CreatedAt: timeVal(j.CreatedAt), StartedAt: timeVal(j.StartedAt),
+		CompletedAt: timeVal(j.CompletedAt), NextAttemptAt: timeVal(j.NextAttemptAt),
+	}
+	return nil
+}
+
+// specJSON is how a TaskSpec is kept in the store (store.Task.Spec).
+type specJSON struct {
+	Command        string            `json:"command"`
+	Retry          RetryPolicy       `json:"retry"`
+	RetryDelayNS   time.Duration     `json:"retryDelayNs,omitempty"`
+	MaxDelayNS     time.Duration     `json:"maxDelayNs,omitempty"`
+	FailureAction  FailureAction     `json:"failureAction"`
+	TimeoutNS      time.Duration     `json:"timeoutNs,omitempty"`
+	Env            map[string]string `json:"env,omitempty"`
+	IdempotencyKey string            `json:"idempotencyKey,omitempty"`
+}
+
+func encodeSpec(s TaskSpec) ([]byte, error) {
+	return json.Marshal(specJSON{
+		Command: s.Command, Retry: s.Retry, RetryDelayNS: s.Retry.RetryDelay,
+		MaxDelayNS: s.Retry.MaxDelay, FailureAction: s.FailureAction,
+		TimeoutNS: s.Timeout, Env: s.Env, IdempotencyKey: s.IdempotencyKey,
+	})
+}
+
+// taskFromRecord turns a store record into a Task.
+func taskFromRecord(r store.Task) (*Task, error) {
+	var sj specJSON
+	if err := json.Unmarshal(r.Spec, &sj); err != nil {
+		return nil, fmt.Errorf("%w: task %s has an unreadable spec: %v", ErrCorruptStore, r.ID, err)
+	}
+	sj.Retry.RetryDelay = sj.RetryDelayNS
+	sj.Retry.MaxDelay = sj.MaxDelayNS
+	t := &Task{
+		ID: r.ID,
+		TaskSpec: TaskSpec{
+			Machine: r.Machine, Command: sj.Command, Priority: Priority(r.Priority),
+			Retry: sj.Retry, FailureAction: sj.FailureAction, Timeout: sj.TimeoutNS,
+			Env: sj.Env, IdempotencyKey: r.IdempotencyKey,
+		},
+		Team: r.Team, Status: Status(r.Status), Attempts: r.Attempts,
+		ExitCode: r.ExitCode, Stdout: string(r.Stdout), Stderr: string(r.Stderr),
+		StdoutTruncated: r.StdoutTruncated, StderrTruncated: r.StderrTruncated,
+		Error: r.Error, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, CompletedAt: r.CompletedAt,
+	}
+	if r.Status == store.Pending && r.ReadyAt.After(r.CreatedAt) {
+		t.NextAttemptAt = r.ReadyAt
+	}
+	for _, a := range r.History {
+		t.History = append(t.History, Attempt(a))
+	}
+	return t, nil
+}
+
+// ListFilter narrows Client.List. Zero fields match everything.
+type ListFilter struct {
+	Statuses []Status
+	Machine  string
+	Team     string
+	Priority Priority // 0 = any
+	Limit    int      // 0 = no limit
+}

@@ -1,0 +1,412 @@
+package rediacc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rediacc/rediacc/internal/store"
+	rssh "github.com/rediacc/rediacc/ssh"
+)
+
+// errLeaseLost ends an attempt whose task another worker took back.
+var errLeaseLost = errors.New("lease lost: the task was taken back by another worker")
+
+// ErrWorkerRunning is returned by Run when this Client already runs a worker.
+var ErrWorkerRunning = errors.New("rediacc: this client already runs a worker")
+
+// Run works as a worker until ctx ends: it rescues the tasks of dead
+// workers, claims ready tasks in scheduling order (see EffectivePriority)
+// within Config.Concurrency and Config.PerMachineLimit, runs them over SSH,
+// retries or fails them per their RetryPolicy and calls the Alerter.
+//
+// When ctx ends, running tasks get Config.ShutdownGrace to finish; the rest
+// are interrupted (their remote commands ended) and requeued without using
+// up an attempt. Run then returns nil. Errors: ErrWorkerRunning, ErrClosed.
+func (c *Client) Run(ctx context.Context) error { return c.run(ctx, false) }
+
+// RunUntilEmpty works like Run but returns nil as soon as no task is
+// PENDING (including tasks waiting out a retry delay), ASSIGNED or
+// PROCESSING, or ctx.Err() when ctx ends first.
+func (c *Client) RunUntilEmpty(ctx context.Context) error { return c.run(ctx, true) }
+
+func (c *Client) run(ctx context.Context, untilEmpty bool) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if c.runCount > 0 {
+		c.mu.Unlock()
+		return ErrWorkerRunning
+	}
+	c.runCount++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.runCount--
+		c.mu.Unlock()
+	}()
+
+	// Task contexts outlive ctx by ShutdownGrace: they are cancelled by
+	// their own cause functions.
+	base := context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	done := make(chan struct{}, c.cfg.Concurrency)
+	log := c.log.With(slog.String("worker", c.id))
+	log.InfoContext(ctx, "worker started", "concurrency", c.cfg.Concurrency, "per_machine_limit", c.cfg.PerMachineLimit)
+
+	c.rescue(ctx, log)
+	heartbeat := time.NewTicker(c.cfg.LeaseDuration / 3)
+	defer heartbeat.Stop()
+	rescue := time.NewTicker(c.cfg.LeaseDuration / 2)
+	defer rescue.Stop()
+	var result error
+
+loop:
+	for ctx.Err() == nil {
+		c.mu.Lock()
+		free := c.cfg.Concurrency - len(c.running)
+		c.mu.Unlock()
+		claimedAny := false
+		if free > 0 {
+			tasks, err := c.claim(ctx, free)
+			if err != nil && ctx.Err() == nil {
+				log.ErrorContext(ctx, "claim failed", "error", err)
+			}
+			for _, t := range tasks {
+				claimedAny = true
+				tctx, cancel := context.WithCancelCause(base)
+				c.mu.Lock()
+				c.running[t.ID] = cancel
+				c.mu.Unlock()
+				wg.Add(1)
+				go func(t store.Task) {
+					defer wg.Done()
+					defer func() { done <- struct{}{} }()
+					c.execute(tctx, t)
+					cancel(nil)
+					c.mu.Lock()
+					delete(c.running, t.ID)
+					c.mu.Unlock()
+					c.notify()
+				}(t)
+			}
+		}
+		if claimedAny {
+			continue
+		}
+		if untilEmpty {
+			empty, err := c.queueEmpty(ctx)
+			if err != nil && ctx.Err() == nil {
+				log.ErrorContext(ctx, "queue check failed", "error", err)
+			}
+			if empty {
+				break loop
+			}
+		}
+		wait := c.cfg.PollInterval
+		if next, ok, err := c.engine.NextReady(ctx); err == nil && ok {
+			if d := next.Sub(c.clock.Now()); d < wait {
+				wait = max(d, time.Millisecond)
+			}
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-c.wake:
+		case <-done:
+		case <-timer.C:
+		case <-heartbeat.C:
+			c.heartbeat(base, log)
+		case <-rescue.C:
+			c.rescue(ctx, log)
+		}
+		timer.Stop()
+	}
+	if untilEmpty && ctx.Err() != nil {
+		result = ctx.Err()
+	}
+	c.shutdown(base, &wg, log)
+	log.InfoContext(base, "worker stopped")
+	return result
+}
+
+// shutdown lets running tasks finish for ShutdownGrace, then interrupts them.
+func (c *Client) shutdown(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger) {
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	if c.cfg.ShutdownGrace > 0 {
+		hb := time.NewTicker(c.cfg.LeaseDuration / 3)
+		grace := time.NewTimer(c.cfg.ShutdownGrace)
+	wait:
+		for {
+			select {
+			case <-finished:
+				hb.Stop()
+				grace.Stop()
+				return
+			case <-hb.C:
+				c.heartbeat(ctx, log)
+			case <-grace.C:
+				break wait
+			}
+		}
+		hb.Stop()
+	}
+	c.mu.Lock()
+	n := len(c.running)
+	for _, cancel := range c.running {
+		cancel(ErrShutdown)
+	}
+	c.mu.Unlock()
+	if n > 0 {
+		log.InfoContext(ctx, "interrupting running tasks for shutdown", "tasks", n)
+	}
+	<-finished
+}
+
+func (c *Client) claim(ctx context.Context, n int) ([]store.Task, error) {
+	now := c.clock.Now().UTC()
+	aging := c.cfg.AgingInterval
+	if aging < 0 {
+		aging = 0
+	}
+	return c.engine.Claim(ctx, store.ClaimRequest{
+		Owner: c.id, Now: now, LeaseUntil: now.Add(c.cfg.LeaseDuration), Max: n,
+		PerMachine: c.cfg.PerMachineLimit, ReserveCritical: !c.cfg.NoCriticalReserve,
+		Aging: aging,
+	})
+}
+
+func (c *Client) queueEmpty(ctx context.Context) (bool, error) {
+	ts, err := c.engine.ListTasks(ctx, store.TaskFilter{
+		Statuses: []store.Status{store.Pending, store.Assigned, store.Processing}, Limit: 1,
+	})
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	n := len(c.running)
+	c.mu.Unlock()
+	return len(ts) == 0 && n == 0, nil
+}
+
+// heartbeat renews the leases of running tasks and ends those that were
+// cancelled or taken back elsewhere.
+func (c *Client) heartbeat(ctx context.Context, log *slog.Logger) {
+	c.mu.Lock()
+	ids := make([]string, 0, len(c.running))
+	for id := range c.running {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	hb, err := c.engine.Heartbeat(ctx, c.id, ids, c.clock.Now().UTC().Add(c.cfg.LeaseDuration))
+	if err != nil {
+		log.ErrorContext(ctx, "lease renewal failed", "error", err, "tasks", len(ids))
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range hb.CancelRequested {
+		if cancel := c.running[id]; cancel != nil {
+			cancel(ErrTaskCancelled)
+		}
+	}
+	for _, id := range hb.Lost {
+		if cancel := c.running[id]; cancel != nil {
+			cancel(errLeaseLost)
+		}
+	}
+}
+
+// rescue takes back tasks whose worker is gone.
+func (c *Client) rescue(ctx context.Context, log *slog.Logger) {
+	rescued, err := c.engine.Rescue(ctx, store.RescueRequest{Now: c.clock.Now().UTC(), OwnerDead: ownerDead})
+	if err != nil {
+		if ctx.Err() == nil {
+			log.ErrorContext(ctx, "rescue failed", "error", err)
+		}
+		return
+	}
+	for _, r := range rescued {
+		log.WarnContext(ctx, "task rescued from a dead worker", "task_id", r.ID, "machine", r.Machine,
+			"priority", r.Priority, "attempt", r.Attempts, "status", string(r.Status))
+	}
+	if len(rescued) > 0 {
+		c.notify()
+	}
+}
+
+// ownerDead reports whether a worker id ("host/pid/random") names a process
+// on this host that no longer exists.
+func ownerDead(owner string) bool {
+	parts := strings.Split(owner, "/")
+	if len(parts) != 3 {
+		return false
+	}
+	host, _ := os.Hostname()
+	pid, err := strconv.Atoi(parts[1])
+	if parts[0] != host || err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// execute runs one attempt of a claimed task and records its outcome.
+func (c *Client) execute(ctx context.Context, rec store.Task) {
+	bg := context.WithoutCancel(ctx)
+	t, err := taskFromRecord(rec)
+	attemptNo := rec.Attempts + 1
+	if err != nil {
+		c.log.ErrorContext(bg, "unreadable task", "task_id", rec.ID, "error", err)
+		c.finish(bg, rec, nil, attemptNo, store.Attempt{}, err, kindPermanent)
+		return
+	}
+	log := c.taskLog(t, attemptNo)
+	started := c.clock.Now().UTC()
+	attempt := store.Attempt{Number: attemptNo, Worker: c.id, StartedAt: started}
+	if _, err := c.engine.Start(bg, rec.ID, c.id, attempt); err != nil {
+		log.WarnContext(bg, "task not started", "error", err)
+		return
+	}
+	if rec.CancelRequested {
+		c.finish(bg, rec, t, attemptNo, attempt, ErrTaskCancelled, kindCancelled)
+		return
+	}
+	log.InfoContext(bg, "attempt started")
+
+	res, runErr := c.runRemote(ctx, t, attemptNo)
+	if runErr != nil && ctx.Err() != nil {
+		runErr = fmt.Errorf("%w (%v)", context.Cause(ctx), runErr)
+	}
+	attempt.EndedAt = c.clock.Now().UTC()
+	if res != nil {
+		var exit *ExitError
+		switch {
+		case runErr == nil:
+			attempt.ExitCode = new(int)
+		case errors.As(runErr, &exit) && exit.Signal == "":
+			code := exit.Code
+			attempt.ExitCode = &code
+		}
+	}
+	kind := classify(runErr)
+	if errors.Is(runErr, errLeaseLost) {
+		log.WarnContext(bg, "attempt abandoned: lease lost", "error", runErr)
+		return
+	}
+	c.finishWith(bg, rec, t, attemptNo, attempt, res, runErr, kind)
+}
+
+func (c *Client) runRemote(ctx context.Context, t *Task, attemptNo int) (*rssh.Result, error) {
+	m, err := c.Machine(ctx, t.Machine)
+	if err != nil {
+		return nil, fmt.Errorf("%w: machine %q is no longer registered", ErrInvalidTask, t.Machine)
+	}
+	pass, err := c.passphrase(ctx, m)
+	if err != nil {
+		return nil, fmt.Errorf("%w: passphrase for %s: %v", ErrWrongPassphrase, m.IdentityFile, err)
+	}
+	timeout := t.Timeout
+	if timeout == 0 {
+		timeout = c.cfg.DefaultTimeout
+	}
+	cmd := rssh.Command{Cmd: t.Command, Env: t.Env, Timeout: timeout, OutputLimit: c.cfg.OutputLimit}
+	if c.cfg.Output != nil {
+		cmd.Stdout = liveWriter{f: c.cfg.Output, id: t.ID, attempt: attemptNo, stream: "stdout"}
+		cmd.Stderr = liveWriter{f: c.cfg.Output, id: t.ID, attempt: attemptNo, stream: "stderr"}
+	}
+	return c.pool.Run(ctx, m.target(pass), cmd)
+}
+
+func (c *Client) finish(ctx context.Context, rec store.Task, t *Task, attemptNo int, attempt store.Attempt, err error, kind failureKind) {
+	if attempt.EndedAt.IsZero() && !attempt.StartedAt.IsZero() {
+		attempt.EndedAt = c.clock.Now().UTC()
+	}
+	c.finishWith(ctx, rec, t, attemptNo, attempt, nil, err, kind)
+}
+
+// finishWith decides the task's next state from the attempt's outcome and
+// records it.
+func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemptNo int, attempt store.Attempt, res *rssh.Result, runErr error, kind failureKind) {
+	now := c.clock.Now().UTC()
+	f := store.Finish{ID: rec.ID, Owner: c.id, At: now, CountAttempt: true, Error: trimErr(runErr)}
+	if res != nil {
+		f.Stdout, f.Stderr = res.Stdout, res.Stderr
+		f.StdoutTruncated, f.StderrTruncated = res.StdoutTruncated, res.StderrTruncated
+	}
+	f.ExitCode = attempt.ExitCode
+	attempt.Error = f.Error
+	var policy RetryPolicy
+	if t != nil {
+		policy = t.Retry
+	}
+	alert := false
+	switch kind {
+	case kindSuccess:
+		f.Next, attempt.Outcome = store.Completed, "succeeded"
+	case kindInterrupted:
+		f.Next, attempt.Outcome, f.CountAttempt, f.ReadyAt = store.Pending, "interrupted", false, now
+	case kindCancelled:
+		f.Next, attempt.Outcome = store.Cancelled, "cancelled"
+	default:
+		attempt.Outcome = "failed"
+		if kind == kindTimeout {
+			attempt.Outcome = "timeout"
+		}
+		if policy.retryable(kind) && attemptNo < 1+policy.RetryCount {
+			f.Next = store.Pending
+			f.ReadyAt = now.Add(policy.Delay(attemptNo))
+			f.EnqueuedAt = f.ReadyAt
+		} else {
+			f.Next = store.Failed
+			alert = t != nil && t.FailureAction == FailureAlert
+		}
+	}
+	f.Attempt = attempt
+	log := c.log.With(slog.String("task_id", rec.ID), slog.String("machine", rec.Machine),
+		slog.Int("priority", rec.Priority), slog.Int("attempt", attemptNo))
+	done, err := c.engine.Finish(ctx, f)
+	if err != nil {
+		if errors.Is(err, store.ErrLeaseLost) {
+			log.WarnContext(ctx, "result discarded: the task was taken back by another worker", "outcome", attempt.Outcome)
+		} else {
+			log.ErrorContext(ctx, "recording the attempt failed", "error", err)
+		}
+		return
+	}
+	switch {
+	case f.Next == store.Completed:
+		log.InfoContext(ctx, "task completed", "duration", attempt.EndedAt.Sub(attempt.StartedAt))
+	case f.Next == store.Pending && kind == kindInterrupted:
+		log.InfoContext(ctx, "attempt interrupted; task requeued without using an attempt")
+	case f.Next == store.Pending:
+		log.WarnContext(ctx, "attempt failed; retrying", "error", f.Error, "retry_at", f.ReadyAt, "retries_left", policy.RetryCount+1-attemptNo)
+	case f.Next == store.Cancelled:
+		log.InfoContext(ctx, "task cancelled")
+	default:
+		log.ErrorContext(ctx, "task failed", "error", f.Error, "attempts", done.Attempts)
+	}
+	if alert {
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := c.alerter.Alert(actx, Alert{
+			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, Priority: Priority(rec.Priority),
+			Command: t.Command, Attempts: done.Attempts, ExitCode: f.ExitCode, Error: f.Error, Time: now,
+		})
+		cancel()
+		if err != nil {
+			log.ErrorContext(ctx, "alert delivery failed", "error", err)
+		}
+	}
+}
