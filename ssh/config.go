@@ -61,9 +61,10 @@ type Config struct {
 	KeepaliveMax int
 	// MaxSessionsPerConn caps concurrent sessions on one connection.
 	// Default 6: OpenSSH allows MaxSessions=10 but, as it still counts
-	// closing sessions, refuses new ones ("administratively prohibited")
-	// from about 8 in flight. A refusal lowers that connection's capacity
-	// temporarily; it never fails the command. Range 1..100.
+	// closing sessions, refuses new ones ("administratively prohibited",
+	// or "open failed" with OpenSSH 9.2) from about 8 in flight. A refusal
+	// lowers that connection's capacity for about 2s; it never fails the
+	// command. Values above 100 are capped at 100.
 	MaxSessionsPerConn int
 	// MaxConnsPerHost caps connections per Target (name, address, user).
 	// When all are full, Run waits for a free session (respecting ctx).

@@ -62,12 +62,12 @@ type ExitError struct {
 	// Msg is the error message the server sent with exit-signal, if any.
 	Msg string
 
-	machine, addr string
+	machine, where string // Target.Name and "user@host:port"
 }
 
 // Error describes the exit, naming the machine and its address.
 func (e *ExitError) Error() string {
-	where := fmt.Sprintf("machine %q (%s)", e.machine, e.addr)
+	where := fmt.Sprintf("machine %q (%s)", e.machine, e.where)
 	if e.Signal != "" {
 		s := fmt.Sprintf("ssh: %s: command killed by signal %s", where, e.Signal)
 		if e.Msg != "" {

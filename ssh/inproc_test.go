@@ -664,3 +664,29 @@ func TestPoolCloseNoLeaks(t *testing.T) {
 	srv.Close() // ends the server's goroutines for the still running command
 	goleak.VerifyNone(t, ignore)
 }
+
+// TestDarkHostSharesDialFailure: many commands for a host that accepts TCP
+// but never speaks SSH all fail with ErrConnect, without each waiting for
+// its own handshake timeout in turn.
+func TestDarkHostSharesDialFailure(t *testing.T) {
+	proxy := newFreezeProxy(t, "127.0.0.1:1")
+	proxy.Freeze()
+	tg := ssh.Target{Name: "dark", Host: "127.0.0.1", Port: proxy.Port(), User: "u",
+		Auth: []ssh.Auth{ssh.Password("x")}, HostKey: ssh.InsecureIgnoreHostKey()}
+	p := newPool(t, ssh.Config{HandshakeTimeout: 300 * time.Millisecond, MaxConnsPerHost: 1})
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := p.Run(context.Background(), tg, ssh.Command{Cmd: "true"})
+			if !errors.Is(err, ssh.ErrConnect) || !strings.Contains(err.Error(), "handshake") {
+				t.Errorf("err = %v, want ErrConnect from the handshake", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if s := p.Stats(); s.Dials >= 6 {
+		t.Errorf("every waiter dialed on its own: %+v", s)
+	}
+}

@@ -2,6 +2,10 @@ package ssh_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +15,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/rediacc/rediacc/ssh"
@@ -340,4 +345,36 @@ func TestOpenSSHRestart(t *testing.T) {
 	runOK(t, p, tg, "true")
 	p.Close()
 	goleak.VerifyNone(t, ignore, goleak.IgnoreAnyFunction("github.com/rediacc/rediacc/ssh/sshtest.(*OpenSSH).start.func1"))
+}
+
+// TestOpenSSHHostKeyAlgorithms: sshd has an ed25519 and an ECDSA host key,
+// known_hosts records only the ECDSA one. The client must ask for the
+// recorded type (HostKeyAlgorithms), or it would negotiate ed25519 and see
+// a false mismatch.
+func TestOpenSSHHostKeyAlgorithms(t *testing.T) {
+	dir := t.TempDir()
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := xssh.MarshalPrivateKey(ecKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecPath := filepath.Join(dir, "ssh_host_ecdsa_key")
+	if err := os.WriteFile(ecPath, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ecPub, err := xssh.NewPublicKey(&ecKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: 2, ExtraConfig: []string{"HostKey " + ecPath}})
+	p := newPool(t, ssh.Config{})
+	tg := opensshTarget("ecdsa-only", o)
+	tg.HostKey = ssh.KnownHosts(writeFile(t, knownhosts.Line([]string{o.Addr()}, ecPub)+"\n"))
+	runOK(t, p, tg, "true")
+	// And the ed25519-only file still works on the same server.
+	tg2 := opensshTarget("ed25519-only", o)
+	runOK(t, p, tg2, "true")
 }

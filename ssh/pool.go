@@ -21,12 +21,17 @@ import (
 // reused. At most Config.MaxSessionsPerConn sessions are in flight on one
 // connection; when all connections to a Target are full another is opened,
 // up to Config.MaxConnsPerHost, after which Run waits for a free session.
-// A server refusing a session as "administratively prohibited" (OpenSSH's
-// MaxSessions, which also counts closing sessions) only lowers that
-// connection's capacity for a moment. Broken connections (EOF, keepalive
-// failure, session open timeout) are dropped; a command whose session could
-// not be opened or started on a pooled connection is retried once on a
-// fresh connection.
+// A server refusing a session channel because its per-connection limit is
+// reached (OpenSSH's MaxSessions, which also counts sessions still closing;
+// the refusal reads "administratively prohibited" or, with OpenSSH 9.2,
+// "connect failed: open failed") only lowers that connection's capacity
+// for a moment: the command uses or opens another connection, or waits.
+// Broken connections (EOF, keepalive failure, session open timeout) are
+// dropped; a command whose session could not be opened or started on a
+// pooled connection is retried once on a fresh connection.
+//
+// New connections to one address are limited to Config.MaxStartupsPerHost
+// concurrent handshakes, below OpenSSH's MaxStartups throttling.
 type Pool struct {
 	cfg Config
 	log *slog.Logger
@@ -70,6 +75,8 @@ type hostPool struct {
 	conns           []*conn
 	dialing         int
 	changed         chan struct{} // closed and replaced on every change
+	dialErr         error         // last dial failure (not a caller's cancellation)
+	dialErrAt       time.Time
 }
 
 // broadcast wakes waiters; p.mu must be held.
@@ -214,6 +221,7 @@ const (
 // acquire returns a connection with one session slot reserved for the
 // caller, dialing one if allowed, else waiting for a free slot.
 func (p *Pool) acquire(ctx context.Context, t *Target, hp *hostPool, mode acquireMode) (*conn, error) {
+	var waitingSince time.Time
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, ctxErr(t, ctx, "waiting for a connection")
@@ -243,12 +251,26 @@ func (p *Pool) acquire(ctx context.Context, t *Target, hp *hostPool, mode acquir
 			p.mu.Unlock()
 			return best, nil
 		}
+		if !waitingSince.IsZero() && len(hp.conns) == 0 && hp.dialErr != nil && hp.dialErrAt.After(waitingSince) {
+			// No connection at all and a dial failed while we waited: share
+			// its error rather than have every waiter time out on its own
+			// dial in turn (an unreachable host would take
+			// waiters/MaxConnsPerHost dial timeouts).
+			err := hp.dialErr
+			p.mu.Unlock()
+			return nil, err
+		}
 		if mode != acquireNormal || len(hp.conns)+hp.dialing < p.cfg.MaxConnsPerHost {
 			hp.dialing++
 			p.mu.Unlock()
 			c, err := p.dial(ctx, t, hp)
 			p.mu.Lock()
 			hp.dialing--
+			if err != nil && ctx.Err() == nil && !errors.Is(err, ErrPoolClosed) {
+				hp.dialErr, hp.dialErrAt = err, time.Now()
+			} else if err == nil {
+				hp.dialErr = nil
+			}
 			if err == nil && p.closed {
 				err = targetErr(t, ErrPoolClosed, nil, "pool closed")
 				c.client.Close()
@@ -267,6 +289,9 @@ func (p *Pool) acquire(ctx context.Context, t *Target, hp *hostPool, mode acquir
 				return nil, err
 			}
 			return c, nil
+		}
+		if waitingSince.IsZero() {
+			waitingSince = now
 		}
 		ch := hp.changed
 		p.mu.Unlock()
@@ -326,7 +351,8 @@ func ctxErr(t *Target, ctx context.Context, what string) error {
 	return targetErr(t, nil, err, "%s", what)
 }
 
-// dial opens and authenticates a new connection to t.
+// dial opens and authenticates a new connection to t. It is abandoned
+// when ctx is done or the pool closes.
 func (p *Pool) dial(ctx context.Context, t *Target, hp *hostPool) (_ *conn, err error) {
 	p.dials.Add(1)
 	defer func() {
@@ -347,45 +373,52 @@ func (p *Pool) dial(ctx context.Context, t *Target, hp *hostPool) (_ *conn, err 
 		return nil, err
 	}
 
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopOnClose := context.AfterFunc(closingCtx{p.closing}, cancel)
+	defer stopOnClose()
+	// abandoned explains why dctx is done.
+	abandoned := func(step string) error {
+		select {
+		case <-p.closing:
+			return targetErr(t, ErrPoolClosed, nil, "pool closed")
+		default:
+			return ctxErr(t, ctx, step)
+		}
+	}
+
 	sem := p.startupSem(addr)
 	select {
 	case sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctxErr(t, ctx, "waiting to dial")
-	case <-p.closing:
-		return nil, targetErr(t, ErrPoolClosed, nil, "pool closed")
+	case <-dctx.Done():
+		return nil, abandoned("waiting to dial")
 	}
 	defer func() { <-sem }()
 
 	d := net.Dialer{Timeout: p.cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctxErr(t, ctx, "dial")
+		if dctx.Err() != nil {
+			return nil, abandoned("dial")
 		}
 		return nil, targetErr(t, ErrConnect, err, "dial %s (timeout %s): check that the host is up and sshd listens there", addr, p.cfg.DialTimeout)
 	}
 	_ = nc.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
-	stopClosing := context.AfterFunc(closingCtx{p.closing}, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	stopDeadline := context.AfterFunc(dctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	cc, chans, reqs, err := xssh.NewClientConn(nc, addr, &xssh.ClientConfig{
 		User:              t.User,
 		Auth:              methods,
 		HostKeyCallback:   hc.callback,
 		HostKeyAlgorithms: hc.algos,
 	})
-	ctxOK := stop()
-	closingOK := stopClosing()
+	inTime := stopDeadline()
 	if err != nil {
 		nc.Close()
 		if hkErr := hc.lastErr(); hkErr != nil {
 			return nil, hkErr
 		}
-		if ctx.Err() != nil {
-			return nil, ctxErr(t, ctx, "handshake")
-		}
-		if !closingOK {
-			return nil, targetErr(t, ErrPoolClosed, nil, "pool closed")
+		if dctx.Err() != nil {
+			return nil, abandoned("handshake")
 		}
 		if isAuthError(err) {
 			return nil, targetErr(t, ErrAuthFailed, err,
@@ -394,12 +427,9 @@ func (p *Pool) dial(ctx context.Context, t *Target, hp *hostPool) (_ *conn, err 
 		}
 		return nil, targetErr(t, ErrConnect, err, "SSH handshake with %s (timeout %s)", addr, p.cfg.HandshakeTimeout)
 	}
-	if !ctxOK || !closingOK {
+	if !inTime {
 		cc.Close()
-		if !closingOK {
-			return nil, targetErr(t, ErrPoolClosed, nil, "pool closed")
-		}
-		return nil, ctxErr(t, ctx, "handshake")
+		return nil, abandoned("handshake")
 	}
 	_ = nc.SetDeadline(time.Time{})
 	client := xssh.NewClient(cc, chans, reqs)

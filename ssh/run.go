@@ -274,7 +274,7 @@ func (p *Pool) runStarted(ctx context.Context, t *Target, hp *hostPool, c *conn,
 	case waitErr == nil:
 		return res, nil
 	case xe != nil:
-		return res, &ExitError{Code: res.ExitCode, Signal: res.Signal, Msg: xe.Msg(), machine: t.Name, addr: hp.addr}
+		return res, &ExitError{Code: res.ExitCode, Signal: res.Signal, Msg: xe.Msg(), machine: t.Name, where: t.User + "@" + hp.addr}
 	default:
 		reason := c.closeReason()
 		if reason == nil {

@@ -62,25 +62,32 @@ type OpenSSHOptions struct {
 type OpenSSH struct {
 	// Dir holds the generated files (inside tb.TempDir()).
 	Dir string
-	// Host is the listen IP (127.0.0.N) and Port the TCP port.
+	// Host is the listen IP address, 127.0.0.N.
 	Host string
+	// Port is the TCP port sshd listens on.
 	Port int
 	// User is the login user (DefaultTestUser as root, else the current
 	// user).
 	User string
-	// ClientKeyPath is an unencrypted ed25519 private key authorized for
-	// User; ClientSigner is the same key loaded.
+	// ClientKeyPath is an unencrypted ed25519 private key (OpenSSH format,
+	// mode 0600) authorized for User.
 	ClientKeyPath string
-	ClientSigner  ssh.Signer
-	// EncryptedClientKeyPath is the same key encrypted with Passphrase.
+	// ClientSigner is the key at ClientKeyPath, loaded.
+	ClientSigner ssh.Signer
+	// EncryptedClientKeyPath is the same key encrypted with Passphrase
+	// (OpenSSH format, one bcrypt round when ssh-keygen is installed).
 	EncryptedClientKeyPath string
-	Passphrase             []byte
-	// KnownHostsPath is a known_hosts file with the "[HOST]:PORT" line of
-	// the server's host key; HostPublicKey is that key.
+	// Passphrase decrypts EncryptedClientKeyPath.
+	Passphrase []byte
+	// KnownHostsPath is a known_hosts file holding the "[HOST]:PORT" line of
+	// the server's host key.
 	KnownHostsPath string
-	HostPublicKey  ssh.PublicKey
-	// ConfigPath is the sshd_config; LogPath receives sshd's log (-e).
-	ConfigPath, LogPath string
+	// HostPublicKey is the server's ed25519 host key.
+	HostPublicKey ssh.PublicKey
+	// ConfigPath is the generated sshd_config.
+	ConfigPath string
+	// LogPath receives sshd's log (-e); Log returns it.
+	LogPath string
 
 	tb     testing.TB
 	sshd   string
