@@ -20,7 +20,7 @@ import (
 
 // testLogger discards logs unless REDIACC_TEST_LOG=1.
 func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("REDIACC_TEST_LOG") == "1" {
+	if t != nil && os.Getenv("REDIACC_TEST_LOG") == "1" {
 		return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -1,0 +1,108 @@
+package rediacc_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rediacc/rediacc"
+	"github.com/rediacc/rediacc/ssh/sshtest"
+)
+
+// crashChildEnv, when set to a data dir, makes the test binary run a worker
+// on that store forever (until killed).
+const crashChildEnv = "REDIACC_CRASH_CHILD_DIR"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(crashChildEnv); dir != "" {
+		c, err := rediacc.New(context.Background(), rediacc.Config{DataDir: dir, Logger: testLogger(nil), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(2)
+		}
+		_ = c.Run(context.Background())
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// A worker killed with SIGKILL while tasks run: a new worker finishes every
+// task; none lost, none stuck in PROCESSING, none completed twice, and the
+// crash used up no attempt.
+func TestCrashRecoveryAfterSIGKILL(t *testing.T) {
+	dir := t.TempDir()
+	srv := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: 4})
+	ctx := context.Background()
+	// The lease (one minute) is far longer than the test: rescue must come
+	// from noticing that the dead worker's process is gone.
+	c, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.AddMachine(ctx, rediacc.Machine{Name: "m1", Host: srv.Host, Port: srv.Port, User: srv.User,
+		IdentityFile: srv.ClientKeyPath, KnownHostsFile: srv.KnownHostsPath}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := 0; i < 12; i++ {
+		task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: fmt.Sprintf("sleep 1; echo task-%d", i)})
+		ids = append(ids, task.ID)
+	}
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), crashChildEnv+"="+dir)
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ts, err := c.List(ctx, rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusProcessing}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ts) >= 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child worker never ran tasks (%d processing)", len(ts))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
+	stuck, _ := c.List(ctx, rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusProcessing, rediacc.StatusAssigned}})
+	t.Logf("killed the worker with %d tasks assigned or running", len(stuck))
+
+	runCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := c.RunUntilEmpty(runCtx); err != nil {
+		t.Fatal(err)
+	}
+	interrupted := 0
+	for i, id := range ids {
+		got := get(t, c, id)
+		succeeded := 0
+		for _, a := range got.History {
+			switch a.Outcome {
+			case "succeeded":
+				succeeded++
+			case "interrupted":
+				interrupted++
+			}
+		}
+		if got.Status != rediacc.StatusCompleted || got.Stdout != fmt.Sprintf("task-%d\n", i) || succeeded != 1 || got.Attempts != 1 {
+			t.Errorf("task %d: status %s attempts %d succeeded %d history %+v", i, got.Status, got.Attempts, succeeded, got.History)
+		}
+	}
+	if interrupted == 0 {
+		t.Errorf("no attempt was recorded as interrupted although the worker was killed mid-run")
+	}
+}
