@@ -61,6 +61,18 @@ func exitCode(err error) int {
 	return exitError
 }
 
+// isCobraUsageError spots the argument errors cobra raises before a command
+// runs (they carry no type of their own).
+func isCobraUsageError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "required flag(s)", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // globals are the persistent flags.
 type globals struct {
 	dataDir        string
@@ -86,6 +98,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
+	if err != nil && isCobraUsageError(err) {
+		err = usageError{err}
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 	}
