@@ -31,8 +31,11 @@ type Command struct {
 	Stdin io.Reader
 	// Stdout and Stderr, when non-nil, receive a live copy of the full
 	// streams, uncapped (OutputLimit applies only to Result). They are
-	// written from separate goroutines, each sequentially. A write error
-	// stops the copy to that writer; it does not fail the command.
+	// written from separate goroutines, each sequentially, and Run returns
+	// only after the last write. A write error stops the copy to that
+	// writer; it does not fail the command. A writer that blocks stalls the
+	// reading of that stream (and, once SSH flow control kicks in, the
+	// remote command).
 	Stdout, Stderr io.Writer
 	// OutputLimit caps the bytes kept per stream in Result: 0 means the
 	// Config default (1 MiB), negative means unlimited. Output beyond the

@@ -72,7 +72,9 @@ type Config struct {
 	MaxConnsPerHost int
 	// MaxStartupsPerHost caps concurrent unauthenticated connections
 	// (dial plus handshake) per address, to stay below OpenSSH's
-	// MaxStartups (10:30:100 drops from 10). Default 3.
+	// MaxStartups (10:30:100 drops from 10). A connection the server still
+	// drops during the handshake is retried twice after a short random
+	// pause. Default 3.
 	MaxStartupsPerHost int
 	// IdleTimeout closes pooled connections without sessions for this long
 	// (checked once per keepalive interval, or every IdleTimeout/2 when

@@ -378,3 +378,27 @@ func TestOpenSSHHostKeyAlgorithms(t *testing.T) {
 	tg2 := opensshTarget("ed25519-only", o)
 	runOK(t, p, tg2, "true")
 }
+
+// TestOpenSSHMaxStartups: many new connections at once to an sshd that
+// drops unauthenticated connections beyond 3 (MaxStartups 3); the pool
+// keeps at most 2 handshakes in flight per address, so all succeed.
+func TestOpenSSHMaxStartups(t *testing.T) {
+	o := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: 3, MaxStartups: "3"})
+	p := newPool(t, ssh.Config{MaxStartupsPerHost: 2})
+	var wg sync.WaitGroup
+	for i := 0; i < 12; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Distinct names: distinct pool identities, one dial each.
+			tg := opensshTarget("m"+strings.Repeat("x", i), o)
+			if _, err := p.Run(context.Background(), tg, ssh.Command{Cmd: "true"}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if s := p.Stats(); s.OpenConns != 12 {
+		t.Errorf("stats %+v", s)
+	}
+}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	xssh "golang.org/x/crypto/ssh"
@@ -319,7 +322,7 @@ func (p *Pool) release(c *conn) {
 // refused records a session refusal on c: its capacity drops below the
 // number of sessions in flight on it. It reports whether the caller was
 // alone on the connection. The caller still holds its slot.
-func (p *Pool) refused(c *conn) (alone bool) {
+func (p *Pool) refused(c *conn, why error) (alone bool) {
 	p.refusals.Add(1)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -327,7 +330,7 @@ func (p *Pool) refused(c *conn) (alone bool) {
 	c.capacity = max(1, c.inflight-1)
 	c.lowUntil = time.Now().Add(2 * time.Second)
 	p.log.Debug("ssh: session refused, lowering connection capacity",
-		"machine", c.hp.name, "addr", c.hp.addr, "conn", c.id, "capacity", c.capacity)
+		"machine", c.hp.name, "addr", c.hp.addr, "conn", c.id, "capacity", c.capacity, "refusal", why)
 	return alone
 }
 
@@ -352,27 +355,10 @@ func ctxErr(t *Target, ctx context.Context, what string) error {
 }
 
 // dial opens and authenticates a new connection to t. It is abandoned
-// when ctx is done or the pool closes.
-func (p *Pool) dial(ctx context.Context, t *Target, hp *hostPool) (_ *conn, err error) {
-	p.dials.Add(1)
-	defer func() {
-		if err != nil {
-			p.dialErrors.Add(1)
-			p.log.Debug("ssh: dial failed", "machine", t.Name, "addr", hp.addr, "err", err)
-		}
-	}()
-	addr := hp.addr
-	// Credentials and host key files first: they fail fast, without I/O.
-	methods, releaseAuth, err := loadAuth(t)
-	if err != nil {
-		return nil, err
-	}
-	defer releaseAuth()
-	hc, err := t.HostKey.prepare(t)
-	if err != nil {
-		return nil, err
-	}
-
+// when ctx is done or the pool closes. A connection the server closes or
+// resets during the handshake (OpenSSH's MaxStartups early drop, a server
+// restarting) is retried twice after a short random pause.
+func (p *Pool) dial(ctx context.Context, t *Target, hp *hostPool) (*conn, error) {
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopOnClose := context.AfterFunc(closingCtx{p.closing}, cancel)
@@ -386,12 +372,59 @@ func (p *Pool) dial(ctx context.Context, t *Target, hp *hostPool) (_ *conn, err 
 			return ctxErr(t, ctx, step)
 		}
 	}
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		p.dials.Add(1)
+		client, earlyDrop, err := p.dialOnce(dctx, t, hp, abandoned)
+		if err == nil {
+			p.mu.Lock()
+			p.nextID++
+			id := p.nextID
+			p.mu.Unlock()
+			p.log.Debug("ssh: connected", "machine", t.Name, "addr", hp.addr, "user", t.User, "conn", id)
+			return &conn{
+				p:        p,
+				hp:       hp,
+				id:       id,
+				client:   client,
+				capacity: p.cfg.MaxSessionsPerConn,
+				done:     make(chan struct{}),
+			}, nil
+		}
+		p.dialErrors.Add(1)
+		p.log.Debug("ssh: dial failed", "machine", t.Name, "addr", hp.addr, "attempt", attempt, "err", err)
+		if !earlyDrop || attempt == attempts {
+			return nil, err
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * (50*time.Millisecond + time.Duration(rand.Int64N(int64(50*time.Millisecond))))):
+		case <-dctx.Done():
+			return nil, abandoned("dial")
+		}
+	}
+}
+
+// dialOnce makes one connection attempt. earlyDrop reports a connection
+// the server closed or reset during the handshake (typically before the
+// version exchange).
+func (p *Pool) dialOnce(dctx context.Context, t *Target, hp *hostPool, abandoned func(string) error) (_ *xssh.Client, earlyDrop bool, _ error) {
+	addr := hp.addr
+	// Credentials and host key files first: they fail fast, without I/O.
+	methods, releaseAuth, err := loadAuth(t)
+	if err != nil {
+		return nil, false, err
+	}
+	defer releaseAuth()
+	hc, err := t.HostKey.prepare(t)
+	if err != nil {
+		return nil, false, err
+	}
 
 	sem := p.startupSem(addr)
 	select {
 	case sem <- struct{}{}:
 	case <-dctx.Done():
-		return nil, abandoned("waiting to dial")
+		return nil, false, abandoned("waiting to dial")
 	}
 	defer func() { <-sem }()
 
@@ -399,9 +432,9 @@ func (p *Pool) dial(ctx context.Context, t *Target, hp *hostPool) (_ *conn, err 
 	nc, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
 		if dctx.Err() != nil {
-			return nil, abandoned("dial")
+			return nil, false, abandoned("dial")
 		}
-		return nil, targetErr(t, ErrConnect, err, "dial %s (timeout %s): check that the host is up and sshd listens there", addr, p.cfg.DialTimeout)
+		return nil, false, targetErr(t, ErrConnect, err, "dial %s (timeout %s): check that the host is up and sshd listens there", addr, p.cfg.DialTimeout)
 	}
 	_ = nc.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
 	stopDeadline := context.AfterFunc(dctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
@@ -415,37 +448,27 @@ func (p *Pool) dial(ctx context.Context, t *Target, hp *hostPool) (_ *conn, err 
 	if err != nil {
 		nc.Close()
 		if hkErr := hc.lastErr(); hkErr != nil {
-			return nil, hkErr
+			return nil, false, hkErr
 		}
 		if dctx.Err() != nil {
-			return nil, abandoned("handshake")
+			return nil, false, abandoned("handshake")
 		}
 		if isAuthError(err) {
-			return nil, targetErr(t, ErrAuthFailed, err,
+			return nil, false, targetErr(t, ErrAuthFailed, err,
 				"the server refused all offered credentials (%s) for user %q: check that the public key is in the user's authorized_keys and the user name is right",
 				describeAuth(t), t.User)
 		}
-		return nil, targetErr(t, ErrConnect, err, "SSH handshake with %s (timeout %s)", addr, p.cfg.HandshakeTimeout)
+		early := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+		return nil, early, targetErr(t, ErrConnect, err,
+			"SSH handshake with %s (timeout %s): the host may be overloaded, throttling new connections (sshd MaxStartups) or not an SSH server",
+			addr, p.cfg.HandshakeTimeout)
 	}
 	if !inTime {
 		cc.Close()
-		return nil, abandoned("handshake")
+		return nil, false, abandoned("handshake")
 	}
 	_ = nc.SetDeadline(time.Time{})
-	client := xssh.NewClient(cc, chans, reqs)
-	p.mu.Lock()
-	p.nextID++
-	id := p.nextID
-	p.mu.Unlock()
-	p.log.Debug("ssh: connected", "machine", t.Name, "addr", addr, "user", t.User, "conn", id)
-	return &conn{
-		p:        p,
-		hp:       hp,
-		id:       id,
-		client:   client,
-		capacity: p.cfg.MaxSessionsPerConn,
-		done:     make(chan struct{}),
-	}, nil
+	return xssh.NewClient(cc, chans, reqs), false, nil
 }
 
 // closingCtx adapts the pool's closing channel to a context for AfterFunc.

@@ -161,7 +161,7 @@ func (p *Pool) startSession(ctx context.Context, t *Target, hp *hostPool, remote
 			// versions), ConnectionFailed (OpenSSH 9.2: "open failed" when
 			// no session slot is free) or ResourceShortage: the connection
 			// is full for now. Use or open another one, or wait.
-			alone := p.refused(c)
+			alone := p.refused(c, err)
 			p.release(c)
 			if urgent {
 				mode = acquireUrgentDial
@@ -199,7 +199,7 @@ func (p *Pool) startSession(ctx context.Context, t *Target, hp *hostPool, remote
 			p.log.Debug("ssh: session failed, retrying on a fresh connection", "machine", t.Name, "addr", hp.addr, "err", err)
 			continue
 		}
-		return nil, nil, targetErr(t, ErrConnect, err, "opening a session")
+		return nil, nil, targetErr(t, ErrConnect, err, "opening a session failed on a fresh connection too: the host or network is unhealthy; retry later")
 	}
 }
 
