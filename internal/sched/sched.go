@@ -18,6 +18,7 @@
 package sched
 
 import (
+	"container/heap"
 	"slices"
 	"time"
 )
@@ -65,9 +66,15 @@ func EffectivePriority(priority int, enqueuedAt, now time.Time, aging time.Durat
 func Compare(a, b Candidate, now time.Time, aging time.Duration) int {
 	pa := EffectivePriority(a.Priority, a.EnqueuedAt, now, aging)
 	pb := EffectivePriority(b.Priority, b.EnqueuedAt, now, aging)
-	switch {
-	case pa != pb:
+	if pa != pb {
 		return cmpInt(pa, pb)
+	}
+	return tieBreak(a, b)
+}
+
+// tieBreak orders candidates of the same effective priority.
+func tieBreak(a, b Candidate) int {
+	switch {
 	case !a.EnqueuedAt.Equal(b.EnqueuedAt):
 		return a.EnqueuedAt.Compare(b.EnqueuedAt)
 	case a.Seq != b.Seq:
@@ -163,23 +170,48 @@ func (pk *Picker) Running(m string) int { return pk.running[m] }
 // Pick returns up to p.Max candidates in scheduling order, skipping those
 // that are not ready, not on an allowed machine, or whose machine is full.
 // running (ASSIGNED+PROCESSING per machine) is not modified, nor is cs.
+//
+// Candidates are taken from a heap, so a pick of k among n costs
+// O(n + k' log n), k' being the candidates looked at, not a full sort.
 func Pick(cs []Candidate, running map[string]int, p Policy) []Candidate {
 	if p.Max <= 0 {
 		return nil
 	}
-	sorted := make([]Candidate, 0, len(cs))
+	h := &candHeap{}
 	for _, c := range cs {
 		if p.Eligible(c) {
-			sorted = append(sorted, c)
+			h.items = append(h.items, keyed{c, EffectivePriority(c.Priority, c.EnqueuedAt, p.Now, p.Aging)})
 		}
 	}
-	Sort(sorted, p.Now, p.Aging)
+	heap.Init(h)
 	pk := NewPicker(p, running)
-	for _, c := range sorted {
-		if pk.Done() {
-			break
-		}
-		pk.Offer(c)
+	for !pk.Done() && h.Len() > 0 {
+		pk.Offer(heap.Pop(h).(keyed).Candidate)
 	}
 	return pk.Picked()
+}
+
+// keyed caches a candidate's effective priority for the heap.
+type keyed struct {
+	Candidate
+	eff int
+}
+
+type candHeap struct{ items []keyed }
+
+func (h *candHeap) Len() int { return len(h.items) }
+func (h *candHeap) Less(i, j int) bool {
+	a, b := &h.items[i], &h.items[j]
+	if a.eff != b.eff {
+		return a.eff < b.eff
+	}
+	return tieBreak(a.Candidate, b.Candidate) < 0
+}
+func (h *candHeap) Swap(i, j int) { h.items[i], h.items[j] = h.items[j], h.items[i] }
+func (h *candHeap) Push(x any)    { h.items = append(h.items, x.(keyed)) }
+func (h *candHeap) Pop() any {
+	n := len(h.items) - 1
+	x := h.items[n]
+	h.items = h.items[:n]
+	return x
 }

@@ -23,6 +23,8 @@ type Engine struct {
 	machines map[string]store.Machine
 	tasks    map[string]*entry
 	idem     map[string]string // idempotency key -> task id
+	pending  map[string]*entry // PENDING tasks
+	active   map[string]*entry // ASSIGNED and PROCESSING tasks
 }
 
 type entry struct {
@@ -38,6 +40,21 @@ func New() *Engine {
 		machines: make(map[string]store.Machine),
 		tasks:    make(map[string]*entry),
 		idem:     make(map[string]string),
+		pending:  make(map[string]*entry),
+		active:   make(map[string]*entry),
+	}
+}
+
+// set stores t in en and keeps the status indexes current.
+func (e *Engine) set(en *entry, t store.Task) {
+	en.task = t
+	delete(e.pending, t.ID)
+	delete(e.active, t.ID)
+	switch {
+	case t.Status == store.Pending:
+		e.pending[t.ID] = en
+	case t.Status.Active():
+		e.active[t.ID] = en
 	}
 }
 
@@ -138,7 +155,7 @@ func (e *Engine) DeleteMachine(ctx context.Context, name string) error {
 		return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
 	}
 	for _, en := range e.tasks {
-		if en.task.Machine == name && !en.task.Status.Terminal() {
+		if en.task.Machine == name && !en.task.Status.Terminal() { // all tasks: unknown statuses count as unfinished
 			return fmt.Errorf("%w: machine %s: task %s is %s", store.ErrMachineHasTasks, name, en.task.ID, en.task.Status)
 		}
 	}
@@ -166,7 +183,9 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 		return store.Task{}, false, fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
 	}
 	e.seq++
-	e.tasks[t.ID] = &entry{seq: e.seq, task: t}
+	en := &entry{seq: e.seq}
+	e.set(en, t)
+	e.tasks[t.ID] = en
 	if t.IdempotencyKey != "" {
 		e.idem[t.IdempotencyKey] = t.ID
 	}
@@ -225,23 +244,22 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 	p := fsm.Policy(r)
 	running := make(map[string]int)
 	var cands []sched.Candidate
-	for _, en := range e.tasks {
-		switch {
-		case en.task.Status.Active():
-			running[en.task.Machine]++
-		case en.task.Status == store.Pending:
-			c := fsm.Candidate(&en.task, en.seq)
-			if p.Eligible(c) {
-				cands = append(cands, c)
-			}
+	for _, en := range e.active {
+		running[en.task.Machine]++
+	}
+	for _, en := range e.pending {
+		if c := fsm.Candidate(&en.task, en.seq); p.Eligible(c) {
+			cands = append(cands, c)
 		}
 	}
 	picked := sched.Pick(cands, running, p)
 	out := make([]store.Task, 0, len(picked))
 	for _, c := range picked {
-		t := &e.tasks[c.ID].task
-		fsm.Claim(t, r)
-		out = append(out, fsm.CloneTask(*t))
+		en := e.tasks[c.ID]
+		t := en.task
+		fsm.Claim(&t, r)
+		e.set(en, t)
+		out = append(out, fsm.CloneTask(t))
 	}
 	return out, nil
 }
@@ -261,7 +279,7 @@ func (e *Engine) update(ctx context.Context, id string, fn func(t *store.Task) e
 	if err := fn(&t); err != nil {
 		return store.Task{}, err
 	}
-	en.task = t
+	e.set(en, t)
 	return fsm.CloneTask(t), nil
 }
 
@@ -326,8 +344,8 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 			return nil, err
 		}
 		owners := make(map[string]bool)
-		for _, en := range e.tasks {
-			if en.task.Status.Active() && !fsm.Expired(&en.task, r.Now) {
+		for _, en := range e.active {
+			if !fsm.Expired(&en.task, r.Now) {
 				owners[en.task.LeaseOwner] = true
 			}
 		}
@@ -344,13 +362,14 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 	}
 	defer e.mu.Unlock()
 	var out []store.Task
-	for _, en := range e.tasks {
-		t := &en.task
-		if !t.Status.Active() || !(fsm.Expired(t, r.Now) || dead[t.LeaseOwner]) {
+	for _, en := range e.active {
+		t := fsm.CloneTask(en.task)
+		if !(fsm.Expired(&t, r.Now) || dead[t.LeaseOwner]) {
 			continue
 		}
-		fsm.Rescue(t, r.Now, fsm.RescueReason(t, r.Now))
-		out = append(out, fsm.CloneTask(*t))
+		fsm.Rescue(&t, r.Now, fsm.RescueReason(&t, r.Now))
+		e.set(en, t)
+		out = append(out, fsm.CloneTask(t))
 	}
 	fsm.SortTasks(out)
 	return out, nil
@@ -365,8 +384,8 @@ func (e *Engine) NextReady(ctx context.Context) (time.Time, bool, error) {
 	defer e.mu.Unlock()
 	var next time.Time
 	found := false
-	for _, en := range e.tasks {
-		if en.task.Status == store.Pending && (!found || en.task.ReadyAt.Before(next)) {
+	for _, en := range e.pending {
+		if !found || en.task.ReadyAt.Before(next) {
 			next, found = en.task.ReadyAt, true
 		}
 	}
@@ -405,6 +424,6 @@ func (e *Engine) Close() error {
 		return store.ErrClosed
 	}
 	e.closed = true
-	e.machines, e.tasks, e.idem = nil, nil, nil
+	e.machines, e.tasks, e.idem, e.pending, e.active = nil, nil, nil, nil, nil
 	return nil
 }

@@ -1,0 +1,60 @@
+package sqlite
+
+// applicationID marks a rediacc store in the SQLite header ("rdcc").
+const applicationID = 0x72646363
+
+// migrations is the ordered list of schema changes; migrations[i] takes the
+// schema from version i to i+1. Append only: a released migration never
+// changes. The schema version of a file is the single row of rediacc_schema.
+//
+// Times are INTEGER unix nanoseconds UTC (NULL for the zero time), so that
+// the claim order computed in SQL matches internal/sched's arithmetic on
+// time.Duration exactly.
+var migrations = []string{
+	// 1: machines and tasks.
+	`
+CREATE TABLE machines (
+	name       TEXT PRIMARY KEY,
+	team       TEXT NOT NULL,
+	host       TEXT NOT NULL,
+	port       INTEGER NOT NULL,
+	user_name  TEXT NOT NULL,
+	config     BLOB,
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX machines_team ON machines (team, name);
+
+CREATE TABLE tasks (
+	seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+	id               TEXT NOT NULL UNIQUE,
+	idempotency_key  TEXT NOT NULL DEFAULT '',
+	team             TEXT NOT NULL,
+	machine          TEXT NOT NULL,
+	priority         INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 5),
+	spec             BLOB,
+	status           TEXT NOT NULL CHECK (status IN ('PENDING','ASSIGNED','PROCESSING','COMPLETED','FAILED','CANCELLED')),
+	attempts         INTEGER NOT NULL DEFAULT 0,
+	history          TEXT,
+	created_at       INTEGER NOT NULL,
+	enqueued_at      INTEGER NOT NULL,
+	ready_at         INTEGER NOT NULL,
+	started_at       INTEGER,
+	completed_at     INTEGER,
+	lease_owner      TEXT NOT NULL DEFAULT '',
+	lease_expires_at INTEGER,
+	cancel_requested INTEGER NOT NULL DEFAULT 0,
+	exit_code        INTEGER,
+	stdout           BLOB,
+	stderr           BLOB,
+	stdout_truncated INTEGER NOT NULL DEFAULT 0,
+	stderr_truncated INTEGER NOT NULL DEFAULT 0,
+	error            TEXT NOT NULL DEFAULT ''
+) STRICT;
+CREATE INDEX tasks_status_ready ON tasks (status, ready_at);
+CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (idempotency_key) WHERE idempotency_key <> '';
+CREATE INDEX tasks_machine ON tasks (machine, status);
+CREATE INDEX tasks_team ON tasks (team, status);
+CREATE INDEX tasks_created ON tasks (created_at, id);
+`,
+}

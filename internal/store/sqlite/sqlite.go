@@ -1,0 +1,1014 @@
+// Package sqlite is the embedded queue store engine: one SQLite file, through
+// modernc.org/sqlite (pure Go, no cgo).
+//
+// Several processes may open the same file (a worker in one, the CLI
+// submitting from another). Every state change is one write transaction
+// begun with BEGIN IMMEDIATE, so it holds SQLite's single write lock from its
+// first read: a claim computes its candidates and marks them ASSIGNED under
+// that lock, and two claimers, in one process or in two, never get the same
+// task or overrun a machine's limit. Within a process writes go through one
+// connection (no lock contention between goroutines); between processes
+// SQLite's busy timeout (5s) queues them. Reads run on a separate pool and,
+// in WAL mode, never wait for writers.
+//
+// The file is created with mode 0600 (its directory 0700 when created), with
+// a sidecar path+"-lock" that orders writers fairly across processes.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	sqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/rediacc/rediacc/internal/sched"
+	"github.com/rediacc/rediacc/internal/store"
+	"github.com/rediacc/rediacc/internal/store/fsm"
+)
+
+// BusyTimeout is how long a write waits for another process's write
+// transaction before failing with "database is locked".
+const BusyTimeout = 5 * time.Second
+
+// Engine is the SQLite store.Engine. Open it with Open.
+type Engine struct {
+	path   string
+	w      *sql.DB // one connection; BEGIN IMMEDIATE transactions
+	r      *sql.DB // read-only pool
+	gate   *gate   // orders writers across processes (see gate.go)
+	closed atomic.Bool
+}
+
+var _ store.Engine = (*Engine)(nil)
+
+// Open opens the store at path, creating the file (mode 0600, and its
+// directory with mode 0700) and its schema when missing, and migrating an
+// older schema. A file that is not a SQLite database, or is one but not a
+// rediacc store, gives an error wrapping store.ErrCorrupt; a file written by
+// a newer rediacc gives store.ErrSchemaTooNew.
+func Open(ctx context.Context, path string) (*Engine, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%w: sqlite store path is empty", store.ErrInvalidArgument)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
+	}
+	if err := createFile(abs); err != nil {
+		return nil, err
+	}
+	busy := fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds())
+	w, err := sql.Open("sqlite", dsn(abs, url.Values{
+		"_txlock": {"immediate"},
+		"_pragma": {busy, "foreign_keys(1)", "synchronous(FULL)"},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store %s: %w", abs, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	r, err := sql.Open("sqlite", dsn(abs, url.Values{
+		"_pragma": {busy, "query_only(1)"},
+	}))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite store %s: %w", abs, err)
+	}
+	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(4)
+	e := &Engine{path: abs, w: w, r: r}
+	fail := func(err error) (*Engine, error) {
+		w.Close()
+		r.Close()
+		if e.gate != nil {
+			e.gate.close()
+		}
+		return nil, err
+	}
+	if err := e.probe(ctx); err != nil {
+		return fail(err)
+	}
+	if e.gate, err = openGate(abs + "-lock"); err != nil {
+		return fail(err)
+	}
+	if err := e.migrate(ctx); err != nil {
+		return fail(err)
+	}
+	return e, nil
+}
+
+// Path returns the absolute path of the store's file.
+func (e *Engine) Path() string { return e.path }
+
+func dsn(abs string, q url.Values) string {
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}
+	return u.String()
+}
+
+// createFile creates path with mode 0600 (and missing directories with mode
+// 0700) unless it exists; SQLite would create it with 0644.
+func createFile(path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case err == nil && st.IsDir():
+		return fmt.Errorf("%w: sqlite store %s is a directory", store.ErrInvalidArgument, path)
+	case err == nil:
+		return nil
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("sqlite store %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("sqlite store %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil // another process won the race
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite store %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func (e *Engine) corrupt(why string, err error) error {
+	msg := fmt.Sprintf("%s: %s; move it aside or choose another path, a new store is created when the file is missing", e.path, why)
+	if err != nil {
+		return fmt.Errorf("%w: %s (%v)", store.ErrCorrupt, msg, err)
+	}
+	return fmt.Errorf("%w: %s", store.ErrCorrupt, msg)
+}
+
+// classify turns driver errors into store errors.
+func (e *Engine) classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrConnDone) || strings.Contains(err.Error(), "sql: database is closed") {
+		return fmt.Errorf("%w: %s", store.ErrClosed, e.path)
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_NOTADB:
+			return e.corrupt("not a SQLite database", err)
+		case sqlite3.SQLITE_CORRUPT:
+			return e.corrupt("the database is damaged", err)
+		}
+	}
+	return err
+}
+
+// probe checks that the file is a rediacc store (or empty) and turns on WAL.
+func (e *Engine) probe(ctx context.Context) error {
+	var appID int64
+	if err := e.w.QueryRowContext(ctx, "PRAGMA application_id").Scan(&appID); err != nil {
+		return e.classify(err)
+	}
+	var tables []string
+	rows, err := e.w.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`)
+	if err != nil {
+		return e.classify(err)
+	}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return e.classify(err)
+		}
+		tables = append(tables, name)
+	}
+	if err := rows.Close(); err != nil {
+		return e.classify(err)
+	}
+	if appID != 0 && appID != applicationID {
+		return e.corrupt(fmt.Sprintf("a SQLite database of another application (application_id %#x)", appID), nil)
+	}
+	if len(tables) > 0 && !slices.Contains(tables, "rediacc_schema") {
+		return e.corrupt(fmt.Sprintf("a SQLite database but not a rediacc store (tables %s)", strings.Join(tables, ", ")), nil)
+	}
+	var mode string
+	if err := e.w.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
+		return fmt.Errorf("sqlite store %s: enabling WAL: %w", e.path, e.classify(err))
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("sqlite store %s: journal mode is %q, want wal (is the file on a network file system?)", e.path, mode)
+	}
+	return nil
+}
+
+func (e *Engine) migrate(ctx context.Context) error {
+	return e.write(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rediacc_schema'`).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			var others int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`).Scan(&others); err != nil {
+				return err
+			}
+			if others > 0 {
+				return e.corrupt("a SQLite database but not a rediacc store", nil)
+			}
+			if _, err := tx.ExecContext(ctx, `CREATE TABLE rediacc_schema (version INTEGER NOT NULL) STRICT;
+				INSERT INTO rediacc_schema (version) VALUES (0);
+				PRAGMA application_id = `+fmt.Sprint(applicationID)); err != nil {
+				return err
+			}
+		}
+		var versions []int
+		rows, err := tx.QueryContext(ctx, `SELECT version FROM rediacc_schema`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return err
+			}
+			versions = append(versions, v)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if len(versions) != 1 || versions[0] < 0 {
+			return e.corrupt(fmt.Sprintf("its schema version table holds %v", versions), nil)
+		}
+		v := versions[0]
+		if v > len(migrations) {
+			return fmt.Errorf("%w: %s has schema version %d, this build knows up to %d; upgrade rediacc", store.ErrSchemaTooNew, e.path, v, len(migrations))
+		}
+		for i := v; i < len(migrations); i++ {
+			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+				return fmt.Errorf("sqlite store %s: migration to version %d: %w", e.path, i+1, err)
+			}
+		}
+		if v < len(migrations) {
+			if _, err := tx.ExecContext(ctx, `UPDATE rediacc_schema SET version = ?`, len(migrations)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SchemaVersion is the schema version this build writes.
+func SchemaVersion() int { return len(migrations) }
+
+func (e *Engine) check(ctx context.Context) error {
+	if e.closed.Load() {
+		return fmt.Errorf("%w: %s", store.ErrClosed, e.path)
+	}
+	return ctx.Err()
+}
+
+// write runs fn in one BEGIN IMMEDIATE transaction on the write connection,
+// committing when fn returns nil.
+func (e *Engine) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if err := e.check(ctx); err != nil {
+		return err
+	}
+	if err := e.gate.lock(ctx); err != nil {
+		if errors.Is(err, errGateClosed) {
+			return fmt.Errorf("%w: %s", store.ErrClosed, e.path)
+		}
+		return err
+	}
+	defer e.gate.unlock()
+	tx, err := e.w.BeginTx(ctx, nil)
+	if err != nil {
+		return e.classify(err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return e.classify(err)
+	}
+	return e.classify(tx.Commit())
+}
+
+// ---- times and rows
+
+func nanos(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+}
+
+func fromNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, n.Int64).UTC()
+}
+
+func nullInt(p *int) sql.NullInt64 {
+	if p == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: int64(*p), Valid: true}
+}
+
+func intPtr(n sql.NullInt64) *int {
+	if !n.Valid {
+		return nil
+	}
+	v := int(n.Int64)
+	return &v
+}
+
+func blob(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+type attemptRow struct {
+	Number    int    `json:"number"`
+	Worker    string `json:"worker,omitempty"`
+	StartedAt *int64 `json:"started_at,omitempty"`
+	EndedAt   *int64 `json:"ended_at,omitempty"`
+	ExitCode  *int   `json:"exit_code,omitempty"`
+	Error     string `json:"error,omitempty"`
+	Outcome   string `json:"outcome,omitempty"`
+}
+
+func nsPtr(t time.Time) *int64 {
+	if t.IsZero() {
+		return nil
+	}
+	n := t.UnixNano()
+	return &n
+}
+
+func fromNsPtr(p *int64) time.Time {
+	if p == nil {
+		return time.Time{}
+	}
+	return time.Unix(0, *p).UTC()
+}
+
+func encodeHistory(h []store.Attempt) (any, error) {
+	if len(h) == 0 {
+		return nil, nil
+	}
+	rows := make([]attemptRow, len(h))
+	for i, a := range h {
+		rows[i] = attemptRow{Number: a.Number, Worker: a.Worker, StartedAt: nsPtr(a.StartedAt), EndedAt: nsPtr(a.EndedAt),
+			ExitCode: a.ExitCode, Error: a.Error, Outcome: a.Outcome}
+	}
+	b, err := json.Marshal(rows)
+	return string(b), err
+}
+
+func decodeHistory(s sql.NullString) ([]store.Attempt, error) {
+	if !s.Valid || s.String == "" {
+		return nil, nil
+	}
+	var rows []attemptRow
+	if err := json.Unmarshal([]byte(s.String), &rows); err != nil {
+		return nil, fmt.Errorf("task history: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	h := make([]store.Attempt, len(rows))
+	for i, r := range rows {
+		h[i] = store.Attempt{Number: r.Number, Worker: r.Worker, StartedAt: fromNsPtr(r.StartedAt), EndedAt: fromNsPtr(r.EndedAt),
+			ExitCode: r.ExitCode, Error: r.Error, Outcome: r.Outcome}
+	}
+	return h, nil
+}
+
+const taskCols = `seq, id, idempotency_key, team, machine, priority, spec, status, attempts, history,
+	created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
+	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanTask(s scanner) (int64, store.Task, error) {
+	var (
+		seq                                              int64
+		t                                                store.Task
+		status                                           string
+		history                                          sql.NullString
+		created, enqueued, ready, started, completed, le sql.NullInt64
+		exit                                             sql.NullInt64
+	)
+	err := s.Scan(&seq, &t.ID, &t.IdempotencyKey, &t.Team, &t.Machine, &t.Priority, &t.Spec, &status, &t.Attempts, &history,
+		&created, &enqueued, &ready, &started, &completed, &t.LeaseOwner, &le, &t.CancelRequested,
+		&exit, &t.Stdout, &t.Stderr, &t.StdoutTruncated, &t.StderrTruncated, &t.Error)
+	if err != nil {
+		return 0, store.Task{}, err
+	}
+	t.Status = store.Status(status)
+	t.CreatedAt, t.EnqueuedAt, t.ReadyAt = fromNanos(created), fromNanos(enqueued), fromNanos(ready)
+	t.StartedAt, t.CompletedAt, t.LeaseExpiresAt = fromNanos(started), fromNanos(completed), fromNanos(le)
+	t.ExitCode = intPtr(exit)
+	t.Spec, t.Stdout, t.Stderr = fsm.Bytes(t.Spec), fsm.Bytes(t.Stdout), fsm.Bytes(t.Stderr)
+	if t.History, err = decodeHistory(history); err != nil {
+		return 0, store.Task{}, fmt.Errorf("task %s: %w", t.ID, err)
+	}
+	return seq, t, nil
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func queryTasks(ctx context.Context, q querier, where string, args ...any) ([]int64, []store.Task, error) {
+	rows, err := q.QueryContext(ctx, `SELECT `+taskCols+` FROM tasks `+where, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var (
+		seqs  []int64
+		tasks []store.Task
+	)
+	for rows.Next() {
+		seq, t, err := scanTask(rows)
+		if err != nil {
+			return nil, nil, err
+		}
+		seqs, tasks = append(seqs, seq), append(tasks, t)
+	}
+	return seqs, tasks, rows.Err()
+}
+
+func loadTask(ctx context.Context, q querier, id string) (int64, store.Task, error) {
+	seq, t, err := scanTask(q.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, store.Task{}, fmt.Errorf("%w: task %s", store.ErrNotFound, id)
+	}
+	return seq, t, err
+}
+
+func insertTask(ctx context.Context, tx *sql.Tx, t *store.Task) error {
+	h, err := encodeHistory(t.History)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO tasks (id, idempotency_key, team, machine, priority, spec, status, attempts, history,
+		created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
+		exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.IdempotencyKey, t.Team, t.Machine, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
+		nanos(t.CreatedAt), nanos(t.EnqueuedAt), nanos(t.ReadyAt), nanos(t.StartedAt), nanos(t.CompletedAt),
+		t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
+		nullInt(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error)
+	return err
+}
+
+// saveTask writes t's mutable fields over row seq, only if the row is still
+// in status `was` under lease owner `wasOwner`.
+func saveTask(ctx context.Context, tx *sql.Tx, seq int64, was store.Status, wasOwner string, t *store.Task) error {
+	h, err := encodeHistory(t.History)
+	if err != nil {
+		return err
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE tasks SET status = ?, attempts = ?, history = ?, enqueued_at = ?, ready_at = ?,
+		started_at = ?, completed_at = ?, lease_owner = ?, lease_expires_at = ?, cancel_requested = ?,
+		exit_code = ?, stdout = ?, stderr = ?, stdout_truncated = ?, stderr_truncated = ?, error = ?
+		WHERE seq = ? AND status = ? AND lease_owner = ?`,
+		string(t.Status), t.Attempts, h, nanos(t.EnqueuedAt), nanos(t.ReadyAt),
+		nanos(t.StartedAt), nanos(t.CompletedAt), t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
+		nullInt(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error,
+		seq, string(was), wasOwner)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		return fmt.Errorf("%w: task %s changed under the write lock", store.ErrLeaseLost, t.ID)
+	}
+	return nil
+}
+
+// modify loads task id in a write transaction, applies fn and saves the
+// result; nothing is written when fn fails.
+func (e *Engine) modify(ctx context.Context, id string, fn func(t *store.Task) error) (store.Task, error) {
+	var out store.Task
+	err := e.write(ctx, func(tx *sql.Tx) error {
+		seq, t, err := loadTask(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		was, wasOwner := t.Status, t.LeaseOwner
+		if err := fn(&t); err != nil {
+			return err
+		}
+		if err := saveTask(ctx, tx, seq, was, wasOwner, &t); err != nil {
+			return err
+		}
+		out = t
+		return nil
+	})
+	if err != nil {
+		return store.Task{}, err
+	}
+	return out, nil
+}
+
+func jsonList(ss []string) string {
+	if ss == nil {
+		ss = []string{}
+	}
+	b, _ := json.Marshal(ss)
+	return string(b)
+}
+
+// ---- machines
+
+const machineCols = `name, team, host, port, user_name, config, created_at, updated_at`
+
+func scanMachine(s scanner) (store.Machine, error) {
+	var (
+		m                store.Machine
+		created, updated sql.NullInt64
+	)
+	if err := s.Scan(&m.Name, &m.Team, &m.Host, &m.Port, &m.User, &m.Config, &created, &updated); err != nil {
+		return store.Machine{}, err
+	}
+	m.Config = fsm.Bytes(m.Config)
+	m.CreatedAt, m.UpdatedAt = fromNanos(created), fromNanos(updated)
+	return m, nil
+}
+
+func machineExists(ctx context.Context, tx *sql.Tx, name string) (bool, error) {
+	var n int
+	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM machines WHERE name = ?`, name).Scan(&n)
+	return n > 0, err
+}
+
+// CreateMachine inserts m. ErrExists; ErrInvalidArgument.
+func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) error {
+	m, err := fsm.NewMachine(m, time.Now())
+	if err != nil {
+		return err
+	}
+	return e.write(ctx, func(tx *sql.Tx) error {
+		if ok, err := machineExists(ctx, tx, m.Name); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("%w: machine %s", store.ErrExists, m.Name)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			m.Name, m.Team, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt))
+		return err
+	})
+}
+
+// UpdateMachine replaces the machine named m.Name, keeping its CreatedAt.
+// ErrNotFound; ErrInvalidArgument.
+func (e *Engine) UpdateMachine(ctx context.Context, m store.Machine) error {
+	return e.write(ctx, func(tx *sql.Tx) error {
+		old, err := scanMachine(tx.QueryRowContext(ctx, `SELECT `+machineCols+` FROM machines WHERE name = ?`, m.Name))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: machine %s", store.ErrNotFound, m.Name)
+		} else if err != nil {
+			return err
+		}
+		m, err := fsm.UpdateMachine(old, m, time.Now())
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE machines SET team = ?, host = ?, port = ?, user_name = ?, config = ?, created_at = ?, updated_at = ?
+			WHERE name = ?`, m.Team, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt), m.Name)
+		return err
+	})
+}
+
+// GetMachine returns one machine. ErrNotFound.
+func (e *Engine) GetMachine(ctx context.Context, name string) (store.Machine, error) {
+	if err := e.check(ctx); err != nil {
+		return store.Machine{}, err
+	}
+	m, err := scanMachine(e.r.QueryRowContext(ctx, `SELECT `+machineCols+` FROM machines WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Machine{}, fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+	}
+	return m, e.classify(err)
+}
+
+// ListMachines returns the machines matching f, ordered by name.
+func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]store.Machine, error) {
+	if err := e.check(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := e.r.QueryContext(ctx, `SELECT `+machineCols+` FROM machines WHERE ?1 = '' OR team = ?1 ORDER BY name`, f.Team)
+	if err != nil {
+		return nil, e.classify(err)
+	}
+	defer rows.Close()
+	var out []store.Machine
+	for rows.Next() {
+		m, err := scanMachine(rows)
+		if err != nil {
+			return nil, e.classify(err)
+		}
+		out = append(out, m)
+	}
+	return out, e.classify(rows.Err())
+}
+
+// DeleteMachine removes a machine. ErrNotFound; ErrMachineHasTasks.
+func (e *Engine) DeleteMachine(ctx context.Context, name string) error {
+	return e.write(ctx, func(tx *sql.Tx) error {
+		if ok, err := machineExists(ctx, tx, name); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+		}
+		var id, status string
+		err := tx.QueryRowContext(ctx, `SELECT id, status FROM tasks
+			WHERE machine = ? AND status IN ('PENDING', 'ASSIGNED', 'PROCESSING') LIMIT 1`, name).Scan(&id, &status)
+		switch {
+		case err == nil:
+			return fmt.Errorf("%w: machine %s: task %s is %s", store.ErrMachineHasTasks, name, id, status)
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM machines WHERE name = ?`, name)
+		return err
+	})
+}
+
+// ---- tasks
+
+// CreateTask inserts t as PENDING, or returns the task holding
+// t.IdempotencyKey. ErrExists when the id is taken; ErrInvalidArgument.
+func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool, error) {
+	t, err := fsm.NewTask(t, time.Now())
+	if err != nil {
+		return store.Task{}, false, err
+	}
+	var (
+		out     store.Task
+		created bool
+	)
+	err = e.write(ctx, func(tx *sql.Tx) error {
+		if t.IdempotencyKey != "" {
+			_, old, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE idempotency_key = ?`, t.IdempotencyKey))
+			if err == nil {
+				out = old
+				return nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM tasks WHERE id = ?`, t.ID).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
+		}
+		if err := insertTask(ctx, tx, &t); err != nil {
+			return err
+		}
+		out, created = t, true
+		return nil
+	})
+	if err != nil {
+		return store.Task{}, false, err
+	}
+	return out, created, nil
+}
+
+// GetTask returns one task with its History. ErrNotFound.
+func (e *Engine) GetTask(ctx context.Context, id string) (store.Task, error) {
+	if err := e.check(ctx); err != nil {
+		return store.Task{}, err
+	}
+	_, t, err := loadTask(ctx, e.r, id)
+	if err != nil {
+		return store.Task{}, e.classify(err)
+	}
+	return t, nil
+}
+
+// ListTasks returns the tasks matching f ordered by CreatedAt then ID.
+func (e *Engine) ListTasks(ctx context.Context, f store.TaskFilter) ([]store.Task, error) {
+	if err := fsm.CheckFilter(f); err != nil {
+		return nil, err
+	}
+	if err := e.check(ctx); err != nil {
+		return nil, err
+	}
+	var (
+		where []string
+		args  []any
+	)
+	if len(f.Statuses) > 0 {
+		ss := make([]string, len(f.Statuses))
+		for i, s := range f.Statuses {
+			ss[i] = string(s)
+		}
+		where, args = append(where, `status IN (SELECT value FROM json_each(?))`), append(args, jsonList(ss))
+	}
+	if f.Team != "" {
+		where, args = append(where, `team = ?`), append(args, f.Team)
+	}
+	if f.Machine != "" {
+		where, args = append(where, `machine = ?`), append(args, f.Machine)
+	}
+	if f.Priority != 0 {
+		where, args = append(where, `priority = ?`), append(args, f.Priority)
+	}
+	q := ""
+	if len(where) > 0 {
+		q = "WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY created_at, id"
+	if f.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, f.Limit)
+	}
+	_, ts, err := queryTasks(ctx, e.r, q, args...)
+	return ts, e.classify(err)
+}
+
+// claimOrder is internal/sched's order in SQL: effective priority (integer
+// nanoseconds, so floor division matches time.Duration's), EnqueuedAt,
+// creation sequence. ?1 is Now, ?3 Aging (both nanoseconds).
+const claimOrder = `ORDER BY CASE WHEN ?3 > 0 THEN max(1, priority - max(0, ?1 - enqueued_at) / ?3) ELSE priority END,
+	enqueued_at, seq`
+
+// Claim moves up to r.Max ready PENDING tasks to ASSIGNED under r.Owner, in
+// scheduling order, honouring per-machine limits (internal/sched). The
+// candidates are read in scheduling order and offered to a sched.Picker
+// until it has r.Max; the whole claim is one write transaction.
+func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task, error) {
+	if err := fsm.CheckClaim(r); err != nil {
+		return nil, err
+	}
+	var out []store.Task
+	err := e.write(ctx, func(tx *sql.Tx) error {
+		out = nil
+		running := make(map[string]int)
+		rows, err := tx.QueryContext(ctx, `SELECT machine, count(*) FROM tasks WHERE status IN ('ASSIGNED', 'PROCESSING') GROUP BY machine`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var (
+				m string
+				n int
+			)
+			if err := rows.Scan(&m, &n); err != nil {
+				rows.Close()
+				return err
+			}
+			running[m] = n
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+
+		pk := sched.NewPicker(fsm.Policy(r), running)
+		filter := ""
+		machines := ""
+		if r.Machines != nil {
+			filter = ` AND machine IN (SELECT value FROM json_each(?2))`
+			machines = jsonList(r.Machines)
+		}
+		rows, err = tx.QueryContext(ctx, `SELECT seq, id, machine, priority, enqueued_at, ready_at FROM tasks
+			WHERE status = 'PENDING' AND ready_at <= ?1`+filter+` `+claimOrder,
+			r.Now.UnixNano(), machines, int64(max(r.Aging, 0)))
+		if err != nil {
+			return err
+		}
+		for !pk.Done() && rows.Next() {
+			var (
+				c          sched.Candidate
+				enq, ready int64
+			)
+			if err := rows.Scan(&c.Seq, &c.ID, &c.Machine, &c.Priority, &enq, &ready); err != nil {
+				rows.Close()
+				return err
+			}
+			c.EnqueuedAt, c.ReadyAt = time.Unix(0, enq).UTC(), time.Unix(0, ready).UTC()
+			pk.Offer(c)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+
+		stmt, err := tx.PrepareContext(ctx, `UPDATE tasks SET status = 'ASSIGNED', lease_owner = ?, lease_expires_at = ?
+			WHERE seq = ? AND status = 'PENDING' RETURNING `+taskCols)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, c := range pk.Picked() {
+			_, t, err := scanTask(stmt.QueryRowContext(ctx, r.Owner, r.LeaseUntil.UnixNano(), c.Seq))
+			if err != nil {
+				return fmt.Errorf("claiming task %s: %w", c.ID, err)
+			}
+			out = append(out, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Start moves an ASSIGNED task leased by owner to PROCESSING and appends the
+// open attempt a. ErrNotFound; ErrLeaseLost; ErrDuplicateAttempt;
+// ErrInvalidArgument.
+func (e *Engine) Start(ctx context.Context, id, owner string, a store.Attempt) (store.Task, error) {
+	return e.modify(ctx, id, func(t *store.Task) error { return fsm.Start(t, owner, a) })
+}
+
+// Heartbeat extends owner's leases on ids to until and reports the ids lost
+// (not found, not active, or leased by another) and those whose
+// cancellation was asked.
+func (e *Engine) Heartbeat(ctx context.Context, owner string, ids []string, until time.Time) (store.Heartbeat, error) {
+	if err := fsm.CheckHeartbeat(owner, until); err != nil {
+		return store.Heartbeat{}, err
+	}
+	var hb store.Heartbeat
+	err := e.write(ctx, func(tx *sql.Tx) error {
+		hb = store.Heartbeat{}
+		if len(ids) == 0 {
+			return nil
+		}
+		stmt, err := tx.PrepareContext(ctx, `UPDATE tasks SET lease_expires_at = ?
+			WHERE id = ? AND lease_owner = ? AND status IN ('ASSIGNED', 'PROCESSING') RETURNING cancel_requested`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, id := range ids {
+			var cancel bool
+			err := stmt.QueryRowContext(ctx, until.UnixNano(), id, owner).Scan(&cancel)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				hb.Lost = append(hb.Lost, id)
+			case err != nil:
+				return err
+			case cancel:
+				hb.CancelRequested = append(hb.CancelRequested, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Heartbeat{}, err
+	}
+	return hb, nil
+}
+
+// Finish closes the current attempt and moves the task to f.Next if f.Owner
+// still holds it, checked and written in one transaction. ErrNotFound;
+// ErrLeaseLost; ErrInvalidArgument.
+func (e *Engine) Finish(ctx context.Context, f store.Finish) (store.Task, error) {
+	if err := fsm.CheckFinish(f); err != nil {
+		return store.Task{}, err
+	}
+	return e.modify(ctx, f.ID, func(t *store.Task) error { return fsm.Finish(t, f) })
+}
+
+// Cancel cancels a task (see store.Engine). ErrNotFound; ErrNotCancellable.
+func (e *Engine) Cancel(ctx context.Context, id string, at time.Time) (store.Task, error) {
+	return e.modify(ctx, id, func(t *store.Task) error {
+		_, err := fsm.Cancel(t, at)
+		return err
+	})
+}
+
+// Rescue takes back the tasks whose lease expired or whose owner is dead.
+// r.OwnerDead is called outside any transaction.
+func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Task, error) {
+	if err := fsm.CheckRescue(r); err != nil {
+		return nil, err
+	}
+	if err := e.check(ctx); err != nil {
+		return nil, err
+	}
+	now := r.Now.UnixNano()
+	var dead []string
+	if r.OwnerDead != nil {
+		rows, err := e.r.QueryContext(ctx, `SELECT DISTINCT lease_owner FROM tasks
+			WHERE status IN ('ASSIGNED', 'PROCESSING') AND lease_expires_at > ?`, now)
+		if err != nil {
+			return nil, e.classify(err)
+		}
+		var owners []string
+		for rows.Next() {
+			var o string
+			if err := rows.Scan(&o); err != nil {
+				rows.Close()
+				return nil, e.classify(err)
+			}
+			owners = append(owners, o)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, e.classify(err)
+		}
+		for _, o := range owners {
+			if r.OwnerDead(o) {
+				dead = append(dead, o)
+			}
+		}
+	}
+	var out []store.Task
+	err := e.write(ctx, func(tx *sql.Tx) error {
+		out = nil
+		seqs, ts, err := queryTasks(ctx, tx, `WHERE status IN ('ASSIGNED', 'PROCESSING')
+			AND (lease_expires_at IS NULL OR lease_expires_at <= ? OR lease_owner IN (SELECT value FROM json_each(?)))
+			ORDER BY created_at, id`, now, jsonList(dead))
+		if err != nil {
+			return err
+		}
+		for i := range ts {
+			t := &ts[i]
+			was, wasOwner := t.Status, t.LeaseOwner
+			fsm.Rescue(t, r.Now, fsm.RescueReason(t, r.Now))
+			if err := saveTask(ctx, tx, seqs[i], was, wasOwner, t); err != nil {
+				return err
+			}
+		}
+		out = ts
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// NextReady returns the earliest ReadyAt among PENDING tasks; false when
+// none is PENDING.
+func (e *Engine) NextReady(ctx context.Context) (time.Time, bool, error) {
+	if err := e.check(ctx); err != nil {
+		return time.Time{}, false, err
+	}
+	var n sql.NullInt64
+	if err := e.r.QueryRowContext(ctx, `SELECT min(ready_at) FROM tasks WHERE status = 'PENDING'`).Scan(&n); err != nil {
+		return time.Time{}, false, e.classify(err)
+	}
+	return fromNanos(n), n.Valid, nil
+}
+
+// Depth counts tasks grouped by status, priority, team and machine, in the
+// order of fsm.SortDepth.
+func (e *Engine) Depth(ctx context.Context) ([]store.DepthRow, error) {
+	if err := e.check(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := e.r.QueryContext(ctx, `SELECT status, priority, team, machine, count(*) FROM tasks GROUP BY status, priority, team, machine`)
+	if err != nil {
+		return nil, e.classify(err)
+	}
+	defer rows.Close()
+	var out []store.DepthRow
+	for rows.Next() {
+		var (
+			d store.DepthRow
+			s string
+		)
+		if err := rows.Scan(&s, &d.Priority, &d.Team, &d.Machine, &d.Count); err != nil {
+			return nil, e.classify(err)
+		}
+		d.Status = store.Status(s)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, e.classify(err)
+	}
+	fsm.SortDepth(out)
+	return out, nil
+}
+
+// Close releases the engine; later calls, Close included, return ErrClosed.
+func (e *Engine) Close() error {
+	if !e.closed.CompareAndSwap(false, true) {
+		return fmt.Errorf("%w: %s", store.ErrClosed, e.path)
+	}
+	return errors.Join(e.r.Close(), e.w.Close(), e.gate.close())
+}
