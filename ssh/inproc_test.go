@@ -690,3 +690,46 @@ func TestDarkHostSharesDialFailure(t *testing.T) {
 		t.Errorf("every waiter dialed on its own: %+v", s)
 	}
 }
+
+// TestForgetBusy: Forget lets a running command finish, then closes its
+// connection; Close still reaches connections of forgotten targets.
+func TestForgetBusy(t *testing.T) {
+	srv := sshtest.NewServer(t, sshtest.Options{})
+	tg := inprocTarget(t, "m", srv)
+	p := newPool(t, ssh.Config{})
+	started := newSignalWriter()
+	release := writeFile(t, "")
+	os.Remove(release)
+	done := make(chan error, 1)
+	go func() {
+		res, err := p.Run(context.Background(), tg, ssh.Command{
+			Cmd: "echo go; while [ ! -e " + ssh.ShellQuote(release) + " ]; do sleep 0.02; done; echo finished", Stdout: started})
+		if err == nil && !strings.Contains(string(res.Stdout), "finished") {
+			err = errors.New("unexpected output " + string(res.Stdout))
+		}
+		done <- err
+	}()
+	<-started.ch
+	p.Forget("m")
+	if s := p.Stats(); s.OpenConns != 1 {
+		t.Errorf("busy connection closed by Forget: %+v", s)
+	}
+	os.WriteFile(release, nil, 0o600)
+	if err := <-done; err != nil {
+		t.Fatalf("command on a forgotten connection: %v", err)
+	}
+	eventually(t, "retired connection closed", func() bool { return p.Stats().OpenConns == 0 })
+
+	// A busy forgotten connection is closed by Close.
+	started2 := newSignalWriter()
+	go func() {
+		_, err := p.Run(context.Background(), tg, ssh.Command{Cmd: "echo go; sleep 30", Stdout: started2})
+		done <- err
+	}()
+	<-started2.ch
+	p.Forget("m")
+	p.Close()
+	if err := <-done; !errors.Is(err, ssh.ErrPoolClosed) {
+		t.Fatalf("err = %v, want ErrPoolClosed", err)
+	}
+}

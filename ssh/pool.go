@@ -43,6 +43,7 @@ type Pool struct {
 	closed   bool
 	closing  chan struct{}
 	hosts    map[string]*hostPool     // by Target.key()
+	conns    map[*conn]struct{}       // every open connection, forgotten ones too
 	startups map[string]chan struct{} // per address: MaxStartupsPerHost semaphore
 	inflight int
 	nextID   uint64
@@ -80,6 +81,7 @@ type hostPool struct {
 	changed         chan struct{} // closed and replaced on every change
 	dialErr         error         // last dial failure (not a caller's cancellation)
 	dialErrAt       time.Time
+	forgotten       bool // removed from Pool.hosts by Forget
 }
 
 // broadcast wakes waiters; p.mu must be held.
@@ -115,6 +117,7 @@ func NewPool(cfg Config) *Pool {
 		log:      cfg.Logger,
 		closing:  make(chan struct{}),
 		hosts:    map[string]*hostPool{},
+		conns:    map[*conn]struct{}{},
 		startups: map[string]chan struct{}{},
 	}
 }
@@ -122,13 +125,12 @@ func NewPool(cfg Config) *Pool {
 // Stats returns a snapshot of the pool's state and counters.
 func (p *Pool) Stats() PoolStats {
 	p.mu.Lock()
-	s := PoolStats{SessionsInFlight: p.inflight}
-	for _, hp := range p.hosts {
-		if len(hp.conns) > 0 {
-			s.Targets++
-		}
-		s.OpenConns += len(hp.conns)
+	s := PoolStats{SessionsInFlight: p.inflight, OpenConns: len(p.conns)}
+	targets := map[string]bool{}
+	for c := range p.conns {
+		targets[c.hp.key] = true
 	}
+	s.Targets = len(targets)
 	p.mu.Unlock()
 	s.Dials = p.dials.Load()
 	s.DialErrors = p.dialErrors.Load()
@@ -149,6 +151,7 @@ func (p *Pool) Forget(name string) {
 			continue
 		}
 		delete(p.hosts, k)
+		hp.forgotten = true
 		for _, c := range hp.conns {
 			c.retiring = true
 			if c.inflight == 0 {
@@ -178,8 +181,10 @@ func (p *Pool) Close() error {
 	p.closed = true
 	close(p.closing)
 	var conns []*conn
+	for c := range p.conns {
+		conns = append(conns, c)
+	}
 	for _, hp := range p.hosts {
-		conns = append(conns, hp.conns...)
 		hp.broadcast()
 	}
 	p.mu.Unlock()
@@ -281,7 +286,9 @@ func (p *Pool) acquire(ctx context.Context, t *Target, hp *hostPool, mode acquir
 				c.inflight = 1
 				p.inflight++
 				c.lastUsed = time.Now()
+				c.retiring = hp.forgotten // dialed for a Run that raced Forget
 				hp.conns = append(hp.conns, c)
+				p.conns[c] = struct{}{}
 				p.wg.Add(2)
 				go c.monitor()
 				go c.waitClosed()
@@ -509,6 +516,7 @@ func (c *conn) drop(reason error) {
 		p.mu.Lock()
 		c.dead = true
 		c.reason = reason
+		delete(p.conns, c)
 		for i, x := range c.hp.conns {
 			if x == c {
 				c.hp.conns = append(c.hp.conns[:i], c.hp.conns[i+1:]...)

@@ -309,13 +309,14 @@ func (s *Server) handleSession(user string, ch ssh.Channel, reqs <-chan *ssh.Req
 				}
 				args = []string{"-c", cmd.Command}
 			}
-			if err := ss.start(args); err != nil {
+			// start replies to req itself: the reply must precede the
+			// exit status of a command that ends at once.
+			if err := ss.start(args, req); err != nil {
 				s.log.Debug("sshtest: start failed", "err", err)
 				_ = req.Reply(false, nil)
 				continue
 			}
 			started = true
-			_ = req.Reply(true, nil)
 		case "signal":
 			var sig struct{ Signal string }
 			if err := ssh.Unmarshal(req.Payload, &sig); err == nil {
@@ -345,9 +346,10 @@ func (ss *session) baseEnv() []string {
 	return append(env, ss.env...)
 }
 
-// start runs the shell; its exit is reported on the channel, which is then
-// closed.
-func (ss *session) start(args []string) error {
+// start runs the shell and answers req with success; the command's exit is
+// then reported on the channel, which is closed. On error req is not
+// answered.
+func (ss *session) start(args []string, req *ssh.Request) error {
 	s := ss.s
 	cmd := exec.Command(s.opts.Shell, args...)
 	cmd.Env = ss.baseEnv()
@@ -371,6 +373,7 @@ func (ss *session) start(args []string) error {
 	s.wg.Add(2)
 	s.mu.Unlock()
 
+	_ = req.Reply(true, nil)
 	ss.mu.Lock()
 	ss.proc = cmd.Process
 	for _, sig := range ss.pending {
