@@ -199,21 +199,28 @@ type DepthRow struct {
 // Engine is a queue store. All methods are safe for concurrent use, and each
 // state change is atomic: it happens whole or not at all.
 type Engine interface {
-	// CreateMachine inserts m. ErrExists if the name is taken.
+	// CreateMachine inserts m (Team defaults to "default", zero times to
+	// now). ErrExists if the name is taken; ErrInvalidArgument.
 	CreateMachine(ctx context.Context, m Machine) error
-	// UpdateMachine replaces the machine named m.Name. ErrNotFound.
+	// UpdateMachine replaces the machine named m.Name, keeping its
+	// CreatedAt. ErrNotFound.
 	UpdateMachine(ctx context.Context, m Machine) error
 	// GetMachine returns one machine. ErrNotFound.
 	GetMachine(ctx context.Context, name string) (Machine, error)
 	// ListMachines returns machines ordered by name.
 	ListMachines(ctx context.Context, f MachineFilter) ([]Machine, error)
 	// DeleteMachine removes a machine. ErrNotFound; ErrMachineHasTasks when
-	// a task of that machine is not terminal.
+	// a task of that machine is not terminal. Tasks do not require their
+	// machine to exist: engines do not check Task.Machine.
 	DeleteMachine(ctx context.Context, name string) error
 
-	// CreateTask inserts t as PENDING (t.Status is ignored). When
+	// CreateTask inserts t as PENDING (t.Status, the lease fields,
+	// CancelRequested and CompletedAt are ignored). When
 	// t.IdempotencyKey is set and a task with that key exists, it returns the
-	// existing task and created == false, and inserts nothing.
+	// existing task and created == false, and inserts nothing. Defaults: a
+	// new UUID when t.ID is empty, CreatedAt now, EnqueuedAt = CreatedAt,
+	// ReadyAt = EnqueuedAt. ErrExists when the id is taken;
+	// ErrInvalidArgument (priority not in 1..5, no machine).
 	CreateTask(ctx context.Context, t Task) (task Task, created bool, err error)
 	// GetTask returns one task with its History. ErrNotFound.
 	GetTask(ctx context.Context, id string) (Task, error)
@@ -221,37 +228,48 @@ type Engine interface {
 	ListTasks(ctx context.Context, f TaskFilter) ([]Task, error)
 
 	// Claim moves up to r.Max ready PENDING tasks to ASSIGNED under r.Owner,
-	// in scheduling order (internal/sched), honouring per-machine limits.
+	// in scheduling order (internal/sched), honouring per-machine limits, and
+	// returns them in that order. ErrInvalidArgument (no Owner, Max < 1,
+	// zero Now, LeaseUntil not after Now).
 	Claim(ctx context.Context, r ClaimRequest) ([]Task, error)
 	// Start moves an ASSIGNED task leased by owner to PROCESSING and appends
-	// an open History entry a. ErrLeaseLost; ErrNotFound.
+	// an open History entry a (a.StartedAt required; Number defaults to
+	// Attempts+1, Worker to owner). ErrLeaseLost; ErrNotFound;
+	// ErrDuplicateAttempt when owner already started it.
 	Start(ctx context.Context, id, owner string, a Attempt) (Task, error)
 	// Heartbeat extends owner's leases on ids to until and reports ids that
-	// are lost or whose cancellation was asked.
+	// are lost (unknown, finished, rescued or leased by another) or whose
+	// cancellation was asked.
 	Heartbeat(ctx context.Context, owner string, ids []string, until time.Time) (Heartbeat, error)
 	// Finish closes the current attempt and moves the task to f.Next, only if
 	// f.Owner still holds it (ASSIGNED or PROCESSING); otherwise ErrLeaseLost
-	// and nothing changes. The lease is cleared.
+	// and nothing changes. The lease is cleared. A zero f.Attempt with no
+	// open History entry records nothing; a task whose cancellation was
+	// asked becomes CANCELLED when f.Next is PENDING. ErrNotFound;
+	// ErrInvalidArgument.
 	Finish(ctx context.Context, f Finish) (Task, error)
 	// Cancel cancels a task: PENDING becomes CANCELLED at once;
 	// ASSIGNED/PROCESSING get CancelRequested (their worker ends them);
 	// CANCELLED is returned unchanged; COMPLETED/FAILED give
 	// ErrNotCancellable. ErrNotFound.
 	Cancel(ctx context.Context, id string, at time.Time) (Task, error)
-	// Rescue takes back ASSIGNED/PROCESSING tasks whose lease expired (or
-	// whose owner is dead, see RescueRequest): those with CancelRequested
-	// become CANCELLED, the others PENDING, ready at once, keeping EnqueuedAt,
-	// with no attempt counted; an open History entry is closed with outcome
-	// "interrupted". It returns the rescued tasks.
+	// Rescue takes back ASSIGNED/PROCESSING tasks whose lease expired
+	// (LeaseExpiresAt <= r.Now) or whose owner is dead (see RescueRequest):
+	// those with CancelRequested become CANCELLED, the others PENDING, ready
+	// at once (ReadyAt = r.Now), keeping EnqueuedAt, with no attempt counted;
+	// an open History entry is closed with outcome "interrupted". It returns
+	// the rescued tasks ordered like ListTasks. OwnerDead is called outside
+	// any lock or transaction.
 	Rescue(ctx context.Context, r RescueRequest) ([]Task, error)
 
 	// NextReady returns the earliest ReadyAt among PENDING tasks, and false
 	// when no task is PENDING.
 	NextReady(ctx context.Context) (time.Time, bool, error)
 
-	// Depth counts tasks grouped by status, priority, team and machine.
+	// Depth counts tasks grouped by status, priority, team and machine,
+	// ordered by status (queue order), priority, team, machine.
 	Depth(ctx context.Context) ([]DepthRow, error)
 
-	// Close releases the engine. Later calls return ErrClosed.
+	// Close releases the engine. Later calls, Close included, return ErrClosed.
 	Close() error
 }
