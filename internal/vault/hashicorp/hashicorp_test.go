@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -93,7 +95,7 @@ func TestConnectionRefused(t *testing.T) {
 	addr := "http://" + l.Addr().String()
 	l.Close() // nothing listens there now
 
-	_, err = New(ctxT(t), Config{Address: addr, Token: "t", MaxRetries: -1})
+	_, err = New(ctxT(t), Config{Logger: testLogger(t), Address: addr, Token: "t", MaxRetries: -1})
 	if !errors.Is(err, vault.ErrUnavailable) {
 		t.Fatalf("New against a closed port: %v, want ErrUnavailable", err)
 	}
@@ -116,7 +118,7 @@ func TestDevServer(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 		vaulttest.Run(t, func(t *testing.T) vault.Backend {
-			b, err := New(ctxT(t), Config{Address: addr, Token: root, PathPrefix: uniquePrefix("conf")})
+			b, err := New(ctxT(t), Config{Logger: testLogger(t), Address: addr, Token: root, PathPrefix: uniquePrefix("conf")})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -127,7 +129,7 @@ func TestDevServer(t *testing.T) {
 	t.Run("DefaultLayoutAndEncoding", func(t *testing.T) {
 		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 		ctx := ctxT(t)
-		b, err := New(ctx, Config{Address: addr, Token: root})
+		b, err := New(ctx, Config{Logger: testLogger(t), Address: addr, Token: root})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +173,7 @@ func TestDevServer(t *testing.T) {
 		if err := rc.Sys().MountWithContext(ctx, "teamkv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
 			t.Fatal(err)
 		}
-		b, err := New(ctx, Config{Address: addr, Token: root, Mount: "teamkv", PathPrefix: "apps/{team}/vault"})
+		b, err := New(ctx, Config{Logger: testLogger(t), Address: addr, Token: root, Mount: "teamkv", PathPrefix: "apps/{team}/vault"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +191,7 @@ func TestDevServer(t *testing.T) {
 		ctx := ctxT(t)
 		putPolicy(t, rc, "only-allowed", "rediacc/allowed/*")
 		tok := createToken(t, rc, map[string]any{"policies": []string{"only-allowed"}, "ttl": "1h"})
-		b, err := New(ctx, Config{Address: addr, Token: tok})
+		b, err := New(ctx, Config{Logger: testLogger(t), Address: addr, Token: tok})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +209,7 @@ func TestDevServer(t *testing.T) {
 		if _, err := b.List(ctx, "denied"); !errors.Is(err, vault.ErrPermissionDenied) {
 			t.Fatalf("List denied: %v", err)
 		}
-		if _, err := New(ctx, Config{Address: addr, Token: "not-a-token"}); !errors.Is(err, vault.ErrPermissionDenied) {
+		if _, err := New(ctx, Config{Logger: testLogger(t), Address: addr, Token: "not-a-token"}); !errors.Is(err, vault.ErrPermissionDenied) {
 			t.Fatalf("bogus token: %v, want ErrPermissionDenied", err)
 		}
 	})
@@ -217,7 +219,7 @@ func TestDevServer(t *testing.T) {
 		ctx := ctxT(t)
 		tok := createToken(t, rc, map[string]any{"policies": []string{"default", "rediacc-all"}, "ttl": "3s", "renewable": true})
 		putPolicy(t, rc, "rediacc-all", "rediacc/*")
-		b, err := New(ctx, Config{Address: addr, Token: tok})
+		b, err := New(ctx, Config{Logger: testLogger(t), Address: addr, Token: tok})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,7 +241,7 @@ func TestDevServer(t *testing.T) {
 		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 		ctx := ctxT(t)
 		roleID, secretID := setupAppRole(t, rc, "2s", "4s")
-		b, err := New(ctx, Config{Address: addr, AppRole: &AppRole{RoleID: roleID, SecretID: secretID}})
+		b, err := New(ctx, Config{Logger: testLogger(t), Address: addr, AppRole: &AppRole{RoleID: roleID, SecretID: secretID}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -274,7 +276,7 @@ func TestDevServer(t *testing.T) {
 		roleID, secretID := setupAppRole(t, rc, "1s", "1s")
 		// No background renewal: the token expires, and the next request is
 		// retried after a fresh login.
-		b, err := New(ctx, Config{Address: addr, AppRole: &AppRole{RoleID: roleID, SecretID: secretID}, DisableRenewal: true})
+		b, err := New(ctx, Config{Logger: testLogger(t), Address: addr, AppRole: &AppRole{RoleID: roleID, SecretID: secretID}, DisableRenewal: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -294,17 +296,23 @@ func TestDevServer(t *testing.T) {
 	t.Run("BadAppRole", func(t *testing.T) {
 		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 		roleID, _ := setupAppRole(t, rc, "1m", "1h")
-		_, err := New(ctxT(t), Config{Address: addr, AppRole: &AppRole{RoleID: roleID, SecretID: "wrong-secret-id"}})
+		_, err := New(ctxT(t), Config{Logger: testLogger(t), Address: addr, AppRole: &AppRole{RoleID: roleID, SecretID: "wrong-secret-id"}})
 		if err == nil || strings.Contains(err.Error(), "wrong-secret-id") {
 			t.Fatalf("bad secret id: %v", err)
 		}
 	})
 }
 
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
 func rootClient(t *testing.T, addr, token string) *api.Client {
 	t.Helper()
 	conf := api.DefaultConfig()
 	conf.Address = addr
+	// No idle connections, so that goleak checks see only the backend's.
+	conf.HttpClient.Transport.(*http.Transport).DisableKeepAlives = true
 	c, err := api.NewClient(conf)
 	if err != nil {
 		t.Fatal(err)
