@@ -52,6 +52,7 @@ CREATE TABLE tasks (
 	error            TEXT NOT NULL DEFAULT ''
 ) STRICT;
 CREATE INDEX tasks_status_ready ON tasks (status, ready_at);
+CREATE INDEX tasks_claim ON tasks (status, priority, enqueued_at); -- rowid (seq) ends every index
 CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (idempotency_key) WHERE idempotency_key <> '';
 CREATE INDEX tasks_machine ON tasks (machine, status);
 CREATE INDEX tasks_team ON tasks (team, status);

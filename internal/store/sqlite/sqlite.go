@@ -747,16 +747,16 @@ func (e *Engine) ListTasks(ctx context.Context, f store.TaskFilter) ([]store.Tas
 	return ts, e.classify(err)
 }
 
-// claimOrder is internal/sched's order in SQL: effective priority (integer
-// nanoseconds, so floor division matches time.Duration's), EnqueuedAt,
-// creation sequence. ?1 is Now, ?3 Aging (both nanoseconds).
-const claimOrder = `ORDER BY CASE WHEN ?3 > 0 THEN max(1, priority - max(0, ?1 - enqueued_at) / ?3) ELSE priority END,
-	enqueued_at, seq`
-
 // Claim moves up to r.Max ready PENDING tasks to ASSIGNED under r.Owner, in
-// scheduling order, honouring per-machine limits (internal/sched). The
-// candidates are read in scheduling order and offered to a sched.Picker
-// until it has r.Max; the whole claim is one write transaction.
+// scheduling order, honouring per-machine limits (internal/sched); the whole
+// claim is one write transaction.
+//
+// Within one base priority, EnqueuedAt order is scheduling order (an older
+// task has waited longer, so its effective priority is the same or better),
+// so each level is read in that order straight from the tasks_claim index,
+// and the five streams are merged with sched.Compare and offered to a
+// sched.Picker until it has r.Max. A claim thus reads about as many rows as
+// it looks at, not the whole backlog.
 func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task, error) {
 	if err := fsm.CheckClaim(r); err != nil {
 		return nil, err
@@ -784,45 +784,17 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 			return err
 		}
 
-		pk := sched.NewPicker(fsm.Policy(r), running)
-		filter := ""
-		machines := ""
-		if r.Machines != nil {
-			filter = ` AND machine IN (SELECT value FROM json_each(?2))`
-			machines = jsonList(r.Machines)
-		}
-		rows, err = tx.QueryContext(ctx, `SELECT seq, id, machine, priority, enqueued_at, ready_at FROM tasks
-			WHERE status = 'PENDING' AND ready_at <= ?1`+filter+` `+claimOrder,
-			r.Now.UnixNano(), machines, int64(max(r.Aging, 0)))
+		picked, err := e.pick(ctx, tx, r, running)
 		if err != nil {
 			return err
 		}
-		for !pk.Done() && rows.Next() {
-			var (
-				c          sched.Candidate
-				enq, ready int64
-			)
-			if err := rows.Scan(&c.Seq, &c.ID, &c.Machine, &c.Priority, &enq, &ready); err != nil {
-				rows.Close()
-				return err
-			}
-			c.EnqueuedAt, c.ReadyAt = time.Unix(0, enq).UTC(), time.Unix(0, ready).UTC()
-			pk.Offer(c)
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-
 		stmt, err := tx.PrepareContext(ctx, `UPDATE tasks SET status = 'ASSIGNED', lease_owner = ?, lease_expires_at = ?
 			WHERE seq = ? AND status = 'PENDING' RETURNING `+taskCols)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
-		for _, c := range pk.Picked() {
+		for _, c := range picked {
 			_, t, err := scanTask(stmt.QueryRowContext(ctx, r.Owner, r.LeaseUntil.UnixNano(), c.Seq))
 			if err != nil {
 				return fmt.Errorf("claiming task %s: %w", c.ID, err)
@@ -835,6 +807,79 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 		return nil, err
 	}
 	return out, nil
+}
+
+// level streams the ready PENDING tasks of one base priority in scheduling order.
+type level struct {
+	rows *sql.Rows
+	head sched.Candidate
+	ok   bool
+	err  error
+}
+
+func (l *level) next() {
+	l.ok = l.rows.Next()
+	if !l.ok {
+		l.err = l.rows.Err()
+		return
+	}
+	var enq, ready int64
+	if l.err = l.rows.Scan(&l.head.Seq, &l.head.ID, &l.head.Machine, &l.head.Priority, &enq, &ready); l.err != nil {
+		l.ok = false
+		return
+	}
+	l.head.EnqueuedAt, l.head.ReadyAt = time.Unix(0, enq).UTC(), time.Unix(0, ready).UTC()
+}
+
+// pick merges the five levels and applies the sched rule.
+func (e *Engine) pick(ctx context.Context, tx *sql.Tx, r store.ClaimRequest, running map[string]int) ([]sched.Candidate, error) {
+	q := `SELECT seq, id, machine, priority, enqueued_at, ready_at FROM tasks INDEXED BY tasks_claim
+		WHERE status = 'PENDING' AND priority = ?1 AND ready_at <= ?2`
+	machines := ""
+	if r.Machines != nil {
+		q += ` AND machine IN (SELECT value FROM json_each(?3))`
+		machines = jsonList(r.Machines)
+	}
+	q += ` ORDER BY enqueued_at, seq`
+	var levels []*level
+	defer func() {
+		for _, l := range levels {
+			l.rows.Close()
+		}
+	}()
+	for p := 1; p <= 5; p++ {
+		// One statement per level: a prepared statement has one cursor.
+		args := []any{p, r.Now.UnixNano()}
+		if r.Machines != nil {
+			args = append(args, machines)
+		}
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		l := &level{rows: rows}
+		levels = append(levels, l)
+		if l.next(); l.err != nil {
+			return nil, l.err
+		}
+	}
+	pk := sched.NewPicker(fsm.Policy(r), running)
+	for !pk.Done() {
+		var best *level
+		for _, l := range levels {
+			if l.ok && (best == nil || sched.Compare(l.head, best.head, r.Now, r.Aging) < 0) {
+				best = l
+			}
+		}
+		if best == nil {
+			break
+		}
+		pk.Offer(best.head)
+		if best.next(); best.err != nil {
+			return nil, best.err
+		}
+	}
+	return pk.Picked(), nil
 }
 
 // Start moves an ASSIGNED task leased by owner to PROCESSING and appends the
