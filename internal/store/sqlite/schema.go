@@ -7,9 +7,10 @@ const applicationID = 0x72646363
 // schema from version i to i+1. Append only: a released migration never
 // changes. The schema version of a file is the single row of rediacc_schema.
 //
-// Times are INTEGER unix nanoseconds UTC (NULL for the zero time), so that
-// the claim order computed in SQL matches internal/sched's arithmetic on
-// time.Duration exactly.
+// Times are INTEGER unix nanoseconds UTC (NULL for the zero time): they
+// come back exactly as given, so internal/sched sees the same instants in
+// every engine. tasks_claim serves Claim: within one (status, priority) it
+// yields tasks by enqueued_at then seq (the rowid ends every index).
 var migrations = []string{
 	// 1: machines and tasks.
 	`

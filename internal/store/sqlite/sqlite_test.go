@@ -220,8 +220,9 @@ func TestSchemaTooNew(t *testing.T) {
 	t.Logf("%v", err)
 }
 
-// TestClaimOrderMatchesSched: the SQL order (effective priority in integer
-// nanoseconds, EnqueuedAt, seq) is the order of sched.Pick on random queues.
+// TestClaimOrderMatchesSched: the engine's claim (five index-ordered
+// priority levels merged) returns exactly what sched.Pick returns on random
+// queues, limits, reserve and aging included.
 func TestClaimOrderMatchesSched(t *testing.T) {
 	for round := range 6 {
 		rng := rand.New(rand.NewPCG(uint64(round), 42))
