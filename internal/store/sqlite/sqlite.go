@@ -7,12 +7,13 @@
 // first read: a claim computes its candidates and marks them ASSIGNED under
 // that lock, and two claimers, in one process or in two, never get the same
 // task or overrun a machine's limit. Within a process writes go through one
-// connection (no lock contention between goroutines); between processes
-// SQLite's busy timeout (5s) queues them. Reads run on a separate pool and,
-// in WAL mode, never wait for writers.
+// connection; between processes a blocking flock on the sidecar file
+// path+"-lock" queues them fairly (see gate.go), with SQLite's busy timeout
+// (5s) as the backstop. Reads run on a separate pool and, in WAL mode, never
+// wait for writers. Commits are fsynced (synchronous=FULL).
 //
-// The file is created with mode 0600 (its directory 0700 when created), with
-// a sidecar path+"-lock" that orders writers fairly across processes.
+// The file and its sidecars are created with mode 0600 (the directory 0700
+// when created).
 package sqlite
 
 import (
