@@ -533,3 +533,20 @@ func TestEncryptedIdentity(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// Regression: finished tasks used to block on the worker's wake-up channel
+// once it was full, so RunUntilEmpty never returned.
+func TestManyQuickTasksLowConcurrency(t *testing.T) {
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.Concurrency = 2 })
+	realMachine(t, c, "m1", 2)
+	for i := 0; i < 30; i++ {
+		submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: "true"})
+	}
+	if err := c.RunUntilEmpty(ctxTimeout(t, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	done, err := c.List(context.Background(), rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusCompleted}})
+	if err != nil || len(done) != 30 {
+		t.Fatalf("%d of 30 completed (%v)", len(done), err)
+	}
+}

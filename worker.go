@@ -59,7 +59,7 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 	// their own cause functions.
 	base := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
-	done := make(chan struct{}, c.cfg.Concurrency)
+	done := make(chan struct{}, 1) // a finished task wakes the loop
 	log := c.log.With(slog.String("worker", c.id))
 	log.InfoContext(ctx, "worker started", "concurrency", c.cfg.Concurrency, "per_machine_limit", c.cfg.PerMachineLimit)
 
@@ -90,7 +90,12 @@ loop:
 				wg.Add(1)
 				go func(t store.Task) {
 					defer wg.Done()
-					defer func() { done <- struct{}{} }()
+					defer func() {
+						select {
+						case done <- struct{}{}:
+						default: // a wake-up is already pending
+						}
+					}()
 					c.execute(tctx, t)
 					cancel(nil)
 					c.mu.Lock()

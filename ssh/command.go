@@ -13,9 +13,9 @@ import (
 
 // Command is a shell command to run on a Target.
 type Command struct {
-	// Cmd is a POSIX shell script, run by `sh -c` on the remote host (after
-	// the login shell, which must be POSIX-compatible: sh, bash, dash, zsh,
-	// ash). Required; must not contain NUL bytes.
+	// Cmd is a POSIX shell script, run by the remote user's login shell as
+	// ssh(1) does (through eval; the login shell must be POSIX-compatible:
+	// sh, bash, dash, zsh, ash). Required; must not contain NUL bytes.
 	Cmd string
 	// Env holds environment variables for the command. They are not sent
 	// with the SSH "env" request (OpenSSH only accepts LANG and LC_* by
@@ -127,10 +127,12 @@ func ShellQuote(s string) string {
 // the remote process id (which is also its process group id).
 const pidMarker = "\x1erediacc-pid "
 
-// wrapperScript runs inside `sh -c` on the remote host: it reports its pid
-// on stderr, then execs the user's script in a fresh sh, keeping the pid and
-// process group (OpenSSH makes each session's process a session leader).
-const wrapperScript = `printf '\036rediacc-pid %s\n' "$$" >&2; exec sh -c "$1"`
+// wrapperPrefix starts the exec string: the login shell (which OpenSSH
+// makes a session and process group leader) reports its pid on stderr, then
+// evals the user's script in the same process. No extra process is started:
+// the command costs what a bare `ssh host cmd` costs, and a syntax error in
+// the script is reported by eval after the pid line.
+const wrapperPrefix = `printf '\036rediacc-pid %s\n' "$$" >&2; eval `
 
 // buildScript returns the user's script with the env exports in front.
 func buildScript(cmd *Command) (string, error) {
@@ -172,7 +174,7 @@ func buildRemote(cmd *Command) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return "exec sh -c " + ShellQuote(wrapperScript) + " rediacc " + ShellQuote(script), nil
+	return wrapperPrefix + ShellQuote(script), nil
 }
 
 // killScript returns the remote script that stops process group pid:

@@ -47,11 +47,11 @@
 //
 // The command string is executed by the login shell as
 //
-//	exec sh -c '<wrapper>' rediacc '<exports>; <Cmd>'
+//	printf '\036rediacc-pid %s\n' "$$" >&2; eval '<exports>; <Cmd>'
 //
-// where the wrapper writes its process id as a first, stripped line on
-// stderr and then execs `sh -c` on the script, so the command keeps the
-// process group that OpenSSH creates for every session. On timeout or
+// so the shell writes its process id as a first, stripped line on stderr
+// and then runs the script itself: no extra process, and the command keeps
+// the process group that OpenSSH creates for every session. On timeout or
 // cancellation Run sends a "signal" request, then, from a second session,
 // TERM to that process group and KILL after Config.KillGrace, so background
 // children die too. Environment variables are exported by the script

@@ -18,7 +18,7 @@ var (
 )
 
 // Run runs cmd on t and returns its Result. It takes a pooled connection to
-// t (dialing one when needed), opens a session, runs cmd.Cmd under `sh -c`
+// t (dialing one when needed), opens a session, runs cmd.Cmd in the login shell
 // and waits for it to end, for ctx to be done or for cmd.Timeout to pass.
 //
 // Outcomes:

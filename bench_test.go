@@ -1,0 +1,206 @@
+package rediacc_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/rediacc/rediacc"
+	"github.com/rediacc/rediacc/ssh/sshtest"
+)
+
+const (
+	fanOutMachines = 10
+	fanOutTasks    = 1000
+	fanOutPerHost  = 8 // the SDK's default PerMachineLimit
+)
+
+// BenchmarkFanOut runs 1,000 `true` tasks over 10 real sshd machines through
+// the durable queue (SQLite) and the worker, beside bare x/crypto/ssh
+// sessions on the same machines in the same run (two connections per
+// machine, 8 sessions in flight per machine, like the SDK's default
+// PerMachineLimit). Reported: tasks/s of each and the SDK's share of the
+// bare throughput.
+//
+//	go test -run '^$' -bench FanOut -benchtime 3x .
+func BenchmarkFanOut(b *testing.B) {
+	servers := make([]*sshtest.OpenSSH, fanOutMachines)
+	for i := range servers {
+		servers[i] = sshtest.StartOpenSSH(b, sshtest.OpenSSHOptions{Loopback: 20 + i})
+	}
+	var bareTotal, sdkTotal time.Duration
+	var bareCPU, sdkCPU int64
+	for i := 0; i < b.N; i++ {
+		j := busyJiffies()
+		bareTotal += bareFanOut(b, servers)
+		k := busyJiffies()
+		sdkTotal += sdkFanOut(b, servers)
+		bareCPU += k - j
+		sdkCPU += busyJiffies() - k
+	}
+	// CPU time of the whole machine (client, sshd and the commands) per task.
+	b.ReportMetric(float64(bareCPU)*10/float64(fanOutTasks*b.N), "bare-cpu-ms/task")
+	b.ReportMetric(float64(sdkCPU)*10/float64(fanOutTasks*b.N), "sdk-cpu-ms/task")
+	bare := float64(fanOutTasks*b.N) / bareTotal.Seconds()
+	sdk := float64(fanOutTasks*b.N) / sdkTotal.Seconds()
+	b.ReportMetric(bare, "bare-tasks/s")
+	b.ReportMetric(sdk, "sdk-tasks/s")
+	b.ReportMetric(100*sdk/bare, "sdk-%-of-bare")
+	b.ReportMetric(0, "ns/op")
+}
+
+func bareFanOut(b *testing.B, servers []*sshtest.OpenSSH) time.Duration {
+	// Two connections per machine with four sessions each: OpenSSH refuses
+	// new sessions on a connection with 8 or more in flight (MaxSessions 10
+	// counts closing ones too).
+	const connsPerHost = 2
+	start := time.Now() // dialing counts, as it does for the SDK
+	clients := make([]*gossh.Client, len(servers)*connsPerHost)
+	var dialWG sync.WaitGroup
+	dialErrs := make(chan error, len(clients))
+	for i := range clients {
+		dialWG.Add(1)
+		go func() { // the SDK's pool dials machines concurrently too
+			defer dialWG.Done()
+			s := servers[i/connsPerHost]
+			cb, err := knownhosts.New(s.KnownHostsPath)
+			if err != nil {
+				dialErrs <- err
+				return
+			}
+			c, err := gossh.Dial("tcp", s.Addr(), &gossh.ClientConfig{User: s.User, Auth: []gossh.AuthMethod{gossh.PublicKeys(s.ClientSigner)},
+				HostKeyCallback: cb, Timeout: 10 * time.Second})
+			if err != nil {
+				dialErrs <- err
+				return
+			}
+			clients[i] = c
+		}()
+	}
+	dialWG.Wait()
+	close(dialErrs)
+	for err := range dialErrs {
+		b.Fatal(err)
+	}
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, fanOutTasks)
+	sems := make([]chan struct{}, len(clients))
+	for i := range sems {
+		sems[i] = make(chan struct{}, fanOutPerHost/connsPerHost)
+	}
+	for n := 0; n < fanOutTasks; n++ {
+		m := (n%len(servers))*connsPerHost + (n/len(servers))%connsPerHost
+		sems[m] <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sems[m]; wg.Done() }()
+			s, err := clients[m].NewSession()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			if err := s.Run("true"); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	for err := range errs {
+		b.Fatalf("bare session: %v", err)
+	}
+	return elapsed
+}
+
+func sdkFanOut(b *testing.B, servers []*sshtest.OpenSSH) time.Duration {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "rediacc-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cfg := rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler),
+		Concurrency: fanOutMachines * fanOutPerHost, PerMachineLimit: fanOutPerHost, NoCriticalReserve: true}
+	if os.Getenv("REDIACC_BENCH_STORE") == "memory" {
+		cfg.Store = rediacc.NewMemoryStore()
+	}
+	c, err := rediacc.New(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	for i, s := range servers {
+		if _, err := c.AddMachine(ctx, rediacc.Machine{Name: fmt.Sprintf("m%02d", i), Host: s.Host, Port: s.Port, User: s.User,
+			IdentityFile: s.ClientKeyPath, KnownHostsFile: s.KnownHostsPath}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// The worker runs while the tasks are submitted, as in a service.
+	start := time.Now()
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(runCtx) }()
+	var last *rediacc.Task
+	for n := 0; n < fanOutTasks; n++ {
+		last, err = c.Submit(ctx, rediacc.TaskSpec{Machine: fmt.Sprintf("m%02d", n%len(servers)), Command: "true"})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := c.Wait(ctx, last.ID); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		n, err := c.List(ctx, rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusPending, rediacc.StatusAssigned, rediacc.StatusProcessing}, Limit: 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(n) == 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	stop()
+	if err := <-ran; err != nil {
+		b.Fatal(err)
+	}
+	done, err := c.List(ctx, rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusCompleted}})
+	if err != nil || len(done) != fanOutTasks {
+		b.Fatalf("%d of %d tasks completed (%v)", len(done), fanOutTasks, err)
+	}
+	return elapsed
+}
+
+// busyJiffies returns the machine's non-idle CPU time from /proc/stat
+// (clock ticks), to report CPU cost per task beside throughput.
+func busyJiffies() int64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	var total int64
+	for i, f := range strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:] {
+		n, _ := strconv.ParseInt(f, 10, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			total += n
+		}
+	}
+	return total
+}
