@@ -1,0 +1,462 @@
+// Package archive is an append-only archive of compressed JSON Lines
+// segments: finished tasks' full records and old audit records, kept for
+// compliance after the queue has pruned them.
+//
+// # Layout
+//
+// An archive is a directory with one subdirectory per kind of record
+// ([KindTask], [KindAudit]; any name matching [a-z][a-z0-9_-]{0,31} works).
+// Each kind holds segments named after the UTC day of the archive's clock
+// when they were opened and a sequence number within that day:
+//
+//	DIR/task/2026-11-29.0001.jsonl.gz
+//	DIR/task/2026-11-29.0002.jsonl.gz   (rolled over by size)
+//	DIR/audit/2026-11-30.0001.jsonl.gz
+//
+// Directories are created 0700 and files 0600 (less whatever the umask
+// removes). A segment is a gzip stream of JSON Lines; each line is an
+// envelope
+//
+//	{"key":"<key>","at":"<RFC 3339 UTC time>","v":<the record>}
+//
+// The day comes from [Options].Clock at [Archive.Append] time, not from the
+// record's own time, so an old audit record archived today lands in today's
+// segment; readers use the envelope's "at".
+//
+// # Durability
+//
+// While a segment is open for appending, every record is written as its own
+// gzip member (concatenated gzip members are one valid gzip stream, readable
+// by zcat) with a single write, followed by fsync. A crash loses at most the
+// record being written; a torn last member is reported as a
+// [*CorruptSegmentError] by readers and everything before it stays readable.
+// Readers in the same process never see a half-written record of a segment
+// that is still open: they read only up to the last fsynced member.
+//
+// A segment is rolled over (closed, and a new one started) when the next
+// record would take it past [Options].SegmentMaxBytes of uncompressed JSON
+// Lines, when the UTC day changes, and when the archive is closed; a process
+// never appends to a segment it did not create, so a segment torn by a crash
+// is never extended. Once closed, a segment is compacted in the background
+// (unless [Options].DisableCompaction): rewritten as gzip members of about
+// 1 MiB of whole lines each, which compresses small records far better than
+// one member per record. Compaction writes a temporary file, verifies that
+// it decompresses to exactly the same bytes (SHA-256), fsyncs it and renames
+// it over the segment; a segment with any damage is left as it is.
+//
+// # Reading
+//
+// [Archive.Scan] reads one kind's records oldest first (segments ordered by
+// day then sequence number, records in append order): this is how an audit
+// hash chain is verified across segments. [Archive.Lookup] returns every
+// record with a key, newest first. Neither has an index: both decompress
+// every segment of the kind, so they cost O(archived bytes of that kind) in
+// time, and in memory the records returned plus one gzip member (1 MiB, or
+// one record if larger): a member is decompressed whole and its CRC checked
+// before any of its records is delivered, so a damaged member yields
+// nothing rather than garbage. That is fine for occasional
+// `rediacc logs TASK_ID` reads and audits; a sidecar key index is the
+// planned remedy if it is not.
+//
+// Damage never hides the rest of the archive: a segment (or a region of
+// one) that cannot be decoded is reported as a [*CorruptSegmentError] with
+// the file and the compressed byte offset where the damage starts; reading
+// resumes at the next intact gzip member of that segment, and the other
+// segments are read as usual. The reports are returned together, through
+// [errors.Join], after all good records have been delivered.
+package archive
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Kinds of records the SDK archives. Other names matching
+// [a-z][a-z0-9_-]{0,31} are accepted too.
+const (
+	// KindTask: a finished task's full record (spec, attempts, output, exit
+	// code); the key is the task id.
+	KindTask = "task"
+	// KindAudit: an audit record; the key is its sequence number or entity.
+	KindAudit = "audit"
+)
+
+// DefaultSegmentMaxBytes is the default [Options].SegmentMaxBytes: 64 MiB of
+// uncompressed JSON Lines per segment.
+const DefaultSegmentMaxBytes = 64 << 20
+
+// Sentinel errors.
+var (
+	// ErrClosed is returned by [Archive.Append] after [Archive.Close].
+	ErrClosed = errors.New("archive: closed")
+	// ErrInvalidKind is returned for a kind that is not a valid directory
+	// name ([a-z][a-z0-9_-]{0,31}).
+	ErrInvalidKind = errors.New("archive: invalid kind")
+	// ErrEmptyKey is returned by [Archive.Append] for an empty key.
+	ErrEmptyKey = errors.New("archive: empty key")
+	// ErrTooLarge is returned by [Archive.Append] for a record whose JSON
+	// Lines envelope is larger than [Options].SegmentMaxBytes.
+	ErrTooLarge = errors.New("archive: record larger than the segment size")
+)
+
+// Options configures an [Archive]. The zero value is usable.
+type Options struct {
+	// SegmentMaxBytes is the most uncompressed JSON Lines bytes (envelopes
+	// and newlines) a segment holds before it is rolled over. A record that
+	// is larger on its own is rejected with [ErrTooLarge]. Default
+	// [DefaultSegmentMaxBytes] (64 MiB) when ≤ 0.
+	SegmentMaxBytes int64
+
+	// Retention is how long [Archive.Prune] keeps a segment: it removes a
+	// segment once the whole of its UTC day is older than now − Retention.
+	// 0 keeps everything forever.
+	Retention time.Duration
+
+	// Clock returns the current time; it picks the day of the segment a
+	// record goes to. Default time.Now.
+	Clock func() time.Time
+
+	// Logger receives background failures (compaction). Default
+	// slog.Default().
+	Logger *slog.Logger
+
+	// DisableCompaction keeps closed segments as written: one gzip member
+	// per record. By default a closed segment is recompressed in the
+	// background into ~1 MiB members (see the package doc).
+	DisableCompaction bool
+}
+
+// Archive is an append-only archive rooted at a directory. It is safe for
+// concurrent use by multiple goroutines. Several processes may append to the
+// same directory (each opens its own segments, created with O_EXCL), but
+// only the process that wrote a segment knows where its last complete record
+// ends; others may briefly report a record being written as a torn member.
+type Archive struct {
+	dir     string
+	opts    Options
+	maxLine int64 // longest line a reader accepts
+
+	mu      sync.Mutex // guards writers and closed
+	writers map[string]*writer
+	closed  bool
+
+	// filesMu orders renames and removals of segment files (compaction,
+	// Prune: write lock) against readers opening a file and reading the
+	// active map (read lock).
+	filesMu sync.RWMutex
+	active  map[string]*writer // path of an open segment → its writer
+
+	wg sync.WaitGroup // background compactions
+}
+
+// writer appends to the open segment of one kind.
+type writer struct {
+	kind string
+	kdir string
+
+	mu     sync.Mutex // serializes appends and rollover
+	closed bool
+	f      *os.File // nil when no segment is open
+	path   string
+	day    string
+	seq    int
+	size   int64 // uncompressed bytes in the open segment
+	broken bool  // the open segment's tail is unknown: roll over
+
+	committed atomic.Int64 // compressed bytes fsynced in the open segment
+}
+
+var kindRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+
+func checkKind(kind string) error {
+	if !kindRE.MatchString(kind) {
+		return fmt.Errorf("%w: %q", ErrInvalidKind, kind)
+	}
+	return nil
+}
+
+// Open opens (creating it 0700 if needed) the archive rooted at dir. It
+// removes temporary files left by a compaction interrupted by a crash. It
+// never appends to existing segments: the first [Archive.Append] of each
+// kind starts a new one.
+func Open(dir string, opts Options) (*Archive, error) {
+	if opts.SegmentMaxBytes <= 0 {
+		opts.SegmentMaxBytes = DefaultSegmentMaxBytes
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("archive: open: %w", err)
+	}
+	a := &Archive{
+		dir:     dir,
+		opts:    opts,
+		maxLine: max(opts.SegmentMaxBytes, DefaultSegmentMaxBytes) + 64<<10,
+		writers: map[string]*writer{},
+		active:  map[string]*writer{},
+	}
+	kinds, err := a.kinds()
+	if err != nil {
+		return nil, fmt.Errorf("archive: open: %w", err)
+	}
+	for _, k := range kinds {
+		ents, err := os.ReadDir(filepath.Join(dir, k))
+		if err != nil {
+			return nil, fmt.Errorf("archive: open: %w", err)
+		}
+		for _, e := range ents {
+			if isTempName(e.Name()) {
+				_ = os.Remove(filepath.Join(dir, k, e.Name()))
+			}
+		}
+	}
+	return a, nil
+}
+
+// Dir returns the archive's root directory.
+func (a *Archive) Dir() string { return a.dir }
+
+// envelope is one JSON Lines record. Field order is part of the format:
+// Lookup's fast path matches the `{"key":` prefix.
+type envelope struct {
+	Key string          `json:"key"`
+	At  time.Time       `json:"at"`
+	V   json.RawMessage `json:"v"`
+}
+
+// Append archives v (anything encoding/json can marshal; normally a JSON
+// object or a json.RawMessage) under kind and key, with time at (stored in
+// UTC). It returns once the record is fsynced. Errors: [ErrInvalidKind],
+// [ErrEmptyKey], [ErrTooLarge], [ErrClosed], the marshalling error, ctx's
+// error if it is done before the write starts, or an I/O error — after an
+// fsync error the record may or may not be in the archive (a retry can
+// store it twice; readers then see both).
+func (a *Archive) Append(ctx context.Context, kind, key string, at time.Time, v any) error {
+	if err := checkKind(kind); err != nil {
+		return err
+	}
+	if key == "" {
+		return ErrEmptyKey
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
+	}
+	line, err := json.Marshal(envelope{Key: key, At: at.UTC(), V: raw})
+	if err != nil {
+		return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
+	}
+	line = append(line, '\n')
+	if int64(len(line)) > a.opts.SegmentMaxBytes {
+		return fmt.Errorf("%w: %s %q is %d bytes, limit %d", ErrTooLarge, kind, key, len(line), a.opts.SegmentMaxBytes)
+	}
+	member, err := gzipMember(line)
+	if err != nil {
+		return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	w, err := a.writer(kind)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return ErrClosed
+	}
+	day := a.opts.Clock().UTC().Format(dayLayout)
+	if w.f == nil || w.broken || w.day != day || w.size+int64(len(line)) > a.opts.SegmentMaxBytes {
+		if err := a.rollover(w, day); err != nil {
+			return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
+		}
+	}
+	if err := w.write(member); err != nil {
+		return fmt.Errorf("archive: append %s %q to %s: %w", kind, key, w.path, err)
+	}
+	w.size += int64(len(line))
+	return nil
+}
+
+// write appends one member and fsyncs it. On failure it cuts the file back
+// to the last committed member, or marks the segment broken.
+func (w *writer) write(member []byte) error {
+	committed := w.committed.Load()
+	if _, err := w.f.Write(member); err != nil {
+		if terr := w.f.Truncate(committed); terr != nil {
+			w.broken = true
+		}
+		return err
+	}
+	if err := w.f.Sync(); err != nil {
+		w.broken = true
+		return err
+	}
+	w.committed.Store(committed + int64(len(member)))
+	return nil
+}
+
+func (a *Archive) writer(kind string) (*writer, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil, ErrClosed
+	}
+	w := a.writers[kind]
+	if w == nil {
+		kdir := filepath.Join(a.dir, kind)
+		if err := os.Mkdir(kdir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("archive: %w", err)
+		}
+		w = &writer{kind: kind, kdir: kdir}
+		a.writers[kind] = w
+	}
+	return w, nil
+}
+
+// rollover closes w's open segment (if any) and creates the next one for
+// day. Called with w.mu held.
+func (a *Archive) rollover(w *writer, day string) error {
+	if err := a.seal(w); err != nil {
+		a.opts.Logger.Warn("archive: closing segment", "path", w.path, "err", err)
+	}
+	segs, err := listSegments(w.kdir)
+	if err != nil {
+		return err
+	}
+	seq := 0
+	if w.day == day {
+		seq = w.seq
+	}
+	for _, s := range segs {
+		if s.day == day && s.seq > seq {
+			seq = s.seq
+		}
+	}
+	for range 1000 {
+		seq++
+		path := filepath.Join(w.kdir, segmentName(day, seq))
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := syncDir(w.kdir); err != nil {
+			f.Close()
+			os.Remove(path)
+			return err
+		}
+		w.f, w.path, w.day, w.seq, w.size, w.broken = f, path, day, seq, 0, false
+		w.committed.Store(0)
+		a.filesMu.Lock()
+		a.active[path] = w
+		a.filesMu.Unlock()
+		return nil
+	}
+	return fmt.Errorf("no free segment name for %s in %s", day, w.kdir)
+}
+
+// seal closes w's open segment and starts its compaction. Called with w.mu
+// held.
+func (a *Archive) seal(w *writer) error {
+	if w.f == nil {
+		return nil
+	}
+	err := w.f.Close()
+	path, empty := w.path, w.committed.Load() == 0
+	w.f = nil
+	a.filesMu.Lock()
+	delete(a.active, path)
+	a.filesMu.Unlock()
+	if err == nil && empty && !w.broken {
+		// Nothing was ever committed (the first write failed): drop the
+		// empty file rather than leave a hole in the sequence of days.
+		_ = os.Remove(path)
+		return nil
+	}
+	if err == nil && !empty && !w.broken && !a.opts.DisableCompaction {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.compact(path); err != nil {
+				a.opts.Logger.Warn("archive: segment left uncompacted", "path", path, "err", err)
+			}
+		}()
+	}
+	return err
+}
+
+// Close closes the open segments, waits for their compaction and makes
+// further Appends fail with [ErrClosed]. Reading (Lookup, Scan) and Prune
+// still work after Close. It returns the errors of closing the files.
+func (a *Archive) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	ws := make([]*writer, 0, len(a.writers))
+	for _, w := range a.writers {
+		ws = append(ws, w)
+	}
+	a.mu.Unlock()
+	var errs []error
+	for _, w := range ws {
+		w.mu.Lock()
+		if err := a.seal(w); err != nil {
+			errs = append(errs, fmt.Errorf("archive: close %s: %w", w.path, err))
+		}
+		w.closed = true
+		w.mu.Unlock()
+	}
+	a.wg.Wait()
+	return errors.Join(errs...)
+}
+
+var gzipPool = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+
+// gzipMember compresses b as one complete gzip member.
+func gzipMember(b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(len(b)/2 + 64)
+	zw := gzipPool.Get().(*gzip.Writer)
+	defer gzipPool.Put(zw)
+	zw.Reset(&buf)
+	if _, err := zw.Write(b); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
