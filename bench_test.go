@@ -129,7 +129,7 @@ func bareFanOut(b *testing.B, servers []*sshtest.OpenSSH) time.Duration {
 }
 
 func sdkFanOut(b *testing.B, servers []*sshtest.OpenSSH) time.Duration {
-	ctx := context.Background()
+	ctx := asOwner()
 	dir, err := os.MkdirTemp("", "rediacc-bench-")
 	if err != nil {
 		b.Fatal(err)

@@ -36,7 +36,7 @@ func newClient(t testing.TB, tune func(*rediacc.Config)) *rediacc.Client {
 	if tune != nil {
 		tune(&cfg)
 	}
-	c, err := rediacc.New(context.Background(), cfg)
+	c, err := rediacc.New(asOwner(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func newClient(t testing.TB, tune func(*rediacc.Config)) *rediacc.Client {
 func realMachine(t testing.TB, c *rediacc.Client, name string, n int) *sshtest.OpenSSH {
 	t.Helper()
 	srv := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: n})
-	if _, err := c.AddMachine(context.Background(), rediacc.Machine{
+	if _, err := c.AddMachine(asOwner(), rediacc.Machine{
 		Name: name, Host: srv.Host, Port: srv.Port, User: srv.User,
 		IdentityFile: srv.ClientKeyPath, KnownHostsFile: srv.KnownHostsPath,
 	}); err != nil {
@@ -58,14 +58,14 @@ func realMachine(t testing.TB, c *rediacc.Client, name string, n int) *sshtest.O
 }
 
 func ctxTimeout(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	ctx, cancel := context.WithTimeout(asOwner(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 func submit(t testing.TB, c *rediacc.Client, spec rediacc.TaskSpec) *rediacc.Task {
 	t.Helper()
-	task, err := c.Submit(context.Background(), spec)
+	task, err := c.Submit(asOwner(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func submit(t testing.TB, c *rediacc.Client, spec rediacc.TaskSpec) *rediacc.Tas
 
 func get(t testing.TB, c *rediacc.Client, id string) *rediacc.Task {
 	t.Helper()
-	task, err := c.Get(context.Background(), id)
+	task, err := c.Get(asOwner(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func get(t testing.TB, c *rediacc.Client, id string) *rediacc.Task {
 
 // runWorker runs c's worker in the background until the test ends.
 func runWorker(t testing.TB, c *rediacc.Client) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(asOwner())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	var once sync.Once
@@ -221,7 +221,7 @@ func TestTimeoutEndsRemoteCommand(t *testing.T) {
 func TestCancel(t *testing.T) {
 	c := newClient(t, nil)
 	realMachine(t, c, "m1", 2)
-	ctx := context.Background()
+	ctx := asOwner()
 	marker := "rediacc-cancel-marker-" + filepath.Base(t.TempDir())
 	running := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: "sh -c 'sleep 300; echo " + marker + "'; echo after"})
 	runWorker(t, c)
@@ -255,11 +255,11 @@ func TestCancelPendingAtOnce(t *testing.T) {
 	c := newClient(t, nil)
 	realMachine(t, c, "m1", 2)
 	task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: "true"})
-	got, err := c.Cancel(context.Background(), task.ID)
+	got, err := c.Cancel(asOwner(), task.ID)
 	if err != nil || got.Status != rediacc.StatusCancelled {
 		t.Fatalf("cancel pending: %+v %v", got, err)
 	}
-	again, err := c.Cancel(context.Background(), task.ID)
+	again, err := c.Cancel(asOwner(), task.ID)
 	if err != nil || again.Status != rediacc.StatusCancelled {
 		t.Fatalf("cancel twice: %+v %v", again, err)
 	}
@@ -292,7 +292,7 @@ func TestSecurityFailuresAreNotRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	add := func(name, known, key string) {
-		if _, err := c.AddMachine(context.Background(), rediacc.Machine{Name: name, Host: srv.Host, Port: srv.Port, User: srv.User,
+		if _, err := c.AddMachine(asOwner(), rediacc.Machine{Name: name, Host: srv.Host, Port: srv.Port, User: srv.User,
 			IdentityFile: key, KnownHostsFile: known}); err != nil {
 			t.Fatal(err)
 		}
@@ -325,7 +325,7 @@ func TestAcceptNewHostKeyRecordsThenVerifies(t *testing.T) {
 	c := newClient(t, nil)
 	srv := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: 2})
 	known := filepath.Join(t.TempDir(), "known_hosts")
-	if _, err := c.AddMachine(context.Background(), rediacc.Machine{Name: "tofu", Host: srv.Host, Port: srv.Port, User: srv.User,
+	if _, err := c.AddMachine(asOwner(), rediacc.Machine{Name: "tofu", Host: srv.Host, Port: srv.Port, User: srv.User,
 		IdentityFile: srv.ClientKeyPath, KnownHostsFile: known, HostKeyPolicy: rediacc.HostKeyAcceptNew}); err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +417,7 @@ func TestShutdownDoesNotUseUpAnAttempt(t *testing.T) {
 func TestSubmitValidationWritesNothing(t *testing.T) {
 	c := newClient(t, nil)
 	realMachine(t, c, "m1", 2)
-	ctx := context.Background()
+	ctx := asOwner()
 	bad := []rediacc.TaskSpec{
 		{Machine: "m1", Command: ""},
 		{Machine: "m1", Command: "true", Priority: 6},
@@ -445,7 +445,7 @@ func TestIdempotencyKey(t *testing.T) {
 	if a.ID != b.ID || b.Command != "true" {
 		t.Errorf("second submit with the same key gave %s (%q), want %s", b.ID, b.Command, a.ID)
 	}
-	if ts, _ := c.List(context.Background(), rediacc.ListFilter{}); len(ts) != 1 {
+	if ts, _ := c.List(asOwner(), rediacc.ListFilter{}); len(ts) != 1 {
 		t.Errorf("%d tasks queued, want 1", len(ts))
 	}
 }
@@ -456,7 +456,7 @@ func TestListFilters(t *testing.T) {
 	realMachine(t, c, "m2", 3)
 	submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: "true", Priority: rediacc.Critical})
 	submit(t, c, rediacc.TaskSpec{Machine: "m2", Command: "true"})
-	ctx := context.Background()
+	ctx := asOwner()
 	if ts, _ := c.List(ctx, rediacc.ListFilter{Machine: "m2"}); len(ts) != 1 || ts[0].Machine != "m2" {
 		t.Errorf("machine filter: %v", ts)
 	}
@@ -475,7 +475,7 @@ func TestListFilters(t *testing.T) {
 func TestAddMachineValidation(t *testing.T) {
 	c := newClient(t, nil)
 	srv := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: 2})
-	ctx := context.Background()
+	ctx := asOwner()
 	base := rediacc.Machine{Name: "ok", Host: srv.Host, Port: srv.Port, User: srv.User, IdentityFile: srv.ClientKeyPath, KnownHostsFile: srv.KnownHostsPath}
 	cases := map[string]struct {
 		edit func(*rediacc.Machine)
@@ -514,7 +514,7 @@ func TestEncryptedIdentity(t *testing.T) {
 	c := newClient(t, func(cfg *rediacc.Config) {
 		cfg.KeyPassphrase = func(context.Context, rediacc.Machine) ([]byte, error) { return pass, nil }
 	})
-	if _, err := c.AddMachine(context.Background(), rediacc.Machine{Name: "enc", Host: srv.Host, Port: srv.Port, User: srv.User,
+	if _, err := c.AddMachine(asOwner(), rediacc.Machine{Name: "enc", Host: srv.Host, Port: srv.Port, User: srv.User,
 		IdentityFile: srv.EncryptedClientKeyPath, KnownHostsFile: srv.KnownHostsPath}); err != nil {
 		t.Fatal(err)
 	}
@@ -526,7 +526,7 @@ func TestEncryptedIdentity(t *testing.T) {
 		t.Errorf("%+v", got)
 	}
 	pass = []byte("wrong")
-	if _, err := c.AddMachine(context.Background(), rediacc.Machine{Name: "enc2", Host: srv.Host, Port: srv.Port, User: srv.User,
+	if _, err := c.AddMachine(asOwner(), rediacc.Machine{Name: "enc2", Host: srv.Host, Port: srv.Port, User: srv.User,
 		IdentityFile: srv.EncryptedClientKeyPath, KnownHostsFile: srv.KnownHostsPath}); !errors.Is(err, rediacc.ErrWrongPassphrase) {
 		t.Errorf("wrong passphrase: %v", err)
 	}
@@ -545,8 +545,12 @@ func TestManyQuickTasksLowConcurrency(t *testing.T) {
 	if err := c.RunUntilEmpty(ctxTimeout(t, time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	done, err := c.List(context.Background(), rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusCompleted}})
+	done, err := c.List(asOwner(), rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusCompleted}})
 	if err != nil || len(done) != 30 {
 		t.Fatalf("%d of 30 completed (%v)", len(done), err)
 	}
 }
+
+// asOwner is a context acting as "alice", the first actor and so the owner
+// of every test store.
+func asOwner() context.Context { return rediacc.WithActor(context.Background(), "alice") }

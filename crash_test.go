@@ -19,12 +19,12 @@ const crashChildEnv = "REDIACC_CRASH_CHILD_DIR"
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
-		c, err := rediacc.New(context.Background(), rediacc.Config{DataDir: dir, Logger: testLogger(nil), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute})
+		c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(nil), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(2)
 		}
-		_ = c.Run(context.Background())
+		_ = c.Run(asOwner())
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 func TestCrashRecoveryAfterSIGKILL(t *testing.T) {
 	dir := t.TempDir()
 	srv := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: 4})
-	ctx := context.Background()
+	ctx := asOwner()
 	// The lease (one minute) is far longer than the test: rescue must come
 	// from noticing that the dead worker's process is gone.
 	c, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute})

@@ -1,18 +1,23 @@
 package rediacc
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/rediacc/rediacc/internal/audit"
+	"github.com/rediacc/rediacc/internal/authz"
 	"github.com/rediacc/rediacc/internal/store"
 	rssh "github.com/rediacc/rediacc/ssh"
 )
@@ -220,4 +225,152 @@ func checkKeyFile(path string, passphrase []byte) error {
 		return fmt.Errorf("%w: identity file %s: the passphrase does not decrypt it", ErrWrongPassphrase, path)
 	}
 	return fmt.Errorf("%w: identity file %s is not a private key: %v", ErrKeyFile, path, err)
+}
+
+// AddMachine registers m in its team (DefaultTeam when m.Team is empty). It
+// returns the machine with its defaults filled in. When m has an identity
+// file, the key is loaded (with Config.KeyPassphrase) so a bad file fails
+// here, not at run time. Needs admin of the team (or owner).
+//
+// Errors: ErrNoActor, ErrPermissionDenied, ErrInvalidMachine (bad name,
+// host, port, policy, no identity), ErrKeyFile, ErrWrongPassphrase,
+// ErrExists, ErrNotFound (team).
+func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
+	if m.Team == "" {
+		m.Team = DefaultTeam
+	}
+	o, _, err := c.authorize(ctx, authz.MachineAdd, m.Team, audit.EntityMachine, m.Name,
+		map[string]string{"host": m.Host, "port": strconv.Itoa(m.Port), "user": m.User})
+	if err != nil {
+		return Machine{}, err
+	}
+	m, err = m.normalize()
+	if err != nil {
+		return Machine{}, o.fail(ctx, err)
+	}
+	if m.IdentityFile != "" {
+		pass, err := c.passphrase(ctx, m)
+		if err != nil {
+			return Machine{}, o.fail(ctx, err)
+		}
+		if err := checkKeyFile(m.IdentityFile, pass); err != nil {
+			return Machine{}, o.fail(ctx, err)
+		}
+	}
+	now := c.clock.Now().UTC()
+	m.CreatedAt = now
+	rec, err := m.record()
+	if err != nil {
+		return Machine{}, o.fail(ctx, err)
+	}
+	rec.UpdatedAt = now
+	if err := c.engine.CreateMachine(o.ctx(ctx), rec); err != nil {
+		switch {
+		case errors.Is(err, store.ErrExists):
+			err = fmt.Errorf("machine %q: %w (remove it first or pick another name)", m.Name, ErrExists)
+		case errors.Is(err, store.ErrNotFound):
+			err = fmt.Errorf("team %q: %w (create it first: rediacc team create)", m.Team, ErrNotFound)
+		}
+		return Machine{}, o.fail(ctx, mapStoreErr(err))
+	}
+	c.log.InfoContext(ctx, "machine added", "machine", m.Name, "team", m.Team, "addr", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), "host_key_policy", string(m.HostKeyPolicy))
+	return m, nil
+}
+
+// machine loads a machine without an access check (internal use).
+func (c *Client) machine(ctx context.Context, name string) (Machine, error) {
+	r, err := c.engine.GetMachine(ctx, name)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Machine{}, fmt.Errorf("machine %q: %w", name, ErrNotFound)
+		}
+		return Machine{}, mapStoreErr(err)
+	}
+	return machineFromRecord(r)
+}
+
+// Machine returns the machine named name. Needs a role in its team.
+// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound.
+func (c *Client) Machine(ctx context.Context, name string) (Machine, error) {
+	if _, ok := ActorFrom(ctx); !ok {
+		return Machine{}, ErrNoActor
+	}
+	m, err := c.machine(ctx, name)
+	if err != nil {
+		return Machine{}, err
+	}
+	o, _, err := c.authorize(ctx, authz.MachineRead, m.Team, audit.EntityMachine, name, nil)
+	if err != nil {
+		return Machine{}, err
+	}
+	o.done(ctx)
+	return m, nil
+}
+
+// MachineFilter narrows Client.Machines. Zero fields match everything.
+type MachineFilter struct {
+	Team string
+}
+
+// Machines lists, by name, the machines of the teams the actor belongs to
+// (owners: all). Errors: ErrNoActor, ErrPermissionDenied (a Team the actor
+// has no role in).
+func (c *Client) Machines(ctx context.Context, f ...MachineFilter) ([]Machine, error) {
+	var team string
+	if len(f) > 0 {
+		team = f[0].Team
+	}
+	teams, o, err := c.scopeTeams(ctx, authz.MachineList, team, audit.EntityMachine)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{Teams: teams})
+	if err != nil {
+		return nil, mapStoreErr(err)
+	}
+	out := make([]Machine, 0, len(rs))
+	for _, r := range rs {
+		m, err := machineFromRecord(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	o.done(ctx)
+	return out, nil
+}
+
+// RemoveMachine unregisters a machine and drops its pooled connections.
+// Needs admin of its team. Errors: ErrNoActor, ErrPermissionDenied,
+// ErrNotFound; ErrMachineBusy while it has unfinished tasks.
+func (c *Client) RemoveMachine(ctx context.Context, name string) error {
+	if _, ok := ActorFrom(ctx); !ok {
+		return ErrNoActor
+	}
+	m, err := c.machine(ctx, name)
+	if err != nil {
+		return err
+	}
+	o, _, err := c.authorize(ctx, authz.MachineRemove, m.Team, audit.EntityMachine, name, nil)
+	if err != nil {
+		return err
+	}
+	if err := c.engine.DeleteMachine(o.ctx(ctx), name); err != nil {
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			err = fmt.Errorf("machine %q: %w", name, ErrNotFound)
+		case errors.Is(err, store.ErrMachineHasTasks):
+			err = fmt.Errorf("machine %q: %w (cancel or wait for them first)", name, ErrMachineBusy)
+		}
+		return o.fail(ctx, mapStoreErr(err))
+	}
+	c.pool.Forget(name)
+	return nil
+}
+
+func (c *Client) passphrase(ctx context.Context, m Machine) ([]byte, error) {
+	if c.cfg.KeyPassphrase == nil {
+		return nil, nil
+	}
+	return c.cfg.KeyPassphrase(ctx, m)
 }

@@ -44,9 +44,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/rediacc/rediacc/internal/store"
 	rssh "github.com/rediacc/rediacc/ssh"
@@ -118,6 +117,10 @@ type Config struct {
 
 	// SSH tunes connections (timeouts, keepalives, pool sizes).
 	SSH rssh.Config
+	// Vault holds the teams' secrets. Default: the local encrypted vault in
+	// DataDir/vault, unlocked by the age identity file DataDir/vault.key
+	// (created 0600 on first use). The Client closes it on Close.
+	Vault Vault
 	// Alerter is told when a task with FailureAlert finally fails.
 	// Default: a LogAlerter on Logger.
 	Alerter Alerter
@@ -149,6 +152,13 @@ type Client struct {
 	wake     chan struct{} // a submit nudges the worker
 	running  map[string]context.CancelCauseFunc
 	runCount int
+
+	vaultMu sync.Mutex
+	vlt     Vault
+
+	access      store.Access
+	ownerKnown  atomic.Bool // the store has an owner
+	workerActor string      // the actor Run works as (set before tasks start)
 }
 
 // DefaultDataDir returns $REDIACC_HOME, else ~/.rediacc.
@@ -213,8 +223,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if sshCfg.Logger == nil {
 		sshCfg.Logger = cfg.Logger
 	}
+	access, ok := st.e.(store.Access)
+	if !ok {
+		return nil, fmt.Errorf("rediacc: store %s keeps no teams or audit trail", st)
+	}
 	c := &Client{
-		cfg: cfg, engine: st.e, st: st, log: cfg.Logger, clock: cfg.Clock,
+		access: access,
+		cfg:    cfg, engine: st.e, st: st, log: cfg.Logger, clock: cfg.Clock,
 		pool: rssh.NewPool(sshCfg), alerter: cfg.Alerter, id: cfg.WorkerID,
 		changed: make(chan struct{}), wake: make(chan struct{}, 1),
 		running: map[string]context.CancelCauseFunc{},
@@ -250,7 +265,13 @@ func (c *Client) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
-	return errors.Join(c.pool.Close(), c.engine.Close())
+	c.vaultMu.Lock()
+	var verr error
+	if c.vlt != nil {
+		verr = c.vlt.Close()
+	}
+	c.vaultMu.Unlock()
+	return errors.Join(c.pool.Close(), c.engine.Close(), verr)
 }
 
 func (c *Client) notify() {
@@ -264,252 +285,6 @@ func (c *Client) changes() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.changed
-}
-
-// AddMachine registers m. It returns the machine with its defaults filled in.
-// When m has an identity file, the key is loaded (with
-// Config.KeyPassphrase) so a bad file fails here, not at run time.
-//
-// Errors: ErrInvalidMachine (bad name, host, port, policy, no identity),
-// ErrKeyFile, ErrWrongPassphrase, ErrExists.
-func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
-	m, err := m.normalize()
-	if err != nil {
-		return Machine{}, err
-	}
-	if m.IdentityFile != "" {
-		pass, err := c.passphrase(ctx, m)
-		if err != nil {
-			return Machine{}, err
-		}
-		if err := checkKeyFile(m.IdentityFile, pass); err != nil {
-			return Machine{}, err
-		}
-	}
-	now := c.clock.Now().UTC()
-	m.CreatedAt = now
-	rec, err := m.record()
-	if err != nil {
-		return Machine{}, err
-	}
-	rec.UpdatedAt = now
-	if err := c.engine.CreateMachine(ctx, rec); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return Machine{}, fmt.Errorf("machine %q: %w (remove it first or pick another name)", m.Name, ErrExists)
-		}
-		return Machine{}, mapStoreErr(err)
-	}
-	c.log.InfoContext(ctx, "machine added", "machine", m.Name, "team", m.Team, "addr", fmt.Sprintf("%s:%d", m.Host, m.Port), "host_key_policy", string(m.HostKeyPolicy))
-	return m, nil
-}
-
-// Machine returns the machine named name. Errors: ErrNotFound.
-func (c *Client) Machine(ctx context.Context, name string) (Machine, error) {
-	r, err := c.engine.GetMachine(ctx, name)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return Machine{}, fmt.Errorf("machine %q: %w", name, ErrNotFound)
-		}
-		return Machine{}, mapStoreErr(err)
-	}
-	return machineFromRecord(r)
-}
-
-// Machines lists the registered machines by name.
-func (c *Client) Machines(ctx context.Context) ([]Machine, error) {
-	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{})
-	if err != nil {
-		return nil, mapStoreErr(err)
-	}
-	out := make([]Machine, 0, len(rs))
-	for _, r := range rs {
-		m, err := machineFromRecord(r)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, nil
-}
-
-// RemoveMachine unregisters a machine and drops its pooled connections.
-// Errors: ErrNotFound; ErrMachineBusy while it has unfinished tasks.
-func (c *Client) RemoveMachine(ctx context.Context, name string) error {
-	if err := c.engine.DeleteMachine(ctx, name); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("machine %q: %w", name, ErrNotFound)
-		}
-		if errors.Is(err, store.ErrMachineHasTasks) {
-			return fmt.Errorf("machine %q: %w (cancel or wait for them first)", name, ErrMachineBusy)
-		}
-		return mapStoreErr(err)
-	}
-	c.pool.Forget(name)
-	return nil
-}
-
-func (c *Client) passphrase(ctx context.Context, m Machine) ([]byte, error) {
-	if c.cfg.KeyPassphrase == nil {
-		return nil, nil
-	}
-	return c.cfg.KeyPassphrase(ctx, m)
-}
-
-// Submit queues a task and returns at once with it (status PENDING). When
-// spec.IdempotencyKey names an earlier task, that task is returned instead
-// and nothing is queued. Nothing is written when an error is returned.
-//
-// Errors: ErrInvalidPriority, ErrInvalidTask, ErrUnknownMachine.
-func (c *Client) Submit(ctx context.Context, spec TaskSpec) (*Task, error) {
-	spec, err := spec.normalize()
-	if err != nil {
-		return nil, err
-	}
-	m, err := c.engine.GetMachine(ctx, spec.Machine)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %q is not registered (add it first: rediacc machine add)", ErrUnknownMachine, spec.Machine)
-		}
-		return nil, mapStoreErr(err)
-	}
-	raw, err := encodeSpec(spec)
-	if err != nil {
-		return nil, err
-	}
-	now := c.clock.Now().UTC()
-	rec, created, err := c.engine.CreateTask(ctx, store.Task{
-		ID: uuid.NewString(), IdempotencyKey: spec.IdempotencyKey, Team: m.Team,
-		Machine: m.Name, Priority: int(spec.Priority), Spec: raw,
-		CreatedAt: now, EnqueuedAt: now, ReadyAt: now,
-	})
-	if err != nil {
-		return nil, mapStoreErr(err)
-	}
-	t, err := taskFromRecord(rec)
-	if err != nil {
-		return nil, err
-	}
-	if created {
-		c.taskLog(t, 0).InfoContext(ctx, "task queued")
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-		c.notify()
-	}
-	return t, nil
-}
-
-func (c *Client) taskLog(t *Task, attempt int) *slog.Logger {
-	return c.log.With(slog.String("task_id", t.ID), slog.String("machine", t.Machine),
-		slog.Int("priority", int(t.Priority)), slog.Int("attempt", attempt))
-}
-
-// Get returns a task. Errors: ErrNotFound.
-func (c *Client) Get(ctx context.Context, id string) (*Task, error) {
-	r, err := c.engine.GetTask(ctx, id)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("task %q: %w", id, ErrNotFound)
-		}
-		return nil, mapStoreErr(err)
-	}
-	return taskFromRecord(r)
-}
-
-// List returns tasks in creation order.
-func (c *Client) List(ctx context.Context, f ListFilter) ([]*Task, error) {
-	sf := store.TaskFilter{Team: f.Team, Machine: f.Machine, Priority: int(f.Priority), Limit: f.Limit}
-	for _, s := range f.Statuses {
-		sf.Statuses = append(sf.Statuses, store.Status(s))
-	}
-	rs, err := c.engine.ListTasks(ctx, sf)
-	if err != nil {
-		return nil, mapStoreErr(err)
-	}
-	out := make([]*Task, 0, len(rs))
-	for _, r := range rs {
-		t, err := taskFromRecord(r)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, nil
-}
-
-// Wait blocks until the task is COMPLETED, FAILED or CANCELLED and returns
-// it, or until ctx ends (ctx.Err()). It sees changes made in this process at
-// once and those of other processes within Config.PollInterval.
-// Errors: ErrNotFound.
-func (c *Client) Wait(ctx context.Context, id string) (*Task, error) {
-	for {
-		ch := c.changes()
-		t, err := c.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if t.Status.Terminal() {
-			return t, nil
-		}
-		timer := time.NewTimer(c.cfg.PollInterval)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil, ctx.Err()
-		case <-ch:
-		case <-timer.C:
-		}
-		timer.Stop()
-	}
-}
-
-// Cancel cancels a task. A PENDING task becomes CANCELLED at once; an
-// ASSIGNED or PROCESSING one has its remote command stopped by its worker
-// and then becomes CANCELLED (Wait for it). Cancelling a CANCELLED task
-// returns it unchanged.
-//
-// Errors: ErrNotFound; ErrNotCancellable for COMPLETED and FAILED tasks.
-func (c *Client) Cancel(ctx context.Context, id string) (*Task, error) {
-	r, err := c.engine.Cancel(ctx, id, c.clock.Now().UTC())
-	if err != nil {
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return nil, fmt.Errorf("task %q: %w", id, ErrNotFound)
-		case errors.Is(err, store.ErrNotCancellable):
-			return nil, fmt.Errorf("task %q is %s: %w", id, r.Status, ErrNotCancellable)
-		}
-		return nil, mapStoreErr(err)
-	}
-	c.mu.Lock()
-	cancel := c.running[id]
-	c.mu.Unlock()
-	if cancel != nil {
-		cancel(ErrTaskCancelled)
-	}
-	t, err := taskFromRecord(r)
-	if err != nil {
-		return nil, err
-	}
-	c.taskLog(t, t.Attempts).InfoContext(ctx, "task cancel requested", "status", string(t.Status))
-	c.notify()
-	return t, nil
-}
-
-// QueueDepth counts PENDING tasks by priority (tasks waiting out a retry
-// delay included).
-func (c *Client) QueueDepth(ctx context.Context) (map[Priority]int, error) {
-	rows, err := c.engine.Depth(ctx)
-	if err != nil {
-		return nil, mapStoreErr(err)
-	}
-	out := map[Priority]int{}
-	for _, r := range rows {
-		if r.Status == store.Pending {
-			out[Priority(r.Priority)] += r.Count
-		}
-	}
-	return out, nil
 }
 
 // liveWriter forwards an attempt's output to Config.Output.

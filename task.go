@@ -1,13 +1,23 @@
 package rediacc
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/rediacc/rediacc/internal/audit"
+	"github.com/rediacc/rediacc/internal/authz"
 	"github.com/rediacc/rediacc/internal/store"
+	"github.com/rediacc/rediacc/internal/vault"
 )
 
 // Status is a task's state in the queue: PENDING → ASSIGNED → PROCESSING →
@@ -62,6 +72,15 @@ type TaskSpec struct {
 	// Env holds environment variables for the command; keys match
 	// [A-Za-z_][A-Za-z0-9_]*. Not for secrets: values are stored in the queue.
 	Env map[string]string
+	// Secrets maps environment variable names to keys of the machine's team
+	// vault ({"DB_PASSWORD": "db/password"}). The worker resolves them when
+	// the task runs and hands them to the command without putting them on
+	// any command line (they travel on the session's stdin); every value is
+	// masked as *** in the task's output, errors, logs, alerts and audit
+	// records. Only the keys are stored in the queue. A missing key fails
+	// the task at once (ErrSecretNotFound), without retrying. Submitting a
+	// task with secrets needs the vault.use permission (operators, admins).
+	Secrets map[string]string
 	// IdempotencyKey, when set, makes Submit return the task first submitted
 	// with the same key instead of queueing a second one. At most 200 bytes.
 	IdempotencyKey string
@@ -111,6 +130,17 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 		}
 		if strings.ContainsRune(v, 0) {
 			return bad("environment variable %s contains a NUL byte", k)
+		}
+	}
+	for k, key := range s.Secrets {
+		if !envKeyRE.MatchString(k) {
+			return bad("secret variable name %q is not [A-Za-z_][A-Za-z0-9_]*", k)
+		}
+		if _, dup := s.Env[k]; dup {
+			return bad("%s is both an environment variable and a secret", k)
+		}
+		if err := vault.ValidateKey(key); err != nil {
+			return bad("secret %s: %v", k, err)
 		}
 	}
 	if len(s.IdempotencyKey) > 200 {
@@ -177,6 +207,7 @@ type taskJSON struct {
 	FailureAction   FailureAction     `json:"failureAction,omitempty"`
 	Timeout         float64           `json:"timeout,omitempty"` // seconds
 	Env             map[string]string `json:"env,omitempty"`
+	Secrets         map[string]string `json:"secrets,omitempty"`
 	IdempotencyKey  string            `json:"idempotencyKey,omitempty"`
 	Attempts        int               `json:"attempts"`
 	History         []Attempt         `json:"history,omitempty"`
@@ -218,7 +249,7 @@ func (t Task) MarshalJSON() ([]byte, error) {
 		RetryBackoff: t.Retry.Backoff, RetryMultiplier: t.Retry.Multiplier,
 		RetryMaxDelay: t.Retry.MaxDelay.Seconds(), RetryJitter: t.Retry.Jitter,
 		RetryOn: t.Retry.RetryOn, FailureAction: t.FailureAction,
-		Timeout: t.Timeout.Seconds(), Env: t.Env, IdempotencyKey: t.IdempotencyKey,
+		Timeout: t.Timeout.Seconds(), Env: t.Env, Secrets: t.Secrets, IdempotencyKey: t.IdempotencyKey,
 		Attempts: t.Attempts, History: t.History, ExitCode: t.ExitCode,
 		Stdout: t.Stdout, Stderr: t.Stderr,
 		StdoutTruncated: t.StdoutTruncated, StderrTruncated: t.StderrTruncated,
@@ -262,7 +293,7 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 				RetryOn: j.RetryOn,
 			},
 			FailureAction: j.FailureAction, Timeout: timeout, Env: j.Env,
-			IdempotencyKey: j.IdempotencyKey,
+			Secrets: j.Secrets, IdempotencyKey: j.IdempotencyKey,
 		},
 		Team: j.Team, Status: j.Status, Attempts: j.Attempts, History: j.History,
 		ExitCode: j.ExitCode, Stdout: j.Stdout, Stderr: j.Stderr,
@@ -282,6 +313,7 @@ type specJSON struct {
 	FailureAction  FailureAction     `json:"failureAction"`
 	TimeoutNS      time.Duration     `json:"timeoutNs,omitempty"`
 	Env            map[string]string `json:"env,omitempty"`
+	Secrets        map[string]string `json:"secrets,omitempty"` // ENV → vault key; never values
 	IdempotencyKey string            `json:"idempotencyKey,omitempty"`
 }
 
@@ -289,7 +321,7 @@ func encodeSpec(s TaskSpec) ([]byte, error) {
 	return json.Marshal(specJSON{
 		Command: s.Command, Retry: s.Retry, RetryDelayNS: s.Retry.RetryDelay,
 		MaxDelayNS: s.Retry.MaxDelay, FailureAction: s.FailureAction,
-		TimeoutNS: s.Timeout, Env: s.Env, IdempotencyKey: s.IdempotencyKey,
+		TimeoutNS: s.Timeout, Env: s.Env, Secrets: s.Secrets, IdempotencyKey: s.IdempotencyKey,
 	})
 }
 
@@ -306,7 +338,7 @@ func taskFromRecord(r store.Task) (*Task, error) {
 		TaskSpec: TaskSpec{
 			Machine: r.Machine, Command: sj.Command, Priority: Priority(r.Priority),
 			Retry: sj.Retry, FailureAction: sj.FailureAction, Timeout: sj.TimeoutNS,
-			Env: sj.Env, IdempotencyKey: r.IdempotencyKey,
+			Env: sj.Env, Secrets: sj.Secrets, IdempotencyKey: r.IdempotencyKey,
 		},
 		Team: r.Team, Status: Status(r.Status), Attempts: r.Attempts,
 		ExitCode: r.ExitCode, Stdout: string(r.Stdout), Stderr: string(r.Stderr),
@@ -329,4 +361,254 @@ type ListFilter struct {
 	Team     string
 	Priority Priority // 0 = any
 	Limit    int      // 0 = no limit
+}
+
+// Submit queues a task and returns at once with it (status PENDING). When
+// spec.IdempotencyKey names an earlier task, that task is returned instead
+// and nothing is queued. Nothing is written when an error is returned. Needs
+// operator (or admin) of the machine's team.
+//
+// Errors: ErrNoActor, ErrPermissionDenied, ErrInvalidPriority,
+// ErrInvalidTask, ErrUnknownMachine.
+func (c *Client) Submit(ctx context.Context, spec TaskSpec) (*Task, error) {
+	if _, ok := ActorFrom(ctx); !ok {
+		return nil, ErrNoActor
+	}
+	m, err := c.engine.GetMachine(ctx, spec.Machine)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %q is not registered (add it first: rediacc machine add)", ErrUnknownMachine, spec.Machine)
+		}
+		return nil, mapStoreErr(err)
+	}
+	id := uuid.NewString()
+	o, _, err := c.authorize(ctx, authz.TaskCreate, m.Team, audit.EntityTask, id,
+		map[string]string{"machine": m.Name, "priority": strconv.Itoa(int(spec.Priority))})
+	if err != nil {
+		return nil, err
+	}
+	spec, err = spec.normalize()
+	if err != nil {
+		return nil, o.fail(ctx, err)
+	}
+	if len(spec.Secrets) > 0 {
+		keys := make([]string, 0, len(spec.Secrets))
+		for _, k := range spec.Secrets {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		if _, _, err := c.authorize(ctx, authz.VaultUse, m.Team, audit.EntityTask, id, map[string]string{"keys": strings.Join(keys, ",")}); err != nil {
+			return nil, err
+		}
+		o.detail["secrets"] = strings.Join(keys, ",")
+	}
+	raw, err := encodeSpec(spec)
+	if err != nil {
+		return nil, o.fail(ctx, err)
+	}
+	now := c.clock.Now().UTC()
+	o.detail["priority"] = strconv.Itoa(int(spec.Priority))
+	rec, created, err := c.engine.CreateTask(o.ctx(ctx), store.Task{
+		ID: id, IdempotencyKey: spec.IdempotencyKey, Team: m.Team,
+		Machine: m.Name, Priority: int(spec.Priority), Spec: raw,
+		CreatedAt: now, EnqueuedAt: now, ReadyAt: now,
+	})
+	if err != nil {
+		return nil, o.fail(ctx, mapStoreErr(err))
+	}
+	t, err := taskFromRecord(rec)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		c.taskLog(t, 0).InfoContext(ctx, "task queued", "actor", o.actor)
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+		c.notify()
+	}
+	return t, nil
+}
+
+func (c *Client) taskLog(t *Task, attempt int) *slog.Logger {
+	return c.log.With(slog.String("task_id", t.ID), slog.String("machine", t.Machine),
+		slog.Int("priority", int(t.Priority)), slog.Int("attempt", attempt))
+}
+
+// getTask loads a task without an access check.
+func (c *Client) getTask(ctx context.Context, id string) (*Task, error) {
+	r, err := c.engine.GetTask(ctx, id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("task %q: %w", id, ErrNotFound)
+		}
+		return nil, mapStoreErr(err)
+	}
+	return taskFromRecord(r)
+}
+
+// readTask loads a task and checks that the actor may read it; output is
+// blanked unless the actor may read output (viewers may not).
+func (c *Client) readTask(ctx context.Context, id string, audited bool) (*Task, *op, authz.Grants, error) {
+	if _, ok := ActorFrom(ctx); !ok {
+		return nil, nil, authz.Grants{}, ErrNoActor
+	}
+	t, err := c.getTask(ctx, id)
+	if err != nil {
+		return nil, nil, authz.Grants{}, err
+	}
+	o, g, err := c.authorize(ctx, authz.TaskRead, t.Team, audit.EntityTask, id, nil)
+	if err != nil {
+		return nil, nil, g, err
+	}
+	redactOutput(t, g)
+	if audited {
+		o.done(ctx)
+	}
+	return t, o, g, nil
+}
+
+func redactOutput(t *Task, g authz.Grants) {
+	if !authz.Allowed(g, authz.TaskOutput, t.Team) {
+		t.Stdout, t.Stderr = "", ""
+	}
+}
+
+// Get returns a task. Viewers get it without its stdout and stderr.
+// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound.
+func (c *Client) Get(ctx context.Context, id string) (*Task, error) {
+	t, _, _, err := c.readTask(ctx, id, true)
+	return t, err
+}
+
+// List returns, in creation order, the tasks of the teams the actor
+// belongs to (owners: all) that match f. Viewers get them without output.
+// Errors: ErrNoActor, ErrPermissionDenied (f.Team the actor has no role in).
+func (c *Client) List(ctx context.Context, f ListFilter) ([]*Task, error) {
+	teams, o, err := c.scopeTeams(ctx, authz.TaskList, f.Team, audit.EntityTask)
+	if err != nil {
+		return nil, err
+	}
+	g, err := c.grants(ctx, o.actor)
+	if err != nil {
+		return nil, err
+	}
+	sf := store.TaskFilter{Teams: teams, Machine: f.Machine, Priority: int(f.Priority), Limit: f.Limit}
+	for _, s := range f.Statuses {
+		sf.Statuses = append(sf.Statuses, store.Status(s))
+	}
+	rs, err := c.engine.ListTasks(ctx, sf)
+	if err != nil {
+		return nil, mapStoreErr(err)
+	}
+	out := make([]*Task, 0, len(rs))
+	for _, r := range rs {
+		t, err := taskFromRecord(r)
+		if err != nil {
+			return nil, err
+		}
+		redactOutput(t, g)
+		out = append(out, t)
+	}
+	o.done(ctx)
+	return out, nil
+}
+
+// Wait blocks until the task is COMPLETED, FAILED or CANCELLED and returns
+// it, or until ctx ends (ctx.Err()). It sees changes made in this process at
+// once and those of other processes within Config.PollInterval.
+// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound.
+func (c *Client) Wait(ctx context.Context, id string) (*Task, error) {
+	_, _, g, err := c.readTask(ctx, id, true)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		ch := c.changes()
+		t, err := c.getTask(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if t.Status.Terminal() {
+			redactOutput(t, g)
+			return t, nil
+		}
+		timer := time.NewTimer(c.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-ch:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// Cancel cancels a task. A PENDING task becomes CANCELLED at once; an
+// ASSIGNED or PROCESSING one has its remote command stopped by its worker
+// and then becomes CANCELLED (Wait for it). Cancelling a CANCELLED task
+// returns it unchanged. Needs operator (or admin) of the task's team.
+//
+// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound; ErrNotCancellable
+// for COMPLETED and FAILED tasks.
+func (c *Client) Cancel(ctx context.Context, id string) (*Task, error) {
+	if _, ok := ActorFrom(ctx); !ok {
+		return nil, ErrNoActor
+	}
+	cur, err := c.getTask(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	o, g, err := c.authorize(ctx, authz.TaskCancel, cur.Team, audit.EntityTask, id, map[string]string{"status": string(cur.Status)})
+	if err != nil {
+		return nil, err
+	}
+	r, err := c.engine.Cancel(o.ctx(ctx), id, c.clock.Now().UTC())
+	if err != nil {
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			err = fmt.Errorf("task %q: %w", id, ErrNotFound)
+		case errors.Is(err, store.ErrNotCancellable):
+			err = fmt.Errorf("task %q is %s: %w", id, cur.Status, ErrNotCancellable)
+		}
+		return nil, o.fail(ctx, mapStoreErr(err))
+	}
+	c.mu.Lock()
+	cancel := c.running[id]
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel(ErrTaskCancelled)
+	}
+	t, err := taskFromRecord(r)
+	if err != nil {
+		return nil, err
+	}
+	redactOutput(t, g)
+	c.taskLog(t, t.Attempts).InfoContext(ctx, "task cancel requested", "status", string(t.Status), "actor", o.actor)
+	c.notify()
+	return t, nil
+}
+
+// QueueDepth counts PENDING tasks by priority (tasks waiting out a retry
+// delay included) in the teams the actor may list.
+// Errors: ErrNoActor, ErrPermissionDenied.
+func (c *Client) QueueDepth(ctx context.Context) (map[Priority]int, error) {
+	teams, o, err := c.scopeTeams(ctx, authz.TaskList, "", audit.EntityTask)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := c.engine.Depth(ctx)
+	if err != nil {
+		return nil, mapStoreErr(err)
+	}
+	out := map[Priority]int{}
+	for _, r := range rows {
+		if r.Status == store.Pending && (teams == nil || slices.Contains(teams, r.Team)) {
+			out[Priority(r.Priority)] += r.Count
+		}
+	}
+	o.done(ctx)
+	return out, nil
 }

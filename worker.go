@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rediacc/rediacc/internal/audit"
+	"github.com/rediacc/rediacc/internal/authz"
 	"github.com/rediacc/rediacc/internal/store"
 	rssh "github.com/rediacc/rediacc/ssh"
 )
@@ -38,6 +40,10 @@ func (c *Client) Run(ctx context.Context) error { return c.run(ctx, false) }
 func (c *Client) RunUntilEmpty(ctx context.Context) error { return c.run(ctx, true) }
 
 func (c *Client) run(ctx context.Context, untilEmpty bool) error {
+	o, _, err := c.authorizeAny(ctx, authz.TaskRun, "", audit.EntityTask)
+	if err != nil {
+		return err
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -58,6 +64,7 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 	// Task contexts outlive ctx by ShutdownGrace: they are cancelled by
 	// their own cause functions.
 	base := context.WithoutCancel(ctx)
+	c.workerActor = o.actor
 	var wg sync.WaitGroup
 	done := make(chan struct{}, 1) // a finished task wakes the loop
 	log := c.log.With(slog.String("worker", c.id))
@@ -77,7 +84,7 @@ loop:
 		c.mu.Unlock()
 		claimedAny := false
 		if free > 0 {
-			tasks, err := c.claim(ctx, free)
+			tasks, err := c.claim(ctx, o.actor, free)
 			if err != nil && ctx.Err() == nil {
 				log.ErrorContext(ctx, "claim failed", "error", err)
 			}
@@ -178,17 +185,57 @@ func (c *Client) shutdown(ctx context.Context, wg *sync.WaitGroup, log *slog.Log
 	<-finished
 }
 
-func (c *Client) claim(ctx context.Context, n int) ([]store.Task, error) {
+// claim takes up to n ready tasks of the machines whose team lets actor
+// run tasks (re-read each time: roles and machines change).
+func (c *Client) claim(ctx context.Context, actor string, n int) ([]store.Task, error) {
+	g, err := c.grants(ctx, actor)
+	if err != nil {
+		return nil, err
+	}
+	var machines []string
+	if teams, all := visibleTeams(g, authz.TaskRun); !all {
+		ms, err := c.engine.ListMachines(ctx, store.MachineFilter{Teams: teams})
+		if err != nil {
+			return nil, err
+		}
+		machines = []string{}
+		for _, m := range ms {
+			machines = append(machines, m.Name)
+		}
+		if len(machines) == 0 {
+			return nil, nil
+		}
+	}
 	now := c.clock.Now().UTC()
 	aging := c.cfg.AgingInterval
 	if aging < 0 {
 		aging = 0
 	}
-	return c.engine.Claim(ctx, store.ClaimRequest{
+	tasks, err := c.engine.Claim(ctx, store.ClaimRequest{
 		Owner: c.id, Now: now, LeaseUntil: now.Add(c.cfg.LeaseDuration), Max: n,
 		PerMachine: c.cfg.PerMachineLimit, ReserveCritical: !c.cfg.NoCriticalReserve,
-		Aging: aging,
+		Aging: aging, Machines: machines,
 	})
+	if err != nil || len(tasks) == 0 {
+		return tasks, err
+	}
+	recs := make([]audit.Record, 0, len(tasks))
+	for _, t := range tasks {
+		recs = append(recs, c.taskEvent(t, "task.assign", nil))
+	}
+	c.appendAudit(ctx, recs...)
+	return tasks, nil
+}
+
+// taskEvent is an audit record of a task lifecycle event done by this
+// worker.
+func (c *Client) taskEvent(t store.Task, action string, details map[string]string) audit.Record {
+	d := map[string]string{"worker": c.id, "machine": t.Machine}
+	for k, v := range details {
+		d[k] = v
+	}
+	return audit.Record{Time: c.clock.Now().UTC(), Actor: c.workerActor, Action: action,
+		EntityType: audit.EntityTask, EntityID: t.ID, Team: t.Team, Result: audit.ResultOK, Details: d}
 }
 
 func (c *Client) queueEmpty(ctx context.Context) (bool, error) {
@@ -244,11 +291,14 @@ func (c *Client) rescue(ctx context.Context, log *slog.Logger) {
 		}
 		return
 	}
+	recs := make([]audit.Record, 0, len(rescued))
 	for _, r := range rescued {
+		recs = append(recs, c.taskEvent(r, "task.rescue", map[string]string{"status": string(r.Status), "dead_worker": r.LeaseOwner}))
 		log.WarnContext(ctx, "task rescued from a dead worker", "task_id", r.ID, "machine", r.Machine,
 			"priority", r.Priority, "attempt", r.Attempts, "status", string(r.Status))
 	}
 	if len(rescued) > 0 {
+		c.appendAudit(ctx, recs...)
 		c.notify()
 	}
 }
@@ -281,7 +331,8 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 	log := c.taskLog(t, attemptNo)
 	started := c.clock.Now().UTC()
 	attempt := store.Attempt{Number: attemptNo, Worker: c.id, StartedAt: started}
-	if _, err := c.engine.Start(bg, rec.ID, c.id, attempt); err != nil {
+	startCtx := store.WithAudit(bg, c.taskEvent(rec, "task.start", map[string]string{"attempt": strconv.Itoa(attemptNo)}))
+	if _, err := c.engine.Start(startCtx, rec.ID, c.id, attempt); err != nil {
 		log.WarnContext(bg, "task not started", "error", err)
 		return
 	}
@@ -315,7 +366,7 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 }
 
 func (c *Client) runRemote(ctx context.Context, t *Task, attemptNo int) (*rssh.Result, error) {
-	m, err := c.Machine(ctx, t.Machine)
+	m, err := c.machine(ctx, t.Machine)
 	if err != nil {
 		return nil, fmt.Errorf("%w: machine %q is no longer registered", ErrInvalidTask, t.Machine)
 	}
@@ -382,7 +433,28 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	f.Attempt = attempt
 	log := c.log.With(slog.String("task_id", rec.ID), slog.String("machine", rec.Machine),
 		slog.Int("priority", rec.Priority), slog.Int("attempt", attemptNo))
-	done, err := c.engine.Finish(ctx, f)
+	details := map[string]string{"attempt": strconv.Itoa(attemptNo), "outcome": attempt.Outcome}
+	if f.ExitCode != nil {
+		details["exit_code"] = strconv.Itoa(*f.ExitCode)
+	}
+	if f.Error != "" {
+		details["error"] = f.Error
+	}
+	events := []audit.Record{}
+	switch {
+	case f.Next == store.Completed:
+		events = append(events, c.taskEvent(rec, "task.complete", details))
+	case f.Next == store.Cancelled:
+		events = append(events, c.taskEvent(rec, "task.cancelled", details))
+	case kind == kindInterrupted:
+		events = append(events, c.taskEvent(rec, "task.interrupt", details))
+	case f.Next == store.Pending:
+		events = append(events, c.taskEvent(rec, "task.attempt.failed", details),
+			c.taskEvent(rec, "task.retry", map[string]string{"retry_at": f.ReadyAt.Format(time.RFC3339Nano)}))
+	default:
+		events = append(events, c.taskEvent(rec, "task.attempt.failed", details), c.taskEvent(rec, "task.fail", nil))
+	}
+	done, err := c.engine.Finish(store.WithAudit(ctx, events...), f)
 	if err != nil {
 		if errors.Is(err, store.ErrLeaseLost) {
 			log.WarnContext(ctx, "result discarded: the task was taken back by another worker", "outcome", attempt.Outcome)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -20,7 +21,7 @@ func newMachineAdd(g *globals) *cobra.Command {
 		output    string
 	)
 	c := &cobra.Command{
-		Use:   "add NAME --host H [--port P] [--user U] [--identity FILE] [--known-hosts FILE | --accept-new-host-key]",
+		Use:   "add NAME --host H [--team TEAM] [--port P] [--user U] [--identity FILE] [--known-hosts FILE | --accept-new-host-key]",
 		Short: "Register a machine",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -57,6 +58,7 @@ func newMachineAdd(g *globals) *cobra.Command {
 		},
 	}
 	f := c.Flags()
+	f.StringVar(&m.Team, "team", "", "team the machine belongs to (default: the team \"default\")")
 	f.StringVar(&m.Host, "host", "", "host name or address (required)")
 	f.IntVar(&m.Port, "port", 22, "SSH port")
 	f.StringVar(&m.User, "user", "", "login user (default: the current user)")
@@ -167,3 +169,5 @@ func writeJSON(g *globals, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+func sortStrings(s []string) { slices.Sort(s) }

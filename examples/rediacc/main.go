@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"os/user"
 	"strings"
 	"syscall"
 	"time"
@@ -79,6 +80,7 @@ type globals struct {
 	logFormat      string
 	logLevel       string
 	passphraseFile string
+	as             string
 	stdout         io.Writer
 	stderr         io.Writer
 }
@@ -114,6 +116,13 @@ func newRoot(g *globals) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.PersistentPreRunE = func(c *cobra.Command, args []string) error {
+		if g.as == "" {
+			return usagef("--as: no user (set --as, REDIACC_USER or USER)")
+		}
+		c.SetContext(rediacc.WithActor(c.Context(), g.as))
+		return nil
+	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%v (see %s --help)", err, c.CommandPath())}
 	})
@@ -121,17 +130,18 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.dataDir, "data-dir", rediacc.DefaultDataDir(), "state directory (env REDIACC_HOME)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&g.as, "as", defaultActor(), "act as this user (env REDIACC_USER; default: the OS user)")
 	pf.StringVar(&g.passphraseFile, "identity-passphrase-file", "", "file holding the passphrase of identity files (else env REDIACC_SSH_KEY_PASSPHRASE)")
 
 	machine := &cobra.Command{Use: "machine", Short: "Register and list machines"}
-	machine.AddCommand(newMachineAdd(g), newMachineList(g), newMachineRemove(g))
+	machine.AddCommand(newMachineAdd(g), newMachineList(g), newMachineRemove(g), newMachineMove(g))
 	create := &cobra.Command{Use: "create", Short: "Create tasks"}
 	create.AddCommand(newCreateTask(g))
 	list := &cobra.Command{Use: "list", Short: "List the queue"}
-	list.AddCommand(newListQueue(g))
+	list.AddCommand(newListQueue(g), newListAudit(g))
 	inspect := &cobra.Command{Use: "inspect", Short: "Inspect a task"}
 	inspect.AddCommand(newInspectQueue(g))
-	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g))
+	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g), newTeam(g), newAudit(g))
 	for _, c := range []*cobra.Command{machine, create, list, inspect} {
 		c.Args = cobra.NoArgs
 		c.RunE = func(c *cobra.Command, args []string) error {
@@ -159,6 +169,17 @@ func (g *globals) logger() (*slog.Logger, error) {
 		return slog.New(tint.NewHandler(g.stderr, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: noColor})), nil
 	}
 	return nil, usagef("--log-format %q: use text or json", g.logFormat)
+}
+
+// defaultActor is $REDIACC_USER, else the OS user.
+func defaultActor() string {
+	if u := os.Getenv("REDIACC_USER"); u != "" {
+		return u
+	}
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return os.Getenv("USER")
 }
 
 // keyPassphrase reads the identity passphrase from --identity-passphrase-file

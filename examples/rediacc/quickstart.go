@@ -81,10 +81,30 @@ func quickstart(ctx context.Context, g *globals) error {
 		return err
 	}
 	defer cl.Close()
-	if _, err := cl.AddMachine(ctx, rediacc.Machine{
-		Name: "local-01", Host: host, Port: port, IdentityFile: clientKeyPath, KnownHostsFile: knownHosts,
-	}); err != nil {
+	// Two teams, a machine in each (both on the in-process server), and a
+	// dev operator who may not touch prod.
+	actor, _ := rediacc.ActorFrom(ctx)
+	for _, t := range []struct{ name, desc string }{{"dev", "development machines"}, {"prod", "production machines"}} {
+		if _, err := cl.CreateTeam(ctx, t.name, t.desc); err != nil {
+			return err
+		}
+	}
+	for _, m := range []struct{ name, team string }{{"local-01", "dev"}, {"local-02", "prod"}} {
+		if _, err := cl.AddMachine(ctx, rediacc.Machine{
+			Name: m.name, Team: m.team, Host: host, Port: port, IdentityFile: clientKeyPath, KnownHostsFile: knownHosts,
+		}); err != nil {
+			return err
+		}
+	}
+	if _, err := cl.SetMember(ctx, "dev", "bob", rediacc.RoleOperator); err != nil {
 		return err
+	}
+	fmt.Fprintf(g.stdout, "Teams dev (machine local-01) and prod (machine local-02); you (%s) own the store; bob is an operator of dev.\n", actor)
+	bob := rediacc.WithActor(ctx, "bob")
+	if _, err := cl.Submit(bob, rediacc.TaskSpec{Machine: "local-02", Command: "systemctl restart webserver"}); err != nil {
+		fmt.Fprintf(g.stdout, "bob submits a task to prod: refused, as it should be:\n  %v\n\n", err)
+	} else {
+		return fmt.Errorf("bob was allowed to submit to prod")
 	}
 	marker := filepath.Join(dir, "flaky-marker")
 	specs := []rediacc.TaskSpec{
@@ -131,7 +151,13 @@ func quickstart(ctx context.Context, g *globals) error {
 	if err := printDepth(ctx, g, cl, "Queue depth after"); err != nil {
 		return err
 	}
+	n, err := cl.VerifyAudit(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "Audit trail: %d records, hash chain verified intact.\n", n)
 	fmt.Fprintf(g.stdout, "\nExplore: go run ./examples/rediacc --data-dir %s list queue\n", dir)
+	fmt.Fprintf(g.stdout, "         go run ./examples/rediacc --data-dir %s list audit-logs\n", dir)
 	return nil
 }
 

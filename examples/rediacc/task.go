@@ -86,18 +86,18 @@ func newCreateTask(g *globals) *cobra.Command {
 
 func newListQueue(g *globals) *cobra.Command {
 	var (
-		status, machine, priority, output string
-		limit                             int
+		status, machine, priority, output, team string
+		limit                                   int
 	)
 	c := &cobra.Command{
-		Use:   "queue [--status S] [--machine M] [--priority N] [-o json]",
+		Use:   "queue [--status S] [--machine M] [--team T] [--priority N] [-o json]",
 		Short: "List tasks",
 		Args:  exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			f := rediacc.ListFilter{Machine: machine, Limit: limit}
+			f := rediacc.ListFilter{Machine: machine, Team: team, Limit: limit}
 			if status != "" {
 				for _, s := range strings.Split(status, ",") {
 					st, err := rediacc.ParseStatus(s)
@@ -141,6 +141,7 @@ func newListQueue(g *globals) *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&status, "status", "", "only these statuses (comma-separated)")
 	f.StringVar(&machine, "machine", "", "only this machine")
+	f.StringVar(&team, "team", "", "only this team")
 	f.StringVar(&priority, "priority", "", "only this priority")
 	f.IntVar(&limit, "limit", 0, "at most this many tasks (0: all)")
 	f.StringVarP(&output, "output", "o", "", "output format: table or json")

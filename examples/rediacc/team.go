@@ -1,0 +1,298 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rediacc/rediacc"
+)
+
+func newTeam(g *globals) *cobra.Command {
+	team := &cobra.Command{Use: "team", Short: "Manage teams and their members", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			return usagef("%s needs a subcommand (see --help)", c.CommandPath())
+		}}
+	var desc, output string
+	create := &cobra.Command{
+		Use: "create NAME [--description D]", Short: "Create a team (owners)", Args: exactArgs(1, "NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if _, err := cl.CreateTeam(c.Context(), args[0], desc); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "team %s created\n", args[0])
+			return nil
+		},
+	}
+	create.Flags().StringVar(&desc, "description", "", "what the team is for")
+	list := &cobra.Command{
+		Use: "list [-o json]", Short: "List the teams you belong to (owners: all)", Args: exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ts, err := cl.Teams(c.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(g, ts)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TEAM\tDESCRIPTION\tCREATED")
+			for _, t := range ts {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", t.Name, t.Description, t.CreatedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	var newName string
+	rename := &cobra.Command{
+		Use: "rename NAME --to NEW", Short: "Rename a team (owners)", Args: exactArgs(1, "NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if err := cl.RenameTeam(c.Context(), args[0], newName); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "team %s renamed to %s\n", args[0], newName)
+			return nil
+		},
+	}
+	rename.Flags().StringVar(&newName, "to", "", "the new name (required)")
+	_ = rename.MarkFlagRequired("to")
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Delete an empty team (owners)", Args: exactArgs(1, "NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if err := cl.DeleteTeam(c.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "team %s deleted\n", args[0])
+			return nil
+		},
+	}
+	team.AddCommand(create, list, rename, del, newMember(g))
+	return team
+}
+
+func newMember(g *globals) *cobra.Command {
+	member := &cobra.Command{Use: "member", Short: "Manage team members", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			return usagef("%s needs a subcommand (see --help)", c.CommandPath())
+		}}
+	var role, output string
+	add := &cobra.Command{
+		Use: "add TEAM USER --role admin|operator|viewer", Short: "Add a member or change its role (team admins, owners)",
+		Args: exactArgs(2, "TEAM and USER"),
+		RunE: func(c *cobra.Command, args []string) error {
+			r, err := rediacc.ParseRole(role)
+			if err != nil {
+				return err
+			}
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			m, err := cl.SetMember(c.Context(), args[0], args[1], r)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s is %s of team %s\n", m.User, m.Role, m.Team)
+			return nil
+		},
+	}
+	add.Flags().StringVar(&role, "role", "", "admin, operator or viewer (required)")
+	_ = add.MarkFlagRequired("role")
+	remove := &cobra.Command{
+		Use: "remove TEAM USER", Short: "Remove a member (team admins, owners)", Args: exactArgs(2, "TEAM and USER"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if err := cl.RemoveMember(c.Context(), args[0], args[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s removed from team %s\n", args[1], args[0])
+			return nil
+		},
+	}
+	list := &cobra.Command{
+		Use: "list TEAM [-o json]", Short: "List a team's members (team admins, owners)", Args: exactArgs(1, "TEAM"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ms, err := cl.Members(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(g, ms)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "USER\tROLE\tADDED")
+			for _, m := range ms {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", m.User, m.Role, m.AddedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	member.AddCommand(add, remove, list)
+	return member
+}
+
+func newMachineMove(g *globals) *cobra.Command {
+	var team string
+	c := &cobra.Command{
+		Use: "move NAME --team TEAM", Short: "Move a machine to another team (admin of both teams)", Args: exactArgs(1, "NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if err := cl.MoveMachine(c.Context(), args[0], team); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "machine %s moved to team %s\n", args[0], team)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&team, "team", "", "destination team (required)")
+	_ = c.MarkFlagRequired("team")
+	return c
+}
+
+func newAudit(g *globals) *cobra.Command {
+	audit := &cobra.Command{Use: "audit", Short: "Verify the audit trail", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			return usagef("%s needs a subcommand (see --help)", c.CommandPath())
+		}}
+	verify := &cobra.Command{
+		Use: "verify", Short: "Check the audit trail's hash chain (owners, auditors)", Args: exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			n, err := cl.VerifyAudit(c.Context())
+			if err != nil {
+				return fmt.Errorf("audit trail NOT intact after %d records: %w", n, err)
+			}
+			fmt.Fprintf(g.stdout, "audit trail intact: %d records, hash chain verified\n", n)
+			return nil
+		},
+	}
+	audit.AddCommand(verify)
+	return audit
+}
+
+func newListAudit(g *globals) *cobra.Command {
+	var (
+		f            rediacc.AuditFilter
+		start, end   string
+		output       string
+		actionFilter string
+	)
+	c := &cobra.Command{
+		Use:   "audit-logs [--start-date RFC3339] [--end-date RFC3339] [--actor U] [--entity-filter TYPE] [--team T] [--max-records N] [-o json]",
+		Short: "List audit records (owners and auditors: all; team admins: their team)",
+		Args:  exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error {
+			if output != "" && output != "table" && output != "json" && output != "jsonl" {
+				return usagef("-o %q: use table, json or jsonl", output)
+			}
+			var err error
+			if start != "" {
+				if f.Start, err = time.Parse(time.RFC3339, start); err != nil {
+					return usagef("--start-date %q: use RFC 3339, e.g. 2026-11-29T00:00:00Z", start)
+				}
+			}
+			if end != "" {
+				if f.End, err = time.Parse(time.RFC3339, end); err != nil {
+					return usagef("--end-date %q: use RFC 3339, e.g. 2026-11-30T00:00:00Z", end)
+				}
+			}
+			f.Action = actionFilter
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if output == "jsonl" {
+				return cl.ExportAudit(c.Context(), g.stdout, f)
+			}
+			recs, err := cl.AuditLog(c.Context(), f)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(g, recs)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tENTITY\tTEAM\tRESULT\tDETAILS")
+			for _, r := range recs {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s %s\t%s\t%s\t%s\n", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05.000"),
+					r.Actor, r.Action, r.EntityType, clip(r.EntityID, 12), r.Team, r.Result, clip(fmtDetails(r.Details), 60))
+			}
+			return tw.Flush()
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&start, "start-date", "", "earliest time (RFC 3339)")
+	fl.StringVar(&end, "end-date", "", "first time excluded (RFC 3339)")
+	fl.StringVar(&f.Actor, "actor", "", "only this actor")
+	fl.StringVar(&actionFilter, "action", "", "only this action, or a prefix such as task.")
+	fl.StringVar(&f.EntityType, "entity-filter", "", "only this entity type: task, machine, team, member, vault, audit")
+	fl.StringVar(&f.Team, "team", "", "only this team")
+	fl.IntVar(&f.Limit, "max-records", 1000, "at most this many records (1..10000)")
+	fl.StringVarP(&output, "output", "o", "", "output format: table, json or jsonl")
+	return c
+}
+
+func fmtDetails(d map[string]string) string {
+	keys := make([]string, 0, len(d))
+	for k := range d {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	s := ""
+	for _, k := range keys {
+		if s != "" {
+			s += " "
+		}
+		s += k + "=" + d[k]
+	}
+	return s
+}

@@ -1,0 +1,247 @@
+package rediacc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"github.com/rediacc/rediacc/internal/audit"
+	"github.com/rediacc/rediacc/internal/authz"
+	"github.com/rediacc/rediacc/internal/vault"
+	"github.com/rediacc/rediacc/internal/vault/hashicorp"
+	"github.com/rediacc/rediacc/internal/vault/local"
+)
+
+// Vault keeps each team's secrets (credentials of its environment), so that
+// no secret is ever written into a task: a task names the secrets it needs
+// (TaskSpec.Secrets) and the worker resolves them at run time. Keys are
+// paths such as "db/password"; values are byte strings. Put takes a
+// check-and-set version (PutOptions.CAS) like HashiCorp Vault's KV v2: a
+// write naming a stale version fails with ErrVersionConflict.
+//
+// Two implementations: OpenLocalVault (age-encrypted files, the embedded
+// default) and NewHashiCorpVault (HashiCorp Vault, KV version 2).
+type Vault = vault.Backend
+
+// Secret is a vault entry. Its String method never prints the value.
+type Secret = vault.Secret
+
+// PutOptions tunes Vault.Put: CAS nil writes unconditionally, CAS 0 only
+// creates, CAS n only replaces version n.
+type PutOptions = vault.PutOptions
+
+// CAS returns a pointer to v, for PutOptions.CAS.
+func CAS(v int) *int { return vault.CAS(v) }
+
+// Vault errors.
+var (
+	// ErrSecretNotFound: the team's vault has no such key. The message names
+	// the team and key, never a value.
+	ErrSecretNotFound = vault.ErrSecretNotFound
+	// ErrVersionConflict: a check-and-set write named a stale version.
+	ErrVersionConflict = vault.ErrVersionConflict
+	// ErrVaultCorrupt: a vault file is truncated or damaged; the previous
+	// version is kept beside it (.bak).
+	ErrVaultCorrupt = vault.ErrCorrupt
+	// ErrNoVault: the client has no vault (Config.Vault unset and no
+	// DataDir for the default one).
+	ErrNoVault = errors.New("no vault configured: set Config.Vault or Config.DataDir")
+)
+
+// LocalVaultOptions unlocks a local vault: with Passphrase (age's scrypt
+// mode; never stored) or, when it is empty, with the age identity file
+// IdentityFile (created 0600 on first use when missing).
+type LocalVaultOptions struct {
+	Passphrase []byte
+	// IdentityFile defaults to DIR/../vault.key.
+	IdentityFile string
+	// ScryptWorkFactor is age's scrypt log2(N); default 18 (about 1 s and
+	// 256 MiB per write). Tests may lower it.
+	ScryptWorkFactor int
+}
+
+// OpenLocalVault opens the local encrypted vault in dir (0700; one
+// age-encrypted file per team, 0600, written atomically with a .bak of the
+// previous version). Errors: ErrWrongPassphrase (the passphrase or identity
+// does not decrypt existing files; nothing changed), ErrVaultCorrupt.
+func OpenLocalVault(dir string, opts LocalVaultOptions) (Vault, error) {
+	var o []local.Option
+	if len(opts.Passphrase) > 0 {
+		o = append(o, local.WithPassphrase(opts.Passphrase))
+	} else {
+		id := opts.IdentityFile
+		if id == "" {
+			id = filepath.Join(filepath.Dir(filepath.Clean(dir)), "vault.key")
+		}
+		o = append(o, local.WithIdentityFile(id, true))
+	}
+	if opts.ScryptWorkFactor > 0 {
+		o = append(o, local.WithScryptWorkFactor(opts.ScryptWorkFactor))
+	}
+	v, err := local.Open(dir, o...)
+	return v, vaultErr(err)
+}
+
+// HashiCorpVaultConfig configures NewHashiCorpVault: Address, Mount
+// (default "secret"), PathPrefix (default "rediacc/{team}/"), Token or
+// AppRole auth (tokens are renewed; AppRole logs in again when renewal
+// stops), Timeout (default 30s).
+type HashiCorpVaultConfig = hashicorp.Config
+
+// HashiCorpAppRole holds AppRole credentials (RoleID, SecretID, MountPath).
+type HashiCorpAppRole = hashicorp.AppRole
+
+// NewHashiCorpVault connects to HashiCorp Vault (KV version 2) through
+// github.com/hashicorp/vault/api.
+func NewHashiCorpVault(ctx context.Context, cfg HashiCorpVaultConfig) (Vault, error) {
+	v, err := hashicorp.New(ctx, cfg)
+	return v, vaultErr(err)
+}
+
+// vaultErr maps the vault's wrong-passphrase error onto the public one.
+func vaultErr(err error) error {
+	if err != nil && errors.Is(err, vault.ErrWrongPassphrase) && !errors.Is(err, ErrWrongPassphrase) {
+		return fmt.Errorf("%w: %v", ErrWrongPassphrase, err)
+	}
+	if err != nil && (errors.Is(err, vault.ErrInvalidKey) || errors.Is(err, vault.ErrInvalidTeam)) {
+		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	return err
+}
+
+// vault returns the client's vault, opening the default local one on first
+// use.
+func (c *Client) vault() (Vault, error) {
+	c.vaultMu.Lock()
+	defer c.vaultMu.Unlock()
+	if c.vlt != nil {
+		return c.vlt, nil
+	}
+	if c.cfg.Vault != nil {
+		c.vlt = c.cfg.Vault
+		return c.vlt, nil
+	}
+	if c.cfg.DataDir == "" {
+		return nil, ErrNoVault
+	}
+	v, err := OpenLocalVault(filepath.Join(c.cfg.DataDir, "vault"), LocalVaultOptions{})
+	if err != nil {
+		return nil, err
+	}
+	c.vlt = v
+	return v, nil
+}
+
+// SetSecret writes a secret into team's vault and returns its new version.
+// cas, when not nil, is the version the write expects (0: the key must not
+// exist). Team admins and owners. Audited with the key, never the value.
+// Errors: ErrNoActor, ErrPermissionDenied, ErrInvalidArgument (bad key),
+// ErrVersionConflict, ErrNotFound (team).
+func (c *Client) SetSecret(ctx context.Context, team, key string, value []byte, cas *int) (int, error) {
+	d := map[string]string{"key": key}
+	if cas != nil {
+		d["cas"] = strconv.Itoa(*cas)
+	}
+	o, _, err := c.authorize(ctx, authz.VaultWrite, team, audit.EntityVault, key, d)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := c.access.GetTeam(ctx, team); err != nil {
+		return 0, o.fail(ctx, c.teamErr(err, team))
+	}
+	v, err := c.vault()
+	if err != nil {
+		return 0, o.fail(ctx, err)
+	}
+	ver, err := v.Put(ctx, team, key, value, PutOptions{CAS: cas})
+	if err != nil {
+		return 0, o.fail(ctx, vaultErr(err))
+	}
+	o.detail["version"] = strconv.Itoa(ver)
+	o.done(ctx)
+	return ver, nil
+}
+
+// GetSecret reads a secret's value. Team admins and owners (operators use
+// secrets in tasks but never read them). Audited with the key.
+// Errors: ErrNoActor, ErrPermissionDenied, ErrSecretNotFound.
+func (c *Client) GetSecret(ctx context.Context, team, key string) (Secret, error) {
+	o, _, err := c.authorize(ctx, authz.VaultRead, team, audit.EntityVault, key, map[string]string{"key": key})
+	if err != nil {
+		return Secret{}, err
+	}
+	v, err := c.vault()
+	if err != nil {
+		return Secret{}, o.fail(ctx, err)
+	}
+	s, err := v.Get(ctx, team, key)
+	if err != nil {
+		return Secret{}, o.fail(ctx, vaultErr(err))
+	}
+	o.detail["version"] = strconv.Itoa(s.Version)
+	o.done(ctx)
+	return s, nil
+}
+
+// ListSecrets lists the keys (never values) of team's vault. Admins,
+// operators and owners. Errors: ErrNoActor, ErrPermissionDenied.
+func (c *Client) ListSecrets(ctx context.Context, team string) ([]string, error) {
+	o, _, err := c.authorize(ctx, authz.VaultList, team, audit.EntityVault, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	v, err := c.vault()
+	if err != nil {
+		return nil, o.fail(ctx, err)
+	}
+	keys, err := v.List(ctx, team)
+	if err != nil {
+		return nil, o.fail(ctx, vaultErr(err))
+	}
+	o.done(ctx)
+	return keys, nil
+}
+
+// DeleteSecret removes a key (all versions) from team's vault. Team admins
+// and owners. Errors: ErrNoActor, ErrPermissionDenied, ErrSecretNotFound.
+func (c *Client) DeleteSecret(ctx context.Context, team, key string) error {
+	o, _, err := c.authorize(ctx, authz.VaultDelete, team, audit.EntityVault, key, map[string]string{"key": key})
+	if err != nil {
+		return err
+	}
+	v, err := c.vault()
+	if err != nil {
+		return o.fail(ctx, err)
+	}
+	if err := v.Delete(ctx, team, key); err != nil {
+		return o.fail(ctx, vaultErr(err))
+	}
+	o.done(ctx)
+	return nil
+}
+
+// resolveSecrets reads the values of a task's secrets (ENV → key) from its
+// team's vault. A missing key is ErrSecretNotFound naming the key.
+func (c *Client) resolveSecrets(ctx context.Context, team string, refs map[string]string) (map[string][]byte, error) {
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	v, err := c.vault()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidTask, err)
+	}
+	out := make(map[string][]byte, len(refs))
+	for env, key := range refs {
+		s, err := v.Get(ctx, team, key)
+		if err != nil {
+			if errors.Is(err, vault.ErrSecretNotFound) {
+				return nil, fmt.Errorf("%w: task secret %s refers to key %q, which team %q's vault lacks (add it: rediacc vault set --team %s %s)", ErrSecretNotFound, env, key, team, team, key)
+			}
+			return nil, vaultErr(err)
+		}
+		out[env] = s.Value
+	}
+	return out, nil
+}
