@@ -2,6 +2,8 @@ package ssh
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"slices"
@@ -23,11 +25,34 @@ type Command struct {
 	// Cmd. Keys must match [A-Za-z_][A-Za-z0-9_]*; values must not contain
 	// NUL. A bad entry fails Run with ErrInvalidCommand. The values appear in
 	// the remote command line (visible to `ps` on the remote host while the
-	// login shell parses it); pass real secrets through Stdin instead.
+	// login shell parses it); pass credentials through Secrets instead.
 	Env map[string]string
+	// Secrets holds environment variables whose values must never appear on
+	// a command line: not in the exec string sent to the server (so not in
+	// the remote `ps`), not in any local argv. They reach the script through
+	// the session's stdin instead: the exec string starts with a prelude
+	// that reads `export K='v'` lines with the shell's read builtin up to a
+	// random per-run end line, evals them and unsets its temporary
+	// variables, then Stdin (if any) follows on the same stream (see "How
+	// commands run" in the package doc). Inside the script they are
+	// ordinary exported variables: the commands it starts inherit them in
+	// their environment (readable by the same user and root through
+	// /proc/PID/environ), and whatever the script prints is returned as is —
+	// mask output with internal/redact where needed.
+	//
+	// Keys follow the rules of Env and must not also be keys of Env; values
+	// may hold any bytes but NUL (newlines and quotes included). A bad entry
+	// fails Run with ErrInvalidCommand naming the key, never the value; no
+	// error or log line of this package contains a value. An empty map is
+	// the same as nil. The values are copied into a buffer that is zeroed
+	// once written to the session (a best effort: the SSH layer has its own
+	// buffers).
+	Secrets map[string][]byte
 	// Stdin, when non-nil, is copied to the command's standard input, which
-	// is closed at EOF. When nil the command reads EOF at once. Run does not
-	// wait for a blocked Stdin reader after the command ends.
+	// is closed at EOF. When nil the command reads EOF at once. With Secrets
+	// the script sees only the bytes of Stdin: the secrets block before them
+	// is consumed by the prelude. Run does not wait for a blocked Stdin
+	// reader after the command ends.
 	Stdin io.Reader
 	// Stdout and Stderr, when non-nil, receive a live copy of the full
 	// streams, uncapped (OutputLimit applies only to Result). They are
@@ -109,18 +134,42 @@ func ShellQuote(s string) string {
 	if s == "" {
 		return "''"
 	}
-	safe := true
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-_./:@+,", c) >= 0) {
-			safe = false
-			break
-		}
-	}
-	if safe {
+	if shellSafe(s) {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// shellSafe reports whether every byte of s is a letter, a digit or one of
+// -_./:@+, (a word that needs no quotes).
+func shellSafe[S string | []byte](s S) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-_./:@+,", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// appendShellQuote appends ShellQuote(string(v)) to dst without making a
+// string of v (so that the copy of a secret can be zeroed).
+func appendShellQuote(dst, v []byte) []byte {
+	if len(v) == 0 {
+		return append(dst, "''"...)
+	}
+	if shellSafe(v) {
+		return append(dst, v...)
+	}
+	dst = append(dst, '\'')
+	for _, c := range v {
+		if c == '\'' {
+			dst = append(dst, `'\''`...)
+		} else {
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '\'')
 }
 
 // pidMarker starts the line the wrapper writes first on stderr to report
@@ -132,7 +181,11 @@ const pidMarker = "\x1erediacc-pid "
 // evals the user's script in the same process. No extra process is started:
 // the command costs what a bare `ssh host cmd` costs, and a syntax error in
 // the script is reported by eval after the pid line.
-const wrapperPrefix = `printf '\036rediacc-pid %s\n' "$$" >&2; eval `
+const wrapperPrefix = pidReport + "eval "
+
+// pidReport is the first command of the exec string: the login shell
+// reports its pid on stderr.
+const pidReport = `printf '\036rediacc-pid %s\n' "$$" >&2; `
 
 // buildScript returns the user's script with the env exports in front.
 func buildScript(cmd *Command) (string, error) {
@@ -168,13 +221,99 @@ func buildScript(cmd *Command) (string, error) {
 	return b.String(), nil
 }
 
-// buildRemote returns the exec string sent to the server.
-func buildRemote(cmd *Command) (string, error) {
+// buildRemote returns the exec string sent to the server and, when
+// cmd.Secrets is not empty, the secrets block to write to the session's
+// stdin before cmd.Stdin (nil otherwise).
+func buildRemote(cmd *Command) (remote string, block []byte, err error) {
 	script, err := buildScript(cmd)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return wrapperPrefix + ShellQuote(script), nil
+	if len(cmd.Secrets) == 0 {
+		return wrapperPrefix + ShellQuote(script), nil, nil
+	}
+	end, block, err := buildSecrets(cmd)
+	if err != nil {
+		return "", nil, err
+	}
+	return pidReport + secretsPrelude(end) + "eval " + ShellQuote(script), block, nil
+}
+
+// secretsEndPrefix starts the line that ends the secrets block on stdin;
+// 32 random hex digits follow.
+const secretsEndPrefix = "rediacc-secrets-end-"
+
+// newSecretsEnd returns a fresh end line (without its newline): 128 random
+// bits. A variable so that tests can force a collision.
+var newSecretsEnd = func() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (Go 1.24+: crashes the program instead)
+	return secretsEndPrefix + hex.EncodeToString(b[:])
+}
+
+// secretsPrelude returns the shell text that reads the secrets block from
+// stdin up to the line end, evals it and unsets its own variables. Only
+// builtins and shell syntax touch the values (read, case, variable
+// assignment, eval, unset, export): no process gets them in its argv. The
+// unset runs inside the same eval, before the exports, so a secret may
+// even share a name with a temporary variable. If stdin ends before the
+// end line, the script is not run: exit status 125 and a fixed message.
+func secretsPrelude(end string) string {
+	return "_rediacc_e=" + end + " _rediacc_b= _rediacc_l= _rediacc_ok=\n" +
+		"while IFS= read -r _rediacc_l; do case $_rediacc_l in \"$_rediacc_e\") _rediacc_ok=1; break;; esac; " +
+		"_rediacc_b=\"$_rediacc_b$_rediacc_l\n\"; done\n" +
+		"case $_rediacc_ok in 1) ;; *) printf 'rediacc: the secrets block on stdin ended early\\n' >&2; exit 125;; esac\n" +
+		"eval \"unset _rediacc_e _rediacc_b _rediacc_l _rediacc_ok\n$_rediacc_b\"; "
+}
+
+// buildSecrets validates cmd.Secrets and returns the end line and the
+// block for stdin: one `export K='v'` line per secret, sorted by key, then
+// the end line. The end line is drawn again in the (2^-128) case that a
+// value contains it, so no line of the block can end it early. Errors name
+// keys, never values.
+func buildSecrets(cmd *Command) (end string, block []byte, err error) {
+	keys := make([]string, 0, len(cmd.Secrets))
+	size := 0
+	for k, v := range cmd.Secrets {
+		keys = append(keys, k)
+		size += len("export =\n''") + len(k) + len(v) + 3*bytes.Count(v, []byte("'"))
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if !ValidEnvName(k) {
+			return "", nil, fmt.Errorf("Command.Secrets key %q is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)", k)
+		}
+		if _, dup := cmd.Env[k]; dup {
+			return "", nil, fmt.Errorf("%q is a key of both Command.Env and Command.Secrets: keep it in one of them", k)
+		}
+		if bytes.IndexByte(cmd.Secrets[k], 0) >= 0 {
+			return "", nil, fmt.Errorf("Command.Secrets[%q] contains a NUL byte, which no shell variable can hold", k)
+		}
+	}
+	for {
+		end = newSecretsEnd()
+		clash := false
+		for _, v := range cmd.Secrets {
+			if bytes.Contains(v, []byte(end)) {
+				clash = true
+				break
+			}
+		}
+		if !clash {
+			break
+		}
+	}
+	block = make([]byte, 0, size+len(end)+1)
+	for _, k := range keys {
+		block = append(block, "export "...)
+		block = append(block, k...)
+		block = append(block, '=')
+		block = appendShellQuote(block, cmd.Secrets[k])
+		block = append(block, '\n')
+	}
+	block = append(block, end...)
+	block = append(block, '\n')
+	return end, block, nil
 }
 
 // killScript returns the remote script that stops process group pid:

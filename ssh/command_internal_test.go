@@ -124,7 +124,7 @@ func TestBuildScript(t *testing.T) {
 // TestBuildRemoteLocally runs the exec string through a local sh: the pid
 // line comes first on stderr, env and arguments arrive intact.
 func TestBuildRemoteLocally(t *testing.T) {
-	remote, err := buildRemote(&Command{Cmd: `printf '%s|%s' "$A" "$B"; echo oops >&2; exit 7`,
+	remote, _, err := buildRemote(&Command{Cmd: `printf '%s|%s' "$A" "$B"; echo oops >&2; exit 7`,
 		Env: map[string]string{"A": "x'y", "B": "$(id) `z`"}})
 	if err != nil {
 		t.Fatal(err)

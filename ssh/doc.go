@@ -57,6 +57,34 @@
 // children die too. Environment variables are exported by the script
 // because OpenSSH accepts only LANG and LC_* through "env" requests.
 //
+// Command.Secrets never go into the exec string (which `ps` shows on the
+// server, and sshd logs at LogLevel DEBUG3) nor into any argv. With
+// secrets, a prelude comes between the pid line and the eval:
+//
+//	_rediacc_e=rediacc-secrets-end-<32 random hex digits> _rediacc_b= _rediacc_l= _rediacc_ok=
+//	while IFS= read -r _rediacc_l; do case $_rediacc_l in "$_rediacc_e") _rediacc_ok=1; break;; esac; _rediacc_b="$_rediacc_b$_rediacc_l
+//	"; done
+//	case $_rediacc_ok in 1) ;; *) printf 'rediacc: the secrets block on stdin ended early\n' >&2; exit 125;; esac
+//	eval "unset _rediacc_e _rediacc_b _rediacc_l _rediacc_ok
+//	$_rediacc_b"; eval '<exports>; <Cmd>'
+//
+// and Run writes to the session's stdin, before Command.Stdin, the block
+//
+//	export DB_PASSWORD='<value, quoted as by ShellQuote>'
+//	…one line per secret, sorted by name (a value's newlines continue it)…
+//	rediacc-secrets-end-<the same hex digits>
+//
+// then zeroes its copy. The end line is drawn from crypto/rand for every
+// Run (again in the unlikely case a value contains it). The shell reads
+// the block line by line with its read builtin (which reads a pipe byte by
+// byte, so nothing after the end line is consumed: the script's stdin is
+// exactly Command.Stdin), and only builtins and shell syntax (read, case,
+// assignment, eval, unset, export) ever hold the values, so no process has
+// them in its argv; the temporary variables are unset before the exports
+// run. Commands the script starts inherit the secrets in their environment,
+// as with any exported variable. If stdin ends before the end line, the
+// script does not run and the exit status is 125.
+//
 // Subpackage sshtest starts an in-process SSH server and real OpenSSH sshd
 // processes for tests.
 package ssh

@@ -44,8 +44,10 @@ var (
 	ErrPoolClosed = errors.New("ssh: pool closed")
 
 	// ErrInvalidCommand: the Command or Target cannot be run as given (bad
-	// environment variable name, NUL byte in the command or an env value,
-	// missing host or user, no auth method). Not retryable.
+	// environment variable or secret name, a name in both Env and Secrets,
+	// NUL byte in the command, an env value or a secret value — the error
+	// names the key, never a secret's value — missing host or user, no auth
+	// method). Not retryable.
 	ErrInvalidCommand = errors.New("ssh: invalid command")
 )
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rediacc/rediacc/ssh"
@@ -55,6 +56,28 @@ func ExamplePool_Run() {
 	// exit 0
 	// stdout: deploying v1.2.3
 	// stderr: warning: cache cold
+}
+
+func ExamplePool_Run_secrets() {
+	db1, cleanup := startExampleServer("db-1")
+	defer cleanup()
+	pool := ssh.NewPool(ssh.Config{})
+	defer pool.Close()
+
+	// The password travels on the session's stdin, never on a command line.
+	res, err := pool.Run(context.Background(), db1, ssh.Command{
+		Cmd:     `test -n "$PGPASSWORD" && echo "password set, $(printf %s "$PGPASSWORD" | wc -c) bytes"; cat`,
+		Secrets: map[string][]byte{"PGPASSWORD": []byte("s3cr'et\n")},
+		Stdin:   strings.NewReader("SELECT 1;\n"),
+	})
+	if err != nil {
+		fmt.Println("error:", err)
+		return
+	}
+	fmt.Printf("%s", res.Stdout)
+	// Output:
+	// password set, 8 bytes
+	// SELECT 1;
 }
 
 func ExamplePool_Run_exitError() {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	xssh "golang.org/x/crypto/ssh"
@@ -45,21 +46,23 @@ func (p *Pool) Run(ctx context.Context, t Target, cmd Command) (*Result, error) 
 	if err := validateTarget(&t); err != nil {
 		return nil, err
 	}
-	remote, err := buildRemote(&cmd)
+	remote, block, err := buildRemote(&cmd)
 	if err != nil {
 		return nil, targetErr(&t, ErrInvalidCommand, nil, "%v", err)
 	}
 	if !p.enter() {
+		clear(block)
 		return nil, targetErr(&t, ErrPoolClosed, nil, "pool closed")
 	}
 	defer p.wg.Done()
 	hp := p.hostPool(&t)
-	st, c, err := p.startSession(ctx, &t, hp, remote, cmd.Stdin != nil, false)
+	st, c, err := p.startSession(ctx, &t, hp, remote, cmd.Stdin != nil || block != nil, false)
 	if err != nil {
+		clear(block)
 		return nil, err
 	}
 	defer p.release(c)
-	return p.runStarted(ctx, &t, hp, c, st, &cmd)
+	return p.runStarted(ctx, &t, hp, c, st, &cmd, block)
 }
 
 func validateTarget(t *Target) error {
@@ -75,6 +78,10 @@ func validateTarget(t *Target) error {
 	}
 	return nil
 }
+
+// execHook, when set (by tests), receives every exec string just before it
+// is sent to a server.
+var execHook atomic.Pointer[func(remote string)]
 
 // started is a session whose command has started.
 type started struct {
@@ -103,6 +110,9 @@ func (c *conn) start(remote string, wantStdin bool, timeout time.Duration) (*sta
 		st.stderr, _ = sess.StderrPipe()
 		if wantStdin {
 			st.stdin, _ = sess.StdinPipe()
+		}
+		if h := execHook.Load(); h != nil {
+			(*h)(remote)
 		}
 		if err := sess.Start(remote); err != nil {
 			sess.Close()
@@ -203,8 +213,9 @@ func (p *Pool) startSession(ctx context.Context, t *Target, hp *hostPool, remote
 	}
 }
 
-// runStarted waits for a started command and builds its Result.
-func (p *Pool) runStarted(ctx context.Context, t *Target, hp *hostPool, c *conn, st *started, cmd *Command) (*Result, error) {
+// runStarted waits for a started command and builds its Result. block,
+// when not nil, is written to stdin before cmd.Stdin, then zeroed.
+func (p *Pool) runStarted(ctx context.Context, t *Target, hp *hostPool, c *conn, st *started, cmd *Command, block []byte) (*Result, error) {
 	res := &Result{ExitCode: -1, Started: time.Now()}
 	limit := cmd.OutputLimit
 	if limit == 0 {
@@ -226,8 +237,19 @@ func (p *Pool) runStarted(ctx context.Context, t *Target, hp *hostPool, c *conn,
 	}()
 	if st.stdin != nil {
 		go func() {
-			_, _ = io.Copy(st.stdin, cmd.Stdin)
-			st.stdin.Close()
+			defer st.stdin.Close()
+			if block != nil {
+				// The channel copies the bytes into its packets before
+				// Write returns.
+				_, err := st.stdin.Write(block)
+				clear(block)
+				if err != nil {
+					return
+				}
+			}
+			if cmd.Stdin != nil {
+				_, _ = io.Copy(st.stdin, cmd.Stdin)
+			}
 		}()
 	}
 	waitCh := make(chan error, 1)
