@@ -66,7 +66,8 @@ type Machine struct {
 
 // MachineFilter narrows ListMachines. Zero fields match everything.
 type MachineFilter struct {
-	Team string
+	Team  string
+	Teams []string // any of these teams; nil = any
 }
 
 // Attempt is one try of a task on its machine.
@@ -118,6 +119,7 @@ type Task struct {
 type TaskFilter struct {
 	Statuses []Status
 	Team     string
+	Teams    []string // any of these teams; nil = any
 	Machine  string
 	Priority int // 0 = any
 	Limit    int // 0 = no limit
@@ -198,12 +200,22 @@ type DepthRow struct {
 
 // Engine is a queue store. All methods are safe for concurrent use, and each
 // state change is atomic: it happens whole or not at all.
+//
+// Every method that changes the store (all but Get*, List*, NextReady and
+// Depth) appends the audit records its context carries (WithAudit) in the
+// same transaction as its change, and only when it returns no error; a
+// record that fails audit.Record.Validate gives ErrInvalidArgument before
+// anything changes.
 type Engine interface {
-	// CreateMachine inserts m (Team defaults to "default", zero times to
-	// now). ErrExists if the name is taken; ErrInvalidArgument.
+	// CreateMachine inserts m (Team defaults to DefaultTeam, zero times to
+	// now). ErrExists if the name is taken; ErrNotFound when m.Team does not
+	// exist; ErrInvalidArgument.
 	CreateMachine(ctx context.Context, m Machine) error
 	// UpdateMachine replaces the machine named m.Name, keeping its
-	// CreatedAt. ErrNotFound.
+	// CreatedAt (Team defaults to DefaultTeam, as in CreateMachine).
+	// ErrNotFound (the machine, or m.Team); a change of team follows
+	// MoveMachine's rule: ErrMachineHasTasks while the machine has
+	// non-terminal tasks.
 	UpdateMachine(ctx context.Context, m Machine) error
 	// GetMachine returns one machine. ErrNotFound.
 	GetMachine(ctx context.Context, name string) (Machine, error)
@@ -215,12 +227,15 @@ type Engine interface {
 	DeleteMachine(ctx context.Context, name string) error
 
 	// CreateTask inserts t as PENDING (t.Status, the lease fields,
-	// CancelRequested and CompletedAt are ignored). When
+	// CancelRequested and CompletedAt are ignored), under the team it names
+	// (DefaultTeam when empty; the team is not checked, like the machine).
+	// When
 	// t.IdempotencyKey is set and a task with that key exists, it returns the
 	// existing task and created == false, and inserts nothing. Defaults: a
 	// new UUID when t.ID is empty, CreatedAt now, EnqueuedAt = CreatedAt,
 	// ReadyAt = EnqueuedAt. ErrExists when the id is taken;
-	// ErrInvalidArgument (priority not in 1..5, no machine).
+	// ErrInvalidArgument (priority not in 1..5, no machine). The context's
+	// audit records are appended when an existing task is returned too.
 	CreateTask(ctx context.Context, t Task) (task Task, created bool, err error)
 	// GetTask returns one task with its History. ErrNotFound.
 	GetTask(ctx context.Context, id string) (Task, error)
@@ -239,7 +254,8 @@ type Engine interface {
 	Start(ctx context.Context, id, owner string, a Attempt) (Task, error)
 	// Heartbeat extends owner's leases on ids to until and reports ids that
 	// are lost (unknown, finished, rescued or leased by another) or whose
-	// cancellation was asked.
+	// cancellation was asked. The context's audit records, if any, are
+	// appended even when nothing was renewed.
 	Heartbeat(ctx context.Context, owner string, ids []string, until time.Time) (Heartbeat, error)
 	// Finish closes the current attempt and moves the task to f.Next, only if
 	// f.Owner still holds it (ASSIGNED or PROCESSING); otherwise ErrLeaseLost

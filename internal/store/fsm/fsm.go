@@ -18,8 +18,8 @@ import (
 	"github.com/rediacc/rediacc/internal/store"
 )
 
-// DefaultTeam is a machine's team when none was given.
-const DefaultTeam = "default"
+// DefaultTeam is a machine's or task's team when none was given.
+const DefaultTeam = store.DefaultTeam
 
 // Outcome of an attempt closed by Rescue.
 const OutcomeInterrupted = "interrupted"
@@ -141,7 +141,7 @@ func UpdateMachine(old, m store.Machine, now time.Time) (store.Machine, error) {
 }
 
 // NewTask checks t and returns the task to insert: PENDING, no lease, an id
-// (a new UUID when empty), CreatedAt (now when zero), EnqueuedAt (CreatedAt
+// (a new UUID when empty), Team (DefaultTeam when empty), CreatedAt (now when zero), EnqueuedAt (CreatedAt
 // when zero), ReadyAt (EnqueuedAt when zero).
 func NewTask(t store.Task, now time.Time) (store.Task, error) {
 	if t.Machine == "" {
@@ -166,6 +166,9 @@ func NewTask(t store.Task, now time.Time) (store.Task, error) {
 		t.ID = uuid.NewString()
 	}
 	t.Status = store.Pending
+	if t.Team == "" {
+		t.Team = DefaultTeam
+	}
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = now
 	}
@@ -195,6 +198,9 @@ func Match(t *store.Task, f store.TaskFilter) bool {
 		return false
 	}
 	if f.Team != "" && t.Team != f.Team {
+		return false
+	}
+	if f.Teams != nil && !slices.Contains(f.Teams, t.Team) {
 		return false
 	}
 	if f.Machine != "" && t.Machine != f.Machine {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/sched"
 	"github.com/rediacc/rediacc/internal/store"
 	"github.com/rediacc/rediacc/internal/store/fsm"
@@ -25,6 +26,12 @@ type Engine struct {
 	idem     map[string]string // idempotency key -> task id
 	pending  map[string]*entry // PENDING tasks
 	active   map[string]*entry // ASSIGNED and PROCESSING tasks
+
+	teams   map[string]store.Team
+	members map[string]map[string]store.Member    // team -> user -> member
+	roles   map[string]map[string]store.StoreRole // user -> role -> grant
+	trail   []audit.Record                        // trail[i].Seq == i+1
+	head    audit.Head
 }
 
 type entry struct {
@@ -32,9 +39,12 @@ type entry struct {
 	task store.Task
 }
 
-var _ store.Engine = (*Engine)(nil)
+var (
+	_ store.Engine = (*Engine)(nil)
+	_ store.Access = (*Engine)(nil)
+)
 
-// New returns an empty engine.
+// New returns an empty engine with the team store.DefaultTeam.
 func New() *Engine {
 	return &Engine{
 		machines: make(map[string]store.Machine),
@@ -42,6 +52,9 @@ func New() *Engine {
 		idem:     make(map[string]string),
 		pending:  make(map[string]*entry),
 		active:   make(map[string]*entry),
+		teams:    map[string]store.Team{store.DefaultTeam: {Name: store.DefaultTeam, CreatedAt: fsm.Time(time.Now())}},
+		members:  make(map[string]map[string]store.Member),
+		roles:    make(map[string]map[string]store.StoreRole),
 	}
 }
 
@@ -56,6 +69,41 @@ func (e *Engine) set(en *entry, t store.Task) {
 	case t.Status.Active():
 		e.active[t.ID] = en
 	}
+}
+
+// lockAudit checks the audit records ctx carries, then locks like lock. The
+// caller appends the records (e.record) once its change is made.
+func (e *Engine) lockAudit(ctx context.Context) ([]audit.Record, error) {
+	recs, err := fsm.CtxAudit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return recs, e.lock(ctx)
+}
+
+// record appends recs to the trail; the mutex is held.
+func (e *Engine) record(recs []audit.Record) []audit.Record {
+	if len(recs) == 0 {
+		return nil
+	}
+	out := make([]audit.Record, len(recs))
+	for i, r := range recs {
+		r = fsm.CloneRecord(audit.Chain(e.head, r))
+		e.trail = append(e.trail, r)
+		e.head = audit.HeadOf(r)
+		out[i] = fsm.CloneRecord(r)
+	}
+	return out
+}
+
+// unfinished returns a task of machine that is not terminal, or nil.
+func (e *Engine) unfinished(machine string) *store.Task {
+	for _, en := range e.tasks {
+		if en.task.Machine == machine && !en.task.Status.Terminal() { // all tasks: unknown statuses count as unfinished
+			return &en.task
+		}
+	}
+	return nil
 }
 
 // lock takes the mutex and checks the context and that the engine is open;
@@ -78,21 +126,27 @@ func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) error {
 	if err != nil {
 		return err
 	}
-	if err := e.lock(ctx); err != nil {
+	recs, err := e.lockAudit(ctx)
+	if err != nil {
 		return err
 	}
 	defer e.mu.Unlock()
 	if _, ok := e.machines[m.Name]; ok {
 		return fmt.Errorf("%w: machine %s", store.ErrExists, m.Name)
 	}
+	if _, ok := e.teams[m.Team]; !ok {
+		return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.Team, m.Name)
+	}
 	e.machines[m.Name] = m
+	e.record(recs)
 	return nil
 }
 
 // UpdateMachine replaces the machine named m.Name, keeping its CreatedAt.
 // ErrNotFound; ErrInvalidArgument.
 func (e *Engine) UpdateMachine(ctx context.Context, m store.Machine) error {
-	if err := e.lock(ctx); err != nil {
+	recs, err := e.lockAudit(ctx)
+	if err != nil {
 		return err
 	}
 	defer e.mu.Unlock()
@@ -100,11 +154,20 @@ func (e *Engine) UpdateMachine(ctx context.Context, m store.Machine) error {
 	if !ok {
 		return fmt.Errorf("%w: machine %s", store.ErrNotFound, m.Name)
 	}
-	m, err := fsm.UpdateMachine(old, m, time.Now())
+	m, err = fsm.UpdateMachine(old, m, time.Now())
 	if err != nil {
 		return err
 	}
+	if m.Team != old.Team {
+		if _, ok := e.teams[m.Team]; !ok {
+			return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.Team, m.Name)
+		}
+		if t := e.unfinished(m.Name); t != nil {
+			return fsm.MachineHasTasks(m.Name, t.ID, t.Status)
+		}
+	}
 	e.machines[m.Name] = m
+	e.record(recs)
 	return nil
 }
 
@@ -129,7 +192,7 @@ func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]sto
 	defer e.mu.Unlock()
 	var out []store.Machine
 	for _, m := range e.machines {
-		if f.Team == "" || m.Team == f.Team {
+		if fsm.MatchMachine(&m, f) {
 			out = append(out, fsm.CloneMachine(m))
 		}
 	}
@@ -147,19 +210,19 @@ func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]sto
 
 // DeleteMachine removes a machine. ErrNotFound; ErrMachineHasTasks.
 func (e *Engine) DeleteMachine(ctx context.Context, name string) error {
-	if err := e.lock(ctx); err != nil {
+	recs, err := e.lockAudit(ctx)
+	if err != nil {
 		return err
 	}
 	defer e.mu.Unlock()
 	if _, ok := e.machines[name]; !ok {
 		return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
 	}
-	for _, en := range e.tasks {
-		if en.task.Machine == name && !en.task.Status.Terminal() { // all tasks: unknown statuses count as unfinished
-			return fmt.Errorf("%w: machine %s: task %s is %s", store.ErrMachineHasTasks, name, en.task.ID, en.task.Status)
-		}
+	if t := e.unfinished(name); t != nil {
+		return fsm.MachineHasTasks(name, t.ID, t.Status)
 	}
 	delete(e.machines, name)
+	e.record(recs)
 	return nil
 }
 
@@ -170,12 +233,14 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 	if err != nil {
 		return store.Task{}, false, err
 	}
-	if err := e.lock(ctx); err != nil {
+	recs, err := e.lockAudit(ctx)
+	if err != nil {
 		return store.Task{}, false, err
 	}
 	defer e.mu.Unlock()
 	if t.IdempotencyKey != "" {
 		if id, ok := e.idem[t.IdempotencyKey]; ok {
+			e.record(recs)
 			return fsm.CloneTask(e.tasks[id].task), false, nil
 		}
 	}
@@ -189,6 +254,7 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 	if t.IdempotencyKey != "" {
 		e.idem[t.IdempotencyKey] = t.ID
 	}
+	e.record(recs)
 	return fsm.CloneTask(t), true, nil
 }
 
@@ -237,7 +303,8 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 	if err := fsm.CheckClaim(r); err != nil {
 		return nil, err
 	}
-	if err := e.lock(ctx); err != nil {
+	recs, err := e.lockAudit(ctx)
+	if err != nil {
 		return nil, err
 	}
 	defer e.mu.Unlock()
@@ -261,13 +328,15 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 		e.set(en, t)
 		out = append(out, fsm.CloneTask(t))
 	}
+	e.record(recs)
 	return out, nil
 }
 
 // update applies fn to the task id under the lock and returns a copy of the
 // result; fn leaves the task unchanged when it fails.
 func (e *Engine) update(ctx context.Context, id string, fn func(t *store.Task) error) (store.Task, error) {
-	if err := e.lock(ctx); err != nil {
+	recs, err := e.lockAudit(ctx)
+	if err != nil {
 		return store.Task{}, err
 	}
 	defer e.mu.Unlock()
@@ -280,6 +349,7 @@ func (e *Engine) update(ctx context.Context, id string, fn func(t *store.Task) e
 		return store.Task{}, err
 	}
 	e.set(en, t)
+	e.record(recs)
 	return fsm.CloneTask(t), nil
 }
 
@@ -297,7 +367,8 @@ func (e *Engine) Heartbeat(ctx context.Context, owner string, ids []string, unti
 	if err := fsm.CheckHeartbeat(owner, until); err != nil {
 		return store.Heartbeat{}, err
 	}
-	if err := e.lock(ctx); err != nil {
+	recs, err := e.lockAudit(ctx)
+	if err != nil {
 		return store.Heartbeat{}, err
 	}
 	defer e.mu.Unlock()
@@ -312,6 +383,7 @@ func (e *Engine) Heartbeat(ctx context.Context, owner string, ids []string, unti
 			hb.CancelRequested = append(hb.CancelRequested, id)
 		}
 	}
+	e.record(recs)
 	return hb, nil
 }
 
@@ -338,6 +410,9 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 	if err := fsm.CheckRescue(r); err != nil {
 		return nil, err
 	}
+	if _, err := fsm.CtxAudit(ctx); err != nil {
+		return nil, err
+	}
 	var dead map[string]bool
 	if r.OwnerDead != nil {
 		if err := e.lock(ctx); err != nil {
@@ -357,7 +432,8 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 			}
 		}
 	}
-	if err := e.lock(ctx); err != nil {
+	recs, err := e.lockAudit(ctx)
+	if err != nil {
 		return nil, err
 	}
 	defer e.mu.Unlock()
@@ -372,6 +448,7 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 		out = append(out, fsm.CloneTask(t))
 	}
 	fsm.SortTasks(out)
+	e.record(recs)
 	return out, nil
 }
 
@@ -425,5 +502,6 @@ func (e *Engine) Close() error {
 	}
 	e.closed = true
 	e.machines, e.tasks, e.idem, e.pending, e.active = nil, nil, nil, nil, nil
+	e.teams, e.members, e.roles, e.trail = nil, nil, nil, nil
 	return nil
 }

@@ -7,7 +7,8 @@ const applicationID = 0x72646363
 // schema from version i to i+1. Append only: a released migration never
 // changes. The schema version of a file is the single row of rediacc_schema.
 //
-// Times are INTEGER unix nanoseconds UTC (NULL for the zero time): they
+// Times are INTEGER unix nanoseconds UTC (NULL for the zero time), except
+// audit.time (milliseconds, see migration 2): they
 // come back exactly as given, so internal/sched sees the same instants in
 // every engine. tasks_claim serves Claim: within one (status, priority) it
 // yields tasks by enqueued_at then seq (the rowid ends every index).
@@ -58,5 +59,68 @@ CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (idempotency_key) WHERE idemp
 CREATE INDEX tasks_machine ON tasks (machine, status);
 CREATE INDEX tasks_team ON tasks (team, status);
 CREATE INDEX tasks_created ON tasks (created_at, id);
+`,
+
+	// 2: teams, members, store-wide roles and the audit trail. The team
+	// "default" is created here, with a team for every name the machines and
+	// tasks of an older file already use (those with none join "default").
+	// audit.time is unix milliseconds (the chain's precision, any year
+	// 1..9999); details is a JSON object or NULL when empty; audit_head is
+	// the chain's head kept apart from the records, so that deleting the
+	// last records is detected.
+	`
+CREATE TABLE teams (
+	name        TEXT PRIMARY KEY,
+	description TEXT NOT NULL DEFAULT '',
+	created_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE members (
+	team      TEXT NOT NULL REFERENCES teams (name) ON UPDATE CASCADE ON DELETE CASCADE,
+	user_name TEXT NOT NULL,
+	role      TEXT NOT NULL,
+	added_at  INTEGER NOT NULL,
+	PRIMARY KEY (team, user_name)
+) STRICT;
+CREATE INDEX members_user ON members (user_name);
+
+CREATE TABLE store_roles (
+	user_name TEXT NOT NULL,
+	role      TEXT NOT NULL,
+	added_at  INTEGER NOT NULL,
+	PRIMARY KEY (user_name, role)
+) STRICT;
+CREATE INDEX store_roles_role ON store_roles (role);
+
+CREATE TABLE audit (
+	seq         INTEGER PRIMARY KEY,
+	time        INTEGER NOT NULL,
+	actor       TEXT NOT NULL,
+	action      TEXT NOT NULL,
+	entity_type TEXT NOT NULL,
+	entity_id   TEXT NOT NULL,
+	team        TEXT NOT NULL,
+	result      TEXT NOT NULL,
+	details     TEXT,
+	prev_hash   TEXT NOT NULL,
+	hash        TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_time ON audit (time);
+CREATE INDEX audit_actor ON audit (actor);
+CREATE INDEX audit_team ON audit (team);
+CREATE INDEX audit_action ON audit (action);
+
+CREATE TABLE audit_head (
+	id   INTEGER PRIMARY KEY CHECK (id = 1),
+	seq  INTEGER NOT NULL,
+	hash TEXT NOT NULL
+) STRICT;
+INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '');
+
+UPDATE machines SET team = 'default' WHERE team = '';
+UPDATE tasks SET team = 'default' WHERE team = '';
+INSERT INTO teams (name, created_at)
+	SELECT name, CAST(unixepoch('subsec') * 1000 AS INTEGER) * 1000000
+	FROM (SELECT 'default' AS name UNION SELECT team FROM machines UNION SELECT team FROM tasks);
 `,
 }

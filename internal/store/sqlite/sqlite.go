@@ -17,6 +17,13 @@
 // next checkpoint. synchronous=FULL (an fsync per commit) cost 30-40 % of
 // the fan-out throughput here (docs/BENCHMARKS.md).
 //
+// Teams, members, store-wide roles and the hash-chained audit trail
+// (store.Access) live in the same file. Audit records are chained onto the
+// head kept in the audit_head table and inserted inside the write
+// transaction of the change they describe, so writers in every process
+// extend one linear chain, and a change is never committed without its
+// records (or the records without the change).
+//
 // The file and its sidecars are created with mode 0600 (the directory 0700
 // when created).
 package sqlite
@@ -38,6 +45,7 @@ import (
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/sched"
 	"github.com/rediacc/rediacc/internal/store"
 	"github.com/rediacc/rediacc/internal/store/fsm"
@@ -56,7 +64,10 @@ type Engine struct {
 	closed atomic.Bool
 }
 
-var _ store.Engine = (*Engine)(nil)
+var (
+	_ store.Engine = (*Engine)(nil)
+	_ store.Access = (*Engine)(nil)
+)
 
 // Open opens the store at path, creating the file (mode 0600, and its
 // directory with mode 0700) and its schema when missing, and migrating an
@@ -216,60 +227,63 @@ func (e *Engine) probe(ctx context.Context) error {
 }
 
 func (e *Engine) migrate(ctx context.Context) error {
-	return e.write(ctx, func(tx *sql.Tx) error {
-		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rediacc_schema'`).Scan(&n); err != nil {
+	return e.tx(ctx, nil, func(tx *sql.Tx) (bool, error) { return false, e.migrateTx(ctx, tx) })
+}
+
+// migrateTx brings the schema to the latest version.
+func (e *Engine) migrateTx(ctx context.Context, tx *sql.Tx) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rediacc_schema'`).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		var others int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`).Scan(&others); err != nil {
 			return err
 		}
-		if n == 0 {
-			var others int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`).Scan(&others); err != nil {
-				return err
-			}
-			if others > 0 {
-				return e.corrupt("a SQLite database but not a rediacc store", nil)
-			}
-			if _, err := tx.ExecContext(ctx, `CREATE TABLE rediacc_schema (version INTEGER NOT NULL) STRICT;
-				INSERT INTO rediacc_schema (version) VALUES (0);
-				PRAGMA application_id = `+fmt.Sprint(applicationID)); err != nil {
-				return err
-			}
+		if others > 0 {
+			return e.corrupt("a SQLite database but not a rediacc store", nil)
 		}
-		var versions []int
-		rows, err := tx.QueryContext(ctx, `SELECT version FROM rediacc_schema`)
-		if err != nil {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE rediacc_schema (version INTEGER NOT NULL) STRICT;
+			INSERT INTO rediacc_schema (version) VALUES (0);
+			PRAGMA application_id = `+fmt.Sprint(applicationID)); err != nil {
 			return err
 		}
-		for rows.Next() {
-			var v int
-			if err := rows.Scan(&v); err != nil {
-				rows.Close()
-				return err
-			}
-			versions = append(versions, v)
-		}
-		if err := rows.Close(); err != nil {
+	}
+	var versions []int
+	rows, err := tx.QueryContext(ctx, `SELECT version FROM rediacc_schema`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
 			return err
 		}
-		if len(versions) != 1 || versions[0] < 0 {
-			return e.corrupt(fmt.Sprintf("its schema version table holds %v", versions), nil)
+		versions = append(versions, v)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if len(versions) != 1 || versions[0] < 0 {
+		return e.corrupt(fmt.Sprintf("its schema version table holds %v", versions), nil)
+	}
+	v := versions[0]
+	if v > len(migrations) {
+		return fmt.Errorf("%w: %s has schema version %d, this build knows up to %d; upgrade rediacc", store.ErrSchemaTooNew, e.path, v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("sqlite store %s: migration to version %d: %w", e.path, i+1, err)
 		}
-		v := versions[0]
-		if v > len(migrations) {
-			return fmt.Errorf("%w: %s has schema version %d, this build knows up to %d; upgrade rediacc", store.ErrSchemaTooNew, e.path, v, len(migrations))
+	}
+	if v < len(migrations) {
+		if _, err := tx.ExecContext(ctx, `UPDATE rediacc_schema SET version = ?`, len(migrations)); err != nil {
+			return err
 		}
-		for i := v; i < len(migrations); i++ {
-			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-				return fmt.Errorf("sqlite store %s: migration to version %d: %w", e.path, i+1, err)
-			}
-		}
-		if v < len(migrations) {
-			if _, err := tx.ExecContext(ctx, `UPDATE rediacc_schema SET version = ?`, len(migrations)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // SchemaVersion is the schema version this build writes.
@@ -282,9 +296,27 @@ func (e *Engine) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// write runs fn in one BEGIN IMMEDIATE transaction on the write connection,
-// committing when fn returns nil.
+// write runs fn in one BEGIN IMMEDIATE transaction on the write connection
+// and, when fn returns nil, appends the audit records ctx carries
+// (store.WithAudit) in the same transaction and commits.
 func (e *Engine) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return e.writeIf(ctx, func(tx *sql.Tx) (bool, error) { return true, fn(tx) })
+}
+
+// writeIf is write for a change that may turn out to be no change: the
+// audit records are appended only when fn returns true.
+func (e *Engine) writeIf(ctx context.Context, fn func(tx *sql.Tx) (bool, error)) error {
+	recs, err := fsm.CtxAudit(ctx)
+	if err != nil {
+		return err
+	}
+	return e.tx(ctx, recs, fn)
+}
+
+// tx runs fn in one BEGIN IMMEDIATE transaction on the write connection,
+// appends recs when fn returns true and no error, and commits; on error
+// nothing is written.
+func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx *sql.Tx) (bool, error)) error {
 	if err := e.check(ctx); err != nil {
 		return err
 	}
@@ -299,7 +331,11 @@ func (e *Engine) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return e.classify(err)
 	}
-	if err := fn(tx); err != nil {
+	changed, err := fn(tx)
+	if err == nil && changed && len(recs) > 0 {
+		_, err = appendAudit(ctx, tx, recs)
+	}
+	if err != nil {
 		_ = tx.Rollback()
 		return e.classify(err)
 	}
@@ -564,6 +600,27 @@ func machineExists(ctx context.Context, tx *sql.Tx, name string) (bool, error) {
 	return n > 0, err
 }
 
+func teamExists(ctx context.Context, tx *sql.Tx, name string) (bool, error) {
+	var n int
+	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM teams WHERE name = ?`, name).Scan(&n)
+	return n > 0, err
+}
+
+// noUnfinished returns ErrMachineHasTasks when a task of machine is not
+// terminal.
+func noUnfinished(ctx context.Context, tx *sql.Tx, machine string) error {
+	var id, status string
+	err := tx.QueryRowContext(ctx, `SELECT id, status FROM tasks
+		WHERE machine = ? AND status IN ('PENDING', 'ASSIGNED', 'PROCESSING') LIMIT 1`, machine).Scan(&id, &status)
+	switch {
+	case err == nil:
+		return fsm.MachineHasTasks(machine, id, store.Status(status))
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	}
+	return err
+}
+
 // CreateMachine inserts m. ErrExists; ErrInvalidArgument.
 func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) error {
 	m, err := fsm.NewMachine(m, time.Now())
@@ -575,6 +632,11 @@ func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) error {
 			return err
 		} else if ok {
 			return fmt.Errorf("%w: machine %s", store.ErrExists, m.Name)
+		}
+		if ok, err := teamExists(ctx, tx, m.Team); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.Team, m.Name)
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 			m.Name, m.Team, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt))
@@ -595,6 +657,16 @@ func (e *Engine) UpdateMachine(ctx context.Context, m store.Machine) error {
 		m, err := fsm.UpdateMachine(old, m, time.Now())
 		if err != nil {
 			return err
+		}
+		if m.Team != old.Team {
+			if ok, err := teamExists(ctx, tx, m.Team); err != nil {
+				return err
+			} else if !ok {
+				return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.Team, m.Name)
+			}
+			if err := noUnfinished(ctx, tx, m.Name); err != nil {
+				return err
+			}
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE machines SET team = ?, host = ?, port = ?, user_name = ?, config = ?, created_at = ?, updated_at = ?
 			WHERE name = ?`, m.Team, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt), m.Name)
@@ -619,7 +691,11 @@ func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]sto
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := e.r.QueryContext(ctx, `SELECT `+machineCols+` FROM machines WHERE ?1 = '' OR team = ?1 ORDER BY name`, f.Team)
+	q, args := `SELECT `+machineCols+` FROM machines WHERE (?1 = '' OR team = ?1)`, []any{f.Team}
+	if f.Teams != nil {
+		q, args = q+` AND team IN (SELECT value FROM json_each(?2))`, append(args, jsonList(f.Teams))
+	}
+	rows, err := e.r.QueryContext(ctx, q+` ORDER BY name`, args...)
 	if err != nil {
 		return nil, e.classify(err)
 	}
@@ -643,16 +719,10 @@ func (e *Engine) DeleteMachine(ctx context.Context, name string) error {
 		} else if !ok {
 			return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
 		}
-		var id, status string
-		err := tx.QueryRowContext(ctx, `SELECT id, status FROM tasks
-			WHERE machine = ? AND status IN ('PENDING', 'ASSIGNED', 'PROCESSING') LIMIT 1`, name).Scan(&id, &status)
-		switch {
-		case err == nil:
-			return fmt.Errorf("%w: machine %s: task %s is %s", store.ErrMachineHasTasks, name, id, status)
-		case !errors.Is(err, sql.ErrNoRows):
+		if err := noUnfinished(ctx, tx, name); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM machines WHERE name = ?`, name)
+		_, err := tx.ExecContext(ctx, `DELETE FROM machines WHERE name = ?`, name)
 		return err
 	})
 }
@@ -733,6 +803,9 @@ func (e *Engine) ListTasks(ctx context.Context, f store.TaskFilter) ([]store.Tas
 	}
 	if f.Team != "" {
 		where, args = append(where, `team = ?`), append(args, f.Team)
+	}
+	if f.Teams != nil {
+		where, args = append(where, `team IN (SELECT value FROM json_each(?))`), append(args, jsonList(f.Teams))
 	}
 	if f.Machine != "" {
 		where, args = append(where, `machine = ?`), append(args, f.Machine)
@@ -956,6 +1029,9 @@ func (e *Engine) Cancel(ctx context.Context, id string, at time.Time) (store.Tas
 // r.OwnerDead is called outside any transaction.
 func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Task, error) {
 	if err := fsm.CheckRescue(r); err != nil {
+		return nil, err
+	}
+	if _, err := fsm.CtxAudit(ctx); err != nil {
 		return nil, err
 	}
 	if err := e.check(ctx); err != nil {

@@ -52,6 +52,9 @@ func at(d time.Duration) time.Time { return storetest.T0.Add(d) }
 func TestReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "store.db")
 	e := open(t, path)
+	if err := e.CreateTeam(ctx, store.Team{Name: "prod", CreatedAt: at(0)}); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.CreateMachine(ctx, store.Machine{Name: "web", Team: "prod", Host: "h", Port: 22, User: "u",
 		Config: []byte(`{"a":1}`), CreatedAt: at(0)}); err != nil {
 		t.Fatal(err)
@@ -321,6 +324,10 @@ func helper(mode, path string) error {
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
 	switch mode {
+	case "audit":
+		fmt.Fprintln(out, "ready")
+		out.Flush()
+		return auditHelper(e)
 	case "claim":
 		fmt.Fprintln(out, "ready")
 		out.Flush()

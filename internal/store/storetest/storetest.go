@@ -1,6 +1,7 @@
-// Package storetest is the conformance suite every store.Engine passes: the
-// in-memory engine, the SQLite engine and any later one run the same
-// subtests, so they agree on every method and state transition.
+// Package storetest is the conformance suite every store engine passes (its
+// store.Engine and store.Access methods): the in-memory engine, the SQLite
+// engine and any later one run the same subtests, so they agree on every
+// method, state transition and audit record.
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) store.Engine { return memory.New() })
@@ -70,11 +71,16 @@ func Run(t *testing.T, open func(t *testing.T) store.Engine) {
 		{"Concurrent/Claimers", testConcurrentClaimers},
 		{"Close", testClose},
 	}
+	tests = append(tests, accessTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := open(t)
 			t.Cleanup(func() { _ = e.Close() })
-			tt.fn(t, &fixture{t: t, e: e, ctx: context.Background()})
+			a, ok := e.(store.Access)
+			if !ok {
+				t.Fatalf("%T does not implement store.Access", e)
+			}
+			tt.fn(t, &fixture{t: t, e: e, a: a, ctx: context.Background()})
 		})
 	}
 }
@@ -83,8 +89,19 @@ func Run(t *testing.T, open func(t *testing.T) store.Engine) {
 type fixture struct {
 	t   *testing.T
 	e   store.Engine
+	a   store.Access // e as an Access
 	ctx context.Context
 	n   int
+}
+
+// team creates the teams named.
+func (f *fixture) team(names ...string) {
+	f.t.Helper()
+	for _, n := range names {
+		if err := f.a.CreateTeam(f.ctx, store.Team{Name: n, Description: "team " + n, CreatedAt: T0}); err != nil {
+			f.t.Fatalf("CreateTeam(%s): %v", n, err)
+		}
+	}
 }
 
 // at is T0 plus d.

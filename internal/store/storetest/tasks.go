@@ -12,6 +12,7 @@ import (
 )
 
 func testMachineCRUD(t *testing.T, f *fixture) {
+	f.team("prod", "staging")
 	m := store.Machine{Name: "web-1", Team: "prod", Host: "10.0.0.1", Port: 22, User: "deploy",
 		Config: []byte(`{"k":1}`), CreatedAt: at(0), UpdatedAt: at(0)}
 	if err := f.e.CreateMachine(f.ctx, m); err != nil {
