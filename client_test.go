@@ -44,10 +44,14 @@ func newClient(t testing.TB, tune func(*rediacc.Config)) *rediacc.Client {
 	return c
 }
 
+func realSSHD(t testing.TB, n int) *sshtest.OpenSSH {
+	return sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: n})
+}
+
 // realMachine starts a real OpenSSH sshd on 127.0.0.n and registers it.
 func realMachine(t testing.TB, c *rediacc.Client, name string, n int) *sshtest.OpenSSH {
 	t.Helper()
-	srv := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: n})
+	srv := realSSHD(t, n)
 	if _, err := c.AddMachine(asOwner(), rediacc.Machine{
 		Name: name, Host: srv.Host, Port: srv.Port, User: srv.User,
 		IdentityFile: srv.ClientKeyPath, KnownHostsFile: srv.KnownHostsPath,

@@ -57,6 +57,13 @@ type Machine struct {
 	// passphrase-protected (the passphrase comes from Config.KeyPassphrase,
 	// never from the machine record). Empty with UseAgent: the ssh-agent.
 	IdentityFile string `json:"identityFile,omitempty"`
+	// IdentitySecret is the key, in the machine's team vault, of its private
+	// key (PEM). Set by AddMachine when ImportIdentity is true; the queue
+	// store then holds only this reference, never the key.
+	IdentitySecret string `json:"identitySecret,omitempty"`
+	// ImportIdentity makes AddMachine copy IdentityFile into the team vault
+	// (under "machines/NAME/identity") and keep only the reference.
+	ImportIdentity bool `json:"-"`
 	// UseAgent authenticates with the keys of the ssh-agent at $SSH_AUTH_SOCK.
 	UseAgent bool `json:"useAgent,omitempty"`
 	// HostKeyPolicy defaults to HostKeyKnownHosts.
@@ -138,7 +145,7 @@ func (m Machine) normalize() (Machine, error) {
 		}
 		m.KnownHostsFile = abs
 	}
-	if m.IdentityFile == "" && !m.UseAgent {
+	if m.IdentityFile == "" && m.IdentitySecret == "" && !m.UseAgent {
 		return bad("no identity: give an identity (private key) file or use the ssh-agent")
 	}
 	if m.IdentityFile != "" {
@@ -154,6 +161,7 @@ func (m Machine) normalize() (Machine, error) {
 // machineConfig is the part of a Machine kept in store.Machine.Config.
 type machineConfig struct {
 	IdentityFile   string            `json:"identityFile,omitempty"`
+	IdentitySecret string            `json:"identitySecret,omitempty"`
 	UseAgent       bool              `json:"useAgent,omitempty"`
 	HostKeyPolicy  HostKeyPolicy     `json:"hostKeyPolicy"`
 	KnownHostsFile string            `json:"knownHostsFile,omitempty"`
@@ -162,8 +170,8 @@ type machineConfig struct {
 
 func (m Machine) record() (store.Machine, error) {
 	cfg, err := json.Marshal(machineConfig{
-		IdentityFile: m.IdentityFile, UseAgent: m.UseAgent, HostKeyPolicy: m.HostKeyPolicy,
-		KnownHostsFile: m.KnownHostsFile, Labels: m.Labels,
+		IdentityFile: m.IdentityFile, IdentitySecret: m.IdentitySecret, UseAgent: m.UseAgent,
+		HostKeyPolicy: m.HostKeyPolicy, KnownHostsFile: m.KnownHostsFile, Labels: m.Labels,
 	})
 	if err != nil {
 		return store.Machine{}, err
@@ -178,14 +186,18 @@ func machineFromRecord(r store.Machine) (Machine, error) {
 	}
 	return Machine{
 		Name: r.Name, Team: r.Team, Host: r.Host, Port: r.Port, User: r.User,
-		IdentityFile: c.IdentityFile, UseAgent: c.UseAgent, HostKeyPolicy: c.HostKeyPolicy,
+		IdentityFile: c.IdentityFile, IdentitySecret: c.IdentitySecret, UseAgent: c.UseAgent, HostKeyPolicy: c.HostKeyPolicy,
 		KnownHostsFile: c.KnownHostsFile, Labels: c.Labels, CreatedAt: r.CreatedAt,
 	}, nil
 }
 
-// target builds the SSH target of m. passphrase may be nil.
-func (m Machine) target(passphrase []byte) rssh.Target {
+// target builds the SSH target of m. passphrase may be nil; keyPEM is the
+// identity read from the vault when m.IdentitySecret is set.
+func (m Machine) target(passphrase, keyPEM []byte) rssh.Target {
 	t := rssh.Target{Name: m.Name, Host: m.Host, Port: m.Port, User: m.User}
+	if len(keyPEM) > 0 {
+		t.Auth = append(t.Auth, rssh.PrivateKey(keyPEM, passphrase))
+	}
 	if m.IdentityFile != "" {
 		t.Auth = append(t.Auth, rssh.KeyFile(m.IdentityFile, passphrase))
 	}
@@ -204,12 +216,18 @@ func (m Machine) target(passphrase []byte) rssh.Target {
 }
 
 // checkKeyFile loads a private key file so a bad file or passphrase is
-// reported when the machine is added. Errors: ErrKeyFile, ErrWrongPassphrase.
-func checkKeyFile(path string, passphrase []byte) error {
+// reported when the machine is added, and returns its bytes. Errors:
+// ErrKeyFile, ErrWrongPassphrase.
+func checkKeyFile(path string, passphrase []byte) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrKeyFile, err)
+		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
 	}
+	return b, checkKey(b, path, passphrase)
+}
+
+func checkKey(b []byte, path string, passphrase []byte) error {
+	var err error
 	if len(passphrase) > 0 {
 		_, err = gossh.ParsePrivateKeyWithPassphrase(b, passphrase)
 	} else {
@@ -253,8 +271,21 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		if err != nil {
 			return Machine{}, o.fail(ctx, err)
 		}
-		if err := checkKeyFile(m.IdentityFile, pass); err != nil {
+		keyPEM, err := checkKeyFile(m.IdentityFile, pass)
+		if err != nil {
 			return Machine{}, o.fail(ctx, err)
+		}
+		if m.ImportIdentity {
+			v, err := c.vault()
+			if err != nil {
+				return Machine{}, o.fail(ctx, err)
+			}
+			ref := "machines/" + m.Name + "/identity"
+			if _, err := v.Put(ctx, m.Team, ref, keyPEM, PutOptions{}); err != nil {
+				return Machine{}, o.fail(ctx, vaultErr(err))
+			}
+			o.detail["identity"] = "vault:" + ref
+			m.IdentitySecret, m.IdentityFile = ref, ""
 		}
 	}
 	now := c.clock.Now().UTC()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/authz"
+	"github.com/rediacc/rediacc/internal/redact"
 	"github.com/rediacc/rediacc/internal/store"
 	rssh "github.com/rediacc/rediacc/ssh"
 )
@@ -342,7 +344,7 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 	}
 	log.InfoContext(bg, "attempt started")
 
-	res, runErr := c.runRemote(ctx, t, attemptNo)
+	res, red, runErr := c.runRemote(ctx, t, attemptNo)
 	if runErr != nil && ctx.Err() != nil {
 		runErr = fmt.Errorf("%w (%v)", context.Cause(ctx), runErr)
 	}
@@ -362,14 +364,47 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 		log.WarnContext(bg, "attempt abandoned: lease lost", "error", runErr)
 		return
 	}
-	c.finishWith(bg, rec, t, attemptNo, attempt, res, runErr, kind)
+	c.finishWith(bg, rec, t, attemptNo, attempt, res, runErr, kind, red)
 }
 
-func (c *Client) runRemote(ctx context.Context, t *Task, attemptNo int) (*rssh.Result, error) {
+// runRemote runs one attempt. The redactor masks the task's secret values
+// (nil when it has none); the result's output is already masked.
+func (c *Client) runRemote(ctx context.Context, t *Task, attemptNo int) (*rssh.Result, *redact.Redactor, error) {
 	m, err := c.machine(ctx, t.Machine)
 	if err != nil {
-		return nil, fmt.Errorf("%w: machine %q is no longer registered", ErrInvalidTask, t.Machine)
+		return nil, nil, fmt.Errorf("%w: machine %q is no longer registered", ErrInvalidTask, t.Machine)
 	}
+	secrets, err := c.resolveSecrets(ctx, m.Team, t.Secrets)
+	if err != nil {
+		return nil, nil, err
+	}
+	var red *redact.Redactor
+	if len(secrets) > 0 {
+		values := make([][]byte, 0, len(secrets))
+		for _, v := range secrets {
+			values = append(values, v)
+		}
+		red = redact.New(values...)
+	}
+	res, err := c.runOn(ctx, m, t, attemptNo, secrets, red)
+	if red != nil && res != nil {
+		res.Stdout = maskCapped(red, res.Stdout, res.StdoutTruncated)
+		res.Stderr = maskCapped(red, res.Stderr, res.StderrTruncated)
+	}
+	return res, red, err
+}
+
+// maskCapped masks secrets in captured output; when the capture was cut at
+// its cap, a secret's beginning left at the very end is masked too.
+func maskCapped(red *redact.Redactor, b []byte, truncated bool) []byte {
+	b = red.Bytes(b)
+	if truncated {
+		b = red.MaskPartialSuffix(b)
+	}
+	return b
+}
+
+func (c *Client) runOn(ctx context.Context, m Machine, t *Task, attemptNo int, secrets map[string][]byte, red *redact.Redactor) (*rssh.Result, error) {
 	pass, err := c.passphrase(ctx, m)
 	if err != nil {
 		return nil, fmt.Errorf("%w: passphrase for %s: %v", ErrWrongPassphrase, m.IdentityFile, err)
@@ -378,26 +413,48 @@ func (c *Client) runRemote(ctx context.Context, t *Task, attemptNo int) (*rssh.R
 	if timeout == 0 {
 		timeout = c.cfg.DefaultTimeout
 	}
-	cmd := rssh.Command{Cmd: t.Command, Env: t.Env, Timeout: timeout, OutputLimit: c.cfg.OutputLimit}
+	cmd := rssh.Command{Cmd: t.Command, Env: t.Env, Secrets: secrets, Timeout: timeout, OutputLimit: c.cfg.OutputLimit}
 	if c.cfg.Output != nil {
-		cmd.Stdout = liveWriter{f: c.cfg.Output, id: t.ID, attempt: attemptNo, stream: "stdout"}
-		cmd.Stderr = liveWriter{f: c.cfg.Output, id: t.ID, attempt: attemptNo, stream: "stderr"}
+		var out, errw io.Writer = liveWriter{f: c.cfg.Output, id: t.ID, attempt: attemptNo, stream: "stdout"},
+			liveWriter{f: c.cfg.Output, id: t.ID, attempt: attemptNo, stream: "stderr"}
+		if red != nil {
+			o, e := red.NewWriter(out), red.NewWriter(errw)
+			defer o.Close()
+			defer e.Close()
+			out, errw = o, e
+		}
+		cmd.Stdout, cmd.Stderr = out, errw
 	}
-	return c.pool.Run(ctx, m.target(pass), cmd)
+	var keyPEM []byte
+	if m.IdentitySecret != "" {
+		v, err := c.vault()
+		if err != nil {
+			return nil, fmt.Errorf("%w: machine %s's identity is in the vault: %v", ErrKeyFile, m.Name, err)
+		}
+		s, err := v.Get(ctx, m.Team, m.IdentitySecret)
+		if err != nil {
+			return nil, fmt.Errorf("%w: machine %s's identity %q: %v", ErrKeyFile, m.Name, m.IdentitySecret, vaultErr(err))
+		}
+		keyPEM = s.Value
+	}
+	return c.pool.Run(ctx, m.target(pass, keyPEM), cmd)
 }
 
 func (c *Client) finish(ctx context.Context, rec store.Task, t *Task, attemptNo int, attempt store.Attempt, err error, kind failureKind) {
 	if attempt.EndedAt.IsZero() && !attempt.StartedAt.IsZero() {
 		attempt.EndedAt = c.clock.Now().UTC()
 	}
-	c.finishWith(ctx, rec, t, attemptNo, attempt, nil, err, kind)
+	c.finishWith(ctx, rec, t, attemptNo, attempt, nil, err, kind, nil)
 }
 
 // finishWith decides the task's next state from the attempt's outcome and
 // records it.
-func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemptNo int, attempt store.Attempt, res *rssh.Result, runErr error, kind failureKind) {
+func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemptNo int, attempt store.Attempt, res *rssh.Result, runErr error, kind failureKind, red *redact.Redactor) {
 	now := c.clock.Now().UTC()
 	f := store.Finish{ID: rec.ID, Owner: c.id, At: now, CountAttempt: true, Error: trimErr(runErr)}
+	if red != nil {
+		f.Error = red.String(f.Error) // errors may quote output
+	}
 	if res != nil {
 		f.Stdout, f.Stderr = res.Stdout, res.Stderr
 		f.StdoutTruncated, f.StderrTruncated = res.StdoutTruncated, res.StderrTruncated

@@ -29,6 +29,7 @@ func newMachineAdd(g *globals) *cobra.Command {
 				return err
 			}
 			m.Name = args[0]
+			m.ImportIdentity = m.IdentityFile != "" // the key lives in the team vault, the store keeps a reference
 			switch {
 			case acceptNew && insecure:
 				return usagef("--accept-new-host-key and --insecure-ignore-host-key exclude each other")

@@ -81,6 +81,7 @@ type globals struct {
 	logLevel       string
 	passphraseFile string
 	as             string
+	vault          vaultFlags
 	stdout         io.Writer
 	stderr         io.Writer
 }
@@ -130,6 +131,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.dataDir, "data-dir", rediacc.DefaultDataDir(), "state directory (env REDIACC_HOME)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	g.vault.register(pf)
 	pf.StringVar(&g.as, "as", defaultActor(), "act as this user (env REDIACC_USER; default: the OS user)")
 	pf.StringVar(&g.passphraseFile, "identity-passphrase-file", "", "file holding the passphrase of identity files (else env REDIACC_SSH_KEY_PASSPHRASE)")
 
@@ -141,7 +143,7 @@ func newRoot(g *globals) *cobra.Command {
 	list.AddCommand(newListQueue(g), newListAudit(g))
 	inspect := &cobra.Command{Use: "inspect", Short: "Inspect a task"}
 	inspect.AddCommand(newInspectQueue(g))
-	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g), newTeam(g), newAudit(g))
+	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g), newTeam(g), newAudit(g), newVault(g))
 	for _, c := range []*cobra.Command{machine, create, list, inspect} {
 		c.Args = cobra.NoArgs
 		c.RunE = func(c *cobra.Command, args []string) error {
@@ -204,11 +206,19 @@ func (g *globals) client(ctx context.Context, tune func(*rediacc.Config)) (*redi
 	if err != nil {
 		return nil, err
 	}
-	cfg := rediacc.Config{DataDir: g.dataDir, Logger: log, KeyPassphrase: g.keyPassphrase}
+	v, err := g.vault.open(ctx, g.dataDir, g.stderr)
+	if err != nil {
+		return nil, err
+	}
+	cfg := rediacc.Config{DataDir: g.dataDir, Logger: log, KeyPassphrase: g.keyPassphrase, Vault: v}
 	if tune != nil {
 		tune(&cfg)
 	}
-	return rediacc.New(ctx, cfg)
+	c, err := rediacc.New(ctx, cfg)
+	if err != nil {
+		_ = v.Close()
+	}
+	return c, err
 }
 
 // checkOutput validates -o.

@@ -19,6 +19,7 @@ func newCreateTask(g *globals) *cobra.Command {
 		retryDelay    float64
 		failureAction string
 		env           []string
+		secrets       []string
 		output        string
 		wait          bool
 	)
@@ -42,6 +43,9 @@ func newCreateTask(g *globals) *cobra.Command {
 				return err
 			}
 			if spec.Env, err = parseKV("--env", env); err != nil {
+				return err
+			}
+			if spec.Secrets, err = parseKV("--secret", secrets); err != nil {
 				return err
 			}
 			cl, err := g.client(c.Context(), nil)
@@ -76,6 +80,7 @@ func newCreateTask(g *globals) *cobra.Command {
 	f.StringVar(&failureAction, "failure-action", "alert", "after the last failed attempt: alert or none")
 	f.DurationVar(&spec.Timeout, "timeout", 0, "time limit of one attempt, e.g. 90s or 10m (default 1h)")
 	f.StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE for the command (repeatable; not for secrets)")
+	f.StringArrayVar(&secrets, "secret", nil, "ENV=KEY: hand the team vault's KEY to the command as $ENV (repeatable; never on a command line, masked in output)")
 	f.StringVar(&spec.IdempotencyKey, "idempotency-key", "", "a second create with the same key returns the first task")
 	f.BoolVar(&wait, "wait", false, "wait until a worker has finished the task")
 	f.StringVarP(&output, "output", "o", "", "output format: id (default) or json")

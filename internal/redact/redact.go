@@ -286,3 +286,26 @@ func (w *writer) Close() error {
 	w.pending = nil
 	return w.flushOut()
 }
+
+// MaskPartialSuffix masks the end of b when it is the beginning of a
+// secret: for output cut at a size cap, where a secret may have been cut in
+// two and its first bytes would otherwise stay readable. Call it after
+// Bytes. A nil *Redactor returns b unchanged.
+func (r *Redactor) MaskPartialSuffix(b []byte) []byte {
+	if r == nil {
+		return b
+	}
+	cut := 0
+	for _, s := range r.secrets {
+		for k := min(len(s)-1, len(b)); k > cut; k-- {
+			if bytes.HasSuffix(b, s[:k]) {
+				cut = k
+				break
+			}
+		}
+	}
+	if cut == 0 {
+		return b
+	}
+	return append(b[:len(b)-cut:len(b)-cut], Mask...)
+}

@@ -300,3 +300,22 @@ func toBytes(ss []string) [][]byte {
 }
 
 var _ io.WriteCloser = New().NewWriter(io.Discard)
+
+func TestMaskPartialSuffix(t *testing.T) {
+	r := New([]byte("hunter22"), []byte("xyz"))
+	for in, want := range map[string]string{
+		"log: hunt":    "log: ***",
+		"log: hunter2": "log: ***",
+		"log: ok":      "log: ok",
+		"x":            "***",
+		"":             "",
+	} {
+		if got := string(r.MaskPartialSuffix([]byte(in))); got != want {
+			t.Errorf("MaskPartialSuffix(%q) = %q, want %q", in, got, want)
+		}
+	}
+	var nilR *Redactor
+	if got := string(nilR.MaskPartialSuffix([]byte("abc"))); got != "abc" {
+		t.Errorf("nil redactor changed %q", got)
+	}
+}

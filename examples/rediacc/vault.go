@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/rediacc/rediacc"
+)
+
+// vaultFlags are the global vault settings.
+type vaultFlags struct {
+	backend        string
+	addr           string
+	passphraseFile string
+	prompt         bool
+	keyFile        string
+}
+
+func (v *vaultFlags) register(pf interface {
+	StringVar(*string, string, string, string)
+	BoolVar(*bool, string, bool, string)
+}) {
+	pf.StringVar(&v.backend, "vault-backend", "local", "where team secrets live: local (age-encrypted files in the data dir) or hashicorp")
+	pf.StringVar(&v.addr, "vault-addr", os.Getenv("VAULT_ADDR"), "HashiCorp Vault address (env VAULT_ADDR); token from VAULT_TOKEN, or AppRole from REDIACC_VAULT_ROLE_ID/REDIACC_VAULT_SECRET_ID")
+	pf.StringVar(&v.passphraseFile, "vault-passphrase-file", "", "file holding the local vault's passphrase (else env REDIACC_VAULT_PASSPHRASE; else the key file)")
+	pf.BoolVar(&v.prompt, "vault-passphrase-prompt", false, "ask for the local vault's passphrase on the terminal")
+	pf.StringVar(&v.keyFile, "vault-key-file", "", "age identity file unlocking the local vault when no passphrase is set (default DATA-DIR/vault.key, created 0600)")
+}
+
+// open builds the vault the flags describe.
+func (v *vaultFlags) open(ctx context.Context, dataDir string, stderr io.Writer) (rediacc.Vault, error) {
+	switch v.backend {
+	case "local":
+		pass, err := v.passphrase(stderr)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return nil, err
+		}
+		return rediacc.OpenLocalVault(filepath.Join(dataDir, "vault"), rediacc.LocalVaultOptions{Passphrase: pass, IdentityFile: v.keyFile})
+	case "hashicorp":
+		if v.addr == "" {
+			return nil, usagef("--vault-backend hashicorp needs --vault-addr or VAULT_ADDR")
+		}
+		cfg := rediacc.HashiCorpVaultConfig{Address: v.addr, Token: os.Getenv("VAULT_TOKEN")}
+		if id := os.Getenv("REDIACC_VAULT_ROLE_ID"); id != "" {
+			cfg.AppRole = &rediacc.HashiCorpAppRole{RoleID: id, SecretID: os.Getenv("REDIACC_VAULT_SECRET_ID")}
+			cfg.Token = ""
+		}
+		if cfg.Token == "" && cfg.AppRole == nil {
+			return nil, usagef("--vault-backend hashicorp needs VAULT_TOKEN or REDIACC_VAULT_ROLE_ID and REDIACC_VAULT_SECRET_ID")
+		}
+		return rediacc.NewHashiCorpVault(ctx, cfg)
+	}
+	return nil, usagef("--vault-backend %q: use local or hashicorp", v.backend)
+}
+
+func (v *vaultFlags) passphrase(stderr io.Writer) ([]byte, error) {
+	switch {
+	case v.passphraseFile != "":
+		b, err := os.ReadFile(v.passphraseFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --vault-passphrase-file: %w", err)
+		}
+		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+	case os.Getenv("REDIACC_VAULT_PASSPHRASE") != "":
+		return []byte(os.Getenv("REDIACC_VAULT_PASSPHRASE")), nil
+	case v.prompt:
+		if !term.IsTerminal(int(os.Stdin.Fd())) {
+			return nil, usagef("--vault-passphrase-prompt needs a terminal; use --vault-passphrase-file or REDIACC_VAULT_PASSPHRASE")
+		}
+		fmt.Fprint(stderr, "Vault passphrase: ")
+		p, err := term.ReadPassword(int(os.Stdin.Fd()))
+		fmt.Fprintln(stderr)
+		return p, err
+	}
+	return nil, nil
+}
+
+func newVault(g *globals) *cobra.Command {
+	vc := &cobra.Command{Use: "vault", Short: "Manage team secrets", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			return usagef("%s needs a subcommand (see --help)", c.CommandPath())
+		}}
+	var team, valueFile string
+	set := &cobra.Command{
+		Use:   "set --team TEAM KEY [--value-file F]",
+		Short: "Write a secret (the value comes from a file or stdin, never a flag)",
+		Args:  exactArgs(1, "KEY"),
+		RunE: func(c *cobra.Command, args []string) error {
+			var value []byte
+			var err error
+			if valueFile != "" {
+				value, err = os.ReadFile(valueFile)
+			} else {
+				if f, ok := c.InOrStdin().(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+					fmt.Fprint(g.stderr, "Value (end with Ctrl-D): ")
+				}
+				value, err = io.ReadAll(bufio.NewReader(c.InOrStdin()))
+			}
+			if err != nil {
+				return fmt.Errorf("read the value: %w", err)
+			}
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ver, err := cl.SetSecret(c.Context(), team, args[0], value, nil)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "secret %s of team %s written (version %d)\n", args[0], team, ver)
+			return nil
+		},
+	}
+	set.Flags().StringVar(&valueFile, "value-file", "", "file holding the value (default: stdin)")
+	get := &cobra.Command{
+		Use: "get --team TEAM KEY", Short: "Print a secret's value (team admins)", Args: exactArgs(1, "KEY"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			s, err := cl.GetSecret(c.Context(), team, args[0])
+			if err != nil {
+				return err
+			}
+			_, err = g.stdout.Write(s.Value)
+			return err
+		},
+	}
+	list := &cobra.Command{
+		Use: "list --team TEAM", Short: "List a team's secret keys (never values)", Args: exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			keys, err := cl.ListSecrets(c.Context(), team)
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				fmt.Fprintln(g.stdout, k)
+			}
+			return nil
+		},
+	}
+	rm := &cobra.Command{
+		Use: "rm --team TEAM KEY", Short: "Delete a secret (all versions)", Args: exactArgs(1, "KEY"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if err := cl.DeleteSecret(c.Context(), team, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "secret %s of team %s deleted\n", args[0], team)
+			return nil
+		},
+	}
+	for _, sc := range []*cobra.Command{set, get, list, rm} {
+		sc.Flags().StringVar(&team, "team", "", "the team whose vault to use (required)")
+		_ = sc.MarkFlagRequired("team")
+	}
+	vc.AddCommand(set, get, list, rm)
+	return vc
+}
