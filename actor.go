@@ -230,4 +230,3 @@ func (c *Client) authorizeAny(ctx context.Context, action authz.Action, team, et
 	}
 	return o, g, nil
 }
-
