@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strconv"
 
@@ -60,6 +61,9 @@ type LocalVaultOptions struct {
 	// ScryptWorkFactor is age's scrypt log2(N); default 18 (about 1 s and
 	// 256 MiB per write). Tests may lower it.
 	ScryptWorkFactor int
+	// Logger receives the vault's own records (e.g. the identity file being
+	// created). Default: slog.Default().
+	Logger *slog.Logger
 }
 
 // OpenLocalVault opens the local encrypted vault in dir (0700; one
@@ -76,6 +80,9 @@ func OpenLocalVault(dir string, opts LocalVaultOptions) (Vault, error) {
 			id = filepath.Join(filepath.Dir(filepath.Clean(dir)), "vault.key")
 		}
 		o = append(o, local.WithIdentityFile(id, true))
+	}
+	if opts.Logger != nil {
+		o = append(o, local.WithLogger(opts.Logger))
 	}
 	if opts.ScryptWorkFactor > 0 {
 		o = append(o, local.WithScryptWorkFactor(opts.ScryptWorkFactor))
@@ -126,7 +133,7 @@ func (c *Client) vault() (Vault, error) {
 	if c.cfg.DataDir == "" {
 		return nil, ErrNoVault
 	}
-	v, err := OpenLocalVault(filepath.Join(c.cfg.DataDir, "vault"), LocalVaultOptions{})
+	v, err := OpenLocalVault(filepath.Join(c.cfg.DataDir, "vault"), LocalVaultOptions{Logger: c.log})
 	if err != nil {
 		return nil, err
 	}

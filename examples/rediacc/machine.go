@@ -103,6 +103,9 @@ func newMachineList(g *globals) *cobra.Command {
 			fmt.Fprintln(tw, "NAME\tTEAM\tADDRESS\tUSER\tHOST KEY\tIDENTITY")
 			for _, m := range ms {
 				id := m.IdentityFile
+				if m.IdentitySecret != "" {
+					id = "vault:" + m.IdentitySecret
+				}
 				if m.UseAgent {
 					id = strings.TrimPrefix(id+" +agent", " ")
 				}

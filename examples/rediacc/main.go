@@ -206,7 +206,7 @@ func (g *globals) client(ctx context.Context, tune func(*rediacc.Config)) (*redi
 	if err != nil {
 		return nil, err
 	}
-	v, err := g.vault.open(ctx, g.dataDir, g.stderr)
+	v, err := g.vault.open(ctx, g.dataDir, g.stderr, log)
 	if err != nil {
 		return nil, err
 	}

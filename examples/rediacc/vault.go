@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,7 +37,7 @@ func (v *vaultFlags) register(pf interface {
 }
 
 // open builds the vault the flags describe.
-func (v *vaultFlags) open(ctx context.Context, dataDir string, stderr io.Writer) (rediacc.Vault, error) {
+func (v *vaultFlags) open(ctx context.Context, dataDir string, stderr io.Writer, log *slog.Logger) (rediacc.Vault, error) {
 	switch v.backend {
 	case "local":
 		pass, err := v.passphrase(stderr)
@@ -46,7 +47,7 @@ func (v *vaultFlags) open(ctx context.Context, dataDir string, stderr io.Writer)
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return nil, err
 		}
-		return rediacc.OpenLocalVault(filepath.Join(dataDir, "vault"), rediacc.LocalVaultOptions{Passphrase: pass, IdentityFile: v.keyFile})
+		return rediacc.OpenLocalVault(filepath.Join(dataDir, "vault"), rediacc.LocalVaultOptions{Passphrase: pass, IdentityFile: v.keyFile, Logger: log})
 	case "hashicorp":
 		if v.addr == "" {
 			return nil, usagef("--vault-backend hashicorp needs --vault-addr or VAULT_ADDR")
