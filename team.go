@@ -300,7 +300,34 @@ func (c *Client) MoveMachine(ctx context.Context, name, team string) error {
 	if d := authz.ExplainMove(g, m.Team, team); !d.Allowed {
 		return c.deny(ctx, o, d.Reason)
 	}
+	// A key imported into the old team's vault follows the machine.
+	mm, err := machineFromRecord(m)
+	if err != nil {
+		return o.fail(ctx, err)
+	}
+	var v Vault
+	if mm.IdentitySecret != "" && team != m.Team {
+		if v, err = c.vault(); err != nil {
+			return o.fail(ctx, err)
+		}
+		s, err := v.Get(ctx, m.Team, mm.IdentitySecret)
+		if err != nil {
+			return o.fail(ctx, fmt.Errorf("machine %q: its identity in team %q's vault: %w", name, m.Team, vaultErr(err)))
+		}
+		if _, err := v.Put(ctx, team, mm.IdentitySecret, s.Value, PutOptions{}); err != nil {
+			return o.fail(ctx, fmt.Errorf("machine %q: copy its identity to team %q's vault: %w", name, team, vaultErr(err)))
+		}
+	}
 	err = c.access.MoveMachine(o.ctx(ctx), name, team)
+	if v != nil {
+		from := team // undo the copy when the move failed
+		if err == nil {
+			from = m.Team
+		}
+		if derr := v.Delete(ctx, from, mm.IdentitySecret); derr != nil {
+			c.log.WarnContext(ctx, "machine identity left behind in a vault", "machine", name, "team", from, "error", derr)
+		}
+	}
 	switch {
 	case errors.Is(err, store.ErrMachineHasTasks):
 		err = fmt.Errorf("machine %q: %w (cancel or wait for them first)", name, ErrMachineBusy)

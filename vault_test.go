@@ -288,3 +288,30 @@ func TestMachineIdentityInVault(t *testing.T) {
 		}
 	}
 }
+
+// A vault-held identity follows its machine to another team.
+func TestMovedMachineKeepsVaultIdentity(t *testing.T) {
+	c := newClient(t, nil)
+	srv := realSSHD(t, 7)
+	ctx := asOwner()
+	if _, err := c.CreateTeam(ctx, "prod", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddMachine(ctx, rediacc.Machine{Name: "mover", Host: srv.Host, Port: srv.Port, User: srv.User,
+		IdentityFile: srv.ClientKeyPath, ImportIdentity: true, KnownHostsFile: srv.KnownHostsPath}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.MoveMachine(ctx, "mover", "prod"); err != nil {
+		t.Fatal(err)
+	}
+	task := submit(t, c, rediacc.TaskSpec{Machine: "mover", Command: "echo moved"})
+	if err := c.RunUntilEmpty(ctxTimeout(t, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, c, task.ID); got.Status != rediacc.StatusCompleted {
+		t.Fatalf("task after move: %s %s", got.Status, got.Error)
+	}
+	if keys, _ := c.ListSecrets(ctx, rediacc.DefaultTeam); len(keys) != 0 {
+		t.Errorf("identity left in the old team's vault: %v", keys)
+	}
+}
