@@ -356,7 +356,15 @@ func (e *Engine) AppendAudit(ctx context.Context, recs ...audit.Record) ([]audit
 		return nil, err
 	}
 	defer e.mu.Unlock()
-	return e.record(recs), nil
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	e.record(recs)
+	out := make([]audit.Record, len(recs))
+	for i, r := range e.trail[len(e.trail)-len(recs):] {
+		out[i] = fsm.CloneRecord(r)
+	}
+	return out, nil
 }
 
 // ListAudit returns the records matching f in Seq order, at most f.Limit.

@@ -81,19 +81,17 @@ func (e *Engine) lockAudit(ctx context.Context) ([]audit.Record, error) {
 	return recs, e.lock(ctx)
 }
 
-// record appends recs to the trail; the mutex is held.
-func (e *Engine) record(recs []audit.Record) []audit.Record {
-	if len(recs) == 0 {
-		return nil
-	}
-	out := make([]audit.Record, len(recs))
-	for i, r := range recs {
-		r = fsm.CloneRecord(audit.Chain(e.head, r))
+// record appends recs to the trail; the mutex is held. audit.Chain copies
+// each record's Details, so the trail shares no memory with the caller.
+func (e *Engine) record(recs []audit.Record) {
+	for _, r := range recs {
+		r = audit.Chain(e.head, r)
+		if len(r.Details) == 0 {
+			r.Details = nil
+		}
 		e.trail = append(e.trail, r)
 		e.head = audit.HeadOf(r)
-		out[i] = fsm.CloneRecord(r)
 	}
-	return out
 }
 
 // unfinished returns a task of machine that is not terminal, or nil.

@@ -375,15 +375,16 @@ const auditCols = `seq, time, actor, action, entity_type, entity_id, team, resul
 // appendAudit chains recs after the head kept in audit_head, inserts them
 // and moves the head, inside the caller's write transaction (so writers in
 // every process extend one linear chain).
-func appendAudit(ctx context.Context, tx *sql.Tx, recs []audit.Record) ([]audit.Record, error) {
+func (e *Engine) appendAudit(ctx context.Context, tx *sql.Tx, recs []audit.Record) ([]audit.Record, error) {
 	var h audit.Head
-	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&h.Seq, &h.Hash)
+	err := stmt(ctx, tx, e.st.auditHead).QueryRowContext(ctx).Scan(&h.Seq, &h.Hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: the audit trail's head (table audit_head) is missing", store.ErrCorrupt)
 	} else if err != nil {
 		return nil, err
 	}
 	out := make([]audit.Record, len(recs))
+	insert := stmt(ctx, tx, e.st.auditInsert)
 	for i, r := range recs {
 		r = fsm.CloneRecord(audit.Chain(h, r))
 		var details any
@@ -394,7 +395,7 @@ func appendAudit(ctx context.Context, tx *sql.Tx, recs []audit.Record) ([]audit.
 			}
 			details = string(b)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit (`+auditCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		if _, err := insert.ExecContext(ctx,
 			r.Seq, r.Time.UnixMilli(), r.Actor, r.Action, r.EntityType, r.EntityID, r.Team, r.Result, details,
 			r.PrevHash, r.Hash); err != nil {
 			return nil, fmt.Errorf("appending audit record %d: %w", r.Seq, err)
@@ -402,7 +403,7 @@ func appendAudit(ctx context.Context, tx *sql.Tx, recs []audit.Record) ([]audit.
 		h = audit.HeadOf(r)
 		out[i] = r
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, h.Seq, h.Hash)
+	_, err = stmt(ctx, tx, e.st.auditMove).ExecContext(ctx, h.Seq, h.Hash)
 	return out, err
 }
 
@@ -418,7 +419,7 @@ func (e *Engine) AppendAudit(ctx context.Context, recs ...audit.Record) ([]audit
 	var out []audit.Record
 	err := e.tx(ctx, nil, func(tx *sql.Tx) (bool, error) {
 		var err error
-		out, err = appendAudit(ctx, tx, recs)
+		out, err = e.appendAudit(ctx, tx, recs)
 		return false, err
 	})
 	if err != nil {
@@ -527,7 +528,7 @@ func (e *Engine) AuditHead(ctx context.Context) (audit.Head, error) {
 		return audit.Head{}, err
 	}
 	var h audit.Head
-	err := e.r.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&h.Seq, &h.Hash)
+	err := e.r.QueryRowContext(ctx, sqlAuditHead).Scan(&h.Seq, &h.Hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return audit.Head{}, fmt.Errorf("%w: the audit trail's head (table audit_head) is missing", store.ErrCorrupt)
 	}

@@ -61,6 +61,7 @@ type Engine struct {
 	w      *sql.DB // one connection; BEGIN IMMEDIATE transactions
 	r      *sql.DB // read-only pool
 	gate   *gate   // orders writers across processes (see gate.go)
+	st     *stmts  // prepared on w (see stmts.go)
 	closed atomic.Bool
 }
 
@@ -122,6 +123,9 @@ func Open(ctx context.Context, path string) (*Engine, error) {
 		return fail(err)
 	}
 	if err := e.migrate(ctx); err != nil {
+		return fail(err)
+	}
+	if err := e.prepare(ctx); err != nil {
 		return fail(err)
 	}
 	return e, nil
@@ -333,7 +337,7 @@ func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx *sql.Tx
 	}
 	changed, err := fn(tx)
 	if err == nil && changed && len(recs) > 0 {
-		_, err = appendAudit(ctx, tx, recs)
+		_, err = e.appendAudit(ctx, tx, recs)
 	}
 	if err != nil {
 		_ = tx.Rollback()
@@ -495,22 +499,28 @@ func queryTasks(ctx context.Context, q querier, where string, args ...any) ([]in
 }
 
 func loadTask(ctx context.Context, q querier, id string) (int64, store.Task, error) {
-	seq, t, err := scanTask(q.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, store.Task{}, fmt.Errorf("%w: task %s", store.ErrNotFound, id)
-	}
-	return seq, t, err
+	return loadedTask(id)(scanTask(q.QueryRowContext(ctx, sqlLoadTask, id)))
 }
 
-func insertTask(ctx context.Context, tx *sql.Tx, t *store.Task) error {
+// loadedTask turns ErrNoRows from loading task id into ErrNotFound.
+func loadedTask(id string) func(int64, store.Task, error) (int64, store.Task, error) {
+	return func(seq int64, t store.Task, err error) (int64, store.Task, error) {
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, store.Task{}, fmt.Errorf("%w: task %s", store.ErrNotFound, id)
+		}
+		return seq, t, err
+	}
+}
+
+// stmt is the engine's prepared statement s for use in tx.
+func stmt(ctx context.Context, tx *sql.Tx, s *sql.Stmt) *sql.Stmt { return tx.StmtContext(ctx, s) }
+
+func (e *Engine) insertTask(ctx context.Context, tx *sql.Tx, t *store.Task) error {
 	h, err := encodeHistory(t.History)
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO tasks (id, idempotency_key, team, machine, priority, spec, status, attempts, history,
-		created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
-		exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err = stmt(ctx, tx, e.st.insertTask).ExecContext(ctx,
 		t.ID, t.IdempotencyKey, t.Team, t.Machine, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
 		nanos(t.CreatedAt), nanos(t.EnqueuedAt), nanos(t.ReadyAt), nanos(t.StartedAt), nanos(t.CompletedAt),
 		t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
@@ -520,15 +530,12 @@ func insertTask(ctx context.Context, tx *sql.Tx, t *store.Task) error {
 
 // saveTask writes t's mutable fields over row seq, only if the row is still
 // in status `was` under lease owner `wasOwner`.
-func saveTask(ctx context.Context, tx *sql.Tx, seq int64, was store.Status, wasOwner string, t *store.Task) error {
+func (e *Engine) saveTask(ctx context.Context, tx *sql.Tx, seq int64, was store.Status, wasOwner string, t *store.Task) error {
 	h, err := encodeHistory(t.History)
 	if err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE tasks SET status = ?, attempts = ?, history = ?, enqueued_at = ?, ready_at = ?,
-		started_at = ?, completed_at = ?, lease_owner = ?, lease_expires_at = ?, cancel_requested = ?,
-		exit_code = ?, stdout = ?, stderr = ?, stdout_truncated = ?, stderr_truncated = ?, error = ?
-		WHERE seq = ? AND status = ? AND lease_owner = ?`,
+	res, err := stmt(ctx, tx, e.st.saveTask).ExecContext(ctx,
 		string(t.Status), t.Attempts, h, nanos(t.EnqueuedAt), nanos(t.ReadyAt),
 		nanos(t.StartedAt), nanos(t.CompletedAt), t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
 		nullInt(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error,
@@ -549,7 +556,7 @@ func saveTask(ctx context.Context, tx *sql.Tx, seq int64, was store.Status, wasO
 func (e *Engine) modify(ctx context.Context, id string, fn func(t *store.Task) error) (store.Task, error) {
 	var out store.Task
 	err := e.write(ctx, func(tx *sql.Tx) error {
-		seq, t, err := loadTask(ctx, tx, id)
+		seq, t, err := loadedTask(id)(scanTask(stmt(ctx, tx, e.st.loadTask).QueryRowContext(ctx, id)))
 		if err != nil {
 			return err
 		}
@@ -557,7 +564,7 @@ func (e *Engine) modify(ctx context.Context, id string, fn func(t *store.Task) e
 		if err := fn(&t); err != nil {
 			return err
 		}
-		if err := saveTask(ctx, tx, seq, was, wasOwner, &t); err != nil {
+		if err := e.saveTask(ctx, tx, seq, was, wasOwner, &t); err != nil {
 			return err
 		}
 		out = t
@@ -742,7 +749,7 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 	)
 	err = e.write(ctx, func(tx *sql.Tx) error {
 		if t.IdempotencyKey != "" {
-			_, old, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE idempotency_key = ?`, t.IdempotencyKey))
+			_, old, err := scanTask(stmt(ctx, tx, e.st.taskByKey).QueryRowContext(ctx, t.IdempotencyKey))
 			if err == nil {
 				out = old
 				return nil
@@ -752,13 +759,13 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 			}
 		}
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM tasks WHERE id = ?`, t.ID).Scan(&n); err != nil {
+		if err := stmt(ctx, tx, e.st.taskExists).QueryRowContext(ctx, t.ID).Scan(&n); err != nil {
 			return err
 		}
 		if n > 0 {
 			return fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
 		}
-		if err := insertTask(ctx, tx, &t); err != nil {
+		if err := e.insertTask(ctx, tx, &t); err != nil {
 			return err
 		}
 		out, created = t, true
@@ -844,7 +851,7 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 	err := e.write(ctx, func(tx *sql.Tx) error {
 		out = nil
 		running := make(map[string]int)
-		rows, err := tx.QueryContext(ctx, `SELECT machine, count(*) FROM tasks WHERE status IN ('ASSIGNED', 'PROCESSING') GROUP BY machine`)
+		rows, err := stmt(ctx, tx, e.st.running).QueryContext(ctx)
 		if err != nil {
 			return err
 		}
@@ -867,14 +874,12 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 		if err != nil {
 			return err
 		}
-		stmt, err := tx.PrepareContext(ctx, `UPDATE tasks SET status = 'ASSIGNED', lease_owner = ?, lease_expires_at = ?
-			WHERE seq = ? AND status = 'PENDING' RETURNING `+taskCols)
-		if err != nil {
-			return err
+		if len(picked) == 0 {
+			return nil
 		}
-		defer stmt.Close()
+		claim := stmt(ctx, tx, e.st.claimRow)
 		for _, c := range picked {
-			_, t, err := scanTask(stmt.QueryRowContext(ctx, r.Owner, r.LeaseUntil.UnixNano(), c.Seq))
+			_, t, err := scanTask(claim.QueryRowContext(ctx, r.Owner, r.LeaseUntil.UnixNano(), c.Seq))
 			if err != nil {
 				return fmt.Errorf("claiming task %s: %w", c.ID, err)
 			}
@@ -912,14 +917,12 @@ func (l *level) next() {
 
 // pick merges the five levels and applies the sched rule.
 func (e *Engine) pick(ctx context.Context, tx *sql.Tx, r store.ClaimRequest, running map[string]int) ([]sched.Candidate, error) {
-	q := `SELECT seq, id, machine, priority, enqueued_at, ready_at FROM tasks INDEXED BY tasks_claim
-		WHERE status = 'PENDING' AND priority = ?1 AND ready_at <= ?2`
+	qs := &e.st.levels
 	machines := ""
 	if r.Machines != nil {
-		q += ` AND machine IN (SELECT value FROM json_each(?3))`
+		qs = &e.st.levelsIn
 		machines = jsonList(r.Machines)
 	}
-	q += ` ORDER BY enqueued_at, seq`
 	var levels []*level
 	defer func() {
 		for _, l := range levels {
@@ -932,7 +935,7 @@ func (e *Engine) pick(ctx context.Context, tx *sql.Tx, r store.ClaimRequest, run
 		if r.Machines != nil {
 			args = append(args, machines)
 		}
-		rows, err := tx.QueryContext(ctx, q, args...)
+		rows, err := stmt(ctx, tx, qs[p-1]).QueryContext(ctx, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -981,15 +984,10 @@ func (e *Engine) Heartbeat(ctx context.Context, owner string, ids []string, unti
 		if len(ids) == 0 {
 			return nil
 		}
-		stmt, err := tx.PrepareContext(ctx, `UPDATE tasks SET lease_expires_at = ?
-			WHERE id = ? AND lease_owner = ? AND status IN ('ASSIGNED', 'PROCESSING') RETURNING cancel_requested`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
+		renew := stmt(ctx, tx, e.st.heartbeat)
 		for _, id := range ids {
 			var cancel bool
-			err := stmt.QueryRowContext(ctx, until.UnixNano(), id, owner).Scan(&cancel)
+			err := renew.QueryRowContext(ctx, until.UnixNano(), id, owner).Scan(&cancel)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 				hb.Lost = append(hb.Lost, id)
@@ -1076,7 +1074,7 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 			t := &ts[i]
 			was, wasOwner := t.Status, t.LeaseOwner
 			fsm.Rescue(t, r.Now, fsm.RescueReason(t, r.Now))
-			if err := saveTask(ctx, tx, seqs[i], was, wasOwner, t); err != nil {
+			if err := e.saveTask(ctx, tx, seqs[i], was, wasOwner, t); err != nil {
 				return err
 			}
 		}
@@ -1137,5 +1135,5 @@ func (e *Engine) Close() error {
 	if !e.closed.CompareAndSwap(false, true) {
 		return fmt.Errorf("%w: %s", store.ErrClosed, e.path)
 	}
-	return errors.Join(e.r.Close(), e.w.Close(), e.gate.close())
+	return errors.Join(e.st.close(), e.r.Close(), e.w.Close(), e.gate.close())
 }
