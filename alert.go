@@ -2,27 +2,84 @@ package rediacc
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
+
+	"github.com/rediacc/rediacc/internal/alert"
+	"github.com/rediacc/rediacc/internal/store"
 )
 
-// Alert describes a task whose last attempt failed under FailureAlert.
+// Kinds of Alert (Alert.Kind, and the webhook's X-Rediacc-Event header).
+const (
+	// AlertTaskFailed: a task's last attempt failed and its FailureAction
+	// is FailureAlert. TaskID, Team, Machine, Priority, Command, Attempts,
+	// ExitCode and Error describe it.
+	AlertTaskFailed = alert.KindTaskFailed
+	// AlertQueueDepth: more tasks are PENDING (of a priority and team, when
+	// the AlertRule names them) than an AlertRule's MaxPending.
+	AlertQueueDepth = alert.KindQueueDepth
+	// AlertQueueAge: the oldest PENDING task (of a priority and team, when
+	// the AlertRule names them) was submitted longer ago than an AlertRule's
+	// MaxPendingAge.
+	AlertQueueAge = alert.KindQueueAge
+	// AlertMachineUnhealthy: Machine failed its health probe or is above
+	// its load thresholds.
+	AlertMachineUnhealthy = alert.KindMachineUnhealthy
+)
+
+// Defaults of the alerting fields of Config.
+const (
+	// DefaultAlertInterval is how often a worker checks Config.AlertRules.
+	DefaultAlertInterval = time.Minute
+	// DefaultAlertRateWindow is Config.AlertRateWindow's default: one alert
+	// per condition per 5 minutes.
+	DefaultAlertRateWindow = alert.DefaultWindow
+	// DefaultAlertDrainTimeout bounds how long Close waits for an
+	// Alerter's queued deliveries.
+	DefaultAlertDrainTimeout = 10 * time.Second
+)
+
+// ErrAlertDropped: a WebhookAlerter's delivery queue was full and the alert
+// was dropped (logged and counted in AlertDeliveryStats.Dropped).
+var ErrAlertDropped = errors.New("alert dropped: the webhook delivery queue is full")
+
+// Alert describes a condition worth telling someone about: a task whose
+// last attempt failed under FailureAlert (Kind AlertTaskFailed), a queue
+// threshold crossed (AlertQueueDepth, AlertQueueAge) or an unhealthy machine
+// (AlertMachineUnhealthy). Secrets of the task's vault are already masked
+// in Error and Message.
 type Alert struct {
-	TaskID   string
-	Team     string
-	Machine  string
+	// Kind is one of the Alert* kind constants.
+	Kind     string
+	TaskID   string // the failed task (AlertTaskFailed); "" otherwise
+	Team     string // the team concerned; "" for a store-wide condition
+	Machine  string // the machine concerned, if any
 	Priority Priority
 	Command  string
 	Attempts int
 	ExitCode *int   // nil when the command never exited
 	Error    string // the last attempt's error
-	Time     time.Time
+	// Message is a one-line human-readable summary.
+	Message string
+	// Suppressed is how many alerts for the same condition were held back
+	// by the rate limit (Config.AlertRateWindow) since the previous one.
+	Suppressed int
+	Time       time.Time
 }
 
-// Alerter is told when a task finally fails and its FailureAction is
-// FailureAlert. Alert is called from the worker after the task is recorded
-// as FAILED; it should return quickly (queue slow deliveries itself). An
-// error is logged, never retried by the worker.
+// Alerter is told about alerts: when a task finally fails and its
+// FailureAction is FailureAlert, and when an AlertRule's threshold is
+// crossed. Alert is called from the worker; it should return quickly
+// (WebhookAlerter queues its deliveries). An error is logged, never retried
+// by the worker. An Alerter that also has a method
+// Close(ctx context.Context) error is closed by Client.Close, with a
+// deadline of Config.AlertDrainTimeout.
 type Alerter interface {
 	Alert(ctx context.Context, a Alert) error
 }
@@ -33,26 +90,456 @@ type AlerterFunc func(ctx context.Context, a Alert) error
 // Alert calls f.
 func (f AlerterFunc) Alert(ctx context.Context, a Alert) error { return f(ctx, a) }
 
-var _ Alerter = AlerterFunc(nil)
-var _ Alerter = (*LogAlerter)(nil)
+var (
+	_ Alerter = AlerterFunc(nil)
+	_ Alerter = (*LogAlerter)(nil)
+	_ Alerter = (*WebhookAlerter)(nil)
+	_ Alerter = (*fanoutAlerter)(nil)
+)
 
 // LogAlerter logs alerts at ERROR through slog. It is the default Alerter.
 type LogAlerter struct{ Logger *slog.Logger }
 
-// Alert logs a at ERROR with the task's context.
+// Alert logs a at ERROR with its context (kind, task, team, machine,
+// priority, attempts, error, exit code, message).
 func (l *LogAlerter) Alert(ctx context.Context, a Alert) error {
 	lg := l.Logger
 	if lg == nil {
 		lg = slog.Default()
 	}
 	attrs := []any{
-		slog.String("task_id", a.TaskID), slog.String("team", a.Team),
+		slog.String("kind", a.Kind), slog.String("task_id", a.TaskID), slog.String("team", a.Team),
 		slog.String("machine", a.Machine), slog.Int("priority", int(a.Priority)),
 		slog.Int("attempts", a.Attempts), slog.String("error", a.Error),
 	}
 	if a.ExitCode != nil {
 		attrs = append(attrs, slog.Int("exit_code", *a.ExitCode))
 	}
-	lg.ErrorContext(ctx, "task failed: alert", attrs...)
+	if a.Message != "" {
+		attrs = append(attrs, slog.String("message", a.Message))
+	}
+	if a.Suppressed > 0 {
+		attrs = append(attrs, slog.Int("suppressed", a.Suppressed))
+	}
+	msg := "alert: " + a.Kind
+	if a.Kind == AlertTaskFailed || a.Kind == "" {
+		msg = "task failed: alert"
+	}
+	lg.ErrorContext(ctx, msg, attrs...)
 	return nil
+}
+
+// Webhook request headers.
+const (
+	// WebhookSignatureHeader carries "sha256=" and the lowercase hex
+	// HMAC-SHA256 of the request body under the shared secret; check it
+	// with VerifyWebhookSignature on the raw body before decoding it.
+	WebhookSignatureHeader = alert.HeaderSignature
+	// WebhookTimestampHeader carries the Unix time (seconds) the attempt
+	// was sent; it is not signed (the signed body has the alert's time).
+	WebhookTimestampHeader = alert.HeaderTimestamp
+	// WebhookDeliveryHeader carries an id shared by every attempt to
+	// deliver one alert, so a receiver can drop duplicates after a retry.
+	WebhookDeliveryHeader = alert.HeaderDelivery
+	// WebhookEventHeader carries the alert's Kind.
+	WebhookEventHeader = alert.HeaderEvent
+)
+
+// Defaults of WebhookConfig's zero fields.
+const (
+	DefaultWebhookTimeout         = alert.DefaultTimeout         // 10 s per attempt
+	DefaultWebhookMaxElapsed      = alert.DefaultMaxElapsed      // 1 min of retrying per alert
+	DefaultWebhookInitialInterval = alert.DefaultInitialInterval // 0.5 s before the first retry
+	DefaultWebhookMaxInterval     = alert.DefaultMaxInterval     // 15 s at most between retries
+	DefaultWebhookQueueSize       = alert.DefaultQueueSize       // 1000 alerts waiting
+)
+
+// WebhookConfig configures a WebhookAlerter. URL and Secret are required;
+// the other zero fields mean their documented defaults.
+type WebhookConfig struct {
+	// URL receives the POSTs: http:// or https://. Only its scheme and
+	// host are ever logged (its path or query may hold a token).
+	URL string
+	// Secret is the HMAC-SHA256 key shared with the receiver; keep it in a
+	// team vault (Client.GetSecret). Required: unsigned webhooks are
+	// refused, since anyone who can reach the receiver could forge them.
+	Secret []byte
+	// Timeout bounds each HTTP attempt, from dialing to reading the
+	// response. Default DefaultWebhookTimeout (10 s).
+	Timeout time.Duration
+	// MaxElapsed bounds the time spent retrying one alert from its first
+	// attempt; then the delivery counts as failed and is logged.
+	// Default DefaultWebhookMaxElapsed (1 min).
+	MaxElapsed time.Duration
+	// InitialInterval and MaxInterval shape the exponential backoff
+	// between attempts (github.com/cenkalti/backoff: factor 1.5, ±50 %
+	// jitter). Defaults DefaultWebhookInitialInterval (0.5 s) and
+	// DefaultWebhookMaxInterval (15 s). A Retry-After from a 429 or 503 is
+	// honoured up to MaxInterval. Network errors, timeouts, 408, 429 and
+	// 5xx are retried; other 4xx, 3xx and TLS verification errors are not.
+	InitialInterval, MaxInterval time.Duration
+	// QueueSize is how many alerts may wait for delivery; when full, Alert
+	// drops new ones (ErrAlertDropped). Default DefaultWebhookQueueSize.
+	QueueSize int
+	// Redact masks secrets in Error and Message when an alert is queued
+	// (the worker has already masked the task's vault secrets; use this for
+	// alerts of your own). Default: none.
+	Redact func(string) string
+	// Logger receives dropped and failed deliveries. Default slog.Default().
+	Logger *slog.Logger
+	// HTTPClient sends the requests. Default: a client of its own that
+	// does not follow redirects and whose idle connections Close closes.
+	HTTPClient *http.Client
+}
+
+// AlertDeliveryStats are a WebhookAlerter's delivery counters since it was
+// made (summed over the webhooks of a FanoutAlerter).
+type AlertDeliveryStats struct {
+	Delivered uint64 // accepted by the receiver (2xx)
+	Failed    uint64 // given up after at least one attempt
+	Dropped   uint64 // never attempted: queue full, or still queued at Close's deadline
+	Retries   uint64 // attempts after the first, over all alerts
+	Queued    int    // waiting now
+}
+
+func (s *AlertDeliveryStats) add(o AlertDeliveryStats) {
+	s.Delivered += o.Delivered
+	s.Failed += o.Failed
+	s.Dropped += o.Dropped
+	s.Retries += o.Retries
+	s.Queued += o.Queued
+}
+
+// deliveryStatser is implemented by alerters that count deliveries; the
+// Prometheus collector reads it.
+type deliveryStatser interface {
+	deliveryStats() (AlertDeliveryStats, bool)
+}
+
+// WebhookAlerter POSTs each alert as JSON to a URL, signed with
+// HMAC-SHA256 of a shared secret. Alert only queues the alert, so the
+// worker never waits on the receiver; one goroutine delivers the queue in
+// order, retrying with exponential backoff; a delivery that finally fails is
+// logged and counted (Stats), never returned to the worker.
+//
+// The body is a JSON object: kind, taskId, team, machine, priority,
+// attempts, exitCode (null when the command never exited), error, message,
+// time (RFC 3339), and suppressed when the rate limit held some back.
+// Headers: WebhookSignatureHeader, WebhookTimestampHeader,
+// WebhookDeliveryHeader, WebhookEventHeader. Make one with
+// NewWebhookAlerter; Close it (Client.Close does when it is, or is in,
+// Config.Alerter).
+type WebhookAlerter struct {
+	w *alert.Webhook
+}
+
+// NewWebhookAlerter validates cfg and starts the delivery goroutine.
+// Errors wrap ErrInvalidArgument: a missing or non-http(s) URL, an empty
+// Secret (unsigned webhooks are refused), a negative duration or queue
+// size.
+func NewWebhookAlerter(cfg WebhookConfig) (*WebhookAlerter, error) {
+	w, err := alert.NewWebhook(alert.WebhookConfig{
+		URL: cfg.URL, Secret: cfg.Secret, Timeout: cfg.Timeout, MaxElapsed: cfg.MaxElapsed,
+		InitialInterval: cfg.InitialInterval, MaxInterval: cfg.MaxInterval, QueueSize: cfg.QueueSize,
+		Redact: cfg.Redact, Logger: cfg.Logger, Client: cfg.HTTPClient,
+	})
+	if err != nil {
+		if errors.Is(err, alert.ErrConfig) && len(cfg.Secret) == 0 {
+			return nil, fmt.Errorf("%w: webhook alerter: no signing secret (unsigned webhooks are refused)", ErrInvalidArgument)
+		}
+		return nil, fmt.Errorf("%w: webhook alerter: %v", ErrInvalidArgument, err)
+	}
+	return &WebhookAlerter{w: w}, nil
+}
+
+// Alert queues a for delivery and returns at once; ctx is not used
+// (delivery outlives the caller). Errors: ErrAlertDropped when the queue is
+// full, ErrClosed after Close.
+func (w *WebhookAlerter) Alert(ctx context.Context, a Alert) error {
+	err := w.w.Send(ctx, toInternalAlert(a))
+	switch {
+	case errors.Is(err, alert.ErrQueueFull):
+		return fmt.Errorf("%w (task %q, kind %s)", ErrAlertDropped, a.TaskID, a.Kind)
+	case errors.Is(err, alert.ErrClosed):
+		return fmt.Errorf("%w: webhook alerter", ErrClosed)
+	}
+	return err
+}
+
+// Close stops accepting alerts and delivers the queued ones until ctx is
+// done; then the delivery in progress is abandoned (counted as failed), the
+// rest are dropped (counted), and Close returns ctx's error once its
+// goroutine has exited. Calling Close again returns nil.
+func (w *WebhookAlerter) Close(ctx context.Context) error { return w.w.Close(ctx) }
+
+// Stats returns the delivery counters; safe to call at any time.
+func (w *WebhookAlerter) Stats() AlertDeliveryStats {
+	s := w.w.Stats()
+	return AlertDeliveryStats{Delivered: s.Delivered, Failed: s.Failed, Dropped: s.Dropped, Retries: s.Retries, Queued: s.Queued}
+}
+
+func (w *WebhookAlerter) deliveryStats() (AlertDeliveryStats, bool) { return w.Stats(), true }
+
+// VerifyWebhookSignature reports whether signature (a WebhookSignatureHeader
+// value) is the HMAC-SHA256 of body under secret, in constant time.
+// Receivers call it on the raw request body before decoding it.
+func VerifyWebhookSignature(secret, body []byte, signature string) bool {
+	return alert.Verify(secret, body, signature)
+}
+
+func toInternalAlert(a Alert) alert.Alert {
+	return alert.Alert{
+		Kind: a.Kind, TaskID: a.TaskID, Team: a.Team, Machine: a.Machine, Priority: int(a.Priority),
+		Attempts: a.Attempts, ExitCode: a.ExitCode, Error: a.Error, Message: a.Message,
+		Suppressed: a.Suppressed, Time: a.Time,
+	}
+}
+
+// FanoutAlerter returns an Alerter that passes every alert to each of
+// alerters in order (nil ones are skipped), even when some fail, and
+// returns their errors joined. The result also has
+// Close(ctx context.Context) error, which closes those of alerters that
+// have one, concurrently, under the same ctx; so Client.Close drains them
+// all when the fan-out is Config.Alerter.
+func FanoutAlerter(alerters ...Alerter) Alerter {
+	f := &fanoutAlerter{}
+	for _, a := range alerters {
+		if a != nil {
+			f.alerters = append(f.alerters, a)
+		}
+	}
+	return f
+}
+
+type fanoutAlerter struct{ alerters []Alerter }
+
+func (f *fanoutAlerter) Alert(ctx context.Context, a Alert) error {
+	var errs []error
+	for _, al := range f.alerters {
+		if err := al.Alert(ctx, a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (f *fanoutAlerter) Close(ctx context.Context) error {
+	errs := make([]error, len(f.alerters))
+	var wg sync.WaitGroup
+	for i, al := range f.alerters {
+		if c, ok := al.(alerterCloser); ok {
+			wg.Go(func() { errs[i] = c.Close(ctx) })
+		}
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (f *fanoutAlerter) deliveryStats() (AlertDeliveryStats, bool) {
+	var sum AlertDeliveryStats
+	any := false
+	for _, al := range f.alerters {
+		if s, ok := al.(deliveryStatser); ok {
+			if st, ok := s.deliveryStats(); ok {
+				sum.add(st)
+				any = true
+			}
+		}
+	}
+	return sum, any
+}
+
+type alerterCloser interface {
+	Close(ctx context.Context) error
+}
+
+// AlertRule is a threshold on the queue that a running worker (Run)
+// checks every Config.AlertInterval. A rule with both thresholds zero does
+// nothing. Repeats of the same condition (kind, team, priority) are rate
+// limited to one per Config.AlertRateWindow; the alert that goes through
+// says how many were held back (Alert.Suppressed).
+type AlertRule struct {
+	// Priority narrows the rule to one level; 0 means every level.
+	Priority Priority
+	// Team narrows the rule to one team; "" means every team.
+	Team string
+	// MaxPending raises AlertQueueDepth when more than MaxPending tasks
+	// are PENDING (ready, or waiting out a retry delay). 0: not checked.
+	MaxPending int
+	// MaxPendingAge raises AlertQueueAge when the oldest PENDING task was
+	// submitted longer ago than MaxPendingAge (measured from its creation,
+	// so retries do not reset it). 0: not checked.
+	MaxPendingAge time.Duration
+}
+
+func (r AlertRule) validate() error {
+	switch {
+	case r.Priority != 0 && r.Priority.Validate() != nil:
+		return fmt.Errorf("%w: alert rule: priority %d (use 0 for every level, or 1..5)", ErrInvalidArgument, int(r.Priority))
+	case r.MaxPending < 0 || r.MaxPendingAge < 0:
+		return fmt.Errorf("%w: alert rule: negative MaxPending or MaxPendingAge", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// alertingDefaults validates the alerting fields of cfg and fills their
+// defaults.
+func alertingDefaults(cfg *Config) error {
+	if cfg.AlertInterval < 0 || cfg.AlertRateWindow < 0 || cfg.AlertDrainTimeout < 0 {
+		return fmt.Errorf("%w: negative AlertInterval, AlertRateWindow or AlertDrainTimeout", ErrInvalidArgument)
+	}
+	for _, r := range cfg.AlertRules {
+		if err := r.validate(); err != nil {
+			return err
+		}
+	}
+	if cfg.AlertInterval == 0 {
+		cfg.AlertInterval = DefaultAlertInterval
+	}
+	if cfg.AlertRateWindow == 0 {
+		cfg.AlertRateWindow = DefaultAlertRateWindow
+	}
+	if cfg.AlertDrainTimeout == 0 {
+		cfg.AlertDrainTimeout = DefaultAlertDrainTimeout
+	}
+	return nil
+}
+
+// alertCarrier carries the public alert through the internal rate limiter
+// (which only sees its condition key) to c.alerter.
+type alertCarrier struct{}
+
+// newAlertLimiter builds the rate limiter every alert of c goes through.
+func (c *Client) newAlertLimiter() *alert.RateLimiter {
+	next := alert.SenderFunc(func(ctx context.Context, ia alert.Alert) error {
+		a, _ := ctx.Value(alertCarrier{}).(*Alert)
+		if a == nil {
+			return nil
+		}
+		a.Suppressed = ia.Suppressed
+		c.metrics.alertRaised(a.Kind)
+		return c.alerter.Alert(ctx, *a)
+	})
+	return alert.NewRateLimiter(next, alert.RateLimitConfig{Window: c.cfg.AlertRateWindow, Clock: c.clock.Now})
+}
+
+// raiseAlert passes a to Config.Alerter unless an alert for the same
+// condition went through less than Config.AlertRateWindow ago (then it is
+// counted as suppressed and nil is returned). The condition is a's Kind,
+// Team, Machine, Priority and TaskID: every failed task is its own
+// condition. a.Time defaults to now. It returns the Alerter's error; it
+// does not log it. For the worker, the threshold rules and the health
+// prober (Kind AlertMachineUnhealthy); not a public operation: no actor.
+func (c *Client) raiseAlert(ctx context.Context, a Alert) error {
+	if a.Time.IsZero() {
+		a.Time = c.clock.Now().UTC()
+	}
+	return c.limiter.Send(context.WithValue(ctx, alertCarrier{}, &a), toInternalAlert(a))
+}
+
+// closeAlerter drains Config.Alerter, when it can be closed, within
+// Config.AlertDrainTimeout.
+func (c *Client) closeAlerter() error {
+	cl, ok := c.alerter.(alerterCloser)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.AlertDrainTimeout)
+	defer cancel()
+	if err := cl.Close(ctx); err != nil {
+		return fmt.Errorf("rediacc: closing the alerter: %w", err)
+	}
+	return nil
+}
+
+// alertRuleTicker returns the channel on which the worker checks
+// Config.AlertRules (nil, never ready, when there are none) and its stop.
+func (c *Client) alertRuleTicker() (<-chan time.Time, func()) {
+	if len(c.cfg.AlertRules) == 0 {
+		return nil, func() {}
+	}
+	t := time.NewTicker(c.cfg.AlertInterval)
+	return t.C, t.Stop
+}
+
+// checkAlertRules evaluates Config.AlertRules over the whole store (an
+// internal check of the worker, not an actor's operation) and raises the
+// alerts whose threshold is crossed.
+func (c *Client) checkAlertRules(ctx context.Context, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, max(c.cfg.AlertInterval, 5*time.Second))
+	defer cancel()
+	var rows []store.DepthRow
+	now := c.clock.Now().UTC()
+	for _, r := range c.cfg.AlertRules {
+		scope := describeScope(r.Priority, r.Team)
+		if r.MaxPending > 0 {
+			if rows == nil {
+				var err error
+				if rows, err = c.engine.Depth(ctx); err != nil {
+					log.ErrorContext(ctx, "alert rules: queue depth", "error", err)
+					return
+				}
+				if rows == nil {
+					rows = []store.DepthRow{}
+				}
+			}
+			n := 0
+			for _, d := range rows {
+				if d.Status == store.Pending && (r.Priority == 0 || d.Priority == int(r.Priority)) && (r.Team == "" || d.Team == r.Team) {
+					n += d.Count
+				}
+			}
+			if n > r.MaxPending {
+				c.raiseRule(ctx, log, Alert{Kind: AlertQueueDepth, Team: r.Team, Priority: r.Priority, Time: now,
+					Message: fmt.Sprintf("%d PENDING tasks%s, above the threshold of %d", n, scope, r.MaxPending)})
+			}
+		}
+		if r.MaxPendingAge > 0 {
+			ts, err := c.engine.ListTasks(ctx, store.TaskFilter{Statuses: []store.Status{store.Pending},
+				Team: r.Team, Priority: int(r.Priority), Limit: 1})
+			if err != nil {
+				log.ErrorContext(ctx, "alert rules: oldest pending task", "error", err)
+				return
+			}
+			if len(ts) == 1 {
+				if age := now.Sub(ts[0].CreatedAt); age > r.MaxPendingAge {
+					c.raiseRule(ctx, log, Alert{Kind: AlertQueueAge, Team: r.Team, Priority: r.Priority, Time: now,
+						Message: fmt.Sprintf("the oldest PENDING task%s (%s, on %s) was submitted %s ago, above the threshold of %s",
+							scope, ts[0].ID, ts[0].Machine, age.Round(time.Second), r.MaxPendingAge)})
+				}
+			}
+		}
+	}
+}
+
+func (c *Client) raiseRule(ctx context.Context, log *slog.Logger, a Alert) {
+	if err := c.raiseAlert(ctx, a); err != nil {
+		log.ErrorContext(ctx, "alert delivery failed", "kind", a.Kind, "error", err)
+	}
+}
+
+func describeScope(p Priority, team string) string {
+	s := ""
+	if p != 0 {
+		s = fmt.Sprintf(" of priority %d (%s)", int(p), p)
+	}
+	if team != "" {
+		s += fmt.Sprintf(" in team %q", team)
+	}
+	return s
+}
+
+// clipLine keeps the first line of s, at most n bytes (cut at a rune
+// boundary), for one-line messages.
+func clipLine(s string, n int) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i] + " …"
+	}
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

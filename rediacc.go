@@ -47,6 +47,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rediacc/rediacc/internal/alert"
 	"github.com/rediacc/rediacc/internal/store"
 	rssh "github.com/rediacc/rediacc/ssh"
 )
@@ -121,8 +122,10 @@ type Config struct {
 	// DataDir/vault, unlocked by the age identity file DataDir/vault.key
 	// (created 0600 on first use). The Client closes it on Close.
 	Vault Vault
-	// Alerter is told when a task with FailureAlert finally fails.
-	// Default: a LogAlerter on Logger.
+	// Alerter is told when a task with FailureAlert finally fails, and of
+	// AlertRules crossed, both rate limited by AlertRateWindow.
+	// Default: a LogAlerter on Logger. When it has a Close(ctx) error
+	// method (WebhookAlerter, FanoutAlerter), Close drains it.
 	Alerter Alerter
 	// KeyPassphrase returns the passphrase of a machine's identity file, or
 	// nil when it has none. Default: none.
@@ -133,6 +136,29 @@ type Config struct {
 	// WorkerID names this client's worker in leases and attempts.
 	// Default: "host/pid/random".
 	WorkerID string
+
+	// Monitoring (metrics.go, alert.go, stats.go).
+
+	// AlertRules are queue thresholds a running worker checks every
+	// AlertInterval, raising AlertQueueDepth and AlertQueueAge alerts
+	// through Alerter. Default: none.
+	AlertRules []AlertRule
+	// AlertInterval is how often a worker checks AlertRules.
+	// Default DefaultAlertInterval (1 min).
+	AlertInterval time.Duration
+	// AlertRateWindow: after an alert for a condition (its kind, team,
+	// machine, priority and task) goes to Alerter, repeats of it are held
+	// back and counted until this much time has passed. Failures of
+	// different tasks are different conditions. Default
+	// DefaultAlertRateWindow (5 min).
+	AlertRateWindow time.Duration
+	// AlertDrainTimeout bounds how long Close waits for Alerter's queued
+	// deliveries (when Alerter has a Close(ctx) error method).
+	// Default DefaultAlertDrainTimeout (10 s).
+	AlertDrainTimeout time.Duration
+	// ScrapeTimeout bounds the store queries of one scrape of Collector
+	// and of one /healthz check. Default DefaultScrapeTimeout (5 s).
+	ScrapeTimeout time.Duration
 }
 
 // Client submits, inspects and runs tasks. It is safe for concurrent use.
@@ -159,6 +185,9 @@ type Client struct {
 	access      store.Access
 	ownerKnown  atomic.Bool // the store has an owner
 	workerActor string      // the actor Run works as (set before tasks start)
+
+	metrics *metrics           // worker counters (metrics.go)
+	limiter *alert.RateLimiter // every alert goes through it (alert.go)
 }
 
 // DefaultDataDir returns $REDIACC_HOME, else ~/.rediacc.
@@ -205,6 +234,12 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.WorkerID == "" {
 		cfg.WorkerID = newWorkerID()
 	}
+	if err := alertingDefaults(&cfg); err != nil { // monitoring
+		return nil, err
+	}
+	if cfg.ScrapeTimeout <= 0 {
+		cfg.ScrapeTimeout = DefaultScrapeTimeout
+	}
 	st := cfg.Store
 	if st == nil {
 		if cfg.DataDir == "" {
@@ -233,7 +268,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		pool: rssh.NewPool(sshCfg), alerter: cfg.Alerter, id: cfg.WorkerID,
 		changed: make(chan struct{}), wake: make(chan struct{}, 1),
 		running: map[string]context.CancelCauseFunc{},
+		metrics: newMetrics(),
 	}
+	c.limiter = c.newAlertLimiter()
 	return c, nil
 }
 
@@ -255,8 +292,9 @@ func (c *Client) WorkerID() string { return c.id }
 // Store returns the client's store.
 func (c *Client) Store() *Store { return c.st }
 
-// Close stops the SSH pool and closes the store. Call it after Run has
-// returned. Later calls return ErrClosed.
+// Close drains and closes the Alerter (when it has a Close(ctx) error
+// method, within Config.AlertDrainTimeout), stops the SSH pool and closes
+// the store. Call it after Run has returned. Later calls return ErrClosed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -271,7 +309,8 @@ func (c *Client) Close() error {
 		verr = c.vlt.Close()
 	}
 	c.vaultMu.Unlock()
-	return errors.Join(c.pool.Close(), c.engine.Close(), verr)
+	aerr := c.closeAlerter() // drains queued alert deliveries (alert.go)
+	return errors.Join(aerr, c.pool.Close(), c.engine.Close(), verr)
 }
 
 func (c *Client) notify() {

@@ -77,6 +77,8 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 	defer heartbeat.Stop()
 	rescue := time.NewTicker(c.cfg.LeaseDuration / 2)
 	defer rescue.Stop()
+	rules, stopRules := c.alertRuleTicker() // threshold alerts (alert.go)
+	defer stopRules()
 	var result error
 
 loop:
@@ -142,6 +144,8 @@ loop:
 			c.heartbeat(base, log)
 		case <-rescue.C:
 			c.rescue(ctx, log)
+		case <-rules:
+			c.checkAlertRules(ctx, log)
 		}
 		timer.Stop()
 	}
@@ -520,6 +524,7 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 		}
 		return
 	}
+	c.metrics.attemptRecorded(done.Status, attempt, done.Status == store.Pending && kind != kindInterrupted) // metrics.go
 	switch {
 	case f.Next == store.Completed:
 		log.InfoContext(ctx, "task completed", "duration", attempt.EndedAt.Sub(attempt.StartedAt))
@@ -534,9 +539,10 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	}
 	if alert {
 		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := c.alerter.Alert(actx, Alert{
+		err := c.raiseAlert(actx, Alert{Kind: AlertTaskFailed, // alert.go: rate limited, counted
 			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, Priority: Priority(rec.Priority),
 			Command: t.Command, Attempts: done.Attempts, ExitCode: f.ExitCode, Error: f.Error, Time: now,
+			Message: fmt.Sprintf("task %s on %s failed after %d attempt(s): %s", rec.ID, rec.Machine, done.Attempts, clipLine(f.Error, 200)),
 		})
 		cancel()
 		if err != nil {

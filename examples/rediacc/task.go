@@ -93,14 +93,18 @@ func newListQueue(g *globals) *cobra.Command {
 	var (
 		status, machine, priority, output, team string
 		limit                                   int
+		stats                                   bool // monitor.go
 	)
 	c := &cobra.Command{
-		Use:   "queue [--status S] [--machine M] [--team T] [--priority N] [-o json]",
+		Use:   "queue [--status S] [--machine M] [--team T] [--priority N] [--stats] [-o json]",
 		Short: "List tasks",
 		Args:  exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
+			}
+			if stats { // monitor.go
+				return printQueueStats(c.Context(), g, team, machine, output)
 			}
 			f := rediacc.ListFilter{Machine: machine, Team: team, Limit: limit}
 			if status != "" {
@@ -150,6 +154,7 @@ func newListQueue(g *globals) *cobra.Command {
 	f.StringVar(&priority, "priority", "", "only this priority")
 	f.IntVar(&limit, "limit", 0, "at most this many tasks (0: all)")
 	f.StringVarP(&output, "output", "o", "", "output format: table or json")
+	f.BoolVar(&stats, "stats", false, "print queue statistics instead (counts by status × priority, team, machine; oldest pending; running; finished per minute); honours --team and --machine")
 	return c
 }
 
@@ -241,16 +246,17 @@ func newWorker(g *globals) *cobra.Command {
 	var (
 		concurrency, perMachine int
 		untilEmpty              bool
+		mon                     monitorFlags // monitor.go
 	)
 	c := &cobra.Command{
-		Use:   "worker [--concurrency N] [--until-empty]",
+		Use:   "worker [--concurrency N] [--until-empty] [--metrics-addr ADDR] [--alert-webhook URL [--alert-webhook-secret KEY]]",
 		Short: "Run queued tasks (until interrupted, or until the queue is empty)",
 		Args:  exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
 			if concurrency < 1 || perMachine < 1 {
 				return usagef("--concurrency and --per-machine-limit must be at least 1")
 			}
-			cl, err := g.client(c.Context(), func(cfg *rediacc.Config) {
+			cl, err := mon.client(c.Context(), g, func(cfg *rediacc.Config) {
 				cfg.Concurrency = concurrency
 				cfg.PerMachineLimit = perMachine
 			})
@@ -258,6 +264,11 @@ func newWorker(g *globals) *cobra.Command {
 				return err
 			}
 			defer cl.Close()
+			stopMetrics, err := mon.serve(c.Context(), g, cl)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics() // before cl.Close
 			if untilEmpty {
 				return cl.RunUntilEmpty(c.Context())
 			}
@@ -268,6 +279,7 @@ func newWorker(g *globals) *cobra.Command {
 	f.IntVar(&concurrency, "concurrency", rediacc.DefaultConcurrency, "tasks run at once by this worker")
 	f.IntVar(&perMachine, "per-machine-limit", rediacc.DefaultPerMachineLimit, "tasks run at once on one machine (OpenSSH allows 10 sessions per connection)")
 	f.BoolVar(&untilEmpty, "until-empty", false, "exit 0 once no task is pending, assigned or processing")
+	mon.register(f)
 	return c
 }
 
