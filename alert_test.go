@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -426,4 +427,66 @@ func TestThresholdAlertsFireOnceThenRateLimited(t *testing.T) {
 	if n := len(sink.alerts("")); n != 4 {
 		t.Errorf("%d alerts in all, want 4 (the critical rule is not crossed)", n)
 	}
+}
+
+// A webhook receiver checks the signature on the raw body before trusting
+// it; the worker's alerts arrive this way when Config.Alerter is a
+// WebhookAlerter (or a FanoutAlerter holding one).
+func ExampleNewWebhookAlerter() {
+	secret := []byte("shared-secret") // in practice: Client.GetSecret(ctx, team, "alerts/webhook")
+	done := make(chan struct{})
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(done)
+		body, _ := io.ReadAll(r.Body)
+		if !rediacc.VerifyWebhookSignature(secret, body, r.Header.Get(rediacc.WebhookSignatureHeader)) {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		var a struct {
+			Kind     string `json:"kind"`
+			Machine  string `json:"machine"`
+			ExitCode *int   `json:"exitCode"`
+		}
+		_ = json.Unmarshal(body, &a)
+		fmt.Println(r.Header.Get(rediacc.WebhookEventHeader), a.Machine, *a.ExitCode, "signature ok")
+	}))
+	defer receiver.Close()
+
+	wh, err := rediacc.NewWebhookAlerter(rediacc.WebhookConfig{URL: receiver.URL, Secret: secret})
+	if err != nil {
+		panic(err)
+	}
+	code := 3
+	_ = wh.Alert(context.Background(), rediacc.Alert{Kind: rediacc.AlertTaskFailed, TaskID: "t-1", Machine: "db-01", ExitCode: &code})
+	<-done
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = wh.Close(ctx) // Client.Close does this when wh is Config.Alerter
+	fmt.Printf("%+v\n", wh.Stats())
+	// Output:
+	// task.failed db-01 3 signature ok
+	// {Delivered:1 Failed:0 Dropped:0 Retries:0 Queued:0}
+}
+
+// Alerts go to the log and to a webhook; queue thresholds are checked by
+// the worker every AlertInterval.
+func ExampleFanoutAlerter() {
+	wh, err := rediacc.NewWebhookAlerter(rediacc.WebhookConfig{
+		URL: "https://alerts.example.com/rediacc", Secret: []byte(os.Getenv("REDIACC_ALERT_WEBHOOK_SECRET")),
+	})
+	if err != nil {
+		fmt.Println(err) // no secret: unsigned webhooks are refused
+		return
+	}
+	c, err := rediacc.New(context.Background(), rediacc.Config{
+		Alerter: rediacc.FanoutAlerter(&rediacc.LogAlerter{}, wh),
+		AlertRules: []rediacc.AlertRule{
+			{Priority: rediacc.Critical, MaxPending: 10},
+			{MaxPendingAge: 30 * time.Minute},
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close() // drains the webhook's queue
 }

@@ -1,6 +1,7 @@
 package rediacc_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -188,4 +189,20 @@ func TestCollectorRegisters(t *testing.T) {
 			t.Errorf("gathered metrics lack %s", n)
 		}
 	}
+}
+
+// A service registers the collector in its registry, or serves
+// MetricsHandler (/metrics and /healthz) on a protected address.
+func ExampleClient_Collector() {
+	ctx := context.Background()
+	c, err := rediacc.New(ctx, rediacc.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	prometheus.MustRegister(c.Collector())
+	srv := &http.Server{Addr: "127.0.0.1:9464", Handler: c.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.ListenAndServe() }()
+	defer srv.Shutdown(ctx)
+	_ = c.Run(rediacc.WithActor(ctx, "worker"))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -137,4 +138,19 @@ func TestQueueStats(t *testing.T) {
 	if err != nil || len(recs) < 2 {
 		t.Errorf("QueueStats calls are audited: %d records, %v", len(recs), err)
 	}
+}
+
+func ExampleClient_QueueStats() {
+	ctx := rediacc.WithActor(context.Background(), "alice")
+	c, err := rediacc.New(ctx, rediacc.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	s, err := c.QueueStats(ctx, rediacc.StatsFilter{Team: "prod"})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("critical pending: %d, oldest pending: %s, running: %d, finished/min: %.1f\n",
+		s.ByStatus[rediacc.StatusPending][rediacc.Critical], s.OldestPendingAge, s.Running, s.FinishedPerMinute)
 }
