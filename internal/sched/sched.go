@@ -14,6 +14,12 @@
 // task access to it), else while running[m] < PerMachine. PerMachine 0 means
 // no bound.
 //
+// Busy machines: a machine listed in Policy.BusyMachines (above its load
+// thresholds) takes no task of base priority BusyFrom (3) or lower
+// (3..5); such tasks are skipped as if not ready, and aging does not lift
+// them past the rule. Tasks of priority 1..2 on a busy machine are claimed
+// as usual (still within its per-machine limit).
+//
 // The package does no I/O and reads no clock: every instant is passed in.
 package sched
 
@@ -41,6 +47,18 @@ type Policy struct {
 	ReserveCritical bool
 	Aging           time.Duration // <= 0 disables aging
 	Machines        []string      // non-nil restricts the claim to these machines
+	BusyMachines    []string      // machines that take only base priority < BusyFrom
+}
+
+// BusyFrom is the highest priority (numerically the lowest level) a busy
+// machine refuses: tasks of base priority BusyFrom..5 wait while their
+// machine is busy.
+const BusyFrom = 3
+
+// Busy reports whether a task of base priority on machine is held back
+// because the machine is busy.
+func (p Policy) Busy(machine string, priority int) bool {
+	return priority >= BusyFrom && slices.Contains(p.BusyMachines, machine)
 }
 
 // EffectivePriority is priority raised one level per aging of waiting since
@@ -116,12 +134,16 @@ func Admits(priority, running, perMachine int, reserveCritical bool) bool {
 }
 
 // Eligible reports whether c may be claimed at all under p: it is ready
-// (ReadyAt <= Now) and its machine is allowed.
+// (ReadyAt <= Now), its machine is allowed, and its machine is not busy
+// unless c is of priority 1..2.
 func (p Policy) Eligible(c Candidate) bool {
 	if c.ReadyAt.After(p.Now) {
 		return false
 	}
-	return p.Machines == nil || slices.Contains(p.Machines, c.Machine)
+	if p.Machines != nil && !slices.Contains(p.Machines, c.Machine) {
+		return false
+	}
+	return !p.Busy(c.Machine, c.Priority)
 }
 
 // Picker applies the rule to candidates offered in scheduling order, so an
@@ -168,7 +190,8 @@ func (pk *Picker) Picked() []Candidate { return pk.picked }
 func (pk *Picker) Running(m string) int { return pk.running[m] }
 
 // Pick returns up to p.Max candidates in scheduling order, skipping those
-// that are not ready, not on an allowed machine, or whose machine is full.
+// that are not ready, not on an allowed machine, of priority 3..5 on a busy
+// machine, or whose machine is full.
 // running (ASSIGNED+PROCESSING per machine) is not modified, nor is cs.
 //
 // Candidates are taken from a heap, so a pick of k among n costs

@@ -263,6 +263,39 @@ func TestPick(t *testing.T) {
 			},
 			p:    Policy{Now: t0.Add(time.Second), Max: 10, PerMachine: 1, ReserveCritical: true},
 			want: []string{"a-low"},
+		}, {
+			name: "busy machine: priority 3..5 skipped, 1..2 taken, other machines untouched",
+			cands: []Candidate{
+				c("a-p5", 1, "a", 5, 0), c("a-p4", 2, "a", 4, 1), c("a-p3", 3, "a", 3, 2),
+				c("a-p2", 4, "a", 2, 3), c("a-p1", 5, "a", 1, 4),
+				c("b-p5", 6, "b", 5, 5), c("b-p3", 7, "b", 3, 6),
+			},
+			p:    Policy{Now: t0.Add(time.Second), Max: 10, BusyMachines: []string{"a"}},
+			want: []string{"a-p1", "a-p2", "b-p3", "b-p5"},
+		},
+		{
+			name: "busy machine: aging does not lift a level-5 task past the rule",
+			cands: []Candidate{
+				c("a-old5", 1, "a", 5, 0), c("a-old3", 2, "a", 3, 0), c("b-old5", 3, "b", 5, 0),
+			},
+			p:    Policy{Now: t0.Add(10 * aging), Max: 10, Aging: aging, BusyMachines: []string{"x", "a"}},
+			want: []string{"b-old5"},
+		},
+		{
+			name: "busy machine: priority 2 still bound by the per-machine limit and reserved slot",
+			cands: []Candidate{
+				c("a-p2", 1, "a", 2, 0), c("a-p2b", 2, "a", 2, 1), c("a-p1", 3, "a", 1, 2),
+			},
+			p:    Policy{Now: t0.Add(time.Second), Max: 10, PerMachine: 3, ReserveCritical: true, BusyMachines: []string{"a"}},
+			want: []string{"a-p1", "a-p2"},
+		},
+		{
+			name: "busy and filtered: empty busy list changes nothing",
+			cands: []Candidate{
+				c("a-p5", 1, "a", 5, 0), c("b-p4", 2, "b", 4, 1),
+			},
+			p:    Policy{Now: t0.Add(time.Second), Max: 10, Machines: []string{"a"}, BusyMachines: []string{}},
+			want: []string{"a-p5"},
 		},
 	}
 	for _, tt := range tests {
@@ -375,6 +408,9 @@ func reference(cs []Candidate, running map[string]int, p Policy) []Candidate {
 		if p.Machines != nil && !slices.Contains(p.Machines, c.Machine) {
 			continue
 		}
+		if c.Priority >= 3 && slices.Contains(p.BusyMachines, c.Machine) {
+			continue
+		}
 		pool = append(pool, c)
 	}
 	run := map[string]int{}
@@ -409,6 +445,7 @@ func FuzzPick(f *testing.F) {
 	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, uint8(3), uint8(2), true, uint16(7), uint16(100), uint8(0))
 	f.Add([]byte{5, 5, 5, 1, 1, 1, 2, 3, 4, 0, 0, 0, 9, 9, 9}, uint8(10), uint8(3), true, uint16(1), uint16(50), uint8(3))
 	f.Add([]byte{}, uint8(1), uint8(0), false, uint16(0), uint16(0), uint8(0))
+	f.Add([]byte{1, 3, 0, 0, 1, 2, 1, 1, 0, 5, 2, 2, 3, 4, 3, 3, 2, 1, 4, 4}, uint8(10), uint8(0), false, uint16(5), uint16(60), uint8(9))
 	f.Fuzz(func(t *testing.T, data []byte, maxN, per uint8, reserve bool, agingSec, nowSec uint16, filter uint8) {
 		// Each candidate takes 4 bytes: machine, priority, enqueue offset, ready offset.
 		var cs []Candidate
@@ -438,6 +475,14 @@ func FuzzPick(f *testing.F) {
 		} else if filter%4 == 2 {
 			p.Machines = []string{}
 		}
+		switch filter / 4 % 4 {
+		case 1:
+			p.BusyMachines = []string{"m1"}
+		case 2:
+			p.BusyMachines = []string{"m0", "m3"}
+		case 3:
+			p.BusyMachines = []string{}
+		}
 		got := Pick(cs, running, p)
 		if want := reference(cs, running, p); !slices.Equal(ids(got), ids(want)) {
 			t.Fatalf("Pick = %v, reference = %v (policy %+v, running %v)", ids(got), ids(want), p, running)
@@ -461,6 +506,9 @@ func FuzzPick(f *testing.F) {
 			}
 			if p.Machines != nil && !slices.Contains(p.Machines, c.Machine) {
 				t.Fatalf("%s picked on machine %s outside the filter", c.ID, c.Machine)
+			}
+			if c.Priority >= BusyFrom && slices.Contains(p.BusyMachines, c.Machine) {
+				t.Fatalf("%s (prio %d) picked on busy machine %s", c.ID, c.Priority, c.Machine)
 			}
 			if i > 0 && Compare(got[i-1], c, p.Now, p.Aging) >= 0 {
 				t.Fatalf("output out of order at %d: %v then %v", i, got[i-1], c)
@@ -516,5 +564,54 @@ func TestPickerStreaming(t *testing.T) {
 	}
 	if pk.Running("a") != 2 || pk.Running("b") != 1 {
 		t.Fatalf("running a=%d b=%d", pk.Running("a"), pk.Running("b"))
+	}
+}
+
+func TestEligibleBusy(t *testing.T) {
+	p := Policy{Now: t0, BusyMachines: []string{"hot", "warm"}}
+	tests := []struct {
+		machine  string
+		priority int
+		want     bool
+	}{
+		{"hot", 1, true},
+		{"hot", 2, true},
+		{"hot", 3, false},
+		{"hot", 4, false},
+		{"hot", 5, false},
+		{"warm", 3, false},
+		{"cool", 3, true},
+		{"cool", 5, true},
+	}
+	for _, tt := range tests {
+		cand := Candidate{ID: "x", Machine: tt.machine, Priority: tt.priority, EnqueuedAt: t0, ReadyAt: t0}
+		if got := p.Eligible(cand); got != tt.want {
+			t.Errorf("Eligible(%s, prio %d) with busy %v = %v, want %v", tt.machine, tt.priority, p.BusyMachines, got, tt.want)
+		}
+		if got := p.Busy(tt.machine, tt.priority); got == tt.want {
+			t.Errorf("Busy(%s, %d) = %v, want %v", tt.machine, tt.priority, got, !tt.want)
+		}
+	}
+	// Not ready stays ineligible on a cool machine; nil busy list holds nothing back.
+	if p.Eligible(Candidate{Machine: "cool", Priority: 1, ReadyAt: t0.Add(1)}) {
+		t.Error("a task not ready yet is eligible")
+	}
+	if !(Policy{Now: t0}).Eligible(Candidate{Machine: "hot", Priority: 5, ReadyAt: t0}) {
+		t.Error("without busy machines a level-5 task is held back")
+	}
+}
+
+func TestPickerBusy(t *testing.T) {
+	pk := NewPicker(Policy{Now: t0.Add(time.Hour), Max: 3, BusyMachines: []string{"a"}}, nil)
+	if pk.Offer(c("a-p3", 1, "a", 3, 0)) {
+		t.Fatal("priority 3 taken on a busy machine")
+	}
+	for _, cand := range []Candidate{c("a-p2", 2, "a", 2, 1), c("b-p5", 3, "b", 5, 2)} {
+		if !pk.Offer(cand) {
+			t.Fatalf("%s refused", cand.ID)
+		}
+	}
+	if got := ids(pk.Picked()); !slices.Equal(got, []string{"a-p2", "b-p5"}) {
+		t.Fatalf("picked %v", got)
 	}
 }

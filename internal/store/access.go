@@ -74,7 +74,7 @@ func AuditFrom(ctx context.Context) []audit.Record {
 // roles and the audit trail. Engines implement Engine and Access.
 //
 // Every mutating method (Create*, Rename*, Delete*, Put*, InitOwner,
-// MoveMachine) appends the audit records its context carries (WithAudit) in
+// MoveMachine, TrimAudit) appends the audit records its context carries (WithAudit) in
 // the same transaction as its change, and only when it returns no error.
 // Times zero on input (CreatedAt, AddedAt) default to now. Names and users
 // must be non-empty (ErrInvalidArgument).
@@ -146,6 +146,24 @@ type Access interface {
 	// list the records, then read the head; while the head is past the
 	// last record listed, list the records after that one and read the
 	// head again (stop when a listing adds none), as storetest.VerifyAudit
-	// does.
+	// does. Trimming (TrimAudit) does not move the head.
 	AuditHead(ctx context.Context) (audit.Head, error)
+
+	// TrimAudit deletes the records with Seq <= uptoSeq, once the caller
+	// has archived them, and moves the base (AuditBase) to the last record
+	// deleted, in one transaction. uptoSeq at or below the base trims
+	// nothing (not an error). ErrInvalidArgument when uptoSeq is negative
+	// or past the head; ErrCorrupt when record uptoSeq is missing. The
+	// context's audit records are appended after the head as usual.
+	TrimAudit(ctx context.Context, uptoSeq int64) error
+	// AuditBase returns where the stored chain starts: the Seq and Hash of
+	// the last trimmed record (zero Head when nothing was trimmed), so the
+	// first stored record has Seq base.Seq+1 and PrevHash
+	// base.LinkHash(). The stored records verify with
+	// audit.NewVerifier(base, audit.WithHead(head)); the whole trail is the
+	// archived segments, verified from the zero Head up to base, then the
+	// stored rest. A trim between reading the base and listing the records
+	// makes the listing start past base: read the base again after listing
+	// and start over when it moved (storetest.CheckAudit does).
+	AuditBase(ctx context.Context) (audit.Head, error)
 }

@@ -7,7 +7,8 @@
 // a machine's connection settings are opaque JSON blobs (Task.Spec,
 // Machine.Config). Engines own the queue's state machine and the claim rule
 // (priority, FIFO within a level, aging, per-machine limits with a slot held
-// back for priority 1), which is defined once in internal/sched.
+// back for priority 1, busy machines taking only priority 1..2), which is
+// defined once in internal/sched.
 package store
 
 import (
@@ -62,6 +63,14 @@ type Machine struct {
 	Config    []byte // opaque JSON owned by the root package (identity, host-key policy, labels)
 	CreatedAt time.Time
 	UpdatedAt time.Time
+
+	// Health is the last health sample (opaque JSON owned by the root
+	// package: CPU, load, memory, disk) and HealthAt its time; nil and zero
+	// until Engine.SetMachineHealth is first called. Only SetMachineHealth
+	// sets them: CreateMachine ignores them, UpdateMachine and MoveMachine
+	// keep the stored ones.
+	Health   []byte
+	HealthAt time.Time
 }
 
 // MachineFilter narrows ListMachines. Zero fields match everything.
@@ -122,7 +131,11 @@ type TaskFilter struct {
 	Teams    []string // any of these teams; nil = any
 	Machine  string
 	Priority int // 0 = any
-	Limit    int // 0 = no limit
+	// CompletedAfter keeps the tasks whose CompletedAt is at or after it
+	// (finished tasks only, as only they have a CompletedAt); zero = no
+	// bound. Engines serve it from an index on CompletedAt.
+	CompletedAfter time.Time
+	Limit          int // 0 = no limit
 }
 
 // ClaimRequest asks for up to Max ready tasks.
@@ -144,6 +157,10 @@ type ClaimRequest struct {
 	Aging time.Duration
 	// Machines, when non-nil, restricts the claim to these machines.
 	Machines []string
+	// BusyMachines are machines above their load thresholds: they take no
+	// new work of base priority sched.BusyFrom (3) or lower (3..5), aging
+	// notwithstanding; priority 1..2 tasks on them are claimed as usual.
+	BusyMachines []string
 }
 
 // Heartbeat is the answer to Engine.Heartbeat.
@@ -201,11 +218,11 @@ type DepthRow struct {
 // Engine is a queue store. All methods are safe for concurrent use, and each
 // state change is atomic: it happens whole or not at all.
 //
-// Every method that changes the store (all but Get*, List*, NextReady and
-// Depth) appends the audit records its context carries (WithAudit) in the
-// same transaction as its change, and only when it returns no error; a
-// record that fails audit.Record.Validate gives ErrInvalidArgument before
-// anything changes.
+// Every method that changes the store (all but Get*, List*, NextReady,
+// Depth and QueuedByMachine) appends the audit records its context carries
+// (WithAudit) in the same transaction as its change, and only when it
+// returns no error; a record that fails audit.Record.Validate gives
+// ErrInvalidArgument before anything changes.
 type Engine interface {
 	// CreateMachine inserts m (Team defaults to DefaultTeam, zero times to
 	// now). ErrExists if the name is taken; ErrNotFound when m.Team does not
@@ -285,6 +302,51 @@ type Engine interface {
 	// Depth counts tasks grouped by status, priority, team and machine,
 	// ordered by status (queue order), priority, team, machine.
 	Depth(ctx context.Context) ([]DepthRow, error)
+
+	// CreateTasks inserts many tasks in one transaction, all or none: it is
+	// CreateTask applied to ts in order (same checks, defaults and
+	// idempotency rule), returning out[i] for ts[i]. A task whose
+	// IdempotencyKey is held by a stored task, or by an earlier task of the
+	// batch, inserts nothing and out[i] is that task, so out[i].ID differs
+	// from a given ts[i].ID exactly when ts[i] was not inserted. Tasks are
+	// created in slice order (FIFO among equal EnqueuedAt). The first bad
+	// task fails the whole call with an error naming its index ("task 3:
+	// …") that wraps ErrInvalidArgument, or ErrExists when its id is taken
+	// (by a stored task or an earlier one of the batch); nothing is written.
+	// The context's audit records are appended once, in the same
+	// transaction. An empty ts returns nil, writes and appends nothing.
+	CreateTasks(ctx context.Context, ts []Task) ([]Task, error)
+
+	// SetMachineHealth stores a machine's last health sample (opaque JSON,
+	// not checked; empty = none) taken at `at` (zero = now), replacing the
+	// previous one whatever its time (last write wins). It does not change
+	// UpdatedAt. ErrNotFound; ErrInvalidArgument (empty name, time out of
+	// range). Health samples are frequent and are not audit events: the
+	// root package sends no audit records with them (records in ctx would
+	// still be appended, as for every mutating method).
+	SetMachineHealth(ctx context.Context, name string, sample []byte, at time.Time) error
+
+	// QueuedByMachine counts the PENDING, ASSIGNED and PROCESSING tasks of
+	// each machine (the load placement looks at). With machines nil it
+	// covers every machine with such tasks; otherwise exactly the machines
+	// given, each present in the map (0 when it has none). Served from the
+	// machine index; no task is loaded.
+	QueuedByMachine(ctx context.Context, machines []string) (map[string]int, error)
+
+	// ListPrunable returns up to limit finished tasks (COMPLETED, FAILED,
+	// CANCELLED) whose CompletedAt is before `before`, oldest CompletedAt
+	// first (then creation order), with their History: the records to
+	// archive before deleting them with DeleteTasks. ErrInvalidArgument
+	// (limit < 1, zero before).
+	ListPrunable(ctx context.Context, before time.Time, limit int) ([]Task, error)
+	// DeleteTasks deletes the finished tasks (COMPLETED, FAILED, CANCELLED)
+	// among ids, in one transaction, and returns how many it deleted.
+	// Unknown ids and unfinished tasks are left alone and not counted, so
+	// ids from ListPrunable may be passed as they are once archived (a
+	// finished task never changes again). Idempotency keys of deleted tasks
+	// become free. The context's audit records are appended when it
+	// returns no error, even if it deleted nothing.
+	DeleteTasks(ctx context.Context, ids []string) (int, error)
 
 	// Close releases the engine. Later calls, Close included, return ErrClosed.
 	Close() error

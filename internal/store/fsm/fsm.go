@@ -102,10 +102,12 @@ func CloneTask(t store.Task) store.Task {
 // CloneMachine deep-copies m.
 func CloneMachine(m store.Machine) store.Machine {
 	m.Config = Bytes(m.Config)
+	m.Health = Bytes(m.Health)
 	return m
 }
 
 // NewMachine checks m and fills its defaults (team, timestamps from now).
+// Health and HealthAt are cleared: only SetMachineHealth sets them.
 func NewMachine(m store.Machine, now time.Time) (store.Machine, error) {
 	if m.Name == "" {
 		return store.Machine{}, fmt.Errorf("%w: machine name is empty", store.ErrInvalidArgument)
@@ -117,6 +119,7 @@ func NewMachine(m store.Machine, now time.Time) (store.Machine, error) {
 		return store.Machine{}, fmt.Errorf("machine %s: %w", m.Name, err)
 	}
 	m = CloneMachine(m)
+	m.Health, m.HealthAt = nil, time.Time{}
 	if m.Team == "" {
 		m.Team = DefaultTeam
 	}
@@ -131,13 +134,19 @@ func NewMachine(m store.Machine, now time.Time) (store.Machine, error) {
 }
 
 // UpdateMachine returns m checked and defaulted as a replacement of old:
-// CreatedAt is kept from old, UpdatedAt defaults to now.
+// CreatedAt, Health and HealthAt are kept from old, UpdatedAt defaults to
+// now.
 func UpdateMachine(old, m store.Machine, now time.Time) (store.Machine, error) {
 	if m.UpdatedAt.IsZero() {
 		m.UpdatedAt = now
 	}
 	m.CreatedAt = old.CreatedAt
-	return NewMachine(m, now)
+	m, err := NewMachine(m, now)
+	if err != nil {
+		return store.Machine{}, err
+	}
+	m.Health, m.HealthAt = Bytes(old.Health), old.HealthAt
+	return m, nil
 }
 
 // NewTask checks t and returns the task to insert: PENDING, no lease, an id
@@ -189,7 +198,7 @@ func CheckFilter(f store.TaskFilter) error {
 	if f.Limit < 0 {
 		return fmt.Errorf("%w: limit %d", store.ErrInvalidArgument, f.Limit)
 	}
-	return nil
+	return checkTimes("CompletedAfter", f.CompletedAfter)
 }
 
 // Match reports whether t passes f (Limit aside).
@@ -204,6 +213,9 @@ func Match(t *store.Task, f store.TaskFilter) bool {
 		return false
 	}
 	if f.Machine != "" && t.Machine != f.Machine {
+		return false
+	}
+	if !f.CompletedAfter.IsZero() && (t.CompletedAt.IsZero() || t.CompletedAt.Before(f.CompletedAfter)) {
 		return false
 	}
 	return f.Priority == 0 || t.Priority == f.Priority
@@ -248,6 +260,7 @@ func Policy(r store.ClaimRequest) sched.Policy {
 		ReserveCritical: r.ReserveCritical,
 		Aging:           r.Aging,
 		Machines:        r.Machines,
+		BusyMachines:    r.BusyMachines,
 	}
 }
 

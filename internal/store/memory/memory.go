@@ -30,8 +30,9 @@ type Engine struct {
 	teams   map[string]store.Team
 	members map[string]map[string]store.Member    // team -> user -> member
 	roles   map[string]map[string]store.StoreRole // user -> role -> grant
-	trail   []audit.Record                        // trail[i].Seq == i+1
+	trail   []audit.Record                        // trail[i].Seq == base.Seq+i+1
 	head    audit.Head
+	base    audit.Head // last trimmed record (TrimAudit); zero when none
 }
 
 type entry struct {

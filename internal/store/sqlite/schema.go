@@ -123,4 +123,25 @@ INSERT INTO teams (name, created_at)
 	SELECT name, CAST(unixepoch('subsec') * 1000 AS INTEGER) * 1000000
 	FROM (SELECT 'default' AS name UNION SELECT team FROM machines UNION SELECT team FROM tasks);
 `,
+
+	// 3: machine health, the audit trail's base, finished-task index.
+	// machines.health is the last health sample (opaque JSON, NULL when
+	// none) and health_at its time. audit_base is the Seq and Hash of the
+	// last record TrimAudit deleted (0, '' while nothing was trimmed): the
+	// stored chain continues from it. tasks_completed serves
+	// TaskFilter.CompletedAfter and ListPrunable; only finished tasks have a
+	// completed_at, so the partial index holds just those.
+	`
+ALTER TABLE machines ADD COLUMN health BLOB;
+ALTER TABLE machines ADD COLUMN health_at INTEGER;
+
+CREATE TABLE audit_base (
+	id   INTEGER PRIMARY KEY CHECK (id = 1),
+	seq  INTEGER NOT NULL,
+	hash TEXT NOT NULL
+) STRICT;
+INSERT INTO audit_base (id, seq, hash) VALUES (1, 0, '');
+
+CREATE INDEX tasks_completed ON tasks (completed_at) WHERE completed_at IS NOT NULL;
+`,
 }

@@ -586,18 +586,23 @@ func jsonList(ss []string) string {
 
 // ---- machines
 
-const machineCols = `name, team, host, port, user_name, config, created_at, updated_at`
+// machineCols are the columns CreateMachine writes; machineSelect adds the
+// health sample (SetMachineHealth), which scanMachine reads.
+const (
+	machineCols   = `name, team, host, port, user_name, config, created_at, updated_at`
+	machineSelect = machineCols + `, health, health_at`
+)
 
 func scanMachine(s scanner) (store.Machine, error) {
 	var (
-		m                store.Machine
-		created, updated sql.NullInt64
+		m                          store.Machine
+		created, updated, healthAt sql.NullInt64
 	)
-	if err := s.Scan(&m.Name, &m.Team, &m.Host, &m.Port, &m.User, &m.Config, &created, &updated); err != nil {
+	if err := s.Scan(&m.Name, &m.Team, &m.Host, &m.Port, &m.User, &m.Config, &created, &updated, &m.Health, &healthAt); err != nil {
 		return store.Machine{}, err
 	}
-	m.Config = fsm.Bytes(m.Config)
-	m.CreatedAt, m.UpdatedAt = fromNanos(created), fromNanos(updated)
+	m.Config, m.Health = fsm.Bytes(m.Config), fsm.Bytes(m.Health)
+	m.CreatedAt, m.UpdatedAt, m.HealthAt = fromNanos(created), fromNanos(updated), fromNanos(healthAt)
 	return m, nil
 }
 
@@ -655,7 +660,7 @@ func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) error {
 // ErrNotFound; ErrInvalidArgument.
 func (e *Engine) UpdateMachine(ctx context.Context, m store.Machine) error {
 	return e.write(ctx, func(tx *sql.Tx) error {
-		old, err := scanMachine(tx.QueryRowContext(ctx, `SELECT `+machineCols+` FROM machines WHERE name = ?`, m.Name))
+		old, err := scanMachine(tx.QueryRowContext(ctx, `SELECT `+machineSelect+` FROM machines WHERE name = ?`, m.Name))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: machine %s", store.ErrNotFound, m.Name)
 		} else if err != nil {
@@ -686,7 +691,7 @@ func (e *Engine) GetMachine(ctx context.Context, name string) (store.Machine, er
 	if err := e.check(ctx); err != nil {
 		return store.Machine{}, err
 	}
-	m, err := scanMachine(e.r.QueryRowContext(ctx, `SELECT `+machineCols+` FROM machines WHERE name = ?`, name))
+	m, err := scanMachine(e.r.QueryRowContext(ctx, `SELECT `+machineSelect+` FROM machines WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Machine{}, fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
 	}
@@ -698,7 +703,7 @@ func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]sto
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	q, args := `SELECT `+machineCols+` FROM machines WHERE (?1 = '' OR team = ?1)`, []any{f.Team}
+	q, args := `SELECT `+machineSelect+` FROM machines WHERE (?1 = '' OR team = ?1)`, []any{f.Team}
 	if f.Teams != nil {
 		q, args = q+` AND team IN (SELECT value FROM json_each(?2))`, append(args, jsonList(f.Teams))
 	}
@@ -797,6 +802,17 @@ func (e *Engine) ListTasks(ctx context.Context, f store.TaskFilter) ([]store.Tas
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
+	q, args := taskQuery(f)
+	_, ts, err := queryTasks(ctx, e.r, q, args...)
+	return ts, e.classify(err)
+}
+
+// taskQuery translates f into ListTasks' clauses after FROM tasks, and
+// their arguments. With CompletedAfter the rows come from the partial index
+// tasks_completed (finished tasks only) and are sorted afterwards: a recent
+// bound selects few rows, where walking tasks_created in ListTasks' order
+// would read the whole table.
+func taskQuery(f store.TaskFilter) (string, []any) {
 	var (
 		where []string
 		args  []any
@@ -821,16 +837,19 @@ func (e *Engine) ListTasks(ctx context.Context, f store.TaskFilter) ([]store.Tas
 		where, args = append(where, `priority = ?`), append(args, f.Priority)
 	}
 	q := ""
+	if !f.CompletedAfter.IsZero() {
+		q = "INDEXED BY tasks_completed "
+		where, args = append(where, `completed_at >= ?`), append(args, f.CompletedAfter.UnixNano())
+	}
 	if len(where) > 0 {
-		q = "WHERE " + strings.Join(where, " AND ")
+		q += "WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY created_at, id"
 	if f.Limit > 0 {
 		q += " LIMIT ?"
 		args = append(args, f.Limit)
 	}
-	_, ts, err := queryTasks(ctx, e.r, q, args...)
-	return ts, e.classify(err)
+	return q, args
 }
 
 // Claim moves up to r.Max ready PENDING tasks to ASSIGNED under r.Owner, in

@@ -80,21 +80,59 @@ func listAll(a store.Access, after int64) ([]audit.Record, error) {
 	}
 }
 
-// CheckAudit reads a's whole trail and its head and verifies them with
-// audit.VerifyWithHead. It reads the head after the records and catches up
-// with records appended meanwhile (see store.Access.AuditHead), so it holds
-// while others append.
+// CheckAudit reads a's stored trail, its base and its head and verifies
+// them with audit.NewVerifier(base, audit.WithHead(head)): the stored
+// records continue the chain from the base (store.Access.AuditBase; zero
+// until TrimAudit). It reads the head after the records and catches up with
+// records appended meanwhile (see store.Access.AuditHead), and starts over
+// when a trim moved the base while it listed, so it holds while others
+// append and trim.
 func CheckAudit(a store.Access) ([]audit.Record, error) {
-	all, err := listAll(a, 0)
+	for {
+		base, err := a.AuditBase(context.Background())
+		if err != nil {
+			return nil, fmt.Errorf("AuditBase: %w", err)
+		}
+		all, head, err := listToHead(a, base)
+		if err != nil {
+			return all, err
+		}
+		again, err := a.AuditBase(context.Background())
+		if err != nil {
+			return nil, fmt.Errorf("AuditBase: %w", err)
+		}
+		if again != base {
+			continue // trimmed while listing
+		}
+		v := audit.NewVerifier(base, audit.WithHead(head))
+		for _, r := range all {
+			if err = v.Add(r); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = v.Finish()
+		}
+		if err != nil {
+			return all, fmt.Errorf("audit trail (%d records from base %v, head %v) does not verify: %w", len(all), base, head, err)
+		}
+		return all, nil
+	}
+}
+
+// listToHead lists the records after base and reads the head, catching up
+// with records appended meanwhile.
+func listToHead(a store.Access, base audit.Head) ([]audit.Record, audit.Head, error) {
+	all, err := listAll(a, base.Seq)
 	if err != nil {
-		return nil, err
+		return nil, audit.Head{}, err
 	}
 	var head audit.Head
 	for {
 		if head, err = a.AuditHead(context.Background()); err != nil {
-			return nil, fmt.Errorf("AuditHead: %w", err)
+			return nil, audit.Head{}, fmt.Errorf("AuditHead: %w", err)
 		}
-		var last int64
+		last := base.Seq
 		if len(all) > 0 {
 			last = all[len(all)-1].Seq
 		}
@@ -103,17 +141,14 @@ func CheckAudit(a store.Access) ([]audit.Record, error) {
 		}
 		more, err := listAll(a, last)
 		if err != nil {
-			return nil, err
+			return nil, audit.Head{}, err
 		}
 		if len(more) == 0 {
 			break
 		}
 		all = append(all, more...)
 	}
-	if err := audit.VerifyWithHead(all, head); err != nil {
-		return all, fmt.Errorf("audit trail (%d records, head %v) does not verify: %w", len(all), head, err)
-	}
-	return all, nil
+	return all, head, nil
 }
 
 // VerifyAudit is CheckAudit failing tb on error.
@@ -776,6 +811,16 @@ func (f *fixture) mutations() []mutation {
 			}
 			return err
 		}},
+		{"CreateTasks/existing", func(ctx context.Context) error {
+			ts, err := e.CreateTasks(ctx, []store.Task{task("t1-b", "k1"), task("t1-c", "k1")})
+			if err == nil && (len(ts) != 2 || ts[0].ID != "t1" || ts[1].ID != "t1") {
+				err = fmt.Errorf("CreateTasks with an existing key returned %v", ids(ts))
+			}
+			return err
+		}},
+		{"SetMachineHealth", func(ctx context.Context) error {
+			return e.SetMachineHealth(ctx, "web", []byte(`{"cpu":1}`), now)
+		}},
 		{"Claim", func(ctx context.Context) error {
 			_, err := e.Claim(ctx, store.ClaimRequest{Owner: "w1", Now: now, LeaseUntil: now.Add(time.Minute), Max: 1})
 			return err
@@ -797,6 +842,13 @@ func (f *fixture) mutations() []mutation {
 			return err
 		}},
 		{"Cancel", func(ctx context.Context) error { _, err := e.Cancel(ctx, "t1", now); return err }},
+		{"DeleteTasks", func(ctx context.Context) error {
+			n, err := e.DeleteTasks(ctx, []string{"t1", "t1", "nope"})
+			if err == nil && n != 1 {
+				err = fmt.Errorf("DeleteTasks deleted %d tasks, want 1", n)
+			}
+			return err
+		}},
 		{"PutMember", func(ctx context.Context) error {
 			_, err := a.PutMember(ctx, store.Member{Team: "prod", User: "bob", Role: "viewer"})
 			return err
@@ -909,6 +961,18 @@ func testAuditFailedMutations(t *testing.T, f *fixture) {
 			return err
 		}, store.ErrLeaseLost},
 		{"Cancel missing", func(ctx context.Context) error { _, err := e.Cancel(ctx, "nope", now); return err }, store.ErrNotFound},
+		{"CreateTasks invalid", func(ctx context.Context) error {
+			_, err := e.CreateTasks(ctx, []store.Task{{Machine: "web", Priority: 3}, {Machine: "web", Priority: 9}})
+			return err
+		}, store.ErrInvalidArgument},
+		{"CreateTasks duplicate id", func(ctx context.Context) error {
+			_, err := e.CreateTasks(ctx, []store.Task{{Machine: "web", Priority: 3}, {ID: "busy", Machine: "web", Priority: 3}})
+			return err
+		}, store.ErrExists},
+		{"SetMachineHealth missing", func(ctx context.Context) error {
+			return e.SetMachineHealth(ctx, "nope", []byte(`{}`), now)
+		}, store.ErrNotFound},
+		{"TrimAudit past head", func(ctx context.Context) error { return a.TrimAudit(ctx, 1000) }, store.ErrInvalidArgument},
 		{"Rescue invalid", func(ctx context.Context) error { _, err := e.Rescue(ctx, store.RescueRequest{}); return err }, store.ErrInvalidArgument},
 		{"CreateTeam duplicate", func(ctx context.Context) error { return a.CreateTeam(ctx, store.Team{Name: "prod"}) }, store.ErrExists},
 		{"RenameTeam default", func(ctx context.Context) error { return a.RenameTeam(ctx, store.DefaultTeam, "x") }, store.ErrInvalidArgument},
@@ -1349,6 +1413,8 @@ func testAccessClose(t *testing.T, f *fixture) {
 		},
 		"ListAudit": func() error { _, err := a.ListAudit(ctx, audit.Filter{}); return err },
 		"AuditHead": func() error { _, err := a.AuditHead(ctx); return err },
+		"TrimAudit": func() error { return a.TrimAudit(ctx, 0) },
+		"AuditBase": func() error { _, err := a.AuditBase(ctx); return err },
 	}
 	for name, call := range calls {
 		wantErr(t, name+" after Close", call(), store.ErrClosed)

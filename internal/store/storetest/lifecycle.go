@@ -510,7 +510,17 @@ func testClose(t *testing.T, f *fixture) {
 		"Rescue":    func() error { _, err := f.e.Rescue(ctx, store.RescueRequest{Now: now}); return err },
 		"NextReady": func() error { _, _, err := f.e.NextReady(ctx); return err },
 		"Depth":     func() error { _, err := f.e.Depth(ctx); return err },
-		"Close":     f.e.Close,
+		"CreateTasks": func() error {
+			_, err := f.e.CreateTasks(ctx, []store.Task{{Machine: "m", Priority: 3}})
+			return err
+		},
+		"CreateTasks/none":  func() error { _, err := f.e.CreateTasks(ctx, nil); return err },
+		"SetMachineHealth":  func() error { return f.e.SetMachineHealth(ctx, "m", nil, now) },
+		"QueuedByMachine":   func() error { _, err := f.e.QueuedByMachine(ctx, nil); return err },
+		"QueuedByMachine/2": func() error { _, err := f.e.QueuedByMachine(ctx, []string{"m"}); return err },
+		"ListPrunable":      func() error { _, err := f.e.ListPrunable(ctx, now, 10); return err },
+		"DeleteTasks":       func() error { _, err := f.e.DeleteTasks(ctx, []string{"x"}); return err },
+		"Close":             f.e.Close,
 	}
 	for name, call := range calls {
 		wantErr(t, name+" after Close", call(), store.ErrClosed)

@@ -72,6 +72,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Engine) {
 		{"Close", testClose},
 	}
 	tests = append(tests, accessTests...)
+	tests = append(tests, extTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := open(t)

@@ -1,0 +1,232 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rediacc/rediacc/internal/audit"
+	"github.com/rediacc/rediacc/internal/store"
+	"github.com/rediacc/rediacc/internal/store/fsm"
+)
+
+// Batches, machine health, placement counts, pruning and audit trimming
+// (schema migration 3).
+
+const (
+	sqlTerminal = `('COMPLETED', 'FAILED', 'CANCELLED')`
+	sqlQueued   = `('PENDING', 'ASSIGNED', 'PROCESSING')`
+)
+
+// CreateTasks inserts ts as PENDING tasks in one write transaction, all or
+// none, applying CreateTask's rules to each in order. Errors name the
+// task's index. Each task costs one INSERT … ON CONFLICT DO NOTHING; only
+// a conflict (an idempotency key or id already taken) costs a lookup.
+func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task, error) {
+	if len(ts) == 0 {
+		return nil, e.check(ctx)
+	}
+	in, err := fsm.NewTasks(ts, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Task
+	err = e.write(ctx, func(tx *sql.Tx) error {
+		out = make([]store.Task, len(in))
+		ins := stmt(ctx, tx, e.st.batchInsert)
+		keys := make(map[string]int) // key -> index of the batch task holding it
+		for i := range in {
+			t := &in[i]
+			if j, ok := keys[t.IdempotencyKey]; ok && t.IdempotencyKey != "" {
+				out[i] = fsm.CloneTask(out[j])
+				continue
+			}
+			h, err := encodeHistory(t.History)
+			if err != nil {
+				return fsm.BatchErr(i, err)
+			}
+			res, err := ins.ExecContext(ctx,
+				t.ID, t.IdempotencyKey, t.Team, t.Machine, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
+				nanos(t.CreatedAt), nanos(t.EnqueuedAt), nanos(t.ReadyAt), nanos(t.StartedAt), nanos(t.CompletedAt),
+				t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
+				nullInt(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error)
+			if err != nil {
+				return fsm.BatchErr(i, err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 1 {
+				if t.IdempotencyKey != "" {
+					keys[t.IdempotencyKey] = i
+				}
+				out[i] = fsm.CloneTask(*t)
+				continue
+			}
+			// A conflict with a stored task or an earlier one of the batch
+			// (already in the table): the key first (CreateTask returns the
+			// holder of the key even when the id is taken too), else the id.
+			if t.IdempotencyKey != "" {
+				_, old, err := scanTask(stmt(ctx, tx, e.st.taskByKey).QueryRowContext(ctx, t.IdempotencyKey))
+				if err == nil {
+					out[i] = old
+					continue
+				}
+				if !errors.Is(err, sql.ErrNoRows) {
+					return fsm.BatchErr(i, err)
+				}
+			}
+			return fsm.BatchErr(i, fmt.Errorf("%w: task %s", store.ErrExists, t.ID))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// SetMachineHealth stores a machine's last health sample. ErrNotFound;
+// ErrInvalidArgument.
+func (e *Engine) SetMachineHealth(ctx context.Context, name string, sample []byte, at time.Time) error {
+	at, err := fsm.HealthTime(name, at, time.Now())
+	if err != nil {
+		return err
+	}
+	return e.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE machines SET health = ?, health_at = ? WHERE name = ?`, blob(sample), nanos(at), name)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+		}
+		return nil
+	})
+}
+
+// QueuedByMachine counts the PENDING, ASSIGNED and PROCESSING tasks of each
+// machine (of machines, when not nil), from the tasks_machine index.
+func (e *Engine) QueuedByMachine(ctx context.Context, machines []string) (map[string]int, error) {
+	if err := e.check(ctx); err != nil {
+		return nil, err
+	}
+	out := fsm.QueuedCounts(machines)
+	if machines != nil && len(machines) == 0 {
+		return out, nil
+	}
+	q, args := `SELECT machine, count(*) FROM tasks WHERE status IN `+sqlQueued+` GROUP BY machine`, []any(nil)
+	if machines != nil {
+		q = `SELECT machine, count(*) FROM tasks INDEXED BY tasks_machine
+			WHERE machine IN (SELECT value FROM json_each(?)) AND status IN ` + sqlQueued + ` GROUP BY machine`
+		args = []any{jsonList(machines)}
+	}
+	rows, err := e.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, e.classify(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			m string
+			n int
+		)
+		if err := rows.Scan(&m, &n); err != nil {
+			return nil, e.classify(err)
+		}
+		out[m] = n
+	}
+	return out, e.classify(rows.Err())
+}
+
+// ListPrunable returns up to limit finished tasks completed before before,
+// oldest first, read from the tasks_completed index. ErrInvalidArgument.
+func (e *Engine) ListPrunable(ctx context.Context, before time.Time, limit int) ([]store.Task, error) {
+	if err := fsm.CheckPrune(before, limit); err != nil {
+		return nil, err
+	}
+	if err := e.check(ctx); err != nil {
+		return nil, err
+	}
+	_, ts, err := queryTasks(ctx, e.r, `INDEXED BY tasks_completed
+		WHERE completed_at < ? AND status IN `+sqlTerminal+` ORDER BY completed_at, seq LIMIT ?`,
+		before.UnixNano(), limit)
+	return ts, e.classify(err)
+}
+
+// DeleteTasks deletes the finished tasks among ids in one transaction and
+// returns how many.
+func (e *Engine) DeleteTasks(ctx context.Context, ids []string) (int, error) {
+	var n int64
+	err := e.write(ctx, func(tx *sql.Tx) error {
+		n = 0
+		if len(ids) == 0 {
+			return nil
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM tasks
+			WHERE id IN (SELECT value FROM json_each(?)) AND status IN `+sqlTerminal, jsonList(ids))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
+// readHead reads the single row of audit_head or audit_base.
+func readHead(ctx context.Context, q querier, table string) (audit.Head, error) {
+	var h audit.Head
+	err := q.QueryRowContext(ctx, `SELECT seq, hash FROM `+table+` WHERE id = 1`).Scan(&h.Seq, &h.Hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return audit.Head{}, fmt.Errorf("%w: the audit trail's %s row is missing", store.ErrCorrupt, table)
+	}
+	return h, err
+}
+
+// TrimAudit deletes the audit records with Seq <= uptoSeq and moves the
+// base, in one write transaction. ErrInvalidArgument; ErrCorrupt.
+func (e *Engine) TrimAudit(ctx context.Context, uptoSeq int64) error {
+	return e.write(ctx, func(tx *sql.Tx) error {
+		base, err := readHead(ctx, tx, "audit_base")
+		if err != nil {
+			return err
+		}
+		head, err := readHead(ctx, tx, "audit_head")
+		if err != nil {
+			return err
+		}
+		trim, err := fsm.CheckTrim(uptoSeq, base, head)
+		if err != nil || !trim {
+			return err
+		}
+		nb := audit.Head{Seq: uptoSeq}
+		err = tx.QueryRowContext(ctx, `SELECT hash FROM audit WHERE seq = ?`, uptoSeq).Scan(&nb.Hash)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fsm.MissingAudit(uptoSeq, base, head)
+		} else if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit WHERE seq <= ?`, uptoSeq); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE audit_base SET seq = ?, hash = ? WHERE id = 1`, nb.Seq, nb.Hash)
+		return err
+	})
+}
+
+// AuditBase returns the last trimmed record's Seq and Hash (zero when
+// nothing was trimmed).
+func (e *Engine) AuditBase(ctx context.Context) (audit.Head, error) {
+	if err := e.check(ctx); err != nil {
+		return audit.Head{}, err
+	}
+	h, err := readHead(ctx, e.r, "audit_base")
+	return h, e.classify(err)
+}
