@@ -153,6 +153,10 @@ func TestExtQueryPlans(t *testing.T) {
 			t.Errorf("%s sorts: %s", c.name, p)
 		}
 	}
+	// DeleteTasks finds its rows by id, not among every finished task.
+	if p := plan(t, e, sqlDeleteFinished, `["a","b"]`); !strings.Contains(p, "USING INDEX sqlite_autoindex_tasks_1 (id=?)") {
+		t.Errorf("DeleteTasks: plan\n%s", p)
+	}
 	// ListTasks with CompletedAfter (the finished-per-minute count) reads
 	// only the finished tasks after the bound, whatever else it filters on.
 	for _, f := range []store.TaskFilter{
@@ -165,5 +169,51 @@ func TestExtQueryPlans(t *testing.T) {
 		if !strings.Contains(p, "USING INDEX tasks_completed (completed_at>?)") {
 			t.Errorf("ListTasks(%+v): plan\n%s", f, p)
 		}
+	}
+}
+
+// BenchmarkClaimBusyBacklog: a claim that must skip a busy machine's
+// backlog of 10,000 priority-3 tasks to reach one task of another machine.
+func BenchmarkClaimBusyBacklog(b *testing.B) {
+	ctx := context.Background()
+	e, err := Open(ctx, filepath.Join(b.TempDir(), "store.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	t0 := storetest.T0
+	backlog := make([]store.Task, 10000)
+	for i := range backlog {
+		backlog[i] = store.Task{Machine: "hot", Priority: 3, CreatedAt: t0.Add(time.Duration(i))}
+	}
+	if _, err := e.CreateTasks(ctx, backlog); err != nil {
+		b.Fatal(err)
+	}
+	now := t0.Add(time.Hour)
+	for _, busy := range []bool{false, true} {
+		b.Run(fmt.Sprintf("busy=%v", busy), func(b *testing.B) {
+			r := store.ClaimRequest{Owner: "w", Now: now, LeaseUntil: now.Add(time.Hour), Max: 1}
+			if busy {
+				r.BusyMachines = []string{"hot"}
+			} else {
+				r.Machines = []string{"cool"}
+			}
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				if _, _, err := e.CreateTask(ctx, store.Task{Machine: "cool", Priority: 3, CreatedAt: now}); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				ts, err := e.Claim(ctx, r)
+				if err != nil || len(ts) != 1 || ts[0].Machine != "cool" {
+					b.Fatalf("claim: %v, %v", ts, err)
+				}
+				b.StopTimer()
+				if _, err := e.Finish(ctx, store.Finish{ID: ts[0].ID, Owner: "w", At: now, Next: store.Completed}); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
 	}
 }

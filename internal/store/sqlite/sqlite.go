@@ -934,13 +934,18 @@ func (l *level) next() {
 	l.head.EnqueuedAt, l.head.ReadyAt = time.Unix(0, enq).UTC(), time.Unix(0, ready).UTC()
 }
 
-// pick merges the five levels and applies the sched rule.
+// pick merges the five levels and applies the sched rule. Levels
+// sched.BusyFrom..5 leave out the busy machines' tasks in SQL (the Picker
+// would refuse them anyway).
 func (e *Engine) pick(ctx context.Context, tx *sql.Tx, r store.ClaimRequest, running map[string]int) ([]sched.Candidate, error) {
-	qs := &e.st.levels
-	machines := ""
+	qs, qsBusy := &e.st.levels, &e.st.levelsBusy
+	machines, busy := "", ""
 	if r.Machines != nil {
-		qs = &e.st.levelsIn
+		qs, qsBusy = &e.st.levelsIn, &e.st.levelsInBusy
 		machines = jsonList(r.Machines)
+	}
+	if len(r.BusyMachines) > 0 {
+		busy = jsonList(r.BusyMachines)
 	}
 	var levels []*level
 	defer func() {
@@ -954,7 +959,11 @@ func (e *Engine) pick(ctx context.Context, tx *sql.Tx, r store.ClaimRequest, run
 		if r.Machines != nil {
 			args = append(args, machines)
 		}
-		rows, err := stmt(ctx, tx, qs[p-1]).QueryContext(ctx, args...)
+		q := qs[p-1]
+		if busy != "" && p >= sched.BusyFrom {
+			q, args = qsBusy[p-1], append(args, busy)
+		}
+		rows, err := stmt(ctx, tx, q).QueryContext(ctx, args...)
 		if err != nil {
 			return nil, err
 		}

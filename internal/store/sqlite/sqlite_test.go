@@ -225,7 +225,8 @@ func TestSchemaTooNew(t *testing.T) {
 
 // TestClaimOrderMatchesSched: the engine's claim (five index-ordered
 // priority levels merged) returns exactly what sched.Pick returns on random
-// queues, limits, reserve and aging included.
+// queues, limits, reserve, aging, machine filters and busy machines
+// included.
 func TestClaimOrderMatchesSched(t *testing.T) {
 	for round := range 6 {
 		rng := rand.New(rand.NewPCG(uint64(round), 42))
@@ -255,8 +256,14 @@ func TestClaimOrderMatchesSched(t *testing.T) {
 		}
 		r := store.ClaimRequest{Owner: "w", Now: now, LeaseUntil: now.Add(time.Hour), Max: 1 + rng.IntN(250),
 			PerMachine: rng.IntN(30), ReserveCritical: rng.IntN(2) == 0, Aging: aging}
+		if round%3 != 0 { // busy machines (SQL skips their levels 3..5)
+			r.BusyMachines = []string{fmt.Sprint("m", rng.IntN(4)), "elsewhere"}
+		}
+		if round%2 == 1 { // a machine filter
+			r.Machines = []string{"m0", "m1", "m3"}
+		}
 		want := sched.Pick(cands, nil, sched.Policy{Now: r.Now, Max: r.Max, PerMachine: r.PerMachine,
-			ReserveCritical: r.ReserveCritical, Aging: r.Aging})
+			ReserveCritical: r.ReserveCritical, Aging: r.Aging, Machines: r.Machines, BusyMachines: r.BusyMachines})
 		got, err := e.Claim(ctx, r)
 		if err != nil {
 			t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ var extTests = []struct {
 	{"Prune/Invalid", testPruneInvalid},
 	{"Audit/Trim", testAuditTrim},
 	{"Audit/TrimAll", testAuditTrimAll},
+	{"Audit/TrimConcurrent", testAuditTrimConcurrent},
 	{"Tasks/CompletedAfter", testCompletedAfter},
 }
 
@@ -235,7 +237,9 @@ func testClaimBusy(t *testing.T, f *fixture) {
 	f.task("hot", 4, at(3*time.Hour), named("hot-p4b"))
 	f.task("cool", 4, at(3*time.Hour), named("cool-p4b"))
 	wantIDs(t, "busy + filter", f.claim(store.ClaimRequest{Now: at(3 * time.Hour), Machines: []string{"hot"}, BusyMachines: []string{"hot"}}))
-	wantIDs(t, "empty busy list", f.claim(store.ClaimRequest{Now: at(3 * time.Hour), BusyMachines: []string{}}), "hot-p4b", "cool-p4b")
+	wantIDs(t, "busy within the filter", f.claim(store.ClaimRequest{Now: at(3 * time.Hour), Machines: []string{"hot", "cool"},
+		BusyMachines: []string{"hot"}}), "cool-p4b")
+	wantIDs(t, "empty busy list", f.claim(store.ClaimRequest{Now: at(3 * time.Hour), BusyMachines: []string{}}), "hot-p4b")
 }
 
 func testMachineHealth(t *testing.T, f *fixture) {
@@ -654,4 +658,67 @@ func testCompletedAfter(t *testing.T, f *fixture) {
 	wantIDs(t, "machine", list(store.TaskFilter{CompletedAfter: at(0), Machine: "m-f2"}), "f2")
 	_, err := f.e.ListTasks(f.ctx, store.TaskFilter{CompletedAfter: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)})
 	wantErr(t, "out of range", err, store.ErrInvalidArgument)
+}
+
+// testAuditTrimConcurrent: while one goroutine appends and another trims,
+// CheckAudit (base, records, head) always verifies.
+func testAuditTrimConcurrent(t *testing.T, f *fixture) {
+	const appends = 60
+	var (
+		wg   sync.WaitGroup
+		done = make(chan struct{})
+		errs = make(chan error, 3)
+	)
+	wg.Add(3)
+	go func() { // appender
+		defer wg.Done()
+		defer close(done)
+		for i := range appends {
+			if _, err := f.a.AppendAudit(f.ctx, rec(time.Duration(i), "u", "append")); err != nil {
+				errs <- fmt.Errorf("AppendAudit: %w", err)
+				return
+			}
+		}
+	}()
+	go func() { // trimmer: keeps the last 3 records
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			h, err := f.a.AuditHead(f.ctx)
+			if err == nil && h.Seq > 3 {
+				err = f.a.TrimAudit(f.ctx, h.Seq-3)
+			}
+			if err != nil {
+				errs <- fmt.Errorf("TrimAudit: %w", err)
+				return
+			}
+		}
+	}()
+	go func() { // verifier
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := CheckAudit(f.a); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	VerifyAudit(t, f.a)
+	if h, _ := f.a.AuditHead(f.ctx); h.Seq != appends {
+		t.Fatalf("head %v after %d appends", h, appends)
+	}
 }
