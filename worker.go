@@ -130,7 +130,10 @@ loop:
 		}
 		wait := c.cfg.PollInterval
 		if next, ok, err := c.engine.NextReady(ctx); err == nil && ok {
-			if d := next.Sub(c.clock.Now()); d < wait {
+			// A task ready now that the claim left (its machine is full,
+			// or another team's) must not make the loop spin: only a
+			// future ReadyAt shortens the wait.
+			if d := next.Sub(c.clock.Now()); d > 0 && d < wait {
 				wait = max(d, time.Millisecond)
 			}
 		}
