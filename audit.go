@@ -78,15 +78,19 @@ func (c *Client) ExportAudit(ctx context.Context, w io.Writer, f AuditFilter) er
 // every link to the record before it, and the chain's head (kept beside it,
 // so a truncated trail is caught). It returns nil for an intact trail and
 // the number of records checked, or an *AuditTamperError naming the first
-// record that was modified, deleted, inserted or reordered. Owners and
-// auditors. Errors: ErrNoActor, ErrPermissionDenied, ErrAuditTampered.
+// record that was modified, deleted, inserted or reordered. Records Prune
+// moved to the log archive are verified first, from the chain's first
+// record, and the chain then goes on into the store; a damaged archive
+// segment is reported (ErrArchiveCorrupt, with the *AuditTamperError for
+// the records it hides). Owners and auditors. Errors: ErrNoActor,
+// ErrPermissionDenied, ErrAuditTampered, ErrArchiveCorrupt.
 func (c *Client) VerifyAudit(ctx context.Context) (int64, error) {
 	o, _, err := c.authorize(ctx, authz.AuditVerify, "", audit.EntityAudit, "", nil)
 	if err != nil {
 		return 0, err
 	}
-	n, verr := c.verifyChain(ctx)
-	if verr != nil && !errors.Is(verr, audit.ErrTampered) {
+	n, verr := c.verifyArchivedChain(ctx) // archive.go: archived segments, then the store
+	if verr != nil && !errors.Is(verr, audit.ErrTampered) && !errors.Is(verr, ErrArchiveCorrupt) {
 		return n, verr
 	}
 	res := "intact"
@@ -96,29 +100,4 @@ func (c *Client) VerifyAudit(ctx context.Context) (int64, error) {
 	o.detail = map[string]string{"records": fmt.Sprint(n), "verdict": res}
 	o.done(ctx)
 	return n, verr
-}
-
-func (c *Client) verifyChain(ctx context.Context) (int64, error) {
-	head, err := c.access.AuditHead(ctx)
-	if err != nil {
-		return 0, mapStoreErr(err)
-	}
-	v := audit.NewVerifier(audit.Head{}, audit.WithHead(head))
-	var after int64
-	for {
-		page, err := c.access.ListAudit(ctx, audit.Filter{AfterSeq: after, Limit: audit.MaxLimit})
-		if err != nil {
-			return v.Count(), mapStoreErr(err)
-		}
-		for _, r := range page {
-			if err := v.Add(r); err != nil {
-				return v.Count(), err
-			}
-			after = r.Seq
-		}
-		if len(page) < audit.MaxLimit {
-			break
-		}
-	}
-	return v.Count(), v.Finish()
 }

@@ -31,7 +31,8 @@ func newClient(t testing.TB, tune func(*rediacc.Config)) *rediacc.Client {
 	t.Helper()
 	cfg := rediacc.Config{
 		DataDir: t.TempDir(), Logger: testLogger(t), PollInterval: 20 * time.Millisecond,
-		LeaseDuration: 3 * time.Second,
+		LeaseDuration:  3 * time.Second,
+		HealthInterval: -1, // no health probes: this host is often busy (health_test.go turns them on)
 	}
 	if tune != nil {
 		tune(&cfg)

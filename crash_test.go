@@ -19,7 +19,8 @@ const crashChildEnv = "REDIACC_CRASH_CHILD_DIR"
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
-		c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(nil), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute})
+		c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(nil), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute,
+			HealthInterval: -1}) // no health probes: a busy test host would hold back priority-3 tasks
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(2)
@@ -39,7 +40,8 @@ func TestCrashRecoveryAfterSIGKILL(t *testing.T) {
 	ctx := asOwner()
 	// The lease (one minute) is far longer than the test: rescue must come
 	// from noticing that the dead worker's process is gone.
-	c, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute})
+	c, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute,
+		HealthInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -159,6 +159,28 @@ type Config struct {
 	// ScrapeTimeout bounds the store queries of one scrape of Collector
 	// and of one /healthz check. Default DefaultScrapeTimeout (5 s).
 	ScrapeTimeout time.Duration
+
+	// Health, placement and the log archive (health.go, placement.go,
+	// archive.go).
+
+	// HealthInterval is how often a worker probes, over SSH, the health
+	// (CPU, load, memory, disk) of the machines it may run tasks on; the
+	// first round runs when Run starts. Default DefaultHealthInterval
+	// (1 min); negative turns the worker's probes off (ProbeMachine still
+	// works). A sample older than three intervals no longer counts.
+	HealthInterval time.Duration
+	// HealthThresholds say when a machine is busy (takes no new priority
+	// 3–5 work). Default: CPU 90 %, memory 90 %.
+	HealthThresholds HealthThresholds
+	// ArchiveDir is the log archive's directory: finished tasks' records
+	// and old audit records moved out of the store by Prune (files 0600).
+	// Default: DataDir/archive (with DataDir's default when DataDir is
+	// empty).
+	ArchiveDir string
+	// ArchiveRetention is how long Prune keeps archived task records: a
+	// task segment is removed once its whole day is older. 0 keeps them
+	// forever. Archived audit records are always kept.
+	ArchiveRetention time.Duration
 }
 
 // Client submits, inspects and runs tasks. It is safe for concurrent use.
@@ -188,6 +210,9 @@ type Client struct {
 
 	metrics *metrics           // worker counters (metrics.go)
 	limiter *alert.RateLimiter // every alert goes through it (alert.go)
+
+	hstate healthState  // busy machines for claims (health.go)
+	arch   archiveState // the log archive, opened on first use (archive.go)
 }
 
 // DefaultDataDir returns $REDIACC_HOME, else ~/.rediacc.
@@ -254,6 +279,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, err
 		}
 	}
+	healthDefaults(&cfg)  // health.go
+	archiveDefaults(&cfg) // archive.go
 	sshCfg := cfg.SSH
 	if sshCfg.Logger == nil {
 		sshCfg.Logger = cfg.Logger
@@ -293,8 +320,8 @@ func (c *Client) WorkerID() string { return c.id }
 func (c *Client) Store() *Store { return c.st }
 
 // Close drains and closes the Alerter (when it has a Close(ctx) error
-// method, within Config.AlertDrainTimeout), stops the SSH pool and closes
-// the store. Call it after Run has returned. Later calls return ErrClosed.
+// method, within Config.AlertDrainTimeout), seals the log archive's open
+// segments, stops the SSH pool and closes the store. Call it after Run has returned. Later calls return ErrClosed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -309,8 +336,9 @@ func (c *Client) Close() error {
 		verr = c.vlt.Close()
 	}
 	c.vaultMu.Unlock()
-	aerr := c.closeAlerter() // drains queued alert deliveries (alert.go)
-	return errors.Join(aerr, c.pool.Close(), c.engine.Close(), verr)
+	aerr := c.closeAlerter()   // drains queued alert deliveries (alert.go)
+	arerr := c.closeArchives() // seals open archive segments (archive.go)
+	return errors.Join(aerr, arerr, c.pool.Close(), c.engine.Close(), verr)
 }
 
 func (c *Client) notify() {

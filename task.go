@@ -8,11 +8,8 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/authz"
@@ -54,8 +51,23 @@ const MaxCommandBytes = 64 << 10
 
 // TaskSpec is what a caller submits.
 type TaskSpec struct {
-	// Machine is the registered machine's name. Required.
+	// Machine is the registered machine's name. Required unless Team is
+	// set.
 	Machine string
+	// Team, with Machine empty, lets Submit place the task (placement.go):
+	// on the machine of Team whose labels hold Selector and that is healthy
+	// (its last recent health probe did not fail; never probed counts as
+	// healthy), with the fewest queued and running tasks, then the lowest
+	// load per CPU, then the most free memory, then the first name. Busy
+	// machines (above Config.HealthThresholds) get priority 3–5 tasks only
+	// when no other machine is eligible. With Machine set, Team (if given)
+	// must be the machine's team. A returned Task leaves it empty: its
+	// team is Task.Team (the JSON form's "team").
+	Team string
+	// Selector narrows placement to the machines of Team whose labels hold
+	// every key=value ({"role": "web"}). With Machine set, the machine's
+	// labels must hold it.
+	Selector map[string]string
 	// Command is run by the machine's login shell (sh -c). Required, at most
 	// 64 KiB, no NUL byte. Never put secrets here.
 	Command string
@@ -100,8 +112,13 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 	if err := s.Priority.Validate(); err != nil {
 		return s, err
 	}
-	if strings.TrimSpace(s.Machine) == "" {
-		return bad("machine is required")
+	if strings.TrimSpace(s.Machine) == "" && strings.TrimSpace(s.Team) == "" {
+		return bad("machine is required (or a team to place the task in)")
+	}
+	for k, v := range s.Selector {
+		if strings.TrimSpace(k) == "" || strings.ContainsAny(k, "=,") || strings.ContainsRune(v, ',') {
+			return bad("selector %q=%q: keys are non-empty without '=' or ',', values without ','", k, v)
+		}
 	}
 	if strings.TrimSpace(s.Command) == "" {
 		return bad("command is empty")
@@ -196,6 +213,7 @@ type taskJSON struct {
 	Priority        Priority          `json:"priority,omitempty"`
 	Team            string            `json:"team,omitempty"`
 	Machine         string            `json:"machine,omitempty"`
+	Selector        map[string]string `json:"selector,omitempty"`
 	Command         string            `json:"command,omitempty"`
 	RetryCount      int               `json:"retryCount"`
 	RetryDelay      float64           `json:"retryDelay"` // seconds
@@ -244,7 +262,7 @@ func timeVal(t *time.Time) time.Time {
 func (t Task) MarshalJSON() ([]byte, error) {
 	return json.Marshal(taskJSON{
 		TaskID: t.ID, Status: t.Status, Priority: t.Priority, Team: t.Team,
-		Machine: t.Machine, Command: t.Command,
+		Machine: t.Machine, Selector: t.Selector, Command: t.Command,
 		RetryCount: t.Retry.RetryCount, RetryDelay: t.Retry.RetryDelay.Seconds(),
 		RetryBackoff: t.Retry.Backoff, RetryMultiplier: t.Retry.Multiplier,
 		RetryMaxDelay: t.Retry.MaxDelay.Seconds(), RetryJitter: t.Retry.Jitter,
@@ -286,7 +304,7 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 	*t = Task{
 		ID: j.TaskID,
 		TaskSpec: TaskSpec{
-			Machine: j.Machine, Command: j.Command, Priority: j.Priority,
+			Machine: j.Machine, Selector: j.Selector, Command: j.Command, Priority: j.Priority,
 			Retry: RetryPolicy{
 				RetryCount: j.RetryCount, RetryDelay: delay, Backoff: j.RetryBackoff,
 				Multiplier: j.RetryMultiplier, MaxDelay: maxDelay, Jitter: j.RetryJitter,
@@ -315,6 +333,7 @@ type specJSON struct {
 	Env            map[string]string `json:"env,omitempty"`
 	Secrets        map[string]string `json:"secrets,omitempty"` // ENV → vault key; never values
 	IdempotencyKey string            `json:"idempotencyKey,omitempty"`
+	Selector       map[string]string `json:"selector,omitempty"` // placement's selector, if any
 }
 
 func encodeSpec(s TaskSpec) ([]byte, error) {
@@ -322,6 +341,7 @@ func encodeSpec(s TaskSpec) ([]byte, error) {
 		Command: s.Command, Retry: s.Retry, RetryDelayNS: s.Retry.RetryDelay,
 		MaxDelayNS: s.Retry.MaxDelay, FailureAction: s.FailureAction,
 		TimeoutNS: s.Timeout, Env: s.Env, Secrets: s.Secrets, IdempotencyKey: s.IdempotencyKey,
+		Selector: s.Selector,
 	})
 }
 
@@ -336,7 +356,7 @@ func taskFromRecord(r store.Task) (*Task, error) {
 	t := &Task{
 		ID: r.ID,
 		TaskSpec: TaskSpec{
-			Machine: r.Machine, Command: sj.Command, Priority: Priority(r.Priority),
+			Machine: r.Machine, Selector: sj.Selector, Command: sj.Command, Priority: Priority(r.Priority),
 			Retry: sj.Retry, FailureAction: sj.FailureAction, Timeout: sj.TimeoutNS,
 			Env: sj.Env, Secrets: sj.Secrets, IdempotencyKey: r.IdempotencyKey,
 		},
@@ -363,56 +383,25 @@ type ListFilter struct {
 	Limit    int      // 0 = no limit
 }
 
-// Submit queues a task and returns at once with it (status PENDING). When
-// spec.IdempotencyKey names an earlier task, that task is returned instead
-// and nothing is queued. Nothing is written when an error is returned. Needs
-// operator (or admin) of the machine's team.
+// Submit queues a task and returns at once with it (status PENDING). A
+// spec naming a Team instead of a Machine is placed on the team's best
+// machine (see TaskSpec.Team). When spec.IdempotencyKey names an earlier
+// task, that task is returned instead and nothing is queued. Nothing is
+// written when an error is returned. Needs operator (or admin) of the
+// machine's team.
 //
 // Errors: ErrNoActor, ErrPermissionDenied, ErrInvalidPriority,
-// ErrInvalidTask, ErrUnknownMachine.
+// ErrInvalidTask, ErrUnknownMachine, ErrNoEligibleMachine.
 func (c *Client) Submit(ctx context.Context, spec TaskSpec) (*Task, error) {
-	if _, ok := ActorFrom(ctx); !ok {
-		return nil, ErrNoActor
-	}
-	m, err := c.engine.GetMachine(ctx, spec.Machine)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %q is not registered (add it first: rediacc machine add)", ErrUnknownMachine, spec.Machine)
-		}
-		return nil, mapStoreErr(err)
-	}
-	id := uuid.NewString()
-	o, _, err := c.authorize(ctx, authz.TaskCreate, m.Team, audit.EntityTask, id,
-		map[string]string{"machine": m.Name, "priority": strconv.Itoa(int(spec.Priority))})
+	auth, err := c.taskAuth(ctx)
 	if err != nil {
 		return nil, err
 	}
-	spec, err = spec.normalize()
+	rec, o, err := c.prepareTask(ctx, spec, c.newPlacer(), auth, c.clock.Now().UTC())
 	if err != nil {
-		return nil, o.fail(ctx, err)
+		return nil, err
 	}
-	if len(spec.Secrets) > 0 {
-		keys := make([]string, 0, len(spec.Secrets))
-		for _, k := range spec.Secrets {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		if _, _, err := c.authorize(ctx, authz.VaultUse, m.Team, audit.EntityTask, id, map[string]string{"keys": strings.Join(keys, ",")}); err != nil {
-			return nil, err
-		}
-		o.detail["secrets"] = strings.Join(keys, ",")
-	}
-	raw, err := encodeSpec(spec)
-	if err != nil {
-		return nil, o.fail(ctx, err)
-	}
-	now := c.clock.Now().UTC()
-	o.detail["priority"] = strconv.Itoa(int(spec.Priority))
-	rec, created, err := c.engine.CreateTask(o.ctx(ctx), store.Task{
-		ID: id, IdempotencyKey: spec.IdempotencyKey, Team: m.Team,
-		Machine: m.Name, Priority: int(spec.Priority), Spec: raw,
-		CreatedAt: now, EnqueuedAt: now, ReadyAt: now,
-	})
+	rec, created, err := c.engine.CreateTask(o.ctx(ctx), rec)
 	if err != nil {
 		return nil, o.fail(ctx, mapStoreErr(err))
 	}

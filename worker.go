@@ -73,6 +73,7 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 	log.InfoContext(ctx, "worker started", "concurrency", c.cfg.Concurrency, "per_machine_limit", c.cfg.PerMachineLimit)
 
 	c.rescue(ctx, log)
+	stopProber := c.startProber(ctx, o.actor, log) // health probes (health.go)
 	heartbeat := time.NewTicker(c.cfg.LeaseDuration / 3)
 	defer heartbeat.Stop()
 	rescue := time.NewTicker(c.cfg.LeaseDuration / 2)
@@ -156,6 +157,7 @@ loop:
 		result = ctx.Err()
 	}
 	c.shutdown(base, &wg, log)
+	stopProber()
 	log.InfoContext(base, "worker stopped")
 	return result
 }
@@ -224,6 +226,7 @@ func (c *Client) claim(ctx context.Context, actor string, n int) ([]store.Task, 
 		Owner: c.id, Now: now, LeaseUntil: now.Add(c.cfg.LeaseDuration), Max: n,
 		PerMachine: c.cfg.PerMachineLimit, ReserveCritical: !c.cfg.NoCriticalReserve,
 		Aging: aging, Machines: machines,
+		BusyMachines: c.busyMachines(ctx), // above their health thresholds (health.go)
 	})
 	if err != nil || len(tasks) == 0 {
 		return tasks, err
@@ -526,6 +529,9 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 			log.ErrorContext(ctx, "recording the attempt failed", "error", err)
 		}
 		return
+	}
+	if done.Status.Terminal() {
+		c.archiveFinished(ctx, done) // the log archive (archive.go)
 	}
 	c.metrics.attemptRecorded(done.Status, attempt, done.Status == store.Pending && kind != kindInterrupted) // metrics.go
 	switch {

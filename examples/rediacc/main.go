@@ -137,13 +137,16 @@ func newRoot(g *globals) *cobra.Command {
 
 	machine := &cobra.Command{Use: "machine", Short: "Register and list machines"}
 	machine.AddCommand(newMachineAdd(g), newMachineList(g), newMachineRemove(g), newMachineMove(g))
+	machine.AddCommand(newMachineStatus(g)) // status.go
 	create := &cobra.Command{Use: "create", Short: "Create tasks"}
 	create.AddCommand(newCreateTask(g))
+	create.AddCommand(newCreateBatch(g)) // batch.go
 	list := &cobra.Command{Use: "list", Short: "List the queue"}
 	list.AddCommand(newListQueue(g), newListAudit(g))
 	inspect := &cobra.Command{Use: "inspect", Short: "Inspect a task"}
 	inspect.AddCommand(newInspectQueue(g))
 	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g), newTeam(g), newAudit(g), newVault(g))
+	root.AddCommand(newLogs(g), newPrune(g)) // logs.go
 	for _, c := range []*cobra.Command{machine, create, list, inspect} {
 		c.Args = cobra.NoArgs
 		c.RunE = func(c *cobra.Command, args []string) error {

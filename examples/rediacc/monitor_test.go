@@ -93,7 +93,7 @@ func TestCLIListQueueStats(t *testing.T) {
 	if s["pending"] != 3.0 || s["running"] != 0.0 || s["oldestPendingTaskId"] == nil {
 		t.Errorf("stats JSON: %v", s)
 	}
-	c.ok("worker", "--until-empty")
+	c.ok("worker", "--until-empty", "--health-interval", "-1s") // a busy test host would hold back priority 3-5
 	out := c.ok("list", "queue", "--stats")
 	for _, want := range []string{"STATUS", "1 critical", "5 minimal", "COMPLETED", "TEAM", "default", "MACHINE", "web-01",
 		"Oldest pending:", "Running:", "3 completed, 0 failed", "Finished per minute:", "0.60"} {
@@ -121,7 +121,7 @@ func TestCLIWorkerMetricsAndWebhook(t *testing.T) {
 	var stdout, stderr lockedBuffer
 	exited := make(chan int, 1)
 	go func() {
-		exited <- run(ctx, []string{"--data-dir", c.dir, "--log-format", "json", "worker",
+		exited <- run(ctx, []string{"--data-dir", c.dir, "--log-format", "json", "worker", "--health-interval", "-1s",
 			"--metrics-addr", "127.0.0.1:0", "--alert-webhook", hooks.srv.URL}, &stdout, &stderr)
 	}()
 	var addr string
@@ -187,7 +187,7 @@ func TestCLIWorkerWebhookSecret(t *testing.T) {
 	}
 	c.ok("vault", "set", "--team", "default", "hooks/signing", "--value-file", f)
 	id := strings.TrimSpace(c.ok("create", "task", "--machine", "db-01", "--command", "exit 9"))
-	c.ok("worker", "--until-empty", "--alert-webhook", hooks.srv.URL, "--alert-webhook-secret", "hooks/signing")
+	c.ok("worker", "--until-empty", "--health-interval", "-1s", "--alert-webhook", hooks.srv.URL, "--alert-webhook-secret", "hooks/signing")
 	got, bad := hooks.received() // the worker's Close drained the queue
 	if bad != 0 || len(got) != 1 || got[0]["taskId"] != id || got[0]["exitCode"] != 9.0 {
 		t.Errorf("webhook signed with the vault's secret: %v (bad signatures: %d)", got, bad)

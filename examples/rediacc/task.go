@@ -22,11 +22,17 @@ func newCreateTask(g *globals) *cobra.Command {
 		secrets       []string
 		output        string
 		wait          bool
+		selector      []string // batch.go: placement and fan-out
+		all           bool
 	)
 	c := &cobra.Command{
-		Use:   "task --machine NAME --priority N --command CMD [flags]",
+		Use:   "task (--machine NAME | --team TEAM [--selector K=V] [--all]) --priority N --command CMD [flags]",
 		Short: "Queue a task (prints its id)",
-		Args:  exactArgs(0, ""),
+		Long: `Queue a task on a machine (--machine), or on the least loaded healthy
+machine of a team (--team, narrowed by --selector labels), or one task on
+every machine of the team and selector (--all). With --all --wait, a
+progress bar follows the tasks, then a table shows each machine's result.`,
+		Args: exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -48,11 +54,23 @@ func newCreateTask(g *globals) *cobra.Command {
 			if spec.Secrets, err = parseKV("--secret", secrets); err != nil {
 				return err
 			}
+			if spec.Selector, err = parseKV("--selector", selector); err != nil {
+				return err
+			}
+			if spec.Machine == "" && spec.Team == "" {
+				return usagef("--machine (or --team) is required")
+			}
+			if all && (spec.Machine != "" || spec.Team == "") {
+				return usagef("--all needs --team and no --machine")
+			}
 			cl, err := g.client(c.Context(), nil)
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
+			if all {
+				return createMany(c.Context(), g, cl, spec, wait, output) // batch.go
+			}
 			t, err := cl.Submit(c.Context(), spec)
 			if err != nil {
 				return err
@@ -70,7 +88,10 @@ func newCreateTask(g *globals) *cobra.Command {
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&spec.Machine, "machine", "", "machine name (required)")
+	f.StringVar(&spec.Machine, "machine", "", "machine name (or --team)")
+	f.StringVar(&spec.Team, "team", "", "place the task on the least loaded healthy machine of this team")
+	f.StringArrayVar(&selector, "selector", nil, "with --team: only machines with label KEY=VALUE (repeatable)")
+	f.BoolVar(&all, "all", false, "with --team: one task on every machine of the team and selector")
 	f.StringVar(&priority, "priority", "3", "1 (critical) .. 5 (minimal), or a level name")
 	f.StringVar(&spec.Command, "command", "", "shell command to run (required)")
 	f.IntVar(&spec.Retry.RetryCount, "retry-count", 0, "retries after a failed attempt (0..100)")
@@ -82,9 +103,8 @@ func newCreateTask(g *globals) *cobra.Command {
 	f.StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE for the command (repeatable; not for secrets)")
 	f.StringArrayVar(&secrets, "secret", nil, "ENV=KEY: hand the team vault's KEY to the command as $ENV (repeatable; never on a command line, masked in output)")
 	f.StringVar(&spec.IdempotencyKey, "idempotency-key", "", "a second create with the same key returns the first task")
-	f.BoolVar(&wait, "wait", false, "wait until a worker has finished the task")
+	f.BoolVar(&wait, "wait", false, "wait until a worker has finished the task (with --all: a progress bar, then a result table)")
 	f.StringVarP(&output, "output", "o", "", "output format: id (default) or json")
-	_ = c.MarkFlagRequired("machine")
 	_ = c.MarkFlagRequired("command")
 	return c
 }
@@ -246,7 +266,8 @@ func newWorker(g *globals) *cobra.Command {
 	var (
 		concurrency, perMachine int
 		untilEmpty              bool
-		mon                     monitorFlags // monitor.go
+		health                  rediacc.Config // status.go: HealthInterval, HealthThresholds
+		mon                     monitorFlags   // monitor.go
 	)
 	c := &cobra.Command{
 		Use:   "worker [--concurrency N] [--until-empty] [--metrics-addr ADDR] [--alert-webhook URL [--alert-webhook-secret KEY]]",
@@ -259,6 +280,7 @@ func newWorker(g *globals) *cobra.Command {
 			cl, err := mon.client(c.Context(), g, func(cfg *rediacc.Config) {
 				cfg.Concurrency = concurrency
 				cfg.PerMachineLimit = perMachine
+				cfg.HealthInterval, cfg.HealthThresholds = health.HealthInterval, health.HealthThresholds
 			})
 			if err != nil {
 				return err
@@ -280,6 +302,7 @@ func newWorker(g *globals) *cobra.Command {
 	f.IntVar(&perMachine, "per-machine-limit", rediacc.DefaultPerMachineLimit, "tasks run at once on one machine (OpenSSH allows 10 sessions per connection)")
 	f.BoolVar(&untilEmpty, "until-empty", false, "exit 0 once no task is pending, assigned or processing")
 	mon.register(f)
+	registerHealthFlags(f, &health) // status.go
 	return c
 }
 

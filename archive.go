@@ -1,0 +1,557 @@
+package rediacc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rediacc/rediacc/internal/archive"
+	"github.com/rediacc/rediacc/internal/audit"
+	"github.com/rediacc/rediacc/internal/authz"
+	"github.com/rediacc/rediacc/internal/store"
+)
+
+// The log archive (see Config.ArchiveDir). Finished tasks' full records and
+// old audit records are kept there, in append-only gzip JSON Lines
+// segments (one per day, or per 64 MiB; files 0600), after Prune has taken
+// them out of the queue store:
+//
+//	ARCHIVE_DIR/task/2026-11-29.0001.jsonl.gz         tasks (key: task id)
+//	ARCHIVE_DIR/trail/audit/2026-11-29.0001.jsonl.gz  audit records (key: seq)
+//
+// Each line is {"key": …, "at": …, "v": …}: v is the task in its JSON form
+// (Task.MarshalJSON; output already masked) or the audit record
+// (AuditRecord's JSON form, hash included). zcat reads them.
+
+// ErrArchiveCorrupt: a segment of the log archive (or a region of one)
+// could not be read: a torn or damaged gzip member, or a line that is not a
+// record. The records of other segments, and of the rest of the damaged
+// one, stay readable. Errors wrapping it also wrap a *CorruptSegmentError
+// naming the file and byte offset.
+var ErrArchiveCorrupt = errors.New("archive segment is corrupt")
+
+// CorruptSegmentError names a damaged archive segment (Path) and the
+// compressed byte offset (Offset) where the damage starts; use errors.As.
+type CorruptSegmentError = archive.CorruptSegmentError
+
+// pruneBatch is how many tasks Prune archives and deletes at a time.
+const pruneBatch = 500
+
+// archiveState holds the Client's archives, opened on first use.
+type archiveState struct {
+	mu     sync.Mutex
+	tasks  *archive.Archive // ArchiveDir; kind "task"; retention applies
+	trail  *archive.Archive // ArchiveDir/trail; kind "audit"; kept forever
+	closed bool
+}
+
+// archiveDefaults fills Config.ArchiveDir (called by New).
+func archiveDefaults(cfg *Config) {
+	if cfg.ArchiveDir == "" {
+		dir := cfg.DataDir
+		if dir == "" {
+			dir = DefaultDataDir()
+		}
+		cfg.ArchiveDir = filepath.Join(dir, "archive")
+	}
+}
+
+// archives opens the task and audit archives (once).
+func (c *Client) archives() (tasks, trail *archive.Archive, err error) {
+	c.arch.mu.Lock()
+	defer c.arch.mu.Unlock()
+	if c.arch.closed {
+		return nil, nil, ErrClosed
+	}
+	if c.arch.tasks == nil {
+		opts := archive.Options{Retention: c.cfg.ArchiveRetention, Clock: c.clock.Now, Logger: c.log}
+		t, err := archive.Open(c.cfg.ArchiveDir, opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("rediacc: open the log archive: %w", err)
+		}
+		opts.Retention = 0
+		a, err := archive.Open(filepath.Join(c.cfg.ArchiveDir, "trail"), opts)
+		if err != nil {
+			_ = t.Close()
+			return nil, nil, fmt.Errorf("rediacc: open the audit archive: %w", err)
+		}
+		c.arch.tasks, c.arch.trail = t, a
+	}
+	return c.arch.tasks, c.arch.trail, nil
+}
+
+// closeArchives seals the open segments (Close).
+func (c *Client) closeArchives() error {
+	c.arch.mu.Lock()
+	defer c.arch.mu.Unlock()
+	c.arch.closed = true
+	var errs []error
+	for _, a := range []*archive.Archive{c.arch.tasks, c.arch.trail} {
+		if a != nil {
+			errs = append(errs, a.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// archiveTask appends a finished task's full record to the archive.
+func (c *Client) archiveTask(ctx context.Context, rec store.Task) error {
+	t, err := taskFromRecord(rec)
+	if err != nil {
+		return err
+	}
+	tasks, _, err := c.archives()
+	if err != nil {
+		return err
+	}
+	at := t.CompletedAt
+	if at.IsZero() {
+		at = c.clock.Now().UTC()
+	}
+	return tasks.Append(context.WithoutCancel(ctx), archive.KindTask, t.ID, at, t)
+}
+
+// archiveFinished is the worker's hook: a task just became terminal. A
+// failure is logged; Prune archives the task before deleting it anyway.
+func (c *Client) archiveFinished(ctx context.Context, rec store.Task) {
+	if err := c.archiveTask(ctx, rec); err != nil {
+		c.log.ErrorContext(ctx, "archiving a finished task failed (Prune will retry)", "task_id", rec.ID, "error", err)
+	}
+}
+
+// archivedTask reads a task from the archive (the newest copy).
+func (c *Client) archivedTask(ctx context.Context, id string) (*Task, error) {
+	tasks, _, err := c.archives()
+	if err != nil {
+		return nil, err
+	}
+	raws, lerr := tasks.Lookup(ctx, archive.KindTask, id)
+	if len(raws) > 0 {
+		var t Task
+		if err := json.Unmarshal(raws[0], &t); err != nil {
+			return nil, fmt.Errorf("%w: archived task %q: %v", ErrArchiveCorrupt, id, err)
+		}
+		if lerr != nil {
+			c.log.WarnContext(ctx, "the log archive has damaged segments", "error", lerr)
+		}
+		return &t, nil
+	}
+	var cse *archive.CorruptSegmentError
+	if errors.As(lerr, &cse) {
+		return nil, fmt.Errorf("task %q: %w (it may be in a damaged part of the archive: %w: %w)", id, ErrNotFound, ErrArchiveCorrupt, lerr)
+	}
+	if lerr != nil {
+		return nil, lerr
+	}
+	return nil, fmt.Errorf("task %q: %w", id, ErrNotFound)
+}
+
+// TaskLog returns a task with its full record (attempts, output, exit
+// code): from the queue store while it is there, else, once Prune has
+// removed it, from the log archive. Access is Get's: task.read in the
+// task's team (the archived record's team once pruned), stdout and stderr
+// only with task.output (not viewers). Reading the archive decompresses the
+// task segments newest first: O(archived bytes) for a task not found.
+//
+// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound; ErrArchiveCorrupt
+// (with ErrNotFound) when the task is not found and the archive has damaged
+// segments it may have been in.
+func (c *Client) TaskLog(ctx context.Context, id string) (*Task, error) {
+	if _, ok := ActorFrom(ctx); !ok {
+		return nil, ErrNoActor
+	}
+	src := "store"
+	t, err := c.getTask(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		src = "archive"
+		t, err = c.archivedTask(ctx, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	o, g, err := c.authorize(ctx, authz.TaskRead, t.Team, audit.EntityTask, id, map[string]string{"source": src})
+	if err != nil {
+		return nil, err
+	}
+	redactOutput(t, g)
+	o.done(ctx)
+	return t, nil
+}
+
+// PruneResult says what Prune did.
+type PruneResult struct {
+	// Before is the cut-off: tasks finished, and audit records written,
+	// before it were moved to the archive.
+	Before time.Time `json:"before"`
+	// TasksArchived counts the tasks Prune had to archive itself (workers
+	// archive tasks as they finish; these had not been: cancelled while
+	// pending, or their worker failed to).
+	TasksArchived int `json:"tasksArchived"`
+	// TasksDeleted counts the finished tasks removed from the queue store.
+	TasksDeleted int `json:"tasksDeleted"`
+	// AuditArchived counts the audit records moved to the archive.
+	AuditArchived int `json:"auditArchived"`
+	// SegmentsRemoved lists the task archive segments removed by
+	// Config.ArchiveRetention.
+	SegmentsRemoved []string `json:"segmentsRemoved,omitempty"`
+}
+
+// authorizeOwner lets only store owners through (operations outside the
+// team role matrix: pruning).
+func (c *Client) authorizeOwner(ctx context.Context, action, etype string, detail map[string]string) (*op, error) {
+	actor, ok := ActorFrom(ctx)
+	if !ok {
+		return nil, ErrNoActor
+	}
+	if err := validateUser(actor); err != nil {
+		return nil, err
+	}
+	g, err := c.grants(ctx, actor)
+	if err != nil {
+		return nil, err
+	}
+	o := &op{c: c, actor: actor, action: authz.Action(action), etype: etype, detail: detail}
+	if !slices.Contains(g.StoreRoles, authz.Owner) {
+		return nil, c.deny(ctx, o, "denied: only an owner may "+action)
+	}
+	return o, nil
+}
+
+// Prune moves old records out of the queue store into the log archive
+// (Config.ArchiveDir), so the store stays small while the records stay
+// readable (TaskLog, `rediacc logs`) and the audit trail verifiable
+// (VerifyAudit):
+//
+//   - finished tasks (COMPLETED, FAILED, CANCELLED) that finished more than
+//     olderThan ago are deleted from the store once they are in the archive
+//     (workers archive tasks as they finish; Prune archives any that are
+//     missing first);
+//   - audit records written more than olderThan ago are appended to the
+//     audit archive, then removed from the store; the hash chain goes on
+//     from the archive into the store;
+//   - with Config.ArchiveRetention set, task archive segments older than it
+//     are removed. Archived audit records are never removed: the chain is
+//     verified from its first record.
+//
+// Prune is safe to repeat after a crash: a task or audit record archived
+// twice is read once. Only owners may prune. Tasks are archived and deleted
+// 500 at a time; checking which are archived reads the task archive once
+// per Prune (the records finished since the oldest task to prune).
+//
+// Errors: ErrNoActor, ErrPermissionDenied, ErrInvalidArgument (negative
+// olderThan), ErrClosed, and the archive's I/O errors (what was done before
+// is kept and counted in the result).
+func (c *Client) Prune(ctx context.Context, olderThan time.Duration) (PruneResult, error) {
+	o, err := c.authorizeOwner(ctx, "store.prune", audit.EntityAudit, map[string]string{"older_than": olderThan.String()})
+	if err != nil {
+		return PruneResult{}, err
+	}
+	if olderThan < 0 {
+		return PruneResult{}, o.fail(ctx, fmt.Errorf("%w: prune older than %s: the age must not be negative", ErrInvalidArgument, olderThan))
+	}
+	tasks, trail, err := c.archives()
+	if err != nil {
+		return PruneResult{}, o.fail(ctx, err)
+	}
+	now := c.clock.Now().UTC()
+	res := PruneResult{Before: now.Add(-olderThan)}
+	o.detail["before"] = res.Before.Format(time.RFC3339Nano)
+	if err := c.pruneTasks(ctx, o, tasks, &res); err != nil {
+		return res, o.fail(ctx, err)
+	}
+	trimmed, err := c.pruneAudit(ctx, o, trail, &res)
+	if err != nil {
+		return res, o.fail(ctx, err)
+	}
+	if c.cfg.ArchiveRetention > 0 {
+		removed, err := tasks.Prune(ctx, now)
+		res.SegmentsRemoved = removed
+		if err != nil {
+			return res, o.fail(ctx, err)
+		}
+	}
+	if !trimmed {
+		o.detail["tasks_deleted"] = strconv.Itoa(res.TasksDeleted)
+		o.detail["segments_removed"] = strconv.Itoa(len(res.SegmentsRemoved))
+		o.done(ctx)
+	}
+	c.log.InfoContext(ctx, "pruned", "before", res.Before, "tasks_deleted", res.TasksDeleted,
+		"tasks_archived", res.TasksArchived, "audit_archived", res.AuditArchived, "segments_removed", len(res.SegmentsRemoved))
+	return res, nil
+}
+
+// archivedKey is a task id in the set of archived tasks: a UUID's 16 bytes,
+// or the id itself.
+type archivedKey struct {
+	u   uuid.UUID
+	str string
+}
+
+func keyOf(id string) archivedKey {
+	if u, err := uuid.Parse(id); err == nil {
+		return archivedKey{u: u}
+	}
+	return archivedKey{str: id}
+}
+
+// pruneTasks archives (when missing) and deletes the finished tasks older
+// than res.Before.
+func (c *Client) pruneTasks(ctx context.Context, o *op, tasks *archive.Archive, res *PruneResult) error {
+	var archived map[archivedKey]struct{}
+	for {
+		batch, err := c.engine.ListPrunable(ctx, res.Before, pruneBatch)
+		if err != nil {
+			return mapStoreErr(err)
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		if archived == nil {
+			// One pass over the task archive, keeping the ids archived as
+			// finished between the oldest task to prune and the cut-off.
+			from := batch[0].CompletedAt
+			archived = map[archivedKey]struct{}{}
+			serr := tasks.Scan(ctx, archive.KindTask, func(key string, at time.Time, _ json.RawMessage) error {
+				if !at.Before(from) && at.Before(res.Before) {
+					archived[keyOf(key)] = struct{}{}
+				}
+				return nil
+			})
+			var cse *archive.CorruptSegmentError
+			if serr != nil && !errors.As(serr, &cse) {
+				return serr
+			}
+			// Damaged segments: their tasks count as not archived and are
+			// archived again.
+		}
+		ids := make([]string, 0, len(batch))
+		for _, r := range batch {
+			if _, ok := archived[keyOf(r.ID)]; !ok {
+				if err := c.archiveTask(ctx, r); err != nil {
+					return err
+				}
+				archived[keyOf(r.ID)] = struct{}{}
+				res.TasksArchived++
+			}
+			ids = append(ids, r.ID)
+		}
+		rec := o.record(audit.ResultOK, nil)
+		rec.Action, rec.EntityType = "task.prune", audit.EntityTask
+		rec.Details = map[string]string{"tasks": strconv.Itoa(len(ids)), "before": res.Before.Format(time.RFC3339Nano),
+			"first": ids[0], "last": ids[len(ids)-1]}
+		n, err := c.engine.DeleteTasks(store.WithAudit(ctx, rec), ids)
+		if err != nil {
+			return mapStoreErr(err)
+		}
+		res.TasksDeleted += n
+		if len(batch) < pruneBatch {
+			return nil
+		}
+	}
+}
+
+// pruneAudit moves the audit records written before res.Before to the
+// audit archive and trims them from the store. It reports whether it
+// trimmed (the operation's "ok" record then went with the trim).
+func (c *Client) pruneAudit(ctx context.Context, o *op, trail *archive.Archive, res *PruneResult) (bool, error) {
+	base, err := c.access.AuditBase(ctx)
+	if err != nil {
+		return false, mapStoreErr(err)
+	}
+	upto, after := base.Seq, base.Seq
+	for done := false; !done; {
+		page, err := c.access.ListAudit(ctx, audit.Filter{AfterSeq: after, Limit: audit.MaxLimit})
+		if err != nil {
+			return false, mapStoreErr(err)
+		}
+		for _, r := range page {
+			if !r.Time.Before(res.Before) {
+				done = true
+				break
+			}
+			if err := trail.Append(ctx, archive.KindAudit, strconv.FormatInt(r.Seq, 10), r.Time, r); err != nil {
+				return false, err
+			}
+			upto = r.Seq
+			res.AuditArchived++
+		}
+		if len(page) < audit.MaxLimit {
+			done = true
+		} else {
+			after = page[len(page)-1].Seq
+		}
+	}
+	if upto == base.Seq {
+		return false, nil
+	}
+	o.detail["tasks_deleted"] = strconv.Itoa(res.TasksDeleted)
+	o.detail["audit_archived"] = strconv.Itoa(res.AuditArchived)
+	o.detail["audit_upto_seq"] = strconv.FormatInt(upto, 10)
+	if err := c.access.TrimAudit(o.ctx(ctx), upto); err != nil {
+		return false, mapStoreErr(err)
+	}
+	return true, nil
+}
+
+// verifyArchivedChain verifies the whole audit chain: the archived records
+// from the genesis, then the stored ones from the store's base to its head.
+// A corrupt archive segment is reported (ErrArchiveCorrupt) beside the gap
+// it leaves in the chain.
+func (c *Client) verifyArchivedChain(ctx context.Context) (int64, error) {
+	for attempt := 0; ; attempt++ {
+		n, moved, err := c.verifyOnce(ctx)
+		if !moved || attempt == 2 {
+			return n, err
+		}
+	}
+}
+
+// replay recognizes an exact replay of records already fed to the verifier
+// (a Prune that crashed between archiving audit records and trimming them
+// archives them again): a run of well-formed records, each linked to the
+// one before it, ending with the very record last fed. Such a run is
+// skipped; any other record goes to the verifier.
+type replay struct {
+	buf  []audit.Record
+	last audit.Head // last record fed to the verifier
+}
+
+// add takes the next record and returns the records to feed the verifier.
+func (rp *replay) add(r audit.Record) []audit.Record {
+	inRun := len(rp.buf) > 0
+	switch {
+	case !inRun && r.Seq <= rp.last.Seq && r.Seq > 0 && audit.ComputeHash(r) == r.Hash,
+		inRun && r.Seq == rp.buf[len(rp.buf)-1].Seq+1 && r.PrevHash == rp.buf[len(rp.buf)-1].Hash && audit.ComputeHash(r) == r.Hash:
+		if r.Seq == rp.last.Seq {
+			if r.Hash == rp.last.Hash {
+				rp.buf = rp.buf[:0] // an exact replay: skip it
+				return nil
+			}
+			out := append(rp.buf, r)
+			rp.buf = nil
+			return out
+		}
+		if r.Seq < rp.last.Seq {
+			rp.buf = append(rp.buf, r)
+			return nil
+		}
+	}
+	out := append(rp.flush(), r)
+	rp.last = audit.HeadOf(r)
+	return out
+}
+
+// flush returns a pending run that turned out not to be a replay.
+func (rp *replay) flush() []audit.Record {
+	out := rp.buf
+	rp.buf = nil
+	return out
+}
+
+// verifyOnce is one verification pass; moved reports that the store's base
+// moved meanwhile (a concurrent Prune), so the pass must be redone.
+func (c *Client) verifyOnce(ctx context.Context) (n int64, moved bool, err error) {
+	base, err := c.access.AuditBase(ctx)
+	if err != nil {
+		return 0, false, mapStoreErr(err)
+	}
+	v := audit.NewVerifier(audit.Head{})
+	var tamper error
+	feed := func(rs []audit.Record) {
+		for _, r := range rs {
+			if tamper == nil {
+				tamper = v.Add(r)
+			}
+		}
+	}
+	// The archive: records past the store's base are still in the store
+	// too (archived, not yet trimmed); remember their hashes to match.
+	overlap := map[int64]string{}
+	rp := &replay{}
+	var corrupt error
+	_, trail, err := c.archives()
+	if err != nil {
+		return 0, false, err
+	}
+	serr := trail.Scan(ctx, archive.KindAudit, func(key string, _ time.Time, raw json.RawMessage) error {
+		var r audit.Record
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return &archive.CorruptSegmentError{Path: "audit record " + key, Err: err}
+		}
+		if r.Seq > base.Seq {
+			overlap[r.Seq] = r.Hash
+		}
+		feed(rp.add(r))
+		return nil
+	})
+	var cse *archive.CorruptSegmentError
+	switch {
+	case serr == nil:
+	case errors.As(serr, &cse):
+		corrupt = fmt.Errorf("%w: %w", ErrArchiveCorrupt, serr)
+	default:
+		return v.Count(), false, serr
+	}
+	feed(rp.flush())
+	archivedTo := rp.last.Seq
+	// The store, from its base; records also in the archive must match.
+	after := base.Seq
+	var head audit.Head
+	for {
+		for {
+			page, err := c.access.ListAudit(ctx, audit.Filter{AfterSeq: after, Limit: audit.MaxLimit})
+			if err != nil {
+				return v.Count(), false, mapStoreErr(err)
+			}
+			for _, r := range page {
+				after = r.Seq
+				if r.Seq <= archivedTo {
+					if h, ok := overlap[r.Seq]; ok && h != r.Hash && tamper == nil {
+						tamper = &AuditTamperError{Seq: r.Seq, Kind: audit.KindModified,
+							Detail: fmt.Sprintf("record %d in the store differs from its archived copy", r.Seq)}
+					}
+					continue
+				}
+				feed([]audit.Record{r})
+			}
+			if len(page) < audit.MaxLimit {
+				break
+			}
+		}
+		if head, err = c.access.AuditHead(ctx); err != nil {
+			return v.Count(), false, mapStoreErr(err)
+		}
+		if head.Seq <= after {
+			break
+		}
+	}
+	if nb, err := c.access.AuditBase(ctx); err == nil && nb != base {
+		return v.Count(), true, nil
+	}
+	if tamper == nil {
+		tamper = v.Finish()
+	}
+	if tamper == nil {
+		last := v.Head()
+		switch {
+		case last.Seq < head.Seq:
+			tamper = &AuditTamperError{Seq: last.Seq + 1, Kind: audit.KindDeleted,
+				Detail: fmt.Sprintf("the trail ends at seq %d but its head is %s: records missing at the end (truncated)", last.Seq, head)}
+		case last.Seq > head.Seq:
+			tamper = &AuditTamperError{Seq: head.Seq + 1, Kind: audit.KindInserted,
+				Detail: fmt.Sprintf("records follow the trail's head %s", head)}
+		case last.Seq > 0 && last.Hash != head.Hash:
+			tamper = &AuditTamperError{Seq: last.Seq, Kind: audit.KindModified,
+				Detail: fmt.Sprintf("the last record (hash %s) is not the head %s: it was changed and re-hashed", last.Hash, head)}
+		}
+	}
+	return v.Count(), false, errors.Join(tamper, corrupt)
+}

@@ -1,0 +1,238 @@
+package rediacc_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/rediacc/rediacc"
+	"github.com/rediacc/rediacc/ssh/sshtest"
+)
+
+// archiveClock is the system clock moved by an offset (a later "day").
+type archiveClock struct{ off time.Duration }
+
+func (c archiveClock) Now() time.Time { return time.Now().Add(c.off) }
+
+// session opens a client on dir (each session writes its own archive
+// segments), with a machine "a1" served by srv.
+func session(t *testing.T, dir string, tune func(*rediacc.Config)) *rediacc.Client {
+	t.Helper()
+	cfg := rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond,
+		LeaseDuration: 3 * time.Second, HealthInterval: -1}
+	if tune != nil {
+		tune(&cfg)
+	}
+	c, err := rediacc.New(asOwner(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func addA1(t *testing.T, c *rediacc.Client, srv *sshtest.OpenSSH) {
+	t.Helper()
+	if _, err := c.AddMachine(asOwner(), rediacc.Machine{Name: "a1", Host: srv.Host, Port: srv.Port, User: srv.User,
+		IdentityFile: srv.ClientKeyPath, KnownHostsFile: srv.KnownHostsPath}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func segments(t *testing.T, pattern string) []string {
+	t.Helper()
+	m, err := filepath.Glob(pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(m)
+	return m
+}
+
+// Finished tasks are archived by the worker (files 0600); Prune deletes them
+// from the store (archiving those the worker had not: a task cancelled
+// while pending) and moves old audit records to the archive; TaskLog and
+// `logs` still read them, with the same access rules; VerifyAudit verifies
+// the chain across archive segments and the store; retention removes old
+// task segments only.
+func TestPruneThenTaskLogAndAuditVerify(t *testing.T) {
+	dir := t.TempDir()
+	srv := realSSHD(t, 59)
+	ctx := ctxTimeout(t, 2*time.Minute)
+
+	c := session(t, dir, nil)
+	addA1(t, c, srv)
+	if _, err := c.SetMember(ctx, rediacc.DefaultTeam, "vera", rediacc.RoleViewer); err != nil {
+		t.Fatal(err)
+	}
+	one := submit(t, c, rediacc.TaskSpec{Machine: "a1", Command: "echo one; echo err >&2"})
+	cancelled := submit(t, c, rediacc.TaskSpec{Machine: "a1", Command: "echo never", Priority: rediacc.Minimal})
+	if _, err := c.Cancel(ctx, cancelled.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RunUntilEmpty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	segs := segments(t, filepath.Join(dir, "archive", "task", "*.jsonl.gz"))
+	if len(segs) != 1 {
+		t.Fatalf("task segments after the run: %v", segs)
+	}
+	if fi, err := os.Stat(segs[0]); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("segment mode: %v %v", fi.Mode(), err)
+	}
+	if _, err := c.Prune(as("vera"), 0); !errors.Is(err, rediacc.ErrPermissionDenied) {
+		t.Errorf("viewer prune: %v", err)
+	}
+	if _, err := c.Prune(ctx, -time.Hour); !errors.Is(err, rediacc.ErrInvalidArgument) {
+		t.Errorf("negative prune: %v", err)
+	}
+	kept, err := c.Prune(ctx, time.Hour)
+	if err != nil || kept.TasksDeleted != 0 || kept.AuditArchived != 0 {
+		t.Fatalf("prune of nothing old: %+v %v", kept, err)
+	}
+	n0, err := c.VerifyAudit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Prune(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TasksDeleted != 2 || res.TasksArchived != 1 || res.AuditArchived < int(n0) {
+		t.Errorf("prune: %+v (audit records before: %d)", res, n0)
+	}
+	if _, err := c.Get(ctx, one.ID); !errors.Is(err, rediacc.ErrNotFound) {
+		t.Errorf("Get after prune: %v", err)
+	}
+	got, err := c.TaskLog(ctx, one.ID)
+	if err != nil || got.Status != rediacc.StatusCompleted || got.Stdout != "one\n" || got.Stderr != "err\n" ||
+		got.Machine != "a1" || got.Team != rediacc.DefaultTeam || len(got.History) != 1 || *got.ExitCode != 0 {
+		t.Fatalf("TaskLog after prune: %+v %v", got, err)
+	}
+	if got, err := c.TaskLog(ctx, cancelled.ID); err != nil || got.Status != rediacc.StatusCancelled {
+		t.Errorf("cancelled task from the archive: %+v %v", got, err)
+	}
+	if got, err := c.TaskLog(as("vera"), one.ID); err != nil || got.Stdout != "" || got.Status != rediacc.StatusCompleted {
+		t.Errorf("viewer TaskLog: %+v %v (want no output)", got, err)
+	}
+	if _, err := c.TaskLog(as("mallory"), one.ID); !errors.Is(err, rediacc.ErrPermissionDenied) {
+		t.Errorf("outsider TaskLog: %v", err)
+	}
+	if _, err := c.TaskLog(ctx, "00000000-0000-0000-0000-000000000000"); !errors.Is(err, rediacc.ErrNotFound) {
+		t.Errorf("TaskLog of an unknown id: %v", err)
+	}
+	n1, err := c.VerifyAudit(ctx)
+	if err != nil || n1 <= n0 {
+		t.Fatalf("VerifyAudit after prune: %d records, %v", n1, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second session: more tasks, a second prune, more segments.
+	c = session(t, dir, nil)
+	two := submit(t, c, rediacc.TaskSpec{Machine: "a1", Command: "echo two"})
+	if err := c.RunUntilEmpty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := c.Prune(ctx, 0); err != nil || res.TasksDeleted != 1 || res.TasksArchived != 0 {
+		t.Fatalf("second prune: %+v %v", res, err)
+	}
+	if got, err := c.TaskLog(ctx, two.ID); err != nil || got.Stdout != "two\n" {
+		t.Errorf("TaskLog from the second segment: %+v %v", got, err)
+	}
+	if got, err := c.TaskLog(ctx, one.ID); err != nil || got.Stdout != "one\n" {
+		t.Errorf("TaskLog from the first segment: %+v %v", got, err)
+	}
+	n2, err := c.VerifyAudit(ctx)
+	if err != nil || n2 <= n1 {
+		t.Fatalf("VerifyAudit across segments: %d records, %v", n2, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if a := segments(t, filepath.Join(dir, "archive", "trail", "audit", "*.jsonl.gz")); len(a) < 2 {
+		t.Errorf("audit segments: %v, want at least 2", a)
+	}
+
+	// Ten days later, with a 5-day retention: the old task segments go, the
+	// audit segments stay and the chain still verifies.
+	c = session(t, dir, func(cfg *rediacc.Config) {
+		cfg.Clock = archiveClock{off: 10 * 24 * time.Hour}
+		cfg.ArchiveRetention = 5 * 24 * time.Hour
+	})
+	res, err = c.Prune(ctx, 0)
+	if err != nil || len(res.SegmentsRemoved) != 2 {
+		t.Fatalf("retention prune: %+v %v", res, err)
+	}
+	if _, err := c.TaskLog(ctx, one.ID); !errors.Is(err, rediacc.ErrNotFound) {
+		t.Errorf("TaskLog after retention: %v", err)
+	}
+	if n3, err := c.VerifyAudit(ctx); err != nil || n3 <= n2 {
+		t.Errorf("VerifyAudit after retention: %d %v", n3, err)
+	}
+}
+
+// corrupt overwrites bytes in the middle of a file.
+func corrupt(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) / 3; i < len(b)/3+16 && i < len(b); i++ {
+		b[i] ^= 0xff
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A damaged archive segment is reported (ErrArchiveCorrupt, naming the
+// file) while the other segments stay readable; the audit chain's gap is
+// reported as tampering.
+func TestCorruptArchiveSegment(t *testing.T) {
+	dir := t.TempDir()
+	srv := realSSHD(t, 59)
+	ctx := ctxTimeout(t, 2*time.Minute)
+	var ids []string
+	for i := range 2 {
+		c := session(t, dir, nil)
+		if i == 0 {
+			addA1(t, c, srv)
+		}
+		ids = append(ids, submit(t, c, rediacc.TaskSpec{Machine: "a1", Command: "echo run" + itoa(i)}).ID)
+		if err := c.RunUntilEmpty(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Prune(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tasks := segments(t, filepath.Join(dir, "archive", "task", "*.jsonl.gz"))
+	trail := segments(t, filepath.Join(dir, "archive", "trail", "audit", "*.jsonl.gz"))
+	if len(tasks) != 2 || len(trail) != 2 {
+		t.Fatalf("segments: tasks %v, audit %v", tasks, trail)
+	}
+	corrupt(t, tasks[0])
+	corrupt(t, trail[0])
+	c := session(t, dir, nil)
+	if got, err := c.TaskLog(ctx, ids[1]); err != nil || got.Stdout != "run1\n" {
+		t.Errorf("task of the intact segment: %+v %v", got, err)
+	}
+	_, err := c.TaskLog(ctx, ids[0])
+	var cse *rediacc.CorruptSegmentError
+	if !errors.Is(err, rediacc.ErrArchiveCorrupt) || !errors.Is(err, rediacc.ErrNotFound) || !errors.As(err, &cse) || cse.Path != tasks[0] {
+		t.Errorf("task of the damaged segment: %v", err)
+	}
+	_, err = c.VerifyAudit(ctx)
+	if !errors.Is(err, rediacc.ErrArchiveCorrupt) || !errors.Is(err, rediacc.ErrAuditTampered) || !errors.As(err, &cse) || cse.Path != trail[0] {
+		t.Errorf("VerifyAudit with a damaged audit segment: %v", err)
+	}
+}

@@ -1,0 +1,290 @@
+package rediacc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rediacc/rediacc/internal/audit"
+	"github.com/rediacc/rediacc/internal/authz"
+	"github.com/rediacc/rediacc/internal/store"
+)
+
+// MaxBatchSize bounds the tasks of one SubmitBatch (or FanOut): they are
+// inserted in one transaction.
+const MaxBatchSize = 10000
+
+// BatchError reports the task of a batch (SubmitBatch, FanOut) that kept the
+// whole batch from being queued: nothing was written. Index is the task's
+// 0-based position in the batch, or -1 when the failure concerns no one
+// task (the store failed). Err is the task's error: errors.Is on the
+// BatchError sees through it (ErrInvalidTask, ErrUnknownMachine,
+// ErrPermissionDenied, …).
+type BatchError struct {
+	Index int
+	Err   error
+}
+
+// Error implements error.
+func (e *BatchError) Error() string {
+	if e.Index < 0 {
+		return fmt.Sprintf("batch not queued: %v", e.Err)
+	}
+	return fmt.Sprintf("batch not queued: task %d: %v", e.Index, e.Err)
+}
+
+// Unwrap returns e.Err.
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// authFunc authorizes one action of a submission on a team and returns the
+// operation to audit.
+type authFunc func(ctx context.Context, action authz.Action, team, eid string, detail map[string]string) (*op, error)
+
+// taskAuth loads the actor's roles once and returns an authFunc that checks
+// them (denials are audited as usual), for one or many submissions.
+func (c *Client) taskAuth(ctx context.Context) (authFunc, error) {
+	actor, ok := ActorFrom(ctx)
+	if !ok {
+		return nil, ErrNoActor
+	}
+	if err := validateUser(actor); err != nil {
+		return nil, err
+	}
+	g, err := c.grants(ctx, actor)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, action authz.Action, team, eid string, detail map[string]string) (*op, error) {
+		if detail == nil {
+			detail = map[string]string{}
+		}
+		o := &op{c: c, actor: actor, action: action, etype: audit.EntityTask, eid: eid, team: team, detail: detail}
+		if d := authz.Explain(g, action, team); !d.Allowed {
+			return nil, c.deny(ctx, o, d.Reason)
+		}
+		return o, nil
+	}, nil
+}
+
+// prepareTask validates, authorizes and places one submission and returns
+// the record to insert with its audited operation. A spec naming a Machine
+// keeps Submit's original checks and order; one naming only a Team is
+// placed by p.
+func (c *Client) prepareTask(ctx context.Context, spec TaskSpec, p *placer, auth authFunc, now time.Time) (store.Task, *op, error) {
+	id := uuid.NewString()
+	var m store.Machine
+	var o *op
+	var err error
+	if spec.Machine != "" || spec.Team == "" {
+		m, err = c.engine.GetMachine(ctx, spec.Machine)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				if spec.Machine == "" {
+					return store.Task{}, nil, fmt.Errorf("%w: a machine or a team is required", ErrInvalidTask)
+				}
+				return store.Task{}, nil, fmt.Errorf("%w: %q is not registered (add it first: rediacc machine add)", ErrUnknownMachine, spec.Machine)
+			}
+			return store.Task{}, nil, mapStoreErr(err)
+		}
+		o, err = auth(ctx, authz.TaskCreate, m.Team, id, map[string]string{"machine": m.Name, "priority": strconv.Itoa(int(spec.Priority))})
+		if err != nil {
+			return store.Task{}, nil, err
+		}
+		if spec, err = spec.normalize(); err != nil {
+			return store.Task{}, nil, o.fail(ctx, err)
+		}
+		if spec.Team != "" && spec.Team != m.Team {
+			return store.Task{}, nil, o.fail(ctx, fmt.Errorf("%w: machine %q is in team %q, not %q", ErrInvalidTask, m.Name, m.Team, spec.Team))
+		}
+		if len(spec.Selector) > 0 {
+			mm, err := machineFromRecord(m)
+			if err != nil {
+				return store.Task{}, nil, err
+			}
+			if !matches(mm.Labels, spec.Selector) {
+				return store.Task{}, nil, o.fail(ctx, fmt.Errorf("%w: machine %q does not match the selector %s", ErrInvalidTask, m.Name, formatSelector(spec.Selector)))
+			}
+		}
+	} else {
+		o, err = auth(ctx, authz.TaskCreate, spec.Team, id, map[string]string{"placement": "team", "selector": formatSelector(spec.Selector),
+			"priority": strconv.Itoa(int(spec.Priority))})
+		if err != nil {
+			return store.Task{}, nil, err
+		}
+		if spec, err = spec.normalize(); err != nil {
+			return store.Task{}, nil, o.fail(ctx, err)
+		}
+		if m, err = p.place(ctx, spec.Team, spec.Selector, spec.Priority); err != nil {
+			return store.Task{}, nil, o.fail(ctx, err)
+		}
+		o.detail["machine"] = m.Name
+	}
+	spec.Team = m.Team
+	if len(spec.Secrets) > 0 {
+		keys := make([]string, 0, len(spec.Secrets))
+		for _, k := range spec.Secrets {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		if _, err := auth(ctx, authz.VaultUse, m.Team, id, map[string]string{"keys": strings.Join(keys, ",")}); err != nil {
+			return store.Task{}, nil, err
+		}
+		o.detail["secrets"] = strings.Join(keys, ",")
+	}
+	raw, err := encodeSpec(spec)
+	if err != nil {
+		return store.Task{}, nil, o.fail(ctx, err)
+	}
+	o.detail["priority"] = strconv.Itoa(int(spec.Priority))
+	return store.Task{
+		ID: id, IdempotencyKey: spec.IdempotencyKey, Team: m.Team,
+		Machine: m.Name, Priority: int(spec.Priority), Spec: raw,
+		CreatedAt: now, EnqueuedAt: now, ReadyAt: now,
+	}, o, nil
+}
+
+// batchIndexRE finds the index a store error names ("task 3: …").
+var batchIndexRE = regexp.MustCompile(`task (\d+):`)
+
+// SubmitBatch queues many tasks in one transaction: all of them, or none.
+// Each spec is validated, authorized (operator or admin of its team, and
+// vault.use for secrets) and, when it names a Team instead of a Machine,
+// placed like Submit does, counting the batch's own earlier placements so
+// that a batch spreads over the eligible machines. The tasks are returned
+// in the order of specs, PENDING; tasks of equal priority run in that
+// order. A spec whose IdempotencyKey names an existing task (or an earlier
+// one of the batch) returns that task and queues nothing. An empty batch
+// returns an empty slice. At most MaxBatchSize specs.
+//
+// Errors: ErrNoActor; a *BatchError naming the first bad task's index and
+// wrapping its error (ErrPermissionDenied, ErrInvalidPriority,
+// ErrInvalidTask, ErrUnknownMachine, ErrNoEligibleMachine); ErrInvalidArgument
+// for a batch larger than MaxBatchSize.
+func (c *Client) SubmitBatch(ctx context.Context, specs []TaskSpec) ([]*Task, error) {
+	auth, err := c.taskAuth(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(specs) == 0 {
+		return []*Task{}, nil
+	}
+	if len(specs) > MaxBatchSize {
+		return nil, fmt.Errorf("%w: a batch holds at most %d tasks, not %d", ErrInvalidArgument, MaxBatchSize, len(specs))
+	}
+	p := c.newPlacer()
+	now := c.clock.Now().UTC()
+	recs := make([]store.Task, len(specs))
+	ops := make([]*op, len(specs))
+	recsAudit := make([]audit.Record, len(specs))
+	size := strconv.Itoa(len(specs))
+	for i, s := range specs {
+		rec, o, err := c.prepareTask(ctx, s, p, auth, now)
+		if err != nil {
+			return nil, &BatchError{Index: i, Err: err}
+		}
+		o.detail["batch"] = size
+		recs[i], ops[i] = rec, o
+		recsAudit[i] = o.record(audit.ResultOK, nil)
+	}
+	out, err := c.engine.CreateTasks(store.WithAudit(ctx, recsAudit...), recs)
+	if err != nil {
+		err = mapStoreErr(err)
+		idx := -1
+		if m := batchIndexRE.FindStringSubmatch(err.Error()); m != nil {
+			if n, e := strconv.Atoi(m[1]); e == nil && n >= 0 && n < len(ops) {
+				idx = n
+			}
+		}
+		if idx >= 0 {
+			_ = ops[idx].fail(ctx, err)
+		} else {
+			_ = ops[0].fail(ctx, err)
+		}
+		return nil, &BatchError{Index: idx, Err: err}
+	}
+	tasks := make([]*Task, len(out))
+	created := 0
+	for i, r := range out {
+		t, err := taskFromRecord(r)
+		if err != nil {
+			return nil, err
+		}
+		tasks[i] = t
+		if r.ID == recs[i].ID {
+			created++
+		}
+	}
+	if created > 0 {
+		c.log.InfoContext(ctx, "batch queued", "tasks", created, "of", len(specs), "actor", ops[0].actor)
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+		c.notify()
+	}
+	return tasks, nil
+}
+
+// FanOutSpec is one command to run on every machine of a team, or of the
+// machines of the team whose labels hold Selector.
+type FanOutSpec struct {
+	// Team is the team whose machines get the task. Required.
+	Team string
+	// Selector narrows the machines to those whose labels hold every
+	// key=value ({"role": "web"}). Nil: every machine of the team.
+	Selector map[string]string
+	// TaskSpec is the task to run on each machine; its Machine, Team and
+	// Selector must be empty. An IdempotencyKey K becomes "K@MACHINE" for
+	// each machine's task.
+	TaskSpec
+}
+
+// FanOut queues, in one transaction (all or none, as SubmitBatch), one copy
+// of s.TaskSpec for every machine of s.Team whose labels hold s.Selector,
+// and returns them by machine name. Every matching machine gets its task,
+// whatever its health (a busy machine runs priority 3–5 work once it
+// recovers). Needs operator (or admin) of the team.
+//
+// Errors: ErrNoActor, ErrPermissionDenied, ErrInvalidArgument (no team, a
+// machine named, more than MaxBatchSize machines), ErrNoEligibleMachine
+// (no machine matches), and SubmitBatch's errors.
+func (c *Client) FanOut(ctx context.Context, s FanOutSpec) ([]*Task, error) {
+	auth, err := c.taskAuth(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.Team == "" {
+		return nil, fmt.Errorf("%w: fan-out needs a team", ErrInvalidArgument)
+	}
+	if s.TaskSpec.Machine != "" || (s.TaskSpec.Team != "" && s.TaskSpec.Team != s.Team) || len(s.TaskSpec.Selector) > 0 {
+		return nil, fmt.Errorf("%w: a fan-out's TaskSpec names no machine, team or selector (set FanOutSpec.Team and Selector)", ErrInvalidArgument)
+	}
+	o, err := auth(ctx, authz.TaskCreate, s.Team, "", map[string]string{"fanout": formatSelector(s.Selector)})
+	if err != nil {
+		return nil, err
+	}
+	cs, err := c.newPlacer().matching(ctx, s.Team, s.Selector)
+	if err != nil {
+		return nil, err
+	}
+	if len(cs) == 0 {
+		return nil, o.fail(ctx, fmt.Errorf("%w in team %q with selector %s", ErrNoEligibleMachine, s.Team, formatSelector(s.Selector)))
+	}
+	specs := make([]TaskSpec, len(cs))
+	for i, cd := range cs {
+		ts := s.TaskSpec
+		ts.Machine, ts.Team, ts.Selector = cd.m.Name, s.Team, s.Selector
+		if ts.IdempotencyKey != "" {
+			ts.IdempotencyKey += "@" + cd.m.Name
+		}
+		specs[i] = ts
+	}
+	return c.SubmitBatch(ctx, specs)
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rediacc/rediacc"
+)
+
+func newLogs(g *globals) *cobra.Command {
+	var output string
+	c := &cobra.Command{
+		Use:   "logs TASK_ID [-o json]",
+		Short: "Print a task's output (from the log archive once the queue has pruned it)",
+		Long: `Print a task's stdout (to stdout) and stderr (to stderr), read from the
+queue or, once prune has removed the task from it, from the log archive.
+With -o json, print the task's whole record (attempts, exit code, output).`,
+		Args: exactArgs(1, "TASK_ID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			t, err := cl.TaskLog(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(g, t)
+			}
+			fmt.Fprint(g.stdout, t.Stdout)
+			fmt.Fprint(g.stderr, t.Stderr)
+			if t.StdoutTruncated || t.StderrTruncated {
+				fmt.Fprintln(g.stderr, "(output truncated at the output limit)")
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&output, "output", "o", "", "output format: text (default) or json")
+	return c
+}
+
+func newPrune(g *globals) *cobra.Command {
+	var (
+		olderThan time.Duration
+		retention time.Duration
+		output    string
+	)
+	c := &cobra.Command{
+		Use:   "prune --older-than 720h [--archive-retention 8760h] [-o json]",
+		Short: "Move finished tasks and old audit records from the queue to the log archive (owners)",
+		Long: `Move finished tasks that finished more than --older-than ago, and audit
+records written before then, from the queue store to the log archive
+(DATA_DIR/archive). rediacc logs still prints the tasks' output and
+rediacc audit verify still verifies the whole chain. With
+--archive-retention, archived task records older than it are deleted.`,
+		Args: exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if olderThan < 0 || retention < 0 {
+				return usagef("--older-than and --archive-retention must not be negative")
+			}
+			cl, err := g.client(c.Context(), func(cfg *rediacc.Config) { cfg.ArchiveRetention = retention })
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			res, err := cl.Prune(c.Context(), olderThan)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(g, res)
+			}
+			fmt.Fprintf(g.stdout, "pruned before %s: %d tasks deleted from the queue (%d archived now), %d audit records archived",
+				res.Before.Local().Format(time.DateTime), res.TasksDeleted, res.TasksArchived, res.AuditArchived)
+			if len(res.SegmentsRemoved) > 0 {
+				fmt.Fprintf(g.stdout, ", %d archive segments removed (%s)", len(res.SegmentsRemoved), strings.Join(res.SegmentsRemoved, ", "))
+			}
+			fmt.Fprintln(g.stdout)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.DurationVar(&olderThan, "older-than", 0, "prune what is older than this, e.g. 720h (required)")
+	f.DurationVar(&retention, "archive-retention", 0, "delete archived task records older than this (0: keep forever)")
+	f.StringVarP(&output, "output", "o", "", "output format: text or json")
+	_ = c.MarkFlagRequired("older-than")
+	return c
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/rediacc/rediacc"
+)
+
+func newMachineStatus(g *globals) *cobra.Command {
+	var (
+		team, output string
+		probe        bool
+	)
+	c := &cobra.Command{
+		Use:   "status [--team T] [--probe] [-o json]",
+		Short: "Show machines' health and load (CPU, load per core, memory, disk, tasks, last seen)",
+		Long: `Show each machine's last health sample (taken by workers every minute,
+or now with --probe): CPU %, load per core, memory and disk used %, the
+tasks running and queued on it, when it last answered, and its state:
+ok, busy (above the CPU or memory threshold: no new priority 3-5 work),
+unhealthy (its last probe failed: tasks are not placed on it) or unknown
+(never probed).`,
+		Args: exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			f := rediacc.MachineFilter{Team: team}
+			if probe {
+				ms, err := cl.Machines(c.Context(), f)
+				if err != nil {
+					return err
+				}
+				var wg sync.WaitGroup
+				var mu sync.Mutex
+				sem := make(chan struct{}, 8)
+				for _, m := range ms {
+					wg.Add(1)
+					sem <- struct{}{}
+					go func() {
+						defer func() { <-sem; wg.Done() }()
+						if _, err := cl.ProbeMachine(c.Context(), m.Name); err != nil {
+							mu.Lock()
+							fmt.Fprintf(g.stderr, "warning: probe of %s failed: %v\n", m.Name, err)
+							mu.Unlock()
+						}
+					}()
+				}
+				wg.Wait()
+			}
+			sts, err := cl.MachineStatus(c.Context(), f)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return writeJSON(g, sts)
+			}
+			return statusTable(g.stdout, sts, time.Now())
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&team, "team", "", "only this team's machines")
+	fl.BoolVar(&probe, "probe", false, "probe every machine over SSH now, before printing")
+	fl.StringVarP(&output, "output", "o", "", "output format: table or json")
+	return c
+}
+
+// statusTable prints machine statuses as a table.
+func statusTable(w io.Writer, sts []rediacc.MachineStatus, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MACHINE\tTEAM\tCPU %\tLOAD/CORE\tMEM %\tDISK %\tRUNNING\tQUEUED\tLAST SEEN\tSTATE")
+	for _, s := range sts {
+		num := func(format string, v float64) string {
+			if s.Sample == nil {
+				return "-"
+			}
+			return fmt.Sprintf(format, v)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.Name, s.Team,
+			num("%.1f", s.CPUPercent), num("%.2f", s.LoadPerCPU), num("%.1f", s.MemUsedPercent), num("%.1f", s.DiskUsedPercent),
+			s.Running, s.Queued, ago(s.LastSeen, now), state(s))
+	}
+	return tw.Flush()
+}
+
+// ago says how long ago t was: "12s ago", "-" for never.
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return t.Local().Format(time.DateOnly)
+}
+
+func state(s rediacc.MachineStatus) string {
+	switch {
+	case !s.Healthy:
+		return "unhealthy: " + clip(s.ProbeError, 40)
+	case s.Busy:
+		return "busy"
+	case s.LastProbe.IsZero():
+		return "unknown"
+	}
+	return "ok"
+}
+
+// registerHealthFlags adds the worker's health probing flags.
+func registerHealthFlags(f *pflag.FlagSet, cfg *rediacc.Config) {
+	f.DurationVar(&cfg.HealthInterval, "health-interval", rediacc.DefaultHealthInterval, "probe the machines' health this often (negative: never)")
+	f.Float64Var(&cfg.HealthThresholds.CPUPercent, "busy-cpu", rediacc.DefaultHealthCPUPercent, "a machine above this CPU % takes no new priority 3-5 work")
+	f.Float64Var(&cfg.HealthThresholds.MemPercent, "busy-mem", rediacc.DefaultHealthMemPercent, "a machine above this memory % takes no new priority 3-5 work")
+}

@@ -1,0 +1,490 @@
+package rediacc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rediacc/rediacc/internal/audit"
+	"github.com/rediacc/rediacc/internal/authz"
+	"github.com/rediacc/rediacc/internal/health"
+	"github.com/rediacc/rediacc/internal/store"
+	rssh "github.com/rediacc/rediacc/ssh"
+)
+
+// Health probing defaults.
+const (
+	// DefaultHealthInterval is how often a worker probes the machines it may
+	// run tasks on (Config.HealthInterval).
+	DefaultHealthInterval = time.Minute
+	// DefaultHealthCPUPercent and DefaultHealthMemPercent are the default
+	// HealthThresholds: above 90 % CPU or 90 % memory used a machine is
+	// busy.
+	DefaultHealthCPUPercent = health.DefaultCPUPercent
+	DefaultHealthMemPercent = health.DefaultMemPercent
+	// ProbeTimeout bounds one health probe (dial, session, the ~0.2 s
+	// script).
+	ProbeTimeout = 30 * time.Second
+	// probeParallel bounds the probes a worker runs at once.
+	probeParallel = 4
+	// busyCacheTTL is how long a worker reuses its list of busy machines
+	// between claims.
+	busyCacheTTL = time.Second
+)
+
+// HealthThresholds say when a machine is busy: a machine whose last health
+// sample is above either threshold (strictly) takes no new work of
+// priority 3–5 until a later sample is below them; priority 1–2 tasks still
+// run on it, and placement (TaskSpec.Team) sends it priority 3–5 work only
+// when no other machine is eligible. A zero field means its default; set a
+// threshold above 100 to never call a machine busy on that account.
+type HealthThresholds struct {
+	// CPUPercent is the CPU use (0–100, over all CPUs) above which a
+	// machine is busy. Default DefaultHealthCPUPercent (90).
+	CPUPercent float64
+	// MemPercent is the memory use (0–100, of MemTotal, counting
+	// MemAvailable as free) above which a machine is busy. Default
+	// DefaultHealthMemPercent (90).
+	MemPercent float64
+}
+
+// HealthSample is one health probe of a machine over SSH: CPU use, load,
+// memory and the root filesystem's space, read from /proc and df in one
+// SSH session.
+type HealthSample struct {
+	// At is when the sample was taken (UTC).
+	At time.Time `json:"at"`
+	// CPUPercent is the CPU time not idle over ~200 ms, across all CPUs:
+	// 0–100.
+	CPUPercent float64 `json:"cpuPercent"`
+	// Load1, Load5 and Load15 are the 1, 5 and 15 minute load averages.
+	Load1  float64 `json:"load1"`
+	Load5  float64 `json:"load5"`
+	Load15 float64 `json:"load15"`
+	// CPUs is the number of online CPUs (≥ 1).
+	CPUs int `json:"cpus"`
+	// LoadPerCPU is Load1 / CPUs.
+	LoadPerCPU float64 `json:"loadPerCpu"`
+	// MemTotalBytes and MemAvailableBytes are MemTotal and MemAvailable, in
+	// bytes.
+	MemTotalBytes     uint64 `json:"memTotalBytes"`
+	MemAvailableBytes uint64 `json:"memAvailableBytes"`
+	// MemUsedPercent is 100 × (total − available) / total: 0–100.
+	MemUsedPercent float64 `json:"memUsedPercent"`
+	// DiskTotalBytes and DiskFreeBytes are the size of the filesystem
+	// holding / and the space available to unprivileged users, in bytes.
+	DiskTotalBytes uint64 `json:"diskTotalBytes"`
+	DiskFreeBytes  uint64 `json:"diskFreeBytes"`
+	// DiskUsedPercent is df's capacity of /: 0–100.
+	DiskUsedPercent float64 `json:"diskUsedPercent"`
+}
+
+func sampleFrom(s health.Sample) HealthSample {
+	return HealthSample{
+		At: s.At.UTC(), CPUPercent: s.CPUPercent, Load1: s.Load1, Load5: s.Load5, Load15: s.Load15,
+		CPUs: s.CPUs, LoadPerCPU: s.LoadPerCPU, MemTotalBytes: s.MemTotalBytes, MemAvailableBytes: s.MemAvailableBytes,
+		MemUsedPercent: s.MemUsedPercent, DiskTotalBytes: s.DiskTotalBytes, DiskFreeBytes: s.DiskFreeBytes,
+		DiskUsedPercent: s.DiskUsedPercent,
+	}
+}
+
+// Busy reports whether s is above either of th's thresholds (zero fields of
+// th mean the defaults).
+func (s HealthSample) Busy(th HealthThresholds) bool {
+	return health.Sample{CPUPercent: s.CPUPercent, MemUsedPercent: s.MemUsedPercent}.
+		Busy(health.Thresholds{CPUPercent: th.CPUPercent, MemPercent: th.MemPercent})
+}
+
+// healthRecord is what a machine's store.Machine.Health holds (JSON).
+// HealthAt is the time of the last probe, successful or not.
+type healthRecord struct {
+	// Sample is the last successful sample (kept when a later probe fails).
+	Sample *HealthSample `json:"sample,omitempty"`
+	// Error is the last probe's error; "" when it succeeded.
+	Error string `json:"error,omitempty"`
+}
+
+// healthView is a machine's health as placement and claims see it.
+type healthView struct {
+	rec    healthRecord
+	at     time.Time // last probe
+	fresh  bool      // the last probe is recent enough to count
+	failed bool      // fresh and the last probe failed: unhealthy
+	busy   bool      // fresh, succeeded, and above the thresholds
+}
+
+// healthDefaults fills Config's health defaults (called by New).
+func healthDefaults(cfg *Config) {
+	if cfg.HealthInterval == 0 {
+		cfg.HealthInterval = DefaultHealthInterval
+	}
+	if cfg.HealthThresholds.CPUPercent <= 0 {
+		cfg.HealthThresholds.CPUPercent = DefaultHealthCPUPercent
+	}
+	if cfg.HealthThresholds.MemPercent <= 0 {
+		cfg.HealthThresholds.MemPercent = DefaultHealthMemPercent
+	}
+}
+
+// healthState is the Client's cache of busy machines for claims.
+type healthState struct {
+	mu     sync.Mutex
+	busyAt time.Time
+	busy   []string
+}
+
+// staleAfter is the age past which a probe no longer counts: three probe
+// intervals (of the default interval when probing is off here, as samples
+// may come from other workers).
+func (c *Client) staleAfter() time.Duration {
+	iv := c.cfg.HealthInterval
+	if iv <= 0 {
+		iv = DefaultHealthInterval
+	}
+	return 3 * iv
+}
+
+// viewHealth reads a machine's stored health.
+func (c *Client) viewHealth(m store.Machine, now time.Time) healthView {
+	var v healthView
+	if len(m.Health) == 0 || m.HealthAt.IsZero() {
+		return v
+	}
+	if err := json.Unmarshal(m.Health, &v.rec); err != nil {
+		return healthView{} // unreadable: unknown
+	}
+	v.at = m.HealthAt
+	v.fresh = now.Sub(m.HealthAt) <= c.staleAfter()
+	v.failed = v.fresh && v.rec.Error != ""
+	v.busy = v.fresh && v.rec.Error == "" && v.rec.Sample != nil && v.rec.Sample.Busy(c.cfg.HealthThresholds)
+	return v
+}
+
+// machineTarget builds the SSH target of m, with its passphrase and, when
+// its identity is in the team vault, the key.
+func (c *Client) machineTarget(ctx context.Context, m Machine) (rssh.Target, error) {
+	pass, err := c.passphrase(ctx, m)
+	if err != nil {
+		return rssh.Target{}, fmt.Errorf("%w: passphrase for %s: %v", ErrWrongPassphrase, m.IdentityFile, err)
+	}
+	var keyPEM []byte
+	if m.IdentitySecret != "" {
+		v, err := c.vault()
+		if err != nil {
+			return rssh.Target{}, fmt.Errorf("%w: machine %s's identity is in the vault: %v", ErrKeyFile, m.Name, err)
+		}
+		s, err := v.Get(ctx, m.Team, m.IdentitySecret)
+		if err != nil {
+			return rssh.Target{}, fmt.Errorf("%w: machine %s's identity %q: %v", ErrKeyFile, m.Name, m.IdentitySecret, vaultErr(err))
+		}
+		keyPEM = s.Value
+	}
+	return m.target(pass, keyPEM), nil
+}
+
+// probe runs the health script on m over the pool.
+func (c *Client) probe(ctx context.Context, m Machine) (HealthSample, error) {
+	ctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
+	defer cancel()
+	t, err := c.machineTarget(ctx, m)
+	if err != nil {
+		return HealthSample{}, err
+	}
+	res, err := c.pool.Run(ctx, t, rssh.Command{Cmd: health.Script(), Timeout: ProbeTimeout, OutputLimit: 64 << 10})
+	if err != nil {
+		return HealthSample{}, err
+	}
+	s, err := health.Parse(res.Stdout, c.clock.Now().UTC())
+	if err != nil {
+		return HealthSample{}, fmt.Errorf("health probe of %s: %w", m.Name, err)
+	}
+	return sampleFrom(s), nil
+}
+
+// probeAndRecord probes m, stores the outcome (a failure keeps the last good
+// sample) and raises an AlertMachineUnhealthy alert when the probe failed
+// or the machine is busy.
+func (c *Client) probeAndRecord(ctx context.Context, m Machine) (HealthSample, error) {
+	s, perr := c.probe(ctx, m)
+	if perr != nil && ctx.Err() != nil {
+		return s, perr // stopped (the worker is shutting down): not the machine's fault
+	}
+	now := c.clock.Now().UTC()
+	rec := healthRecord{}
+	if perr == nil {
+		rec.Sample = &s
+		now = s.At
+	} else {
+		rec.Error = trimErr(perr)
+		if prev, err := c.engine.GetMachine(ctx, m.Name); err == nil {
+			var old healthRecord
+			if json.Unmarshal(prev.Health, &old) == nil {
+				rec.Sample = old.Sample
+			}
+		}
+	}
+	raw, err := json.Marshal(rec)
+	if err == nil {
+		err = c.engine.SetMachineHealth(context.WithoutCancel(ctx), m.Name, raw, now)
+	}
+	if err != nil {
+		c.log.ErrorContext(ctx, "storing a health sample failed", "machine", m.Name, "error", err)
+	}
+	c.hstate.mu.Lock()
+	c.hstate.busyAt = time.Time{} // reload the busy list at the next claim
+	c.hstate.mu.Unlock()
+	var a *Alert
+	switch {
+	case perr != nil:
+		a = &Alert{Kind: AlertMachineUnhealthy, Team: m.Team, Machine: m.Name, Error: rec.Error, Time: now,
+			Message: fmt.Sprintf("machine %s failed its health probe: %s", m.Name, clipLine(rec.Error, 200))}
+	case s.Busy(c.cfg.HealthThresholds):
+		a = &Alert{Kind: AlertMachineUnhealthy, Team: m.Team, Machine: m.Name, Time: now,
+			Message: fmt.Sprintf("machine %s is busy: CPU %.0f %%, memory %.0f %% (thresholds %.0f %%, %.0f %%): it takes no new priority 3-5 work",
+				m.Name, s.CPUPercent, s.MemUsedPercent, c.cfg.HealthThresholds.CPUPercent, c.cfg.HealthThresholds.MemPercent)}
+	}
+	if a != nil {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		if err := c.raiseAlert(actx, *a); err != nil {
+			c.log.ErrorContext(ctx, "alert delivery failed", "kind", a.Kind, "machine", m.Name, "error", err)
+		}
+		cancel()
+	}
+	return s, perr
+}
+
+// ProbeMachine probes the named machine's health now over SSH (one
+// session: /proc/loadavg, /proc/meminfo, /proc/stat twice 200 ms apart,
+// nproc, df /), stores the sample as the machine's last, and returns it.
+// A failed probe is stored too: the machine counts as unhealthy (placement
+// skips it) until a later probe succeeds, and an AlertMachineUnhealthy alert
+// is raised (also when the machine is above Config.HealthThresholds).
+// Needs machine.status in the machine's team (any member). The probe takes
+// about 0.2 s on a pooled connection and at most ProbeTimeout.
+//
+// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound (machine); the
+// probe's error: ErrConnect, ErrAuthFailed, ErrHostKeyMismatch,
+// ErrUnknownHostKey, ErrKeyFile, ErrTimeout, or a parse error naming the
+// missing part of the output.
+func (c *Client) ProbeMachine(ctx context.Context, name string) (HealthSample, error) {
+	if _, ok := ActorFrom(ctx); !ok {
+		return HealthSample{}, ErrNoActor
+	}
+	m, err := c.machine(ctx, name)
+	if err != nil {
+		return HealthSample{}, err
+	}
+	o, _, err := c.authorize(ctx, authz.MachineStatus, m.Team, audit.EntityMachine, name, map[string]string{"probe": "ssh"})
+	if err != nil {
+		return HealthSample{}, err
+	}
+	s, err := c.probeAndRecord(ctx, m)
+	if err != nil {
+		return HealthSample{}, o.fail(ctx, err)
+	}
+	o.detail["cpu_percent"] = strconv.FormatFloat(s.CPUPercent, 'f', 1, 64)
+	o.detail["mem_percent"] = strconv.FormatFloat(s.MemUsedPercent, 'f', 1, 64)
+	o.done(ctx)
+	return s, nil
+}
+
+// MachineStatus is a machine's health and load, as Client.MachineStatus
+// reports it.
+type MachineStatus struct {
+	// Name, Team and Labels identify the machine.
+	Name   string            `json:"name"`
+	Team   string            `json:"team"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Sample is the last successful health sample, nil when the machine was
+	// never probed successfully. The four figures below are copied from it
+	// (0 when it is nil).
+	Sample          *HealthSample `json:"sample,omitempty"`
+	CPUPercent      float64       `json:"cpuPercent"`
+	LoadPerCPU      float64       `json:"loadPerCpu"`
+	MemUsedPercent  float64       `json:"memUsedPercent"`
+	DiskUsedPercent float64       `json:"diskUsedPercent"`
+	// Running counts the machine's ASSIGNED and PROCESSING tasks; Queued
+	// its PENDING ones (waiting out a retry delay included).
+	Running int `json:"running"`
+	Queued  int `json:"queued"`
+	// LastSeen is when the machine last answered a probe (Sample.At); zero
+	// when never. LastProbe is when it was last probed, successfully or not.
+	LastSeen  time.Time `json:"lastSeen,omitzero"`
+	LastProbe time.Time `json:"lastProbe,omitzero"`
+	// ProbeError is the last probe's error, "" when it succeeded.
+	ProbeError string `json:"probeError,omitempty"`
+	// Healthy is false while the last probe, taken within three probe
+	// intervals, failed. A machine never probed, or not probed recently,
+	// counts as healthy (its health is unknown).
+	Healthy bool `json:"healthy"`
+	// Busy is true while the last recent sample is above
+	// Config.HealthThresholds: the machine takes no new priority 3–5 work.
+	Busy bool `json:"busy"`
+}
+
+// MachineStatus reports, by name, the health and load of the machines of
+// the teams the actor belongs to (owners: all), or of f.Team: the last
+// health sample (CPU %, load per CPU, memory and disk used %), the tasks
+// running and queued on each, when each was last seen, and whether it is
+// busy or failing its probe. It reads stored samples (taken by workers
+// every Config.HealthInterval, or by ProbeMachine) and probes nothing.
+// Needs machine.status (any member).
+//
+// Errors: ErrNoActor, ErrPermissionDenied (a Team the actor has no role in).
+func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineStatus, error) {
+	teams, o, err := c.scopeTeams(ctx, authz.MachineStatus, f.Team, audit.EntityMachine)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{Teams: teams})
+	if err != nil {
+		return nil, mapStoreErr(err)
+	}
+	depth, err := c.engine.Depth(ctx)
+	if err != nil {
+		return nil, mapStoreErr(err)
+	}
+	running, queued := map[string]int{}, map[string]int{}
+	for _, d := range depth {
+		switch {
+		case d.Status.Active():
+			running[d.Machine] += d.Count
+		case d.Status == store.Pending:
+			queued[d.Machine] += d.Count
+		}
+	}
+	now := c.clock.Now().UTC()
+	out := make([]MachineStatus, 0, len(rs))
+	for _, r := range rs {
+		m, err := machineFromRecord(r)
+		if err != nil {
+			return nil, err
+		}
+		v := c.viewHealth(r, now)
+		st := MachineStatus{
+			Name: m.Name, Team: m.Team, Labels: m.Labels, Running: running[m.Name], Queued: queued[m.Name],
+			LastProbe: v.at, ProbeError: v.rec.Error, Healthy: !v.failed, Busy: v.busy,
+		}
+		if s := v.rec.Sample; s != nil {
+			st.Sample = s
+			st.CPUPercent, st.LoadPerCPU, st.MemUsedPercent, st.DiskUsedPercent = s.CPUPercent, s.LoadPerCPU, s.MemUsedPercent, s.DiskUsedPercent
+			st.LastSeen = s.At
+		}
+		out = append(out, st)
+	}
+	o.done(ctx)
+	return out, nil
+}
+
+// busyMachines returns the machines whose recent sample is above the
+// thresholds, for ClaimRequest.BusyMachines; cached for busyCacheTTL.
+func (c *Client) busyMachines(ctx context.Context) []string {
+	now := time.Now()
+	c.hstate.mu.Lock()
+	if !c.hstate.busyAt.IsZero() && now.Sub(c.hstate.busyAt) < busyCacheTTL {
+		b := c.hstate.busy
+		c.hstate.mu.Unlock()
+		return b
+	}
+	c.hstate.mu.Unlock()
+	ms, err := c.engine.ListMachines(ctx, store.MachineFilter{})
+	if err != nil {
+		c.log.WarnContext(ctx, "reading machine health failed", "error", err)
+		return nil
+	}
+	qnow := c.clock.Now().UTC()
+	var busy []string
+	for _, m := range ms {
+		if c.viewHealth(m, qnow).busy {
+			busy = append(busy, m.Name)
+		}
+	}
+	c.hstate.mu.Lock()
+	c.hstate.busy, c.hstate.busyAt = busy, now
+	c.hstate.mu.Unlock()
+	return busy
+}
+
+// startProber probes, every Config.HealthInterval (at once first), the
+// machines of the teams where actor may run tasks, until the returned stop
+// is called. Probes of the worker are not audited (they are not caller
+// operations); their samples are stored and failures alerted.
+func (c *Client) startProber(ctx context.Context, actor string, log *slog.Logger) (stop func()) {
+	if c.cfg.HealthInterval <= 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ticker := time.NewTicker(c.cfg.HealthInterval)
+		defer ticker.Stop()
+		for {
+			c.probeRound(ctx, actor, log)
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// probeRound probes every machine actor may run tasks on, probeParallel at
+// a time.
+func (c *Client) probeRound(ctx context.Context, actor string, log *slog.Logger) {
+	g, err := c.grants(ctx, actor)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.WarnContext(ctx, "health probes: reading roles failed", "error", err)
+		}
+		return
+	}
+	f := store.MachineFilter{}
+	if teams, all := visibleTeams(g, authz.TaskRun); !all {
+		if len(teams) == 0 {
+			return
+		}
+		f.Teams = teams
+	}
+	rs, err := c.engine.ListMachines(ctx, f)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.WarnContext(ctx, "health probes: listing machines failed", "error", err)
+		}
+		return
+	}
+	sem := make(chan struct{}, probeParallel)
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		m, err := machineFromRecord(r)
+		if err != nil {
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			s, err := c.probeAndRecord(ctx, m)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.WarnContext(ctx, "machine failed its health probe", "machine", m.Name, "error", err)
+			case err == nil:
+				log.DebugContext(ctx, "machine probed", "machine", m.Name, "cpu_percent", s.CPUPercent,
+					"load_per_cpu", s.LoadPerCPU, "mem_percent", s.MemUsedPercent, "disk_percent", s.DiskUsedPercent)
+			}
+		}()
+	}
+	wg.Wait()
+}
