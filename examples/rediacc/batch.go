@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/term"
 
 	"github.com/rediacc/rediacc"
 )
@@ -77,10 +79,15 @@ func finishMany(ctx context.Context, g *globals, cl *rediacc.Client, ts []*redia
 	return nil
 }
 
-// isTerminal reports whether w is a terminal.
+// isTerminal reports whether w is a terminal of a known width (a progress
+// bar needs both).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+	if !ok || !(isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())) {
+		return false
+	}
+	width, _, err := term.GetSize(int(f.Fd()))
+	return err == nil && width > 0
 }
 
 // tally counts tasks by outcome while they run.
@@ -146,16 +153,20 @@ func progress(ctx context.Context, g *globals, cl *rediacc.Client, ids []string)
 		}
 		return ctx.Err()
 	}
+	var running, failed atomic.Int64 // read by the bar's renderer
 	p := mpb.NewWithContext(ctx, mpb.WithOutput(g.stdout), mpb.WithWidth(40), mpb.WithRefreshRate(100*time.Millisecond))
 	bar := p.AddBar(int64(len(ids)),
 		mpb.PrependDecorators(decor.Name("tasks "), decor.CountersNoUnit("%d/%d", decor.WCSyncWidth)),
 		mpb.AppendDecorators(decor.Percentage(decor.WCSyncSpace),
 			decor.Any(func(decor.Statistics) string {
-				return fmt.Sprintf("  running %d  failed %d", t.running, t.failed)
+				return fmt.Sprintf("  running %d  failed %d", running.Load(), failed.Load())
 			})),
 	)
 	for ev := range events {
-		if t.add(ev) {
+		finished := t.add(ev)
+		running.Store(int64(t.running))
+		failed.Store(int64(t.failed))
+		if finished {
 			bar.Increment()
 		}
 	}
