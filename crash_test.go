@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/rediacc/rediacc"
 	"github.com/rediacc/rediacc/ssh/sshtest"
 )
@@ -28,7 +30,7 @@ func TestMain(m *testing.M) {
 		_ = c.Run(asOwner())
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // A worker killed with SIGKILL while tasks run: a new worker finishes every
