@@ -14,7 +14,7 @@
 //
 // Quick start:
 //
-//	ctx := context.Background()
+//	ctx := rediacc.WithActor(context.Background(), "ops") // every call names its actor
 //	c, err := rediacc.New(ctx, rediacc.Config{DataDir: "/var/lib/rediacc"})
 //	if err != nil { … }
 //	defer c.Close()

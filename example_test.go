@@ -1,0 +1,105 @@
+package rediacc_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/rediacc/rediacc"
+	"github.com/rediacc/rediacc/ssh/sshtest"
+)
+
+// exampleMachine starts an SSH server inside this process (it runs commands
+// with the local shell) and writes its client key and known_hosts into dir.
+func exampleMachine(dir string) (*sshtest.Server, rediacc.Machine) {
+	signer, keyPEM, err := sshtest.GenerateSigner(nil)
+	if err != nil {
+		panic(err)
+	}
+	srv, err := sshtest.Start(sshtest.Options{AuthorizedKeys: []gossh.PublicKey{signer.PublicKey()}})
+	if err != nil {
+		panic(err)
+	}
+	key, known := filepath.Join(dir, "id_ed25519"), filepath.Join(dir, "known_hosts")
+	_ = os.WriteFile(key, keyPEM, 0o600)
+	_ = os.WriteFile(known, []byte(srv.KnownHostsLine()+"\n"), 0o600)
+	return srv, rediacc.Machine{Name: "web-01", Host: srv.Host(), Port: srv.Port(), User: "deploy",
+		IdentityFile: key, KnownHostsFile: known}
+}
+
+// Submit a task, run the worker until the queue is empty, and wait for the
+// result. Every call names its actor; the first one owns the new store.
+func ExampleClient_Submit() {
+	dir, _ := os.MkdirTemp("", "rediacc-example-")
+	defer os.RemoveAll(dir)
+	srv, machine := exampleMachine(dir)
+	defer srv.Close()
+
+	ctx := rediacc.WithActor(context.Background(), "ops")
+	c, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), HealthInterval: -1})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	if _, err := c.AddMachine(ctx, machine); err != nil {
+		fmt.Println(err)
+		return
+	}
+	task, err := c.Submit(ctx, rediacc.TaskSpec{
+		Machine: "web-01", Priority: rediacc.Critical, Command: "echo webserver restarted",
+		Retry: rediacc.RetryPolicy{RetryCount: 3, RetryDelay: 30 * time.Second},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := c.RunUntilEmpty(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	done, err := c.Wait(ctx, task.ID)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(done.Status, *done.ExitCode, done.Attempts, done.Stdout)
+	// Output: COMPLETED 0 1 webserver restarted
+}
+
+// Cancel a task that is still waiting: it is CANCELLED at once.
+func ExampleClient_Cancel() {
+	dir, _ := os.MkdirTemp("", "rediacc-example-")
+	defer os.RemoveAll(dir)
+	srv, machine := exampleMachine(dir)
+	defer srv.Close()
+	ctx := rediacc.WithActor(context.Background(), "ops")
+	c, _ := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), HealthInterval: -1})
+	defer c.Close()
+	_, _ = c.AddMachine(ctx, machine)
+	task, _ := c.Submit(ctx, rediacc.TaskSpec{Machine: "web-01", Command: "sleep 60"})
+	got, err := c.Cancel(ctx, task.ID)
+	fmt.Println(got.Status, err)
+	_, err = c.Submit(context.Background(), rediacc.TaskSpec{Machine: "web-01", Command: "true"})
+	fmt.Println(err == rediacc.ErrNoActor)
+	// Output:
+	// CANCELLED <nil>
+	// true
+}
+
+// Priorities parse from numbers or names; anything else is refused.
+func ExampleParsePriority() {
+	for _, s := range []string{"1", "low", "urgent"} {
+		p, err := rediacc.ParsePriority(s)
+		fmt.Println(int(p), p, err != nil)
+	}
+	// Output:
+	// 1 critical false
+	// 4 low false
+	// 0 priority(0) true
+}
