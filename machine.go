@@ -276,11 +276,14 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 			return Machine{}, o.fail(ctx, err)
 		}
 		if m.ImportIdentity {
+			if _, err := c.access.GetTeam(ctx, m.Team); err != nil {
+				return Machine{}, o.fail(ctx, c.teamErr(err, m.Team))
+			}
 			v, err := c.vault()
 			if err != nil {
 				return Machine{}, o.fail(ctx, err)
 			}
-			ref := "machines/" + m.Name + "/identity"
+			ref := MachineSecretPrefix + m.Name + "/identity"
 			if _, err := v.Put(ctx, m.Team, ref, keyPEM, PutOptions{}); err != nil {
 				return Machine{}, o.fail(ctx, vaultErr(err))
 			}
@@ -296,6 +299,7 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	}
 	rec.UpdatedAt = now
 	if err := c.engine.CreateMachine(o.ctx(ctx), rec); err != nil {
+		c.dropIdentity(ctx, m) // nothing partial: the imported key goes too
 		switch {
 		case errors.Is(err, store.ErrExists):
 			err = fmt.Errorf("machine %q: %w (remove it first or pick another name)", m.Name, ErrExists)
@@ -306,6 +310,24 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	}
 	c.log.InfoContext(ctx, "machine added", "machine", m.Name, "team", m.Team, "addr", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), "host_key_policy", string(m.HostKeyPolicy))
 	return m, nil
+}
+
+// MachineSecretPrefix starts the vault keys that hold machines' SSH
+// identities ("machines/NAME/identity"). Tasks cannot name them as secrets.
+const MachineSecretPrefix = "machines/"
+
+// dropIdentity deletes a machine's imported identity from its team vault.
+func (c *Client) dropIdentity(ctx context.Context, m Machine) {
+	if m.IdentitySecret == "" {
+		return
+	}
+	v, err := c.vault()
+	if err == nil {
+		err = v.Delete(ctx, m.Team, m.IdentitySecret)
+	}
+	if err != nil {
+		c.log.WarnContext(ctx, "machine identity left in the vault", "machine", m.Name, "team", m.Team, "key", m.IdentitySecret, "error", err)
+	}
 }
 
 // machine loads a machine without an access check (internal use).
@@ -396,6 +418,7 @@ func (c *Client) RemoveMachine(ctx context.Context, name string) error {
 		return o.fail(ctx, mapStoreErr(err))
 	}
 	c.pool.Forget(name)
+	c.dropIdentity(ctx, m)
 	return nil
 }
 

@@ -200,6 +200,8 @@ type Client struct {
 	wake     chan struct{} // a submit nudges the worker
 	running  map[string]context.CancelCauseFunc
 	runCount int
+	runStop  context.CancelFunc // stops the running worker (Close)
+	runDone  chan struct{}      // closed when it has returned
 
 	vaultMu sync.Mutex
 	vlt     Vault
@@ -321,7 +323,9 @@ func (c *Client) Store() *Store { return c.st }
 
 // Close drains and closes the Alerter (when it has a Close(ctx) error
 // method, within Config.AlertDrainTimeout), seals the log archive's open
-// segments, stops the SSH pool and closes the store. Call it after Run has returned. Later calls return ErrClosed.
+// segments, stops the SSH pool and closes the store. A worker still running
+// (Run) is stopped first, as if its context had ended, and Close waits for
+// it to return. Later calls return ErrClosed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -329,7 +333,12 @@ func (c *Client) Close() error {
 		return ErrClosed
 	}
 	c.closed = true
+	stop, done := c.runStop, c.runDone
 	c.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
 	c.vaultMu.Lock()
 	var verr error
 	if c.vlt != nil {

@@ -159,6 +159,9 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 		if err := vault.ValidateKey(key); err != nil {
 			return bad("secret %s: %v", k, err)
 		}
+		if strings.HasPrefix(key, MachineSecretPrefix) {
+			return bad("secret %s: keys under %q hold machines' SSH identities and cannot be handed to tasks", k, MachineSecretPrefix)
+		}
 	}
 	if len(s.IdempotencyKey) > 200 {
 		return bad("idempotency key is longer than 200 bytes")

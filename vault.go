@@ -110,7 +110,7 @@ func NewHashiCorpVault(ctx context.Context, cfg HashiCorpVaultConfig) (Vault, er
 // vaultErr maps the vault's wrong-passphrase error onto the public one.
 func vaultErr(err error) error {
 	if err != nil && errors.Is(err, vault.ErrWrongPassphrase) && !errors.Is(err, ErrWrongPassphrase) {
-		return fmt.Errorf("%w: %v", ErrWrongPassphrase, err)
+		return &isError{msg: "vault: " + err.Error() + " (check the passphrase or the age key file the vault was opened with)", err: err, is: ErrWrongPassphrase}
 	}
 	if err != nil && (errors.Is(err, vault.ErrInvalidKey) || errors.Is(err, vault.ErrInvalidTeam)) {
 		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
@@ -252,3 +252,16 @@ func (c *Client) resolveSecrets(ctx context.Context, team string, refs map[strin
 	}
 	return out, nil
 }
+
+// isError carries a message of its own while matching another sentinel
+// with errors.Is (so the vault's wrong-passphrase error does not read as an
+// SSH one).
+type isError struct {
+	msg string
+	err error
+	is  error
+}
+
+func (e *isError) Error() string        { return e.msg }
+func (e *isError) Unwrap() error        { return e.err }
+func (e *isError) Is(target error) bool { return target == e.is }

@@ -315,3 +315,50 @@ func TestMovedMachineKeepsVaultIdentity(t *testing.T) {
 		t.Errorf("identity left in the old team's vault: %v", keys)
 	}
 }
+
+// Machine identities cannot be handed to tasks as secrets, and go with
+// their machine.
+func TestMachineIdentityIsNotATaskSecret(t *testing.T) {
+	c := newClient(t, nil)
+	srv := realSSHD(t, 7)
+	ctx := asOwner()
+	if _, err := c.AddMachine(ctx, rediacc.Machine{Name: "m1", Host: srv.Host, Port: srv.Port, User: srv.User,
+		IdentityFile: srv.ClientKeyPath, ImportIdentity: true, KnownHostsFile: srv.KnownHostsPath}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Submit(ctx, rediacc.TaskSpec{Machine: "m1", Command: "true", Secrets: map[string]string{"K": "machines/m1/identity"}}); !errors.Is(err, rediacc.ErrInvalidArgument) {
+		t.Errorf("a machine identity as a task secret: %v", err)
+	}
+	// A failed add leaves no key behind.
+	if _, err := c.AddMachine(ctx, rediacc.Machine{Name: "m2", Team: "ghost", Host: srv.Host, Port: srv.Port, User: srv.User,
+		IdentityFile: srv.ClientKeyPath, ImportIdentity: true, KnownHostsFile: srv.KnownHostsPath}); !errors.Is(err, rediacc.ErrNotFound) {
+		t.Errorf("add to a missing team: %v", err)
+	}
+	if err := c.RemoveMachine(ctx, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := c.ListSecrets(ctx, rediacc.DefaultTeam); len(keys) != 0 {
+		t.Errorf("keys left after remove: %v", keys)
+	}
+}
+
+// Close stops a worker that is still running and waits for it.
+func TestCloseStopsRunningWorker(t *testing.T) {
+	c := newClient(t, nil)
+	realMachine(t, c, "m1", 7)
+	task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: "sleep 30"})
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(asOwner()) }()
+	waitStatus(t, c, task.ID, rediacc.StatusProcessing)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	default:
+		t.Fatal("Close returned before Run")
+	}
+}

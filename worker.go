@@ -56,11 +56,18 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 		return ErrWorkerRunning
 	}
 	c.runCount++
+	// Close stops a running worker (as a cancelled ctx would) and waits.
+	ctx, stopRun := context.WithCancel(ctx)
+	runDone := make(chan struct{})
+	c.runStop, c.runDone = stopRun, runDone
 	c.mu.Unlock()
 	defer func() {
+		stopRun()
 		c.mu.Lock()
 		c.runCount--
+		c.runStop, c.runDone = nil, nil
 		c.mu.Unlock()
+		close(runDone)
 	}()
 
 	// Task contexts outlive ctx by ShutdownGrace: they are cancelled by
@@ -74,7 +81,9 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 
 	c.rescue(ctx, log)
 	stopProber := c.startProber(ctx, o.actor, log) // health probes (health.go)
-	heartbeat := time.NewTicker(c.cfg.LeaseDuration / 3)
+	// Heartbeats renew leases and pick up cancellations asked from other
+	// processes: at least every second, so a cancel takes effect quickly.
+	heartbeat := time.NewTicker(min(c.cfg.LeaseDuration/3, max(2*c.cfg.PollInterval, time.Second)))
 	defer heartbeat.Stop()
 	rescue := time.NewTicker(c.cfg.LeaseDuration / 2)
 	defer rescue.Stop()

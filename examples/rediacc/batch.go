@@ -217,6 +217,15 @@ func readBatch(r io.Reader) ([]rediacc.TaskSpec, []int, error) {
 		if len(line) == 0 || line[0] == '#' {
 			continue
 		}
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(line, &fields); err != nil {
+			return nil, nil, usageError{fmt.Errorf("line %d: not a JSON object: %w", n, err)}
+		}
+		for k := range fields {
+			if !batchFields[k] {
+				return nil, nil, usagef("line %d: unknown field %q (task fields: taskId, machine, team, selector, command, priority, retryCount, retryDelay, retryBackoff, retryMultiplier, retryMaxDelay, retryJitter, retryOn, failureAction, timeout, env, secrets, idempotencyKey)", n, k)
+			}
+		}
 		var t rediacc.Task
 		if err := json.Unmarshal(line, &t); err != nil {
 			return nil, nil, usageError{fmt.Errorf("line %d: %w", n, err)}
@@ -300,4 +309,13 @@ loaded healthy machine. An error names the line of the first bad task.`,
 	f.StringVarP(&output, "output", "o", "", "output format: ids (default) or json")
 	_ = c.MarkFlagRequired("file")
 	return c
+}
+
+// batchFields are the task JSON fields a batch line may set (a typo such as
+// "priorty" is refused rather than silently ignored).
+var batchFields = map[string]bool{
+	"taskId": true, "machine": true, "team": true, "selector": true, "command": true, "priority": true,
+	"retryCount": true, "retryDelay": true, "retryBackoff": true, "retryMultiplier": true, "retryMaxDelay": true,
+	"retryJitter": true, "retryOn": true, "failureAction": true, "timeout": true, "env": true, "secrets": true,
+	"idempotencyKey": true, "status": true,
 }

@@ -54,8 +54,10 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, rediacc.ErrPermissionDenied):
 		return exitPermission
-	case errors.Is(err, rediacc.ErrNotFound):
+	case errors.Is(err, rediacc.ErrNotFound), errors.Is(err, rediacc.ErrSecretNotFound):
 		return exitNotFound
+	case errors.Is(err, rediacc.ErrKeyFile):
+		return exitInvalid
 	case errors.Is(err, rediacc.ErrInvalidArgument), errors.As(err, &ue):
 		return exitInvalid
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,7 +107,7 @@ func TestCLIExitCodes(t *testing.T) {
 		{[]string{"inspect", "queue", "00000000-0000-0000-0000-000000000000"}, exitNotFound, "not found"},
 		{[]string{"cancel", "00000000-0000-0000-0000-000000000000"}, exitNotFound, "not found"},
 		{[]string{"machine", "add", "m2", "--host", "h", "--port", "99999", "--identity", srv.ClientKeyPath}, exitInvalid, "port"},
-		{[]string{"machine", "add", "m2", "--host", "h", "--identity", "/no/such/key"}, exitError, "/no/such/key"},
+		{[]string{"machine", "add", "m2", "--host", "h", "--identity", "/no/such/key"}, exitInvalid, "/no/such/key"},
 		{[]string{"machine", "add", "m1", "--host", "h", "--identity", srv.ClientKeyPath}, exitError, "already exists"},
 		{[]string{"list", "queue", "--status", "running"}, exitInvalid, "status"},
 		{[]string{"list", "queue", "-o", "yaml"}, exitInvalid, "yaml"},
@@ -138,4 +140,37 @@ func TestQuickstart(t *testing.T) {
 	}
 	// Runs again on the same data dir.
 	c.ok("quickstart")
+}
+
+func TestCLIWaitReportsFailure(t *testing.T) {
+	c := cli{t: t, dir: t.TempDir()}
+	srv := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: 5})
+	c.ok("machine", "add", "m1", "--host", srv.Host, "--port", strconv.Itoa(srv.Port), "--user", srv.User,
+		"--identity", srv.ClientKeyPath, "--known-hosts", srv.KnownHostsPath)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var out, errb bytes.Buffer
+		run(ctx, []string{"--data-dir", c.dir, "worker", "--health-interval", "-1s"}, &out, &errb)
+	}()
+	code, out, errs := c.run("create", "task", "--machine", "m1", "--command", "echo out; exit 3", "--failure-action", "none", "--wait")
+	stop()
+	<-done
+	if code != exitError || !strings.Contains(out, "FAILED exit 3") || !strings.Contains(out, "out") || !strings.Contains(errs, "FAILED") {
+		t.Errorf("--wait on a failing task: exit %d\nstdout %q\nstderr %q", code, out, errs)
+	}
+	// Typos in a batch file are refused, not ignored.
+	f := filepath.Join(t.TempDir(), "tasks.jsonl")
+	if err := os.WriteFile(f, []byte(`{"machine":"m1","command":"true","priorty":1}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := c.run("create", "batch", "-f", f); code != exitInvalid || !strings.Contains(errs, `unknown field "priorty"`) {
+		t.Errorf("batch with a typo: exit %d, %q", code, errs)
+	}
+	// Control characters in a command never reach the terminal raw.
+	c.ok("create", "task", "--machine", "m1", "--command", "echo hi # \x1b]0;pwned\x07")
+	if out := c.ok("list", "queue"); strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("list queue printed control characters: %q", out)
+	}
 }

@@ -42,8 +42,10 @@ func quickstart(ctx context.Context, g *globals) error {
 		return err
 	}
 	// A fresh demo store each run: the server's port changes every time.
-	for _, f := range []string{"rediacc.db", "rediacc.db-wal", "rediacc.db-shm", "known_hosts", "flaky-marker"} {
-		if err := os.Remove(filepath.Join(dir, f)); err != nil && !os.IsNotExist(err) {
+	// Everything of the previous demo goes, keys aside: its archive and
+	// vault belong to the old store.
+	for _, f := range []string{"rediacc.db", "rediacc.db-wal", "rediacc.db-shm", "rediacc.db-lock", "known_hosts", "flaky-marker", "archive", "vault", "vault.key"} {
+		if err := os.RemoveAll(filepath.Join(dir, f)); err != nil {
 			return err
 		}
 	}

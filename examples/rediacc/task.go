@@ -76,14 +76,26 @@ progress bar follows the tasks, then a table shows each machine's result.`,
 				return err
 			}
 			if wait {
-				if t, err = cl.Wait(c.Context(), t.ID); err != nil {
-					return err
+				id := t.ID
+				fmt.Fprintf(g.stderr, "waiting for task %s (a worker must be running: rediacc worker)\n", id)
+				if t, err = cl.Wait(c.Context(), id); err != nil {
+					return fmt.Errorf("waiting for task %s (still queued): %w", id, err)
 				}
 			}
 			if output == "json" {
-				return writeJSON(g, t)
+				if err := writeJSON(g, t); err != nil {
+					return err
+				}
+			} else if wait {
+				fmt.Fprintf(g.stdout, "%s %s exit %s\n", t.ID, t.Status, exitStr(t.ExitCode))
+				printStream(g, "stdout", t.Stdout, t.StdoutTruncated)
+				printStream(g, "stderr", t.Stderr, t.StderrTruncated)
+			} else {
+				fmt.Fprintln(g.stdout, t.ID)
 			}
-			fmt.Fprintln(g.stdout, t.ID)
+			if wait && t.Status != rediacc.StatusCompleted {
+				return fmt.Errorf("task %s %s: %s", t.ID, t.Status, orDefault(t.Error, "see rediacc inspect queue "+t.ID))
+			}
 			return nil
 		},
 	}
@@ -207,7 +219,7 @@ func newInspectQueue(g *globals) *cobra.Command {
 			row("Priority", fmt.Sprintf("%d (%s)", t.Priority, t.Priority))
 			row("Machine", t.Machine)
 			row("Team", t.Team)
-			row("Command", t.Command)
+			row("Command", printable(t.Command))
 			row("Retry", fmt.Sprintf("%d retries, first delay %s, %s", t.Retry.RetryCount, t.Retry.RetryDelay, orDefault(t.Retry.Backoff, "exponential")))
 			row("Failure action", string(t.FailureAction))
 			row("Attempts", fmt.Sprint(t.Attempts))
@@ -328,7 +340,7 @@ func orDefault(s, d string) string {
 }
 
 func clip(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
+	s = printable(strings.ReplaceAll(s, "\n", " "))
 	if len([]rune(s)) <= n {
 		return s
 	}
@@ -347,4 +359,15 @@ func printStream(g *globals, name, s string, truncated bool) {
 	if !strings.HasSuffix(s, "\n") {
 		fmt.Fprintln(g.stdout)
 	}
+}
+
+// printable replaces control characters (terminal escape sequences a task's
+// command or output may hold) with U+FFFD before they reach a terminal.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\t' || (r >= 0x20 && r != 0x7f && !(r >= 0x80 && r < 0xa0)) {
+			return r
+		}
+		return '\ufffd'
+	}, s)
 }
