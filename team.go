@@ -175,7 +175,7 @@ func (c *Client) SetMember(ctx context.Context, team, user string, role Role) (M
 		return Member{}, o.fail(ctx, err)
 	}
 	if role != RoleAdmin && role != RoleOperator && role != RoleViewer {
-		return Member{}, o.fail(ctx, fmt.Errorf("%w: team role %q (use admin, operator or viewer; owner and auditor are store-wide: AddStoreRole)", ErrInvalidArgument, role))
+		return Member{}, o.fail(ctx, fmt.Errorf("%w: team role %q (use admin, operator or viewer; owner and auditor are store-wide roles: rediacc role add, or Client.AddStoreRole)", ErrInvalidArgument, role))
 	}
 	m := store.Member{Team: team, User: user, Role: string(role), AddedAt: c.clock.Now().UTC()}
 	if _, err := c.access.PutMember(o.ctx(ctx), m); err != nil {

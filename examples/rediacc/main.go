@@ -147,7 +147,7 @@ func newRoot(g *globals) *cobra.Command {
 	list.AddCommand(newListQueue(g), newListAudit(g))
 	inspect := &cobra.Command{Use: "inspect", Short: "Inspect a task"}
 	inspect.AddCommand(newInspectQueue(g))
-	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g), newTeam(g), newAudit(g), newVault(g))
+	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g), newTeam(g), newAudit(g), newVault(g), newRole(g))
 	root.AddCommand(newLogs(g), newPrune(g)) // logs.go
 	for _, c := range []*cobra.Command{machine, create, list, inspect} {
 		c.Args = cobra.NoArgs

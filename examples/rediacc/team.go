@@ -300,3 +300,65 @@ func fmtDetails(d map[string]string) string {
 	}
 	return s
 }
+
+// newRole manages the store-wide roles (owner, auditor).
+func newRole(g *globals) *cobra.Command {
+	rc := &cobra.Command{Use: "role", Short: "Grant and revoke store-wide roles: owner, auditor (owners)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			return usagef("%s needs a subcommand (see --help)", c.CommandPath())
+		}}
+	var role string
+	change := func(use, short string, grant bool) *cobra.Command {
+		cmd := &cobra.Command{
+			Use: use, Short: short, Args: exactArgs(1, "USER"),
+			RunE: func(c *cobra.Command, args []string) error {
+				r, err := rediacc.ParseRole(role)
+				if err != nil {
+					return err
+				}
+				cl, err := g.client(c.Context(), nil)
+				if err != nil {
+					return err
+				}
+				defer cl.Close()
+				if grant {
+					err = cl.AddStoreRole(c.Context(), args[0], r)
+				} else {
+					err = cl.RemoveStoreRole(c.Context(), args[0], r)
+				}
+				if err != nil {
+					return err
+				}
+				verb := map[bool]string{true: "is now", false: "is no longer"}[grant]
+				fmt.Fprintf(g.stdout, "%s %s %s\n", args[0], verb, r)
+				return nil
+			},
+		}
+		cmd.Flags().StringVar(&role, "role", "", "owner or auditor (required)")
+		_ = cmd.MarkFlagRequired("role")
+		return cmd
+	}
+	list := &cobra.Command{
+		Use: "list", Short: "List owners and auditors", Args: exactArgs(0, ""),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client(c.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ms, err := cl.StoreRoles(c.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "USER\tROLE\tADDED")
+			for _, m := range ms {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", m.User, m.Role, m.AddedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	rc.AddCommand(change("add USER --role owner|auditor", "Grant a store-wide role", true),
+		change("remove USER --role owner|auditor", "Revoke a store-wide role (the last owner stays)", false), list)
+	return rc
+}
