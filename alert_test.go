@@ -320,24 +320,6 @@ func monKeyFile(t *testing.T) string {
 	return key
 }
 
-// monClock is a settable clock.
-type monClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *monClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *monClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // Queue thresholds are checked by the worker loop: each crossed rule fires
 // one signed webhook, repeats are held back (counted) until the rate
 // window has passed on the client's clock, and the next alert then says how
@@ -345,7 +327,7 @@ func (c *monClock) Add(d time.Duration) {
 func TestThresholdAlertsFireOnceThenRateLimited(t *testing.T) {
 	sink := newWebhookSink(t, "rules", nil)
 	wh := newWebhook(t, rediacc.WebhookConfig{URL: sink.srv.URL, Secret: []byte("rules")})
-	clock := &monClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	c := newClient(t, func(cfg *rediacc.Config) {
 		cfg.Clock = clock
 		cfg.Alerter = wh
@@ -374,7 +356,7 @@ func TestThresholdAlertsFireOnceThenRateLimited(t *testing.T) {
 	for range 3 {
 		submit(t, c, rediacc.TaskSpec{Machine: "prod-01", Command: "true", Priority: rediacc.Low})
 	}
-	clock.Add(time.Hour) // the oldest pending task is now an hour old
+	clock.Advance(time.Hour) // the oldest pending task is now an hour old
 
 	scrape := serveMetrics(t, c)
 	ctx, cancel := context.WithCancel(as("runner"))
@@ -410,7 +392,7 @@ func TestThresholdAlertsFireOnceThenRateLimited(t *testing.T) {
 
 	// Past the window, the conditions still hold: one more alert each,
 	// telling how many were held back.
-	clock.Add(rediacc.DefaultAlertRateWindow + time.Second)
+	clock.Advance(rediacc.DefaultAlertRateWindow + time.Second)
 	waitFor(t, "the alerts after the window", func() bool {
 		return len(sink.alerts(rediacc.AlertQueueDepth)) >= 2 && len(sink.alerts(rediacc.AlertQueueAge)) >= 2
 	})

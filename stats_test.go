@@ -17,7 +17,7 @@ import (
 // oldest pending task, and counts the tasks finished within the window;
 // each actor sees the teams it may list.
 func TestQueueStats(t *testing.T) {
-	clock := &monClock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	clock := &fakeClock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
 	c := newClient(t, func(cfg *rediacc.Config) { cfg.Clock = clock })
 	owner := asOwner()
 	srv := realSSHD(t, 32)
@@ -44,9 +44,9 @@ func TestQueueStats(t *testing.T) {
 		if i == 0 {
 			first = task.ID
 		}
-		clock.Add(time.Second)
+		clock.Advance(time.Second)
 	}
-	clock.Add(time.Minute)
+	clock.Advance(time.Minute)
 
 	stats := func(ctx context.Context, f rediacc.StatsFilter) rediacc.QueueStats {
 		t.Helper()
@@ -127,7 +127,7 @@ func TestQueueStats(t *testing.T) {
 	}
 
 	// The window slides: ten minutes later nothing finished recently.
-	clock.Add(10 * time.Minute)
+	clock.Advance(10 * time.Minute)
 	if s := stats(owner, rediacc.StatsFilter{}); s.Finished.Total() != 0 || s.FinishedPerMinute != 0 {
 		t.Errorf("finished after the window: %+v", s.Finished)
 	}
