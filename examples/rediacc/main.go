@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -124,6 +125,13 @@ func newRoot(g *globals) *cobra.Command {
 			return usagef("--as: no user (set --as, REDIACC_USER or USER)")
 		}
 		c.SetContext(rediacc.WithActor(c.Context(), g.as))
+		// A command that only reads must not create a store (and make its
+		// caller the owner) in a mistyped data dir.
+		if readOnlyCommands[c.CommandPath()] {
+			if _, err := os.Stat(filepath.Join(g.dataDir, "rediacc.db")); errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("%w: no rediacc store in %s (check --data-dir or REDIACC_HOME; the first command that writes, e.g. rediacc machine add, creates one)", rediacc.ErrNotFound, g.dataDir)
+			}
+		}
 		return nil
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
@@ -232,4 +240,12 @@ func checkOutput(o string) error {
 		return usagef("-o %q: use table or json", o)
 	}
 	return nil
+}
+
+// readOnlyCommands only read a store: they refuse a data dir without one.
+var readOnlyCommands = map[string]bool{
+	"rediacc machine list": true, "rediacc machine status": true, "rediacc list queue": true,
+	"rediacc list audit-logs": true, "rediacc inspect queue": true, "rediacc logs": true,
+	"rediacc team list": true, "rediacc team member list": true, "rediacc audit verify": true,
+	"rediacc role list": true, "rediacc vault get": true, "rediacc vault list": true, "rediacc cancel": true,
 }

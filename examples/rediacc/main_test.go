@@ -174,3 +174,15 @@ func TestCLIWaitReportsFailure(t *testing.T) {
 		t.Errorf("list queue printed control characters: %q", out)
 	}
 }
+
+// A read-only command on a data dir without a store creates nothing.
+func TestCLIReadOnlyNeedsAStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "typo")
+	c := cli{t: t, dir: dir}
+	if code, _, errs := c.run("list", "queue"); code != exitNotFound || !strings.Contains(errs, "no rediacc store") {
+		t.Errorf("list queue on an empty data dir: exit %d %q", code, errs)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("data dir created by a read-only command: %v", err)
+	}
+}
