@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 
@@ -78,6 +79,13 @@ func OpenLocalVault(dir string, opts LocalVaultOptions) (Vault, error) {
 		id := opts.IdentityFile
 		if id == "" {
 			id = filepath.Join(filepath.Dir(filepath.Clean(dir)), "vault.key")
+		}
+		// A new key file only for a vault without secrets: one made for a
+		// vault encrypted to a passphrase (or to a lost key) could never
+		// open it.
+		existing, _ := filepath.Glob(filepath.Join(dir, "*.age"))
+		if _, err := os.Stat(id); errors.Is(err, os.ErrNotExist) && len(existing) > 0 {
+			return nil, &isError{msg: fmt.Sprintf("vault: %s holds secrets but its key file %s does not exist: give the passphrase the vault was created with, or restore the key file", dir, id), err: vault.ErrWrongPassphrase, is: ErrWrongPassphrase}
 		}
 		o = append(o, local.WithIdentityFile(id, true))
 	}

@@ -362,3 +362,26 @@ func TestCloseStopsRunningWorker(t *testing.T) {
 		t.Fatal("Close returned before Run")
 	}
 }
+
+// A passphrase vault opened without its passphrase is refused; no new key
+// file is made for it.
+func TestLocalVaultWithoutItsPassphrase(t *testing.T) {
+	dir := t.TempDir()
+	v, err := rediacc.OpenLocalVault(filepath.Join(dir, "vault"), rediacc.LocalVaultOptions{Passphrase: []byte("correct horse"), ScryptWorkFactor: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Put(context.Background(), "prod", "db/password", []byte("x"), rediacc.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_ = v.Close()
+	if _, err := rediacc.OpenLocalVault(filepath.Join(dir, "vault"), rediacc.LocalVaultOptions{}); !errors.Is(err, rediacc.ErrWrongPassphrase) || !strings.Contains(err.Error(), "passphrase the vault was created with") {
+		t.Errorf("open without the passphrase: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "vault.key")); !os.IsNotExist(err) {
+		t.Errorf("a key file was created for a passphrase vault: %v", err)
+	}
+	if _, err := rediacc.OpenLocalVault(filepath.Join(dir, "vault"), rediacc.LocalVaultOptions{Passphrase: []byte("wrong")}); !errors.Is(err, rediacc.ErrWrongPassphrase) {
+		t.Errorf("wrong passphrase: %v", err)
+	}
+}
