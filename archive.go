@@ -2,12 +2,16 @@ package rediacc
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,6 +76,9 @@ func (c *Client) archives() (tasks, trail *archive.Archive, err error) {
 		return nil, nil, ErrClosed
 	}
 	if c.arch.tasks == nil {
+		if err := c.claimArchive(); err != nil {
+			return nil, nil, err
+		}
 		opts := archive.Options{Retention: c.cfg.ArchiveRetention, Clock: c.clock.Now, Logger: c.log}
 		t, err := archive.Open(c.cfg.ArchiveDir, opts)
 		if err != nil {
@@ -86,6 +93,56 @@ func (c *Client) archives() (tasks, trail *archive.Archive, err error) {
 		c.arch.tasks, c.arch.trail = t, a
 	}
 	return c.arch.tasks, c.arch.trail, nil
+}
+
+// storeIDFile, in the archive directory, names the store the archive
+// belongs to.
+const storeIDFile = "store-id"
+
+// claimArchive binds the archive directory to this store: a store created
+// anew beside the archive of an earlier one (say, after a corrupt file was
+// moved aside) must not read that archive as its own history, or VerifyAudit
+// would report tampering. The store's identity is the creation time of its
+// default team, which cannot be renamed or deleted.
+func (c *Client) claimArchive() error {
+	t, err := c.access.GetTeam(context.Background(), DefaultTeam)
+	if err != nil {
+		return fmt.Errorf("rediacc: open the log archive: %w", mapStoreErr(err))
+	}
+	sum := sha256.Sum256([]byte(t.CreatedAt.UTC().Format(time.RFC3339Nano)))
+	id := hex.EncodeToString(sum[:8])
+	if err := os.MkdirAll(c.cfg.ArchiveDir, 0o700); err != nil {
+		return fmt.Errorf("rediacc: open the log archive: %w", err)
+	}
+	path := filepath.Join(c.cfg.ArchiveDir, storeIDFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		entries, _ := os.ReadDir(c.cfg.ArchiveDir)
+		if len(entries) > 0 {
+			// An archive from before this marker existed: adopt it.
+			c.log.Info("log archive adopted by this store", "dir", c.cfg.ArchiveDir)
+		}
+		return os.WriteFile(path, []byte(id+"\n"), 0o600)
+	case err != nil:
+		return fmt.Errorf("rediacc: open the log archive: %w", err)
+	case strings.TrimSpace(string(b)) != id:
+		// Keep the other store's archive, beside this one's.
+		old := strings.TrimSpace(string(b))
+		aside := c.cfg.ArchiveDir + "-" + old
+		if _, err := os.Stat(aside); err == nil {
+			aside += "-" + strconv.FormatInt(time.Now().Unix(), 10)
+		}
+		if err := os.Rename(c.cfg.ArchiveDir, aside); err != nil {
+			return fmt.Errorf("rediacc: the log archive in %s belongs to another store (%s); moving it aside failed: %w", c.cfg.ArchiveDir, old, err)
+		}
+		c.log.Warn("the log archive belonged to another store: moved aside", "from", c.cfg.ArchiveDir, "to", aside)
+		if err := os.MkdirAll(c.cfg.ArchiveDir, 0o700); err != nil {
+			return fmt.Errorf("rediacc: open the log archive: %w", err)
+		}
+		return os.WriteFile(path, []byte(id+"\n"), 0o600)
+	}
+	return nil
 }
 
 // closeArchives seals the open segments (Close).

@@ -236,3 +236,41 @@ func TestCorruptArchiveSegment(t *testing.T) {
 		t.Errorf("VerifyAudit with a damaged audit segment: %v", err)
 	}
 }
+
+// A store made anew beside the archive of an earlier one (a corrupt file
+// moved aside) moves that archive aside instead of reading it as its own
+// history.
+func TestNewStoreBesideOldArchive(t *testing.T) {
+	dir := t.TempDir()
+	run := func() *rediacc.Client {
+		c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, HealthInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		inProcessMachine(t, c, "m1")
+		task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: "echo archived"})
+		if err := c.RunUntilEmpty(ctxTimeout(t, time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Prune(asOwner(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.TaskLog(asOwner(), task.ID); err != nil || got.Stdout != "archived\n" {
+			t.Fatalf("task log after prune: %+v %v", got, err)
+		}
+		return c
+	}
+	c := run()
+	_ = c.Close()
+	for _, f := range []string{"rediacc.db", "rediacc.db-wal", "rediacc.db-shm"} {
+		_ = os.Remove(filepath.Join(dir, f))
+	}
+	c = run()
+	defer c.Close()
+	if n, err := c.VerifyAudit(asOwner()); err != nil {
+		t.Fatalf("verify after a new store beside an old archive: %d records, %v", n, err)
+	}
+	if moved, _ := filepath.Glob(filepath.Join(dir, "archive-*")); len(moved) != 1 {
+		t.Errorf("the old archive was not kept aside: %v", moved)
+	}
+}
