@@ -44,18 +44,15 @@ unhealthy (its last probe failed: tasks are not placed on it) or unknown
 					return err
 				}
 				var wg sync.WaitGroup
-				var mu sync.Mutex
 				sem := make(chan struct{}, 8)
 				for _, m := range ms {
 					wg.Add(1)
 					sem <- struct{}{}
 					go func() {
 						defer func() { <-sem; wg.Done() }()
-						if _, err := cl.ProbeMachine(c.Context(), m.Name); err != nil {
-							mu.Lock()
-							fmt.Fprintf(g.stderr, "warning: probe of %s failed: %v\n", m.Name, err)
-							mu.Unlock()
-						}
+						// A failure is stored with the machine and listed
+						// under the table.
+						_, _ = cl.ProbeMachine(c.Context(), m.Name)
 					}()
 				}
 				wg.Wait()
@@ -92,7 +89,15 @@ func statusTable(w io.Writer, sts []rediacc.MachineStatus, now time.Time) error 
 			num("%.1f", s.CPUPercent), num("%.2f", s.LoadPerCPU), num("%.1f", s.MemUsedPercent), num("%.1f", s.DiskUsedPercent),
 			s.Running, s.Queued, ago(s.LastSeen, now), state(s))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range sts {
+		if !s.Healthy && s.ProbeError != "" {
+			fmt.Fprintf(w, "%s: last probe failed: %s\n", s.Name, printable(s.ProbeError))
+		}
+	}
+	return nil
 }
 
 // ago says how long ago t was: "12s ago", "-" for never.
@@ -117,7 +122,7 @@ func ago(t, now time.Time) string {
 func state(s rediacc.MachineStatus) string {
 	switch {
 	case !s.Healthy:
-		return "unhealthy: " + clip(s.ProbeError, 40)
+		return "unhealthy (see below)"
 	case s.Busy:
 		return "busy"
 	case s.LastProbe.IsZero():
