@@ -275,6 +275,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("rediacc: create data dir %s: %w", cfg.DataDir, err)
 		}
+		if fi, err := os.Stat(cfg.DataDir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			cfg.Logger.Warn("data dir is readable by other users: it holds the queue, the vault key and the archive; run chmod 700 on it",
+				"dir", cfg.DataDir, "mode", fi.Mode().Perm().String())
+		}
 		var err error
 		st, err = OpenSQLite(ctx, filepath.Join(cfg.DataDir, "rediacc.db"))
 		if err != nil {
