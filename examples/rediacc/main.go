@@ -84,6 +84,7 @@ type globals struct {
 	logLevel       string
 	passphraseFile string
 	as             string
+	logLevelSet    bool // --log-level was given
 	vault          vaultFlags
 	stdout         io.Writer
 	stderr         io.Writer
@@ -124,6 +125,7 @@ func newRoot(g *globals) *cobra.Command {
 		if g.as == "" {
 			return usagef("--as: no user (set --as, REDIACC_USER or USER)")
 		}
+		g.logLevelSet = c.Flags().Changed("log-level")
 		c.SetContext(rediacc.WithActor(c.Context(), g.as))
 		// A command that only reads must not create a store (and make its
 		// caller the owner) in a mistyped data dir.

@@ -58,6 +58,9 @@ func quickstart(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
+	if !quietSet(g) {
+		g.logLevel = "error" // the demo's own output tells the story; --log-level shows the logs
+	}
 	log, err := g.logger()
 	if err != nil {
 		return err
@@ -117,7 +120,7 @@ func quickstart(ctx context.Context, g *globals) error {
 		{Priority: rediacc.High, Command: "echo deploying release 1.4.2"},
 		{Priority: rediacc.Normal, Command: "if [ -e " + marker + " ]; then echo flaky job ok on retry; else touch " + marker + "; echo flaky job failed >&2; exit 3; fi",
 			Retry: rediacc.RetryPolicy{RetryCount: 2, RetryDelay: 300 * time.Millisecond}},
-		{Priority: rediacc.Critical, Command: "echo backing up the database; uname -s"},
+		{Priority: rediacc.Critical, Command: `echo "backing up the database on $(uname -n)"`},
 	}
 	for _, s := range specs {
 		s.Machine = "local-01"
@@ -200,3 +203,6 @@ func loadOrCreateKey(path string) (gossh.Signer, error) {
 	}
 	return gossh.NewSignerFromKey(priv)
 }
+
+// quietSet reports whether the user chose a log level for the quickstart.
+func quietSet(g *globals) bool { return g.logLevelSet }
