@@ -287,20 +287,17 @@ loaded healthy machine. An error names the line of the first bad task.`,
 			if err != nil {
 				return err
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ts, err := cl.SubmitBatch(c.Context(), specs)
-			var be *rediacc.BatchError
-			if errors.As(err, &be) && be.Index >= 0 && be.Index < len(lines) {
-				return fmt.Errorf("line %d: %w (nothing was queued)", lines[be.Index], be.Err)
-			}
-			if err != nil {
-				return err
-			}
-			return finishMany(c.Context(), g, cl, ts, wait, output)
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				ts, err := cl.SubmitBatch(ctx, specs)
+				var be *rediacc.BatchError
+				if errors.As(err, &be) && be.Index >= 0 && be.Index < len(lines) {
+					return fmt.Errorf("line %d: %w (nothing was queued)", lines[be.Index], be.Err)
+				}
+				if err != nil {
+					return err
+				}
+				return finishMany(c.Context(), g, cl, ts, wait, output)
+			})
 		},
 	}
 	f := c.Flags()

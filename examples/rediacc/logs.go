@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -23,24 +24,21 @@ With -o json, print the task's whole record (attempts, exit code, output).`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			t, err := cl.TaskLog(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(g, t)
-			}
-			fmt.Fprint(g.stdout, t.Stdout)
-			fmt.Fprint(g.stderr, t.Stderr)
-			if t.StdoutTruncated || t.StderrTruncated {
-				fmt.Fprintln(g.stderr, "(output truncated at the output limit)")
-			}
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				t, err := cl.TaskLog(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(g, t)
+				}
+				fmt.Fprint(g.stdout, t.Stdout)
+				fmt.Fprint(g.stderr, t.Stderr)
+				if t.StdoutTruncated || t.StderrTruncated {
+					fmt.Fprintln(g.stderr, "(output truncated at the output limit)")
+				}
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "", "output format: text (default) or json")

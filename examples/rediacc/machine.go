@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -42,20 +43,17 @@ func newMachineAdd(g *globals) *cobra.Command {
 			if m.Labels, err = parseKV("--label", labels); err != nil {
 				return err
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			added, err := cl.AddMachine(c.Context(), m)
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(g, added)
-			}
-			fmt.Fprintf(g.stdout, "machine %s added (%s@%s:%d, host key: %s)\n", added.Name, added.User, added.Host, added.Port, added.HostKeyPolicy)
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				added, err := cl.AddMachine(ctx, m)
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(g, added)
+				}
+				fmt.Fprintf(g.stdout, "machine %s added (%s@%s:%d, host key: %s)\n", added.Name, added.User, added.Host, added.Port, added.HostKeyPolicy)
+				return nil
+			})
 		},
 	}
 	f := c.Flags()
@@ -84,34 +82,31 @@ func newMachineList(g *globals) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ms, err := cl.Machines(c.Context())
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				if ms == nil {
-					ms = []rediacc.Machine{}
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				ms, err := cl.Machines(ctx)
+				if err != nil {
+					return err
 				}
-				return writeJSON(g, ms)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tTEAM\tADDRESS\tUSER\tHOST KEY\tIDENTITY")
-			for _, m := range ms {
-				id := m.IdentityFile
-				if m.IdentitySecret != "" {
-					id = "vault:" + m.IdentitySecret
+				if output == "json" {
+					if ms == nil {
+						ms = []rediacc.Machine{}
+					}
+					return writeJSON(g, ms)
 				}
-				if m.UseAgent {
-					id = strings.TrimPrefix(id+" +agent", " ")
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tTEAM\tADDRESS\tUSER\tHOST KEY\tIDENTITY")
+				for _, m := range ms {
+					id := m.IdentityFile
+					if m.IdentitySecret != "" {
+						id = "vault:" + m.IdentitySecret
+					}
+					if m.UseAgent {
+						id = strings.TrimPrefix(id+" +agent", " ")
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s:%d\t%s\t%s\t%s\n", m.Name, m.Team, m.Host, m.Port, m.User, m.HostKeyPolicy, id)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s:%d\t%s\t%s\t%s\n", m.Name, m.Team, m.Host, m.Port, m.User, m.HostKeyPolicy, id)
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
@@ -124,16 +119,13 @@ func newMachineRemove(g *globals) *cobra.Command {
 		Short: "Unregister a machine (refused while it has unfinished tasks)",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			if err := cl.RemoveMachine(c.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "machine %s removed\n", args[0])
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				if err := cl.RemoveMachine(ctx, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "machine %s removed\n", args[0])
+				return nil
+			})
 		},
 	}
 }

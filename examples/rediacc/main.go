@@ -251,3 +251,14 @@ var readOnlyCommands = map[string]bool{
 	"rediacc team list": true, "rediacc team member list": true, "rediacc audit verify": true,
 	"rediacc role list": true, "rediacc vault get": true, "rediacc vault list": true, "rediacc cancel": true,
 }
+
+// withClient opens the SDK client for one command, runs fn and closes the
+// client.
+func (g *globals) withClient(c *cobra.Command, fn func(ctx context.Context, cl *rediacc.Client) error) error {
+	cl, err := g.client(c.Context(), nil)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return fn(c.Context(), cl)
+}

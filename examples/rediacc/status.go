@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sync"
@@ -32,39 +33,36 @@ unhealthy (its last probe failed: tasks are not placed on it) or unknown
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			f := rediacc.MachineFilter{Team: team}
-			if probe {
-				ms, err := cl.Machines(c.Context(), f)
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				f := rediacc.MachineFilter{Team: team}
+				if probe {
+					ms, err := cl.Machines(ctx, f)
+					if err != nil {
+						return err
+					}
+					var wg sync.WaitGroup
+					sem := make(chan struct{}, 8)
+					for _, m := range ms {
+						wg.Add(1)
+						sem <- struct{}{}
+						go func() {
+							defer func() { <-sem; wg.Done() }()
+							// A failure is stored with the machine and listed
+							// under the table.
+							_, _ = cl.ProbeMachine(ctx, m.Name)
+						}()
+					}
+					wg.Wait()
+				}
+				sts, err := cl.MachineStatus(ctx, f)
 				if err != nil {
 					return err
 				}
-				var wg sync.WaitGroup
-				sem := make(chan struct{}, 8)
-				for _, m := range ms {
-					wg.Add(1)
-					sem <- struct{}{}
-					go func() {
-						defer func() { <-sem; wg.Done() }()
-						// A failure is stored with the machine and listed
-						// under the table.
-						_, _ = cl.ProbeMachine(c.Context(), m.Name)
-					}()
+				if output == "json" {
+					return writeJSON(g, sts)
 				}
-				wg.Wait()
-			}
-			sts, err := cl.MachineStatus(c.Context(), f)
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(g, sts)
-			}
-			return statusTable(g.stdout, sts, time.Now())
+				return statusTable(g.stdout, sts, time.Now())
+			})
 		},
 	}
 	fl := c.Flags()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"strings"
@@ -63,40 +64,37 @@ progress bar follows the tasks, then a table shows each machine's result.`,
 			if all && (spec.Machine != "" || spec.Team == "") {
 				return usagef("--all needs --team and no --machine")
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			if all {
-				return createMany(c.Context(), g, cl, spec, wait, output) // batch.go
-			}
-			t, err := cl.Submit(c.Context(), spec)
-			if err != nil {
-				return err
-			}
-			if wait {
-				id := t.ID
-				fmt.Fprintf(g.stderr, "waiting for task %s (a worker must be running: rediacc worker)\n", id)
-				if t, err = cl.Wait(c.Context(), id); err != nil {
-					return fmt.Errorf("waiting for task %s (still queued): %w", id, err)
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				if all {
+					return createMany(c.Context(), g, cl, spec, wait, output) // batch.go
 				}
-			}
-			if output == "json" {
-				if err := writeJSON(g, t); err != nil {
+				t, err := cl.Submit(ctx, spec)
+				if err != nil {
 					return err
 				}
-			} else if wait {
-				fmt.Fprintf(g.stdout, "%s %s exit %s\n", t.ID, t.Status, exitStr(t.ExitCode))
-				printStream(g, "stdout", t.Stdout, t.StdoutTruncated)
-				printStream(g, "stderr", t.Stderr, t.StderrTruncated)
-			} else {
-				fmt.Fprintln(g.stdout, t.ID)
-			}
-			if wait && t.Status != rediacc.StatusCompleted {
-				return fmt.Errorf("task %s %s: %s", t.ID, t.Status, orDefault(t.Error, "see rediacc inspect queue "+t.ID))
-			}
-			return nil
+				if wait {
+					id := t.ID
+					fmt.Fprintf(g.stderr, "waiting for task %s (a worker must be running: rediacc worker)\n", id)
+					if t, err = cl.Wait(ctx, id); err != nil {
+						return fmt.Errorf("waiting for task %s (still queued): %w", id, err)
+					}
+				}
+				if output == "json" {
+					if err := writeJSON(g, t); err != nil {
+						return err
+					}
+				} else if wait {
+					fmt.Fprintf(g.stdout, "%s %s exit %s\n", t.ID, t.Status, exitStr(t.ExitCode))
+					printStream(g, "stdout", t.Stdout, t.StdoutTruncated)
+					printStream(g, "stderr", t.Stderr, t.StderrTruncated)
+				} else {
+					fmt.Fprintln(g.stdout, t.ID)
+				}
+				if wait && t.Status != rediacc.StatusCompleted {
+					return fmt.Errorf("task %s %s: %s", t.ID, t.Status, orDefault(t.Error, "see rediacc inspect queue "+t.ID))
+				}
+				return nil
+			})
 		},
 	}
 	f := c.Flags()
@@ -155,28 +153,25 @@ func newListQueue(g *globals) *cobra.Command {
 				}
 				f.Priority = p
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ts, err := cl.List(c.Context(), f)
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				if ts == nil {
-					ts = []*rediacc.Task{}
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				ts, err := cl.List(ctx, f)
+				if err != nil {
+					return err
 				}
-				return writeJSON(g, ts)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TASK ID\tSTATUS\tPRIORITY\tMACHINE\tATTEMPTS\tEXIT\tCREATED\tCOMMAND")
-			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", t.ID, t.Status, t.Priority, t.Machine,
-					t.Attempts, exitStr(t.ExitCode), t.CreatedAt.Local().Format(time.DateTime), clip(t.Command, 40))
-			}
-			return tw.Flush()
+				if output == "json" {
+					if ts == nil {
+						ts = []*rediacc.Task{}
+					}
+					return writeJSON(g, ts)
+				}
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TASK ID\tSTATUS\tPRIORITY\tMACHINE\tATTEMPTS\tEXIT\tCREATED\tCOMMAND")
+				for _, t := range ts {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", t.ID, t.Status, t.Priority, t.Machine,
+						t.Attempts, exitStr(t.ExitCode), t.CreatedAt.Local().Format(time.DateTime), clip(t.Command, 40))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	f := c.Flags()
@@ -200,49 +195,46 @@ func newInspectQueue(g *globals) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			t, err := cl.Get(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(g, t)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
-			row("Task", t.ID)
-			row("Status", string(t.Status))
-			row("Priority", fmt.Sprintf("%d (%s)", t.Priority, t.Priority))
-			row("Machine", t.Machine)
-			row("Team", t.Team)
-			row("Command", printable(t.Command))
-			row("Retry", fmt.Sprintf("%d retries, first delay %s, %s", t.Retry.RetryCount, t.Retry.RetryDelay, orDefault(t.Retry.Backoff, "exponential")))
-			row("Failure action", string(t.FailureAction))
-			row("Attempts", fmt.Sprint(t.Attempts))
-			row("Exit code", exitStr(t.ExitCode))
-			row("Created", fmtTime(t.CreatedAt))
-			row("Started", fmtTime(t.StartedAt))
-			row("Completed", fmtTime(t.CompletedAt))
-			if !t.NextAttemptAt.IsZero() {
-				row("Next attempt", fmtTime(t.NextAttemptAt))
-			}
-			if t.Error != "" {
-				row("Error", t.Error)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			for _, a := range t.History {
-				fmt.Fprintf(g.stdout, "  attempt %d: %s  %s → %s  exit %s  %s\n", a.Number, orDefault(a.Outcome, "running"),
-					fmtTime(a.StartedAt), fmtTime(a.EndedAt), exitStr(a.ExitCode), a.Error)
-			}
-			printStream(g, "stdout", t.Stdout, t.StdoutTruncated)
-			printStream(g, "stderr", t.Stderr, t.StderrTruncated)
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				t, err := cl.Get(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(g, t)
+				}
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+				row("Task", t.ID)
+				row("Status", string(t.Status))
+				row("Priority", fmt.Sprintf("%d (%s)", t.Priority, t.Priority))
+				row("Machine", t.Machine)
+				row("Team", t.Team)
+				row("Command", printable(t.Command))
+				row("Retry", fmt.Sprintf("%d retries, first delay %s, %s", t.Retry.RetryCount, t.Retry.RetryDelay, orDefault(t.Retry.Backoff, "exponential")))
+				row("Failure action", string(t.FailureAction))
+				row("Attempts", fmt.Sprint(t.Attempts))
+				row("Exit code", exitStr(t.ExitCode))
+				row("Created", fmtTime(t.CreatedAt))
+				row("Started", fmtTime(t.StartedAt))
+				row("Completed", fmtTime(t.CompletedAt))
+				if !t.NextAttemptAt.IsZero() {
+					row("Next attempt", fmtTime(t.NextAttemptAt))
+				}
+				if t.Error != "" {
+					row("Error", t.Error)
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				for _, a := range t.History {
+					fmt.Fprintf(g.stdout, "  attempt %d: %s  %s → %s  exit %s  %s\n", a.Number, orDefault(a.Outcome, "running"),
+						fmtTime(a.StartedAt), fmtTime(a.EndedAt), exitStr(a.ExitCode), a.Error)
+				}
+				printStream(g, "stdout", t.Stdout, t.StdoutTruncated)
+				printStream(g, "stderr", t.Stderr, t.StderrTruncated)
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
@@ -255,21 +247,18 @@ func newCancel(g *globals) *cobra.Command {
 		Short: "Cancel a task (a running one has its remote command stopped)",
 		Args:  exactArgs(1, "TASK_ID"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			t, err := cl.Cancel(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if t.Status == rediacc.StatusCancelled {
-				fmt.Fprintf(g.stdout, "task %s cancelled\n", t.ID)
-			} else {
-				fmt.Fprintf(g.stdout, "task %s is %s: its worker will stop it\n", t.ID, t.Status)
-			}
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				t, err := cl.Cancel(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if t.Status == rediacc.StatusCancelled {
+					fmt.Fprintf(g.stdout, "task %s cancelled\n", t.ID)
+				} else {
+					fmt.Fprintf(g.stdout, "task %s is %s: its worker will stop it\n", t.ID, t.Status)
+				}
+				return nil
+			})
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"text/tabwriter"
@@ -20,16 +21,13 @@ func newTeam(g *globals) *cobra.Command {
 	create := &cobra.Command{
 		Use: "create NAME [--description D]", Short: "Create a team (owners)", Args: exactArgs(1, "NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			if _, err := cl.CreateTeam(c.Context(), args[0], desc); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "team %s created\n", args[0])
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				if _, err := cl.CreateTeam(ctx, args[0], desc); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "team %s created\n", args[0])
+				return nil
+			})
 		},
 	}
 	create.Flags().StringVar(&desc, "description", "", "what the team is for")
@@ -39,24 +37,21 @@ func newTeam(g *globals) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ts, err := cl.Teams(c.Context())
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(g, ts)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TEAM\tDESCRIPTION\tCREATED")
-			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", t.Name, t.Description, t.CreatedAt.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				ts, err := cl.Teams(ctx)
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(g, ts)
+				}
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TEAM\tDESCRIPTION\tCREATED")
+				for _, t := range ts {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", t.Name, t.Description, t.CreatedAt.Local().Format(time.DateTime))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	list.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
@@ -64,16 +59,13 @@ func newTeam(g *globals) *cobra.Command {
 	rename := &cobra.Command{
 		Use: "rename NAME --to NEW", Short: "Rename a team (owners)", Args: exactArgs(1, "NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			if err := cl.RenameTeam(c.Context(), args[0], newName); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "team %s renamed to %s\n", args[0], newName)
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				if err := cl.RenameTeam(ctx, args[0], newName); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "team %s renamed to %s\n", args[0], newName)
+				return nil
+			})
 		},
 	}
 	rename.Flags().StringVar(&newName, "to", "", "the new name (required)")
@@ -81,16 +73,13 @@ func newTeam(g *globals) *cobra.Command {
 	del := &cobra.Command{
 		Use: "delete NAME", Short: "Delete an empty team (owners)", Args: exactArgs(1, "NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			if err := cl.DeleteTeam(c.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "team %s deleted\n", args[0])
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				if err := cl.DeleteTeam(ctx, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "team %s deleted\n", args[0])
+				return nil
+			})
 		},
 	}
 	team.AddCommand(create, list, rename, del, newMember(g))
@@ -111,17 +100,14 @@ func newMember(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			m, err := cl.SetMember(c.Context(), args[0], args[1], r)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "%s is %s of team %s\n", m.User, m.Role, m.Team)
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				m, err := cl.SetMember(ctx, args[0], args[1], r)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "%s is %s of team %s\n", m.User, m.Role, m.Team)
+				return nil
+			})
 		},
 	}
 	add.Flags().StringVar(&role, "role", "", "admin, operator or viewer (required)")
@@ -129,16 +115,13 @@ func newMember(g *globals) *cobra.Command {
 	remove := &cobra.Command{
 		Use: "remove TEAM USER", Short: "Remove a member (team admins, owners)", Args: exactArgs(2, "TEAM and USER"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			if err := cl.RemoveMember(c.Context(), args[0], args[1]); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "%s removed from team %s\n", args[1], args[0])
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				if err := cl.RemoveMember(ctx, args[0], args[1]); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "%s removed from team %s\n", args[1], args[0])
+				return nil
+			})
 		},
 	}
 	list := &cobra.Command{
@@ -147,24 +130,21 @@ func newMember(g *globals) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ms, err := cl.Members(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(g, ms)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "USER\tROLE\tADDED")
-			for _, m := range ms {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", m.User, m.Role, m.AddedAt.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				ms, err := cl.Members(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(g, ms)
+				}
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "USER\tROLE\tADDED")
+				for _, m := range ms {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", m.User, m.Role, m.AddedAt.Local().Format(time.DateTime))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	list.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
@@ -177,16 +157,13 @@ func newMachineMove(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use: "move NAME --team TEAM", Short: "Move a machine to another team (admin of both teams)", Args: exactArgs(1, "NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			if err := cl.MoveMachine(c.Context(), args[0], team); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "machine %s moved to team %s\n", args[0], team)
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				if err := cl.MoveMachine(ctx, args[0], team); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "machine %s moved to team %s\n", args[0], team)
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&team, "team", "", "destination team (required)")
@@ -202,20 +179,17 @@ func newAudit(g *globals) *cobra.Command {
 	verify := &cobra.Command{
 		Use: "verify", Short: "Check the audit trail's hash chain (owners, auditors)", Args: exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			n, err := cl.VerifyAudit(c.Context())
-			if errors.Is(err, rediacc.ErrAuditTampered) {
-				return fmt.Errorf("audit trail NOT intact after %d records: %w", n, err)
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "audit trail intact: %d records, hash chain verified\n", n)
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				n, err := cl.VerifyAudit(ctx)
+				if errors.Is(err, rediacc.ErrAuditTampered) {
+					return fmt.Errorf("audit trail NOT intact after %d records: %w", n, err)
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "audit trail intact: %d records, hash chain verified\n", n)
+				return nil
+			})
 		},
 	}
 	audit.AddCommand(verify)
@@ -249,28 +223,25 @@ func newListAudit(g *globals) *cobra.Command {
 				}
 			}
 			f.Action = actionFilter
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			if output == "jsonl" {
-				return cl.ExportAudit(c.Context(), g.stdout, f)
-			}
-			recs, err := cl.AuditLog(c.Context(), f)
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(g, recs)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tENTITY\tTEAM\tRESULT\tDETAILS")
-			for _, r := range recs {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s %s\t%s\t%s\t%s\n", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05.000"),
-					r.Actor, r.Action, r.EntityType, clip(r.EntityID, 12), r.Team, r.Result, clip(fmtDetails(r.Details), 60))
-			}
-			return tw.Flush()
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				if output == "jsonl" {
+					return cl.ExportAudit(ctx, g.stdout, f)
+				}
+				recs, err := cl.AuditLog(ctx, f)
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return writeJSON(g, recs)
+				}
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tENTITY\tTEAM\tRESULT\tDETAILS")
+				for _, r := range recs {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s %s\t%s\t%s\t%s\n", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05.000"),
+						r.Actor, r.Action, r.EntityType, clip(r.EntityID, 12), r.Team, r.Result, clip(fmtDetails(r.Details), 60))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	fl := c.Flags()
@@ -316,22 +287,19 @@ func newRole(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				cl, err := g.client(c.Context(), nil)
-				if err != nil {
-					return err
-				}
-				defer cl.Close()
-				if grant {
-					err = cl.AddStoreRole(c.Context(), args[0], r)
-				} else {
-					err = cl.RemoveStoreRole(c.Context(), args[0], r)
-				}
-				if err != nil {
-					return err
-				}
-				verb := map[bool]string{true: "is now", false: "is no longer"}[grant]
-				fmt.Fprintf(g.stdout, "%s %s %s\n", args[0], verb, r)
-				return nil
+				return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+					if grant {
+						err = cl.AddStoreRole(ctx, args[0], r)
+					} else {
+						err = cl.RemoveStoreRole(ctx, args[0], r)
+					}
+					if err != nil {
+						return err
+					}
+					verb := map[bool]string{true: "is now", false: "is no longer"}[grant]
+					fmt.Fprintf(g.stdout, "%s %s %s\n", args[0], verb, r)
+					return nil
+				})
 			},
 		}
 		cmd.Flags().StringVar(&role, "role", "", "owner or auditor (required)")
@@ -341,21 +309,18 @@ func newRole(g *globals) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List owners and auditors", Args: exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ms, err := cl.StoreRoles(c.Context())
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "USER\tROLE\tADDED")
-			for _, m := range ms {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", m.User, m.Role, m.AddedAt.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				ms, err := cl.StoreRoles(ctx)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "USER\tROLE\tADDED")
+				for _, m := range ms {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", m.User, m.Role, m.AddedAt.Local().Format(time.DateTime))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	rc.AddCommand(change("add USER --role owner|auditor", "Grant a store-wide role", true),

@@ -111,67 +111,55 @@ func newVault(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("read the value: %w", err)
 			}
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ver, err := cl.SetSecret(c.Context(), team, args[0], value, nil)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "secret %s of team %s written (version %d)\n", args[0], team, ver)
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				ver, err := cl.SetSecret(ctx, team, args[0], value, nil)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "secret %s of team %s written (version %d)\n", args[0], team, ver)
+				return nil
+			})
 		},
 	}
 	set.Flags().StringVar(&valueFile, "value-file", "", "file holding the value (default: stdin)")
 	get := &cobra.Command{
 		Use: "get --team TEAM KEY", Short: "Print a secret's value (team admins)", Args: exactArgs(1, "KEY"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				s, err := cl.GetSecret(ctx, team, args[0])
+				if err != nil {
+					return err
+				}
+				_, err = g.stdout.Write(s.Value)
 				return err
-			}
-			defer cl.Close()
-			s, err := cl.GetSecret(c.Context(), team, args[0])
-			if err != nil {
-				return err
-			}
-			_, err = g.stdout.Write(s.Value)
-			return err
+			})
 		},
 	}
 	list := &cobra.Command{
 		Use: "list --team TEAM", Short: "List a team's secret keys (never values)", Args: exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			keys, err := cl.ListSecrets(c.Context(), team)
-			if err != nil {
-				return err
-			}
-			for _, k := range keys {
-				fmt.Fprintln(g.stdout, k)
-			}
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				keys, err := cl.ListSecrets(ctx, team)
+				if err != nil {
+					return err
+				}
+				for _, k := range keys {
+					fmt.Fprintln(g.stdout, k)
+				}
+				return nil
+			})
 		},
 	}
 	rm := &cobra.Command{
 		Use: "rm --team TEAM KEY", Short: "Delete a secret (all versions)", Args: exactArgs(1, "KEY"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client(c.Context(), nil)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			if err := cl.DeleteSecret(c.Context(), team, args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "secret %s of team %s deleted\n", args[0], team)
-			return nil
+			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+				if err := cl.DeleteSecret(ctx, team, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "secret %s of team %s deleted\n", args[0], team)
+				return nil
+			})
 		},
 	}
 	for _, sc := range []*cobra.Command{set, get, list, rm} {
