@@ -51,6 +51,7 @@ type op struct {
 	eid    string
 	team   string
 	detail map[string]string
+	grants authz.Grants // the actor's roles, as loaded for the check
 }
 
 // record builds the audit record of the operation with the given result.
@@ -155,6 +156,7 @@ func (c *Client) authorize(ctx context.Context, action authz.Action, team, etype
 	if err != nil {
 		return nil, g, err
 	}
+	o.grants = g
 	d := authz.Explain(g, action, team)
 	if !d.Allowed {
 		return nil, g, c.deny(ctx, o, d.Reason)
@@ -224,7 +226,7 @@ func (c *Client) authorizeAny(ctx context.Context, action authz.Action, team, et
 	if err != nil {
 		return nil, g, err
 	}
-	o := &op{c: c, actor: actor, action: action, etype: etype}
+	o := &op{c: c, actor: actor, action: action, etype: etype, grants: g}
 	if teams, all := visibleTeams(g, action); !all && len(teams) == 0 {
 		return nil, g, c.deny(ctx, o, "no role in any team allows "+string(action))
 	}
