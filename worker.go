@@ -403,7 +403,7 @@ func (c *Client) runRemote(ctx context.Context, t *Task, attemptNo int) (*rssh.R
 		for _, v := range secrets {
 			values = append(values, v)
 		}
-		red = redact.New(values...)
+		red = redact.NewSecrets(values...) // each value and the forms a shell prints it in
 	}
 	res, err := c.runOn(ctx, m, t, attemptNo, secrets, red)
 	if red != nil && res != nil {

@@ -25,12 +25,15 @@
 //
 // # Limits
 //
-// Only the exact bytes are masked: an encoded form of a secret (base64, URL
-// or shell quoting, JSON escaping) is not, unless it is registered as a
-// secret too. A secret that contains '*' may appear to survive next to a Mask
-// (secret "x*" in the output "x***" of input "x<secret>"): the masked output
-// never contains a secret that occurred in the input, but the Mask itself can
-// complete such a secret.
+// [New] masks only the exact bytes of each secret. [NewSecrets] also masks
+// the forms in which a shell or a common tool prints a value without being
+// asked to encode it ([Variants]: single lines of a multi-line value, the
+// value without its trailing newline, shell-quoted, JSON-escaped, echo's
+// escapes). Deliberate transformations (base64, hex, URL encoding, rev, tr,
+// substrings…) are not masked by either. A secret that contains '*' may
+// appear to survive next to a Mask (secret "x*" in the output "x***" of
+// input "x<secret>"): the masked output never contains a secret that
+// occurred in the input, but the Mask itself can complete such a secret.
 package redact
 
 import (
