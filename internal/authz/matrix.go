@@ -158,7 +158,7 @@ var rules = map[Action]rule{
 	VaultWrite:  {ScopeTeam, allow(Owner, Admin), "create or change secrets", ""},
 	VaultDelete: {ScopeTeam, allow(Owner, Admin), "delete secrets", ""},
 	VaultList:   {ScopeTeam, allow(Owner, Admin, Operator), "list secret keys (no values)", ""},
-	VaultUse:    {ScopeTeam, allow(Owner, Admin, Operator), "use secrets in a task", "values reach the command, never the caller; a command can still print them in another encoding (masking covers the exact bytes), so grant it only to users trusted with the values; machine identities (machines/…) are never handed to tasks"},
+	VaultUse:    {ScopeTeam, allow(Owner, Admin, Operator), "use secrets in a task", "values reach the command, never the caller; output is masked (see Secret masking below) but a command can still print a value deliberately transformed, so grant it only to users trusted with the values; machine identities (machines/…) are never handed to tasks"},
 
 	AuditRead: {ScopeTeam, allow(Owner, Admin, Auditor), "read audit records",
 		"admin: records of their team only; all teams (empty team): owner, auditor"},
