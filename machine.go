@@ -47,11 +47,13 @@ type Machine struct {
 	Name string `json:"name"`
 	// Team owns the machine; "" means "default".
 	Team string `json:"team,omitempty"`
-	// Host is a DNS name or IP address. Required.
+	// Host is a DNS name (at most 253 characters) or an IP address (IPv6
+	// with or without brackets), without a port. Required.
 	Host string `json:"host"`
 	// Port defaults to 22; range 1..65535.
 	Port int `json:"port"`
-	// User defaults to the current OS user.
+	// User defaults to the current OS user: 1..64 characters of letters,
+	// digits, '.', '_', '-', '@', '\', '$'.
 	User string `json:"user"`
 	// IdentityFile is a private key file (OpenSSH, PKCS#1/#8 PEM), optionally
 	// passphrase-protected (the passphrase comes from Config.KeyPassphrase,
@@ -70,7 +72,10 @@ type Machine struct {
 	HostKeyPolicy HostKeyPolicy `json:"hostKeyPolicy"`
 	// KnownHostsFile defaults to ~/.ssh/known_hosts.
 	KnownHostsFile string `json:"knownHostsFile,omitempty"`
-	// Labels are free key=value tags.
+	// Labels are key=value tags that TaskSpec.Selector matches: at most
+	// MaxLabels; keys 1..63 characters of letters, digits, '.', '_', '/',
+	// '-', starting with a letter or digit; values at most
+	// MaxLabelValueBytes of UTF-8 without ',' or control characters.
 	Labels map[string]string `json:"labels,omitempty"`
 
 	CreatedAt time.Time `json:"createdAt,omitzero"`
@@ -115,9 +120,11 @@ func (m Machine) normalize() (Machine, error) {
 		m.Team = DefaultTeam
 	}
 	m.Host = strings.TrimSpace(m.Host)
-	if m.Host == "" || strings.ContainsAny(m.Host, " \t/@") {
-		return bad("host %q is empty or not a host name or address", m.Host)
+	host, err := checkHost(m.Host) // limits.go
+	if err != nil {
+		return bad("%v", err)
 	}
+	m.Host = host
 	if m.Port == 0 {
 		m.Port = 22
 	}
@@ -126,6 +133,12 @@ func (m Machine) normalize() (Machine, error) {
 	}
 	if m.User == "" {
 		m.User = currentUser()
+	}
+	if err := checkLoginUser(m.User); err != nil {
+		return bad("%v", err)
+	}
+	if err := checkLabels("label", m.Labels); err != nil {
+		return bad("%v", err)
 	}
 	if m.HostKeyPolicy == "" {
 		m.HostKeyPolicy = HostKeyKnownHosts
@@ -144,6 +157,9 @@ func (m Machine) normalize() (Machine, error) {
 			return bad("known_hosts path %q: %v", m.KnownHostsFile, err)
 		}
 		m.KnownHostsFile = abs
+		if fi, err := os.Stat(abs); err == nil && !fi.Mode().IsRegular() {
+			return bad("known_hosts path %s is not a regular file", abs)
+		}
 	}
 	if m.IdentityFile == "" && m.IdentitySecret == "" && !m.UseAgent {
 		return bad("no identity: give an identity (private key) file or use the ssh-agent")

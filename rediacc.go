@@ -100,7 +100,8 @@ type Config struct {
 	// LeaseDuration is how long a claimed task stays with its worker without
 	// a heartbeat; a worker renews it every LeaseDuration/3. A task whose
 	// worker died is rescued when its lease runs out, or at once when the
-	// worker was a process on this host that no longer exists. Default 30s.
+	// worker was a process on this host that no longer exists. Default 30s;
+	// at least MinLeaseDuration (New returns ErrInvalidArgument).
 	LeaseDuration time.Duration
 	// PollInterval is how often a worker looks for tasks submitted by other
 	// processes. In-process submits wake it at once. Default 500ms.
@@ -245,6 +246,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if cfg.LeaseDuration <= 0 {
 		cfg.LeaseDuration = DefaultLeaseDuration
+	} else if cfg.LeaseDuration < MinLeaseDuration {
+		return nil, fmt.Errorf("%w: Config.LeaseDuration %s is shorter than MinLeaseDuration (%s): leases would run out between heartbeats", ErrInvalidArgument, cfg.LeaseDuration, MinLeaseDuration)
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval

@@ -51,15 +51,15 @@ type RetryPolicy struct {
 	// at most 1+RetryCount attempts. Range 0..100; default 0.
 	RetryCount int `json:"retryCount"`
 	// RetryDelay is the wait before the first retry; default 30s
-	// (DefaultRetryDelay) when RetryCount > 0. In the task JSON form it is
-	// a number of seconds ("retryDelay": 30).
+	// (DefaultRetryDelay) when RetryCount > 0; at most MaxTaskDuration. In
+	// the task JSON form it is a number of seconds ("retryDelay": 30).
 	RetryDelay time.Duration `json:"-"`
 	// Backoff is BackoffExponential (default) or BackoffConstant.
 	Backoff string `json:"retryBackoff,omitempty"`
 	// Multiplier grows an exponential delay after each retry; default 2,
 	// range 1..10.
 	Multiplier float64 `json:"retryMultiplier,omitempty"`
-	// MaxDelay caps any one delay; default 1h.
+	// MaxDelay caps any one delay; default 1h; at most MaxTaskDuration.
 	MaxDelay time.Duration `json:"-"`
 	// Jitter spreads delays by ±Jitter×delay at random (backoff's
 	// RandomizationFactor); range 0..1, default 0.
@@ -96,10 +96,10 @@ func (p RetryPolicy) Validate() error {
 	switch {
 	case p.RetryCount < 0 || p.RetryCount > MaxRetryCount:
 		return bad("retryCount %d is outside 0..%d", p.RetryCount, MaxRetryCount)
-	case p.RetryDelay < 0:
-		return bad("retryDelay %s is negative", p.RetryDelay)
-	case p.MaxDelay < 0:
-		return bad("maxDelay %s is negative", p.MaxDelay)
+	case p.RetryDelay < 0 || p.RetryDelay > MaxTaskDuration:
+		return bad("retryDelay %s is outside 0..%s (MaxTaskDuration)", p.RetryDelay, MaxTaskDuration)
+	case p.MaxDelay < 0 || p.MaxDelay > MaxTaskDuration:
+		return bad("maxDelay %s is outside 0..%s (MaxTaskDuration)", p.MaxDelay, MaxTaskDuration)
 	case p.Backoff != "" && p.Backoff != BackoffExponential && p.Backoff != BackoffConstant:
 		return bad("backoff %q is not %q or %q", p.Backoff, BackoffExponential, BackoffConstant)
 	case p.Multiplier != 0 && (p.Multiplier < 1 || p.Multiplier > 10):

@@ -66,10 +66,12 @@ type TaskSpec struct {
 	Team string
 	// Selector narrows placement to the machines of Team whose labels hold
 	// every key=value ({"role": "web"}). With Machine set, the machine's
-	// labels must hold it.
+	// labels must hold it. Keys and values follow the rules of
+	// Machine.Labels.
 	Selector map[string]string
 	// Command is run by the machine's login shell (sh -c). Required, at most
-	// 64 KiB, no NUL byte. Never put secrets here.
+	// 64 KiB (MaxCommandBytes), no NUL byte; with Env, at most
+	// MaxCommandLineBytes once quoted for the shell. Never put secrets here.
 	Command string
 	// Priority 1..5; 0 means Normal (3).
 	Priority Priority
@@ -78,11 +80,14 @@ type TaskSpec struct {
 	// FailureAction is what happens when the last attempt fails; "" means
 	// FailureAlert.
 	FailureAction FailureAction
-	// Timeout bounds one attempt; 0 means Config.DefaultTimeout. When it
-	// runs out, the remote command and its children are ended.
+	// Timeout bounds one attempt; 0 means Config.DefaultTimeout; at most
+	// MaxTaskDuration. When it runs out, the remote command and its
+	// children are ended.
 	Timeout time.Duration
 	// Env holds environment variables for the command; keys match
-	// [A-Za-z_][A-Za-z0-9_]*. Not for secrets: values are stored in the queue.
+	// [A-Za-z_][A-Za-z0-9_]*, values are at most MaxEnvValueBytes, and Env
+	// and Secrets hold at most MaxEnvVars together. Not for secrets: values
+	// are stored in the queue.
 	Env map[string]string
 	// Secrets maps environment variable names to keys of the machine's team
 	// vault ({"DB_PASSWORD": "db/password"}). The worker resolves them when
@@ -94,7 +99,8 @@ type TaskSpec struct {
 	// task with secrets needs the vault.use permission (operators, admins).
 	Secrets map[string]string
 	// IdempotencyKey, when set, makes Submit return the task first submitted
-	// with the same key instead of queueing a second one. At most 200 bytes.
+	// with the same key instead of queueing a second one. At most 200 bytes
+	// (MaxIdempotencyKeyBytes) of UTF-8 without control characters.
 	IdempotencyKey string
 }
 
@@ -115,10 +121,8 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 	if strings.TrimSpace(s.Machine) == "" && strings.TrimSpace(s.Team) == "" {
 		return bad("machine is required (or a team to place the task in)")
 	}
-	for k, v := range s.Selector {
-		if strings.TrimSpace(k) == "" || strings.ContainsAny(k, "=,") || strings.ContainsRune(v, ',') {
-			return bad("selector %q=%q: keys are non-empty without '=' or ',', values without ','", k, v)
-		}
+	if err := checkLabels("selector", s.Selector); err != nil { // limits.go
+		return bad("%v", err)
 	}
 	if strings.TrimSpace(s.Command) == "" {
 		return bad("command is empty")
@@ -163,8 +167,8 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 			return bad("secret %s: keys under %q hold machines' SSH identities and cannot be handed to tasks", k, MachineSecretPrefix)
 		}
 	}
-	if len(s.IdempotencyKey) > 200 {
-		return bad("idempotency key is longer than 200 bytes")
+	if err := s.checkSpecLimits(); err != nil { // limits.go
+		return bad("%v", err)
 	}
 	return s, nil
 }
@@ -287,7 +291,7 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("%w: task JSON: %v", ErrInvalidTask, err)
 	}
 	seconds := func(name string, f float64) (time.Duration, error) {
-		if f < 0 || f > 1e9 {
+		if f < 0 || f > MaxTaskDuration.Seconds() {
 			return 0, fmt.Errorf("%w: task JSON: %s %g is outside 0..1e9 seconds", ErrInvalidTask, name, f)
 		}
 		return time.Duration(f * float64(time.Second)), nil

@@ -258,6 +258,9 @@ func (c *Client) resolveSecrets(ctx context.Context, team string, refs map[strin
 		}
 		out[env] = s.Value
 	}
+	if err := checkSecretValues(refs, out); err != nil { // limits.go
+		return nil, err
+	}
 	return out, nil
 }
 

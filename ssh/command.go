@@ -18,6 +18,8 @@ type Command struct {
 	// Cmd is a POSIX shell script, run by the remote user's login shell as
 	// ssh(1) does (through eval; the login shell must be POSIX-compatible:
 	// sh, bash, dash, zsh, ash). Required; must not contain NUL bytes.
+	// Cmd and the Env exports, after quoting, must fit the command line
+	// limit MaxCommandLineBytes (see CommandLineSize).
 	Cmd string
 	// Env holds environment variables for the command. They are not sent
 	// with the SSH "env" request (OpenSSH only accepts LANG and LC_* by
@@ -41,7 +43,8 @@ type Command struct {
 	// mask output with internal/redact where needed.
 	//
 	// Keys follow the rules of Env and must not also be keys of Env; values
-	// may hold any bytes but NUL (newlines and quotes included). A bad entry
+	// may hold any bytes but NUL (newlines and quotes included), up to
+	// MaxSecretEntryBytes for NAME=value and MaxSecretsBytes together. A bad entry
 	// fails Run with ErrInvalidCommand naming the key, never the value; no
 	// error or log line of this package contains a value. An empty map is
 	// the same as nil. The values are copied into a buffer that is zeroed
@@ -289,6 +292,9 @@ func buildSecrets(cmd *Command) (end string, block []byte, err error) {
 		if bytes.IndexByte(cmd.Secrets[k], 0) >= 0 {
 			return "", nil, fmt.Errorf("Command.Secrets[%q] contains a NUL byte, which no shell variable can hold", k)
 		}
+	}
+	if err := checkSecretSizes(cmd.Secrets); err != nil {
+		return "", nil, err
 	}
 	for {
 		end = newSecretsEnd()

@@ -46,8 +46,10 @@ var (
 	// ErrInvalidCommand: the Command or Target cannot be run as given (bad
 	// environment variable or secret name, a name in both Env and Secrets,
 	// NUL byte in the command, an env value or a secret value — the error
-	// names the key, never a secret's value — missing host or user, no auth
-	// method). Not retryable.
+	// names the key, never a secret's value — a command line over
+	// MaxCommandLineBytes, a secret over MaxSecretEntryBytes or secrets over
+	// MaxSecretsBytes together, missing host or user, no auth method).
+	// Nothing is sent to the server. Not retryable.
 	ErrInvalidCommand = errors.New("ssh: invalid command")
 )
 

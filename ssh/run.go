@@ -47,7 +47,11 @@ func (p *Pool) Run(ctx context.Context, t Target, cmd Command) (*Result, error) 
 		return nil, err
 	}
 	remote, block, err := buildRemote(&cmd)
+	if err == nil {
+		err = checkCommandLine(remote) // limits.go
+	}
 	if err != nil {
+		clear(block)
 		return nil, targetErr(&t, ErrInvalidCommand, nil, "%v", err)
 	}
 	if !p.enter() {

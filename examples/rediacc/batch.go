@@ -206,14 +206,24 @@ func resultTable(w io.Writer, ts []*rediacc.Task) error {
 // and lines starting with # are skipped), and returns the specs with the
 // line number of each.
 func readBatch(r io.Reader) ([]rediacc.TaskSpec, []int, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(nil, rediacc.MaxCommandBytes*4)
+	br := bufio.NewReader(r)
 	var specs []rediacc.TaskSpec
 	var lines []int
 	n := 0
-	for sc.Scan() {
+	for {
+		raw, err := readLine(br, maxBatchLine)
+		if err == io.EOF {
+			break
+		}
 		n++
-		line := bytes.TrimSpace(sc.Bytes())
+		if errors.Is(err, errLineTooLong) {
+			return nil, nil, usagef("line %d is longer than %d KiB: no task fits in it (a task's command and environment make at most %d bytes of command line on the machine, rediacc.MaxCommandLineBytes)",
+				n, maxBatchLine>>10, rediacc.MaxCommandLineBytes)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		line := bytes.TrimSpace(raw)
 		if len(line) == 0 || line[0] == '#' {
 			continue
 		}
@@ -241,13 +251,41 @@ func readBatch(r io.Reader) ([]rediacc.TaskSpec, []int, error) {
 		specs = append(specs, spec)
 		lines = append(lines, n)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, nil, fmt.Errorf("line %d: %w", n+1, err)
-	}
 	if len(specs) == 0 {
 		return nil, nil, usagef("no task in the file")
 	}
 	return specs, lines, nil
+}
+
+// maxBatchLine bounds a line of a batch file: JSON escaping makes a task's
+// text at most six times longer, so a longer line cannot hold a task within
+// rediacc.MaxCommandLineBytes. The SDK checks each task's real limits.
+const maxBatchLine = 8 * rediacc.MaxCommandLineBytes
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine returns the next line (without its newline) of at most max
+// bytes, io.EOF after the last one, or errLineTooLong without reading the
+// rest of a longer line.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > max+1 || len(line) > max && (len(chunk) == 0 || chunk[len(chunk)-1] != '\n') {
+			return nil, errLineTooLong
+		}
+		switch {
+		case err == nil:
+			return line[:len(line)-1], nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF && len(line) > 0:
+			return line, nil
+		default:
+			return nil, err
+		}
+	}
 }
 
 func newCreateBatch(g *globals) *cobra.Command {
