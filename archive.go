@@ -20,6 +20,7 @@ import (
 	"github.com/rediacc/rediacc/internal/archive"
 	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/authz"
+	"github.com/rediacc/rediacc/internal/safefs"
 	"github.com/rediacc/rediacc/internal/store"
 )
 
@@ -46,103 +47,198 @@ var ErrArchiveCorrupt = errors.New("archive segment is corrupt")
 // compressed byte offset (Offset) where the damage starts; use errors.As.
 type CorruptSegmentError = archive.CorruptSegmentError
 
+// ErrNoArchive: the client has no log archive (a Store given without
+// Config.DataDir or Config.ArchiveDir, other than NewMemoryStore): Prune
+// refuses (it would lose what it moves), TaskLog finds only what the store
+// still holds, and VerifyAudit cannot check records that an earlier Prune
+// moved into an archive.
+var ErrNoArchive = errors.New("no log archive: set Config.ArchiveDir (or Config.DataDir)")
+
+// ErrArchiveMismatch: Config.ArchiveDir holds the archive of another store,
+// or an archive of unknown origin (no store-id file). The client neither
+// reads it as its own history (VerifyAudit would report tampering) nor
+// moves or changes it: point Config.ArchiveDir elsewhere, or move the
+// archive away.
+var ErrArchiveMismatch = errors.New("the log archive belongs to another store")
+
 // pruneBatch is how many tasks Prune archives and deletes at a time.
 const pruneBatch = 500
 
 // archiveState holds the Client's archives, opened on first use.
 type archiveState struct {
 	mu     sync.Mutex
-	tasks  *archive.Archive // ArchiveDir; kind "task"; retention applies
-	trail  *archive.Archive // ArchiveDir/trail; kind "audit"; kept forever
+	tasks  archive.Log // ArchiveDir (or memory); kind "task"; retention applies
+	trail  archive.Log // ArchiveDir/trail (or memory); kind "audit"; kept forever
 	closed bool
 }
 
-// archiveDefaults fills Config.ArchiveDir (called by New).
+// archiveDefaults fills Config.ArchiveDir (called by New, after DataDir
+// got its default when the default store is used): DataDir/archive, or
+// empty when the caller gave neither (the archive is then in memory for a
+// memory store, and there is none for another store).
 func archiveDefaults(cfg *Config) {
-	if cfg.ArchiveDir == "" {
-		dir := cfg.DataDir
-		if dir == "" {
-			dir = DefaultDataDir()
-		}
-		cfg.ArchiveDir = filepath.Join(dir, "archive")
+	if cfg.ArchiveDir == "" && cfg.DataDir != "" {
+		cfg.ArchiveDir = filepath.Join(cfg.DataDir, "archive")
 	}
 }
 
-// archives opens the task and audit archives (once).
-func (c *Client) archives() (tasks, trail *archive.Archive, err error) {
+// archives opens the task and audit archives (once). It returns
+// ErrNoArchive when the client has none.
+func (c *Client) archives() (tasks, trail archive.Log, err error) {
 	c.arch.mu.Lock()
 	defer c.arch.mu.Unlock()
 	if c.arch.closed {
 		return nil, nil, ErrClosed
 	}
-	if c.arch.tasks == nil {
-		if err := c.claimArchive(); err != nil {
-			return nil, nil, err
-		}
-		opts := archive.Options{Retention: c.cfg.ArchiveRetention, Clock: c.clock.Now, Logger: c.log}
-		t, err := archive.Open(c.cfg.ArchiveDir, opts)
-		if err != nil {
-			return nil, nil, fmt.Errorf("rediacc: open the log archive: %w", err)
-		}
-		opts.Retention = 0
-		a, err := archive.Open(filepath.Join(c.cfg.ArchiveDir, "trail"), opts)
-		if err != nil {
-			_ = t.Close()
-			return nil, nil, fmt.Errorf("rediacc: open the audit archive: %w", err)
-		}
-		c.arch.tasks, c.arch.trail = t, a
+	if c.arch.tasks != nil {
+		return c.arch.tasks, c.arch.trail, nil
 	}
-	return c.arch.tasks, c.arch.trail, nil
+	opts := archive.Options{Retention: c.cfg.ArchiveRetention, Clock: c.clock.Now, Logger: c.log}
+	if c.cfg.ArchiveDir == "" {
+		if !c.st.inMemory() {
+			return nil, nil, fmt.Errorf("%w (store %s)", ErrNoArchive, c.st)
+		}
+		c.arch.tasks = archive.NewMemory(opts)
+		opts.Retention = 0
+		c.arch.trail = archive.NewMemory(opts)
+		return c.arch.tasks, c.arch.trail, nil
+	}
+	if err := c.claimArchive(); err != nil {
+		return nil, nil, err
+	}
+	t, err := archive.Open(c.cfg.ArchiveDir, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("rediacc: open the log archive: %w", err)
+	}
+	opts.Retention = 0
+	a, err := archive.Open(filepath.Join(c.cfg.ArchiveDir, "trail"), opts)
+	if err != nil {
+		_ = t.Close()
+		return nil, nil, fmt.Errorf("rediacc: open the audit archive: %w", err)
+	}
+	c.arch.tasks, c.arch.trail = t, a
+	return t, a, nil
 }
 
 // storeIDFile, in the archive directory, names the store the archive
 // belongs to.
 const storeIDFile = "store-id"
 
-// claimArchive binds the archive directory to this store: a store created
-// anew beside the archive of an earlier one (say, after a corrupt file was
-// moved aside) must not read that archive as its own history, or VerifyAudit
-// would report tampering. The store's identity is the creation time of its
-// default team, which cannot be renamed or deleted.
-func (c *Client) claimArchive() error {
-	t, err := c.access.GetTeam(context.Background(), DefaultTeam)
+// storeID identifies the client's store: a hash of the creation time of
+// its default team, which cannot be renamed or deleted.
+func (c *Client) storeID(ctx context.Context) (string, error) {
+	t, err := c.access.GetTeam(ctx, DefaultTeam)
 	if err != nil {
-		return fmt.Errorf("rediacc: open the log archive: %w", mapStoreErr(err))
+		return "", fmt.Errorf("rediacc: the log archive: %w", mapStoreErr(err))
 	}
 	sum := sha256.Sum256([]byte(t.CreatedAt.UTC().Format(time.RFC3339Nano)))
-	id := hex.EncodeToString(sum[:8])
-	if err := os.MkdirAll(c.cfg.ArchiveDir, 0o700); err != nil {
-		return fmt.Errorf("rediacc: open the log archive: %w", err)
+	return hex.EncodeToString(sum[:8]), nil
+}
+
+// checkArchive reports whether Config.ArchiveDir may be this store's
+// archive, without writing anything: a missing or empty directory may; one
+// whose store-id names this store may; anything else is ErrArchiveMismatch,
+// and a directory or file in it that another user could have planted is
+// ErrUnsafePath. It reports the id to write when the directory has none.
+func (c *Client) checkArchive(ctx context.Context) (missingID string, err error) {
+	dir := c.cfg.ArchiveDir
+	holds, err := scanArchiveDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
 	}
-	path := filepath.Join(c.cfg.ArchiveDir, storeIDFile)
-	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("rediacc: the log archive %s: %w", dir, err)
+	}
+	id, err := c.storeID(ctx)
+	if err != nil {
+		return "", err
+	}
+	b, err := readFileNoFollow(filepath.Join(dir, storeIDFile))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		entries, _ := os.ReadDir(c.cfg.ArchiveDir)
-		if len(entries) > 0 {
-			// An archive from before this marker existed: adopt it.
-			c.log.Info("log archive adopted by this store", "dir", c.cfg.ArchiveDir)
+		if holds {
+			return "", fmt.Errorf("%w: %s holds an archive of unknown origin (no %s file); it was left untouched: "+
+				"point Config.ArchiveDir (--data-dir) elsewhere or move it away; if it is this store's archive, "+
+				"write the store's id into it (echo %s > %s)", ErrArchiveMismatch, dir, storeIDFile, id, filepath.Join(dir, storeIDFile))
 		}
-		return os.WriteFile(path, []byte(id+"\n"), 0o600)
+		return id, nil
 	case err != nil:
-		return fmt.Errorf("rediacc: open the log archive: %w", err)
+		return "", fmt.Errorf("rediacc: the log archive %s: %w", dir, err)
 	case strings.TrimSpace(string(b)) != id:
-		// Keep the other store's archive, beside this one's.
-		old := strings.TrimSpace(string(b))
-		aside := c.cfg.ArchiveDir + "-" + old
-		if _, err := os.Stat(aside); err == nil {
-			aside += "-" + strconv.FormatInt(time.Now().Unix(), 10)
-		}
-		if err := os.Rename(c.cfg.ArchiveDir, aside); err != nil {
-			return fmt.Errorf("rediacc: the log archive in %s belongs to another store (%s); moving it aside failed: %w", c.cfg.ArchiveDir, old, err)
-		}
-		c.log.Warn("the log archive belonged to another store: moved aside", "from", c.cfg.ArchiveDir, "to", aside)
-		if err := os.MkdirAll(c.cfg.ArchiveDir, 0o700); err != nil {
-			return fmt.Errorf("rediacc: open the log archive: %w", err)
-		}
-		return os.WriteFile(path, []byte(id+"\n"), 0o600)
+		return "", fmt.Errorf("%w: %s holds the archive of store %s, and this store is %s; it was left untouched: "+
+			"point Config.ArchiveDir (--data-dir) elsewhere, or move that archive away if this store replaces that one",
+			ErrArchiveMismatch, dir, strings.TrimSpace(string(b)), id)
 	}
-	return nil
+	return "", nil
+}
+
+// scanArchiveDir checks an archive directory and the directories in it
+// (safe to write in, no symbolic links: ErrUnsafePath) and reports whether
+// it holds anything but empty directories and its store-id file. It
+// returns os.ErrNotExist when dir does not exist.
+func scanArchiveDir(dir string) (holds bool, err error) {
+	if err := unsafeErr(safefs.CheckDir(dir)); err != nil {
+		return false, err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		switch {
+		case e.Type()&os.ModeSymlink != 0:
+			return false, unsafeErr(fmt.Errorf("%w: %s is a symbolic link: refusing to follow it (the archive holds only rediacc's own files)", safefs.ErrUnsafe, p))
+		case e.IsDir():
+			sub, err := scanArchiveDir(p)
+			if err != nil {
+				return false, err
+			}
+			holds = holds || sub
+		case e.Name() != storeIDFile:
+			holds = true
+		}
+	}
+	return holds, nil
+}
+
+// newStoreBesideArchive refuses to create a store at path (when no file is
+// there yet) beside an archive dir that holds records: they belong to
+// another store, and a new one could not own them. Nothing is written.
+func newStoreBesideArchive(path, archiveDir string) error {
+	if archiveDir == "" {
+		return nil
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	holds, err := scanArchiveDir(archiveDir)
+	if errors.Is(err, os.ErrNotExist) || err == nil && !holds {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("rediacc: the log archive %s: %w", archiveDir, err)
+	}
+	return fmt.Errorf("%w: %s holds a log archive but there is no store (%s) beside it: a new store would not own it; "+
+		"nothing was created and the archive was left untouched: restore the store file, or move the archive away to start afresh",
+		ErrArchiveMismatch, archiveDir, path)
+}
+
+// claimArchive binds the archive directory to this store (on first use):
+// it creates the directory and its store-id file when missing, and refuses
+// (ErrArchiveMismatch) the archive of another store: a store created anew
+// beside the archive of an earlier one (say, after a corrupt file was moved
+// aside) must not read that archive as its own history.
+func (c *Client) claimArchive() error {
+	ctx := context.Background()
+	if err := mkdirPrivate(c.cfg.ArchiveDir); err != nil {
+		return fmt.Errorf("rediacc: open the log archive: %w", err)
+	}
+	missing, err := c.checkArchive(ctx)
+	if err != nil || missing == "" {
+		return err
+	}
+	return writeFileExcl(filepath.Join(c.cfg.ArchiveDir, storeIDFile), []byte(missing+"\n"))
 }
 
 // closeArchives seals the open segments (Close).
@@ -151,7 +247,7 @@ func (c *Client) closeArchives() error {
 	defer c.arch.mu.Unlock()
 	c.arch.closed = true
 	var errs []error
-	for _, a := range []*archive.Archive{c.arch.tasks, c.arch.trail} {
+	for _, a := range []archive.Log{c.arch.tasks, c.arch.trail} {
 		if a != nil {
 			errs = append(errs, a.Close())
 		}
@@ -166,6 +262,9 @@ func (c *Client) archiveTask(ctx context.Context, rec store.Task) error {
 		return err
 	}
 	tasks, _, err := c.archives()
+	if errors.Is(err, ErrNoArchive) {
+		return nil // Prune, which needs one, refuses
+	}
 	if err != nil {
 		return err
 	}
@@ -187,6 +286,9 @@ func (c *Client) archiveFinished(ctx context.Context, rec store.Task) {
 // archivedTask reads a task from the archive (the newest copy).
 func (c *Client) archivedTask(ctx context.Context, id string) (*Task, error) {
 	tasks, _, err := c.archives()
+	if errors.Is(err, ErrNoArchive) {
+		return nil, fmt.Errorf("task %q: %w (and %w: a pruned task cannot be read)", id, ErrNotFound, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +463,7 @@ func keyOf(id string) archivedKey {
 
 // pruneTasks archives (when missing) and deletes the finished tasks older
 // than res.Before.
-func (c *Client) pruneTasks(ctx context.Context, o *op, tasks *archive.Archive, res *PruneResult) error {
+func (c *Client) pruneTasks(ctx context.Context, o *op, tasks archive.Log, res *PruneResult) error {
 	var archived map[archivedKey]struct{}
 	for {
 		batch, err := c.engine.ListPrunable(ctx, res.Before, pruneBatch)
@@ -418,7 +520,7 @@ func (c *Client) pruneTasks(ctx context.Context, o *op, tasks *archive.Archive, 
 // pruneAudit moves the audit records written before res.Before to the
 // audit archive and trims them from the store. It reports whether it
 // trimmed (the operation's "ok" record then went with the trim).
-func (c *Client) pruneAudit(ctx context.Context, o *op, trail *archive.Archive, res *PruneResult) (bool, error) {
+func (c *Client) pruneAudit(ctx context.Context, o *op, trail archive.Log, res *PruneResult) (bool, error) {
 	base, err := c.access.AuditBase(ctx)
 	if err != nil {
 		return false, mapStoreErr(err)
@@ -535,7 +637,12 @@ func (c *Client) verifyOnce(ctx context.Context) (n int64, moved bool, err error
 	rp := &replay{}
 	var corrupt error
 	_, trail, err := c.archives()
-	if err != nil {
+	if errors.Is(err, ErrNoArchive) {
+		if base.Seq > 0 {
+			return 0, false, fmt.Errorf("audit records 1..%d were moved by Prune into a log archive this client was not given: %w", base.Seq, err)
+		}
+		trail = archive.NewMemory(archive.Options{}) // nothing was ever archived
+	} else if err != nil {
 		return 0, false, err
 	}
 	serr := trail.Scan(ctx, archive.KindAudit, func(key string, _ time.Time, raw json.RawMessage) error {

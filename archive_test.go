@@ -1,10 +1,14 @@
 package rediacc_test
 
 import (
+	"crypto/sha256"
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,40 +241,115 @@ func TestCorruptArchiveSegment(t *testing.T) {
 	}
 }
 
-// A store made anew beside the archive of an earlier one (a corrupt file
-// moved aside) moves that archive aside instead of reading it as its own
-// history.
+// Issue 9, kind 5: a store made anew beside the archive of an earlier one
+// (a corrupt file moved aside) is an error that says so; the archive is
+// neither read as the new store's history nor moved, and nothing is
+// created. An archive without its store-id file (from an older build) is
+// refused until the id is written as the error says.
 func TestNewStoreBesideOldArchive(t *testing.T) {
 	dir := t.TempDir()
-	run := func() *rediacc.Client {
-		c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, HealthInterval: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		inProcessMachine(t, c, "m1")
-		task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: "echo archived"})
-		if err := c.RunUntilEmpty(ctxTimeout(t, time.Minute)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Prune(asOwner(), 0); err != nil {
-			t.Fatal(err)
-		}
-		if got, err := c.TaskLog(asOwner(), task.ID); err != nil || got.Stdout != "archived\n" {
-			t.Fatalf("task log after prune: %+v %v", got, err)
-		}
-		return c
+	open := func() (*rediacc.Client, error) {
+		return rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, HealthInterval: -1})
 	}
-	c := run()
+	c, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inProcessMachine(t, c, "m1")
+	task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: "echo archived"})
+	if err := c.RunUntilEmpty(ctxTimeout(t, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Prune(asOwner(), 0); err != nil {
+		t.Fatal(err)
+	}
 	_ = c.Close()
+	before := snapshotTree(t, filepath.Join(dir, "archive"))
+
+	// The store-id file gone: refused, with the way to claim it.
+	idFile := filepath.Join(dir, "archive", "store-id")
+	id, err := os.ReadFile(idFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(idFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(); !errors.Is(err, rediacc.ErrArchiveMismatch) || !strings.Contains(err.Error(), "unknown origin") ||
+		!strings.Contains(err.Error(), "echo "+strings.TrimSpace(string(id))) {
+		t.Fatalf("an archive without store-id: %v", err)
+	}
+	if err := os.WriteFile(idFile, id, 0o600); err != nil { // as the error says
+		t.Fatal(err)
+	}
+	c, err = open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.TaskLog(asOwner(), task.ID); err != nil || got.Stdout != "archived\n" {
+		t.Fatalf("task log after prune: %+v %v", got, err)
+	}
+	if _, err := c.VerifyAudit(asOwner()); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	before = snapshotTree(t, filepath.Join(dir, "archive"))
+
+	// A new store beside it: refused, nothing created or moved.
 	for _, f := range []string{"rediacc.db", "rediacc.db-wal", "rediacc.db-shm"} {
 		_ = os.Remove(filepath.Join(dir, f))
 	}
-	c = run()
-	defer c.Close()
-	if n, err := c.VerifyAudit(asOwner()); err != nil {
-		t.Fatalf("verify after a new store beside an old archive: %d records, %v", n, err)
+	_, err = open()
+	if !errors.Is(err, rediacc.ErrArchiveMismatch) || !strings.Contains(err.Error(), filepath.Join(dir, "archive")) {
+		t.Fatalf("a new store beside an old archive: %v", err)
 	}
-	if moved, _ := filepath.Glob(filepath.Join(dir, "archive-*")); len(moved) != 1 {
-		t.Errorf("the old archive was not kept aside: %v", moved)
+	if _, err := os.Stat(filepath.Join(dir, "rediacc.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused New created a store: %v", err)
 	}
+	if moved, _ := filepath.Glob(filepath.Join(dir, "archive-*")); len(moved) != 0 {
+		t.Errorf("the old archive was moved: %v", moved)
+	}
+	if after := snapshotTree(t, filepath.Join(dir, "archive")); !maps.Equal(before, after) {
+		t.Errorf("the old archive changed:\nbefore %v\nafter  %v", before, after)
+	}
+
+	// Another store pointed at it: refused likewise, naming both stores.
+	other := t.TempDir()
+	oc, err := rediacc.New(asOwner(), rediacc.Config{DataDir: other, Logger: testLogger(t), HealthInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = oc.Close()
+	_, err = rediacc.New(asOwner(), rediacc.Config{DataDir: other, ArchiveDir: filepath.Join(dir, "archive"), Logger: testLogger(t), HealthInterval: -1})
+	if !errors.Is(err, rediacc.ErrArchiveMismatch) || !strings.Contains(err.Error(), strings.TrimSpace(string(id))) {
+		t.Fatalf("another store's ArchiveDir: %v", err)
+	}
+	if after := snapshotTree(t, filepath.Join(dir, "archive")); !maps.Equal(before, after) {
+		t.Errorf("the old archive changed")
+	}
+}
+
+// snapshotTree maps every file under dir to its content's hash.
+func snapshotTree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			out[p] = "dir"
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out[p] = fmt.Sprintf("%x", sha256.Sum256(b))
+		return nil
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return out
 }

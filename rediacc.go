@@ -75,8 +75,13 @@ type Config struct {
 	// Store holds the queue. Default: the SQLite file rediacc.db in DataDir.
 	// The Client closes it on Close.
 	Store *Store
-	// DataDir is where the default store lives. Default: $REDIACC_HOME, else
-	// ~/.rediacc. Created 0700 when missing.
+	// DataDir is where the default store, the local vault and the log
+	// archive live. Default, when Store is nil: $REDIACC_HOME, else
+	// ~/.rediacc; with a Store and no DataDir, the client writes no file
+	// (see ArchiveDir). Created 0700 when missing; it must be owned by this
+	// process's user, not be a symbolic link and not be writable by group
+	// or others (New returns ErrUnsafePath saying how to fix it), and files
+	// in it are opened without following links.
 	DataDir string
 	// Logger receives structured logs; every record about a task carries
 	// task_id, machine, priority and attempt. Default: slog.Default().
@@ -174,9 +179,13 @@ type Config struct {
 	// 3–5 work). Default: CPU 90 %, memory 90 %.
 	HealthThresholds HealthThresholds
 	// ArchiveDir is the log archive's directory: finished tasks' records
-	// and old audit records moved out of the store by Prune (files 0600).
-	// Default: DataDir/archive (with DataDir's default when DataDir is
-	// empty).
+	// and old audit records moved out of the store by Prune (files 0600;
+	// the directory is checked like DataDir). Default: DataDir/archive.
+	// With neither set (a Store given without DataDir) the client writes
+	// no file: a NewMemoryStore client keeps its archive in memory; any
+	// other has none, and Prune returns ErrNoArchive. An ArchiveDir holding
+	// another store's archive, or one of unknown origin, makes New return
+	// ErrArchiveMismatch; the archive is never moved or changed.
 	ArchiveDir string
 	// ArchiveRetention is how long Prune keeps archived task records: a
 	// task segment is removed once its whole day is older. 0 keeps them
@@ -271,25 +280,27 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.ScrapeTimeout = DefaultScrapeTimeout
 	}
 	st := cfg.Store
+	if st == nil && cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir()
+	}
+	if cfg.DataDir != "" {
+		if err := openDataDir(&cfg); err != nil { // datadir.go
+			return nil, err
+		}
+	}
+	archiveDefaults(&cfg) // archive.go
 	if st == nil {
-		if cfg.DataDir == "" {
-			cfg.DataDir = DefaultDataDir()
-		}
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("rediacc: create data dir %s: %w", cfg.DataDir, err)
-		}
-		if fi, err := os.Stat(cfg.DataDir); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			cfg.Logger.Warn("data dir is readable by other users: it holds the queue, the vault key and the archive; run chmod 700 on it",
-				"dir", cfg.DataDir, "mode", fi.Mode().Perm().String())
+		path := filepath.Join(cfg.DataDir, "rediacc.db")
+		if err := newStoreBesideArchive(path, cfg.ArchiveDir); err != nil { // archive.go
+			return nil, err
 		}
 		var err error
-		st, err = OpenSQLite(ctx, filepath.Join(cfg.DataDir, "rediacc.db"))
+		st, err = OpenSQLite(ctx, path)
 		if err != nil {
 			return nil, err
 		}
 	}
-	healthDefaults(&cfg)  // health.go
-	archiveDefaults(&cfg) // archive.go
+	healthDefaults(&cfg) // health.go
 	sshCfg := cfg.SSH
 	if sshCfg.Logger == nil {
 		sshCfg.Logger = cfg.Logger
@@ -307,6 +318,15 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		metrics: newMetrics(),
 	}
 	c.limiter = c.newAlertLimiter()
+	if cfg.ArchiveDir != "" {
+		if _, err := c.checkArchive(ctx); err != nil { // archive.go: never another store's archive
+			if cfg.Store == nil {
+				_ = st.e.Close()
+			}
+			_ = c.pool.Close()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 

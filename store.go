@@ -21,10 +21,14 @@ type Store struct {
 
 // OpenSQLite opens (creating if needed, mode 0600) the embedded SQLite store
 // at path. Several processes may share one file. Returns ErrCorruptStore
-// when the file is not a rediacc store.
+// when the file is not a rediacc store, and ErrUnsafePath when it (or a
+// file SQLite keeps beside it: -wal, -shm) is a symbolic link.
 func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	e, err := sqlite.Open(ctx, path)
 	if err != nil {
+		if u := unsafeErr(err); u != err {
+			return nil, u // a symbolic link where the store's files go (datadir.go)
+		}
 		return nil, mapStoreErr(err)
 	}
 	return &Store{e: e, desc: "sqlite:" + path}, nil

@@ -69,8 +69,11 @@ type LocalVaultOptions struct {
 
 // OpenLocalVault opens the local encrypted vault in dir (0700; one
 // age-encrypted file per team, 0600, written atomically with a .bak of the
-// previous version). Errors: ErrWrongPassphrase (the passphrase or identity
-// does not decrypt existing files; nothing changed), ErrVaultCorrupt.
+// previous version). dir (and, with the default key file, its parent) must
+// be owned by this process's user, not be a symbolic link and not be
+// writable by group or others; files in it are opened without following
+// links. Errors: ErrWrongPassphrase (the passphrase or identity does not
+// decrypt existing files; nothing changed), ErrVaultCorrupt, ErrUnsafePath.
 func OpenLocalVault(dir string, opts LocalVaultOptions) (Vault, error) {
 	var o []local.Option
 	if len(opts.Passphrase) > 0 {
@@ -78,7 +81,12 @@ func OpenLocalVault(dir string, opts LocalVaultOptions) (Vault, error) {
 	} else {
 		id := opts.IdentityFile
 		if id == "" {
-			id = filepath.Join(filepath.Dir(filepath.Clean(dir)), "vault.key")
+			// The default key file lives in the data dir: check it too.
+			parent := filepath.Dir(filepath.Clean(dir))
+			if err := mkdirPrivate(parent); err != nil {
+				return nil, fmt.Errorf("vault: %w", err)
+			}
+			id = filepath.Join(parent, "vault.key")
 		}
 		// A new key file only for a vault without secrets: one made for a
 		// vault encrypted to a passphrase (or to a lost key) could never
@@ -115,8 +123,10 @@ func NewHashiCorpVault(ctx context.Context, cfg HashiCorpVaultConfig) (Vault, er
 	return v, vaultErr(err)
 }
 
-// vaultErr maps the vault's wrong-passphrase error onto the public one.
+// vaultErr maps the vault's wrong-passphrase and unsafe-path errors onto
+// the public ones.
 func vaultErr(err error) error {
+	err = unsafeErr(err)
 	if err != nil && errors.Is(err, vault.ErrWrongPassphrase) && !errors.Is(err, ErrWrongPassphrase) {
 		return &isError{msg: "vault: " + err.Error() + " (check the passphrase or the age key file the vault was opened with)", err: err, is: ErrWrongPassphrase}
 	}

@@ -53,7 +53,7 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, rediacc.ErrPermissionDenied):
+	case errors.Is(err, rediacc.ErrPermissionDenied), errors.Is(err, rediacc.ErrUnsafePath):
 		return exitPermission
 	case errors.Is(err, rediacc.ErrNotFound), errors.Is(err, rediacc.ErrSecretNotFound):
 		return exitNotFound

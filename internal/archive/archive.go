@@ -81,6 +81,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rediacc/rediacc/internal/safefs"
 )
 
 // Kinds of records the SDK archives. Other names matching
@@ -201,7 +203,7 @@ func Open(dir string, opts Options) (*Archive, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := safefs.MkdirPrivate(dir); err != nil {
 		return nil, fmt.Errorf("archive: open: %w", err)
 	}
 	a := &Archive{
@@ -326,6 +328,9 @@ func (a *Archive) writer(kind string) (*writer, error) {
 		if err := os.Mkdir(kdir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("archive: %w", err)
 		}
+		if err := safefs.CheckDir(kdir); err != nil {
+			return nil, fmt.Errorf("archive: %w", err)
+		}
 		w = &writer{kind: kind, kdir: kdir}
 		a.writers[kind] = w
 	}
@@ -354,7 +359,7 @@ func (a *Archive) rollover(w *writer, day string) error {
 	for range 1000 {
 		seq++
 		path := filepath.Join(w.kdir, segmentName(day, seq))
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+		f, err := safefs.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}

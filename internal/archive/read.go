@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/rediacc/rediacc/internal/safefs"
 )
 
 // CorruptSegmentError reports a segment, or a region of one, that could not
@@ -242,7 +244,7 @@ func (a *Archive) readSegment(ctx context.Context, path string, fn func(line []b
 func (a *Archive) openSegment(path string) (*os.File, int64, error) {
 	a.filesMu.RLock()
 	defer a.filesMu.RUnlock()
-	f, err := os.Open(path)
+	f, err := safefs.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, 0, err
 	}

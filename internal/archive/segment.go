@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rediacc/rediacc/internal/safefs"
 )
 
 const (
@@ -142,7 +144,7 @@ func (a *Archive) Prune(ctx context.Context, now time.Time) ([]string, error) {
 // complete, verified and fsynced.
 func (a *Archive) compact(path string) (err error) {
 	tmp := path + tempSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := safefs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}

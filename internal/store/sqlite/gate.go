@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/rediacc/rediacc/internal/safefs"
 )
 
 // gate orders the writers of one store file, across goroutines and
@@ -29,7 +31,7 @@ type gate struct {
 }
 
 func openGate(path string) (*gate, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := safefs.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store lock file: %w", err)
 	}

@@ -49,6 +49,8 @@ import (
 	"github.com/rediacc/rediacc/internal/sched"
 	"github.com/rediacc/rediacc/internal/store"
 	"github.com/rediacc/rediacc/internal/store/fsm"
+
+	"github.com/rediacc/rediacc/internal/safefs"
 )
 
 // BusyTimeout is how long a write waits for another process's write
@@ -140,8 +142,15 @@ func dsn(abs string, q url.Values) string {
 }
 
 // createFile creates path with mode 0600 (and missing directories with mode
-// 0700) unless it exists; SQLite would create it with 0644.
+// 0700) unless it exists; SQLite would create it with 0644. The store file
+// and the files SQLite keeps beside it must not be symbolic links: SQLite
+// would follow them (ErrInvalidArgument wrapping safefs.ErrUnsafe).
 func createFile(path string) error {
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal", path + "-lock"} {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("%w: sqlite store: %w: %s is a symbolic link: refusing to follow it; use the real path", store.ErrInvalidArgument, safefs.ErrUnsafe, p)
+		}
+	}
 	st, err := os.Stat(path)
 	switch {
 	case err == nil && st.IsDir():
@@ -154,7 +163,7 @@ func createFile(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("sqlite store %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := safefs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		return nil // another process won the race
 	}

@@ -59,6 +59,7 @@ import (
 	"filippo.io/age"
 	"golang.org/x/sys/unix"
 
+	"github.com/rediacc/rediacc/internal/safefs"
 	"github.com/rediacc/rediacc/internal/vault"
 )
 
@@ -188,7 +189,10 @@ type entry struct {
 
 var _ vault.Backend = (*Vault)(nil)
 
-// Open opens (creating it with mode 0700 if missing) the vault directory dir.
+// Open opens (creating it with mode 0700 if missing) the vault directory dir,
+// which must be owned by this process's user, not be a symbolic link and
+// not be writable by group or others (an error wrapping safefs.ErrUnsafe
+// otherwise); its files are opened without following links.
 // Exactly one of [WithPassphrase] and [WithIdentityFile] must be given.
 //
 // If dir already holds team files, Open decrypts one to check the passphrase
@@ -212,15 +216,13 @@ func Open(dir string, opts ...Option) (*Vault, error) {
 	}
 	v := &Vault{dir: dir, cfg: cfg, logger: cfg.logger, cache: map[string]cached{}}
 
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fsError("create vault directory", dir, err)
-	}
-	if fi, err := os.Stat(dir); err != nil {
+	// A directory another user owns or may write in could hold links that
+	// make this process write its secrets elsewhere: refused (safefs).
+	if err := safefs.MkdirPrivate(dir); err != nil {
 		return nil, fsError("open vault directory", dir, err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("local vault: %s is not a directory", dir)
-	} else if fi.Mode().Perm()&0o077 != 0 {
-		v.logger.Warn("local vault directory is accessible by other users; chmod 700 it", "dir", dir, "mode", fi.Mode().Perm().String())
+	}
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		v.logger.Warn("local vault directory is readable by other users; chmod 700 it", "dir", dir, "mode", fi.Mode().Perm().String())
 	}
 
 	if cfg.identityPath != "" {
@@ -238,9 +240,9 @@ func Open(dir string, opts ...Option) (*Vault, error) {
 // loadIdentity reads (or creates) the identity file.
 func (v *Vault) loadIdentity() error {
 	path := v.cfg.identityPath
-	data, err := os.ReadFile(path)
+	data, err := v.readIdentity(path)
 	if errors.Is(err, fs.ErrNotExist) && v.cfg.createID {
-		data, err = createIdentityFile(path, v.cfg.now())
+		data, err = createIdentityFile(path, v.cfg.now(), v.readIdentity)
 		if err == nil {
 			v.logger.Info("created age identity file for the local vault; back it up", "path", path)
 		}
@@ -267,10 +269,22 @@ func (v *Vault) loadIdentity() error {
 	return nil
 }
 
+// readIdentity reads the identity file. One in the vault's directory or in
+// its parent (the data dir, where the default one lives) is read without
+// following a link; one elsewhere (a key the operator placed, perhaps a
+// mounted secret made of links) is read as is.
+func (v *Vault) readIdentity(path string) ([]byte, error) {
+	d, vd := filepath.Dir(filepath.Clean(path)), filepath.Clean(v.dir)
+	if d == vd || d == filepath.Dir(vd) {
+		return safefs.ReadFile(path)
+	}
+	return os.ReadFile(path)
+}
+
 // createIdentityFile generates an X25519 identity and writes it to path with
 // mode 0600 in age-keygen's format. If another process created the file in the
 // meantime, that file is read instead.
-func createIdentityFile(path string, now time.Time) ([]byte, error) {
+func createIdentityFile(path string, now time.Time, read func(string) ([]byte, error)) ([]byte, error) {
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
 		return nil, err
@@ -279,9 +293,9 @@ func createIdentityFile(path string, now time.Time) ([]byte, error) {
 		return nil, err
 	}
 	text := fmt.Sprintf("# created: %s\n# public key: %s\n%s\n", now.UTC().Format(time.RFC3339), id.Recipient(), id)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := safefs.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
-		return os.ReadFile(path)
+		return read(path)
 	}
 	if err != nil {
 		return nil, err
@@ -463,7 +477,7 @@ func (v *Vault) Restore(ctx context.Context, team string) error {
 	defer unlock()
 
 	bak := v.bakPath(team)
-	raw, err := os.ReadFile(bak)
+	raw, err := safefs.ReadFile(bak)
 	if err != nil {
 		return fsError("read backup", bak, err)
 	}
@@ -552,7 +566,7 @@ func (v *Vault) update(ctx context.Context, team string, fn func(map[string]entr
 // can cancel the wait.
 func (v *Vault) lock(ctx context.Context, team string) (unlock func(), err error) {
 	p := v.lockPath(team)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := safefs.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fsError("open lock file", p, err)
 	}
@@ -582,7 +596,7 @@ func (v *Vault) lock(ctx context.Context, team string) (unlock func(), err error
 // not modify them) and the raw ciphertext (nil when the file does not exist).
 func (v *Vault) load(team string) (map[string]entry, []byte, error) {
 	p := v.path(team)
-	raw, err := os.ReadFile(p)
+	raw, err := safefs.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[string]entry{}, nil, nil
 	}

@@ -1,0 +1,64 @@
+package rediacc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/rediacc/rediacc/internal/store/memory"
+	"github.com/rediacc/rediacc/internal/safefs"
+)
+
+// ErrUnsafePath: a directory that holds the client's state (Config.DataDir,
+// Config.ArchiveDir, the local vault's directory) is a symbolic link, is
+// owned by another user or is writable by group or others, or a file in it
+// is a symbolic link. rediacc refuses to use it, since whoever can write in
+// it could make this process (often root) write or read files elsewhere;
+// the error says how to fix the directory. The CLI exits 3.
+var ErrUnsafePath = errors.New("unsafe path")
+
+// unsafeErr maps safefs's refusal onto ErrUnsafePath.
+func unsafeErr(err error) error {
+	if err != nil && errors.Is(err, safefs.ErrUnsafe) && !errors.Is(err, ErrUnsafePath) {
+		return &isError{msg: err.Error(), err: err, is: ErrUnsafePath}
+	}
+	return err
+}
+
+// mkdirPrivate creates dir (0700) when missing and checks that it is safe
+// to keep state in (ErrUnsafePath otherwise).
+func mkdirPrivate(dir string) error {
+	return unsafeErr(safefs.MkdirPrivate(dir))
+}
+
+// readFileNoFollow reads a file of a state directory without following a
+// symbolic link.
+func readFileNoFollow(path string) ([]byte, error) {
+	b, err := safefs.ReadFile(path)
+	return b, unsafeErr(err)
+}
+
+// writeFileExcl creates a file (0600) of a state directory; a link in its
+// place is refused.
+func writeFileExcl(path string, data []byte) error {
+	return unsafeErr(safefs.WriteFileExcl(path, data, 0o600))
+}
+
+// openDataDir creates (0700) and checks the data dir (New). Beyond the
+// checks of mkdirPrivate it warns when others may read it.
+func openDataDir(cfg *Config) error {
+	if err := mkdirPrivate(cfg.DataDir); err != nil {
+		return fmt.Errorf("rediacc: data dir %s: %w", cfg.DataDir, err)
+	}
+	if fi, err := os.Stat(cfg.DataDir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		cfg.Logger.Warn("data dir is readable by other users: it holds the queue, the vault key and the archive; run chmod 700 on it",
+			"dir", cfg.DataDir, "mode", fi.Mode().Perm().String())
+	}
+	return nil
+}
+
+// inMemory reports whether s lives in this process only (NewMemoryStore).
+func (s *Store) inMemory() bool {
+	_, ok := s.e.(*memory.Engine)
+	return ok
+}
