@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/rediacc/rediacc/internal/store/memory"
 	"github.com/rediacc/rediacc/internal/safefs"
+	"github.com/rediacc/rediacc/internal/store/memory"
 )
 
 // ErrUnsafePath: a directory that holds the client's state (Config.DataDir,
