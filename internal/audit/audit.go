@@ -1,43 +1,51 @@
 // Package audit is the tamper-evident audit trail's hash chain: the [Record],
-// its canonical encoding and SHA-256 hash, chaining a record onto the trail,
-// verifying a trail ([Verify], [VerifyWithHead], [Verifier]), JSON Lines
-// export ([WriteJSONL], [ReadJSONL]) and query filters ([Filter]). It does no
-// storage: a store engine keeps the records and, separately, the chain's
-// [Head], and calls this package to build and check them.
+// its canonical encoding and its seal (an HMAC-SHA256 under a key the store
+// does not hold, see [Keyring]), chaining a record onto the trail, verifying a
+// trail ([Verify], [VerifyWithHead], [Verifier]), checkpoints of the chain's
+// head kept outside the store ([Checkpoint]), JSON Lines export ([WriteJSONL],
+// [ReadJSONL]) and query filters ([Filter]). It does no storage: a store
+// engine keeps the records and, separately, the chain's [Head], and calls this
+// package to build and check them.
 //
 // # The chain
 //
 // Records are numbered 1, 2, 3, … (Seq). Each record carries the hash of the
-// record before it (PrevHash; [GenesisHash] for record 1) and its own hash
-// (Hash), the hex SHA-256 of [Canonical]: every field except Hash. Changing
-// any field of a record changes its hash, and re-hashing a changed record
-// breaks the link from the record after it; only rewriting every later record
-// goes unnoticed, and that is caught by comparing the end of the chain with a
-// [Head] kept elsewhere.
+// record before it (PrevHash; [GenesisHash] for record 1) and its own seal
+// (Hash): for a keyed record (KeyID set, version 2) the hex HMAC-SHA256 of
+// [Canonical] under the key KeyID names; for a record of version 1 (KeyID
+// empty, written before the trail was keyed) the hex SHA-256 of [Canonical].
+// Changing any field of a record changes its seal, and re-sealing a changed
+// record breaks the link from the record after it; only rewriting every later
+// record goes unnoticed, and that is caught by comparing the end of the chain
+// with a [Head] kept elsewhere, and by [Checkpoint]s kept outside the store.
+// Without the key, a keyed record cannot be re-sealed at all; a writer who
+// falls back to version 1 is caught because version 1 is accepted only
+// before the first keyed record ([Keyring.KeyedFrom]).
 //
-// # Canonical encoding (version 1)
+// # Canonical encoding (versions 1 and 2)
 //
 // [Canonical] is a sequence of netstrings (len ":" bytes ","; len in decimal
 // ASCII, the length in bytes), in this fixed order:
 //
-//	"rediacc.audit.v1"   version tag
+//	"rediacc.audit.v1"   version tag ("rediacc.audit.v2" for a keyed record)
 //	Seq                  decimal, e.g. "42" (a minus sign if negative)
 //	Time                 UTC, millisecond precision: "2006-01-02T15:04:05.000Z"
 //	Actor, Action, EntityType, EntityID, Team, Result
 //	len(Details)         decimal count of pairs
 //	key, value           one netstring each, per pair, keys in byte order
+//	KeyID                version 2 only
 //	PrevHash
 //
 // For example record 1 by alice with no details starts
 // "16:rediacc.audit.v1,1:1,24:2025-01-02T03:04:05.678Z,5:alice,…". Every
-// element is self-delimiting and the number of elements is fixed by the count,
-// so the encoding is unambiguous: two records encode alike only if all their
-// fields are equal. Two things are deliberately the same record: instants
-// that agree to the millisecond (the encoding is in UTC and truncates below a
-// millisecond; [Chain] normalizes Time the same way), and a nil and an empty
-// Details map. Strings are encoded as raw bytes, so any byte sequence,
-// including invalid UTF-8, is covered; [Record.Validate] rejects invalid UTF-8
-// because JSON cannot carry it.
+// element is self-delimiting and the number of elements is fixed by the
+// version tag and the count, so the encoding is unambiguous: two records
+// encode alike only if all their fields are equal. Two things are
+// deliberately the same record: instants that agree to the millisecond (the
+// encoding is in UTC and truncates below a millisecond; [Chain] normalizes
+// Time the same way), and a nil and an empty Details map. Strings are encoded
+// as raw bytes, so any byte sequence, including invalid UTF-8, is covered;
+// [Record.Validate] rejects invalid UTF-8 because JSON cannot carry it.
 package audit
 
 import (
@@ -59,8 +67,14 @@ const GenesisHash = "00000000000000000000000000000000000000000000000000000000000
 // JSON: RFC 3339 in UTC with exactly three fractional digits.
 const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
-// CanonicalVersion is the version tag that starts every canonical encoding.
+// CanonicalVersion is the version tag that starts the canonical encoding of
+// a version 1 record (KeyID empty, sealed with plain SHA-256).
 const CanonicalVersion = "rediacc.audit.v1"
+
+// CanonicalVersionKeyed is the version tag that starts the canonical
+// encoding of a keyed record (version 2: KeyID set, sealed with
+// HMAC-SHA256; see [Keyring]).
+const CanonicalVersionKeyed = "rediacc.audit.v2"
 
 // Results of an operation, for [Record].Result.
 const (
@@ -117,7 +131,13 @@ type Record struct {
 	Details map[string]string
 	// PrevHash is the hex hash of the previous record, GenesisHash for Seq 1.
 	PrevHash string
-	// Hash is the hex SHA-256 of Canonical(record).
+	// KeyID names the key of the [Keyring] that sealed the record (16 hex
+	// digits); "" for a version 1 record, written before the trail was
+	// keyed.
+	KeyID string
+	// Hash is the record's seal: the hex HMAC-SHA256 of Canonical(record)
+	// under the key KeyID, or, for a version 1 record, the hex SHA-256 of
+	// Canonical(record).
 	Hash string
 }
 
@@ -150,7 +170,7 @@ func checkUTF8(r Record) error {
 	fields := []struct{ name, v string }{
 		{"actor", r.Actor}, {"action", r.Action}, {"entityType", r.EntityType},
 		{"entityId", r.EntityID}, {"team", r.Team}, {"result", r.Result},
-		{"prevHash", r.PrevHash}, {"hash", r.Hash},
+		{"prevHash", r.PrevHash}, {"keyId", r.KeyID}, {"hash", r.Hash},
 	}
 	for _, f := range fields {
 		if !utf8.ValidString(f.v) {
@@ -175,15 +195,20 @@ func NormalizeTime(t time.Time) time.Time {
 }
 
 // Canonical returns the canonical encoding of every field of r except Hash
-// (see the package documentation for the exact format).
+// (see the package documentation for the exact format): version 2 when
+// r.KeyID is set, else version 1.
 func Canonical(r Record) []byte {
-	n := 64 + len(r.Actor) + len(r.Action) + len(r.EntityType) + len(r.EntityID) +
-		len(r.Team) + len(r.Result) + len(r.PrevHash) + 16*len(r.Details)
+	n := 80 + len(r.Actor) + len(r.Action) + len(r.EntityType) + len(r.EntityID) +
+		len(r.Team) + len(r.Result) + len(r.PrevHash) + len(r.KeyID) + 16*len(r.Details)
 	for k, v := range r.Details {
 		n += len(k) + len(v)
 	}
 	b := make([]byte, 0, n)
-	b = appendNetstring(b, CanonicalVersion)
+	if r.KeyID != "" {
+		b = appendNetstring(b, CanonicalVersionKeyed)
+	} else {
+		b = appendNetstring(b, CanonicalVersion)
+	}
 	b = appendNetstring(b, strconv.FormatInt(r.Seq, 10))
 	b = appendNetstring(b, NormalizeTime(r.Time).Format(TimeFormat))
 	b = appendNetstring(b, r.Actor)
@@ -197,6 +222,9 @@ func Canonical(r Record) []byte {
 		b = appendNetstring(b, k)
 		b = appendNetstring(b, r.Details[k])
 	}
+	if r.KeyID != "" {
+		b = appendNetstring(b, r.KeyID)
+	}
 	b = appendNetstring(b, r.PrevHash)
 	return b
 }
@@ -208,7 +236,9 @@ func appendNetstring(b []byte, s string) []byte {
 	return append(b, ',')
 }
 
-// ComputeHash returns the lower-case hex SHA-256 of [Canonical](r).
+// ComputeHash returns the lower-case hex SHA-256 of [Canonical](r): the
+// seal of a version 1 record (KeyID empty). Keyed records are sealed by
+// [Keyring.Seal].
 func ComputeHash(r Record) string {
 	sum := sha256.Sum256(Canonical(r))
 	return hex.EncodeToString(sum[:])
@@ -243,17 +273,26 @@ func (h Head) String() string {
 	return fmt.Sprintf("seq %d (hash %s)", h.Seq, short(h.LinkHash()))
 }
 
-// Chain returns r appended after prev: Seq = prev.Seq+1, PrevHash =
-// prev.LinkHash(), Time normalized with [NormalizeTime], Details copied (so
-// later changes to the caller's map cannot break the hash) and Hash computed.
-// Use Chain(Head{}, r) for the first record of a trail and
-// Chain(HeadOf(last), r) after that.
+// Chain returns r appended after prev as a version 1 record (unkeyed, plain
+// SHA-256): Seq = prev.Seq+1, PrevHash = prev.LinkHash(), KeyID cleared,
+// Time normalized with [NormalizeTime], Details copied (so later changes to
+// the caller's map cannot break the hash) and Hash computed. Use
+// Chain(Head{}, r) for the first record of a trail and Chain(HeadOf(last), r)
+// after that. Store engines chain with [Keyring.Chain], which seals with the
+// keyring's current key (and falls back to Chain without a keyring).
 func Chain(prev Head, r Record) Record {
+	r = link(prev, r)
+	r.KeyID = ""
+	r.Hash = ComputeHash(r)
+	return r
+}
+
+// link sets the fields Chain and Keyring.Chain share.
+func link(prev Head, r Record) Record {
 	r.Seq = prev.Seq + 1
 	r.PrevHash = prev.LinkHash()
 	r.Time = NormalizeTime(r.Time)
 	r.Details = maps.Clone(r.Details)
-	r.Hash = ComputeHash(r)
 	return r
 }
 

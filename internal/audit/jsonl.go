@@ -23,13 +23,15 @@ type jsonRecord struct {
 	Details    map[string]string `json:"details,omitempty"`
 	Seq        int64             `json:"seq"`
 	PrevHash   string            `json:"prevHash"`
+	KeyID      string            `json:"keyId,omitempty"`
 	Hash       string            `json:"hash"`
 }
 
 // MarshalJSON encodes r as one JSON object with the fields time (TimeFormat),
 // actor, action, entityType, entityId, team, result, details (omitted when
-// empty), seq, prevHash and hash, in that order. It fails on strings that are
-// not valid UTF-8, which JSON would silently replace (and so break the hash).
+// empty), seq, prevHash, keyId (omitted for version 1 records) and hash, in
+// that order. It fails on strings that are not valid UTF-8, which JSON would
+// silently replace (and so break the hash).
 func (r Record) MarshalJSON() ([]byte, error) {
 	if err := checkUTF8(r); err != nil {
 		return nil, fmt.Errorf("audit: record %d: %v", r.Seq, err)
@@ -44,7 +46,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 	err := enc.Encode(jsonRecord{
 		Time: NormalizeTime(r.Time).Format(TimeFormat), Actor: r.Actor, Action: r.Action,
 		EntityType: r.EntityType, EntityID: r.EntityID, Team: r.Team, Result: r.Result,
-		Details: d, Seq: r.Seq, PrevHash: r.PrevHash, Hash: r.Hash,
+		Details: d, Seq: r.Seq, PrevHash: r.PrevHash, KeyID: r.KeyID, Hash: r.Hash,
 	})
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), err
 }
@@ -69,7 +71,7 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 	*r = Record{
 		Seq: j.Seq, Time: NormalizeTime(t), Actor: j.Actor, Action: j.Action,
 		EntityType: j.EntityType, EntityID: j.EntityID, Team: j.Team, Result: j.Result,
-		Details: j.Details, PrevHash: j.PrevHash, Hash: j.Hash,
+		Details: j.Details, PrevHash: j.PrevHash, KeyID: j.KeyID, Hash: j.Hash,
 	}
 	return nil
 }

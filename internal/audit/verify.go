@@ -3,6 +3,8 @@ package audit
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 )
 
 // Kinds of tampering reported in [TamperError].Kind.
@@ -22,6 +24,17 @@ const (
 	// KindReordered: genuine records in the wrong order: sequence numbers out
 	// of order, or two records' sequence numbers swapped.
 	KindReordered = "reordered"
+	// KindDowngraded: a version 1 (unkeyed, plain SHA-256) record where only
+	// keyed records may be: after a keyed record, or at or after the
+	// keyring's [Keyring.KeyedFrom]. Someone without the key rewrote the
+	// trail from there.
+	KindDowngraded = "downgraded"
+	// KindRewritten: the trail contradicts a [Checkpoint] of its head taken
+	// earlier, while it verifies on its own: records up to the checkpoint's
+	// sequence number were changed, deleted, inserted or reordered and the
+	// rest re-sealed by someone holding the key (or the head was moved).
+	// Seq is the first record no holding checkpoint vouches for.
+	KindRewritten = "rewritten"
 )
 
 // ErrTampered is matched by every [*TamperError] (errors.Is(err, ErrTampered)).
@@ -29,6 +42,37 @@ var ErrTampered = errors.New("audit trail tampered with")
 
 // ErrVerifierFinished is returned by [Verifier.Add] after [Verifier.Finish].
 var ErrVerifierFinished = errors.New("audit: verifier already finished")
+
+// KeyError reports records sealed with keys the verifier's keyring does not
+// hold: the key was lost, not supplied or replaced by a different one (a
+// wrong key has a different id), or the records are forgeries naming a key
+// that never existed; without the key the two cannot be told apart. Their
+// links were checked, their seals could not be. errors.Is(err,
+// ErrKeyUnknown) holds; it is not a [*TamperError].
+type KeyError struct {
+	// Seq is the first such record.
+	Seq int64
+	// KeyIDs are the missing keys' ids, in order of first use.
+	KeyIDs []string
+	// Count is how many records could not be authenticated.
+	Count int64
+	// Held lists the ids the keyring does hold.
+	Held []string
+}
+
+// Error implements error.
+func (e *KeyError) Error() string {
+	held := "no key"
+	if len(e.Held) > 0 {
+		held = "keys " + strings.Join(e.Held, ", ")
+	}
+	return fmt.Sprintf("audit trail not authenticated: %d records from seq %d are sealed with key %s, which the keyring (%s) does not hold: "+
+		"add the key's line to the audit keyring (the key file) to verify them; until then they may be genuine or forged",
+		e.Count, e.Seq, strings.Join(e.KeyIDs, ", "), held)
+}
+
+// Is reports whether target is [ErrKeyUnknown].
+func (e *KeyError) Is(target error) bool { return target == ErrKeyUnknown }
 
 // TamperError reports the first place where an audit trail does not verify.
 //
@@ -70,6 +114,9 @@ func Verify(records []Record) error {
 	return v.Finish()
 }
 
+// Verify and VerifyWithHead use no keyring: keyed records give a
+// [*KeyError] (use [NewVerifier] with [WithKeyring]).
+
 // VerifyWithHead is [Verify] that also checks the trail ends exactly at head
 // (the Seq and Hash of the last record, kept by the store apart from the
 // records): records missing at the end are reported as KindDeleted, records
@@ -106,6 +153,16 @@ func WithHead(head Head) VerifierOption {
 	return func(v *Verifier) { h := head; v.expect = &h }
 }
 
+// WithKeyring makes the Verifier check keyed records' seals with ring, and
+// refuse version 1 records after a keyed one or at or after
+// ring.KeyedFrom() (KindDowngraded). Without it (or with a nil ring) only
+// version 1 records can be authenticated. Records sealed with a key the ring
+// does not hold are accepted on their links and reported by
+// [Verifier.Finish] as a [*KeyError], unless tampering is found.
+func WithKeyring(ring *Keyring) VerifierOption {
+	return func(v *Verifier) { v.keys = ring; v.keyedFrom = ring.KeyedFrom() }
+}
+
 // Verifier checks a chain incrementally, one record at a time, so a store can
 // verify millions of records page by page, and a chain kept in segments
 // (archived old records, then the live ones) can be checked either with one
@@ -134,6 +191,11 @@ type Verifier struct {
 	pending []Record // pending[0] is the first record that did not fit
 	err     *TamperError
 	done    bool
+
+	keys      *Keyring
+	keyedFrom int64     // keys.KeyedFrom()
+	keyed     bool      // a keyed record was accepted
+	unknown   *KeyError // records accepted on their links only
 }
 
 // NewVerifier returns a Verifier for a chain that continues after start: the
@@ -183,8 +245,9 @@ func (v *Verifier) Add(r Record) error {
 }
 
 // Finish ends the input: it decides about any record that did not fit, checks
-// the expected head if one was given ([WithHead]), and returns nil or the
-// [*TamperError] for the first bad record.
+// the expected head if one was given ([WithHead]), and returns nil, the
+// [*TamperError] for the first bad record or, when none is found but some
+// records are sealed with keys the keyring does not hold, a [*KeyError].
 func (v *Verifier) Finish() error {
 	if v.err != nil {
 		return v.err
@@ -194,6 +257,18 @@ func (v *Verifier) Finish() error {
 		v.err = v.classify()
 		return v.err
 	}
+	if err := v.finishHead(); err != nil {
+		return err
+	}
+	if v.unknown != nil {
+		v.unknown.Held = v.keys.IDs()
+		return v.unknown
+	}
+	return nil
+}
+
+// finishHead checks the expected head ([WithHead]).
+func (v *Verifier) finishHead() *TamperError {
 	if v.expect != nil {
 		h := *v.expect
 		switch {
@@ -212,6 +287,27 @@ func (v *Verifier) Finish() error {
 	return nil
 }
 
+// barred reports whether a version 1 record may not stand at seq: after a
+// keyed record, or at or after the keyring's KeyedFrom.
+func (v *Verifier) barred(seq int64) bool {
+	return v.keyed || (v.keyedFrom > 0 && seq >= v.keyedFrom)
+}
+
+// sealAt reports whether r's Hash is its seal had it been stored with
+// sequence number seq, and may stand there. A record sealed with a key the
+// keyring does not hold cannot be checked: it passes at its own seq only.
+func (v *Verifier) sealAt(r Record, seq int64) bool {
+	r.Seq = seq
+	if r.KeyID == "" && v.barred(seq) {
+		return false
+	}
+	ok, known := v.keys.sealed(r)
+	if !known {
+		return seq == r.Seq
+	}
+	return ok
+}
+
 // fits reports whether r is the next record of the chain.
 func (v *Verifier) fits(r Record) bool {
 	if r.Seq != v.last.Seq+1 || r.PrevHash != v.last.LinkHash() {
@@ -222,13 +318,26 @@ func (v *Verifier) fits(r Record) bool {
 			return false
 		}
 	}
-	return ComputeHash(r) == r.Hash
+	return v.sealAt(r, r.Seq)
 }
 
 func (v *Verifier) accept(r Record) {
 	v.last = HeadOf(r)
 	v.count++
 	v.remember(v.last)
+	if r.KeyID == "" {
+		return
+	}
+	v.keyed = true
+	if !v.keys.Has(r.KeyID) {
+		if v.unknown == nil {
+			v.unknown = &KeyError{Seq: r.Seq}
+		}
+		v.unknown.Count++
+		if !slices.Contains(v.unknown.KeyIDs, r.KeyID) {
+			v.unknown.KeyIDs = append(v.unknown.KeyIDs, r.KeyID)
+		}
+	}
 }
 
 func (v *Verifier) remember(h Head) {
@@ -249,12 +358,6 @@ func (v *Verifier) recent(hash string) (int64, bool) {
 	return 0, false
 }
 
-// hashAt returns r's hash had it been stored with sequence number seq.
-func hashAt(r Record, seq int64) string {
-	r.Seq = seq
-	return ComputeHash(r)
-}
-
 // trueSeqs works out, for each pending record, the sequence number its hash
 // was computed with (which is its original position in the chain): its own
 // Seq if its hash is valid; otherwise a position suggested by its link (the
@@ -267,12 +370,12 @@ func (v *Verifier) trueSeqs() (seq []int64, known, valid []bool) {
 	known = make([]bool, len(a))
 	valid = make([]bool, len(a))
 	for i, r := range a {
-		if ComputeHash(r) == r.Hash {
+		if v.sealAt(r, r.Seq) {
 			seq[i], known[i], valid[i] = r.Seq, true, true
 		}
 	}
 	try := func(i int, c int64) bool {
-		if c == a[i].Seq || hashAt(a[i], c) != a[i].Hash {
+		if c == a[i].Seq || !v.sealAt(a[i], c) {
 			return false
 		}
 		seq[i], known[i] = c, true
@@ -334,8 +437,16 @@ func (v *Verifier) classify() *TamperError {
 		return te(max(a0.Seq, pos), KindInserted, "record with seq %d (hash %s) follows the trail's head %s",
 			a0.Seq, short(a0.Hash), *v.expect)
 	}
+	if !known[0] && a0.KeyID == "" && v.barred(pos) && ComputeHash(a0) == a0.Hash {
+		why := "after keyed records"
+		if !v.keyed {
+			why = fmt.Sprintf("at or after seq %d, from which the keyring seals every record", v.keyedFrom)
+		}
+		return te(pos, KindDowngraded, "record with seq %d is an unkeyed (version 1, plain SHA-256) record %s: the trail was rewritten by someone without the key",
+			a0.Seq, why)
+	}
 	if !known[0] {
-		return te(pos, KindModified, "record with seq %d does not match its hash %s: its content was changed",
+		return te(pos, KindModified, "record with seq %d does not match its seal %s: its content was changed",
 			a0.Seq, short(a0.Hash))
 	}
 

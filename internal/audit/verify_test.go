@@ -13,12 +13,17 @@ import (
 
 var actions = []string{"task.create", "task.cancel", "team.member.add", "machine.add", "vault.read", "task.attempt.failed"}
 
-// makeChain returns a valid trail of n records starting after start.
-func makeChain(start Head, n int) []Record {
+// makeChain returns a valid trail of n version 1 records starting after
+// start.
+func makeChain(start Head, n int) []Record { return makeChainWith(nil, start, n) }
+
+// makeChainWith returns a valid trail of n records sealed by ring (version 1
+// when nil) starting after start.
+func makeChainWith(ring *Keyring, start Head, n int) []Record {
 	out := make([]Record, 0, n)
 	h := start
 	for i := range n {
-		r := Chain(h, Record{
+		r := ring.Chain(h, Record{
 			Time:       t0.Add(time.Duration(int(h.Seq)+i) * time.Second),
 			Actor:      []string{"alice", "bob", "worker-1"}[i%3],
 			Action:     actions[i%len(actions)],
@@ -60,8 +65,38 @@ func TestVerifyIntact(t *testing.T) {
 	}
 }
 
+// verifyWith verifies rs with ring, against head when not nil.
+func verifyWith(ring *Keyring, rs []Record, head *Head) error {
+	opts := []VerifierOption{WithKeyring(ring)}
+	if head != nil {
+		opts = append(opts, WithHead(*head))
+	}
+	v := NewVerifier(Head{}, opts...)
+	for _, r := range rs {
+		if err := v.Add(r); err != nil {
+			return err
+		}
+	}
+	return v.Finish()
+}
+
 func TestVerifyTampering(t *testing.T) {
+	t.Run("v1", func(t *testing.T) { testVerifyTampering(t, nil) })
+	// A writer who holds the key re-seals as it pleases: every kind of
+	// tampering is still detected and told apart the same way.
+	t.Run("keyed", func(t *testing.T) { testVerifyTampering(t, testKeyring(t, 1)) })
+}
+
+// testVerifyTampering runs the tampering table on a trail sealed by ring
+// (version 1 when nil), the tamperer re-sealing with the same ring.
+func testVerifyTampering(t *testing.T, ring *Keyring) {
 	const n = 10
+	// The table's words, bound to ring.
+	Chain := ring.Chain
+	rehash := func(r Record) Record { r.Hash, _ = ring.Seal(r); return r }
+	makeChain := func(start Head, n int) []Record { return makeChainWith(ring, start, n) }
+	Verify := func(rs []Record) error { return verifyWith(ring, rs, nil) }
+	VerifyWithHead := func(rs []Record, h Head) error { return verifyWith(ring, rs, &h) }
 	type tamper func(rs []Record) []Record
 	tests := []struct {
 		name     string
