@@ -116,7 +116,7 @@ func TestKeyedRecords(t *testing.T) {
 	for name, change := range map[string]func(*Record){
 		"actor": func(r *Record) { r.Actor += "x" }, "seq": func(r *Record) { r.Seq++ },
 		"time": func(r *Record) { r.Time = r.Time.Add(time.Millisecond) }, "details": func(r *Record) { r.Details = nil },
-		"prevHash": func(r *Record) { r.PrevHash = strings.Repeat("1", 64) },
+		"prevHash":             func(r *Record) { r.PrevHash = strings.Repeat("1", 64) },
 		"keyId to another key": func(r *Record) { r.KeyID = NewKey(1, t0).ID },
 	} {
 		c := r
