@@ -50,8 +50,9 @@ type auditKey struct{}
 // and Access method, when its context carries records, appends them to the
 // audit chain in the same transaction as its change, and only if the change
 // is made: a change is never recorded without its audit records, nor the
-// records without the change. Seq, PrevHash and Hash are assigned by the
-// engine (audit.Chain). Records are checked with audit.Record.Validate
+// records without the change. Seq, PrevHash, KeyID and Hash are assigned by
+// the engine (fsm.AuditSeal.ChainAudit, sealing with the keyring set by
+// Access.SetAuditKeyring). Records are checked with audit.Record.Validate
 // before the change: an invalid one gives ErrInvalidArgument and changes
 // nothing.
 func WithAudit(ctx context.Context, recs ...audit.Record) context.Context {
@@ -131,9 +132,17 @@ type Access interface {
 	// The machine's finished tasks keep the team they ran under.
 	MoveMachine(ctx context.Context, name, team string) error
 
+	// SetAuditKeyring sets the keyring whose current key seals the audit
+	// records appended from now on, by every method that appends them
+	// (nil: version 1 records, plain SHA-256). The engine keeps it in
+	// memory only: the store never holds a key. Engines embed
+	// fsm.AuditSeal, which implements it, and chain records with its
+	// ChainAudit (audit.Keyring.Chain) inside the appending transaction.
+	SetAuditKeyring(k *audit.Keyring)
 	// AppendAudit appends records to the chain (assigning Seq, PrevHash,
-	// Hash with audit.Chain and moving the head) and returns them as stored,
-	// in one transaction. ErrInvalidArgument (audit.Record.Validate).
+	// KeyID and Hash with fsm.AuditSeal.ChainAudit and moving the head) and
+	// returns them as stored, in one transaction. ErrInvalidArgument
+	// (audit.Record.Validate).
 	AppendAudit(ctx context.Context, recs ...audit.Record) ([]audit.Record, error)
 	// ListAudit returns the records matching f (normalized by the caller
 	// with audit.Filter.Normalize; engines normalize it again) in Seq order,

@@ -18,6 +18,8 @@ import (
 
 // Engine is the in-memory store.Engine. Its zero value is not usable: call New.
 type Engine struct {
+	fsm.AuditSeal // seals audit records (SetAuditKeyring)
+
 	mu       sync.Mutex
 	closed   bool
 	seq      int64
@@ -82,11 +84,11 @@ func (e *Engine) lockAudit(ctx context.Context) ([]audit.Record, error) {
 	return recs, e.lock(ctx)
 }
 
-// record appends recs to the trail; the mutex is held. audit.Chain copies
+// record appends recs to the trail; the mutex is held. Chaining copies
 // each record's Details, so the trail shares no memory with the caller.
 func (e *Engine) record(recs []audit.Record) {
 	for _, r := range recs {
-		r = audit.Chain(e.head, r)
+		r = e.ChainAudit(e.head, r)
 		if len(r.Details) == 0 {
 			r.Details = nil
 		}

@@ -372,6 +372,10 @@ func (e *Engine) MoveMachine(ctx context.Context, name, team string) error {
 
 const auditCols = `seq, time, actor, action, entity_type, entity_id, team, result, details, prev_hash, hash`
 
+// auditRowCols are the audit table's columns read and written: auditCols
+// and key_id (migration 4).
+const auditRowCols = auditCols + `, key_id`
+
 // appendAudit chains recs after the head kept in audit_head, inserts them
 // and moves the head, inside the caller's write transaction (so writers in
 // every process extend one linear chain).
@@ -386,7 +390,7 @@ func (e *Engine) appendAudit(ctx context.Context, tx *sql.Tx, recs []audit.Recor
 	out := make([]audit.Record, len(recs))
 	insert := stmt(ctx, tx, e.st.auditInsert)
 	for i, r := range recs {
-		r = fsm.CloneRecord(audit.Chain(h, r))
+		r = fsm.CloneRecord(e.ChainAudit(h, r))
 		var details any
 		if len(r.Details) > 0 {
 			b, err := json.Marshal(r.Details)
@@ -397,7 +401,7 @@ func (e *Engine) appendAudit(ctx context.Context, tx *sql.Tx, recs []audit.Recor
 		}
 		if _, err := insert.ExecContext(ctx,
 			r.Seq, r.Time.UnixMilli(), r.Actor, r.Action, r.EntityType, r.EntityID, r.Team, r.Result, details,
-			r.PrevHash, r.Hash); err != nil {
+			r.PrevHash, r.Hash, r.KeyID); err != nil {
 			return nil, fmt.Errorf("appending audit record %d: %w", r.Seq, err)
 		}
 		h = audit.HeadOf(r)
@@ -494,7 +498,7 @@ func (e *Engine) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Record,
 		return nil, err
 	}
 	where, args := auditQuery(f)
-	rows, err := e.r.QueryContext(ctx, `SELECT `+auditCols+` FROM audit`+where, args...)
+	rows, err := e.r.QueryContext(ctx, `SELECT `+auditRowCols+` FROM audit`+where, args...)
 	if err != nil {
 		return nil, e.classify(err)
 	}
@@ -507,7 +511,7 @@ func (e *Engine) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Record,
 			details sql.NullString
 		)
 		if err := rows.Scan(&r.Seq, &ms, &r.Actor, &r.Action, &r.EntityType, &r.EntityID, &r.Team, &r.Result,
-			&details, &r.PrevHash, &r.Hash); err != nil {
+			&details, &r.PrevHash, &r.Hash, &r.KeyID); err != nil {
 			return nil, e.classify(err)
 		}
 		r.Time = time.UnixMilli(ms).UTC()

@@ -144,4 +144,12 @@ INSERT INTO audit_base (id, seq, hash) VALUES (1, 0, '');
 
 CREATE INDEX tasks_completed ON tasks (completed_at) WHERE completed_at IS NOT NULL;
 `,
+
+	// 4: keyed audit records. key_id names the key of the audit keyring
+	// that sealed the record (hash is then an HMAC-SHA256, record version
+	// 2); '' for the version 1 records written before (plain SHA-256). The
+	// keys themselves are never in the store.
+	`
+ALTER TABLE audit ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
+`,
 }

@@ -59,6 +59,8 @@ const BusyTimeout = 5 * time.Second
 
 // Engine is the SQLite store.Engine. Open it with Open.
 type Engine struct {
+	fsm.AuditSeal // seals audit records (SetAuditKeyring)
+
 	path   string
 	w      *sql.DB // one connection; BEGIN IMMEDIATE transactions
 	r      *sql.DB // read-only pool

@@ -52,7 +52,7 @@ const (
 	// idempotency key is taken (no row then; CreateTasks finds out which).
 	sqlBatchInsert = sqlInsertTask + ` ON CONFLICT DO NOTHING`
 	sqlAuditHead   = `SELECT seq, hash FROM audit_head WHERE id = 1`
-	sqlAuditInsert = `INSERT INTO audit (` + auditCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlAuditInsert = `INSERT INTO audit (` + auditRowCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlAuditMove   = `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`
 )
 

@@ -81,7 +81,8 @@ func listAll(a store.Access, after int64) ([]audit.Record, error) {
 }
 
 // CheckAudit reads a's stored trail, its base and its head and verifies
-// them with audit.NewVerifier(base, audit.WithHead(head)): the stored
+// them with audit.NewVerifier(base, audit.WithHead(head)), and the keyring
+// the engine seals with (see ringOf): the stored
 // records continue the chain from the base (store.Access.AuditBase; zero
 // until TrimAudit). It reads the head after the records and catches up with
 // records appended meanwhile (see store.Access.AuditHead), and starts over
@@ -104,7 +105,7 @@ func CheckAudit(a store.Access) ([]audit.Record, error) {
 		if again != base {
 			continue // trimmed while listing
 		}
-		v := audit.NewVerifier(base, audit.WithHead(head))
+		v := audit.NewVerifier(base, audit.WithHead(head), audit.WithKeyring(ringOf(a)))
 		for _, r := range all {
 			if err = v.Add(r); err != nil {
 				break

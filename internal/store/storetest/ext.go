@@ -502,8 +502,8 @@ func testPruneInvalid(t *testing.T, f *fixture) {
 }
 
 // verifyFrom verifies recs as the chain from start to head.
-func verifyFrom(start, head audit.Head, recs []audit.Record) error {
-	v := audit.NewVerifier(start, audit.WithHead(head))
+func verifyFrom(start, head audit.Head, recs []audit.Record, ring *audit.Keyring) error {
+	v := audit.NewVerifier(start, audit.WithHead(head), audit.WithKeyring(ring))
 	for _, r := range recs {
 		if err := v.Add(r); err != nil {
 			return err
@@ -558,13 +558,13 @@ func testAuditTrim(t *testing.T, f *fixture) {
 	}
 	// The stored rest verifies from the base; the archive from the genesis
 	// to the base; together, the whole chain.
-	if err := verifyFrom(base(), head, stored); err != nil {
+	if err := verifyFrom(base(), head, stored, ringOf(f.a)); err != nil {
 		t.Fatalf("stored records from the base: %v", err)
 	}
-	if err := verifyFrom(audit.Head{}, base(), archived); err != nil {
+	if err := verifyFrom(audit.Head{}, base(), archived, ringOf(f.a)); err != nil {
 		t.Fatalf("archived records up to the base: %v", err)
 	}
-	if err := verifyFrom(audit.Head{}, head, append(append([]audit.Record(nil), archived...), stored...)); err != nil {
+	if err := verifyFrom(audit.Head{}, head, append(append([]audit.Record(nil), archived...), stored...), ringOf(f.a)); err != nil {
 		t.Fatalf("archive + stored: %v", err)
 	}
 	// From the genesis the stored rest does not verify: the base matters.
