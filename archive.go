@@ -444,6 +444,7 @@ func (c *Client) Prune(ctx context.Context, olderThan time.Duration) (PruneResul
 	}
 	c.log.InfoContext(ctx, "pruned", "before", res.Before, "tasks_deleted", res.TasksDeleted,
 		"tasks_archived", res.TasksArchived, "audit_archived", res.AuditArchived, "segments_removed", len(res.SegmentsRemoved))
+	c.checkpointQuietly(ctx, "prune") // the head after the trim (auditkey.go)
 	return res, nil
 }
 
@@ -560,13 +561,21 @@ func (c *Client) pruneAudit(ctx context.Context, o *op, trail archive.Log, res *
 	return true, nil
 }
 
+// verifyInput is what a verification pass checks with (auditkey.go).
+type verifyInput struct {
+	ring          *audit.Keyring
+	checkpoints   []audit.CheckpointEntry // nil: none asked for
+	checkpointErr error                   // from reading them
+	rep           *AuditReport
+}
+
 // verifyArchivedChain verifies the whole audit chain: the archived records
 // from the genesis, then the stored ones from the store's base to its head.
 // A corrupt archive segment is reported (ErrArchiveCorrupt) beside the gap
 // it leaves in the chain.
-func (c *Client) verifyArchivedChain(ctx context.Context) (int64, error) {
+func (c *Client) verifyArchivedChain(ctx context.Context, in verifyInput) (int64, error) {
 	for attempt := 0; ; attempt++ {
-		n, moved, err := c.verifyOnce(ctx)
+		n, moved, err := c.verifyOnce(ctx, in)
 		if !moved || attempt == 2 {
 			return n, err
 		}
@@ -580,15 +589,23 @@ func (c *Client) verifyArchivedChain(ctx context.Context) (int64, error) {
 // skipped; any other record goes to the verifier.
 type replay struct {
 	buf  []audit.Record
-	last audit.Head // last record fed to the verifier
+	last audit.Head     // last record fed to the verifier
+	ring *audit.Keyring // checks the seals
+}
+
+// sealed reports whether r's seal holds (or cannot be checked: its key is
+// not held).
+func (rp *replay) sealed(r audit.Record) bool {
+	ok, known := rp.ring.Sealed(r)
+	return ok || !known
 }
 
 // add takes the next record and returns the records to feed the verifier.
 func (rp *replay) add(r audit.Record) []audit.Record {
 	inRun := len(rp.buf) > 0
 	switch {
-	case !inRun && r.Seq <= rp.last.Seq && r.Seq > 0 && audit.ComputeHash(r) == r.Hash,
-		inRun && r.Seq == rp.buf[len(rp.buf)-1].Seq+1 && r.PrevHash == rp.buf[len(rp.buf)-1].Hash && audit.ComputeHash(r) == r.Hash:
+	case !inRun && r.Seq <= rp.last.Seq && r.Seq > 0 && rp.sealed(r),
+		inRun && r.Seq == rp.buf[len(rp.buf)-1].Seq+1 && r.PrevHash == rp.buf[len(rp.buf)-1].Hash && rp.sealed(r):
 		if r.Seq == rp.last.Seq {
 			if r.Hash == rp.last.Hash {
 				rp.buf = rp.buf[:0] // an exact replay: skip it
@@ -617,15 +634,30 @@ func (rp *replay) flush() []audit.Record {
 
 // verifyOnce is one verification pass; moved reports that the store's base
 // moved meanwhile (a concurrent Prune), so the pass must be redone.
-func (c *Client) verifyOnce(ctx context.Context) (n int64, moved bool, err error) {
+func (c *Client) verifyOnce(ctx context.Context, in verifyInput) (n int64, moved bool, err error) {
 	base, err := c.access.AuditBase(ctx)
 	if err != nil {
 		return 0, false, mapStoreErr(err)
 	}
-	v := audit.NewVerifier(audit.Head{})
-	var tamper error
+	v := audit.NewVerifier(audit.Head{}, audit.WithKeyring(in.ring))
+	var (
+		tamper error
+		cc     *audit.CheckpointCheck
+		cpErr  = in.checkpointErr
+	)
+	if in.checkpoints != nil {
+		var err error
+		cc, err = audit.NewCheckpointCheck(in.ring, in.checkpoints)
+		cpErr = errors.Join(cpErr, err)
+	}
+	files := in.rep.CheckpointFiles
+	*in.rep = AuditReport{CheckpointFiles: files}
 	feed := func(rs []audit.Record) {
 		for _, r := range rs {
+			in.rep.count(r)
+			if cc != nil {
+				cc.Observe(r)
+			}
 			if tamper == nil {
 				tamper = v.Add(r)
 			}
@@ -634,7 +666,7 @@ func (c *Client) verifyOnce(ctx context.Context) (n int64, moved bool, err error
 	// The archive: records past the store's base are still in the store
 	// too (archived, not yet trimmed); remember their hashes to match.
 	overlap := map[int64]string{}
-	rp := &replay{}
+	rp := &replay{ring: in.ring}
 	var corrupt error
 	_, trail, err := c.archives()
 	if errors.Is(err, ErrNoArchive) {
@@ -703,6 +735,10 @@ func (c *Client) verifyOnce(ctx context.Context) (n int64, moved bool, err error
 	if tamper == nil {
 		tamper = v.Finish()
 	}
+	var keyErr error // records sealed with keys not held: reported after any tampering
+	if errors.Is(tamper, ErrAuditKeyUnknown) {
+		keyErr, tamper = tamper, nil
+	}
 	if tamper == nil {
 		last := v.Head()
 		switch {
@@ -717,5 +753,11 @@ func (c *Client) verifyOnce(ctx context.Context) (n int64, moved bool, err error
 				Detail: fmt.Sprintf("the last record (hash %s) is not the head %s: it was changed and re-hashed", last.Hash, head)}
 		}
 	}
-	return v.Count(), false, errors.Join(tamper, corrupt)
+	var cpTamper error
+	if cc != nil {
+		cpTamper = cc.Check(head)
+		in.rep.Checkpoints = cc.Len()
+	}
+	in.rep.Records, in.rep.HeadSeq = v.Count(), head.Seq
+	return v.Count(), false, errors.Join(tamper, cpTamper, cpErr, keyErr, corrupt)
 }

@@ -191,6 +191,27 @@ type Config struct {
 	// task segment is removed once its whole day is older. 0 keeps them
 	// forever. Archived audit records are always kept.
 	ArchiveRetention time.Duration
+
+	// The audit trail's key and checkpoints (auditkey.go, docs/AUDIT.md).
+
+	// AuditKeyFile is the audit keyring file: the HMAC-SHA256 keys that
+	// seal audit records, kept out of the store (one JSON line per key,
+	// 0600). Created with a new key when missing. Default:
+	// DataDir/audit.key (the default data dir's for a store given without
+	// DataDir; a memory store without DataDir gets a key for this process
+	// only). Keep it, or a copy, where whoever can write the store cannot.
+	AuditKeyFile string
+	// AuditKeyring, when set, is the keyring's content (the file form of
+	// AuditKeyFile), for keys kept in a secret manager such as HashiCorp
+	// Vault; it overrides AuditKeyFile and is never written anywhere.
+	AuditKeyring []byte
+	// AuditCheckpointInterval is how often a running worker seals a
+	// checkpoint of the audit trail's head into
+	// ArchiveDir/audit-checkpoints.jsonl and the log (when the head moved).
+	// Prune and Close write one too. Default
+	// DefaultAuditCheckpointInterval (1 min); negative turns the worker's
+	// periodic checkpoints off.
+	AuditCheckpointInterval time.Duration
 }
 
 // Client submits, inspects and runs tasks. It is safe for concurrent use.
@@ -225,6 +246,8 @@ type Client struct {
 
 	hstate healthState  // busy machines for claims (health.go)
 	arch   archiveState // the log archive, opened on first use (archive.go)
+
+	akey auditKeyState // the audit keyring and checkpoints (auditkey.go)
 }
 
 // DefaultDataDir returns $REDIACC_HOME, else ~/.rediacc.
@@ -236,7 +259,9 @@ func DefaultDataDir() string {
 }
 
 // New opens a Client. It returns ErrCorruptStore when the default store file
-// is not a rediacc store, or the error that kept DataDir from being created.
+// is not a rediacc store, ErrAuditKeyring when the audit keyring cannot be
+// read (Config.AuditKeyFile), or the error that kept DataDir from being
+// created.
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -278,6 +303,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if cfg.ScrapeTimeout <= 0 {
 		cfg.ScrapeTimeout = DefaultScrapeTimeout
+	}
+	if cfg.AuditCheckpointInterval == 0 {
+		cfg.AuditCheckpointInterval = DefaultAuditCheckpointInterval
 	}
 	st := cfg.Store
 	if st == nil && cfg.DataDir == "" {
@@ -327,6 +355,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, err
 		}
 	}
+	if err := c.openAuditKeyring(ctx); err != nil { // auditkey.go
+		if cfg.Store == nil {
+			_ = st.e.Close()
+		}
+		_ = c.pool.Close()
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -372,6 +407,8 @@ func (c *Client) Close() error {
 		verr = c.vlt.Close()
 	}
 	c.vaultMu.Unlock()
+	// The audit trail's head this client leaves, checkpointed (auditkey.go).
+	c.checkpointQuietly(context.Background(), "close")
 	aerr := c.closeAlerter()   // drains queued alert deliveries (alert.go)
 	arerr := c.closeArchives() // seals open archive segments (archive.go)
 	return errors.Join(aerr, arerr, c.pool.Close(), c.engine.Close(), verr)

@@ -89,6 +89,8 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 	defer rescue.Stop()
 	rules, stopRules := c.alertRuleTicker() // threshold alerts (alert.go)
 	defer stopRules()
+	checkpoints, stopCheckpoints := c.checkpointTicker() // audit checkpoints (auditkey.go)
+	defer stopCheckpoints()
 	var result error
 
 loop:
@@ -159,6 +161,8 @@ loop:
 			c.rescue(ctx, log)
 		case <-rules:
 			c.checkAlertRules(ctx, log)
+		case <-checkpoints:
+			c.checkpointQuietly(ctx, "periodic")
 		}
 		timer.Stop()
 	}
@@ -166,6 +170,7 @@ loop:
 		result = ctx.Err()
 	}
 	c.shutdown(base, &wg, log)
+	c.checkpointQuietly(base, "worker.stop")
 	stopProber()
 	log.InfoContext(base, "worker stopped")
 	return result

@@ -307,9 +307,9 @@ func (k *Keyring) Seal(r Record) (string, error) {
 	return k.mac(r.KeyID, Canonical(r))
 }
 
-// sealed reports whether r.Hash is r's seal; known is false when the
-// keyring does not hold r.KeyID (nothing can then be said).
-func (k *Keyring) sealed(r Record) (ok, known bool) {
+// Sealed reports whether r.Hash is r's seal (see Seal); known is false
+// when the keyring does not hold r.KeyID (nothing can then be said).
+func (k *Keyring) Sealed(r Record) (ok, known bool) {
 	want, err := k.Seal(r)
 	if err != nil {
 		return false, false

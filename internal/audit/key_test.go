@@ -40,7 +40,7 @@ func TestKeyringFileRoundTrip(t *testing.T) {
 		t.Fatalf("round trip: %s vs %s", back, ring)
 	}
 	r := ring.Chain(Head{}, Record{Time: t0, Actor: "alice", Action: "team.create", Result: ResultOK})
-	if ok, known := back.sealed(r); !ok || !known {
+	if ok, known := back.Sealed(r); !ok || !known {
 		t.Fatal("a parsed keyring does not verify what the original sealed")
 	}
 	// Files merge by concatenation; a key present twice counts once.
@@ -121,13 +121,13 @@ func TestKeyedRecords(t *testing.T) {
 	} {
 		c := r
 		change(&c)
-		if ok, _ := ring.sealed(c); ok {
+		if ok, _ := ring.Sealed(c); ok {
 			t.Errorf("%s changed, the seal still verifies", name)
 		}
 	}
 	// Another key's seal is not this key's.
 	other := testKeyring(t, 1)
-	if ok, known := other.sealed(r); ok || known {
+	if ok, known := other.Sealed(r); ok || known {
 		t.Fatalf("another keyring: ok %v known %v", ok, known)
 	}
 	// The nil keyring chains and verifies version 1 only.

@@ -301,7 +301,7 @@ func (v *Verifier) sealAt(r Record, seq int64) bool {
 	if r.KeyID == "" && v.barred(seq) {
 		return false
 	}
-	ok, known := v.keys.sealed(r)
+	ok, known := v.keys.Sealed(r)
 	if !known {
 		return seq == r.Seq
 	}
