@@ -259,9 +259,17 @@ func (c *CheckpointCheck) Observe(r Record) {
 // checkpoint (lowest Seq) the trail contradicts: KindDeleted when the
 // trail ends before it (the head moved backwards) or lacks its record,
 // KindRewritten when its record now has another seal. The error's Seq is
-// the first record no holding checkpoint vouches for.
+// the first record no holding checkpoint vouches for (a checkpoint holds
+// only the head's seal, so the change lies between that record and the
+// contradicted checkpoint's).
 func (c *CheckpointCheck) Check(last Head) error {
 	var holding int64 // highest Seq of a checkpoint that holds
+	held := func() string {
+		if holding == 0 {
+			return "no earlier checkpoint holds"
+		}
+		return fmt.Sprintf("the last checkpoint that holds is at seq %d", holding)
+	}
 	for _, e := range c.cps {
 		got, ok := c.got[e.Seq]
 		switch {
@@ -269,16 +277,16 @@ func (c *CheckpointCheck) Check(last Head) error {
 			holding = e.Seq
 			continue
 		case !ok && e.Seq > last.Seq:
-			return &TamperError{Seq: max(last.Seq, holding) + 1, Kind: KindDeleted,
-				Detail: fmt.Sprintf("the trail ends at seq %d but the checkpoint of %s (%s) has its head at %s: records %s were removed and the head moved backwards",
-					last.Seq, e.Time.Format(TimeFormat), e.where(), e.Head(), span(last.Seq+1, e.Seq))}
+			return &TamperError{Seq: holding + 1, Kind: KindDeleted,
+				Detail: fmt.Sprintf("the trail ends at seq %d but the checkpoint of %s (%s) has its head at %s: records were removed and the head moved backwards (records %s are gone; records %s are not vouched for: %s)",
+					last.Seq, e.Time.Format(TimeFormat), e.where(), e.Head(), span(last.Seq+1, e.Seq), span(holding+1, e.Seq), held())}
 		case !ok:
 			return &TamperError{Seq: e.Seq, Kind: KindDeleted,
 				Detail: fmt.Sprintf("record %d, the head of the checkpoint of %s (%s), is missing", e.Seq, e.Time.Format(TimeFormat), e.where())}
 		}
 		return &TamperError{Seq: holding + 1, Kind: KindRewritten,
-			Detail: fmt.Sprintf("the checkpoint of %s (%s) says record %d has seal %s, the trail's record %d has seal %s: records %s were changed, deleted, inserted or reordered after the checkpoint and the rest re-sealed (the last checkpoint that holds is at seq %d)",
-				e.Time.Format(TimeFormat), e.where(), e.Seq, short(e.Hash), e.Seq, short(got), span(holding+1, e.Seq), holding)}
+			Detail: fmt.Sprintf("the checkpoint of %s (%s) says record %d has seal %s, the trail's record %d has seal %s: records %s were changed, deleted, inserted or reordered after the checkpoint and the rest re-sealed (%s)",
+				e.Time.Format(TimeFormat), e.where(), e.Seq, short(e.Hash), e.Seq, short(got), span(holding+1, e.Seq), held())}
 	}
 	return nil
 }

@@ -138,7 +138,7 @@ func TestCheckpointsCatchKeyHolder(t *testing.T) {
 		}, KindRewritten, 16},
 		{"tail truncated, head moved back", func(rs []Record) ([]Record, Head) {
 			return rs[:17], HeadOf(rs[16])
-		}, KindDeleted, 18},
+		}, KindDeleted, 16},
 		{"tail truncated then regrown", func(rs []Record) ([]Record, Head) {
 			return reseal(append(rs[:17:17], makeChain(Head{}, 6)...))
 		}, KindRewritten, 16},
