@@ -57,7 +57,7 @@ func exitCode(err error) int {
 		return exitPermission
 	case errors.Is(err, rediacc.ErrNotFound), errors.Is(err, rediacc.ErrSecretNotFound):
 		return exitNotFound
-	case errors.Is(err, rediacc.ErrKeyFile):
+	case errors.Is(err, rediacc.ErrKeyFile), errors.Is(err, rediacc.ErrAuditKeyring):
 		return exitInvalid
 	case errors.Is(err, rediacc.ErrInvalidArgument), errors.As(err, &ue):
 		return exitInvalid
@@ -83,6 +83,7 @@ type globals struct {
 	logFormat      string
 	logLevel       string
 	passphraseFile string
+	auditKeyFile   string
 	as             string
 	logLevelSet    bool // --log-level was given
 	vault          vaultFlags
@@ -146,6 +147,7 @@ func newRoot(g *globals) *cobra.Command {
 	g.vault.register(pf)
 	pf.StringVar(&g.as, "as", defaultActor(), "act as this user (env REDIACC_USER; default: the OS user)")
 	pf.StringVar(&g.passphraseFile, "identity-passphrase-file", "", "file holding the passphrase of identity files (else env REDIACC_SSH_KEY_PASSPHRASE)")
+	pf.StringVar(&g.auditKeyFile, "audit-key-file", os.Getenv("REDIACC_AUDIT_KEY_FILE"), "audit keyring file (env REDIACC_AUDIT_KEY_FILE; default DATA-DIR/audit.key, created 0600)")
 
 	machine := &cobra.Command{Use: "machine", Short: "Register and list machines"}
 	machine.AddCommand(newMachineAdd(g), newMachineList(g), newMachineRemove(g), newMachineMove(g))
@@ -183,7 +185,11 @@ func (g *globals) logger() (*slog.Logger, error) {
 		if f, ok := g.stderr.(*os.File); ok {
 			noColor = !isatty.IsTerminal(f.Fd())
 		}
-		return slog.New(tint.NewHandler(g.stderr, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: noColor})), nil
+		h := slog.Handler(tint.NewHandler(g.stderr, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: noColor}))
+		if !g.logLevelSet {
+			h = quietCheckpoints{h} // audit.go
+		}
+		return slog.New(h), nil
 	}
 	return nil, usagef("--log-format %q: use text or json", g.logFormat)
 }
@@ -225,7 +231,7 @@ func (g *globals) client(ctx context.Context, tune func(*rediacc.Config)) (*redi
 	if err != nil {
 		return nil, err
 	}
-	cfg := rediacc.Config{DataDir: g.dataDir, Logger: log, KeyPassphrase: g.keyPassphrase, Vault: v}
+	cfg := rediacc.Config{DataDir: g.dataDir, Logger: log, KeyPassphrase: g.keyPassphrase, Vault: v, AuditKeyFile: g.auditKeyFile}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -249,6 +255,7 @@ var readOnlyCommands = map[string]bool{
 	"rediacc machine list": true, "rediacc machine status": true, "rediacc list queue": true,
 	"rediacc list audit-logs": true, "rediacc inspect queue": true, "rediacc logs": true,
 	"rediacc team list": true, "rediacc team member list": true, "rediacc audit verify": true,
+	"rediacc audit checkpoint": true, "rediacc audit key list": true, "rediacc audit key rotate": true,
 	"rediacc role list": true, "rediacc vault get": true, "rediacc vault list": true, "rediacc cancel": true,
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -169,31 +168,6 @@ func newMachineMove(g *globals) *cobra.Command {
 	c.Flags().StringVar(&team, "team", "", "destination team (required)")
 	_ = c.MarkFlagRequired("team")
 	return c
-}
-
-func newAudit(g *globals) *cobra.Command {
-	audit := &cobra.Command{Use: "audit", Short: "Verify the audit trail", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, args []string) error {
-			return usagef("%s needs a subcommand (see --help)", c.CommandPath())
-		}}
-	verify := &cobra.Command{
-		Use: "verify", Short: "Check the audit trail's hash chain (owners, auditors)", Args: exactArgs(0, ""),
-		RunE: func(c *cobra.Command, args []string) error {
-			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
-				n, err := cl.VerifyAudit(ctx)
-				if errors.Is(err, rediacc.ErrAuditTampered) {
-					return fmt.Errorf("audit trail NOT intact after %d records: %w", n, err)
-				}
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(g.stdout, "audit trail intact: %d records, hash chain verified\n", n)
-				return nil
-			})
-		},
-	}
-	audit.AddCommand(verify)
-	return audit
 }
 
 func newListAudit(g *globals) *cobra.Command {
