@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -619,11 +620,45 @@ func TestAuditMemoryStoreKey(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// (VerifyAudit reads the default archive dir, DataDir's default: not
-	// this test's concern.)
-	for _, p := range []string{filepath.Join(home, "audit.key"), filepath.Join(home, "archive", rediacc.AuditCheckpointFileName)} {
-		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("%s written for a memory store: %v", p, err)
+	if ents, _ := os.ReadDir(home); len(ents) != 0 {
+		t.Fatalf("files written for a memory store: %v", ents)
+	}
+}
+
+// A durable store given without DataDir or AuditKeyFile: the library writes
+// no key file anywhere; the process seals with a key of its own, says so,
+// and a later client reports those records as unauthenticated.
+func TestAuditKeyWithoutKeyFile(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("REDIACC_HOME", "")
+	path := filepath.Join(t.TempDir(), "q.db")
+	open := func(logs io.Writer) *rediacc.Client {
+		st, err := rediacc.OpenSQLite(asOwner(), path)
+		if err != nil {
+			t.Fatal(err)
 		}
+		c, err := rediacc.New(asOwner(), rediacc.Config{Store: st, Logger: slog.New(slog.NewTextHandler(logs, nil)), HealthInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	var logs syncBuf
+	c := open(&logs)
+	auditActivity(t, c, 1)
+	if _, err := c.VerifyAudit(asOwner()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "no audit key file") || c.AuditCheckpointFile() != "" {
+		t.Fatalf("no warning, or a checkpoint file %q:\n%s", c.AuditCheckpointFile(), logs.String())
+	}
+	c.Close()
+	c = open(io.Discard)
+	defer c.Close()
+	if _, err := c.VerifyAudit(asOwner()); !errors.Is(err, rediacc.ErrAuditKeyUnknown) || errors.Is(err, rediacc.ErrAuditTampered) {
+		t.Fatalf("a later client: %v", err)
+	}
+	if _, err := c.VerifyAudit(asOwner(), rediacc.WithCheckpoints()); !errors.Is(err, rediacc.ErrNoArchive) {
+		t.Fatalf("checkpoints without an archive dir: %v", err)
 	}
 }

@@ -197,9 +197,11 @@ type Config struct {
 	// AuditKeyFile is the audit keyring file: the HMAC-SHA256 keys that
 	// seal audit records, kept out of the store (one JSON line per key,
 	// 0600). Created with a new key when missing. Default:
-	// DataDir/audit.key (the default data dir's for a store given without
-	// DataDir; a memory store without DataDir gets a key for this process
-	// only). Keep it, or a copy, where whoever can write the store cannot.
+	// DataDir/audit.key. A Store given without DataDir (and without
+	// AuditKeyring) gets a key for this process only: fine for a memory
+	// store; for a durable one New logs a warning, as later processes
+	// cannot authenticate those records. Keep the file, or a copy, where
+	// whoever can write the store cannot read it.
 	AuditKeyFile string
 	// AuditKeyring, when set, is the keyring's content (the file form of
 	// AuditKeyFile), for keys kept in a secret manager such as HashiCorp
@@ -207,7 +209,8 @@ type Config struct {
 	AuditKeyring []byte
 	// AuditCheckpointInterval is how often a running worker seals a
 	// checkpoint of the audit trail's head into
-	// ArchiveDir/audit-checkpoints.jsonl and the log (when the head moved).
+	// ArchiveDir/audit-checkpoints.jsonl (when there is an ArchiveDir) and
+	// the log, when the head moved.
 	// Prune and Close write one too. Default
 	// DefaultAuditCheckpointInterval (1 min); negative turns the worker's
 	// periodic checkpoints off.
