@@ -137,6 +137,9 @@ func (c *Client) prepareTask(ctx context.Context, spec TaskSpec, p *placer, auth
 			return store.Task{}, nil, err
 		}
 		o.detail["secrets"] = strings.Join(keys, ",")
+		if err := p.checkSecretsExist(ctx, m.Team, spec.Secrets); err != nil { // limits.go
+			return store.Task{}, nil, o.fail(ctx, err)
+		}
 	}
 	raw, err := encodeSpec(spec)
 	if err != nil {

@@ -1,9 +1,12 @@
 package rediacc
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -182,6 +185,36 @@ func checkSecretValues(refs map[string]string, values map[string][]byte) error {
 	}
 	if total > MaxSecretsBytes {
 		return fmt.Errorf("%w: the task's secrets are %d bytes as environment entries, more than MaxSecretsBytes (%d) together", ErrInvalidTask, total, MaxSecretsBytes)
+	}
+	return nil
+}
+
+// checkSecretsExist refuses a task naming a vault key its team's vault
+// lacks (ErrSecretNotFound): it could only fail when it runs. The keys are
+// listed (never read) once per team and submission. When this client has
+// no vault, or it cannot be listed now, the check is left to the worker
+// (which fails the task at once, as before).
+func (p *placer) checkSecretsExist(ctx context.Context, team string, refs map[string]string) error {
+	keys, ok := p.vkeys[team]
+	if !ok {
+		v, err := p.c.vault()
+		if err == nil {
+			keys, err = v.List(ctx, team)
+		}
+		if err != nil {
+			p.c.log.DebugContext(ctx, "secrets not checked at submit", "team", team, "error", err)
+			return nil
+		}
+		if p.vkeys == nil {
+			p.vkeys = map[string][]string{}
+		}
+		p.vkeys[team] = keys
+	}
+	for _, env := range slices.Sorted(maps.Keys(refs)) {
+		if !slices.Contains(keys, refs[env]) {
+			return fmt.Errorf("%w: task secret %s refers to key %q, which team %q's vault lacks (add it first: rediacc vault set --team %s %s)",
+				ErrSecretNotFound, env, refs[env], team, team, refs[env])
+		}
 	}
 	return nil
 }

@@ -68,6 +68,24 @@ type Machine struct {
 	ImportIdentity bool `json:"-"`
 	// UseAgent authenticates with the keys of the ssh-agent at $SSH_AUTH_SOCK.
 	UseAgent bool `json:"useAgent,omitempty"`
+	// AgentKey pins the agent key offered to this machine by its SHA256
+	// fingerprint ("SHA256:…", as ssh-add -l prints it): only that key is
+	// offered, like OpenSSH's IdentitiesOnly, and a task fails with
+	// ErrAuthFailed naming it when the agent lacks it. Setting it implies
+	// UseAgent. Empty: every agent key is offered (each counts against the
+	// server's MaxAuthTries, and the server learns them all).
+	AgentKey string `json:"agentKey,omitempty"`
+	// LegacyAlgorithms makes this machine's connections also offer the
+	// weak algorithms an old sshd may offer alone (ssh.LegacyAlgorithms:
+	// SHA-1 key exchanges and MACs, ssh-rsa SHA-1 host keys and
+	// signatures, CBC ciphers), after the strong ones. WEAKER: set it only
+	// for a host that fails with ErrAlgorithmNegotiation and cannot be
+	// upgraded. Default: OpenSSH 9's defaults without SHA-1.
+	LegacyAlgorithms bool `json:"legacyAlgorithms,omitempty"`
+	// Algorithms replaces, per non-empty list, the algorithms this
+	// machine's connections offer (OpenSSH names; AddMachine refuses a name
+	// x/crypto/ssh does not implement).
+	Algorithms SSHAlgorithms `json:"algorithms,omitzero"`
 	// HostKeyPolicy defaults to HostKeyKnownHosts.
 	HostKeyPolicy HostKeyPolicy `json:"hostKeyPolicy"`
 	// KnownHostsFile defaults to ~/.ssh/known_hosts.
@@ -140,6 +158,9 @@ func (m Machine) normalize() (Machine, error) {
 	if err := checkLabels("label", m.Labels); err != nil {
 		return bad("%v", err)
 	}
+	if err := m.normalizeSSH(); err != nil { // sshpolicy.go
+		return bad("%v", err)
+	}
 	if m.HostKeyPolicy == "" {
 		m.HostKeyPolicy = HostKeyKnownHosts
 	}
@@ -179,6 +200,9 @@ type machineConfig struct {
 	IdentityFile   string            `json:"identityFile,omitempty"`
 	IdentitySecret string            `json:"identitySecret,omitempty"`
 	UseAgent       bool              `json:"useAgent,omitempty"`
+	AgentKey       string            `json:"agentKey,omitempty"`
+	Legacy         bool              `json:"legacyAlgorithms,omitempty"`
+	Algorithms     SSHAlgorithms     `json:"algorithms,omitzero"`
 	HostKeyPolicy  HostKeyPolicy     `json:"hostKeyPolicy"`
 	KnownHostsFile string            `json:"knownHostsFile,omitempty"`
 	Labels         map[string]string `json:"labels,omitempty"`
@@ -187,6 +211,7 @@ type machineConfig struct {
 func (m Machine) record() (store.Machine, error) {
 	cfg, err := json.Marshal(machineConfig{
 		IdentityFile: m.IdentityFile, IdentitySecret: m.IdentitySecret, UseAgent: m.UseAgent,
+		AgentKey: m.AgentKey, Legacy: m.LegacyAlgorithms, Algorithms: m.Algorithms,
 		HostKeyPolicy: m.HostKeyPolicy, KnownHostsFile: m.KnownHostsFile, Labels: m.Labels,
 	})
 	if err != nil {
@@ -203,6 +228,7 @@ func machineFromRecord(r store.Machine) (Machine, error) {
 	return Machine{
 		Name: r.Name, Team: r.Team, Host: r.Host, Port: r.Port, User: r.User,
 		IdentityFile: c.IdentityFile, IdentitySecret: c.IdentitySecret, UseAgent: c.UseAgent, HostKeyPolicy: c.HostKeyPolicy,
+		AgentKey: c.AgentKey, LegacyAlgorithms: c.Legacy, Algorithms: c.Algorithms,
 		KnownHostsFile: c.KnownHostsFile, Labels: c.Labels, CreatedAt: r.CreatedAt,
 	}, nil
 }
@@ -217,9 +243,13 @@ func (m Machine) target(passphrase, keyPEM []byte) rssh.Target {
 	if m.IdentityFile != "" {
 		t.Auth = append(t.Auth, rssh.KeyFile(m.IdentityFile, passphrase))
 	}
-	if m.UseAgent {
+	switch {
+	case m.AgentKey != "":
+		t.Auth = append(t.Auth, rssh.AgentKeys(m.AgentKey)) // only the pinned key
+	case m.UseAgent:
 		t.Auth = append(t.Auth, rssh.Agent())
 	}
+	t.Algorithms = m.sshAlgorithms() // sshpolicy.go
 	switch m.HostKeyPolicy {
 	case HostKeyAcceptNew:
 		t.HostKey = rssh.AcceptNewHostKey(m.KnownHostsFile)
@@ -273,7 +303,7 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	if m.Team == "" {
 		m.Team = DefaultTeam
 	}
-	o, _, err := c.authorize(ctx, authz.MachineAdd, m.Team, audit.EntityMachine, m.Name,
+	o, g, err := c.authorize(ctx, authz.MachineAdd, m.Team, audit.EntityMachine, m.Name,
 		map[string]string{"host": m.Host, "port": strconv.Itoa(m.Port), "user": m.User})
 	if err != nil {
 		return Machine{}, err
@@ -281,6 +311,9 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	m, err = m.normalize()
 	if err != nil {
 		return Machine{}, o.fail(ctx, err)
+	}
+	if err := c.checkSSHPaths(ctx, o, g, m); err != nil { // sshpolicy.go: who may name files this process reads
+		return Machine{}, err
 	}
 	if m.IdentityFile != "" {
 		pass, err := c.passphrase(ctx, m)

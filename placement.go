@@ -34,6 +34,7 @@ type placer struct {
 	now    time.Time
 	teams  map[string][]candidate // machines of a team, by name
 	queued map[string]int         // PENDING+ASSIGNED+PROCESSING per machine, batch included
+	vkeys  map[string][]string    // vault keys per team, listed once per submission (limits.go)
 }
 
 func (c *Client) newPlacer() *placer {

@@ -133,6 +133,18 @@ type Config struct {
 	// Default: a LogAlerter on Logger. When it has a Close(ctx) error
 	// method (WebhookAlerter, FanoutAlerter), Close drains it.
 	Alerter Alerter
+	// AllowedKeyPaths lists the files, or directories (every file below
+	// them), that an actor who is not an owner may name as a machine's
+	// IdentityFile, imported or not: this process reads the file for them.
+	// Default: none (team admins then import keys from paths an owner
+	// allowed, or ask an owner to add the machine). "/" allows any path.
+	// Owners may always name any path. See docs/ROLES.md.
+	AllowedKeyPaths []string
+	// AllowedKnownHostsPaths lists the files or directories a non-owner
+	// may name as a machine's KnownHostsFile (read by every worker,
+	// appended to under HostKeyAcceptNew). Default: only the default file,
+	// ~/.ssh/known_hosts of this process's user. "/" allows any path.
+	AllowedKnownHostsPaths []string
 	// KeyPassphrase returns the passphrase of a machine's identity file, or
 	// nil when it has none. Default: none.
 	KeyPassphrase func(ctx context.Context, m Machine) ([]byte, error)

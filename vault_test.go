@@ -176,9 +176,24 @@ func TestMissingSecretFailsAtOnce(t *testing.T) {
 	c := newClient(t, nil)
 	realMachine(t, c, "m1", 7)
 	ctx := asOwner()
-	task, err := c.Submit(ctx, rediacc.TaskSpec{Machine: "m1", Command: "true", FailureAction: rediacc.FailureNone,
-		Secrets: map[string]string{"API_TOKEN": "api/token"}, Retry: rediacc.RetryPolicy{RetryCount: 3, RetryDelay: 10 * time.Millisecond}})
+	spec := rediacc.TaskSpec{Machine: "m1", Command: "true", FailureAction: rediacc.FailureNone,
+		Secrets: map[string]string{"API_TOKEN": "api/token"}, Retry: rediacc.RetryPolicy{RetryCount: 3, RetryDelay: 10 * time.Millisecond}}
+	// Missing when submitted: refused at once (issue 9, kind 3), nothing queued.
+	if _, err := c.Submit(ctx, spec); !errors.Is(err, rediacc.ErrSecretNotFound) || !strings.Contains(err.Error(), `"api/token"`) {
+		t.Fatalf("a task naming a missing secret: %v", err)
+	}
+	if ts, _ := c.List(ctx, rediacc.ListFilter{}); len(ts) != 0 {
+		t.Fatalf("the refused task was queued: %v", ts)
+	}
+	// Removed between submit and run: the task fails at once.
+	if _, err := c.SetSecret(ctx, rediacc.DefaultTeam, "api/token", []byte("t0ken"), nil); err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.Submit(ctx, spec)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteSecret(ctx, rediacc.DefaultTeam, "api/token"); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.RunUntilEmpty(ctxTimeout(t, time.Minute)); err != nil {

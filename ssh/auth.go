@@ -2,10 +2,13 @@ package ssh
 
 import (
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"slices"
+	"strings"
 
 	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -101,15 +104,58 @@ func Password(password string) Auth {
 }
 
 // Agent authenticates with the keys held by the ssh-agent listening on the
-// Unix socket named by $SSH_AUTH_SOCK. The agent connection is opened before
-// each dial and closed after the handshake.
+// Unix socket named by $SSH_AUTH_SOCK: every key it holds is offered, in
+// the agent's order (a server counts each against its MaxAuthTries, and
+// learns which keys the agent holds). Prefer AgentKeys with the key meant
+// for the host. The agent connection is opened before each dial and closed
+// after the handshake.
 //
 // Loading fails with ErrAuthFailed when SSH_AUTH_SOCK is unset or the agent
 // cannot be reached or listed.
-func Agent() Auth {
+func Agent() Auth { return agentAuth(nil) }
+
+// AgentKeys authenticates with the keys of the ssh-agent (as Agent) whose
+// SHA256 fingerprints ("SHA256:…", as ssh-keygen -l and ssh-add -l print
+// them) are listed: only those are offered to the server, like OpenSSH's
+// IdentitiesOnly with an IdentityFile. Loading fails with ErrAuthFailed,
+// naming the fingerprints, when the agent holds none of them, and with
+// ErrInvalidCommand for a malformed fingerprint.
+func AgentKeys(fingerprints ...string) Auth {
+	if len(fingerprints) == 0 {
+		return Auth{desc: "ssh-agent (no key pinned)", load: func() (authParts, error) {
+			return authParts{}, &wrapError{msg: "ssh-agent: AgentKeys needs at least one fingerprint (use Agent to offer every key)", errs: []error{ErrInvalidCommand}}
+		}}
+	}
+	return agentAuth(append([]string(nil), fingerprints...))
+}
+
+// ValidFingerprint reports whether fp is a SHA256 key fingerprint as
+// ssh.FingerprintSHA256 writes it: "SHA256:" and 43 characters of
+// unpadded base64.
+func ValidFingerprint(fp string) bool {
+	b64, ok := strings.CutPrefix(fp, "SHA256:")
+	if !ok || len(b64) != 43 {
+		return false
+	}
+	_, err := base64.RawStdEncoding.DecodeString(b64)
+	return err == nil
+}
+
+// agentAuth offers the agent's keys, only those of pinned when not nil.
+func agentAuth(pinned []string) Auth {
+	desc := "ssh-agent"
+	if pinned != nil {
+		desc = "ssh-agent key " + strings.Join(pinned, ", ")
+	}
 	return Auth{
-		desc: "ssh-agent",
+		desc: desc,
 		load: func() (authParts, error) {
+			for _, fp := range pinned {
+				if !ValidFingerprint(fp) {
+					return authParts{}, &wrapError{msg: fmt.Sprintf("ssh-agent: %q is not a SHA256 key fingerprint (SHA256: and 43 base64 characters, as ssh-add -l prints it)", fp),
+						errs: []error{ErrInvalidCommand}}
+				}
+			}
 			sock := os.Getenv("SSH_AUTH_SOCK")
 			if sock == "" {
 				return authParts{}, &wrapError{
@@ -131,6 +177,26 @@ func Agent() Auth {
 					msg:  fmt.Sprintf("ssh-agent: list keys from %s: %v", sock, err),
 					errs: []error{ErrAuthFailed, err},
 				}
+			}
+			if pinned != nil {
+				var keep []xssh.Signer
+				var held []string
+				for _, s := range signers {
+					fp := xssh.FingerprintSHA256(s.PublicKey())
+					held = append(held, fp)
+					if slices.Contains(pinned, fp) {
+						keep = append(keep, s)
+					}
+				}
+				if len(keep) == 0 {
+					c.Close()
+					return authParts{}, &wrapError{
+						msg: fmt.Sprintf("ssh-agent: the agent at %s holds no key %s (it holds %d: %s): add it (ssh-add KEYFILE) or fix the pinned fingerprint",
+							sock, strings.Join(pinned, ", "), len(held), strings.Join(held, ", ")),
+						errs: []error{ErrAuthFailed},
+					}
+				}
+				signers = keep
 			}
 			return authParts{signers: signers, release: func() { c.Close() }}, nil
 		},
@@ -202,6 +268,9 @@ func loadAuth(t *Target) (methods []xssh.AuthMethod, release func(), err error) 
 			passwords = append(passwords, p.password)
 		}
 	}
+	// Only signature algorithms the Target allows (no ssh-rsa SHA-1 by
+	// default): a key that could sign with none of them is not offered.
+	signers, dropped := restrictSigners(signers, t.Algorithms.withDefaults().PublicKeyAuths)
 	if len(signers) > 0 {
 		methods = append(methods, xssh.PublicKeys(signers...))
 	}
@@ -214,6 +283,11 @@ func loadAuth(t *Target) (methods []xssh.AuthMethod, release func(), err error) 
 			i++
 			return passwords[i-1], nil
 		}), len(passwords)))
+	}
+	if len(methods) == 0 && len(dropped) > 0 {
+		release()
+		return nil, nil, targetErr(t, ErrAlgorithmNegotiation, nil,
+			"no credentials to offer: the keys %s can sign with none of Target.Algorithms.PublicKeyAuths", strings.Join(dropped, ", "))
 	}
 	if len(methods) == 0 {
 		release()

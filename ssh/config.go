@@ -24,6 +24,13 @@ type Target struct {
 	// HostKey verifies the server's host key. The zero value is strict
 	// checking against ~/.ssh/known_hosts (see KnownHosts).
 	HostKey HostKeyPolicy
+	// Algorithms are the key exchanges, ciphers, MACs, host key and
+	// signature algorithms the connection may use. The zero value is
+	// DefaultAlgorithms (OpenSSH 9's defaults without SHA-1); use
+	// LegacyAlgorithms for an old server that offers only SHA-1 or CBC
+	// algorithms. A server with nothing in common fails the dial with
+	// ErrAlgorithmNegotiation.
+	Algorithms Algorithms
 }
 
 // addr returns "host:port" with the default port 22 applied.

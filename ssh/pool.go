@@ -445,11 +445,11 @@ func (p *Pool) dialOnce(dctx context.Context, t *Target, hp *hostPool, abandoned
 	}
 	_ = nc.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
 	stopDeadline := context.AfterFunc(dctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	algos := t.Algorithms.withDefaults() // algorithms.go
 	cc, chans, reqs, err := xssh.NewClientConn(nc, addr, &xssh.ClientConfig{
-		User:              t.User,
-		Auth:              methods,
-		HostKeyCallback:   hc.callback,
-		HostKeyAlgorithms: hc.algos,
+		Config: xssh.Config{KeyExchanges: algos.KeyExchanges, Ciphers: algos.Ciphers, MACs: algos.MACs},
+		User:   t.User, Auth: methods, HostKeyCallback: hc.callback,
+		HostKeyAlgorithms: hostKeyAlgorithms(hc.algos, algos.HostKeys),
 	})
 	inTime := stopDeadline()
 	if err != nil {
@@ -459,6 +459,9 @@ func (p *Pool) dialOnce(dctx context.Context, t *Target, hp *hostPool, abandoned
 		}
 		if dctx.Err() != nil {
 			return nil, false, abandoned("handshake")
+		}
+		if nerr := negotiationErr(t, err); nerr != nil {
+			return nil, false, nerr
 		}
 		if isAuthError(err) {
 			return nil, false, targetErr(t, ErrAuthFailed, err,

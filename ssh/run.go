@@ -80,6 +80,9 @@ func validateTarget(t *Target) error {
 	case len(t.Auth) == 0:
 		return targetErr(t, ErrInvalidCommand, nil, "Target.Auth is empty: add KeyFile, PrivateKey, Signers, Agent or Password")
 	}
+	if err := t.Algorithms.Validate(); err != nil {
+		return targetErr(t, ErrInvalidCommand, nil, "Target.Algorithms: %v", err)
+	}
 	return nil
 }
 

@@ -22,7 +22,7 @@ func newMachineAdd(g *globals) *cobra.Command {
 		output    string
 	)
 	c := &cobra.Command{
-		Use:   "add NAME --host H [--team TEAM] [--port P] [--user U] [--identity FILE] [--known-hosts FILE | --accept-new-host-key]",
+		Use:   "add NAME --host H [--team TEAM] [--port P] [--user U] [--identity FILE | --agent [--agent-key SHA256:…]] [--known-hosts FILE | --accept-new-host-key] [--legacy-algorithms]",
 		Short: "Register a machine",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -62,7 +62,9 @@ func newMachineAdd(g *globals) *cobra.Command {
 	f.IntVar(&m.Port, "port", 22, "SSH port")
 	f.StringVar(&m.User, "user", "", "login user (default: the current user)")
 	f.StringVar(&m.IdentityFile, "identity", "", "private key file (passphrase: --identity-passphrase-file or env REDIACC_SSH_KEY_PASSPHRASE)")
-	f.BoolVar(&m.UseAgent, "agent", false, "authenticate with the ssh-agent at $SSH_AUTH_SOCK")
+	f.BoolVar(&m.UseAgent, "agent", false, "authenticate with the ssh-agent at $SSH_AUTH_SOCK (every key it holds, unless --agent-key)")
+	f.StringVar(&m.AgentKey, "agent-key", "", "offer only this agent key, by SHA256 fingerprint as ssh-add -l prints it (implies --agent)")
+	f.BoolVar(&m.LegacyAlgorithms, "legacy-algorithms", false, "WEAKER: also offer SHA-1 key exchanges and MACs, ssh-rsa and CBC ciphers, for an old sshd that offers nothing else")
 	f.StringVar(&m.KnownHostsFile, "known-hosts", "", "known_hosts file to verify the host key against (default ~/.ssh/known_hosts)")
 	f.BoolVar(&acceptNew, "accept-new-host-key", false, "trust the host key on first use and record it in the known_hosts file")
 	f.BoolVar(&insecure, "insecure-ignore-host-key", false, "accept any host key (INSECURE: tests only)")

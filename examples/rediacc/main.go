@@ -231,7 +231,12 @@ func (g *globals) client(ctx context.Context, tune func(*rediacc.Config)) (*redi
 	if err != nil {
 		return nil, err
 	}
-	cfg := rediacc.Config{DataDir: g.dataDir, Logger: log, KeyPassphrase: g.keyPassphrase, Vault: v, AuditKeyFile: g.auditKeyFile}
+	cfg := rediacc.Config{DataDir: g.dataDir, Logger: log, KeyPassphrase: g.keyPassphrase, Vault: v, AuditKeyFile: g.auditKeyFile,
+		// Every user of this data dir is its owning OS account (New refuses
+		// a data dir owned by another user), the account the workers run
+		// as: a path a team admin names is read by the account that could
+		// read it anyway. docs/ROLES.md.
+		AllowedKeyPaths: []string{"/"}, AllowedKnownHostsPaths: []string{"/"}}
 	if tune != nil {
 		tune(&cfg)
 	}

@@ -2,8 +2,10 @@ package sshtest
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -55,6 +57,10 @@ type OpenSSHOptions struct {
 	// Passphrase encrypts the copy of the client key at
 	// EncryptedClientKeyPath. Default DefaultPassphrase.
 	Passphrase string
+	// KeyType is the type of the generated host and client keys: "ed25519"
+	// (the default) or "rsa" (3072 bits, for tests of RSA signature
+	// algorithms).
+	KeyType string
 }
 
 // OpenSSH is a running (or stopped) OpenSSH sshd for a test. Its fields
@@ -69,8 +75,8 @@ type OpenSSH struct {
 	// User is the login user (DefaultTestUser as root, else the current
 	// user).
 	User string
-	// ClientKeyPath is an unencrypted ed25519 private key (OpenSSH format,
-	// mode 0600) authorized for User.
+	// ClientKeyPath is an unencrypted private key (ed25519 unless
+	// KeyType; OpenSSH format, mode 0600) authorized for User.
 	ClientKeyPath string
 	// ClientSigner is the key at ClientKeyPath, loaded.
 	ClientSigner ssh.Signer
@@ -82,7 +88,7 @@ type OpenSSH struct {
 	// KnownHostsPath is a known_hosts file holding the "[HOST]:PORT" line of
 	// the server's host key.
 	KnownHostsPath string
-	// HostPublicKey is the server's ed25519 host key.
+	// HostPublicKey is the server's host key (ed25519 unless KeyType).
 	HostPublicKey ssh.PublicKey
 	// ConfigPath is the generated sshd_config.
 	ConfigPath string
@@ -182,12 +188,15 @@ func StartOpenSSH(tb testing.TB, opts OpenSSHOptions) *OpenSSH {
 	}
 
 	// Keys.
-	hostSigner, hostPEM, _, err := generateKey(nil)
+	if opts.KeyType != "" && opts.KeyType != "ed25519" && opts.KeyType != "rsa" {
+		tb.Fatalf("sshtest: OpenSSHOptions.KeyType %q is not ed25519 or rsa", opts.KeyType)
+	}
+	hostSigner, hostPEM, _, err := generateKeyOfType(opts.KeyType, nil)
 	if err != nil {
 		tb.Fatalf("sshtest: generate host key: %v", err)
 	}
 	o.HostPublicKey = hostSigner.PublicKey()
-	clientSigner, clientPEM, _, err := generateKey(nil)
+	clientSigner, clientPEM, _, err := generateKeyOfType(opts.KeyType, nil)
 	if err != nil {
 		tb.Fatalf("sshtest: generate client key: %v", err)
 	}
@@ -341,7 +350,18 @@ func (o *OpenSSH) start() error {
 // generateKey returns a new ed25519 signer, its unencrypted OpenSSH PEM and,
 // when passphrase is non-empty, a copy encrypted with it.
 func generateKey(passphrase []byte) (ssh.Signer, []byte, []byte, error) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	return generateKeyOfType("ed25519", passphrase)
+}
+
+// generateKeyOfType is generateKey for typ "ed25519" ("" too) or "rsa".
+func generateKeyOfType(typ string, passphrase []byte) (ssh.Signer, []byte, []byte, error) {
+	var priv crypto.Signer
+	var err error
+	if typ == "rsa" {
+		priv, err = rsa.GenerateKey(rand.Reader, 3072)
+	} else {
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	}
 	if err != nil {
 		return nil, nil, nil, err
 	}

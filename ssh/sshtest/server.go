@@ -44,6 +44,11 @@ type Options struct {
 	MaxSessions int
 	// Logger receives debug records. Default: discard.
 	Logger *slog.Logger
+	// PublicKeyAuthAlgorithms are the signature algorithms the server
+	// accepts and announces in server-sig-algs (x/crypto's
+	// ServerConfig.PublicKeyAuthAlgorithms), e.g. only "ssh-rsa" to act as
+	// a server that accepts SHA-1 signatures alone. Default: x/crypto's.
+	PublicKeyAuthAlgorithms []string
 }
 
 // Server is an in-process SSH server that runs "exec" requests with the
@@ -117,7 +122,8 @@ func Start(opts Options) (*Server, error) {
 		authorized = append(authorized, k.PublicKey())
 	}
 	s.config = &ssh.ServerConfig{
-		NoClientAuth: opts.NoClientAuth,
+		NoClientAuth:            opts.NoClientAuth,
+		PublicKeyAuthAlgorithms: opts.PublicKeyAuthAlgorithms,
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			for _, k := range authorized {
 				if k.Type() == key.Type() && string(k.Marshal()) == string(key.Marshal()) {
