@@ -83,6 +83,37 @@ func TestDataDirOfAnotherUserRefused(t *testing.T) {
 	} else {
 		t.Log("not root: the cases of a directory owned by another user need root to chown")
 	}
+	// A safe directory under a parent that others may write in (or own):
+	// they could swap it for another between two runs.
+	underParent := func(mode os.FileMode, chownTo int) string {
+		parent := filepath.Join(t.TempDir(), "parent")
+		if err := os.Mkdir(parent, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(parent, mode); err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(parent, "data")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if chownTo >= 0 {
+			if err := os.Chown(parent, chownTo, chownTo); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	cases["under a world-writable parent"] = struct {
+		dir  string
+		want string
+	}{underParent(0o777, -1), "on the way to"}
+	if os.Geteuid() == 0 {
+		cases["under a parent another user owns"] = struct {
+			dir  string
+			want string
+		}{underParent(0o755, 65534), "on the way to"}
+	}
 	real := t.TempDir()
 	link := filepath.Join(t.TempDir(), "link")
 	plant(t, real, link)

@@ -80,8 +80,10 @@ type Config struct {
 	// ~/.rediacc; with a Store and no DataDir, the client writes no file
 	// (see ArchiveDir). Created 0700 when missing; it must be owned by this
 	// process's user, not be a symbolic link and not be writable by group
-	// or others (New returns ErrUnsafePath saying how to fix it), and files
-	// in it are opened without following links.
+	// or others, nor may any directory on the way to it (unless sticky, as
+	// /tmp) be writable by others or owned by another user than root (New
+	// returns ErrUnsafePath saying how to fix it); files in it are opened
+	// without following links.
 	DataDir string
 	// Logger receives structured logs; every record about a task carries
 	// task_id, machine, priority and attempt. Default: slog.Default().

@@ -25,11 +25,16 @@ import (
 var ErrUnsafe = errors.New("unsafe path")
 
 // CheckDir returns nil when dir is a directory (not a symbolic link) owned
-// by the effective user and not writable by group or others; otherwise an
+// by the effective user and not writable by group or others, and every
+// directory on the way to it is owned by root or the effective user and
+// not writable by group or others unless sticky (as /tmp); otherwise an
 // error wrapping ErrUnsafe that says how to fix it, or the error of Lstat.
 func CheckDir(dir string) error {
 	fi, err := os.Lstat(dir)
 	if err != nil {
+		return err
+	}
+	if err := checkAncestors(dir); err != nil {
 		return err
 	}
 	if fi.Mode()&os.ModeSymlink != 0 {
@@ -51,8 +56,12 @@ func CheckDir(dir string) error {
 }
 
 // MkdirPrivate creates dir with mode 0700 (and missing parents likewise)
-// unless it exists, then checks it with CheckDir.
+// unless it exists, then checks it with CheckDir. The directories on the
+// way are checked before anything is created.
 func MkdirPrivate(dir string) error {
+	if err := checkAncestors(dir); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		if _, lerr := os.Lstat(dir); lerr == nil {
 			return CheckDir(dir) // e.g. a dangling link: say so
@@ -102,4 +111,54 @@ func WriteFileExcl(path string, data []byte, perm os.FileMode) (err error) {
 		return err
 	}
 	return f.Sync()
+}
+
+// checkAncestors checks the existing directories on the way to dir, along
+// the path as written and along the path with its links resolved: whoever
+// may write in one of them could replace what follows it.
+func checkAncestors(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	paths := []string{abs}
+	if real := resolveExisting(abs); real != abs {
+		paths = append(paths, real)
+	}
+	for _, p := range paths {
+		for a := filepath.Dir(p); ; a = filepath.Dir(a) {
+			fi, err := os.Stat(a)
+			if err == nil {
+				uid, ok := owner(fi)
+				if ok && uid != 0 && uid != os.Geteuid() {
+					return fmt.Errorf("%w: %s, on the way to %s, is owned by %s: whoever owns it can replace what is in it; "+
+						"use a directory whose parents only you and root own", ErrUnsafe, a, dir, userName(uid))
+				}
+				if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0 {
+					return fmt.Errorf("%w: %s, on the way to %s, is writable by group or others (mode %s) and not sticky: "+
+						"anyone who can write in it can replace what is in it; run chmod go-w %s, or use another directory", ErrUnsafe, a, dir, fi.Mode().Perm(), a)
+				}
+			}
+			if filepath.Dir(a) == a {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// resolveExisting resolves the links of the longest existing prefix of p.
+func resolveExisting(p string) string {
+	var rest []string
+	for cur := p; ; {
+		if r, err := filepath.EvalSymlinks(cur); err == nil {
+			return filepath.Join(append([]string{r}, rest...)...)
+		}
+		parent := filepath.Dir(cur)
+		if parent == cur {
+			return p
+		}
+		rest = append([]string{filepath.Base(cur)}, rest...)
+		cur = parent
+	}
 }
