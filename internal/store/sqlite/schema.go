@@ -10,8 +10,8 @@ const applicationID = 0x72646363
 // Times are INTEGER unix nanoseconds UTC (NULL for the zero time), except
 // audit.time (milliseconds, see migration 2): they
 // come back exactly as given, so internal/sched sees the same instants in
-// every engine. tasks_claim serves Claim: within one (status, priority) it
-// yields tasks by enqueued_at then seq (the rowid ends every index).
+// every engine. tasks_pending serves Claim (see migration 4; the rowid seq
+// ends every index).
 var migrations = []string{
 	// 1: machines and tasks.
 	`
@@ -151,5 +151,28 @@ CREATE INDEX tasks_completed ON tasks (completed_at) WHERE completed_at IS NOT N
 	// keys themselves are never in the store.
 	`
 ALTER TABLE audit ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
+`,
+
+	// 5: fair claims (internal/sched). tasks_pending holds the PENDING tasks
+	// by machine, priority and enqueued_at (and seq, the rowid): Claim reads
+	// the machines with pending work and each (machine, priority) FIFO from
+	// it, and it replaces tasks_claim. fair_teams keeps each team's start and
+	// finish tags (virtual time) of its last task claimed, fair_machines each
+	// machine's stamp of its last task claimed; the largest start and stamp
+	// are the claim rule's clocks.
+	`
+CREATE INDEX tasks_pending ON tasks (machine, priority, enqueued_at) WHERE status = 'PENDING';
+DROP INDEX tasks_claim;
+CREATE TABLE fair_teams (
+	team   TEXT PRIMARY KEY,
+	start  INTEGER NOT NULL,
+	finish INTEGER NOT NULL
+) STRICT;
+CREATE INDEX fair_teams_start ON fair_teams (start);
+CREATE TABLE fair_machines (
+	machine TEXT PRIMARY KEY,
+	stamp   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX fair_machines_stamp ON fair_machines (stamp);
 `,
 }

@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-
-	"github.com/rediacc/rediacc/internal/sched"
 )
 
 // The statements of the hot write paths (CreateTask, CreateTasks, Claim,
@@ -30,22 +28,6 @@ const (
 	sqlRunning  = `SELECT machine, count(*) FROM tasks WHERE status IN ('ASSIGNED', 'PROCESSING') GROUP BY machine`
 	sqlClaimRow = `UPDATE tasks SET status = 'ASSIGNED', lease_owner = ?, lease_expires_at = ?
 		WHERE seq = ? AND status = 'PENDING' RETURNING ` + taskCols
-	sqlLevel = `SELECT seq, id, machine, priority, enqueued_at, ready_at FROM tasks INDEXED BY tasks_claim
-		WHERE status = 'PENDING' AND priority = ?1 AND ready_at <= ?2 ORDER BY enqueued_at, seq`
-	sqlLevelIn = `SELECT seq, id, machine, priority, enqueued_at, ready_at FROM tasks INDEXED BY tasks_claim
-		WHERE status = 'PENDING' AND priority = ?1 AND ready_at <= ?2 AND machine IN (SELECT value FROM json_each(?3))
-		ORDER BY enqueued_at, seq`
-	// sqlLevelBusy and sqlLevelInBusy read a level BusyMachines hold back
-	// (sched.BusyFrom..5) without those machines' tasks, so a busy
-	// machine's backlog is skipped inside SQLite rather than row by row in
-	// Go (about 4x cheaper per skipped task).
-	sqlLevelBusy = `SELECT seq, id, machine, priority, enqueued_at, ready_at FROM tasks INDEXED BY tasks_claim
-		WHERE status = 'PENDING' AND priority = ?1 AND ready_at <= ?2 AND machine NOT IN (SELECT value FROM json_each(?3))
-		ORDER BY enqueued_at, seq`
-	sqlLevelInBusy = `SELECT seq, id, machine, priority, enqueued_at, ready_at FROM tasks INDEXED BY tasks_claim
-		WHERE status = 'PENDING' AND priority = ?1 AND ready_at <= ?2 AND machine IN (SELECT value FROM json_each(?3))
-		AND machine NOT IN (SELECT value FROM json_each(?4))
-		ORDER BY enqueued_at, seq`
 	sqlHeartbeat = `UPDATE tasks SET lease_expires_at = ?
 		WHERE id = ? AND lease_owner = ? AND status IN ('ASSIGNED', 'PROCESSING') RETURNING cancel_requested`
 	// sqlBatchInsert (CreateTasks) inserts a task unless its id or
@@ -61,14 +43,10 @@ type stmts struct {
 	loadTask, taskByKey, taskExists, insertTask, saveTask *sql.Stmt
 	batchInsert                                           *sql.Stmt
 	running, claimRow, heartbeat                          *sql.Stmt
-	// levels[p-1] and levelsIn[p-1] read priority p for Claim: five
-	// statements, because the five levels are read at once and a prepared
-	// statement has one cursor. levelsBusy and levelsInBusy are their
-	// variants skipping busy machines, prepared for p >= sched.BusyFrom
-	// only (nil below).
-	levels, levelsIn                  [5]*sql.Stmt
-	levelsBusy, levelsInBusy          [5]*sql.Stmt
-	auditHead, auditInsert, auditMove *sql.Stmt
+	// Claim's source (claim.go): each statement returns at most one row
+	// or is read to the end before the next is run.
+	heads, next, tags, saveTeamTag, saveStamp *sql.Stmt
+	auditHead, auditInsert, auditMove         *sql.Stmt
 
 	all []*sql.Stmt
 }
@@ -98,14 +76,11 @@ func (e *Engine) prepare(ctx context.Context) error {
 	prep(&s.running, sqlRunning)
 	prep(&s.claimRow, sqlClaimRow)
 	prep(&s.heartbeat, sqlHeartbeat)
-	for i := range s.levels {
-		prep(&s.levels[i], sqlLevel)
-		prep(&s.levelsIn[i], sqlLevelIn)
-		if i+1 >= sched.BusyFrom {
-			prep(&s.levelsBusy[i], sqlLevelBusy)
-			prep(&s.levelsInBusy[i], sqlLevelInBusy)
-		}
-	}
+	prep(&s.heads, sqlHeads)
+	prep(&s.next, sqlNext)
+	prep(&s.tags, sqlTags)
+	prep(&s.saveTeamTag, sqlSaveTeamTag)
+	prep(&s.saveStamp, sqlSaveStamp)
 	prep(&s.auditHead, sqlAuditHead)
 	prep(&s.auditInsert, sqlAuditInsert)
 	prep(&s.auditMove, sqlAuditMove)

@@ -53,7 +53,8 @@ func testClaimPerMachine(t *testing.T, f *fixture) {
 	f.task("m1", 3, at(1), named("a2"))
 	f.task("m1", 3, at(2), named("a3"))
 	f.task("m2", 3, at(3), named("b1"))
-	wantIDs(t, "first claim", f.claim(store.ClaimRequest{Owner: "w1", PerMachine: 2}), "a1", "a2", "b1")
+	// m1 and m2 (of one team) take turns.
+	wantIDs(t, "first claim", f.claim(store.ClaimRequest{Owner: "w1", PerMachine: 2}), "a1", "b1", "a2")
 	// The limit counts every worker's tasks.
 	wantIDs(t, "other worker", f.claim(store.ClaimRequest{Owner: "w2", PerMachine: 2}))
 	// PROCESSING counts too.
@@ -87,16 +88,23 @@ func testClaimReserved(t *testing.T, f *fixture) {
 	// Other machines still take low tasks once they have room.
 	f.finish(store.Finish{ID: "b-low1", Owner: "w1", At: at(time.Minute), Next: store.Completed, CountAttempt: true})
 	wantIDs(t, "other machine", f.claim(req), "b-low3")
-	// A task aged to level 1 does not get the reserved slot.
+	// A task just aged to level 1 does not get the reserved slot; one
+	// interval later (fully aged: waited priority × aging) it does, so a
+	// stream of critical work cannot starve it.
 	f.task("c", 5, at(0), named("c-old5"))
 	f.task("c", 5, at(1), named("c-old5b"))
 	aged := req
-	aged.Aging, aged.Now, aged.Machines = aging, at(10*aging), []string{"c"}
+	aged.Aging, aged.Now, aged.Machines = aging, at(4*aging+aging/2), []string{"c"}
 	aged.PerMachine = 2
 	wantIDs(t, "aged task takes an ordinary slot", f.claim(aged), "c-old5")
 	wantIDs(t, "aged task refused the reserved slot", f.claim(aged))
-	f.task("c", 1, at(10*aging), named("c-crit"))
+	f.task("c", 1, at(4*aging), named("c-crit"))
 	wantIDs(t, "critical takes the reserved slot", f.claim(aged), "c-crit")
+	f.finish(store.Finish{ID: "c-crit", Owner: "w1", At: aged.Now, Next: store.Completed, CountAttempt: true})
+	f.task("c", 1, at(4*aging+aging/2), named("c-crit2"))
+	aged.Now = at(5*aging + 1) // c-old5b fully aged, and older than c-crit2
+	wantIDs(t, "fully aged task takes the reserved slot", f.claim(aged), "c-old5b")
+	wantIDs(t, "now full", f.claim(aged))
 }
 
 func testClaimAging(t *testing.T, f *fixture) {

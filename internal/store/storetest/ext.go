@@ -222,17 +222,25 @@ func testClaimBusy(t *testing.T, f *fixture) {
 	busy := []string{"hot", "elsewhere"}
 	wantIDs(t, "busy hot machine", f.claim(store.ClaimRequest{BusyMachines: busy}), "hot-p1", "hot-p2", "cool-p3", "cool-p5")
 	wantIDs(t, "still busy", f.claim(store.ClaimRequest{BusyMachines: busy}))
-	// Aging does not lift them: waited 100 intervals, still held back.
+	// The gate has an end: aging lifts them to priority 2, which a busy
+	// machine takes (hot-p3 after 1 interval, p4 after 2, p5 after 3), or
+	// MaxHold lets them through.
 	const aging = time.Minute
-	wantIDs(t, "busy, aged", f.claim(store.ClaimRequest{BusyMachines: busy, Aging: aging, Now: at(100 * aging)}))
+	wantIDs(t, "busy, aged 1 interval", f.claim(store.ClaimRequest{BusyMachines: busy, Aging: aging, Now: at(aging + 3)}), "hot-p3")
+	wantIDs(t, "busy, MaxHold", f.claim(store.ClaimRequest{BusyMachines: busy, MaxHold: 2 * time.Minute, Now: at(2*time.Minute + 4)}), "hot-p4")
+	wantIDs(t, "busy, aged 3 intervals", f.claim(store.ClaimRequest{BusyMachines: busy, Aging: aging, Now: at(3*aging + 4)}))
+	wantIDs(t, "busy, aged 3 intervals", f.claim(store.ClaimRequest{BusyMachines: busy, Aging: aging, Now: at(3*aging + 5)}), "hot-p5")
+	for _, id := range []string{"hot-p1", "hot-p2", "hot-p3", "hot-p4", "hot-p5"} {
+		f.finish(store.Finish{ID: id, Owner: "w1", At: at(time.Hour), Next: store.Completed, CountAttempt: true})
+	}
 	// A critical task arriving on the busy machine is claimed at once.
 	f.task("hot", 1, at(2*time.Hour), named("hot-crit"))
 	wantIDs(t, "critical on a busy machine", f.claim(store.ClaimRequest{BusyMachines: busy, Now: at(2 * time.Hour)}), "hot-crit")
 	// The per-machine limit still applies to priority 1..2 on a busy machine.
 	f.task("hot", 2, at(2*time.Hour), named("hot-p2b"))
-	wantIDs(t, "busy and full", f.claim(store.ClaimRequest{BusyMachines: busy, Now: at(2 * time.Hour), PerMachine: 3}))
+	wantIDs(t, "busy and full", f.claim(store.ClaimRequest{BusyMachines: busy, Now: at(2 * time.Hour), PerMachine: 1}))
 	// Recovered: the held-back tasks run, in order.
-	wantIDs(t, "recovered", f.claim(store.ClaimRequest{Now: at(2 * time.Hour)}), "hot-p2b", "hot-p3", "hot-p4", "hot-p5")
+	wantIDs(t, "recovered", f.claim(store.ClaimRequest{Now: at(2 * time.Hour)}), "hot-p2b")
 	// With a machine filter too.
 	f.task("hot", 4, at(3*time.Hour), named("hot-p4b"))
 	f.task("cool", 4, at(3*time.Hour), named("cool-p4b"))

@@ -327,7 +327,7 @@ func testRescueExpired(t *testing.T, f *fixture) {
 		t.Fatalf("Rescue result differs from the stored task:\n%s", diff)
 	}
 	// Rescued: claimable again at once, no attempt counted; the rerun keeps number 1.
-	f.claimOne("proc", "w2", now)
+	wantIDs(t, "claim after rescue", f.claim(store.ClaimRequest{Owner: "w2", Now: now, Max: 1, Machines: []string{"m-proc"}}), "proc")
 	if got := f.start("proc", "w2", now); got.Attempts != 0 || got.History[1].Number != 1 {
 		t.Fatalf("rerun after rescue: %+v", got)
 	}

@@ -74,6 +74,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Engine) {
 	tests = append(tests, accessTests...)
 	tests = append(tests, extTests...)
 	tests = append(tests, sealTests...)
+	tests = append(tests, fairTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := open(t)
