@@ -28,9 +28,25 @@ const (
 	// the AlertRule names them) was submitted longer ago than an AlertRule's
 	// MaxPendingAge.
 	AlertQueueAge = alert.KindQueueAge
-	// AlertMachineUnhealthy: Machine failed its health probe or is above
-	// its load thresholds.
+	// AlertMachineUnhealthy: Machine failed its health probe
+	// (SeverityError).
 	AlertMachineUnhealthy = alert.KindMachineUnhealthy
+	// AlertMachineBusy: Machine's load averages rose above
+	// HealthConfig.Thresholds (SeverityWarning): it takes no new work of
+	// effective priority 3–5 until they fall below the thresholds minus
+	// the hysteresis band.
+	AlertMachineBusy = alert.KindMachineBusy
+)
+
+// Severities of Alert (Alert.Severity).
+const (
+	// SeverityWarning: worth knowing; the queue copes (a busy machine).
+	// LogAlerter logs it at WARN.
+	SeverityWarning = alert.SeverityWarning
+	// SeverityError: something failed (a task, a health probe) or a queue
+	// threshold was crossed. LogAlerter logs it at ERROR. An Alert with
+	// no Severity counts as SeverityError.
+	SeverityError = alert.SeverityError
 )
 
 // Defaults of the alerting fields of Config.
@@ -56,7 +72,9 @@ var ErrAlertDropped = errors.New("alert dropped: the webhook delivery queue is f
 // in Error and Message.
 type Alert struct {
 	// Kind is one of the Alert* kind constants.
-	Kind     string
+	Kind string
+	// Severity is SeverityWarning or SeverityError ("" counts as error).
+	Severity string
 	TaskID   string // the failed task (AlertTaskFailed); "" otherwise
 	Team     string // the team concerned; "" for a store-wide condition
 	Machine  string // the machine concerned, if any
@@ -97,18 +115,28 @@ var (
 	_ Alerter = (*fanoutAlerter)(nil)
 )
 
-// LogAlerter logs alerts at ERROR through slog. It is the default Alerter.
+// LogAlerter logs alerts through slog, at WARN or ERROR by their Severity.
+// It is the default Alerter.
 type LogAlerter struct{ Logger *slog.Logger }
 
-// Alert logs a at ERROR with its context (kind, task, team, machine,
-// priority, attempts, error, exit code, message).
+// severity is a.Severity, SeverityError when empty.
+func (a Alert) severity() string {
+	if a.Severity == "" {
+		return SeverityError
+	}
+	return a.Severity
+}
+
+// Alert logs a at WARN (SeverityWarning) or ERROR (otherwise) with its
+// context (kind, severity, task, team, machine, priority, attempts, error,
+// exit code, message).
 func (l *LogAlerter) Alert(ctx context.Context, a Alert) error {
 	lg := l.Logger
 	if lg == nil {
 		lg = slog.Default()
 	}
 	attrs := []any{
-		slog.String("kind", a.Kind), slog.String("task_id", a.TaskID), slog.String("team", a.Team),
+		slog.String("kind", a.Kind), slog.String("severity", a.severity()), slog.String("task_id", a.TaskID), slog.String("team", a.Team),
 		slog.String("machine", a.Machine), slog.Int("priority", int(a.Priority)),
 		slog.Int("attempts", a.Attempts), slog.String("error", a.Error),
 	}
@@ -125,7 +153,11 @@ func (l *LogAlerter) Alert(ctx context.Context, a Alert) error {
 	if a.Kind == AlertTaskFailed || a.Kind == "" {
 		msg = "task failed: alert"
 	}
-	lg.ErrorContext(ctx, msg, attrs...)
+	level := slog.LevelError
+	if a.severity() == SeverityWarning {
+		level = slog.LevelWarn
+	}
+	lg.Log(ctx, level, msg, attrs...)
 	return nil
 }
 
@@ -289,7 +321,7 @@ func VerifyWebhookSignature(secret, body []byte, signature string) bool {
 
 func toInternalAlert(a Alert) alert.Alert {
 	return alert.Alert{
-		Kind: a.Kind, TaskID: a.TaskID, Team: a.Team, Machine: a.Machine, Priority: int(a.Priority),
+		Kind: a.Kind, Severity: a.severity(), TaskID: a.TaskID, Team: a.Team, Machine: a.Machine, Priority: int(a.Priority),
 		Attempts: a.Attempts, ExitCode: a.ExitCode, Error: a.Error, Message: a.Message,
 		Suppressed: a.Suppressed, Time: a.Time,
 	}
@@ -490,7 +522,7 @@ func (c *Client) checkAlertRules(ctx context.Context, log *slog.Logger) {
 				}
 			}
 			if n > r.MaxPending {
-				c.raiseRule(ctx, log, Alert{Kind: AlertQueueDepth, Team: r.Team, Priority: r.Priority, Time: now,
+				c.raiseRule(ctx, log, Alert{Kind: AlertQueueDepth, Severity: SeverityError, Team: r.Team, Priority: r.Priority, Time: now,
 					Message: fmt.Sprintf("%d PENDING tasks%s, above the threshold of %d", n, scope, r.MaxPending)})
 			}
 		}
@@ -503,7 +535,7 @@ func (c *Client) checkAlertRules(ctx context.Context, log *slog.Logger) {
 			}
 			if len(ts) == 1 {
 				if age := now.Sub(ts[0].CreatedAt); age > r.MaxPendingAge {
-					c.raiseRule(ctx, log, Alert{Kind: AlertQueueAge, Team: r.Team, Priority: r.Priority, Time: now,
+					c.raiseRule(ctx, log, Alert{Kind: AlertQueueAge, Severity: SeverityError, Team: r.Team, Priority: r.Priority, Time: now,
 						Message: fmt.Sprintf("the oldest PENDING task%s (%s, on %s) was submitted %s ago, above the threshold of %s",
 							scope, ts[0].ID, ts[0].Machine, age.Round(time.Second), r.MaxPendingAge)})
 				}

@@ -26,7 +26,7 @@ func (c archiveClock) Now() time.Time { return time.Now().Add(c.off) }
 func session(t *testing.T, dir string, tune func(*rediacc.Config)) *rediacc.Client {
 	t.Helper()
 	cfg := rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond,
-		LeaseDuration: 3 * time.Second, HealthInterval: -1}
+		LeaseDuration: 3 * time.Second, Health: rediacc.HealthConfig{Interval: -1}}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -249,7 +249,7 @@ func TestCorruptArchiveSegment(t *testing.T) {
 func TestNewStoreBesideOldArchive(t *testing.T) {
 	dir := t.TempDir()
 	open := func() (*rediacc.Client, error) {
-		return rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, HealthInterval: -1})
+		return rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, Health: rediacc.HealthConfig{Interval: -1}})
 	}
 	c, err := open()
 	if err != nil {
@@ -315,12 +315,12 @@ func TestNewStoreBesideOldArchive(t *testing.T) {
 
 	// Another store pointed at it: refused likewise, naming both stores.
 	other := t.TempDir()
-	oc, err := rediacc.New(asOwner(), rediacc.Config{DataDir: other, Logger: testLogger(t), HealthInterval: -1})
+	oc, err := rediacc.New(asOwner(), rediacc.Config{DataDir: other, Logger: testLogger(t), Health: rediacc.HealthConfig{Interval: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = oc.Close()
-	_, err = rediacc.New(asOwner(), rediacc.Config{DataDir: other, ArchiveDir: filepath.Join(dir, "archive"), Logger: testLogger(t), HealthInterval: -1})
+	_, err = rediacc.New(asOwner(), rediacc.Config{DataDir: other, ArchiveDir: filepath.Join(dir, "archive"), Logger: testLogger(t), Health: rediacc.HealthConfig{Interval: -1}})
 	if !errors.Is(err, rediacc.ErrArchiveMismatch) || !strings.Contains(err.Error(), strings.TrimSpace(string(id))) {
 		t.Fatalf("another store's ArchiveDir: %v", err)
 	}

@@ -21,7 +21,7 @@ const (
 // servers registered as m00, m01, … in team "bench" (labels role=bench).
 func benchClient(b *testing.B, servers []*sshtest.OpenSSH) *rediacc.Client {
 	b.Helper()
-	cfg := rediacc.Config{DataDir: b.TempDir(), Logger: slog.New(slog.DiscardHandler), HealthInterval: -1,
+	cfg := rediacc.Config{DataDir: b.TempDir(), Logger: slog.New(slog.DiscardHandler), Health: rediacc.HealthConfig{Interval: -1},
 		Concurrency: len(servers) * 8, PerMachineLimit: 8, NoCriticalReserve: true, PollInterval: 20 * time.Millisecond}
 	c, err := rediacc.New(asOwner(), cfg)
 	if err != nil {

@@ -24,7 +24,7 @@ func watchGoroutines() int {
 // spread over its machines; idempotency keys work within and across
 // batches; every task is audited.
 func TestSubmitBatch(t *testing.T) {
-	c := newClient(t, func(cfg *rediacc.Config) { cfg.HealthInterval = -1 })
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.Health.Interval = -1 })
 	teamMachine(t, c, "w1", "prod", map[string]string{"role": "web"}, 54)
 	teamMachine(t, c, "w2", "prod", map[string]string{"role": "web"}, 55)
 	ctx := asOwner()
@@ -97,7 +97,7 @@ func TestSubmitBatch(t *testing.T) {
 // FanOut queues one task per machine of a team and selector; WaitAll waits
 // for them; Watch streams their changes and closes when they are done.
 func TestFanOutWaitAllWatch(t *testing.T) {
-	c := newClient(t, func(cfg *rediacc.Config) { cfg.HealthInterval = -1 })
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.Health.Interval = -1 })
 	web := map[string]string{"role": "web"}
 	teamMachine(t, c, "f1", "prod", web, 56)
 	teamMachine(t, c, "f2", "prod", web, 57)

@@ -31,8 +31,11 @@ func newClient(t testing.TB, tune func(*rediacc.Config)) *rediacc.Client {
 	t.Helper()
 	cfg := rediacc.Config{
 		DataDir: t.TempDir(), Logger: testLogger(t), PollInterval: 20 * time.Millisecond,
-		LeaseDuration:  3 * time.Second,
-		HealthInterval: -1, // no health probes: this host is often busy (health_test.go turns them on)
+		LeaseDuration: 3 * time.Second,
+		// Health probes on, with their defaults: a machine is judged busy
+		// on averages over minutes (never on one sample), and a busy
+		// machine's gate ends with aging, so a loaded test host delays
+		// nothing here.
 	}
 	if tune != nil {
 		tune(&cfg)

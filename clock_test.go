@@ -36,6 +36,13 @@ func (f *fakeClock) Advance(d time.Duration) {
 // inProcessMachine registers an in-process SSH server (fast, no sshd).
 func inProcessMachine(t *testing.T, c *rediacc.Client, name string) {
 	t.Helper()
+	inProcessTeamMachine(t, c, name, "")
+}
+
+// inProcessTeamMachine registers an in-process SSH server in team ("":
+// the default team).
+func inProcessTeamMachine(t *testing.T, c *rediacc.Client, name, team string) {
+	t.Helper()
 	signer, pemKey, err := sshtest.GenerateSigner(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +56,7 @@ func inProcessMachine(t *testing.T, c *rediacc.Client, name string) {
 	if err := os.WriteFile(known, []byte(srv.KnownHostsLine()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.AddMachine(asOwner(), rediacc.Machine{Name: name, Host: srv.Host(), Port: srv.Port(), User: "test",
+	if _, err := c.AddMachine(asOwner(), rediacc.Machine{Name: name, Team: team, Host: srv.Host(), Port: srv.Port(), User: "test",
 		IdentityFile: key, KnownHostsFile: known}); err != nil {
 		t.Fatal(err)
 	}

@@ -21,8 +21,7 @@ const crashChildEnv = "REDIACC_CRASH_CHILD_DIR"
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
-		c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(nil), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute,
-			HealthInterval: -1}) // no health probes: a busy test host would hold back priority-3 tasks
+		c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(nil), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(2)
@@ -42,8 +41,7 @@ func TestCrashRecoveryAfterSIGKILL(t *testing.T) {
 	ctx := asOwner()
 	// The lease (one minute) is far longer than the test: rescue must come
 	// from noticing that the dead worker's process is gone.
-	c, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute,
-		HealthInterval: -1})
+	c, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func ExampleClient_Submit() {
 	defer srv.Close()
 
 	ctx := rediacc.WithActor(context.Background(), "ops")
-	c, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), HealthInterval: -1})
+	c, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), Health: rediacc.HealthConfig{Interval: -1}})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -79,7 +79,7 @@ func ExampleClient_Cancel() {
 	srv, machine := exampleMachine(dir)
 	defer srv.Close()
 	ctx := rediacc.WithActor(context.Background(), "ops")
-	c, _ := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), HealthInterval: -1})
+	c, _ := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), Health: rediacc.HealthConfig{Interval: -1}})
 	defer c.Close()
 	_, _ = c.AddMachine(ctx, machine)
 	task, _ := c.Submit(ctx, rediacc.TaskSpec{Machine: "web-01", Command: "sleep 60"})

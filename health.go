@@ -16,11 +16,20 @@ import (
 	rssh "github.com/rediacc/rediacc/ssh"
 )
 
-// Health probing defaults.
+// Health probing defaults (HealthConfig's zero fields).
 const (
 	// DefaultHealthInterval is how often a worker probes the machines it may
-	// run tasks on (Config.HealthInterval).
+	// run tasks on (HealthConfig.Interval).
 	DefaultHealthInterval = time.Minute
+	// DefaultHealthHysteresis is HealthConfig.Hysteresis's default, in
+	// percentage points: busy above 90 %, free again below 80 %.
+	DefaultHealthHysteresis = health.DefaultHysteresis
+	// DefaultMaxHold is HealthConfig.MaxHold's default: the longest a busy
+	// machine holds back a task (aging usually lets it through sooner).
+	DefaultMaxHold = 30 * time.Minute
+	// HealthMinBusySamples is how many samples a machine's average must
+	// rest on before it can be called busy: one sample never does.
+	HealthMinBusySamples = health.MinBusySamples
 	// DefaultHealthCPUPercent and DefaultHealthMemPercent are the default
 	// HealthThresholds: above 90 % CPU or 90 % memory used a machine is
 	// busy.
@@ -36,12 +45,58 @@ const (
 	busyCacheTTL = time.Second
 )
 
-// HealthThresholds say when a machine is busy: a machine whose last health
-// sample is above either threshold (strictly) takes no new work of
-// priority 3–5 until a later sample is below them; priority 1–2 tasks still
-// run on it, and placement (TaskSpec.Team) sends it priority 3–5 work only
-// when no other machine is eligible. A zero field means its default; set a
-// threshold above 100 to never call a machine busy on that account.
+// HealthConfig configures the workers' health probes and the busy gate
+// (Config.Health). Every zero field means its default.
+//
+// A worker probes each machine it may run tasks on every Interval (CPU over
+// ~200 ms, load, memory, disk: HealthSample) and judges the machine on an
+// exponentially weighted moving average of its samples (time constant
+// Smoothing), with hysteresis: the machine becomes busy when an average
+// rises above its threshold (Thresholds; never on one sample, see
+// HealthMinBusySamples) and is free again only when every average is below
+// its threshold minus Hysteresis. The judgement (averages, busy, since
+// when, why) is stored with the machine, so every worker and reader of the
+// store sees the same one (MachineStatus, Task.Waiting).
+//
+// A busy machine takes no new work of effective priority 3–5 (see
+// EffectivePriority); priority 1–2 runs as usual. The gate has an end:
+// aging lifts a waiting task to priority 2 after (priority-2) ×
+// Config.AgingInterval, and no task is held longer than MaxHold.
+// Placement (TaskSpec.Team) avoids busy machines for priority 3–5 work when
+// another machine is eligible. A probe that fails makes the machine
+// unhealthy (an AlertMachineUnhealthy alert, SeverityError); becoming busy
+// raises an AlertMachineBusy alert (SeverityWarning).
+type HealthConfig struct {
+	// Interval is how often a worker probes, over SSH, the machines it may
+	// run tasks on; the first round runs when Run starts. Default
+	// DefaultHealthInterval (1 min); negative turns the worker's probes
+	// off (ProbeMachine still works). A judgement older than three
+	// intervals no longer counts.
+	Interval time.Duration
+	// Thresholds say when a machine's averages make it busy. Default: CPU
+	// 90 %, memory 90 %.
+	Thresholds HealthThresholds
+	// Hysteresis is how far, in percentage points, every average must fall
+	// below its threshold before a busy machine is free again. Default
+	// DefaultHealthHysteresis (10); negative: no band.
+	Hysteresis float64
+	// Smoothing is the averages' time constant τ: a sample taken dt after
+	// the previous one weighs 1 - exp(-dt/τ) (so a sustained load shows in
+	// about τ). Default 2 × Interval (2 min); negative: none, each sample
+	// replaces the average.
+	Smoothing time.Duration
+	// MaxHold is the longest a busy machine holds back a task, counted
+	// from when it was queued (or last requeued for a retry). Default
+	// DefaultMaxHold (30 min); negative: no maximum (aging alone ends the
+	// hold; with aging off, a busy machine holds priority 3–5 work until
+	// it is free).
+	MaxHold time.Duration
+}
+
+// HealthThresholds say when a machine's averages make it busy (see
+// HealthConfig): above either threshold, strictly. A zero field means its
+// default; set a threshold above 100 to never call a machine busy on that
+// account.
 type HealthThresholds struct {
 	// CPUPercent is the CPU use (0–100, over all CPUs) above which a
 	// machine is busy. Default DefaultHealthCPUPercent (90).
@@ -92,8 +147,9 @@ func sampleFrom(s health.Sample) HealthSample {
 	}
 }
 
-// Busy reports whether s is above either of th's thresholds (zero fields of
-// th mean the defaults).
+// Busy reports whether s, one sample, is above either of th's thresholds
+// (zero fields of th mean the defaults). Workers judge machines on an
+// average of samples, not on one (see HealthConfig).
 func (s HealthSample) Busy(th HealthThresholds) bool {
 	return health.Sample{CPUPercent: s.CPUPercent, MemUsedPercent: s.MemUsedPercent}.
 		Busy(health.Thresholds{CPUPercent: th.CPUPercent, MemPercent: th.MemPercent})
@@ -106,6 +162,9 @@ type healthRecord struct {
 	Sample *HealthSample `json:"sample,omitempty"`
 	// Error is the last probe's error; "" when it succeeded.
 	Error string `json:"error,omitempty"`
+	// Judged is the judgement after the successful samples: averages,
+	// busy, since when and why (nil before the first sample).
+	Judged *health.Judgement `json:"judged,omitempty"`
 }
 
 // healthView is a machine's health as placement and claims see it.
@@ -114,21 +173,56 @@ type healthView struct {
 	at     time.Time // last probe
 	fresh  bool      // the last probe is recent enough to count
 	failed bool      // fresh and the last probe failed: unhealthy
-	busy   bool      // fresh, succeeded, and above the thresholds
+	busy   bool      // the stored judgement, recent enough, says busy
 }
 
-// healthDefaults fills Config's health defaults (called by New).
+// healthDefaults fills Config's health defaults (called by New): the
+// deprecated HealthInterval and HealthThresholds fill Health's zero
+// fields, then Health's defaults apply.
 func healthDefaults(cfg *Config) {
-	if cfg.HealthInterval == 0 {
-		cfg.HealthInterval = DefaultHealthInterval
+	h := &cfg.Health
+	if h.Interval == 0 {
+		h.Interval = cfg.HealthInterval
 	}
-	if cfg.HealthThresholds.CPUPercent <= 0 {
-		cfg.HealthThresholds.CPUPercent = DefaultHealthCPUPercent
+	if h.Thresholds == (HealthThresholds{}) {
+		h.Thresholds = cfg.HealthThresholds
 	}
-	if cfg.HealthThresholds.MemPercent <= 0 {
-		cfg.HealthThresholds.MemPercent = DefaultHealthMemPercent
+	if h.Interval == 0 {
+		h.Interval = DefaultHealthInterval
+	}
+	if h.Thresholds.CPUPercent <= 0 {
+		h.Thresholds.CPUPercent = DefaultHealthCPUPercent
+	}
+	if h.Thresholds.MemPercent <= 0 {
+		h.Thresholds.MemPercent = DefaultHealthMemPercent
+	}
+	if h.Hysteresis == 0 {
+		h.Hysteresis = DefaultHealthHysteresis
+	}
+	if h.Smoothing == 0 {
+		iv := h.Interval
+		if iv <= 0 {
+			iv = DefaultHealthInterval
+		}
+		h.Smoothing = 2 * iv
+	}
+	if h.MaxHold == 0 {
+		h.MaxHold = DefaultMaxHold
+	}
+	cfg.HealthInterval, cfg.HealthThresholds = h.Interval, h.Thresholds // the deprecated fields read back the same
+}
+
+// healthRules is how this client judges samples.
+func (c *Client) healthRules() health.Rules {
+	h := c.cfg.Health
+	return health.Rules{
+		Thresholds: health.Thresholds{CPUPercent: h.Thresholds.CPUPercent, MemPercent: h.Thresholds.MemPercent},
+		Hysteresis: h.Hysteresis, Smoothing: max(h.Smoothing, 0), Stale: c.staleAfter(),
 	}
 }
+
+// maxHold is ClaimRequest.MaxHold: 0 when off.
+func (c *Client) maxHold() time.Duration { return max(c.cfg.Health.MaxHold, 0) }
 
 // healthState is the Client's cache of busy machines for claims.
 type healthState struct {
@@ -141,7 +235,7 @@ type healthState struct {
 // intervals (of the default interval when probing is off here, as samples
 // may come from other workers).
 func (c *Client) staleAfter() time.Duration {
-	iv := c.cfg.HealthInterval
+	iv := c.cfg.Health.Interval
 	if iv <= 0 {
 		iv = DefaultHealthInterval
 	}
@@ -160,7 +254,9 @@ func (c *Client) viewHealth(m store.Machine, now time.Time) healthView {
 	v.at = m.HealthAt
 	v.fresh = now.Sub(m.HealthAt) <= c.staleAfter()
 	v.failed = v.fresh && v.rec.Error != ""
-	v.busy = v.fresh && v.rec.Error == "" && v.rec.Sample != nil && v.rec.Sample.Busy(c.cfg.HealthThresholds)
+	if j := v.rec.Judged; j != nil {
+		v.busy = j.Busy && now.Sub(j.At) <= c.staleAfter()
+	}
 	return v
 }
 
@@ -205,27 +301,40 @@ func (c *Client) probe(ctx context.Context, m Machine) (HealthSample, error) {
 	return sampleFrom(s), nil
 }
 
-// probeAndRecord probes m, stores the outcome (a failure keeps the last good
-// sample) and raises an AlertMachineUnhealthy alert when the probe failed
-// or the machine is busy.
+// nextHealth is a machine's health record after a probe: a failed probe
+// keeps the last good sample and judgement; a sample is judged with the
+// previous ones (see HealthConfig).
+func (c *Client) nextHealth(prev healthRecord, s HealthSample, perr error) healthRecord {
+	rec := healthRecord{Sample: prev.Sample, Judged: prev.Judged}
+	if perr != nil {
+		rec.Error = trimErr(perr)
+		return rec
+	}
+	var j health.Judgement
+	if prev.Judged != nil {
+		j = *prev.Judged
+	}
+	j = c.healthRules().Next(j, health.Sample{At: s.At, CPUPercent: s.CPUPercent, MemUsedPercent: s.MemUsedPercent})
+	rec.Sample, rec.Judged = &s, &j
+	return rec
+}
+
+// probeAndRecord probes m, judges and stores the outcome, and raises an
+// AlertMachineUnhealthy alert (SeverityError) when the probe failed, or an
+// AlertMachineBusy alert (SeverityWarning) when the machine became busy.
 func (c *Client) probeAndRecord(ctx context.Context, m Machine) (HealthSample, error) {
 	s, perr := c.probe(ctx, m)
 	if perr != nil && ctx.Err() != nil {
 		return s, perr // stopped (the worker is shutting down): not the machine's fault
 	}
+	var prev healthRecord
+	if pm, err := c.engine.GetMachine(ctx, m.Name); err == nil && len(pm.Health) > 0 {
+		_ = json.Unmarshal(pm.Health, &prev) // unreadable: judged afresh
+	}
+	rec := c.nextHealth(prev, s, perr)
 	now := c.clock.Now().UTC()
-	rec := healthRecord{}
 	if perr == nil {
-		rec.Sample = &s
 		now = s.At
-	} else {
-		rec.Error = trimErr(perr)
-		if prev, err := c.engine.GetMachine(ctx, m.Name); err == nil {
-			var old healthRecord
-			if json.Unmarshal(prev.Health, &old) == nil {
-				rec.Sample = old.Sample
-			}
-		}
 	}
 	raw, err := json.Marshal(rec)
 	if err == nil {
@@ -240,12 +349,12 @@ func (c *Client) probeAndRecord(ctx context.Context, m Machine) (HealthSample, e
 	var a *Alert
 	switch {
 	case perr != nil:
-		a = &Alert{Kind: AlertMachineUnhealthy, Team: m.Team, Machine: m.Name, Error: rec.Error, Time: now,
+		a = &Alert{Kind: AlertMachineUnhealthy, Severity: SeverityError, Team: m.Team, Machine: m.Name, Error: rec.Error, Time: now,
 			Message: fmt.Sprintf("machine %s failed its health probe: %s", m.Name, clipLine(rec.Error, 200))}
-	case s.Busy(c.cfg.HealthThresholds):
-		a = &Alert{Kind: AlertMachineUnhealthy, Team: m.Team, Machine: m.Name, Time: now,
-			Message: fmt.Sprintf("machine %s is busy: CPU %.0f %%, memory %.0f %% (thresholds %.0f %%, %.0f %%): it takes no new priority 3-5 work",
-				m.Name, s.CPUPercent, s.MemUsedPercent, c.cfg.HealthThresholds.CPUPercent, c.cfg.HealthThresholds.MemPercent)}
+	case rec.Judged.Busy && (prev.Judged == nil || !prev.Judged.Busy):
+		a = &Alert{Kind: AlertMachineBusy, Severity: SeverityWarning, Team: m.Team, Machine: m.Name, Time: now,
+			Message: fmt.Sprintf("machine %s is busy: %s (averages over %s): it takes no new priority 3-5 work until every average is %.0f points below its threshold; held tasks pass once aged to priority 2 or after %s",
+				m.Name, rec.Judged.Why, c.cfg.Health.Smoothing, max(c.cfg.Health.Hysteresis, 0), fmtHold(c.maxHold()))}
 	}
 	if a != nil {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -257,12 +366,21 @@ func (c *Client) probeAndRecord(ctx context.Context, m Machine) (HealthSample, e
 	return s, perr
 }
 
+func fmtHold(d time.Duration) string {
+	if d <= 0 {
+		return "no maximum"
+	}
+	return d.String()
+}
+
 // ProbeMachine probes the named machine's health now over SSH (one
 // session: /proc/loadavg, /proc/meminfo, /proc/stat twice 200 ms apart,
 // nproc, df /), stores the sample as the machine's last, and returns it.
+// The sample is judged with the machine's earlier ones (HealthConfig) and
+// stored; an AlertMachineBusy alert is raised when the machine becomes busy.
 // A failed probe is stored too: the machine counts as unhealthy (placement
 // skips it) until a later probe succeeds, and an AlertMachineUnhealthy alert
-// is raised (also when the machine is above Config.HealthThresholds).
+// is raised.
 // Needs machine.status in the machine's team (any member). The probe takes
 // about 0.2 s on a pooled connection and at most ProbeTimeout.
 //
@@ -321,17 +439,27 @@ type MachineStatus struct {
 	// intervals, failed. A machine never probed, or not probed recently,
 	// counts as healthy (its health is unknown).
 	Healthy bool `json:"healthy"`
-	// Busy is true while the last recent sample is above
-	// Config.HealthThresholds: the machine takes no new priority 3–5 work.
-	Busy bool `json:"busy"`
+	// Busy is true while the machine's recent judgement (HealthConfig:
+	// averages with hysteresis) says busy: it takes no new work of
+	// effective priority 3–5. BusySince is when it became busy and
+	// BusyReason which average is above which threshold ("CPU 97 % >
+	// 90 %").
+	Busy       bool      `json:"busy"`
+	BusySince  time.Time `json:"busySince,omitzero"`
+	BusyReason string    `json:"busyReason,omitempty"`
+	// AvgCPUPercent and AvgMemPercent are the averages the judgement rests
+	// on (0 before the first sample).
+	AvgCPUPercent float64 `json:"avgCpuPercent"`
+	AvgMemPercent float64 `json:"avgMemPercent"`
 }
 
 // MachineStatus reports, by name, the health and load of the machines of
 // the teams the actor belongs to (owners: all), or of f.Team: the last
 // health sample (CPU %, load per CPU, memory and disk used %), the tasks
 // running and queued on each, when each was last seen, and whether it is
-// busy or failing its probe. It reads stored samples (taken by workers
-// every Config.HealthInterval, or by ProbeMachine) and probes nothing.
+// busy or failing its probe. It reads stored samples and judgements (taken
+// by workers every HealthConfig.Interval, or by ProbeMachine) and probes
+// nothing.
 // Needs machine.status (any member).
 //
 // Errors: ErrNoActor, ErrPermissionDenied (a Team the actor has no role in).
@@ -368,6 +496,12 @@ func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineS
 		st := MachineStatus{
 			Name: m.Name, Team: m.Team, Labels: m.Labels, Running: running[m.Name], Queued: queued[m.Name],
 			LastProbe: v.at, ProbeError: v.rec.Error, Healthy: !v.failed, Busy: v.busy,
+		}
+		if j := v.rec.Judged; j != nil {
+			st.AvgCPUPercent, st.AvgMemPercent = j.CPUPercent, j.MemPercent
+			if v.busy {
+				st.BusySince, st.BusyReason = j.Since, j.Why
+			}
 		}
 		if s := v.rec.Sample; s != nil {
 			st.Sample = s
@@ -409,19 +543,19 @@ func (c *Client) busyMachines(ctx context.Context) []string {
 	return busy
 }
 
-// startProber probes, every Config.HealthInterval (at once first), the
+// startProber probes, every HealthConfig.Interval (at once first), the
 // machines of the teams where actor may run tasks, until the returned stop
 // is called. Probes of the worker are not audited (they are not caller
 // operations); their samples are stored and failures alerted.
 func (c *Client) startProber(ctx context.Context, actor string, log *slog.Logger) (stop func()) {
-	if c.cfg.HealthInterval <= 0 {
+	if c.cfg.Health.Interval <= 0 {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		ticker := time.NewTicker(c.cfg.HealthInterval)
+		ticker := time.NewTicker(c.cfg.Health.Interval)
 		defer ticker.Stop()
 		for {
 			c.probeRound(ctx, actor, log)

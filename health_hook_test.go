@@ -4,13 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"time"
+
+	"github.com/rediacc/rediacc/internal/health"
 )
 
 // SetMachineHealthForTest stores a health sample (nil: none) and probe error
-// for a machine, as a probe would, and drops the cached busy list: tests
-// make one machine of several look busy or failing.
+// for a machine, judged as if the machine had been sampled steadily at s,
+// and drops the cached busy list: tests make one machine of several look
+// busy or failing.
 func SetMachineHealthForTest(c *Client, name string, s *HealthSample, probeErr string, at time.Time) error {
-	raw, err := json.Marshal(healthRecord{Sample: s, Error: probeErr})
+	rec := healthRecord{Sample: s, Error: probeErr}
+	if s != nil { // judged as a machine sampled steadily at s
+		var j health.Judgement
+		r := c.healthRules()
+		for i := health.MinBusySamples - 1; i >= 0; i-- {
+			j = r.Next(j, health.Sample{At: at.Add(-time.Duration(i) * time.Second), CPUPercent: s.CPUPercent, MemUsedPercent: s.MemUsedPercent})
+		}
+		rec.Judged = &j
+	}
+	raw, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}

@@ -80,9 +80,9 @@ func TestProbeMachineOnRealSSHD(t *testing.T) {
 	sink := &alertSink{}
 	c := newClient(t, func(cfg *rediacc.Config) {
 		cfg.Alerter = sink
-		cfg.HealthInterval = -1
+		cfg.Health.Interval = -1
 		// The test host may be loaded: never busy here.
-		cfg.HealthThresholds = rediacc.HealthThresholds{CPUPercent: 101, MemPercent: 101}
+		cfg.Health.Thresholds = rediacc.HealthThresholds{CPUPercent: 101, MemPercent: 101}
 	})
 	srv := teamMachine(t, c, "h1", "", nil, 40)
 	ctx := ctxTimeout(t, time.Minute)
@@ -140,7 +140,7 @@ func TestProbeMachineOnRealSSHD(t *testing.T) {
 
 // A running worker probes its machines every HealthInterval.
 func TestWorkerProbesMachines(t *testing.T) {
-	c := newClient(t, func(cfg *rediacc.Config) { cfg.HealthInterval = 200 * time.Millisecond })
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.Health.Interval = 200 * time.Millisecond })
 	teamMachine(t, c, "p1", "", nil, 41)
 	teamMachine(t, c, "p2", "", nil, 42)
 	runWorker(t, c)
@@ -176,7 +176,7 @@ func TestWorkerProbesMachines(t *testing.T) {
 // A machine whose sample is above the thresholds takes no new priority 3–5
 // work from the worker until it recovers; priority 1 tasks still run on it.
 func TestBusyMachineClaimsOnlyHighPriority(t *testing.T) {
-	c := newClient(t, func(cfg *rediacc.Config) { cfg.HealthInterval = -1 })
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.Health.Interval = -1 })
 	teamMachine(t, c, "b1", "", nil, 43)
 	now := time.Now().UTC()
 	hot := &rediacc.HealthSample{At: now, CPUPercent: 99, CPUs: 2, MemUsedPercent: 40, MemTotalBytes: 1 << 30}
@@ -205,8 +205,8 @@ func TestBusyMachineClaimsOnlyHighPriority(t *testing.T) {
 // Config.HealthThresholds decide what busy means.
 func TestHealthThresholds(t *testing.T) {
 	c := newClient(t, func(cfg *rediacc.Config) {
-		cfg.HealthInterval = -1
-		cfg.HealthThresholds = rediacc.HealthThresholds{CPUPercent: 50, MemPercent: 101}
+		cfg.Health.Interval = -1
+		cfg.Health.Thresholds = rediacc.HealthThresholds{CPUPercent: 50, MemPercent: 101}
 	})
 	teamMachine(t, c, "t1", "", nil, 44)
 	now := time.Now().UTC()

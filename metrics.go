@@ -28,7 +28,7 @@ var (
 	finishOutcomes   = []string{"completed", "failed", "cancelled"}
 	attemptOutcomes  = []string{"succeeded", "failed", "timeout", "interrupted", "cancelled"}
 	deliveryOutcomes = []string{"delivered", "failed", "dropped"}
-	alertKinds       = []string{AlertTaskFailed, AlertQueueDepth, AlertQueueAge, AlertMachineUnhealthy}
+	alertKinds       = []string{AlertTaskFailed, AlertQueueDepth, AlertQueueAge, AlertMachineUnhealthy, AlertMachineBusy}
 )
 
 // metrics holds the counters the worker increments. Its methods do nothing

@@ -21,7 +21,7 @@ func countByMachine(ts []*rediacc.Task) map[string]int {
 // the matching machines (three real sshd), never land on a machine outside
 // the selector, and run there.
 func TestPlacementSpreadsABurst(t *testing.T) {
-	c := newClient(t, func(cfg *rediacc.Config) { cfg.HealthInterval = -1 })
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.Health.Interval = -1 })
 	web := map[string]string{"role": "web"}
 	teamMachine(t, c, "web-1", "prod", web, 45)
 	teamMachine(t, c, "web-2", "prod", web, 46)
@@ -84,7 +84,7 @@ func TestPlacementSpreadsABurst(t *testing.T) {
 // failing its probe is never picked; the lowest load per CPU, then the most
 // free memory, break ties.
 func TestPlacementAvoidsBusyMachines(t *testing.T) {
-	c := newClient(t, func(cfg *rediacc.Config) { cfg.HealthInterval = -1 })
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.Health.Interval = -1 })
 	teamMachine(t, c, "n1", "ops", nil, 49)
 	teamMachine(t, c, "n2", "ops", nil, 50)
 	teamMachine(t, c, "n3", "ops", nil, 51)
@@ -133,7 +133,7 @@ func TestPlacementAvoidsBusyMachines(t *testing.T) {
 // Placement is authorized on the named team: an operator of another team
 // may not place tasks in it, and the denial is audited.
 func TestPlacementNeedsTheTeamRole(t *testing.T) {
-	c := newClient(t, func(cfg *rediacc.Config) { cfg.HealthInterval = -1 })
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.Health.Interval = -1 })
 	teamMachine(t, c, "s1", "staging", nil, 53)
 	if _, err := c.CreateTeam(asOwner(), "dev", ""); err != nil {
 		t.Fatal(err)

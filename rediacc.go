@@ -183,15 +183,29 @@ type Config struct {
 	// Health, placement and the log archive (health.go, placement.go,
 	// archive.go).
 
-	// HealthInterval is how often a worker probes, over SSH, the health
-	// (CPU, load, memory, disk) of the machines it may run tasks on; the
-	// first round runs when Run starts. Default DefaultHealthInterval
-	// (1 min); negative turns the worker's probes off (ProbeMachine still
-	// works). A sample older than three intervals no longer counts.
+	// Health configures the workers' health probes of machines, how a
+	// machine is judged busy (averages with hysteresis) and how long a
+	// busy machine may hold work back (see HealthConfig). Every zero field
+	// means its default; Health: HealthConfig{Interval: -1} turns the
+	// worker's probes off.
+	Health HealthConfig
+	// HealthInterval is Health.Interval under its old name, read when
+	// Health.Interval is zero.
+	//
+	// Deprecated: use Health.Interval.
 	HealthInterval time.Duration
-	// HealthThresholds say when a machine is busy (takes no new priority
-	// 3–5 work). Default: CPU 90 %, memory 90 %.
+	// HealthThresholds is Health.Thresholds under its old name, read when
+	// Health.Thresholds is zero.
+	//
+	// Deprecated: use Health.Thresholds.
 	HealthThresholds HealthThresholds
+	// TeamWeights are the teams' shares of the workers' claims within a
+	// priority level, by team name: a team of weight 3 gets three claims
+	// for every one of a team of weight 1 while both have work queued.
+	// Teams not listed have weight 1 (equal shares); weights are 1..1000.
+	// Set the same weights on every worker sharing a store (each claim
+	// uses its worker's). See Client.Run for the scheduling order.
+	TeamWeights map[string]int
 	// ArchiveDir is the log archive's directory: finished tasks' records
 	// and old audit records moved out of the store by Prune (files 0600;
 	// the directory is checked like DataDir). Default: DataDir/archive.
@@ -261,8 +275,9 @@ type Client struct {
 	metrics *metrics           // worker counters (metrics.go)
 	limiter *alert.RateLimiter // every alert goes through it (alert.go)
 
-	hstate healthState  // busy machines for claims (health.go)
-	arch   archiveState // the log archive, opened on first use (archive.go)
+	hstate  healthState  // busy machines for claims (health.go)
+	idleWhy string       // why RunUntilEmpty last said it waits (wait.go)
+	arch    archiveState // the log archive, opened on first use (archive.go)
 
 	akey auditKeyState // the audit keyring and checkpoints (auditkey.go)
 }
@@ -316,6 +331,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.WorkerID = newWorkerID()
 	}
 	if err := alertingDefaults(&cfg); err != nil { // monitoring
+		return nil, err
+	}
+	if err := checkTeamWeights(cfg.TeamWeights); err != nil { // fair.go
 		return nil, err
 	}
 	if cfg.ScrapeTimeout <= 0 {

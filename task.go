@@ -211,7 +211,16 @@ type Task struct {
 	StartedAt     time.Time // first attempt's start; zero before
 	CompletedAt   time.Time // zero until terminal
 	NextAttemptAt time.Time // a PENDING task is not run before this
+
+	// Waiting says why a PENDING task is not running, and until when (see
+	// WaitReason); nil for other states. Get and List fill it; tasks that
+	// other calls return (Submit, Wait, Watch, …) leave it nil.
+	Waiting []WaitReason
 }
+
+// WaitMessage returns Waiting's messages joined with "; " ("" when none):
+// the task JSON's waitReason.
+func (t *Task) WaitMessage() string { return joinWaiting(t.Waiting) }
 
 // taskJSON is the task's JSON form, with the product guide's field names.
 type taskJSON struct {
@@ -246,6 +255,8 @@ type taskJSON struct {
 	StartedAt       *time.Time        `json:"startedAt"`
 	CompletedAt     *time.Time        `json:"completedAt"`
 	NextAttemptAt   *time.Time        `json:"nextAttemptAt,omitempty"`
+	WaitReason      string            `json:"waitReason,omitempty"`
+	WaitReasons     []WaitReason      `json:"waitReasons,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -280,6 +291,7 @@ func (t Task) MarshalJSON() ([]byte, error) {
 		StdoutTruncated: t.StdoutTruncated, StderrTruncated: t.StderrTruncated,
 		Error: t.Error, CreatedAt: timePtr(t.CreatedAt), StartedAt: timePtr(t.StartedAt),
 		CompletedAt: timePtr(t.CompletedAt), NextAttemptAt: timePtr(t.NextAttemptAt),
+		WaitReason: t.WaitMessage(), WaitReasons: t.Waiting,
 	})
 }
 
@@ -325,6 +337,7 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 		StdoutTruncated: j.StdoutTruncated, StderrTruncated: j.StderrTruncated,
 		Error: j.Error, CreatedAt: timeVal(j.CreatedAt), StartedAt: timeVal(j.StartedAt),
 		CompletedAt: timeVal(j.CompletedAt), NextAttemptAt: timeVal(j.NextAttemptAt),
+		Waiting: j.WaitReasons,
 	}
 	return nil
 }
@@ -471,15 +484,22 @@ func redactOutput(t *Task, g authz.Grants) {
 	}
 }
 
-// Get returns a task. Viewers get it without its stdout and stderr.
-// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound.
+// Get returns a task; a PENDING one with Waiting filled (why it waits and
+// until when, see WaitReason). Viewers get it without its stdout and
+// stderr. Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound.
 func (c *Client) Get(ctx context.Context, id string) (*Task, error) {
 	t, _, _, err := c.readTask(ctx, id, true)
+	if err == nil && t.Status == StatusPending {
+		if r, rerr := c.engine.GetTask(ctx, id); rerr == nil {
+			c.explain(ctx, []*Task{t}, []store.Task{r}) // wait.go
+		}
+	}
 	return t, err
 }
 
 // List returns, in creation order, the tasks of the teams the actor
-// belongs to (owners: all) that match f. Viewers get them without output.
+// belongs to (owners: all) that match f, the PENDING ones with Waiting
+// filled. Viewers get them without output.
 // Errors: ErrNoActor, ErrPermissionDenied (f.Team the actor has no role in).
 func (c *Client) List(ctx context.Context, f ListFilter) ([]*Task, error) {
 	teams, o, err := c.scopeTeams(ctx, authz.TaskList, f.Team, audit.EntityTask)
@@ -504,6 +524,7 @@ func (c *Client) List(ctx context.Context, f ListFilter) ([]*Task, error) {
 		redactOutput(t, g)
 		out = append(out, t)
 	}
+	c.explain(ctx, out, rs) // why the PENDING ones wait (wait.go)
 	o.done(ctx)
 	return out, nil
 }

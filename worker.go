@@ -38,7 +38,12 @@ func (c *Client) Run(ctx context.Context) error { return c.run(ctx, false) }
 
 // RunUntilEmpty works like Run but returns nil as soon as no task is
 // PENDING (including tasks waiting out a retry delay), ASSIGNED or
-// PROCESSING, or ctx.Err() when ctx ends first.
+// PROCESSING, or ctx.Err() when ctx ends first. When nothing runs (here or
+// elsewhere) and every task left is held with no end by time alone for
+// this worker (another team's, or a gate with no end), it stops with a
+// *HeldError (errors.Is ErrTasksHeld) naming them and why, instead of
+// waiting forever. While a held task frees by time alone (a retry delay,
+// the end of a busy machine's gate), it waits, and logs why at INFO.
 func (c *Client) RunUntilEmpty(ctx context.Context) error { return c.run(ctx, true) }
 
 func (c *Client) run(ctx context.Context, untilEmpty bool) error {
@@ -131,16 +136,18 @@ loop:
 		if claimedAny {
 			continue
 		}
+		var heldUntil time.Time // RunUntilEmpty: when a held task frees by time alone
 		if untilEmpty {
-			empty, err := c.queueEmpty(ctx)
-			if err != nil && ctx.Err() == nil {
-				log.ErrorContext(ctx, "queue check failed", "error", err)
-			}
-			if empty {
+			stop, err := c.idleUntilEmpty(ctx, o.actor, log, &heldUntil) // wait.go
+			if stop {
+				result = err
 				break loop
 			}
 		}
 		wait := c.cfg.PollInterval
+		if d := heldUntil.Sub(c.clock.Now()); !heldUntil.IsZero() && d < wait {
+			wait = max(d, time.Millisecond)
+		}
 		if next, ok, err := c.engine.NextReady(ctx); err == nil && ok {
 			// A task ready now that the claim left (its machine is full,
 			// or another team's) must not make the loop spin: only a
@@ -166,7 +173,7 @@ loop:
 		}
 		timer.Stop()
 	}
-	if untilEmpty && ctx.Err() != nil {
+	if untilEmpty && ctx.Err() != nil && result == nil {
 		result = ctx.Err()
 	}
 	c.shutdown(base, &wg, log)
@@ -240,7 +247,8 @@ func (c *Client) claim(ctx context.Context, actor string, n int) ([]store.Task, 
 		Owner: c.id, Now: now, LeaseUntil: now.Add(c.cfg.LeaseDuration), Max: n,
 		PerMachine: c.cfg.PerMachineLimit, ReserveCritical: !c.cfg.NoCriticalReserve,
 		Aging: aging, Machines: machines,
-		BusyMachines: c.busyMachines(ctx), // above their health thresholds (health.go)
+		BusyMachines: c.busyMachines(ctx), MaxHold: c.maxHold(), // judged busy; the gate's end (health.go)
+		Weights: c.claimWeights(), // fair shares between teams (fair.go)
 	})
 	if err != nil || len(tasks) == 0 {
 		return tasks, err
@@ -262,19 +270,6 @@ func (c *Client) taskEvent(t store.Task, action string, details map[string]strin
 	}
 	return audit.Record{Time: c.clock.Now().UTC(), Actor: c.workerActor, Action: action,
 		EntityType: audit.EntityTask, EntityID: t.ID, Team: t.Team, Result: audit.ResultOK, Details: d}
-}
-
-func (c *Client) queueEmpty(ctx context.Context) (bool, error) {
-	ts, err := c.engine.ListTasks(ctx, store.TaskFilter{
-		Statuses: []store.Status{store.Pending, store.Assigned, store.Processing}, Limit: 1,
-	})
-	if err != nil {
-		return false, err
-	}
-	c.mu.Lock()
-	n := len(c.running)
-	c.mu.Unlock()
-	return len(ts) == 0 && n == 0, nil
 }
 
 // heartbeat renews the leases of running tasks and ends those that were

@@ -89,8 +89,8 @@ rediacc audit verify still verifies the whole chain. With
 		},
 	}
 	f := c.Flags()
-	f.DurationVar(&olderThan, "older-than", 0, "prune what is older than this, e.g. 720h (required)")
-	f.DurationVar(&retention, "archive-retention", 0, "delete archived task records older than this (0: keep forever)")
+	durationFlag(f, &olderThan, "older-than", 0, "", true, "prune what is older than this, e.g. 720h (required)")
+	durationFlag(f, &retention, "archive-retention", 0, "", true, "delete archived task records older than this (0: keep forever)")
 	f.StringVarP(&output, "output", "o", "", "output format: text or json")
 	_ = c.MarkFlagRequired("older-than")
 	return c

@@ -50,7 +50,7 @@ func TestCLIEndToEndOnRealSSHD(t *testing.T) {
 		t.Fatalf("create task printed %q, want a UUID", id)
 	}
 	failing := strings.TrimSpace(c.ok("create", "task", "--machine", "prod-01", "--priority", "5", "--command", "exit 4", "--failure-action", "none"))
-	c.ok("worker", "--until-empty", "--concurrency", "2", "--health-interval", "-1s") // a busy test host would hold back priority 3-5
+	c.ok("worker", "--until-empty", "--concurrency", "2")
 	var task map[string]any
 	if err := json.Unmarshal([]byte(c.ok("inspect", "queue", id, "-o", "json")), &task); err != nil {
 		t.Fatal(err)

@@ -82,7 +82,7 @@ func quickstart(ctx context.Context, g *globals) error {
 	fmt.Fprintf(g.stdout, "In-process SSH server on %s (host key recorded in %s)\n\n", srv.Addr(), knownHosts)
 
 	cl, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: log, Concurrency: 1, PollInterval: 50 * time.Millisecond,
-		HealthInterval: -1}) // the demo's machine is this host: its load says nothing
+		Health: rediacc.HealthConfig{Interval: -1}}) // the demo's machine is this host: its load says nothing
 	if err != nil {
 		return err
 	}

@@ -129,9 +129,15 @@ func state(s rediacc.MachineStatus) string {
 	return "ok"
 }
 
-// registerHealthFlags adds the worker's health probing flags.
-func registerHealthFlags(f *pflag.FlagSet, cfg *rediacc.Config) {
-	f.DurationVar(&cfg.HealthInterval, "health-interval", rediacc.DefaultHealthInterval, "probe the machines' health this often (negative: never)")
-	f.Float64Var(&cfg.HealthThresholds.CPUPercent, "busy-cpu", rediacc.DefaultHealthCPUPercent, "a machine above this CPU % takes no new priority 3-5 work")
-	f.Float64Var(&cfg.HealthThresholds.MemPercent, "busy-mem", rediacc.DefaultHealthMemPercent, "a machine above this memory % takes no new priority 3-5 work")
+// registerHealthFlags adds the worker's health probing and busy-gate flags.
+func registerHealthFlags(f *pflag.FlagSet, h *rediacc.HealthConfig) {
+	durationFlag(f, &h.Interval, "health-interval", rediacc.DefaultHealthInterval, "no probes", false,
+		"probe the machines' health this often (-1: never)")
+	f.Float64Var(&h.Thresholds.CPUPercent, "busy-cpu", rediacc.DefaultHealthCPUPercent, "a machine whose CPU average is above this % takes no new priority 3-5 work")
+	f.Float64Var(&h.Thresholds.MemPercent, "busy-mem", rediacc.DefaultHealthMemPercent, "a machine whose memory average is above this % takes no new priority 3-5 work")
+	f.Float64Var(&h.Hysteresis, "busy-hysteresis", rediacc.DefaultHealthHysteresis, "a busy machine is free again once its averages are this many points below the thresholds")
+	durationFlag(f, &h.Smoothing, "health-smoothing", 0, "no smoothing", true,
+		"time constant of the load averages (default twice --health-interval)")
+	durationFlag(f, &h.MaxHold, "max-hold", rediacc.DefaultMaxHold, "no maximum", false,
+		"longest a busy machine holds a task back (aging usually lets it through sooner)")
 }

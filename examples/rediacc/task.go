@@ -109,7 +109,7 @@ progress bar follows the tasks, then a table shows each machine's result.`,
 	f.StringVar(&spec.Retry.Backoff, "retry-backoff", "exponential", "retry delay shape: exponential or constant")
 	f.StringVar(&spec.Retry.RetryOn, "retry-on", "failure", "what is retried: failure (connection errors, timeouts, non-zero exits) or connection")
 	f.StringVar(&failureAction, "failure-action", "alert", "after the last failed attempt: alert or none")
-	f.DurationVar(&spec.Timeout, "timeout", 0, "time limit of one attempt, e.g. 90s or 10m (default 1h)")
+	durationFlag(f, &spec.Timeout, "timeout", 0, "", true, "time limit of one attempt, e.g. 90s or 10m (default 1h)")
 	f.StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE for the command (repeatable; not for secrets)")
 	f.StringArrayVar(&secrets, "secret", nil, "ENV=KEY: hand the team vault's KEY to the command as $ENV (repeatable; never on a command line, masked in output)")
 	f.StringVar(&spec.IdempotencyKey, "idempotency-key", "", "a second create with the same key returns the first task")
@@ -221,6 +221,9 @@ func newInspectQueue(g *globals) *cobra.Command {
 				if !t.NextAttemptAt.IsZero() {
 					row("Next attempt", fmtTime(t.NextAttemptAt))
 				}
+				for _, w := range t.Waiting {
+					row("Waiting", w.Message)
+				}
 				if t.Error != "" {
 					row("Error", t.Error)
 				}
@@ -267,11 +270,12 @@ func newWorker(g *globals) *cobra.Command {
 	var (
 		concurrency, perMachine int
 		untilEmpty              bool
-		health                  rediacc.Config // status.go: HealthInterval, HealthThresholds
-		mon                     monitorFlags   // monitor.go
+		health                  rediacc.HealthConfig // status.go
+		weights                 map[string]int
+		mon                     monitorFlags // monitor.go
 	)
 	c := &cobra.Command{
-		Use:   "worker [--concurrency N] [--until-empty] [--metrics-addr ADDR] [--alert-webhook URL [--alert-webhook-secret KEY]]",
+		Use:   "worker [--concurrency N] [--until-empty] [--team-weight TEAM=N]... [--metrics-addr ADDR] [--alert-webhook URL [--alert-webhook-secret KEY]]",
 		Short: "Run queued tasks (until interrupted, or until the queue is empty)",
 		Args:  exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -281,7 +285,8 @@ func newWorker(g *globals) *cobra.Command {
 			cl, err := mon.client(c.Context(), g, func(cfg *rediacc.Config) {
 				cfg.Concurrency = concurrency
 				cfg.PerMachineLimit = perMachine
-				cfg.HealthInterval, cfg.HealthThresholds = health.HealthInterval, health.HealthThresholds
+				cfg.Health = health
+				cfg.TeamWeights = weights
 			})
 			if err != nil {
 				return err
@@ -301,7 +306,8 @@ func newWorker(g *globals) *cobra.Command {
 	f := c.Flags()
 	f.IntVar(&concurrency, "concurrency", rediacc.DefaultConcurrency, "tasks run at once by this worker")
 	f.IntVar(&perMachine, "per-machine-limit", rediacc.DefaultPerMachineLimit, "tasks run at once on one machine (OpenSSH allows 10 sessions per connection)")
-	f.BoolVar(&untilEmpty, "until-empty", false, "exit 0 once no task is pending, assigned or processing")
+	f.BoolVar(&untilEmpty, "until-empty", false, "exit 0 once no task is pending, assigned or processing; exit 1, naming them and why, when the tasks left are ones this worker cannot run")
+	f.StringToIntVar(&weights, "team-weight", nil, "TEAM=N: the team's share of claims within a priority level (default 1 each; repeatable)")
 	mon.register(f)
 	registerHealthFlags(f, &health) // status.go
 	return c

@@ -34,9 +34,17 @@ const (
 	// KindQueueAge: the oldest pending task (of Priority/Team, when set) has
 	// waited longer than its threshold.
 	KindQueueAge = "queue.age"
-	// KindMachineUnhealthy: Machine failed its health probe or is above its
-	// load thresholds.
+	// KindMachineUnhealthy: Machine failed its health probe.
 	KindMachineUnhealthy = "machine.unhealthy"
+	// KindMachineBusy: Machine's load averages rose above its thresholds:
+	// it takes no new low-priority work for a while.
+	KindMachineBusy = "machine.busy"
+)
+
+// Severities, for [Alert].Severity: how urgent the condition is.
+const (
+	SeverityWarning = "warning" // worth knowing; the system copes (a busy machine)
+	SeverityError   = "error"   // something failed (a task, a probe, a threshold crossed)
 )
 
 // Alert is one alert. Its JSON form (the webhook body) uses the field names
@@ -44,6 +52,8 @@ const (
 type Alert struct {
 	// Kind is one of the Kind* constants.
 	Kind string `json:"kind"`
+	// Severity is SeverityWarning or SeverityError.
+	Severity string `json:"severity"`
 	// TaskID is the failed task's id (task.failed); empty otherwise.
 	TaskID string `json:"taskId"`
 	// Team and Machine the alert is about, when it is about one.
