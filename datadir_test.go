@@ -123,7 +123,7 @@ func TestDataDirOfAnotherUserRefused(t *testing.T) {
 	}{link, "symbolic link"}
 
 	for name, tc := range cases {
-		_, err := rediacc.New(asOwner(), rediacc.Config{DataDir: tc.dir, Logger: testLogger(t), HealthInterval: -1})
+		_, err := rediacc.New(asOwner(), rediacc.Config{DataDir: tc.dir, Logger: testLogger(t), Health: rediacc.HealthConfig{Interval: -1}})
 		if !errors.Is(err, rediacc.ErrUnsafePath) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.dir) {
 			t.Errorf("%s: New: %v, want ErrUnsafePath saying %q", name, err, tc.want)
 		}
@@ -133,7 +133,7 @@ func TestDataDirOfAnotherUserRefused(t *testing.T) {
 			t.Errorf("%s: OpenLocalVault: %v, want ErrUnsafePath", name, err)
 		}
 		// The archive dir alone, under a safe data dir.
-		_, err = rediacc.New(asOwner(), rediacc.Config{DataDir: t.TempDir(), ArchiveDir: tc.dir, Logger: testLogger(t), HealthInterval: -1})
+		_, err = rediacc.New(asOwner(), rediacc.Config{DataDir: t.TempDir(), ArchiveDir: tc.dir, Logger: testLogger(t), Health: rediacc.HealthConfig{Interval: -1}})
 		if err == nil {
 			t.Errorf("%s: an unsafe ArchiveDir was accepted", name)
 		}
@@ -164,7 +164,7 @@ func TestPlantedLinksNotFollowed(t *testing.T) {
 			return err
 		}},
 		"vault lock file": {"vault/default.lock", false, func(t *testing.T, dir string) error {
-			c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), HealthInterval: -1})
+			c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), Health: rediacc.HealthConfig{Interval: -1}})
 			if err != nil {
 				return err
 			}
@@ -206,7 +206,7 @@ func TestPlantedLinksNotFollowed(t *testing.T) {
 }
 
 func openClient(t *testing.T, dir string) error {
-	c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), HealthInterval: -1})
+	c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), Health: rediacc.HealthConfig{Interval: -1}})
 	if err == nil {
 		c.Close()
 	}
@@ -214,7 +214,7 @@ func openClient(t *testing.T, dir string) error {
 }
 
 func openClientAndVault(t *testing.T, dir string) error {
-	c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), HealthInterval: -1})
+	c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), Health: rediacc.HealthConfig{Interval: -1}})
 	if err != nil {
 		return err
 	}
@@ -225,7 +225,7 @@ func openClientAndVault(t *testing.T, dir string) error {
 
 // pruneOnce runs a task and prunes it into the archive.
 func pruneOnce(t *testing.T, dir string) error {
-	c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, HealthInterval: -1})
+	c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, Health: rediacc.HealthConfig{Interval: -1}})
 	if err != nil {
 		return err
 	}

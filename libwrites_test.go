@@ -23,7 +23,7 @@ func TestMemoryClientWritesNothing(t *testing.T) {
 	cliDir := filepath.Join(home, ".rediacc")
 
 	// The CLI's store in the default data dir, with a pruned task.
-	cli, err := rediacc.New(asOwner(), rediacc.Config{Logger: testLogger(t), PollInterval: 20 * time.Millisecond, HealthInterval: -1})
+	cli, err := rediacc.New(asOwner(), rediacc.Config{Logger: testLogger(t), PollInterval: 20 * time.Millisecond, Health: rediacc.HealthConfig{Interval: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestMemoryClientWritesNothing(t *testing.T) {
 
 	// A library client on a memory store: tasks run, finish, are pruned
 	// into its in-memory archive and read back from there.
-	mem, err := rediacc.New(asOwner(), rediacc.Config{Store: rediacc.NewMemoryStore(), Logger: testLogger(t), PollInterval: 20 * time.Millisecond, HealthInterval: -1})
+	mem, err := rediacc.New(asOwner(), rediacc.Config{Store: rediacc.NewMemoryStore(), Logger: testLogger(t), PollInterval: 20 * time.Millisecond, Health: rediacc.HealthConfig{Interval: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestMemoryClientWritesNothing(t *testing.T) {
 	if ents, _ := os.ReadDir(home); len(ents) != 1 {
 		t.Errorf("home holds %v, want only .rediacc", ents)
 	}
-	cli, err = rediacc.New(asOwner(), rediacc.Config{Logger: testLogger(t), HealthInterval: -1})
+	cli, err = rediacc.New(asOwner(), rediacc.Config{Logger: testLogger(t), Health: rediacc.HealthConfig{Interval: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestStoreWithoutArchiveDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := rediacc.New(asOwner(), rediacc.Config{Store: st, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, HealthInterval: -1})
+	c, err := rediacc.New(asOwner(), rediacc.Config{Store: st, Logger: testLogger(t), PollInterval: 20 * time.Millisecond, Health: rediacc.HealthConfig{Interval: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}
