@@ -297,3 +297,20 @@ func newTextLogger(w io.Writer) *slog.Logger {
 		return a
 	}}))
 }
+
+// The deprecated HealthInterval and HealthThresholds still configure
+// Health when it is left zero.
+func TestDeprecatedHealthFields(t *testing.T) {
+	c := newClient(t, func(cfg *rediacc.Config) {
+		cfg.HealthInterval = -1
+		cfg.HealthThresholds = rediacc.HealthThresholds{CPUPercent: 50}
+	})
+	inProcessMachine(t, c, "m1")
+	now := time.Now().UTC()
+	if err := rediacc.SetMachineHealthForTest(c, "m1", &rediacc.HealthSample{At: now, CPUPercent: 60, CPUs: 1}, "", now); err != nil {
+		t.Fatal(err)
+	}
+	if st := statusOf(t, c, asOwner(), "m1"); !st.Busy || st.BusyReason != "CPU 60 % > 50 %" {
+		t.Fatalf("HealthThresholds{CPUPercent: 50} ignored: %+v", st)
+	}
+}
