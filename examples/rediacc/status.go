@@ -25,7 +25,9 @@ func newMachineStatus(g *globals) *cobra.Command {
 		Long: `Show each machine's last health sample (taken by workers every minute,
 or now with --probe): CPU %, load per core, memory and disk used %, the
 tasks running and queued on it, when it last answered, and its state:
-ok, busy (above the CPU or memory threshold: no new priority 3-5 work),
+ok, busy (its CPU or memory average is above the threshold: no new work of
+effective priority 3-5 until it is 10 points below; why and since when are
+listed under the table),
 unhealthy (its last probe failed: tasks are not placed on it) or unknown
 (never probed).`,
 		Args: exactArgs(0, ""),
@@ -93,6 +95,9 @@ func statusTable(w io.Writer, sts []rediacc.MachineStatus, now time.Time) error 
 	for _, s := range sts {
 		if !s.Healthy && s.ProbeError != "" {
 			fmt.Fprintf(w, "%s: last probe failed: %s\n", s.Name, printable(s.ProbeError))
+		}
+		if s.Busy {
+			fmt.Fprintf(w, "%s: busy since %s: %s (averages)\n", s.Name, fmtTime(s.BusySince), s.BusyReason)
 		}
 	}
 	return nil
