@@ -290,7 +290,8 @@ func (c *Client) untilEmpty(ctx context.Context, actor string) (done bool, wait 
 				"this worker (acting as %s) may not run team %s's tasks: it needs the operator or admin role in that team", actor, r.Team)}}
 		} else {
 			ws = w.reasons(r)
-			if i := slices.IndexFunc(ws, func(x WaitReason) bool { return !x.Until.IsZero() || x.Code == WaitQueued }); i >= 0 {
+			known := w.machine(r.Machine).known // a task of an unregistered machine is claimed only by owners
+			if i := slices.IndexFunc(ws, func(x WaitReason) bool { return !x.Until.IsZero() || (x.Code == WaitQueued && known) }); i >= 0 {
 				// Claimable now (a claim raced it) or later by time alone: wait.
 				if next.IsZero() || (!ws[i].Until.IsZero() && ws[i].Until.Before(next)) {
 					next = ws[i].Until
