@@ -26,7 +26,7 @@ import (
 // keyedClient opens a client on dir with the default audit key file.
 func keyedClient(t *testing.T, dir string, tune func(*rediacc.Config)) *rediacc.Client {
 	t.Helper()
-	cfg := rediacc.Config{DataDir: dir, Logger: testLogger(t), HealthInterval: -1, AuditCheckpointInterval: -1}
+	cfg := rediacc.Config{DataDir: dir, Logger: testLogger(t), Health: rediacc.HealthConfig{Interval: -1}, AuditCheckpointInterval: -1}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -396,7 +396,7 @@ func TestAuditKeyFileLifecycle(t *testing.T) {
 		if err := os.WriteFile(keyFile, []byte(`{"id":"x","from":1,"created":"2026-01-01T00:00:00Z","key":"c2hvcnQ="}`+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), HealthInterval: -1})
+		_, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(t), Health: rediacc.HealthConfig{Interval: -1}})
 		if !errors.Is(err, rediacc.ErrAuditKeyring) || !strings.Contains(err.Error(), keyFile) || !strings.Contains(err.Error(), "line 1") {
 			t.Fatalf("New with a corrupt key file: %v", err)
 		}
@@ -602,7 +602,7 @@ func TestAuditMemoryStoreKey(t *testing.T) {
 	home := t.TempDir()
 	t.Setenv("REDIACC_HOME", home)
 	t.Setenv("HOME", home)
-	c, err := rediacc.New(asOwner(), rediacc.Config{Store: rediacc.NewMemoryStore(), Logger: testLogger(t), HealthInterval: -1})
+	c, err := rediacc.New(asOwner(), rediacc.Config{Store: rediacc.NewMemoryStore(), Logger: testLogger(t), Health: rediacc.HealthConfig{Interval: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -637,7 +637,7 @@ func TestAuditKeyWithoutKeyFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := rediacc.New(asOwner(), rediacc.Config{Store: st, Logger: slog.New(slog.NewTextHandler(logs, nil)), HealthInterval: -1})
+		c, err := rediacc.New(asOwner(), rediacc.Config{Store: st, Logger: slog.New(slog.NewTextHandler(logs, nil)), Health: rediacc.HealthConfig{Interval: -1}})
 		if err != nil {
 			t.Fatal(err)
 		}
