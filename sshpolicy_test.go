@@ -172,7 +172,9 @@ func TestMachineAgentKeyPinned(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("SSH_AUTH_SOCK", sshtest.StartAgent(t, append(keys, clientPEM)...))
-	c := newClient(t, nil)
+	// No health probes: a worker's probe of the other machine would be
+	// another login in the sshd log this test reads.
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.Health.Interval = -1 })
 	ctx := asOwner()
 	pinned := ssh.FingerprintSHA256(srv.ClientSigner.PublicKey())
 	for name, fp := range map[string]string{"pinned": pinned, "every-key": ""} {
