@@ -14,6 +14,10 @@ import (
 )
 
 // WaitCode is the stable, machine-readable kind of a WaitReason.
+//
+// Adding a wait: a gate of the claim rule is a sched.Hold (see "Adding a
+// gate" in internal/sched), explained here by a WaitCode constant and a
+// case in waitView.reasons that says what holds the task and until when.
 type WaitCode string
 
 // Why a PENDING task waits (WaitReason.Code). Later features add codes; a

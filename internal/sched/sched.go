@@ -66,6 +66,18 @@
 // from an index without loading the backlog. The engine stores the changed
 // Tags in the claim's transaction.
 //
+// # Adding a gate
+//
+// A new reason to hold tasks back (a maintenance window, a drained machine,
+// a paused team queue, a previous attempt whose fate is unknown) is a Hold
+// constant, the Policy field that carries its state, and a case in Check
+// returning the hold and, when it ends by time alone, until when. Claim
+// drops a (machine, priority) stream at its first held head, so a hold
+// must be monotone along the stream: if it holds a task, it holds every
+// task of the same machine and base priority enqueued later (a hold by
+// machine, team, base priority or age qualifies). The root package turns
+// each Hold into a WaitReason (wait.go).
+//
 // The package does no I/O and reads no clock: every instant is passed in.
 package sched
 
