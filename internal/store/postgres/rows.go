@@ -1,0 +1,160 @@
+package postgres
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rediacc/rediacc/internal/store"
+	"github.com/rediacc/rediacc/internal/store/fsm"
+)
+
+// Times are stored as bigint unix nanoseconds, NULL for the zero time.
+
+func nanos(t time.Time) *int64 {
+	if t.IsZero() {
+		return nil
+	}
+	n := t.UnixNano()
+	return &n
+}
+
+func fromNanos(n *int64) time.Time {
+	if n == nil {
+		return time.Time{}
+	}
+	return time.Unix(0, *n).UTC()
+}
+
+func blob(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// attemptRow is one History entry in the JSON array of tasks.history.
+type attemptRow struct {
+	Number    int    `json:"number"`
+	Worker    string `json:"worker,omitempty"`
+	StartedAt *int64 `json:"started_at,omitempty"`
+	EndedAt   *int64 `json:"ended_at,omitempty"`
+	ExitCode  *int   `json:"exit_code,omitempty"`
+	Error     string `json:"error,omitempty"`
+	Outcome   string `json:"outcome,omitempty"`
+}
+
+// historyJSON encodes h for the history column (nil for none).
+func historyJSON(h []store.Attempt) ([]byte, error) {
+	if len(h) == 0 {
+		return nil, nil
+	}
+	rows := make([]attemptRow, len(h))
+	for i, a := range h {
+		rows[i] = attemptRow{Number: a.Number, Worker: a.Worker, StartedAt: nanos(a.StartedAt), EndedAt: nanos(a.EndedAt),
+			ExitCode: a.ExitCode, Error: a.Error, Outcome: a.Outcome}
+	}
+	return json.Marshal(rows)
+}
+
+func historyFromJSON(b []byte) ([]store.Attempt, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var rows []attemptRow
+	if err := json.Unmarshal(b, &rows); err != nil {
+		return nil, fmt.Errorf("task history: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	h := make([]store.Attempt, len(rows))
+	for i, r := range rows {
+		h[i] = store.Attempt{Number: r.Number, Worker: r.Worker, StartedAt: fromNanos(r.StartedAt), EndedAt: fromNanos(r.EndedAt),
+			ExitCode: r.ExitCode, Error: r.Error, Outcome: r.Outcome}
+	}
+	return h, nil
+}
+
+const taskCols = `seq, id, idempotency_key, team, machine, priority, spec, status, attempts, history,
+	created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
+	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error`
+
+// scanTask reads one row of taskCols.
+func scanTask(row pgx.Row) (int64, store.Task, error) {
+	var (
+		seq                                              int64
+		t                                                store.Task
+		status                                           string
+		prio                                             int16
+		exit                                             *int32
+		history                                          []byte
+		created, enqueued, ready, started, completed, le *int64
+	)
+	err := row.Scan(&seq, &t.ID, &t.IdempotencyKey, &t.Team, &t.Machine, &prio, &t.Spec, &status, &t.Attempts, &history,
+		&created, &enqueued, &ready, &started, &completed, &t.LeaseOwner, &le, &t.CancelRequested,
+		&exit, &t.Stdout, &t.Stderr, &t.StdoutTruncated, &t.StderrTruncated, &t.Error)
+	if err != nil {
+		return 0, store.Task{}, err
+	}
+	t.Priority = int(prio)
+	t.Status = store.Status(status)
+	t.CreatedAt, t.EnqueuedAt, t.ReadyAt = fromNanos(created), fromNanos(enqueued), fromNanos(ready)
+	t.StartedAt, t.CompletedAt, t.LeaseExpiresAt = fromNanos(started), fromNanos(completed), fromNanos(le)
+	if exit != nil {
+		v := int(*exit)
+		t.ExitCode = &v
+	}
+	t.Spec, t.Stdout, t.Stderr = fsm.Bytes(t.Spec), fsm.Bytes(t.Stdout), fsm.Bytes(t.Stderr)
+	if t.History, err = historyFromJSON(history); err != nil {
+		return 0, store.Task{}, fmt.Errorf("task %s: %w", t.ID, err)
+	}
+	return seq, t, nil
+}
+
+// collectTasks reads every row of rows (taskCols).
+func collectTasks(rows pgx.Rows, err error) ([]int64, []store.Task, error) {
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var (
+		seqs  []int64
+		tasks []store.Task
+	)
+	for rows.Next() {
+		seq, t, err := scanTask(rows)
+		if err != nil {
+			return nil, nil, err
+		}
+		seqs, tasks = append(seqs, seq), append(tasks, t)
+	}
+	return seqs, tasks, rows.Err()
+}
+
+func exitCode(p *int) *int32 {
+	if p == nil {
+		return nil
+	}
+	v := int32(*p)
+	return &v
+}
+
+// taskArgs are the values of sqlInsertTask's columns for t.
+func taskArgs(t *store.Task) ([]any, error) {
+	h, err := historyJSON(t.History)
+	if err != nil {
+		return nil, err
+	}
+	return []any{t.ID, t.IdempotencyKey, t.Team, t.Machine, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
+		nanos(t.CreatedAt), nanos(t.EnqueuedAt), nanos(t.ReadyAt), nanos(t.StartedAt), nanos(t.CompletedAt),
+		t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
+		exitCode(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error}, nil
+}
+
+const sqlInsertTask = `INSERT INTO tasks (id, idempotency_key, team, machine, priority, spec, status, attempts, history,
+	created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
+	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)`
