@@ -72,3 +72,7 @@ var (
 // ExitError reports a remote command that exited non-zero or died by a
 // signal. Retried unless the policy restricts retries to connection errors.
 type ExitError = rssh.ExitError
+
+// ErrNotSupported: the store does not offer the operation (ListWorkers on a
+// store that serves one host).
+var ErrNotSupported = errors.New("not supported by this store")

@@ -596,6 +596,9 @@ func (c *Client) probeRound(ctx context.Context, actor string, log *slog.Logger)
 	sem := make(chan struct{}, probeParallel)
 	var wg sync.WaitGroup
 	for _, r := range rs {
+		if !c.probesMachine(r.Name) { // another worker's share (cluster.go)
+			continue
+		}
 		m, err := machineFromRecord(r)
 		if err != nil {
 			continue

@@ -72,9 +72,14 @@ const (
 
 // Config configures a Client. Every zero field has a documented default.
 type Config struct {
-	// Store holds the queue. Default: the SQLite file rediacc.db in DataDir.
-	// The Client closes it on Close.
+	// Store holds the queue. Default: the store named by StoreURL, else the
+	// SQLite file rediacc.db in DataDir. The Client closes it on Close.
 	Store *Store
+	// StoreURL names the store when Store is nil: "postgres://user@host/db"
+	// (OpenPostgres: workers on many hosts share it), "sqlite:PATH" or
+	// "memory" (see OpenStore). A store named here counts as given (Store):
+	// DataDir has no default then. Default "": the SQLite file in DataDir.
+	StoreURL string
 	// DataDir is where the default store, the local vault and the log
 	// archive live. Default, when Store is nil: $REDIACC_HOME, else
 	// ~/.rediacc; with a Store and no DataDir, the client writes no file
@@ -277,6 +282,7 @@ type Client struct {
 
 	hstate  healthState  // busy machines for claims (health.go)
 	idleWhy string       // why RunUntilEmpty last said it waits (wait.go)
+	cstate  clusterState // registry, leadership, probe share (cluster.go)
 	arch    archiveState // the log archive, opened on first use (archive.go)
 
 	akey auditKeyState // the audit keyring and checkpoints (auditkey.go)
@@ -343,6 +349,19 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.AuditCheckpointInterval = DefaultAuditCheckpointInterval
 	}
 	st := cfg.Store
+	built := false
+	if st == nil && cfg.StoreURL != "" {
+		var err error
+		if st, err = OpenStore(ctx, cfg.StoreURL); err != nil {
+			return nil, err
+		}
+		opened := st
+		defer func() {
+			if !built {
+				_ = opened.e.Close() // New failed after opening the store
+			}
+		}()
+	}
 	if st == nil && cfg.DataDir == "" {
 		cfg.DataDir = DefaultDataDir()
 	}
@@ -397,6 +416,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		_ = c.pool.Close()
 		return nil, err
 	}
+	built = true
 	return c, nil
 }
 

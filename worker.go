@@ -84,14 +84,24 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 	log := c.log.With(slog.String("worker", c.id))
 	log.InfoContext(ctx, "worker started", "concurrency", c.cfg.Concurrency, "per_machine_limit", c.cfg.PerMachineLimit)
 
-	c.rescue(ctx, log)
+	c.beatWorker(ctx, log) // the workers registry of a shared store (cluster.go)
+	defer c.unregisterWorker(ctx)
+	if c.leads(ctx, log) {
+		c.rescue(ctx, log)
+	}
 	stopProber := c.startProber(ctx, o.actor, log) // health probes (health.go)
 	// Heartbeats renew leases and pick up cancellations asked from other
 	// processes: at least every second, so a cancel takes effect quickly.
-	heartbeat := time.NewTicker(min(c.cfg.LeaseDuration/3, max(2*c.cfg.PollInterval, time.Second)))
+	heartbeat := time.NewTicker(c.heartbeatInterval())
 	defer heartbeat.Stop()
-	rescue := time.NewTicker(c.cfg.LeaseDuration / 2)
+	rescueEvery := c.cfg.LeaseDuration / 2
+	if c.clusterEngine() != nil {
+		// One leader rescues for all: within a lease and one heartbeat.
+		rescueEvery = min(rescueEvery, c.heartbeatInterval())
+	}
+	rescue := time.NewTicker(rescueEvery)
 	defer rescue.Stop()
+	wakeups := c.wakeups() // other processes' submits (LISTEN/NOTIFY; nil: none)
 	rules, stopRules := c.alertRuleTicker() // threshold alerts (alert.go)
 	defer stopRules()
 	checkpoints, stopCheckpoints := c.checkpointTicker() // audit checkpoints (auditkey.go)
@@ -160,14 +170,20 @@ loop:
 		select {
 		case <-ctx.Done():
 		case <-c.wake:
+		case <-wakeups:
 		case <-done:
 		case <-timer.C:
 		case <-heartbeat.C:
 			c.heartbeat(base, log)
+			c.beatWorker(ctx, log)
 		case <-rescue.C:
-			c.rescue(ctx, log)
+			if c.leads(ctx, log) {
+				c.rescue(ctx, log)
+			}
 		case <-rules:
-			c.checkAlertRules(ctx, log)
+			if c.leads(ctx, log) {
+				c.checkAlertRules(ctx, log)
+			}
 		case <-checkpoints:
 			c.checkpointQuietly(ctx, "periodic")
 		}
@@ -181,6 +197,13 @@ loop:
 	stopProber()
 	log.InfoContext(base, "worker stopped")
 	return result
+}
+
+// heartbeatInterval is how often a worker renews its leases: a third of
+// the lease, and at least every second, so that a cancel asked from another
+// process takes effect quickly.
+func (c *Client) heartbeatInterval() time.Duration {
+	return min(c.cfg.LeaseDuration/3, max(2*c.cfg.PollInterval, time.Second))
 }
 
 // shutdown lets running tasks finish for ShutdownGrace, then interrupts them.

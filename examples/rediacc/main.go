@@ -80,6 +80,7 @@ func isCobraUsageError(err error) bool {
 // globals are the persistent flags.
 type globals struct {
 	dataDir        string
+	storeURL       string // --store / REDIACC_STORE_URL: a store other than DATA-DIR/rediacc.db
 	logFormat      string
 	logLevel       string
 	passphraseFile string
@@ -130,7 +131,7 @@ func newRoot(g *globals) *cobra.Command {
 		c.SetContext(rediacc.WithActor(c.Context(), g.as))
 		// A command that only reads must not create a store (and make its
 		// caller the owner) in a mistyped data dir.
-		if readOnlyCommands[c.CommandPath()] {
+		if readOnlyCommands[c.CommandPath()] && g.storeURL == "" {
 			if _, err := os.Stat(filepath.Join(g.dataDir, "rediacc.db")); errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("%w: no rediacc store in %s (check --data-dir or REDIACC_HOME; the first command that writes, e.g. rediacc machine add, creates one)", rediacc.ErrNotFound, g.dataDir)
 			}
@@ -142,6 +143,7 @@ func newRoot(g *globals) *cobra.Command {
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.dataDir, "data-dir", rediacc.DefaultDataDir(), "state directory (env REDIACC_HOME)")
+	pf.StringVar(&g.storeURL, "store", os.Getenv("REDIACC_STORE_URL"), "queue store: postgres://user@host/db (shared by workers on many hosts), sqlite:PATH; default DATA-DIR/rediacc.db (env REDIACC_STORE_URL)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	g.vault.register(pf)
@@ -157,6 +159,7 @@ func newRoot(g *globals) *cobra.Command {
 	create.AddCommand(newCreateBatch(g)) // batch.go
 	list := &cobra.Command{Use: "list", Short: "List the queue"}
 	list.AddCommand(newListQueue(g), newListAudit(g))
+	list.AddCommand(newListWorkers(g)) // workers.go
 	inspect := &cobra.Command{Use: "inspect", Short: "Inspect a task"}
 	inspect.AddCommand(newInspectQueue(g))
 	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g), newTeam(g), newAudit(g), newVault(g), newRole(g))
@@ -231,7 +234,7 @@ func (g *globals) client(ctx context.Context, tune func(*rediacc.Config)) (*redi
 	if err != nil {
 		return nil, err
 	}
-	cfg := rediacc.Config{DataDir: g.dataDir, Logger: log, KeyPassphrase: g.keyPassphrase, Vault: v, AuditKeyFile: g.auditKeyFile,
+	cfg := rediacc.Config{DataDir: g.dataDir, StoreURL: g.storeURL, Logger: log, KeyPassphrase: g.keyPassphrase, Vault: v, AuditKeyFile: g.auditKeyFile,
 		// Every user of this data dir is its owning OS account (New refuses
 		// a data dir owned by another user), the account the workers run
 		// as: a path a team admin names is read by the account that could
@@ -262,6 +265,7 @@ var readOnlyCommands = map[string]bool{
 	"rediacc team list": true, "rediacc team member list": true, "rediacc audit verify": true,
 	"rediacc audit checkpoint": true, "rediacc audit key list": true, "rediacc audit key rotate": true,
 	"rediacc role list": true, "rediacc vault get": true, "rediacc vault list": true, "rediacc cancel": true,
+	"rediacc list workers": true,
 }
 
 // withClient opens the SDK client for one command, runs fn and closes the
