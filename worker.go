@@ -101,7 +101,7 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 	}
 	rescue := time.NewTicker(rescueEvery)
 	defer rescue.Stop()
-	wakeups := c.wakeups() // other processes' submits (LISTEN/NOTIFY; nil: none)
+	wakeups := c.wakeups()                  // other processes' submits (LISTEN/NOTIFY; nil: none)
 	rules, stopRules := c.alertRuleTicker() // threshold alerts (alert.go)
 	defer stopRules()
 	checkpoints, stopCheckpoints := c.checkpointTicker() // audit checkpoints (auditkey.go)
