@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rediacc/rediacc"
+	"github.com/rediacc/rediacc/internal/store/postgres/pgtest"
 	"github.com/rediacc/rediacc/ssh/sshtest"
 )
 
@@ -29,7 +30,20 @@ func TestMain(m *testing.M) {
 		_ = c.Run(asOwner())
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m)
+	if spec := os.Getenv(pgChildEnv); spec != "" {
+		os.Exit(runPGChild(spec)) // cluster_test.go
+	}
+	goleak.VerifyTestMain(stopPG{m})
+}
+
+// stopPG stops the private PostgreSQL server of the tests, if one was
+// started, after the tests ran.
+type stopPG struct{ m *testing.M }
+
+func (s stopPG) Run() int {
+	code := s.m.Run()
+	pgtest.Stop()
+	return code
 }
 
 // A worker killed with SIGKILL while tasks run: a new worker finishes every
