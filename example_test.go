@@ -2,6 +2,7 @@ package rediacc_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -102,4 +103,17 @@ func ExampleParsePriority() {
 	// 1 critical false
 	// 4 low false
 	// 0 priority(0) true
+}
+
+// OpenStore opens a store by URL: "postgres://user@host/db" for a store
+// that workers on many hosts share, "sqlite:/path/rediacc.db" for one host,
+// or "memory".
+func ExampleOpenStore() {
+	st, err := rediacc.OpenStore(context.Background(), "memory")
+	fmt.Println(st, err)
+	_, err = rediacc.OpenStore(context.Background(), "mysql://db/rediacc")
+	fmt.Println(errors.Is(err, rediacc.ErrInvalidArgument))
+	// Output:
+	// memory <nil>
+	// true
 }

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rediacc/rediacc/internal/store/postgres/pgtest"
+	"github.com/rediacc/rediacc/ssh/sshtest"
+)
+
+// TestCLIOnPostgres: --store postgres://… runs the CLI against a
+// PostgreSQL store: a worker runs the task submitted by another command,
+// and list workers shows the registry. (The machine's identity is imported
+// into the local vault of the data dir, which the worker shares: vault
+// blobs are not in PostgreSQL yet.)
+func TestCLIOnPostgres(t *testing.T) {
+	url := pgtest.Schema(t)
+	a := cli{t: t, dir: t.TempDir()}
+	b := a
+	srv := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: 6})
+	a.ok("--store", url, "machine", "add", "pg-01", "--host", srv.Host, "--port", strconv.Itoa(srv.Port), "--user", srv.User,
+		"--identity", srv.ClientKeyPath, "--known-hosts", srv.KnownHostsPath)
+	id := strings.TrimSpace(a.ok("--store", url, "create", "task", "--machine", "pg-01", "--priority", "1", "--command", "echo from-postgres"))
+	b.ok("--store", url, "worker", "--until-empty", "--health-interval", "-1s")
+	var task map[string]any
+	if err := json.Unmarshal([]byte(a.ok("--store", url, "inspect", "queue", id, "-o", "json")), &task); err != nil {
+		t.Fatal(err)
+	}
+	if task["status"] != "COMPLETED" || task["stdout"] != "from-postgres\n" {
+		t.Fatalf("task run by the other host's worker: %v", task)
+	}
+	var ws []map[string]any
+	if err := json.Unmarshal([]byte(a.ok("--store", url, "list", "workers", "-o", "json")), &ws); err != nil {
+		t.Fatal(err)
+	}
+	if len(ws) != 0 {
+		t.Fatalf("list workers after the worker stopped: %v, want none", ws)
+	}
+	// A store URL the CLI does not know: exit 5, nothing created.
+	if code, _, errs := a.run("--store", "mysql://x", "machine", "list"); code != exitInvalid || !strings.Contains(errs, "mysql") {
+		t.Fatalf("--store mysql://x: exit %d, %s", code, errs)
+	}
+	// The SQLite default keeps no registry.
+	a.ok("machine", "add", "local", "--host", srv.Host, "--port", strconv.Itoa(srv.Port), "--user", srv.User,
+		"--identity", srv.ClientKeyPath, "--known-hosts", srv.KnownHostsPath)
+	if code, _, errs := a.run("list", "workers"); code != exitError || !strings.Contains(errs, "PostgreSQL") {
+		t.Fatalf("list workers on SQLite: exit %d, %s", code, errs)
+	}
+}
