@@ -42,7 +42,9 @@ func TestCLIOnPostgres(t *testing.T) {
 	if code, _, errs := a.run("--store", "mysql://x", "machine", "list"); code != exitInvalid || !strings.Contains(errs, "mysql") {
 		t.Fatalf("--store mysql://x: exit %d, %s", code, errs)
 	}
-	// The SQLite default keeps no registry.
+	// The SQLite default keeps no registry (another data dir: this one's
+	// archive belongs to the PostgreSQL store).
+	a = cli{t: t, dir: t.TempDir()}
 	a.ok("machine", "add", "local", "--host", srv.Host, "--port", strconv.Itoa(srv.Port), "--user", srv.User,
 		"--identity", srv.ClientKeyPath, "--known-hosts", srv.KnownHostsPath)
 	if code, _, errs := a.run("list", "workers"); code != exitError || !strings.Contains(errs, "PostgreSQL") {
