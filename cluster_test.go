@@ -34,6 +34,7 @@ type pgChild struct {
 	Mode        string // "worker" or "audit"
 	StoreURL    string
 	DataDir     string
+	AuditKey    string // the audit keyring file every process shares
 	WorkerID    string
 	Lease, Poll time.Duration
 	PerMachine  int
@@ -53,7 +54,7 @@ func runPGChild(spec string) int {
 	ctx, stop := signal.NotifyContext(asOwner(), syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	c, err := rediacc.New(ctx, rediacc.Config{StoreURL: p.StoreURL, DataDir: p.DataDir, WorkerID: p.WorkerID, Logger: log,
+	c, err := rediacc.New(ctx, rediacc.Config{StoreURL: p.StoreURL, DataDir: p.DataDir, AuditKeyFile: p.AuditKey, WorkerID: p.WorkerID, Logger: log,
 		LeaseDuration: p.Lease, PollInterval: p.Poll, PerMachineLimit: p.PerMachine, Concurrency: p.Concurrency,
 		HealthInterval: -1})
 	if err != nil {
@@ -103,6 +104,7 @@ type fleet struct {
 	dir      string          // shared by the machines' commands (0777)
 	machines []string
 	lease    time.Duration
+	auditKey string // the audit keyring file of the test's client, shared by every process (as hosts must share it)
 
 	mu       sync.Mutex
 	children map[string]*exec.Cmd // worker id -> process
@@ -122,6 +124,8 @@ func newFleet(t *testing.T, machines int, lease time.Duration) *fleet {
 		t.Fatal(err)
 	}
 	f := &fleet{t: t, url: url, dir: dir, lease: lease, children: map[string]*exec.Cmd{}}
+	keyDir := t.TempDir()
+	f.auditKey = filepath.Join(keyDir, "audit.key")
 	f.c = f.client(nil)
 	for i := range machines {
 		name := fmt.Sprintf("m%d", i)
@@ -139,7 +143,7 @@ func newFleet(t *testing.T, machines int, lease time.Duration) *fleet {
 // client opens a client on the fleet's store in this process.
 func (f *fleet) client(tune func(*rediacc.Config)) *rediacc.Client {
 	f.t.Helper()
-	cfg := rediacc.Config{StoreURL: f.url, DataDir: f.t.TempDir(), Logger: testLogger(f.t), PollInterval: 20 * time.Millisecond,
+	cfg := rediacc.Config{StoreURL: f.url, DataDir: f.t.TempDir(), AuditKeyFile: f.auditKey, Logger: testLogger(f.t), PollInterval: 20 * time.Millisecond,
 		LeaseDuration: f.lease, HealthInterval: -1}
 	if tune != nil {
 		tune(&cfg)
@@ -162,7 +166,7 @@ func (f *fleet) start(url string) string {
 	id := fmt.Sprintf("host-%d/%d/w", f.n, 1000+f.n)
 	logPath := filepath.Join(f.dir, fmt.Sprintf("worker-%d.log", f.n))
 	f.mu.Unlock()
-	f.run(pgChild{Mode: "worker", StoreURL: url, DataDir: f.t.TempDir(), WorkerID: id, Lease: f.lease,
+	f.run(pgChild{Mode: "worker", StoreURL: url, DataDir: f.t.TempDir(), AuditKey: f.auditKey, WorkerID: id, Lease: f.lease,
 		Poll: 200 * time.Millisecond, PerMachine: 3, Concurrency: 8}, id, logPath)
 	return id
 }
@@ -614,7 +618,7 @@ func TestPostgresAuditWriters(t *testing.T) {
 	var cmds []*exec.Cmd
 	for i := range 4 {
 		id := fmt.Sprintf("auditor-%d", i)
-		cmds = append(cmds, f.run(pgChild{Mode: "audit", StoreURL: f.url, DataDir: t.TempDir(), WorkerID: id,
+		cmds = append(cmds, f.run(pgChild{Mode: "audit", StoreURL: f.url, DataDir: t.TempDir(), AuditKey: f.auditKey, WorkerID: id,
 			Lease: 10 * time.Second, Poll: time.Second, Goroutines: 8, N: 15, Machine: f.machines[0]}, id, filepath.Join(f.dir, id+".log")))
 	}
 	for i, cmd := range cmds {

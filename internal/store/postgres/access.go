@@ -360,7 +360,7 @@ func (e *Engine) MoveMachine(ctx context.Context, name, team string) error {
 
 // ---- audit trail
 
-const auditCols = `seq, time, actor, action, entity_type, entity_id, team, result, details, prev_hash, hash`
+const auditCols = `seq, time, actor, action, entity_type, entity_id, team, result, details, prev_hash, hash, key_id`
 
 // appendAudit chains recs after the head kept in audit_head, inserts them
 // and moves the head, inside the caller's transaction. The head row is
@@ -380,10 +380,10 @@ func (e *Engine) appendAudit(ctx context.Context, tx pgx.Tx, recs []audit.Record
 	var (
 		seqs, times                                            = make([]int64, n), make([]int64, n)
 		actors, actions, etypes, eids, teams, results, details = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]*string, n)
-		prevs, hashes                                          = make([]string, n), make([]string, n)
+		prevs, hashes, keys                                    = make([]string, n), make([]string, n), make([]string, n)
 	)
 	for i, r := range recs {
-		r = fsm.CloneRecord(audit.Chain(h, r))
+		r = fsm.CloneRecord(e.ChainAudit(h, r))
 		if len(r.Details) > 0 {
 			b, err := json.Marshal(r.Details)
 			if err != nil {
@@ -394,13 +394,13 @@ func (e *Engine) appendAudit(ctx context.Context, tx pgx.Tx, recs []audit.Record
 		}
 		seqs[i], times[i] = r.Seq, r.Time.UnixMilli()
 		actors[i], actions[i], etypes[i], eids[i], teams[i], results[i] = r.Actor, r.Action, r.EntityType, r.EntityID, r.Team, r.Result
-		prevs[i], hashes[i] = r.PrevHash, r.Hash
+		prevs[i], hashes[i], keys[i] = r.PrevHash, r.Hash, r.KeyID
 		h = audit.HeadOf(r)
 		out[i] = r
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO audit (`+auditCols+`)
-		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])`,
-		seqs, times, actors, actions, etypes, eids, teams, results, details, prevs, hashes); err != nil {
+		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])`,
+		seqs, times, actors, actions, etypes, eids, teams, results, details, prevs, hashes, keys); err != nil {
 		return nil, fmt.Errorf("appending audit records %d..%d: %w", seqs[0], seqs[n-1], err)
 	}
 	_, err = tx.Exec(ctx, `UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1`, h.Seq, h.Hash)
@@ -506,7 +506,7 @@ func (e *Engine) ListAudit(ctx context.Context, f audit.Filter) ([]audit.Record,
 			details *string
 		)
 		if err := rows.Scan(&r.Seq, &ms, &r.Actor, &r.Action, &r.EntityType, &r.EntityID, &r.Team, &r.Result,
-			&details, &r.PrevHash, &r.Hash); err != nil {
+			&details, &r.PrevHash, &r.Hash, &r.KeyID); err != nil {
 			return nil, e.classify(err)
 		}
 		r.Time = time.UnixMilli(ms).UTC()

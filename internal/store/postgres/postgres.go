@@ -67,6 +67,8 @@ const versionTable = "rediacc_schema_version"
 
 // Engine is the PostgreSQL store.Engine and store.Access. Open it with Open.
 type Engine struct {
+	fsm.AuditSeal // seals audit records (SetAuditKeyring)
+
 	pool   *pgxpool.Pool
 	desc   string // DSN without password, for messages
 	schema string // current_schema() of the store's connections

@@ -24,7 +24,7 @@ package postgres
 // and EXECUTE on rediacc_trim_audit, never UPDATE or DELETE (see
 // docs/POSTGRES.md).
 var migrations = []string{
-	// 1: the whole store as of the SQLite engine's schema version 3.
+	// 1: the whole store as of the SQLite engine's schema version 4.
 	`
 CREATE TABLE teams (
 	name        text COLLATE "C" PRIMARY KEY,
@@ -112,7 +112,8 @@ CREATE TABLE audit (
 	result      text COLLATE "C" NOT NULL,
 	details     text COLLATE "C",
 	prev_hash   text COLLATE "C" NOT NULL,
-	hash        text COLLATE "C" NOT NULL
+	hash        text COLLATE "C" NOT NULL,
+	key_id      text COLLATE "C" NOT NULL DEFAULT '' -- the audit keyring's key that sealed it ('' = version 1, plain SHA-256)
 );
 CREATE INDEX audit_time ON audit (time);
 CREATE INDEX audit_actor ON audit (actor);
