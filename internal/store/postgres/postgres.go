@@ -162,7 +162,12 @@ func (e *Engine) prepareSchema(ctx context.Context, cc *pgx.ConnConfig) error {
 		if name == "" || name == "$user" {
 			return fmt.Errorf("%w: postgres store %s: search_path %q names no schema to create", store.ErrInvalidArgument, e.desc, sp)
 		}
-		if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+		// IF NOT EXISTS does not make two creators at once safe (the
+		// loser gets a unique violation): a violation means another
+		// process created it.
+		var pe *pgconn.PgError
+		if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil &&
+			!(errors.As(err, &pe) && pe.Code == "23505") {
 			return fmt.Errorf("postgres store %s: creating schema %s: %w", e.desc, name, err)
 		}
 		schema = &name
