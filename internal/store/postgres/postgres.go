@@ -9,14 +9,11 @@
 //   - Every state change is one READ COMMITTED transaction that locks the
 //     rows it changes; transactions that deadlock or fail to serialize are
 //     retried whole.
-//   - Claim reads the ready PENDING tasks level by level in scheduling order
-//     (internal/sched decides), and holds, for each machine it claims on,
-//     a transaction-scoped advisory lock taken with pg_try_advisory_xact_lock
-//     before counting that machine's running tasks: two claimers never count
-//     the same machine at once, so the per-machine limit and the slot held
-//     back for priority 1 hold across every worker; a claimer skips the
-//     machines another claimer holds, the way FOR UPDATE SKIP LOCKED skips
-//     rows, and the task rows it takes are locked with FOR UPDATE SKIP
+//   - Claim runs internal/sched's rule over the tasks_pending index under
+//     the store's claim lock (the fairness tags are a global clock every
+//     claim advances), so the running counts it reads are exact: the
+//     per-machine limit and the slot held back for priority 1 hold across
+//     every worker; the task rows it reads are locked FOR UPDATE SKIP
 //     LOCKED. See claim.go.
 //   - Audit records are chained onto the head row (audit_head), locked FOR
 //     UPDATE by the appending transaction just before commit, so writers in

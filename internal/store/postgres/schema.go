@@ -11,8 +11,9 @@ package postgres
 // SQLite engine, except audit.time (milliseconds): they come back exactly
 // as given, so internal/sched sees the same instants in every engine.
 //
-// tasks_pending serves Claim: within one base priority it yields the
-// PENDING tasks by enqueued_at then seq, the scheduling order of a level.
+// tasks_pending serves Claim: the machines with PENDING tasks (a loose
+// index scan) and each (machine, base priority) FIFO by enqueued_at then
+// seq.
 // tasks_active serves the per-machine running counts. Text columns use the
 // "C" collation: names sort in byte order, as in the other engines.
 //
@@ -24,7 +25,7 @@ package postgres
 // and EXECUTE on rediacc_trim_audit, never UPDATE or DELETE (see
 // docs/POSTGRES.md).
 var migrations = []string{
-	// 1: the whole store as of the SQLite engine's schema version 4.
+	// 1: the whole store as of the SQLite engine's schema version 5.
 	`
 CREATE TABLE teams (
 	name        text COLLATE "C" PRIMARY KEY,
@@ -74,7 +75,7 @@ CREATE TABLE tasks (
 	stderr_truncated boolean NOT NULL DEFAULT false,
 	error            text COLLATE "C" NOT NULL DEFAULT ''
 );
-CREATE INDEX tasks_pending ON tasks (priority, enqueued_at, seq) WHERE status = 'PENDING';
+CREATE INDEX tasks_pending ON tasks (machine, priority, enqueued_at, seq) WHERE status = 'PENDING';
 CREATE INDEX tasks_ready ON tasks (ready_at) WHERE status = 'PENDING';
 CREATE INDEX tasks_active ON tasks (machine) WHERE status IN ('ASSIGNED', 'PROCESSING');
 CREATE INDEX tasks_lease ON tasks (lease_expires_at) WHERE status IN ('ASSIGNED', 'PROCESSING');
@@ -174,6 +175,21 @@ BEGIN
 	RETURN h;
 END;
 $$;
+
+-- Fair claims (internal/sched): each team's start and finish tags
+-- (virtual time) of its last task claimed, each machine's stamp of its
+-- last task claimed; the largest start and stamp are the rule's clocks.
+CREATE TABLE fair_teams (
+	team   text COLLATE "C" PRIMARY KEY,
+	start  bigint NOT NULL,
+	finish bigint NOT NULL
+);
+CREATE INDEX fair_teams_start ON fair_teams (start);
+CREATE TABLE fair_machines (
+	machine text COLLATE "C" PRIMARY KEY,
+	stamp   bigint NOT NULL
+);
+CREATE INDEX fair_machines_stamp ON fair_machines (stamp);
 
 -- Workers sharing the store: one row per running worker (Run), with its
 -- last heartbeat; leader_pid is the backend pid of the connection holding
