@@ -21,19 +21,20 @@ import (
 // hold sched's tags; their max() comes from their indexes.
 const (
 	candCols = `seq, id, team, machine, priority, enqueued_at, ready_at`
-	// sqlHeads: ?1 the machines to read (JSON list; NULL: every machine
-	// with PENDING tasks, by a loose index scan), ?2 those to leave out
-	// (JSON list), ?3 now. A head is the first ready task of a (machine,
-	// priority) in FIFO order.
+	// sqlHeads and sqlHeadsOf read the head (the first ready task in FIFO
+	// order) of every (machine, priority): of every machine with PENDING
+	// tasks (found by a loose index scan), or of the machines in ?1 (a JSON
+	// list); ?2 the machines to leave out (JSON list), ?3 now. Two
+	// statements: one with a "?1 IS NULL" switch would be prepared again at
+	// every call.
 	sqlHeads = `WITH RECURSIVE scan(m) AS (
 		SELECT (SELECT machine FROM tasks INDEXED BY tasks_pending WHERE status = 'PENDING' ORDER BY machine LIMIT 1)
-		WHERE ?1 IS NULL
 		UNION ALL
 		SELECT (SELECT machine FROM tasks INDEXED BY tasks_pending WHERE status = 'PENDING' AND machine > scan.m ORDER BY machine LIMIT 1)
 		FROM scan WHERE scan.m IS NOT NULL),
-	ms(m) AS (
-		SELECT m FROM scan WHERE m IS NOT NULL
-		UNION SELECT value FROM json_each(coalesce(?1, '[]'))),
+	ms(m) AS (SELECT m FROM scan WHERE m IS NOT NULL),` + sqlHeadsTail
+	sqlHeadsOf = `WITH ms(m) AS (SELECT DISTINCT value FROM json_each(?1)),` + sqlHeadsTail
+	sqlHeadsTail = `
 	lv(p) AS (VALUES (1), (2), (3), (4), (5)),
 	heads(s) AS (
 		SELECT (SELECT seq FROM tasks INDEXED BY tasks_pending
@@ -148,11 +149,11 @@ var _ sched.Source = (*source)(nil)
 
 // Heads implements sched.Source in one statement.
 func (s *source) Heads(only, skip []string) ([]sched.Candidate, error) {
-	var filter any
+	q, filter := s.st.heads, any(nil) // ?1 unused
 	if only != nil {
-		filter = jsonList(only)
+		q, filter = s.st.headsOf, jsonList(only)
 	}
-	rows, err := stmt(s.ctx, s.tx, s.st.heads).QueryContext(s.ctx, filter, jsonList(skip), s.now)
+	rows, err := stmt(s.ctx, s.tx, q).QueryContext(s.ctx, filter, jsonList(skip), s.now)
 	if err != nil {
 		return nil, err
 	}

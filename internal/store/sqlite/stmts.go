@@ -45,8 +45,9 @@ type stmts struct {
 	running, claimRow, heartbeat                          *sql.Stmt
 	// Claim's source (claim.go): each statement returns at most one row
 	// or is read to the end before the next is run.
-	heads, next, tags, saveTeamTag, saveStamp *sql.Stmt
-	auditHead, auditInsert, auditMove         *sql.Stmt
+	heads, headsOf, next, tags, saveTeamTag *sql.Stmt
+	saveStamp                               *sql.Stmt
+	auditHead, auditInsert, auditMove       *sql.Stmt
 
 	all []*sql.Stmt
 }
@@ -77,6 +78,7 @@ func (e *Engine) prepare(ctx context.Context) error {
 	prep(&s.claimRow, sqlClaimRow)
 	prep(&s.heartbeat, sqlHeartbeat)
 	prep(&s.heads, sqlHeads)
+	prep(&s.headsOf, sqlHeadsOf)
 	prep(&s.next, sqlNext)
 	prep(&s.tags, sqlTags)
 	prep(&s.saveTeamTag, sqlSaveTeamTag)
