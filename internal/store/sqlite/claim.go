@@ -33,7 +33,7 @@ const (
 		SELECT (SELECT machine FROM tasks INDEXED BY tasks_pending WHERE status = 'PENDING' AND machine > scan.m ORDER BY machine LIMIT 1)
 		FROM scan WHERE scan.m IS NOT NULL),
 	ms(m) AS (SELECT m FROM scan WHERE m IS NOT NULL),` + sqlHeadsTail
-	sqlHeadsOf = `WITH ms(m) AS (SELECT DISTINCT value FROM json_each(?1)),` + sqlHeadsTail
+	sqlHeadsOf   = `WITH ms(m) AS (SELECT DISTINCT value FROM json_each(?1)),` + sqlHeadsTail
 	sqlHeadsTail = `
 	lv(p) AS (VALUES (1), (2), (3), (4), (5)),
 	heads(s) AS (
