@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Backend is a team-scoped secret store. All methods are safe for concurrent
@@ -44,6 +45,14 @@ type Backend interface {
 	// ErrWrongPassphrase, ErrCorrupt, ErrPermissionDenied, ErrUnavailable, or
 	// the context's error.
 	Put(ctx context.Context, team, key string, value []byte, opts PutOptions) (version int, err error)
+
+	// GetVersion returns version of key in team's vault: the latest
+	// version or one of the earlier ones kept for rollback. Every backend
+	// keeps at least the last [RetainedVersions] versions of a key (the
+	// latest included); older ones may be gone. A version that does not
+	// exist, was pruned or was deleted returns ErrSecretNotFound naming the
+	// team, key and version; version < 1 too. Other errors as for Get.
+	GetVersion(ctx context.Context, team, key string, version int) (Secret, error)
 
 	// Delete removes key and all its versions; a later Put of the same key
 	// starts again at version 1. Deleting a key that does not exist returns
@@ -71,6 +80,9 @@ type Secret struct {
 	// Version is the version number of this value: 1 for the first write of
 	// the key, incremented by one for every later write.
 	Version int
+	// CreatedAt is when this version was written (UTC), as the backend
+	// recorded it; zero when the backend does not know.
+	CreatedAt time.Time
 }
 
 // String returns a description of s that names its key and version but never
@@ -135,6 +147,12 @@ var (
 	// ErrClosed reports a call on a backend after its Close.
 	ErrClosed = errors.New("vault backend closed")
 )
+
+// RetainedVersions is how many versions of a key (the latest included)
+// every backend keeps retrievable with GetVersion, at least: HashiCorp
+// Vault KV v2's default max_versions. The local vault keeps exactly this
+// many.
+const RetainedVersions = 10
 
 // MaxKeyLen is the maximum length of a secret key, in bytes.
 const MaxKeyLen = 256
@@ -210,6 +228,13 @@ func nameByte(c byte) bool { return alnum(c) || c == '.' || c == '_' || c == '-'
 // and key.
 func NotFoundError(team, key string) error {
 	return fmt.Errorf("%w: team %q has no key %q", ErrSecretNotFound, team, key)
+}
+
+// VersionNotFoundError returns an error wrapping [ErrSecretNotFound] that
+// names team, key and the missing version.
+func VersionNotFoundError(team, key string, version int) error {
+	return fmt.Errorf("%w: team %q has no version %d of key %q (it never existed, was deleted, or is older than the %d versions kept)",
+		ErrSecretNotFound, team, version, key, RetainedVersions)
 }
 
 // ConflictError returns an error wrapping [ErrVersionConflict] that names team,

@@ -418,14 +418,41 @@ func isStatus(err error, code int) bool {
 // has no usable "value" field), vault.ErrPermissionDenied,
 // vault.ErrUnavailable, vault.ErrClosed, ctx's error.
 func (b *Backend) Get(ctx context.Context, team, key string) (vault.Secret, error) {
+	return b.read(ctx, team, key, 0)
+}
+
+// GetVersion implements vault.Backend with KV v2's versioned read: every
+// version the mount keeps (max_versions, 10 by default) is retrievable; a
+// deleted or destroyed version is vault.ErrSecretNotFound. Errors as for
+// Get.
+func (b *Backend) GetVersion(ctx context.Context, team, key string, version int) (vault.Secret, error) {
+	if err := vault.Validate(team, key); err == nil && version < 1 {
+		return vault.Secret{}, vault.VersionNotFoundError(team, key, version)
+	}
+	return b.read(ctx, team, key, version)
+}
+
+// read reads version of key (0: the latest).
+func (b *Backend) read(ctx context.Context, team, key string, version int) (vault.Secret, error) {
 	if err := vault.Validate(team, key); err != nil {
 		return vault.Secret{}, err
 	}
 	p := b.teamPrefix(team) + key
 	var out vault.Secret
 	err := b.do(ctx, func() error {
-		s, err := b.kv.Get(ctx, p)
+		var (
+			s   *api.KVSecret
+			err error
+		)
+		if version == 0 {
+			s, err = b.kv.Get(ctx, p)
+		} else {
+			s, err = b.kv.GetVersion(ctx, p, version)
+		}
 		if errors.Is(err, api.ErrSecretNotFound) || (err == nil && (s == nil || s.Data == nil)) {
+			if version != 0 {
+				return vault.VersionNotFoundError(team, key, version)
+			}
 			return vault.NotFoundError(team, key)
 		}
 		if err != nil {
@@ -435,11 +462,10 @@ func (b *Backend) Get(ctx context.Context, team, key string) (vault.Secret, erro
 		if err != nil {
 			return fmt.Errorf("%w: %s/data/%s at %s: %s", vault.ErrCorrupt, b.mount, p, b.addr, err)
 		}
-		version := 0
+		out = vault.Secret{Key: key, Value: val}
 		if s.VersionMetadata != nil {
-			version = s.VersionMetadata.Version
+			out.Version, out.CreatedAt = s.VersionMetadata.Version, s.VersionMetadata.CreatedTime.UTC()
 		}
-		out = vault.Secret{Key: key, Value: val, Version: version}
 		return nil
 	})
 	return out, err

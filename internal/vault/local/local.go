@@ -6,7 +6,9 @@
 //	DIR/                 mode 0700 (created by Open when missing)
 //	DIR/<team>.age       the team's vault, mode 0600: an age file whose
 //	                     plaintext is a JSON object
-//	                     {"<key>": {"value": "<base64>", "version": N, "updatedAt": "<RFC 3339>"}, ...}
+//	                     {"<key>": {"value": "<base64>", "version": N, "updatedAt": "<RFC 3339>",
+//	                                "history": [{"value": …, "version": N-9, "updatedAt": …}, …]}, ...}
+//	                     (history: the vault.RetainedVersions-1 versions before N, oldest first)
 //	DIR/<team>.age.bak   the previous good version, kept before every replace
 //	DIR/<team>.lock      an empty file used for flock(2) between processes
 //
@@ -183,6 +185,17 @@ type cached struct {
 // entry is the JSON form of one secret in the decrypted vault document.
 type entry struct {
 	Value     []byte    `json:"value"` // base64 in JSON
+	Version   int       `json:"version"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	// History holds earlier versions, oldest first, at most
+	// vault.RetainedVersions-1 of them (absent in files written before
+	// versions were kept).
+	History []oldVersion `json:"history,omitempty"`
+}
+
+// oldVersion is an earlier version of an entry.
+type oldVersion struct {
+	Value     []byte    `json:"value"`
 	Version   int       `json:"version"`
 	UpdatedAt time.Time `json:"updatedAt"`
 }
@@ -377,6 +390,21 @@ func (v *Vault) begin(ctx context.Context) error {
 // vault.ErrInvalidTeam, vault.ErrInvalidKey, vault.ErrWrongPassphrase,
 // vault.ErrCorrupt, vault.ErrPermissionDenied, vault.ErrClosed, ctx.Err().
 func (v *Vault) Get(ctx context.Context, team, key string) (vault.Secret, error) {
+	return v.lookup(ctx, team, key, 0)
+}
+
+// GetVersion implements vault.Backend: the latest version and the
+// vault.RetainedVersions-1 before it are kept. Errors as for Get;
+// vault.ErrSecretNotFound for a version not kept.
+func (v *Vault) GetVersion(ctx context.Context, team, key string, version int) (vault.Secret, error) {
+	if err := vault.Validate(team, key); err == nil && version < 1 {
+		return vault.Secret{}, vault.VersionNotFoundError(team, key, version)
+	}
+	return v.lookup(ctx, team, key, version)
+}
+
+// lookup returns version of key (0: the latest).
+func (v *Vault) lookup(ctx context.Context, team, key string, version int) (vault.Secret, error) {
 	if err := vault.Validate(team, key); err != nil {
 		return vault.Secret{}, err
 	}
@@ -391,7 +419,15 @@ func (v *Vault) Get(ctx context.Context, team, key string) (vault.Secret, error)
 	if !ok {
 		return vault.Secret{}, vault.NotFoundError(team, key)
 	}
-	return vault.Secret{Key: key, Value: bytes.Clone(e.Value), Version: e.Version}, nil
+	if version == 0 || version == e.Version {
+		return vault.Secret{Key: key, Value: bytes.Clone(e.Value), Version: e.Version, CreatedAt: e.UpdatedAt}, nil
+	}
+	for _, h := range e.History {
+		if h.Version == version {
+			return vault.Secret{Key: key, Value: bytes.Clone(h.Value), Version: h.Version, CreatedAt: h.UpdatedAt}, nil
+		}
+	}
+	return vault.Secret{}, vault.VersionNotFoundError(team, key, version)
 }
 
 // List implements vault.Backend. Errors: vault.ErrInvalidTeam,
@@ -431,7 +467,15 @@ func (v *Vault) Put(ctx context.Context, team, key string, value []byte, opts va
 			return err
 		}
 		version = cur + 1
-		entries[key] = entry{Value: bytes.Clone(value), Version: version, UpdatedAt: v.cfg.now().UTC()}
+		next := entry{Value: bytes.Clone(value), Version: version, UpdatedAt: v.cfg.now().UTC()}
+		if old, ok := entries[key]; ok {
+			hist := append(append([]oldVersion(nil), old.History...), oldVersion{Value: old.Value, Version: old.Version, UpdatedAt: old.UpdatedAt})
+			if n := len(hist) - (vault.RetainedVersions - 1); n > 0 {
+				hist = hist[n:]
+			}
+			next.History = hist
+		}
+		entries[key] = next
 		return nil
 	})
 	if err != nil {
@@ -699,6 +743,14 @@ func (v *Vault) decrypt(p string, raw []byte) (map[string]entry, error) {
 	for k, e := range entries {
 		if vault.ValidateKey(k) != nil || e.Version < 1 {
 			return nil, v.corrupt(p, "decrypted content has an invalid entry")
+		}
+		for i, h := range e.History {
+			if h.Version < 1 || h.Version >= e.Version || (i > 0 && h.Version <= e.History[i-1].Version) {
+				return nil, v.corrupt(p, "decrypted content has an invalid version history")
+			}
+			if h.Value == nil {
+				e.History[i].Value = []byte{}
+			}
 		}
 		if e.Value == nil {
 			e.Value = []byte{}

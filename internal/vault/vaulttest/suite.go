@@ -25,7 +25,7 @@ import (
 // parallel with each other.
 func Run(t *testing.T, open func(t *testing.T) vault.Backend) {
 	t.Helper()
-	for _, tc := range []struct {
+	for _, tc := range append([]struct {
 		name string
 		fn   func(t *testing.T, b vault.Backend)
 	}{
@@ -46,7 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) vault.Backend) {
 		{"ConcurrentCAS", testConcurrentCAS},
 		{"CanceledContext", testCanceledContext},
 		{"Closed", testClosed},
-	} {
+	}, versionTests...) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := open(t)
 			t.Cleanup(func() {
@@ -439,6 +439,9 @@ func testCanceledContext(t *testing.T, b vault.Backend) {
 	if _, err := b.Get(c, "t1", "k"); !errors.Is(err, context.Canceled) {
 		t.Errorf("Get with a canceled context: %v, want context.Canceled", err)
 	}
+	if _, err := b.GetVersion(c, "t1", "k", 1); !errors.Is(err, context.Canceled) {
+		t.Errorf("GetVersion with a canceled context: %v, want context.Canceled", err)
+	}
 	if _, err := b.Put(c, "t1", "k", []byte("w"), vault.PutOptions{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Put with a canceled context: %v, want context.Canceled", err)
 	}
@@ -464,5 +467,8 @@ func testClosed(t *testing.T, b vault.Backend) {
 	}
 	if _, err := b.Put(ctx(t), "t1", "k", []byte("w"), vault.PutOptions{}); !errors.Is(err, vault.ErrClosed) {
 		t.Errorf("Put after Close: %v, want ErrClosed", err)
+	}
+	if _, err := b.GetVersion(ctx(t), "t1", "k", 1); !errors.Is(err, vault.ErrClosed) {
+		t.Errorf("GetVersion after Close: %v, want ErrClosed", err)
 	}
 }
