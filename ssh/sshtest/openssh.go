@@ -61,6 +61,16 @@ type OpenSSHOptions struct {
 	// (the default) or "rsa" (3072 bits, for tests of RSA signature
 	// algorithms).
 	KeyType string
+	// OwnUser logs in as a login user of this server's own, created for it
+	// (useradd, home directory Dir/home owned by it, mode 0755) and
+	// deleted when the test ends, so that the test may change the user's
+	// files freely. Needs root: the test is skipped otherwise.
+	OwnUser bool
+	// AuthorizedKeysInHome (implies OwnUser) makes sshd read the keys from
+	// the user's ~/.ssh/authorized_keys (OpenSSH's default
+	// AuthorizedKeysFile), with StrictModes on, as on a real machine;
+	// otherwise they are read from Dir/authorized_keys.
+	AuthorizedKeysInHome bool
 }
 
 // OpenSSH is a running (or stopped) OpenSSH sshd for a test. Its fields
@@ -92,6 +102,14 @@ type OpenSSH struct {
 	HostPublicKey ssh.PublicKey
 	// ConfigPath is the generated sshd_config.
 	ConfigPath string
+	// AuthorizedKeysPath is the file sshd reads the user's keys from: the
+	// user's ~/.ssh/authorized_keys with AuthorizedKeysInHome, else
+	// Dir/authorized_keys.
+	AuthorizedKeysPath string
+	// Home is the login user's home directory (OwnUser only; "" otherwise).
+	Home string
+	// UID and GID are the login user's ids (OwnUser only).
+	UID, GID int
 	// LogPath receives sshd's log (-e); Log returns it.
 	LogPath string
 
@@ -162,7 +180,25 @@ func StartOpenSSH(tb testing.TB, opts OpenSSHOptions) *OpenSSH {
 		Passphrase: []byte(opts.Passphrase),
 	}
 	loginAsOther := false
-	if os.Geteuid() == 0 {
+	if opts.AuthorizedKeysInHome {
+		opts.OwnUser = true
+	}
+	if opts.OwnUser {
+		if os.Geteuid() != 0 {
+			tb.Skip("sshtest: OpenSSHOptions.OwnUser needs root (it creates a login user)")
+		}
+		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+			tb.Fatalf("sshtest: create privilege separation directory /run/sshd: %v", err)
+		}
+		o.Home = filepath.Join(o.Dir, "home")
+		name, uid, gid, err := createOwnUser(o.Home)
+		if err != nil {
+			tb.Fatalf("sshtest: create a login user: %v", err)
+		}
+		tb.Cleanup(func() { deleteOwnUser(tb, name) }) // after the server stops (cleanups run last first)
+		o.User, o.UID, o.GID = name, uid, gid
+		loginAsOther = true
+	} else if os.Geteuid() == 0 {
 		o.User = DefaultTestUser
 		if err := ensureTestUser(o.User); err != nil {
 			tb.Fatalf("sshtest: create login user %s: %v", o.User, err)
@@ -209,13 +245,23 @@ func StartOpenSSH(tb testing.TB, opts OpenSSHOptions) *OpenSSH {
 	o.ClientKeyPath = filepath.Join(o.Dir, "id_ed25519")
 	o.EncryptedClientKeyPath = filepath.Join(o.Dir, "id_ed25519_encrypted")
 	authKeysPath := filepath.Join(o.Dir, "authorized_keys")
+	if opts.AuthorizedKeysInHome {
+		authKeysPath = filepath.Join(o.Home, ".ssh", "authorized_keys")
+	}
+	o.AuthorizedKeysPath = authKeysPath
 	o.KnownHostsPath = filepath.Join(o.Dir, "known_hosts")
 	o.ConfigPath = filepath.Join(o.Dir, "sshd_config")
 	o.LogPath = filepath.Join(o.Dir, "sshd.log")
 	mustWrite(tb, hostKeyPath, hostPEM, 0o600)
 	mustWrite(tb, o.ClientKeyPath, clientPEM, 0o600)
 	mustWrite(tb, o.EncryptedClientKeyPath, encPEM, 0o600)
-	mustWrite(tb, authKeysPath, ssh.MarshalAuthorizedKey(clientSigner.PublicKey()), 0o644)
+	if opts.AuthorizedKeysInHome {
+		if err := writeOwned(authKeysPath, ssh.MarshalAuthorizedKey(clientSigner.PublicKey()), o.UID, o.GID); err != nil {
+			tb.Fatalf("sshtest: %v", err)
+		}
+	} else {
+		mustWrite(tb, authKeysPath, ssh.MarshalAuthorizedKey(clientSigner.PublicKey()), 0o644)
+	}
 
 	o.Port = opts.Port
 	for attempt := 0; ; attempt++ {
@@ -226,8 +272,12 @@ func StartOpenSSH(tb testing.TB, opts OpenSSHOptions) *OpenSSH {
 		fmt.Fprintf(&cfg, "ListenAddress %s\n", net.JoinHostPort(o.Host, strconv.Itoa(o.Port)))
 		fmt.Fprintf(&cfg, "HostKey %s\n", hostKeyPath)
 		fmt.Fprintf(&cfg, "PidFile %s\n", filepath.Join(o.Dir, "sshd.pid"))
-		fmt.Fprintf(&cfg, "AuthorizedKeysFile %s\n", authKeysPath)
-		cfg.WriteString("UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n")
+		if opts.AuthorizedKeysInHome {
+			cfg.WriteString("AuthorizedKeysFile .ssh/authorized_keys\nStrictModes yes\n")
+		} else {
+			fmt.Fprintf(&cfg, "AuthorizedKeysFile %s\nStrictModes no\n", authKeysPath)
+		}
+		cfg.WriteString("UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n")
 		cfg.WriteString("PubkeyAuthentication yes\nPrintMotd no\nPrintLastLog no\nUseDNS no\nAcceptEnv LANG LC_*\n")
 		fmt.Fprintf(&cfg, "AllowUsers %s\n", o.User)
 		fmt.Fprintf(&cfg, "MaxSessions %d\n", opts.MaxSessions)
@@ -449,18 +499,10 @@ var userOnce sync.Mutex
 // empty shell start-up files. It is safe to call from concurrent processes
 // (an flock serialises them) and goroutines.
 func ensureTestUser(name string) error {
-	userOnce.Lock()
-	defer userOnce.Unlock()
-	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "rediacc-sshtest-user.lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("lock: %w", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	return withUserLock(func() error { return ensureTestUserLocked(name) })
+}
 
+func ensureTestUserLocked(name string) error {
 	if _, err := user.Lookup(name); err != nil {
 		out, err := exec.Command(sbin("useradd"), "-m", "-s", "/bin/sh", name).CombinedOutput()
 		var ee *exec.ExitError

@@ -13,6 +13,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,6 +51,21 @@ type Options struct {
 	// ServerConfig.PublicKeyAuthAlgorithms), e.g. only "ssh-rsa" to act as
 	// a server that accepts SHA-1 signatures alone. Default: x/crypto's.
 	PublicKeyAuthAlgorithms []string
+	// Home, when set, is the login user's home directory, as sshd would
+	// set it: commands run with HOME=Home in that directory, and the keys
+	// in Home/.ssh/authorized_keys (OpenSSH's default AuthorizedKeysFile),
+	// read again at every authentication, log in too, so that editing the
+	// file (adding or revoking a key) takes effect as with sshd. Key
+	// options (from=, command=, …) are not enforced. With Home set and
+	// AuthorizedKeys empty, no client key is generated.
+	Home string
+	// ServerVersion is the identification string the server sends
+	// (default x/crypto's "SSH-2.0-Go"), e.g. "SSH-2.0-OpenSSH_6.2" to
+	// pose as an old sshd.
+	ServerVersion string
+	// RefuseKeyTypes lists public key algorithms (ssh.KeyAlgoED25519, …)
+	// the server refuses to authenticate, like an sshd too old for them.
+	RefuseKeyTypes []string
 }
 
 // Server is an in-process SSH server that runs "exec" requests with the
@@ -113,7 +130,7 @@ func Start(opts Options) (*Server, error) {
 		s.hostKey = k
 	}
 	authorized := append([]ssh.PublicKey(nil), opts.AuthorizedKeys...)
-	if len(authorized) == 0 && !opts.NoClientAuth {
+	if len(authorized) == 0 && !opts.NoClientAuth && opts.Home == "" {
 		k, _, err := GenerateSigner(nil)
 		if err != nil {
 			return nil, err
@@ -124,8 +141,18 @@ func Start(opts Options) (*Server, error) {
 	s.config = &ssh.ServerConfig{
 		NoClientAuth:            opts.NoClientAuth,
 		PublicKeyAuthAlgorithms: opts.PublicKeyAuthAlgorithms,
+		ServerVersion:           opts.ServerVersion,
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			for _, k := range authorized {
+			for _, t := range opts.RefuseKeyTypes {
+				if key.Type() == t {
+					return nil, fmt.Errorf("sshtest: key type %s is not accepted", t)
+				}
+			}
+			keys := authorized
+			if opts.Home != "" {
+				keys = append(slices.Clip(keys), s.homeKeys()...)
+			}
+			for _, k := range keys {
 				if k.Type() == key.Type() && string(k.Marshal()) == string(key.Marshal()) {
 					return &ssh.Permissions{}, nil
 				}
@@ -142,6 +169,25 @@ func Start(opts Options) (*Server, error) {
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
+}
+
+// homeKeys reads the keys of Home/.ssh/authorized_keys (none when the file
+// is missing or unreadable).
+func (s *Server) homeKeys() []ssh.PublicKey {
+	b, err := os.ReadFile(filepath.Join(s.opts.Home, ".ssh", "authorized_keys"))
+	if err != nil {
+		return nil
+	}
+	var keys []ssh.PublicKey
+	for len(b) > 0 {
+		k, _, _, rest, err := ssh.ParseAuthorizedKey(b)
+		if err != nil {
+			break
+		}
+		keys = append(keys, k)
+		b = rest
+	}
+	return keys
 }
 
 // NewServer starts a server for a test and closes it in tb.Cleanup. It
@@ -359,6 +405,10 @@ func (ss *session) start(args []string, req *ssh.Request) error {
 	s := ss.s
 	cmd := exec.Command(s.opts.Shell, args...)
 	cmd.Env = ss.baseEnv()
+	if s.opts.Home != "" {
+		cmd.Env = append(cmd.Env, "HOME="+s.opts.Home)
+		cmd.Dir = s.opts.Home
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdout = ss.ch
 	cmd.Stderr = ss.ch.Stderr()
