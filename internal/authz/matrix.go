@@ -47,6 +47,12 @@ const (
 	MachineRead Action = "machine.read"
 	// MachineStatus shows a machine's health and load.
 	MachineStatus Action = "machine.status"
+	// KeyList lists the SSH keys a team's machines log in with: type,
+	// fingerprint, age, machines (never key material).
+	KeyList Action = "key.list"
+	// KeyRotate rotates a team's SSH key on every machine that uses it,
+	// resumes or rolls back a rotation (and queues rotation tasks).
+	KeyRotate Action = "key.rotate"
 	// TaskCreate submits a task to a machine of a team.
 	TaskCreate Action = "task.create"
 	// TaskCancel cancels a task.
@@ -117,6 +123,7 @@ var order = []Action{
 	TeamMemberAdd, TeamMemberRemove, TeamMemberRole, TeamMemberList,
 	OwnerAdd, OwnerRemove, AuditorAdd, AuditorRemove,
 	MachineAdd, MachineRemove, MachineMove, MachineList, MachineRead, MachineStatus,
+	KeyList, KeyRotate,
 	TaskCreate, TaskCancel, TaskList, TaskRead, TaskOutput, TaskRun,
 	VaultRead, VaultWrite, VaultDelete, VaultList, VaultUse,
 	AuditRead, AuditVerify,
@@ -146,6 +153,9 @@ var rules = map[Action]rule{
 	MachineList:   {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "list machines", ""},
 	MachineRead:   {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "show a machine (no secrets)", ""},
 	MachineStatus: {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "machine health and load", ""},
+	KeyList:       {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "list SSH keys: type, fingerprint, age, machines", "never key material"},
+	KeyRotate: {ScopeTeam, allow(Owner, Admin), "rotate an SSH key on its machines, resume or roll back a rotation",
+		"rotation by policy: the worker's actor needs it to queue and run rotation tasks"},
 
 	TaskCreate: {ScopeTeam, allow(Owner, Admin, Operator), "submit a task", ""},
 	TaskCancel: {ScopeTeam, allow(Owner, Admin, Operator), "cancel a task", ""},
