@@ -34,6 +34,8 @@ var want = []struct {
 	{"machine.list", ScopeTeam, "xxxx-"},
 	{"machine.read", ScopeTeam, "xxxx-"},
 	{"machine.status", ScopeTeam, "xxxx-"},
+	{"key.list", ScopeTeam, "xxxx-"},
+	{"key.rotate", ScopeTeam, "xx---"},
 	{"task.create", ScopeTeam, "xxx--"},
 	{"task.cancel", ScopeTeam, "xxx--"},
 	{"task.list", ScopeTeam, "xxxx-"},
