@@ -67,6 +67,32 @@ var (
 	ErrConnect = rssh.ErrConnect
 	// ErrTimeout: the command ran past the task's timeout. Retried.
 	ErrTimeout = rssh.ErrTimeout
+
+	// Key rotation (rotation.go).
+
+	// ErrHomeMissing: the machine's login user has no home directory, so
+	// ~/.ssh/authorized_keys cannot be there. The error names the machine.
+	ErrHomeMissing = rssh.ErrHomeMissing
+	// ErrAuthorizedKeysNotWritable: the machine's authorized_keys (or its
+	// directory) cannot be replaced by the login user; nothing changed.
+	ErrAuthorizedKeysNotWritable = rssh.ErrAuthorizedKeysNotWritable
+	// ErrRemoteWrite: writing the new authorized_keys on the machine failed
+	// (full disk); the old file is untouched.
+	ErrRemoteWrite = rssh.ErrRemoteWrite
+	// ErrKeyTypeUnsupported: the machine's sshd does not take the new
+	// key's type (too old for Ed25519, or configured to refuse it); the
+	// error names the machine and the server's version.
+	ErrKeyTypeUnsupported = errors.New("sshd does not accept the key type")
+	// ErrKeyRotationBusy: another rotation holds the key (one at a time,
+	// across workers). Retried by rotation tasks.
+	ErrKeyRotationBusy = errors.New("key rotation already in progress")
+	// ErrKeyRotationIncomplete: a rotation did not finish on every machine
+	// (*KeyRotationError lists them with the cause); each keeps a key that
+	// logs in. Finish with Resume or undo with Rollback.
+	ErrKeyRotationIncomplete = errors.New("key rotation incomplete")
+	// ErrRollbackImpossible: the previous key no longer logs in on a
+	// machine (or there is none): nothing changed.
+	ErrRollbackImpossible = errors.New("key rollback impossible")
 )
 
 // ExitError reports a remote command that exited non-zero or died by a

@@ -261,25 +261,19 @@ func (c *Client) viewHealth(m store.Machine, now time.Time) healthView {
 }
 
 // machineTarget builds the SSH target of m, with its passphrase and, when
-// its identity is in the team vault, the key.
+// its identity is in the team vault, the key: the current version and the
+// one before it (keys.go: a machine a rotation has not reached yet still
+// takes the previous key, so tasks run through every step of a rotation).
 func (c *Client) machineTarget(ctx context.Context, m Machine) (rssh.Target, error) {
 	pass, err := c.passphrase(ctx, m)
 	if err != nil {
 		return rssh.Target{}, fmt.Errorf("%w: passphrase for %s: %v", ErrWrongPassphrase, m.IdentityFile, err)
 	}
-	var keyPEM []byte
-	if m.IdentitySecret != "" {
-		v, err := c.vault()
-		if err != nil {
-			return rssh.Target{}, fmt.Errorf("%w: machine %s's identity is in the vault: %v", ErrKeyFile, m.Name, err)
-		}
-		s, err := v.Get(ctx, m.Team, m.IdentitySecret)
-		if err != nil {
-			return rssh.Target{}, fmt.Errorf("%w: machine %s's identity %q: %v", ErrKeyFile, m.Name, m.IdentitySecret, vaultErr(err))
-		}
-		keyPEM = s.Value
+	keys, err := c.identityPEMs(ctx, m)
+	if err != nil {
+		return rssh.Target{}, err
 	}
-	return m.target(pass, keyPEM), nil
+	return m.target(pass, keys...), nil
 }
 
 // probe runs the health script on m over the pool.

@@ -95,8 +95,23 @@ type Machine struct {
 	// '-', starting with a letter or digit; values at most
 	// MaxLabelValueBytes of UTF-8 without ',' or control characters.
 	Labels map[string]string `json:"labels,omitempty"`
+	// AuthorizedKeysFile is where the login user's authorized_keys file is
+	// on the machine, for key rotation: relative to the user's home
+	// directory, or absolute. Default ".ssh/authorized_keys" (OpenSSH's
+	// default AuthorizedKeysFile).
+	AuthorizedKeysFile string `json:"authorizedKeysFile,omitempty"`
+	// KeyID is the machine's SSH key in the key inventory (Client.Keys):
+	// machines of a team that log in with the same key share it. Set by
+	// AddMachine; ignored on input.
+	KeyID string `json:"keyId,omitempty"`
+	// KeyFingerprint is the SHA256 fingerprint of the machine's key ("" for
+	// the ssh-agent). Set by AddMachine and by key rotations; ignored on
+	// input.
+	KeyFingerprint string `json:"keyFingerprint,omitempty"`
 
 	CreatedAt time.Time `json:"createdAt,omitzero"`
+
+	publicKey string // authorized_keys form of the key, from the record
 }
 
 var machineNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -182,6 +197,10 @@ func (m Machine) normalize() (Machine, error) {
 			return bad("known_hosts path %s is not a regular file", abs)
 		}
 	}
+	m.KeyID, m.KeyFingerprint, m.publicKey = "", "", ""
+	if strings.ContainsRune(m.AuthorizedKeysFile, 0) || strings.ContainsRune(m.AuthorizedKeysFile, '\n') {
+		return bad("authorized_keys path %q contains a NUL or newline", m.AuthorizedKeysFile)
+	}
 	if m.IdentityFile == "" && m.IdentitySecret == "" && !m.UseAgent {
 		return bad("no identity: give an identity (private key) file or use the ssh-agent")
 	}
@@ -206,6 +225,11 @@ type machineConfig struct {
 	HostKeyPolicy  HostKeyPolicy     `json:"hostKeyPolicy"`
 	KnownHostsFile string            `json:"knownHostsFile,omitempty"`
 	Labels         map[string]string `json:"labels,omitempty"`
+	// Key inventory (keys.go): the key's id, its public key (authorized_keys
+	// form, no comment) and where authorized_keys is on the machine.
+	KeyID              string `json:"keyId,omitempty"`
+	PublicKey          string `json:"publicKey,omitempty"`
+	AuthorizedKeysFile string `json:"authorizedKeysFile,omitempty"`
 }
 
 func (m Machine) record() (store.Machine, error) {
@@ -213,6 +237,7 @@ func (m Machine) record() (store.Machine, error) {
 		IdentityFile: m.IdentityFile, IdentitySecret: m.IdentitySecret, UseAgent: m.UseAgent,
 		AgentKey: m.AgentKey, Legacy: m.LegacyAlgorithms, Algorithms: m.Algorithms,
 		HostKeyPolicy: m.HostKeyPolicy, KnownHostsFile: m.KnownHostsFile, Labels: m.Labels,
+		KeyID: m.KeyID, PublicKey: m.publicKey, AuthorizedKeysFile: m.AuthorizedKeysFile,
 	})
 	if err != nil {
 		return store.Machine{}, err
@@ -230,15 +255,20 @@ func machineFromRecord(r store.Machine) (Machine, error) {
 		IdentityFile: c.IdentityFile, IdentitySecret: c.IdentitySecret, UseAgent: c.UseAgent, HostKeyPolicy: c.HostKeyPolicy,
 		AgentKey: c.AgentKey, LegacyAlgorithms: c.Legacy, Algorithms: c.Algorithms,
 		KnownHostsFile: c.KnownHostsFile, Labels: c.Labels, CreatedAt: r.CreatedAt,
+		KeyID: c.KeyID, publicKey: c.PublicKey, KeyFingerprint: fingerprintOf(c.PublicKey),
+		AuthorizedKeysFile: c.AuthorizedKeysFile,
 	}, nil
 }
 
-// target builds the SSH target of m. passphrase may be nil; keyPEM is the
-// identity read from the vault when m.IdentitySecret is set.
-func (m Machine) target(passphrase, keyPEM []byte) rssh.Target {
+// target builds the SSH target of m. passphrase may be nil; keyPEMs are
+// the identity read from the vault when m.IdentitySecret is set (the
+// current version, then the one before it), offered in that order.
+func (m Machine) target(passphrase []byte, keyPEMs ...[]byte) rssh.Target {
 	t := rssh.Target{Name: m.Name, Host: m.Host, Port: m.Port, User: m.User}
-	if len(keyPEM) > 0 {
-		t.Auth = append(t.Auth, rssh.PrivateKey(keyPEM, passphrase))
+	for _, keyPEM := range keyPEMs {
+		if len(keyPEM) > 0 {
+			t.Auth = append(t.Auth, rssh.PrivateKey(keyPEM, passphrase))
+		}
 	}
 	if m.IdentityFile != "" {
 		t.Auth = append(t.Auth, rssh.KeyFile(m.IdentityFile, passphrase))
@@ -324,6 +354,9 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		if err != nil {
 			return Machine{}, o.fail(ctx, err)
 		}
+		if s, err := parseSigner(keyPEM, pass); err == nil {
+			m.setPublicKey(s.PublicKey())
+		}
 		if m.ImportIdentity {
 			if _, err := c.access.GetTeam(ctx, m.Team); err != nil {
 				return Machine{}, o.fail(ctx, c.teamErr(err, m.Team))
@@ -339,6 +372,13 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 			o.detail["identity"] = "vault:" + ref
 			m.IdentitySecret, m.IdentityFile = ref, ""
 		}
+	}
+	if m.publicKey != "" {
+		if m.KeyID, err = c.keyIDFor(ctx, m); err != nil {
+			c.dropIdentity(ctx, m)
+			return Machine{}, o.fail(ctx, err)
+		}
+		o.detail["key_fingerprint"] = m.KeyFingerprint
 	}
 	now := c.clock.Now().UTC()
 	m.CreatedAt = now

@@ -248,6 +248,11 @@ type Config struct {
 	// DefaultAuditCheckpointInterval (1 min); negative turns the worker's
 	// periodic checkpoints off.
 	AuditCheckpointInterval time.Duration
+
+	// KeyRotation is the SSH key rotation policy (keys.go): the age past
+	// which keys are overdue, and whether workers rotate them. Default:
+	// off (ages are shown, nothing is flagged).
+	KeyRotation KeyRotationPolicy
 }
 
 // Client submits, inspects and runs tasks. It is safe for concurrent use.

@@ -447,9 +447,9 @@ func maskCapped(red *redact.Redactor, b []byte, truncated bool) []byte {
 }
 
 func (c *Client) runOn(ctx context.Context, m Machine, t *Task, attemptNo int, secrets map[string][]byte, red *redact.Redactor) (*rssh.Result, error) {
-	pass, err := c.passphrase(ctx, m)
+	target, err := c.machineTarget(ctx, m) // health.go
 	if err != nil {
-		return nil, fmt.Errorf("%w: passphrase for %s: %v", ErrWrongPassphrase, m.IdentityFile, err)
+		return nil, err
 	}
 	timeout := t.Timeout
 	if timeout == 0 {
@@ -467,19 +467,7 @@ func (c *Client) runOn(ctx context.Context, m Machine, t *Task, attemptNo int, s
 		}
 		cmd.Stdout, cmd.Stderr = out, errw
 	}
-	var keyPEM []byte
-	if m.IdentitySecret != "" {
-		v, err := c.vault()
-		if err != nil {
-			return nil, fmt.Errorf("%w: machine %s's identity is in the vault: %v", ErrKeyFile, m.Name, err)
-		}
-		s, err := v.Get(ctx, m.Team, m.IdentitySecret)
-		if err != nil {
-			return nil, fmt.Errorf("%w: machine %s's identity %q: %v", ErrKeyFile, m.Name, m.IdentitySecret, vaultErr(err))
-		}
-		keyPEM = s.Value
-	}
-	return c.pool.Run(ctx, m.target(pass, keyPEM), cmd)
+	return c.pool.Run(ctx, target, cmd)
 }
 
 func (c *Client) finish(ctx context.Context, rec store.Task, t *Task, attemptNo int, attempt store.Attempt, err error, kind failureKind) {

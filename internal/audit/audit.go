@@ -100,6 +100,9 @@ const (
 	EntityVault = "vault"
 	// EntityAudit: the audit trail itself (reads, verification, export).
 	EntityAudit = "audit"
+	// EntityKey: an SSH key of the key inventory; EntityID is its id
+	// (records carry fingerprints and machine names, never key material).
+	EntityKey = "key"
 )
 
 // ErrInvalidRecord is returned, wrapped with the field at fault, by

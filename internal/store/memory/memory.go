@@ -36,6 +36,8 @@ type Engine struct {
 	trail   []audit.Record                        // trail[i].Seq == base.Seq+i+1
 	head    audit.Head
 	base    audit.Head // last trimmed record (TrimAudit); zero when none
+
+	keys map[string]store.Key // SSH key inventory (keys.go)
 }
 
 type entry struct {
@@ -59,6 +61,7 @@ func New() *Engine {
 		teams:    map[string]store.Team{store.DefaultTeam: {Name: store.DefaultTeam, CreatedAt: fsm.Time(time.Now())}},
 		members:  make(map[string]map[string]store.Member),
 		roles:    make(map[string]map[string]store.StoreRole),
+		keys:     make(map[string]store.Key),
 	}
 }
 

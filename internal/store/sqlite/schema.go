@@ -175,4 +175,20 @@ CREATE TABLE fair_machines (
 ) STRICT;
 CREATE INDEX fair_machines_stamp ON fair_machines (stamp);
 `,
+
+	// 6: the SSH key inventory (store.KeyEngine): one row per key machines
+	// log in with; data is opaque JSON owned by the root package (never key
+	// material); revision serves conditional updates.
+	`
+CREATE TABLE ssh_keys (
+	id          TEXT PRIMARY KEY,
+	team_id     TEXT NOT NULL,
+	fingerprint TEXT NOT NULL,
+	data        BLOB,
+	revision    INTEGER NOT NULL,
+	created_at  INTEGER NOT NULL,
+	updated_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX ssh_keys_team ON ssh_keys (team_id);
+`,
 }

@@ -75,6 +75,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Engine) {
 	tests = append(tests, extTests...)
 	tests = append(tests, sealTests...)
 	tests = append(tests, fairTests...)
+	tests = append(tests, keyTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := open(t)
