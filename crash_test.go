@@ -21,6 +21,9 @@ import (
 const crashChildEnv = "REDIACC_CRASH_CHILD_DIR"
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(rotateChildDirEnv); dir != "" {
+		rotationChild(dir) // rotation_failure_test.go
+	}
 	if dir := os.Getenv(crashChildEnv); dir != "" {
 		c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(nil), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute})
 		if err != nil {

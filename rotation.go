@@ -145,13 +145,13 @@ func (e *KeyRotationError) Unwrap() []error {
 	return append([]error{ErrKeyRotationIncomplete}, e.causes...)
 }
 
-// rotationHook, when set (tests), is called after each step with the step
-// and the machine ("" for steps of the whole key).
-var rotationHook atomic.Pointer[func(step, machine string)]
+// rotationHook, when set (tests), is called after each step with the step,
+// the key's team and the machine ("" for steps of the whole key).
+var rotationHook atomic.Pointer[func(step, team, machine string)]
 
-func hook(step, machine string) {
+func (r *rotation) hook(step, machine string) {
 	if h := rotationHook.Load(); h != nil {
-		(*h)(step, machine)
+		(*h)(step, r.k.team, machine)
 	}
 }
 
@@ -897,7 +897,7 @@ func (r *rotation) rotate(ctx context.Context, res KeyRotationResult) (KeyRotati
 		r.audit(ctx, "key.generate", "", nil, map[string]string{"fingerprint": st.To, "type": st.ToType,
 			"bits": strconv.Itoa(st.ToBits), "replaces": st.From})
 		r.progress("", "generate", nil)
-		hook("generate", "")
+		r.hook("generate", "")
 	}
 	r.newKey = newCred
 	res.From, res.To = st.From, st.To
@@ -1081,7 +1081,7 @@ func (r *rotation) installAndVerify(ctx context.Context, m Machine) error {
 		return failedAt("install", err)
 	}
 	r.progress(m.Name, "install", nil)
-	hook("install", m.Name)
+	r.hook("install", m.Name)
 
 	_, err = r.login(ctx, r.target(m, "verify", r.newKey))
 	if err != nil {
@@ -1101,7 +1101,7 @@ func (r *rotation) installAndVerify(ctx context.Context, m Machine) error {
 		return failedAt("verify", err)
 	}
 	r.progress(m.Name, "verify", nil)
-	hook("verify", m.Name)
+	r.hook("verify", m.Name)
 	return nil
 }
 
@@ -1160,7 +1160,7 @@ func (r *rotation) storeNew(ctx context.Context) error {
 			}
 			r.audit(ctx, "key.store", m.Name, nil, map[string]string{"fingerprint": newFP, "vault_key": ref, "version": strconv.Itoa(ver)})
 		}
-		hook("store", m.Name)
+		r.hook("store", m.Name)
 		if err := c.pointMachine(ctx, m.Name, func(mm *Machine) {
 			mm.IdentitySecret, mm.IdentityFile, mm.KeyID = ref, "", r.k.id
 			mm.setPublicKey(r.newKey.pub)
@@ -1182,7 +1182,7 @@ func (r *rotation) storeNew(ctx context.Context) error {
 	if err := r.saveLocked(ctx, true); err != nil {
 		return err
 	}
-	hook("store", "")
+	r.hook("store", "")
 	return nil
 }
 
@@ -1249,7 +1249,7 @@ func (r *rotation) revoke(ctx context.Context, m Machine) error {
 		return failedAt("revoke", err)
 	}
 	r.progress(m.Name, "revoke", nil)
-	hook("revoke", m.Name)
+	r.hook("revoke", m.Name)
 	if err := r.prove(ctx, m, old); err != nil {
 		return failedAt("prove", err)
 	}
@@ -1257,7 +1257,7 @@ func (r *rotation) revoke(ctx context.Context, m Machine) error {
 		return failedAt("prove", err)
 	}
 	r.progress(m.Name, "prove", nil)
-	hook("prove", m.Name)
+	r.hook("prove", m.Name)
 	return nil
 }
 
@@ -1420,7 +1420,7 @@ func (r *rotation) rollback(ctx context.Context, res KeyRotationResult) (KeyRota
 	if err != nil {
 		return res, err
 	}
-	hook("rollback", "")
+	r.hook("rollback", "")
 	// Then revoke the key rolled back from, as a rotation would.
 	r.newKey = restored
 	for name, c := range cur {

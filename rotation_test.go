@@ -26,6 +26,8 @@ import (
 type keyFixture struct {
 	c        *rediacc.Client
 	v        rediacc.Vault
+	dataDir  string
+	proxies  []*sshtest.Proxy
 	team     string
 	keyPath  string // the shared key (a file; imported into the vault)
 	signer   gossh.Signer
@@ -56,6 +58,11 @@ func foreignLines(t *testing.T, who string) []byte {
 
 // newKeyClient opens a client whose vault the test can read too.
 func newKeyClient(t *testing.T, tune func(*rediacc.Config)) (*rediacc.Client, rediacc.Vault) {
+	c, v, _ := newKeyClientDir(t, tune)
+	return c, v
+}
+
+func newKeyClientDir(t *testing.T, tune func(*rediacc.Config)) (*rediacc.Client, rediacc.Vault, string) {
 	t.Helper()
 	dir := t.TempDir()
 	v, err := rediacc.OpenLocalVault(filepath.Join(dir, "vault"), rediacc.LocalVaultOptions{Logger: testLogger(t)})
@@ -68,7 +75,7 @@ func newKeyClient(t *testing.T, tune func(*rediacc.Config)) (*rediacc.Client, re
 			tune(cfg)
 		}
 	})
-	return c, v
+	return c, v, dir
 }
 
 func newKeyFixture(t *testing.T, c *rediacc.Client, v rediacc.Vault, team string, loopbacks ...int) *keyFixture {
