@@ -36,6 +36,12 @@ const (
 	// effective priority 3–5 until they fall below the thresholds minus
 	// the hysteresis band.
 	AlertMachineBusy = alert.KindMachineBusy
+	// AlertKeyOverdue: SSH keys are older than Config.KeyRotation.MaxAge;
+	// Team is set when they are all of one team, Message lists them
+	// (fingerprints, ages, machines). A running worker raises at most one
+	// per check (Config.KeyRotation.CheckInterval), rate limited like every
+	// alert.
+	AlertKeyOverdue = alert.KindKeyOverdue
 )
 
 // Severities of Alert (Alert.Severity).

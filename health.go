@@ -445,6 +445,14 @@ type MachineStatus struct {
 	// on (0 before the first sample).
 	AvgCPUPercent float64 `json:"avgCpuPercent"`
 	AvgMemPercent float64 `json:"avgMemPercent"`
+	// KeyFingerprint is the SHA256 fingerprint of the SSH key the machine
+	// logs in with ("" for the ssh-agent, or before a worker recorded it),
+	// KeyAge its age, and KeyOverdue whether that is past
+	// Config.KeyRotation.MaxAge (keys.go).
+	KeyFingerprint string        `json:"keyFingerprint,omitempty"`
+	KeyAge         time.Duration `json:"-"`
+	KeyAgeSeconds  int64         `json:"keyAgeSeconds,omitempty"`
+	KeyOverdue     bool          `json:"keyOverdue"`
 }
 
 // MachineStatus reports, by name, the health and load of the machines of
@@ -503,6 +511,9 @@ func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineS
 			st.LastSeen = s.At
 		}
 		out = append(out, st)
+	}
+	if err := c.keyStatus(ctx, teams, out); err != nil { // keys.go
+		return nil, err
 	}
 	o.done(ctx)
 	return out, nil

@@ -556,3 +556,26 @@ func (c *Client) identityPEMs(ctx context.Context, m Machine) ([][]byte, error) 
 	}
 	return out, nil
 }
+
+// keyStatus fills the key fields of the machines' statuses (from the store:
+// keys not recorded yet are left blank).
+func (c *Client) keyStatus(ctx context.Context, teams []string, out []MachineStatus) error {
+	inv, err := c.inventory(ctx, teams, false)
+	if err != nil {
+		return err
+	}
+	now := c.clock.Now().UTC()
+	byMachine := map[string]SSHKey{}
+	for _, k := range inv {
+		v := c.view(k, now)
+		for _, m := range v.Machines {
+			byMachine[m] = v
+		}
+	}
+	for i := range out {
+		if v, ok := byMachine[out[i].Name]; ok && v.Fingerprint != "" {
+			out[i].KeyFingerprint, out[i].KeyAge, out[i].KeyAgeSeconds, out[i].KeyOverdue = v.Fingerprint, v.Age, v.AgeSeconds, v.Overdue
+		}
+	}
+	return nil
+}

@@ -28,7 +28,7 @@ var (
 	finishOutcomes   = []string{"completed", "failed", "cancelled"}
 	attemptOutcomes  = []string{"succeeded", "failed", "timeout", "interrupted", "cancelled"}
 	deliveryOutcomes = []string{"delivered", "failed", "dropped"}
-	alertKinds       = []string{AlertTaskFailed, AlertQueueDepth, AlertQueueAge, AlertMachineUnhealthy, AlertMachineBusy}
+	alertKinds       = []string{AlertTaskFailed, AlertQueueDepth, AlertQueueAge, AlertMachineUnhealthy, AlertMachineBusy, AlertKeyOverdue}
 )
 
 // metrics holds the counters the worker increments. Its methods do nothing
@@ -159,7 +159,8 @@ func (c *Client) Collector() prometheus.Collector { return collector{c} }
 // Describe sends the descriptions of every metric.
 func (k collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDepth, descOldest, descStoreUp, descWorker, descSSHOpen,
-		descSSHSessions, descSSHDials, descSSHDialErrors, descDeliveries, descDeliveryRetries, descSuppressed} {
+		descSSHSessions, descSSHDials, descSSHDialErrors, descDeliveries, descDeliveryRetries, descSuppressed,
+		descKeyAge, descKeyOverdue} {
 		ch <- d
 	}
 	m := k.c.metrics
@@ -195,6 +196,9 @@ func (k collector) Collect(ch chan<- prometheus.Metric) {
 		if err == nil {
 			gauge(descOldest, age.Seconds())
 		}
+	}
+	if err == nil {
+		err = c.collectKeys(ctx, ch) // SSH key ages (maintenance.go)
 	}
 	if err != nil {
 		up = 0

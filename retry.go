@@ -186,6 +186,8 @@ func classify(err error) failureKind {
 		return kindSuccess
 	case errors.Is(err, ErrShutdown):
 		return kindInterrupted
+	case errors.Is(err, errRetryLater):
+		return kindConnection
 	case errors.Is(err, ErrTaskCancelled), errors.Is(err, context.Canceled):
 		return kindCancelled
 	case errors.Is(err, ErrHostKeyMismatch), errors.Is(err, ErrUnknownHostKey),

@@ -193,101 +193,11 @@ func (r *rotation) hook(step, machine string) {
 // failed; an unfinished rotation without Resume or Rollback),
 // ErrRollbackImpossible, ErrKeyTypeUnsupported, the vault's errors.
 func (c *Client) RotateKey(ctx context.Context, opts KeyRotationOptions) ([]KeyRotationResult, error) {
-	actor, ok := ActorFrom(ctx)
-	if !ok {
-		return nil, ErrNoActor
-	}
-	typ, err := rssh.ParseKeyType(opts.Type)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
-	}
-	if typ == rssh.KeyRSA && opts.Bits != 0 && (opts.Bits < rssh.MinRSABits || opts.Bits > rssh.MaxRSABits) {
-		return nil, fmt.Errorf("%w: RSA key size %d bits is outside %d..%d", ErrInvalidArgument, opts.Bits, rssh.MinRSABits, rssh.MaxRSABits)
-	}
-	if typ == rssh.KeyEd25519 && opts.Bits != 0 {
-		return nil, fmt.Errorf("%w: --bits applies to RSA keys only (ed25519 keys have a fixed size)", ErrInvalidArgument)
-	}
-	named := 0
-	for _, s := range []bool{opts.Machine != "", opts.Key != "", opts.All} {
-		if s {
-			named++
-		}
-	}
-	switch {
-	case named != 1:
-		return nil, fmt.Errorf("%w: name exactly one of a machine, a key, or a team with all its keys", ErrInvalidArgument)
-	case opts.All && opts.Team == "":
-		return nil, fmt.Errorf("%w: rotating all keys needs a team", ErrInvalidArgument)
-	case opts.Resume && opts.Rollback:
-		return nil, fmt.Errorf("%w: resume and rollback exclude each other", ErrInvalidArgument)
-	case opts.Rollback && (opts.Type != "" || opts.Bits != 0):
-		return nil, fmt.Errorf("%w: a rollback restores the previous key: it takes no key type or size", ErrInvalidArgument)
-	}
-	team := opts.Team
-	if opts.Machine != "" {
-		m, err := c.machine(ctx, opts.Machine)
-		if err != nil {
-			return nil, err
-		}
-		if team != "" && team != m.Team {
-			return nil, fmt.Errorf("%w: machine %s is in team %q, not %q", ErrInvalidArgument, m.Name, m.Team, team)
-		}
-		team = m.Team
-	}
-	if team == "" { // a key by id or fingerprint: find its team among the actor's
-		teams, o, err := c.scopeTeams(ctx, authz.KeyRotate, "", audit.EntityKey)
-		if err != nil {
-			return nil, err
-		}
-		inv, err := c.inventory(ctx, teams, true)
-		if err != nil {
-			return nil, o.fail(ctx, err)
-		}
-		for _, k := range inv {
-			if k.id == opts.Key || k.fingerprint() == opts.Key {
-				team = k.team
-			}
-		}
-		if team == "" {
-			return nil, o.fail(ctx, fmt.Errorf("%w: no key %q in the teams where %s may rotate keys (see rediacc machine keys)", ErrNotFound, opts.Key, actor))
-		}
-	}
-	detail := map[string]string{"dry_run": strconv.FormatBool(opts.DryRun), "resume": strconv.FormatBool(opts.Resume),
-		"rollback": strconv.FormatBool(opts.Rollback)}
-	for k, v := range map[string]string{"machine": opts.Machine, "key": opts.Key, "type": string(typ)} {
-		if v != "" {
-			detail[k] = v
-		}
-	}
-	if opts.All {
-		detail["all"] = "true"
-	}
-	o, _, err := c.authorize(ctx, authz.KeyRotate, team, audit.EntityKey, opts.Key, detail)
+	keys, typ, o, err := c.selectKeys(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	inv, err := c.inventory(ctx, []string{team}, true)
-	if err != nil {
-		return nil, o.fail(ctx, err)
-	}
-	var keys []*invKey
-	for _, k := range inv {
-		switch {
-		case opts.All:
-			keys = append(keys, k)
-		case opts.Key != "" && (k.id == opts.Key || k.fingerprint() == opts.Key):
-			keys = append(keys, k)
-		case opts.Machine != "" && slices.ContainsFunc(k.machines, func(im *invMachine) bool { return im.m.Name == opts.Machine }):
-			keys = append(keys, k)
-		}
-	}
-	if len(keys) == 0 {
-		return nil, o.fail(ctx, fmt.Errorf("%w: no key %q in team %q (see rediacc machine keys)", ErrNotFound, opts.Key+opts.Machine, team))
-	}
-	if !opts.All && keys[0].src == KeyInAgent {
-		return nil, o.fail(ctx, fmt.Errorf("%w: machine(s) %s log in with the ssh-agent's keys, which rediacc does not hold: rotate the agent's key yourself, or import a key file (machine add --identity)",
-			ErrInvalidArgument, strings.Join(keys[0].names(), ", ")))
-	}
+	actor := o.actor
 	var (
 		results []KeyRotationResult
 		failed  []KeyRotationResult
@@ -338,6 +248,116 @@ func (k *invKey) states(state string) []MachineKeyState {
 		out = append(out, MachineKeyState{Machine: im.m.Name, State: state})
 	}
 	return out
+}
+
+// selectKeys checks opts, authorizes key.rotate in the keys' team and
+// returns the keys opts names, the new key type and the audited operation.
+func (c *Client) selectKeys(ctx context.Context, opts KeyRotationOptions) ([]*invKey, rssh.KeyType, *op, error) {
+	actor, ok := ActorFrom(ctx)
+	if !ok {
+		return nil, "", nil, ErrNoActor
+	}
+	typ, err := validateRotation(opts)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	team := opts.Team
+	if opts.Machine != "" {
+		m, err := c.machine(ctx, opts.Machine)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		if team != "" && team != m.Team {
+			return nil, "", nil, fmt.Errorf("%w: machine %s is in team %q, not %q", ErrInvalidArgument, m.Name, m.Team, team)
+		}
+		team = m.Team
+	}
+	if team == "" { // a key by id or fingerprint: find its team among the actor's
+		teams, o, err := c.scopeTeams(ctx, authz.KeyRotate, "", audit.EntityKey)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		inv, err := c.inventory(ctx, teams, true)
+		if err != nil {
+			return nil, "", nil, o.fail(ctx, err)
+		}
+		for _, k := range inv {
+			if k.id == opts.Key || k.fingerprint() == opts.Key {
+				team = k.team
+			}
+		}
+		if team == "" {
+			return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: no key %q in the teams where %s may rotate keys (see rediacc machine keys)", ErrNotFound, opts.Key, actor))
+		}
+	}
+	detail := map[string]string{"dry_run": strconv.FormatBool(opts.DryRun), "resume": strconv.FormatBool(opts.Resume),
+		"rollback": strconv.FormatBool(opts.Rollback)}
+	for k, v := range map[string]string{"machine": opts.Machine, "key": opts.Key, "type": string(typ)} {
+		if v != "" {
+			detail[k] = v
+		}
+	}
+	if opts.All {
+		detail["all"] = "true"
+	}
+	o, _, err := c.authorize(ctx, authz.KeyRotate, team, audit.EntityKey, opts.Key, detail)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	inv, err := c.inventory(ctx, []string{team}, true)
+	if err != nil {
+		return nil, "", nil, o.fail(ctx, err)
+	}
+	var keys []*invKey
+	for _, k := range inv {
+		switch {
+		case opts.All:
+			keys = append(keys, k)
+		case opts.Key != "" && (k.id == opts.Key || k.fingerprint() == opts.Key):
+			keys = append(keys, k)
+		case opts.Machine != "" && slices.ContainsFunc(k.machines, func(im *invMachine) bool { return im.m.Name == opts.Machine }):
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: no key %q in team %q (see rediacc machine keys)", ErrNotFound, opts.Key+opts.Machine, team))
+	}
+	if !opts.All && keys[0].src == KeyInAgent {
+		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: machine(s) %s log in with the ssh-agent's keys, which rediacc does not hold: rotate the agent's key yourself, or import a key file (machine add --identity)",
+			ErrInvalidArgument, strings.Join(keys[0].names(), ", ")))
+	}
+	return keys, typ, o, nil
+}
+
+// validateRotation checks the options and returns the new key's type.
+func validateRotation(opts KeyRotationOptions) (rssh.KeyType, error) {
+	typ, err := rssh.ParseKeyType(opts.Type)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	if typ == rssh.KeyRSA && opts.Bits != 0 && (opts.Bits < rssh.MinRSABits || opts.Bits > rssh.MaxRSABits) {
+		return "", fmt.Errorf("%w: RSA key size %d bits is outside %d..%d", ErrInvalidArgument, opts.Bits, rssh.MinRSABits, rssh.MaxRSABits)
+	}
+	if typ == rssh.KeyEd25519 && opts.Bits != 0 {
+		return "", fmt.Errorf("%w: --bits applies to RSA keys only (ed25519 keys have a fixed size)", ErrInvalidArgument)
+	}
+	named := 0
+	for _, s := range []bool{opts.Machine != "", opts.Key != "", opts.All} {
+		if s {
+			named++
+		}
+	}
+	switch {
+	case named != 1:
+		return "", fmt.Errorf("%w: name exactly one of a machine, a key, or a team with all its keys", ErrInvalidArgument)
+	case opts.All && opts.Team == "":
+		return "", fmt.Errorf("%w: rotating all keys needs a team", ErrInvalidArgument)
+	case opts.Resume && opts.Rollback:
+		return "", fmt.Errorf("%w: resume and rollback exclude each other", ErrInvalidArgument)
+	case opts.Rollback && (opts.Type != "" || opts.Bits != 0):
+		return "", fmt.Errorf("%w: a rollback restores the previous key: it takes no key type or size", ErrInvalidArgument)
+	}
+	return typ, nil
 }
 
 // cred is a private key (and its passphrase).

@@ -317,3 +317,57 @@ func TestRotateSharedKeyOnOpenSSH(t *testing.T) {
 	}
 	f.vaultLogsIn(t)
 }
+
+// 100 tasks on three machines while the key they share rotates: in-flight
+// sessions on old connections finish, new connections use the new key, and
+// every task completes at its first attempt.
+func TestTasksRunThroughSharedKeyRotation(t *testing.T) {
+	c, v := newKeyClient(t, func(cfg *rediacc.Config) { cfg.Concurrency = 24 })
+	f := newKeyFixture(t, c, v, "busy", 24, 25, 26)
+	ctx := ctxTimeout(t, 5*time.Minute)
+	var ids []string
+	for i := 0; i < 70; i++ {
+		ids = append(ids, submit(t, c, rediacc.TaskSpec{Machine: f.names[i%3], Command: fmt.Sprintf("sleep 0.3; echo during-%d", i)}).ID)
+	}
+	stop := runWorker(t, c)
+	defer stop()
+	for { // rotate while tasks run
+		ts, err := c.List(ctx, rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusProcessing}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ts) >= 6 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("tasks never ran")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res, err := c.RotateKey(asOwner(), rediacc.KeyRotationOptions{Machine: f.names[0]})
+	if err != nil {
+		t.Fatalf("RotateKey while tasks run: %v", err)
+	}
+	// Tasks queued after the rotation dial with the new key only working.
+	for i := 0; i < 30; i++ {
+		ids = append(ids, submit(t, c, rediacc.TaskSpec{Machine: f.names[i%3], Command: fmt.Sprintf("echo after-%d", i)}).ID)
+	}
+	for _, id := range ids {
+		done, err := c.Wait(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done.Status != rediacc.StatusCompleted || done.Attempts != 1 || len(done.History) != 1 {
+			t.Fatalf("task %s on %s: %s after %d attempts (%d tries): %s", id, done.Machine, done.Status, done.Attempts, len(done.History), done.Error)
+		}
+	}
+	oldPEM, _ := os.ReadFile(f.keyPath)
+	for i := range f.srvs {
+		if err := f.login(t, i, oldPEM); !errors.Is(err, rediacc.ErrAuthFailed) {
+			t.Fatalf("%s: the old key after the rotation: %v", f.names[i], err)
+		}
+	}
+	if res[0].Action != rediacc.KeyActionRotated {
+		t.Fatalf("result %+v", res)
+	}
+}

@@ -216,6 +216,11 @@ type Task struct {
 	// WaitReason); nil for other states. Get and List fill it; tasks that
 	// other calls return (Submit, Wait, Watch, …) leave it nil.
 	Waiting []WaitReason
+	// Kind is "" for a shell command, or the maintenance job the worker
+	// runs itself ("key.rotate": SubmitKeyRotation); Command then
+	// describes it.
+	Kind  string
+	maint *maintenanceSpec
 }
 
 // WaitMessage returns Waiting's messages joined with "; " ("" when none):
@@ -257,6 +262,7 @@ type taskJSON struct {
 	NextAttemptAt   *time.Time        `json:"nextAttemptAt,omitempty"`
 	WaitReason      string            `json:"waitReason,omitempty"`
 	WaitReasons     []WaitReason      `json:"waitReasons,omitempty"`
+	Kind            string            `json:"kind,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -291,7 +297,7 @@ func (t Task) MarshalJSON() ([]byte, error) {
 		StdoutTruncated: t.StdoutTruncated, StderrTruncated: t.StderrTruncated,
 		Error: t.Error, CreatedAt: timePtr(t.CreatedAt), StartedAt: timePtr(t.StartedAt),
 		CompletedAt: timePtr(t.CompletedAt), NextAttemptAt: timePtr(t.NextAttemptAt),
-		WaitReason: t.WaitMessage(), WaitReasons: t.Waiting,
+		WaitReason: t.WaitMessage(), WaitReasons: t.Waiting, Kind: t.Kind,
 	})
 }
 
@@ -354,6 +360,8 @@ type specJSON struct {
 	Secrets        map[string]string `json:"secrets,omitempty"` // ENV → vault key; never values
 	IdempotencyKey string            `json:"idempotencyKey,omitempty"`
 	Selector       map[string]string `json:"selector,omitempty"` // placement's selector, if any
+	// Maintenance is a job the worker runs itself (maintenance.go).
+	Maintenance *maintenanceSpec `json:"maintenance,omitempty"`
 }
 
 func encodeSpec(s TaskSpec) ([]byte, error) {
@@ -387,6 +395,9 @@ func taskFromRecord(r store.Task) (*Task, error) {
 	}
 	if r.Status == store.Pending && r.ReadyAt.After(r.CreatedAt) {
 		t.NextAttemptAt = r.ReadyAt
+	}
+	if sj.Maintenance != nil {
+		t.Kind, t.maint = sj.Maintenance.Op, sj.Maintenance
 	}
 	for _, a := range r.History {
 		t.History = append(t.History, Attempt(a))

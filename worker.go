@@ -90,6 +90,7 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 		c.rescue(ctx, log)
 	}
 	stopProber := c.startProber(ctx, o.actor, log) // health probes (health.go)
+	stopKeys := c.startKeyPolicy(ctx, o.actor, log) // key ages (maintenance.go)
 	// Heartbeats renew leases and pick up cancellations asked from other
 	// processes: at least every second, so a cancel takes effect quickly.
 	heartbeat := time.NewTicker(c.heartbeatInterval())
@@ -195,6 +196,7 @@ loop:
 	c.shutdown(base, &wg, log)
 	c.checkpointQuietly(base, "worker.stop")
 	stopProber()
+	stopKeys()
 	log.InfoContext(base, "worker stopped")
 	return result
 }
@@ -386,7 +388,16 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 	}
 	log.InfoContext(bg, "attempt started")
 
-	res, red, runErr := c.runRemote(ctx, t, attemptNo)
+	var (
+		res    *rssh.Result
+		red    *redact.Redactor
+		runErr error
+	)
+	if t.maint != nil {
+		res, runErr = c.runMaintenance(ctx, t) // maintenance.go
+	} else {
+		res, red, runErr = c.runRemote(ctx, t, attemptNo)
+	}
 	if runErr != nil && ctx.Err() != nil {
 		runErr = fmt.Errorf("%w (%v)", context.Cause(ctx), runErr)
 	}

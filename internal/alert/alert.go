@@ -39,6 +39,8 @@ const (
 	// KindMachineBusy: Machine's load averages rose above its thresholds:
 	// it takes no new low-priority work for a while.
 	KindMachineBusy = "machine.busy"
+	// KindKeyOverdue: SSH keys older than the rotation policy's maximum age.
+	KindKeyOverdue = "key.overdue"
 )
 
 // Severities, for [Alert].Severity: how urgent the condition is.
