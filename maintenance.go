@@ -47,11 +47,10 @@ var errRetryLater = errors.New("retry later")
 // DryRun are not for queued rotations), and returns the tasks. A worker
 // whose actor holds key.rotate in the key's team runs it: it resumes an
 // unfinished rotation of the key or rotates it, and does nothing when the
-// key was rotated since the task was queued. Queueing the same key again
-// before its rotation ran returns the queued task (idempotency key
-// "rediacc/key.rotate/KEY-ID/FINGERPRINT"). The task's machine is the
-// first machine of the key (it holds one of that machine's slots while it
-// runs). Needs key.rotate (team admin).
+// key was rotated since the task was queued. While a rotation task of a
+// key is unfinished, queueing the key again returns that task. The task's
+// machine is the first machine of the key (it holds one of that machine's
+// slots while it runs). Needs key.rotate (team admin).
 //
 // Errors: those of RotateKey's checks (ErrNoActor, ErrPermissionDenied,
 // ErrNotFound, ErrInvalidArgument).
@@ -64,7 +63,10 @@ func (c *Client) SubmitKeyRotation(ctx context.Context, opts KeyRotationOptions)
 		return nil, err
 	}
 	now := c.clock.Now().UTC()
-	var recs []store.Task
+	var (
+		recs     []store.Task
+		existing []*Task
+	)
 	for _, k := range keys {
 		if k.src == KeyInAgent {
 			continue
@@ -78,15 +80,20 @@ func (c *Client) SubmitKeyRotation(ctx context.Context, opts KeyRotationOptions)
 			Maintenance:   &maintenanceSpec{Op: TaskKindKeyRotation, KeyID: k.id, Fingerprint: fp, Type: string(typ), Bits: opts.Bits},
 		}
 		spec.RetryDelayNS, spec.MaxDelayNS = spec.Retry.RetryDelay, spec.Retry.MaxDelay
-		spec.IdempotencyKey = "rediacc/key.rotate/" + k.id + "/" + fp
+		if queued, err := c.queuedRotation(ctx, k); err != nil {
+			return nil, o.fail(ctx, err)
+		} else if queued != nil {
+			existing = append(existing, queued)
+			continue
+		}
 		raw, err := json.Marshal(spec)
 		if err != nil {
 			return nil, o.fail(ctx, err)
 		}
-		recs = append(recs, store.Task{ID: uuid.NewString(), IdempotencyKey: spec.IdempotencyKey, Team: k.team,
+		recs = append(recs, store.Task{ID: uuid.NewString(), Team: k.team,
 			Machine: k.machines[0].m.Name, Priority: int(Low), Spec: raw, CreatedAt: now})
 	}
-	if len(recs) == 0 {
+	if len(recs) == 0 && len(existing) == 0 {
 		return nil, o.fail(ctx, fmt.Errorf("%w: no key rediacc can rotate (the ssh-agent's keys are not its own)", ErrInvalidArgument))
 	}
 	o.detail["queued"] = fmt.Sprint(len(recs))
@@ -94,7 +101,7 @@ func (c *Client) SubmitKeyRotation(ctx context.Context, opts KeyRotationOptions)
 	if err != nil {
 		return nil, o.fail(ctx, mapStoreErr(err))
 	}
-	var tasks []*Task
+	tasks := existing
 	for _, r := range out {
 		t, err := taskFromRecord(r)
 		if err != nil {
@@ -108,6 +115,22 @@ func (c *Client) SubmitKeyRotation(ctx context.Context, opts KeyRotationOptions)
 	default:
 	}
 	return tasks, nil
+}
+
+// queuedRotation returns the unfinished rotation task of key k, if any.
+func (c *Client) queuedRotation(ctx context.Context, k *invKey) (*Task, error) {
+	rs, err := c.engine.ListTasks(ctx, store.TaskFilter{Team: k.team,
+		Statuses: []store.Status{store.Pending, store.Assigned, store.Processing}})
+	if err != nil {
+		return nil, mapStoreErr(err)
+	}
+	for _, r := range rs {
+		t, err := taskFromRecord(r)
+		if err == nil && t.maint != nil && t.maint.Op == TaskKindKeyRotation && t.maint.KeyID == k.id {
+			return t, nil
+		}
+	}
+	return nil, nil
 }
 
 // runMaintenance runs a maintenance task as the worker's actor.

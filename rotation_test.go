@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -152,9 +153,12 @@ func (f *keyFixture) vaultKeys(t *testing.T, i int) (cur, prev []byte) {
 
 // vaultLogsIn checks that what the vault holds for every machine logs in,
 // as a worker would offer it (current, then previous).
-func (f *keyFixture) vaultLogsIn(t *testing.T) {
+func (f *keyFixture) vaultLogsIn(t *testing.T, only ...int) {
 	t.Helper()
 	for i := range f.srvs {
+		if len(only) > 0 && !slices.Contains(only, i) {
+			continue
+		}
 		cur, prev := f.vaultKeys(t, i)
 		errCur := f.login(t, i, cur)
 		if errCur == nil {

@@ -443,9 +443,10 @@ func SameKey(a, b xssh.PublicKey) bool {
 }
 
 // AddAuthorizedKey returns content with a line for key (and comment, which
-// must be one line) appended, and true; or content unchanged and false when
-// a line already holds key. Every existing byte is kept; a last line
-// without a line ending gets one before the new line.
+// must be one line) added, and true; or content unchanged and false when a
+// line already holds key. Every existing byte is kept: the line goes at the
+// end, or, when the file's last line has no line ending, just before it,
+// so that RemoveAuthorizedKeys of the key gives content back byte for byte.
 func AddAuthorizedKey(content []byte, key xssh.PublicKey, comment string) ([]byte, bool) {
 	for _, l := range AuthorizedKeyLines(content) {
 		if SameKey(l.Key, key) {
@@ -456,12 +457,14 @@ func AddAuthorizedKey(content []byte, key xssh.PublicKey, comment string) ([]byt
 	if c := strings.TrimSpace(strings.NewReplacer("\n", " ", "\r", " ").Replace(comment)); c != "" {
 		line = append(append(line, ' '), c...)
 	}
-	out := bytes.Clone(content)
-	if len(out) > 0 && out[len(out)-1] != '\n' {
-		out = append(out, '\n')
+	cut := len(content) // where the new line goes
+	if cut > 0 && content[cut-1] != '\n' {
+		cut = bytes.LastIndexByte(content, '\n') + 1 // before the unterminated last line
 	}
+	out := make([]byte, 0, len(content)+len(line)+1)
+	out = append(out, content[:cut]...)
 	out = append(append(out, line...), '\n')
-	return out, true
+	return append(out, content[cut:]...), true
 }
 
 // RemoveAuthorizedKeys returns content without the lines whose key drop

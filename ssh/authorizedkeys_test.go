@@ -96,8 +96,11 @@ func TestAuthorizedKeysEditOnOpenSSH(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := append(bytes.Clone(initial), '\n')
+	// The new line goes before the last line, which has no line ending.
+	last := bytes.LastIndexByte(initial, '\n') + 1
+	want := bytes.Clone(initial[:last])
 	want = append(append(want, bytes.TrimSpace(xssh.MarshalAuthorizedKey(newSigner.PublicKey()))...), " "+comment+"\n"...)
+	want = append(want, initial[last:]...)
 	got, _ := os.ReadFile(srv.AuthorizedKeysPath)
 	if !bytes.Equal(got, want) || !bytes.Equal(after.Content, want) || !bytes.Equal(before.Content, initial) {
 		t.Fatalf("after adding:\n%q\nwant\n%q", got, want)
@@ -287,13 +290,15 @@ func TestAuthorizedKeysHomeMissing(t *testing.T) {
 func TestAuthorizedKeyLineEdits(t *testing.T) {
 	others := otherLines(t)
 	k, _, _ := ssh.GenerateKey(ssh.KeyEd25519, 0, "")
-	out, added := ssh.AddAuthorizedKey(others, k.PublicKey(), "c1\nc2")
-	if !added || !bytes.HasPrefix(out, append(bytes.Clone(others), '\n')) || !bytes.HasSuffix(out, []byte(" c1 c2\n")) {
-		t.Fatalf("add: %q", out)
-	}
-	back, n := ssh.RemoveAuthorizedKeys(out, func(l ssh.AuthorizedKeyLine) bool { return ssh.SameKey(l.Key, k.PublicKey()) })
-	if n != 1 || !bytes.Equal(back, append(bytes.Clone(others), '\n')) {
-		t.Fatalf("remove: %d, %q", n, back)
+	for _, content := range [][]byte{others, append(bytes.Clone(others), '\n'), nil, []byte("no-newline")} {
+		out, added := ssh.AddAuthorizedKey(content, k.PublicKey(), "c1\nc2")
+		if !added || !bytes.Contains(out, []byte(" c1 c2\n")) || len(out) != len(content)+len(" c1 c2\n")+len(bytes.TrimSpace(xssh.MarshalAuthorizedKey(k.PublicKey()))) {
+			t.Fatalf("add to %q: %q", content, out)
+		}
+		back, n := ssh.RemoveAuthorizedKeys(out, func(l ssh.AuthorizedKeyLine) bool { return ssh.SameKey(l.Key, k.PublicKey()) })
+		if n != 1 || !bytes.Equal(back, content) && len(content) > 0 {
+			t.Fatalf("remove from %q: %d, %q: not the content before", out, n, back)
+		}
 	}
 	if got := len(ssh.AuthorizedKeyLines(others)); got != 4 {
 		t.Fatalf("%d key lines in the sample, want 4", got)
