@@ -360,6 +360,9 @@ func (c *Client) inventory(ctx context.Context, teams []string, derive bool) ([]
 		}
 		im := &invMachine{m: m, src: keySource(m)}
 		id := m.KeyID
+		if sk, ok := recs[id]; ok && sk.TeamID != m.Team {
+			id = "" // moved from another team: a key of its new team
+		}
 		if im.src == KeyInAgent {
 			if id == "" {
 				id = derivedKeyID(m.Team, "agent")
@@ -373,17 +376,17 @@ func (c *Client) inventory(ctx context.Context, teams []string, derive bool) ([]
 				id = derivedKeyID(m.Team, "machine/"+m.Name) // key unknown: alone
 			}
 		}
-		k := byID[id]
+		k := byID[m.Team+"\x00"+id]
 		if k == nil {
 			k = &invKey{id: id, team: m.Team, src: im.src, pub: im.pub}
-			if sk, ok := recs[id]; ok {
+			if sk, ok := recs[id]; ok && sk.TeamID == m.Team {
 				rec, err := decodeKeyRecord(sk)
 				if err != nil {
 					return nil, err
 				}
 				k.rec, k.stored = &rec, sk
 			}
-			byID[id] = k
+			byID[m.Team+"\x00"+id] = k
 			out = append(out, k)
 		}
 		if k.pub == nil {

@@ -37,6 +37,18 @@ type maintenanceSpec struct {
 	Bits        int    `json:"bits,omitempty"`
 }
 
+// maintenanceOf returns the maintenance job of a stored task, nil for a
+// shell command.
+func maintenanceOf(r store.Task) *maintenanceSpec {
+	var sj struct {
+		Maintenance *maintenanceSpec `json:"maintenance"`
+	}
+	if json.Unmarshal(r.Spec, &sj) != nil {
+		return nil
+	}
+	return sj.Maintenance
+}
+
 // errRetryLater marks a maintenance failure that is worth another attempt
 // (a machine unreachable, the key locked by another rotation).
 var errRetryLater = errors.New("retry later")
@@ -125,18 +137,16 @@ func (c *Client) queuedRotation(ctx context.Context, k *invKey) (*Task, error) {
 		return nil, mapStoreErr(err)
 	}
 	for _, r := range rs {
-		t, err := taskFromRecord(r)
-		if err == nil && t.maint != nil && t.maint.Op == TaskKindKeyRotation && t.maint.KeyID == k.id {
-			return t, nil
+		if ms := maintenanceOf(r); ms != nil && ms.Op == TaskKindKeyRotation && ms.KeyID == k.id {
+			return taskFromRecord(r)
 		}
 	}
 	return nil, nil
 }
 
 // runMaintenance runs a maintenance task as the worker's actor.
-func (c *Client) runMaintenance(ctx context.Context, t *Task) (*rssh.Result, error) {
+func (c *Client) runMaintenance(ctx context.Context, t *Task, spec *maintenanceSpec) (*rssh.Result, error) {
 	res := &rssh.Result{ExitCode: -1, Started: time.Now()}
-	spec := t.maint
 	if spec.Op != TaskKindKeyRotation {
 		return res, fmt.Errorf("%w: unknown maintenance job %q (written by a newer rediacc?)", ErrInvalidTask, spec.Op)
 	}

@@ -473,6 +473,9 @@ func (r *rotation) lock(ctx context.Context) error {
 		if err != nil {
 			return mapStoreErr(err)
 		}
+		if sk.TeamID != r.k.team {
+			return fmt.Errorf("%w: key id %s belongs to team %q, not %q", ErrCorruptStore, r.k.id, sk.TeamID, r.k.team)
+		}
 		rec, err := decodeKeyRecord(sk)
 		if err != nil {
 			return err

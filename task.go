@@ -219,8 +219,7 @@ type Task struct {
 	// Kind is "" for a shell command, or the maintenance job the worker
 	// runs itself ("key.rotate": SubmitKeyRotation); Command then
 	// describes it.
-	Kind  string
-	maint *maintenanceSpec
+	Kind string
 }
 
 // WaitMessage returns Waiting's messages joined with "; " ("" when none):
@@ -397,7 +396,7 @@ func taskFromRecord(r store.Task) (*Task, error) {
 		t.NextAttemptAt = r.ReadyAt
 	}
 	if sj.Maintenance != nil {
-		t.Kind, t.maint = sj.Maintenance.Op, sj.Maintenance
+		t.Kind = sj.Maintenance.Op
 	}
 	for _, a := range r.History {
 		t.History = append(t.History, Attempt(a))

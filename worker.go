@@ -89,7 +89,7 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 	if c.leads(ctx, log) {
 		c.rescue(ctx, log)
 	}
-	stopProber := c.startProber(ctx, o.actor, log) // health probes (health.go)
+	stopProber := c.startProber(ctx, o.actor, log)  // health probes (health.go)
 	stopKeys := c.startKeyPolicy(ctx, o.actor, log) // key ages (maintenance.go)
 	// Heartbeats renew leases and pick up cancellations asked from other
 	// processes: at least every second, so a cancel takes effect quickly.
@@ -393,8 +393,8 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 		red    *redact.Redactor
 		runErr error
 	)
-	if t.maint != nil {
-		res, runErr = c.runMaintenance(ctx, t) // maintenance.go
+	if ms := maintenanceOf(rec); ms != nil {
+		res, runErr = c.runMaintenance(ctx, t, ms) // maintenance.go
 	} else {
 		res, red, runErr = c.runRemote(ctx, t, attemptNo)
 	}
