@@ -1405,7 +1405,12 @@ func (r *rotation) rollback(ctx context.Context, res KeyRotationResult) (KeyRota
 		}
 		res.Action = KeyActionFailed
 		res.Note = "nothing changed"
-		return res, &KeyRotationError{Results: []KeyRotationResult{res}, causes: append([]error{ErrRollbackImpossible}, causes...)}
+		for i, c := range causes {
+			if !errors.Is(c, ErrRollbackImpossible) {
+				causes[i] = fmt.Errorf("%w: %w", ErrRollbackImpossible, c)
+			}
+		}
+		return res, errors.Join(causes...)
 	}
 	// Restore: the previous key becomes current (a new version) everywhere.
 	v, err := r.c.vault()

@@ -69,22 +69,26 @@ func newMachineAdd(g *globals) *cobra.Command {
 	f.BoolVar(&acceptNew, "accept-new-host-key", false, "trust the host key on first use and record it in the known_hosts file")
 	f.BoolVar(&insecure, "insecure-ignore-host-key", false, "accept any host key (INSECURE: tests only)")
 	f.StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
+	f.StringVar(&m.AuthorizedKeysFile, "authorized-keys-file", "", "where the user's authorized_keys is on the machine, for key rotation (default ~/.ssh/authorized_keys)")
 	f.StringVarP(&output, "output", "o", "", "output format: table or json")
 	_ = c.MarkFlagRequired("host")
 	return c
 }
 
 func newMachineList(g *globals) *cobra.Command {
-	var output string
+	var (
+		output string
+		age    maxKeyAge
+	)
 	c := &cobra.Command{
-		Use:   "list [-o json]",
-		Short: "List registered machines",
+		Use:   "list [--max-key-age 90d] [-o json]",
+		Short: "List registered machines (with their SSH key's fingerprint and age)",
 		Args:  exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+			return g.keyClient(c, age, func(ctx context.Context, cl *rediacc.Client) error { // keys.go
 				ms, err := cl.Machines(ctx)
 				if err != nil {
 					return err
@@ -95,8 +99,18 @@ func newMachineList(g *globals) *cobra.Command {
 					}
 					return writeJSON(g, ms)
 				}
+				ks, err := cl.Keys(ctx)
+				if err != nil {
+					return err
+				}
+				keyOf := map[string]rediacc.SSHKey{}
+				for _, k := range ks {
+					for _, m := range k.Machines {
+						keyOf[m] = k
+					}
+				}
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tTEAM\tADDRESS\tUSER\tHOST KEY\tIDENTITY")
+				fmt.Fprintln(tw, "NAME\tTEAM\tADDRESS\tUSER\tHOST KEY\tIDENTITY\tKEY FINGERPRINT\tKEY AGE")
 				for _, m := range ms {
 					id := m.IdentityFile
 					if m.IdentitySecret != "" {
@@ -105,13 +119,21 @@ func newMachineList(g *globals) *cobra.Command {
 					if m.UseAgent {
 						id = strings.TrimPrefix(id+" +agent", " ")
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s:%d\t%s\t%s\t%s\n", m.Name, m.Team, m.Host, m.Port, m.User, m.HostKeyPolicy, id)
+					fp, kage := "-", "-"
+					if k, ok := keyOf[m.Name]; ok && k.Fingerprint != "" {
+						fp, kage = k.Fingerprint, days(k.Age)
+						if k.Overdue {
+							kage += " OVERDUE"
+						}
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s:%d\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Team, m.Host, m.Port, m.User, m.HostKeyPolicy, id, fp, kage)
 				}
 				return tw.Flush()
 			})
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	registerMaxKeyAge(c.Flags(), &age)
 	return c
 }
 

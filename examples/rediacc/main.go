@@ -153,7 +153,8 @@ func newRoot(g *globals) *cobra.Command {
 
 	machine := &cobra.Command{Use: "machine", Short: "Register and list machines"}
 	machine.AddCommand(newMachineAdd(g), newMachineList(g), newMachineRemove(g), newMachineMove(g))
-	machine.AddCommand(newMachineStatus(g)) // status.go
+	machine.AddCommand(newMachineStatus(g))                       // status.go
+	machine.AddCommand(newMachineKeys(g), newMachineRotateKey(g)) // keys.go
 	create := &cobra.Command{Use: "create", Short: "Create tasks"}
 	create.AddCommand(newCreateTask(g))
 	create.AddCommand(newCreateBatch(g)) // batch.go
@@ -260,7 +261,7 @@ func checkOutput(o string) error {
 
 // readOnlyCommands only read a store: they refuse a data dir without one.
 var readOnlyCommands = map[string]bool{
-	"rediacc machine list": true, "rediacc machine status": true, "rediacc list queue": true,
+	"rediacc machine list": true, "rediacc machine status": true, "rediacc machine keys": true, "rediacc list queue": true,
 	"rediacc list audit-logs": true, "rediacc inspect queue": true, "rediacc logs": true,
 	"rediacc team list": true, "rediacc team member list": true, "rediacc audit verify": true,
 	"rediacc audit checkpoint": true, "rediacc audit key list": true, "rediacc audit key rotate": true,

@@ -30,7 +30,10 @@ commands with the local shell), generates its host key and a client key into
 DATA-DIR/quickstart, records the host key in a known_hosts file there (so the
 real client path runs with host-key verification on), registers it as machine
 local-01, queues tasks at all five priorities plus one that fails once and is
-retried, runs the worker, and prints the results in the order they ran.`,
+retried, runs the worker, prints the results in the order they ran, and
+ends by rotating local-01's SSH key (new key added to the server's
+authorized_keys, checked, stored in the vault, old key removed and shown
+refused) and running one more task with the new key.`,
 		Args: exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error { return quickstart(c.Context(), g) },
 	}
@@ -44,7 +47,7 @@ func quickstart(ctx context.Context, g *globals) error {
 	// A fresh demo store each run: the server's port changes every time.
 	// Everything of the previous demo goes, keys aside: its archive and
 	// vault belong to the old store.
-	for _, f := range []string{"rediacc.db", "rediacc.db-wal", "rediacc.db-shm", "rediacc.db-lock", "known_hosts", "flaky-marker", "archive", "vault", "vault.key"} {
+	for _, f := range []string{"rediacc.db", "rediacc.db-wal", "rediacc.db-shm", "rediacc.db-lock", "known_hosts", "flaky-marker", "archive", "vault", "vault.key", "home"} {
 		if err := os.RemoveAll(filepath.Join(dir, f)); err != nil {
 			return err
 		}
@@ -53,9 +56,25 @@ func quickstart(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	clientKeyPath := filepath.Join(dir, "id_ed25519")
-	clientKey, err := loadOrCreateKey(clientKeyPath)
-	if err != nil {
+	// One client key per machine, authorized in the server's
+	// ~/.ssh/authorized_keys (a home of its own in DATA-DIR/quickstart/home,
+	// read at every login as sshd does), so the key rotation at the end is
+	// real: new key added, checked, stored, old key removed and refused.
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(filepath.Join(home, ".ssh"), 0o700); err != nil {
+		return err
+	}
+	var authorized []byte
+	keyPaths := map[string]string{}
+	for _, name := range []string{"local-01", "local-02"} {
+		keyPaths[name] = filepath.Join(dir, "id_ed25519_"+name)
+		k, err := loadOrCreateKey(keyPaths[name])
+		if err != nil {
+			return err
+		}
+		authorized = append(authorized, gossh.MarshalAuthorizedKey(k.PublicKey())...)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".ssh", "authorized_keys"), authorized, 0o600); err != nil {
 		return err
 	}
 	if !quietSet(g) {
@@ -65,10 +84,7 @@ func quickstart(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	srv, err := sshtest.Start(sshtest.Options{
-		Addr: "127.0.0.1:0", HostKey: hostKey,
-		AuthorizedKeys: []gossh.PublicKey{clientKey.PublicKey()}, Logger: log,
-	})
+	srv, err := sshtest.Start(sshtest.Options{Addr: "127.0.0.1:0", HostKey: hostKey, Home: home, Logger: log})
 	if err != nil {
 		return fmt.Errorf("start the in-process SSH server: %w", err)
 	}
@@ -97,7 +113,7 @@ func quickstart(ctx context.Context, g *globals) error {
 	}
 	for _, m := range []struct{ name, team string }{{"local-01", "dev"}, {"local-02", "prod"}} {
 		if _, err := cl.AddMachine(ctx, rediacc.Machine{
-			Name: m.name, Team: m.team, Host: host, Port: port, IdentityFile: clientKeyPath, KnownHostsFile: knownHosts,
+			Name: m.name, Team: m.team, Host: host, Port: port, IdentityFile: keyPaths[m.name], ImportIdentity: true, KnownHostsFile: knownHosts,
 		}); err != nil {
 			return err
 		}
@@ -157,6 +173,9 @@ func quickstart(ctx context.Context, g *globals) error {
 	if err := printDepth(ctx, g, cl, "Queue depth after"); err != nil {
 		return err
 	}
+	if err := quickstartRotation(ctx, g, cl, home); err != nil {
+		return err
+	}
 	n, err := cl.VerifyAudit(ctx)
 	if err != nil {
 		return err
@@ -206,3 +225,39 @@ func loadOrCreateKey(path string) (gossh.Signer, error) {
 
 // quietSet reports whether the user chose a log level for the quickstart.
 func quietSet(g *globals) bool { return g.logLevelSet }
+
+// quickstartRotation rotates local-01's SSH key on the in-process server
+// and runs a task with the new key.
+func quickstartRotation(ctx context.Context, g *globals, cl *rediacc.Client, home string) error {
+	fmt.Fprintln(g.stdout, "\nRotating local-01's SSH key (verify before revoke)…")
+	res, err := cl.RotateKey(ctx, rediacc.KeyRotationOptions{Machine: "local-01"})
+	if err != nil {
+		return err
+	}
+	r := res[0]
+	fmt.Fprintf(g.stdout, "  %s -> %s: new key added, a login with it alone checked, stored in team dev's vault,\n", r.From, r.To)
+	fmt.Fprintf(g.stdout, "  old key removed from %s and refused on a fresh login.\n", filepath.Join(home, ".ssh", "authorized_keys"))
+	t, err := cl.Submit(ctx, rediacc.TaskSpec{Machine: "local-01", Command: "echo hello with the new key"})
+	if err != nil {
+		return err
+	}
+	if err := cl.RunUntilEmpty(ctx); err != nil {
+		return err
+	}
+	done, err := cl.Wait(ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	if done.Status != rediacc.StatusCompleted {
+		return fmt.Errorf("the task after the rotation %s: %s", done.Status, done.Error)
+	}
+	fmt.Fprintf(g.stdout, "  a task after the rotation: %s %s", done.Status, done.Stdout)
+	ks, err := cl.Keys(ctx, rediacc.KeyFilter{Team: "dev"})
+	if err != nil {
+		return err
+	}
+	for _, k := range ks {
+		fmt.Fprintf(g.stdout, "  key inventory (team dev): %s %s, used by %v, rotated %s\n\n", k.Type, k.Fingerprint, k.Machines, k.RotatedAt.Local().Format(time.TimeOnly))
+	}
+	return nil
+}

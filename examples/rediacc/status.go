@@ -18,9 +18,10 @@ func newMachineStatus(g *globals) *cobra.Command {
 	var (
 		team, output string
 		probe        bool
+		age          maxKeyAge // keys.go
 	)
 	c := &cobra.Command{
-		Use:   "status [--team T] [--probe] [-o json]",
+		Use:   "status [--team T] [--probe] [--max-key-age 90d] [-o json]",
 		Short: "Show machines' health and load (CPU, load per core, memory, disk, tasks, last seen)",
 		Long: `Show each machine's last health sample (taken by workers every minute,
 or now with --probe): CPU %, load per core, memory and disk used %, the
@@ -29,13 +30,14 @@ ok, busy (its CPU or memory average is above the threshold: no new work of
 effective priority 3-5 until it is 10 points below; why and since when are
 listed under the table),
 unhealthy (its last probe failed: tasks are not placed on it) or unknown
-(never probed).`,
+(never probed); "key overdue" is added when its SSH key is older than
+--max-key-age.`,
 		Args: exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
+			return g.keyClient(c, age, func(ctx context.Context, cl *rediacc.Client) error { // keys.go
 				f := rediacc.MachineFilter{Team: team}
 				if probe {
 					ms, err := cl.Machines(ctx, f)
@@ -70,6 +72,7 @@ unhealthy (its last probe failed: tasks are not placed on it) or unknown
 	fl := c.Flags()
 	fl.StringVar(&team, "team", "", "only this team's machines")
 	fl.BoolVar(&probe, "probe", false, "probe every machine over SSH now, before printing")
+	registerMaxKeyAge(fl, &age)
 	fl.StringVarP(&output, "output", "o", "", "output format: table or json")
 	return c
 }
@@ -123,6 +126,13 @@ func ago(t, now time.Time) string {
 }
 
 func state(s rediacc.MachineStatus) string {
+	if s.KeyOverdue {
+		return healthState(s) + ", key overdue (" + days(s.KeyAge) + ")"
+	}
+	return healthState(s)
+}
+
+func healthState(s rediacc.MachineStatus) string {
 	switch {
 	case !s.Healthy:
 		return "unhealthy (see below)"

@@ -273,9 +273,11 @@ func newWorker(g *globals) *cobra.Command {
 		health                  rediacc.HealthConfig // status.go
 		weights                 map[string]int
 		mon                     monitorFlags // monitor.go
+		keyAge                  maxKeyAge    // keys.go
+		keyPolicy               rediacc.KeyRotationPolicy
 	)
 	c := &cobra.Command{
-		Use:   "worker [--concurrency N] [--until-empty] [--team-weight TEAM=N]... [--metrics-addr ADDR] [--alert-webhook URL [--alert-webhook-secret KEY]]",
+		Use:   "worker [--concurrency N] [--until-empty] [--team-weight TEAM=N]... [--metrics-addr ADDR] [--alert-webhook URL [--alert-webhook-secret KEY]] [--max-key-age 90d [--rotate-overdue-keys]]",
 		Short: "Run queued tasks (until interrupted, or until the queue is empty)",
 		Args:  exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -287,6 +289,8 @@ func newWorker(g *globals) *cobra.Command {
 				cfg.PerMachineLimit = perMachine
 				cfg.Health = health
 				cfg.TeamWeights = weights
+				cfg.KeyRotation = keyPolicy
+				cfg.KeyRotation.MaxAge = keyAge.d
 			})
 			if err != nil {
 				return err
@@ -310,6 +314,9 @@ func newWorker(g *globals) *cobra.Command {
 	f.StringToIntVar(&weights, "team-weight", nil, "TEAM=N: the team's share of claims within a priority level (default 1 each; repeatable)")
 	mon.register(f)
 	registerHealthFlags(f, &health) // status.go
+	registerMaxKeyAge(f, &keyAge)   // keys.go
+	f.BoolVar(&keyPolicy.Auto, "rotate-overdue-keys", false, "queue a rotation task (priority 4) for every key past --max-key-age")
+	f.DurationVar(&keyPolicy.CheckInterval, "key-check-interval", rediacc.DefaultKeyCheckInterval, "check key ages this often (with --max-key-age)")
 	return c
 }
 
