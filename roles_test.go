@@ -142,6 +142,14 @@ func TestRoleMatrix(t *testing.T) {
 			_, err := c.Machine(ctx, "prod-01")
 			return err
 		}},
+		{"key.list", []string{"owner", "admin", "operator", "viewer"}, func(ctx context.Context, _ string) error {
+			_, err := c.Keys(ctx, rediacc.KeyFilter{Team: "prod"})
+			return err
+		}},
+		{"key.rotate", []string{"owner", "admin"}, func(ctx context.Context, _ string) error {
+			_, err := c.SubmitKeyRotation(ctx, rediacc.KeyRotationOptions{Machine: "prod-01"})
+			return err
+		}},
 		{"task.create", []string{"owner", "admin", "operator"}, func(ctx context.Context, _ string) error {
 			_, err := c.Submit(ctx, rediacc.TaskSpec{Machine: "prod-01", Command: "true"})
 			return err

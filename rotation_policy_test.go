@@ -16,6 +16,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/rediacc/rediacc"
+	"github.com/rediacc/rediacc/internal/vault/vaulttest"
 	rssh "github.com/rediacc/rediacc/ssh"
 	"github.com/rediacc/rediacc/ssh/sshtest"
 )
@@ -432,4 +433,48 @@ func TestRotationErrors(t *testing.T) {
 			t.Errorf("unknown key: %v", err)
 		}
 	})
+}
+
+// The same lock-out-proof rotation with the team vault in HashiCorp Vault
+// (KV v2 versions): a rotation left unfinished by a read-only machine is
+// rolled back to the previous version, then a new rotation completes.
+func TestRotationWithHashiCorpVault(t *testing.T) {
+	addr, token := vaulttest.StartDevServer(t)
+	ctx := asOwner()
+	v, err := rediacc.NewHashiCorpVault(ctx, rediacc.HashiCorpVaultConfig{Address: addr, Token: token, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.Vault = v })
+	f := newKeyFixture(t, c, v, "hv", 52, 53)
+	before := keyOf(t, c, "hv", f.names[0])
+	os.Chmod(f.srvs[1].AuthorizedKeysPath, 0o400)
+	if _, err := c.RotateKey(ctx, rediacc.KeyRotationOptions{Machine: f.names[0]}); !errors.Is(err, rediacc.ErrKeyRotationIncomplete) {
+		t.Fatalf("rotation with a read-only machine: %v", err)
+	}
+	f.vaultLogsIn(t)
+	res, err := c.RotateKey(ctx, rediacc.KeyRotationOptions{Machine: f.names[0], Rollback: true})
+	if err != nil || res[0].To != before.Fingerprint {
+		t.Fatalf("rollback: %+v, %v", res, err)
+	}
+	os.Chmod(f.srvs[1].AuthorizedKeysPath, 0o600)
+	f.vaultLogsIn(t)
+	res, err = c.RotateKey(ctx, rediacc.KeyRotationOptions{Machine: f.names[0]})
+	if err != nil || res[0].Action != rediacc.KeyActionRotated {
+		t.Fatalf("rotation: %+v, %v", res, err)
+	}
+	oldPEM, _ := os.ReadFile(f.keyPath)
+	for i := range f.srvs {
+		cur, prev := f.vaultKeys(t, i)
+		if err := f.login(t, i, cur); err != nil {
+			t.Fatalf("%s: %v", f.names[i], err)
+		}
+		if !bytes.Equal(prev, oldPEM) {
+			t.Fatalf("%s: Vault's previous version is not the old key", f.names[i])
+		}
+		if err := f.login(t, i, oldPEM); !errors.Is(err, rediacc.ErrAuthFailed) {
+			t.Fatalf("%s: old key: %v", f.names[i], err)
+		}
+	}
+	f.othersIntact(t)
 }
