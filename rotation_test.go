@@ -38,25 +38,6 @@ type keyFixture struct {
 	original map[string][]byte // each server's initial file
 }
 
-// foreignLines returns authorized_keys lines of other people: options,
-// comments, a CRLF line, odd spacing, no final newline.
-func foreignLines(t *testing.T, who string) []byte {
-	t.Helper()
-	var keys []string
-	for i := 0; i < 3; i++ {
-		s, _, err := sshtest.GenerateSigner(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, strings.TrimSpace(string(gossh.MarshalAuthorizedKey(s.PublicKey()))))
-	}
-	return []byte("# " + who + ": hand-kept\n" +
-		`from="10.0.0.0/8",no-agent-forwarding,command="/usr/bin/backup \"--all\"" ` + keys[0] + " backup@" + who + "\r\n" +
-		"\n" +
-		"  " + keys[1] + "   alice  laptop  \n" +
-		keys[2] + " bob-no-final-newline")
-}
-
 // newKeyClient opens a client whose vault the test can read too.
 func newKeyClient(t *testing.T, tune func(*rediacc.Config)) (*rediacc.Client, rediacc.Vault) {
 	c, v, _ := newKeyClientDir(t, tune)
@@ -99,7 +80,7 @@ func newKeyFixture(t *testing.T, c *rediacc.Client, v rediacc.Vault, team string
 	for _, n := range loopbacks {
 		srv := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: n, AuthorizedKeysInHome: true})
 		name := fmt.Sprintf("%s-%02d", team, n)
-		others := foreignLines(t, name)
+		others := sshtest.OtherAuthorizedKeys(t, name)
 		content := append(gossh.MarshalAuthorizedKey(signer.PublicKey()), others...)
 		if err := os.WriteFile(srv.AuthorizedKeysPath, content, 0o600); err != nil {
 			t.Fatal(err)

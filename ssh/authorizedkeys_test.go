@@ -21,24 +21,7 @@ import (
 
 // otherLines is an authorized_keys file of other people's keys, options,
 // comments and odd spacing that every edit must keep byte for byte.
-func otherLines(t *testing.T) []byte {
-	t.Helper()
-	var keys []string
-	for i := 0; i < 4; i++ {
-		s, _, err := sshtest.GenerateSigner(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, strings.TrimSpace(string(xssh.MarshalAuthorizedKey(s.PublicKey()))))
-	}
-	return []byte("# managed by hand — do not reorder\n" +
-		`from="10.0.0.0/8,!10.1.2.3",no-agent-forwarding ` + keys[0] + " alice@laptop\n" +
-		"\n" +
-		`command="/usr/local/bin/backup --only \"db\"",no-pty,restrict ` + keys[1] + " backup-robot\r\n" +
-		"   " + keys[2] + "   bob with spaces   \n" +
-		"not a key line at all\n" +
-		keys[3] + " carol-no-newline-at-end")
-}
+func otherLines(t *testing.T) []byte { return sshtest.OtherAuthorizedKeys(t, "test") }
 
 func fileInfo(t *testing.T, path string) (os.FileMode, int, int) {
 	t.Helper()

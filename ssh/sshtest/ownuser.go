@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // createOwnUser creates a login user named "rdc" and 8 random hex digits
@@ -95,4 +97,28 @@ func writeOwned(path string, data []byte, uid, gid int) error {
 		}
 	}
 	return os.Chmod(dir, 0o700)
+}
+
+// OtherAuthorizedKeys returns authorized_keys lines of other people, as a
+// shared account holds them: a comment, keys with options (from=,
+// command= with escaped quotes), a CRLF line ending, a blank line, odd
+// spacing, and a last line without a line ending. Tools that edit the
+// file must keep them byte for byte. who goes into the comments.
+func OtherAuthorizedKeys(tb testing.TB, who string) []byte {
+	tb.Helper()
+	var keys []string
+	for i := 0; i < 4; i++ {
+		s, _, err := GenerateSigner(nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		keys = append(keys, string(bytes.TrimSpace(ssh.MarshalAuthorizedKey(s.PublicKey()))))
+	}
+	return []byte("# " + who + ": kept by hand — do not reorder\n" +
+		`from="10.0.0.0/8,!10.1.2.3",no-agent-forwarding ` + keys[0] + " alice@laptop\n" +
+		"\n" +
+		`command="/usr/local/bin/backup --only \"db\"",no-pty,restrict ` + keys[1] + " backup-robot@" + who + "\r\n" +
+		"   " + keys[2] + "   bob with spaces   \n" +
+		"not a key line at all\n" +
+		keys[3] + " carol-no-newline-at-end")
 }
