@@ -87,7 +87,8 @@ type SSHKey struct {
 	// Bits is the key size (RSA: modulus bits; Ed25519: 256).
 	Bits int `json:"bits,omitempty"`
 	// Fingerprint is the key's SHA256 fingerprint ("SHA256:…", as
-	// ssh-keygen -l prints it); "" for the agent's keys.
+	// ssh-keygen -l prints it): for the ssh-agent, the key pinned by
+	// Machine.AgentKey, "" when any agent key may log in.
 	Fingerprint string `json:"fingerprint,omitempty"`
 	// Source is where the private key is kept.
 	Source KeySource `json:"source"`
@@ -249,11 +250,12 @@ type invKey struct {
 	machines []*invMachine
 	rec      *keyRecord // the stored record, nil when none
 	stored   store.Key
+	agentFP  string // the pinned agent key (Machine.AgentKey), if any
 }
 
 func (k *invKey) fingerprint() string {
 	if k.pub == nil {
-		return ""
+		return k.agentFP
 	}
 	return gossh.FingerprintSHA256(k.pub)
 }
@@ -329,7 +331,7 @@ func keySource(m Machine) KeySource {
 	case m.IdentityFile != "":
 		return KeyInFile
 	}
-	return KeyInAgent
+	return KeyInAgent // UseAgent, or AgentKey
 }
 
 // inventory groups the machines of teams (nil: all) by key. derive reads
@@ -364,8 +366,8 @@ func (c *Client) inventory(ctx context.Context, teams []string, derive bool) ([]
 			id = "" // moved from another team: a key of its new team
 		}
 		if im.src == KeyInAgent {
-			if id == "" {
-				id = derivedKeyID(m.Team, "agent")
+			if id == "" { // one entry per pinned agent key, one for "any agent key"
+				id = derivedKeyID(m.Team, "agent:"+m.AgentKey)
 			}
 		} else {
 			im.pub, im.err = c.machinePublicKey(ctx, m, derive)
@@ -378,7 +380,7 @@ func (c *Client) inventory(ctx context.Context, teams []string, derive bool) ([]
 		}
 		k := byID[m.Team+"\x00"+id]
 		if k == nil {
-			k = &invKey{id: id, team: m.Team, src: im.src, pub: im.pub}
+			k = &invKey{id: id, team: m.Team, src: im.src, pub: im.pub, agentFP: m.AgentKey}
 			if sk, ok := recs[id]; ok && sk.TeamID == m.Team {
 				rec, err := decodeKeyRecord(sk)
 				if err != nil {

@@ -415,6 +415,22 @@ func TestRotationErrors(t *testing.T) {
 			t.Fatalf("rotated key: %+v", k)
 		}
 	})
+	t.Run("ssh-agent key", func(t *testing.T) {
+		c, _ := newKeyClient(t, nil)
+		s, _, _ := sshtest.GenerateSigner(nil)
+		fp := gossh.FingerprintSHA256(s.PublicKey())
+		if _, err := c.AddMachine(ctx, rediacc.Machine{Name: "agented", Host: "127.0.0.1", Port: 22, User: "u", AgentKey: fp,
+			HostKeyPolicy: rediacc.HostKeyInsecureIgnore}); err != nil {
+			t.Fatal(err)
+		}
+		k := keyOf(t, c, rediacc.DefaultTeam, "agented")
+		if k.Source != rediacc.KeyInAgent || k.Fingerprint != fp || k.Overdue {
+			t.Fatalf("agent key in the inventory: %+v", k)
+		}
+		if _, err := c.RotateKey(ctx, rediacc.KeyRotationOptions{Machine: "agented"}); !errors.Is(err, rediacc.ErrInvalidArgument) || !strings.Contains(err.Error(), "ssh-agent") {
+			t.Fatalf("rotating an agent key: %v", err)
+		}
+	})
 	t.Run("bad options", func(t *testing.T) {
 		c, _ := newKeyClient(t, nil)
 		for _, o := range []rediacc.KeyRotationOptions{

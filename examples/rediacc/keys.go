@@ -118,7 +118,10 @@ func keysTable(w io.Writer, ks []rediacc.SSHKey) error {
 	for _, k := range ks {
 		typ, fp := k.Type, k.Fingerprint
 		if k.Source == rediacc.KeyInAgent {
-			typ, fp = "-", "(ssh-agent keys)"
+			typ = "-"
+			if fp == "" {
+				fp = "(any ssh-agent key)"
+			}
 		} else if k.Bits > 0 {
 			typ = fmt.Sprintf("%s %d", strings.TrimPrefix(typ, "ssh-"), k.Bits)
 		}
