@@ -757,6 +757,14 @@ func (r *rotation) login(ctx context.Context, t rssh.Target) (serverVersion stri
 	return serverVersion, err
 }
 
+// editContext bounds a step that edits a machine's authorized_keys. It is
+// not cancelled with ctx: a cancellation (the task cancelled, the worker
+// shutting down) takes effect between steps, never in the middle of a
+// replacement. Each step checks ctx before it starts.
+func editContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 2*rotationProbeTimeout)
+}
+
 // forEach runs fn for each machine, rotationParallel at a time, and waits.
 func (r *rotation) forEach(ctx context.Context, ms []*invMachine, fn func(im *invMachine)) {
 	sem := make(chan struct{}, rotationParallel)
@@ -1063,10 +1071,13 @@ func failedAt(step string, err error) error {
 // installAndVerify adds the new key on m (over whichever of the old and
 // new keys logs in) and logs in with the new key alone.
 func (r *rotation) installAndVerify(ctx context.Context, m Machine) error {
+	if err := ctx.Err(); err != nil {
+		return failedAt("install", err)
+	}
 	old := r.prev[m.Name]
 	var serverVersion string
 	err := r.fresh(func(p *rssh.Pool) error {
-		cctx, cancel := context.WithTimeout(ctx, 2*rotationProbeTimeout)
+		cctx, cancel := editContext(ctx)
 		defer cancel()
 		t := r.target(m, "install", old, r.newKey)
 		ver, err := p.ServerVersion(cctx, t)
@@ -1105,6 +1116,9 @@ func (r *rotation) installAndVerify(ctx context.Context, m Machine) error {
 	}
 	r.progress(m.Name, "install", nil)
 	r.hook("install", m.Name)
+	if err := ctx.Err(); err != nil {
+		return failedAt("verify", err)
+	}
 
 	_, err = r.login(ctx, r.target(m, "verify", r.newKey))
 	if err != nil {
@@ -1132,7 +1146,7 @@ func (r *rotation) installAndVerify(ctx context.Context, m Machine) error {
 // install no machine verified).
 func (r *rotation) removeKey(ctx context.Context, m Machine, key gossh.PublicKey, cr cred) {
 	err := r.fresh(func(p *rssh.Pool) error {
-		cctx, cancel := context.WithTimeout(ctx, 2*rotationProbeTimeout)
+		cctx, cancel := editContext(ctx)
 		defer cancel()
 		_, _, err := p.UpdateAuthorizedKeys(cctx, r.target(m, "undo", cr), m.AuthorizedKeysFile, func(content []byte) ([]byte, error) {
 			out, _ := rssh.RemoveAuthorizedKeys(content, func(l rssh.AuthorizedKeyLine) bool { return rssh.SameKey(l.Key, key) })
@@ -1246,6 +1260,9 @@ func (r *rotation) revoke(ctx context.Context, m Machine) error {
 		return failedAt("revoke", fmt.Errorf("machine %s's key in the vault is %s, not the new key %s: the old key is kept", m.Name, cur.fp(), r.newKey.fp()))
 	}
 	old := r.prev[m.Name]
+	if err := ctx.Err(); err != nil {
+		return failedAt("revoke", err)
+	}
 	for _, o := range r.others {
 		if o.Host == m.Host && o.Port == m.Port && o.User == m.User && o.KeyFingerprint == old.fp() {
 			note := fmt.Sprintf("old key kept on %s@%s:%d: machine %s (team %s) still logs in with it there", m.User, m.Host, m.Port, o.Name, o.Team)
@@ -1259,7 +1276,7 @@ func (r *rotation) revoke(ctx context.Context, m Machine) error {
 		}
 	}
 	err = r.fresh(func(p *rssh.Pool) error {
-		cctx, cancel := context.WithTimeout(ctx, 2*rotationProbeTimeout)
+		cctx, cancel := editContext(ctx)
 		defer cancel()
 		_, _, err := p.UpdateAuthorizedKeys(cctx, r.target(m, "revoke", r.newKey), m.AuthorizedKeysFile, func(content []byte) ([]byte, error) {
 			out, _ := rssh.RemoveAuthorizedKeys(content, func(l rssh.AuthorizedKeyLine) bool { return rssh.SameKey(l.Key, old.pub) })
@@ -1327,7 +1344,7 @@ func (r *rotation) rollback(ctx context.Context, res KeyRotationResult) (KeyRota
 				cur, _, _, err := r.keysOf(ctx, im.m)
 				if err == nil {
 					err = r.fresh(func(p *rssh.Pool) error {
-						cctx, cancel := context.WithTimeout(ctx, 2*rotationProbeTimeout)
+						cctx, cancel := editContext(ctx)
 						defer cancel()
 						_, _, err := p.UpdateAuthorizedKeys(cctx, r.target(im.m, "abandon", cur), im.m.AuthorizedKeysFile, func(content []byte) ([]byte, error) {
 							out, _ := rssh.RemoveAuthorizedKeys(content, func(l rssh.AuthorizedKeyLine) bool {

@@ -494,3 +494,39 @@ func TestRotationWithHashiCorpVault(t *testing.T) {
 	}
 	f.othersIntact(t)
 }
+
+// A rotation task cancelled while it runs stops at its next step: the task
+// is CANCELLED, the vault's keys still log in, and a later rotation
+// finishes the job.
+func TestKeyRotationTaskCancelledWhileRunning(t *testing.T) {
+	c, v := newKeyClient(t, nil)
+	f := newKeyFixture(t, c, v, "cancel", 54, 55)
+	ctx := asOwner()
+	inside, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	restore := rediacc.SetRotationHook("cancel", func(step, machine string) {
+		if step == "install" {
+			once.Do(func() { close(inside); <-release })
+		}
+	})
+	defer restore()
+	ts, err := c.SubmitKeyRotation(ctx, rediacc.KeyRotationOptions{Machine: f.names[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runWorker(t, c)
+	defer stop()
+	<-inside
+	if _, err := c.Cancel(ctx, ts[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	done := waitStatus(t, c, ts[0].ID, rediacc.StatusCancelled)
+	if done.Attempts > 1 {
+		t.Fatalf("cancelled rotation: %+v", done)
+	}
+	f.vaultLogsIn(t)
+	res := f.finish(t)
+	oldPEM, _ := os.ReadFile(f.keyPath)
+	f.complete(t, oldPEM, res)
+}

@@ -126,9 +126,13 @@ else
 fi
 [ "$s" = "$2" ] || { printf '%s changed since it was read\n' "$f" >&2; exit 95; }
 t=$d/$3
+find "$d" -name '.authorized_keys.rediacc-*' -type f -mtime +0 -exec rm -f {} + 2>/dev/null || :
 trap 'rm -f "$t"' EXIT
+trap 'rm -f "$t"; exit 129' HUP
+trap 'rm -f "$t"; exit 130' INT
+trap 'rm -f "$t"; exit 143' TERM
 set -C
-: > "$t" || { printf 'cannot create %s\n' "$t" >&2; trap - EXIT; exit 96; }
+: > "$t" || { printf 'cannot create %s\n' "$t" >&2; trap - EXIT HUP INT TERM; exit 96; }
 set +C
 chmod "$4" "$t" || exit 97
 if [ -n "$5" ]; then chown "$5" "$t" || exit 97; fi
@@ -137,7 +141,7 @@ n=$(wc -c < "$t") || exit 98
 [ $((n+0)) -eq "$6" ] || { printf 'wrote %s bytes of %s to %s\n' "$n" "$6" "$t" >&2; exit 98; }
 sync "$t" 2>/dev/null || :
 mv -f "$t" "$f" || { printf 'cannot rename %s to %s\n' "$t" "$f" >&2; exit 99; }
-trap - EXIT
+trap - EXIT HUP INT TERM
 `
 
 // ReadAuthorizedKeys reads the login user's authorized_keys file at path
@@ -276,7 +280,9 @@ func chmodArg(m fs.FileMode) string {
 // file, so sshd sees the old or the new file, never a partial one. The
 // replacement happens only if the file still has the checksum it was read
 // with; when someone changed it meanwhile, the read and edit are done again
-// (up to three times). The content travels on the session's stdin; the
+// (up to three times). The temporary file is removed when the script fails
+// or is stopped (HUP, INT, TERM); one left by a script killed outright is
+// removed by a later edit once it is a day old. The content travels on the session's stdin; the
 // scripts use only POSIX sh and utilities (ls, cksum, cat, chmod, chown,
 // mkdir, wc, mv).
 //
