@@ -102,7 +102,8 @@ func TestKeyRotationTaskPermissionAndRetry(t *testing.T) {
 	before := keyOf(t, c, "dev", f.names[0])
 	// The operator's worker may run dev's tasks but not rotate its keys.
 	opCtx := rediacc.WithActor(ctxTimeout(t, time.Minute), "op")
-	go func() { _ = c.RunUntilEmpty(opCtx) }()
+	opDone := make(chan error, 1)
+	go func() { opDone <- c.RunUntilEmpty(opCtx) }()
 	done, err := c.Wait(ctx, ts[0].ID)
 	if err != nil || done.Status != rediacc.StatusFailed || done.Attempts != 1 || !strings.Contains(done.Error, "may not rotate keys") {
 		t.Fatalf("task run by an operator's worker: %+v, %v", done, err)
@@ -113,7 +114,9 @@ func TestKeyRotationTaskPermissionAndRetry(t *testing.T) {
 	if k := keyOf(t, c, "dev", f.names[0]); k.Fingerprint != before.Fingerprint || k.Rotation != nil {
 		t.Fatalf("denied rotations changed the key: %+v", k)
 	}
-	waitIdle(t, c)
+	if err := <-opDone; err != nil { // the operator's worker stops once the queue is empty
+		t.Fatal(err)
+	}
 
 	// One machine down: the attempt fails, the task waits for its retry.
 	f.srvs[1].Stop()
