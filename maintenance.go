@@ -302,7 +302,7 @@ func (c *Client) checkKeyAges(ctx context.Context, actor string, log *slog.Logge
 	if len(overdue) == 0 {
 		return
 	}
-	a := Alert{Kind: AlertKeyOverdue, Time: now, Team: overdue[0].Team}
+	a := Alert{Kind: AlertKeyOverdue, Severity: SeverityWarning, Time: now, Team: overdue[0].Team}
 	var parts []string
 	for _, k := range overdue {
 		if k.Team != a.Team {
