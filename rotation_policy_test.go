@@ -16,6 +16,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/rediacc/rediacc"
+	"github.com/rediacc/rediacc/internal/store/postgres/pgtest"
 	"github.com/rediacc/rediacc/internal/vault/vaulttest"
 	rssh "github.com/rediacc/rediacc/ssh"
 	"github.com/rediacc/rediacc/ssh/sshtest"
@@ -532,4 +533,59 @@ func TestKeyRotationTaskCancelledWhileRunning(t *testing.T) {
 	res := f.finish(t)
 	oldPEM, _ := os.ReadFile(f.keyPath)
 	f.complete(t, oldPEM, res)
+}
+
+// On PostgreSQL, shared by two clients (as by two hosts): one rotation of
+// a key at a time across them, and a rotation queued by one is run by the
+// other's worker.
+func TestRotationOnPostgresAcrossWorkers(t *testing.T) {
+	url := pgtest.Schema(t)
+	dir := t.TempDir()
+	v, err := rediacc.OpenLocalVault(filepath.Join(dir, "vault"), rediacc.LocalVaultOptions{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auditKey := filepath.Join(dir, "audit.key")
+	open := func() *rediacc.Client {
+		return newClient(t, func(cfg *rediacc.Config) {
+			cfg.StoreURL, cfg.Vault, cfg.AuditKeyFile = url, v, auditKey
+		})
+	}
+	a, b := open(), open()
+	f := newKeyFixture(t, a, v, "pg", 56, 57)
+	inside, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	restore := rediacc.SetRotationHook("pg", func(step, machine string) {
+		if step == "install" {
+			once.Do(func() { close(inside); <-release })
+		}
+	})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := a.RotateKey(asOwner(), rediacc.KeyRotationOptions{Machine: f.names[0]})
+		errc <- err
+	}()
+	<-inside
+	if _, err := b.RotateKey(asOwner(), rediacc.KeyRotationOptions{Machine: f.names[0]}); !errors.Is(err, rediacc.ErrKeyRotationBusy) {
+		t.Fatalf("a second rotation on another client: %v, want ErrKeyRotationBusy", err)
+	}
+	close(release)
+	if err := <-errc; err != nil {
+		t.Fatalf("first rotation: %v", err)
+	}
+	restore()
+	f.vaultLogsIn(t)
+	rotated := keyOf(t, b, "pg", f.names[0])
+	ts, err := a.SubmitKeyRotation(asOwner(), rediacc.KeyRotationOptions{Machine: f.names[1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runWorker(t, b)
+	done := waitStatus(t, b, ts[0].ID, rediacc.StatusCompleted)
+	stop()
+	if k := keyOf(t, a, "pg", f.names[0]); k.Fingerprint == rotated.Fingerprint || done.Attempts != 1 {
+		t.Fatalf("queued rotation run by the other worker: %+v, %+v", done, k)
+	}
+	f.vaultLogsIn(t)
+	f.othersIntact(t)
 }

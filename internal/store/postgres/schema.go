@@ -203,4 +203,20 @@ CREATE TABLE workers (
 	leader_pid   integer
 );
 `,
+
+	// 2: the SSH key inventory (store.KeyEngine): one row per key machines
+	// log in with; data is opaque JSON owned by the root package (never key
+	// material); revision serves conditional updates (SQLite schema 6).
+	`
+CREATE TABLE ssh_keys (
+	id          text COLLATE "C" PRIMARY KEY,
+	team_id     text COLLATE "C" NOT NULL,
+	fingerprint text COLLATE "C" NOT NULL,
+	data        bytea,
+	revision    bigint NOT NULL,
+	created_at  bigint NOT NULL,
+	updated_at  bigint NOT NULL
+);
+CREATE INDEX ssh_keys_team ON ssh_keys (team_id, id);
+`,
 }
