@@ -326,6 +326,10 @@ func (c *Client) selectKeys(ctx context.Context, opts KeyRotationOptions) ([]*in
 		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: machine(s) %s log in with the ssh-agent's keys, which rediacc does not hold: rotate the agent's key yourself, or import a key file (machine add --identity)",
 			ErrInvalidArgument, strings.Join(keys[0].names(), ", ")))
 	}
+	if len(keys) == 1 {
+		o.eid = keys[0].id
+		o.detail["fingerprint"] = keys[0].fingerprint()
+	}
 	return keys, typ, o, nil
 }
 
@@ -1004,6 +1008,7 @@ func (r *rotation) rotate(ctx context.Context, res KeyRotationResult) (KeyRotati
 	err := r.saveLocked(ctx, true)
 	r.mu.Unlock()
 	r.progress("", "done", err)
+	r.log.InfoContext(ctx, "SSH key rotated", "from", res.From, "to", res.To, "machines", strings.Join(k.names(), ","), "action", res.Action)
 	return res, err
 }
 
@@ -1489,6 +1494,7 @@ func (r *rotation) rollback(ctx context.Context, res KeyRotationResult) (KeyRota
 	r.rec.Rotation = nil
 	err = r.saveLocked(ctx, true)
 	r.mu.Unlock()
+	r.log.InfoContext(ctx, "SSH key rolled back", "from", res.From, "to", res.To, "machines", strings.Join(k.names(), ","))
 	return res, err
 }
 
