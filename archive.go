@@ -35,6 +35,18 @@ import (
 // Each line is {"key": …, "at": …, "v": …}: v is the task in its JSON form
 // (Task.MarshalJSON; output already masked) or the audit record
 // (AuditRecord's JSON form, hash included). zcat reads them.
+//
+// A store that hosts share (PostgreSQL) keeps the archive itself, in a
+// table of the database with the same records (storeArchive): `rediacc logs`
+// of a pruned task and VerifyAudit work from every host, and ArchiveDir
+// then holds only the audit checkpoints. Finished tasks stay in the store
+// until Prune moves them into its archive, in the same database.
+
+// storeArchive is implemented by engines that keep the log archive in the
+// store (internal/store/postgres).
+type storeArchive interface {
+	ArchiveLog(opts archive.Options) archive.Log
+}
 
 // ErrArchiveCorrupt: a segment of the log archive (or a region of one)
 // could not be read: a torn or damaged gzip member, or a line that is not a
@@ -48,7 +60,8 @@ var ErrArchiveCorrupt = errors.New("archive segment is corrupt")
 type CorruptSegmentError = archive.CorruptSegmentError
 
 // ErrNoArchive: the client has no log archive (a Store given without
-// Config.DataDir or Config.ArchiveDir, other than NewMemoryStore): Prune
+// Config.DataDir or Config.ArchiveDir, other than NewMemoryStore and a
+// PostgreSQL store, which keep theirs in memory and in the database): Prune
 // refuses (it would lose what it moves), TaskLog finds only what the store
 // still holds, and VerifyAudit cannot check records that an earlier Prune
 // moved into an archive.
@@ -70,6 +83,9 @@ type archiveState struct {
 	tasks  archive.Log // ArchiveDir (or memory); kind "task"; retention applies
 	trail  archive.Log // ArchiveDir/trail (or memory); kind "audit"; kept forever
 	closed bool
+	// inStore: the archive is the store's own (storeArchive): workers do
+	// not copy finished tasks into it, Prune moves them.
+	inStore bool
 }
 
 // archiveDefaults fills Config.ArchiveDir (called by New, after DataDir
@@ -94,6 +110,13 @@ func (c *Client) archives() (tasks, trail archive.Log, err error) {
 		return c.arch.tasks, c.arch.trail, nil
 	}
 	opts := archive.Options{Retention: c.cfg.ArchiveRetention, Clock: c.clock.Now, Logger: c.log}
+	if sa, ok := c.engine.(storeArchive); ok {
+		c.arch.tasks = sa.ArchiveLog(opts)
+		opts.Retention = 0
+		c.arch.trail = sa.ArchiveLog(opts)
+		c.arch.inStore = true
+		return c.arch.tasks, c.arch.trail, nil
+	}
 	if c.cfg.ArchiveDir == "" {
 		if !c.st.inMemory() {
 			return nil, nil, fmt.Errorf("%w (store %s)", ErrNoArchive, c.st)
@@ -276,11 +299,23 @@ func (c *Client) archiveTask(ctx context.Context, rec store.Task) error {
 }
 
 // archiveFinished is the worker's hook: a task just became terminal. A
-// failure is logged; Prune archives the task before deleting it anyway.
+// failure is logged; Prune archives the task before deleting it anyway. A
+// store that keeps its own archive needs no copy: the task stays in the
+// store until Prune moves it.
 func (c *Client) archiveFinished(ctx context.Context, rec store.Task) {
+	if _, _, err := c.archives(); err == nil && c.archiveInStore() {
+		return
+	}
 	if err := c.archiveTask(ctx, rec); err != nil {
 		c.log.ErrorContext(ctx, "archiving a finished task failed (Prune will retry)", "task_id", rec.ID, "error", err)
 	}
+}
+
+// archiveInStore reports whether the archive is the store's own.
+func (c *Client) archiveInStore() bool {
+	c.arch.mu.Lock()
+	defer c.arch.mu.Unlock()
+	return c.arch.inStore
 }
 
 // archivedTask reads a task from the archive (the newest copy).
@@ -474,7 +509,21 @@ func (c *Client) pruneTasks(ctx context.Context, o *op, tasks archive.Log, res *
 		if len(batch) == 0 {
 			return nil
 		}
-		if archived == nil {
+		if ix, ok := tasks.(archive.Indexed); ok {
+			// An indexed archive answers for this batch alone.
+			ids := make([]string, len(batch))
+			for i, r := range batch {
+				ids[i] = r.ID
+			}
+			has, err := ix.Contains(ctx, archive.KindTask, ids)
+			if err != nil {
+				return err
+			}
+			archived = map[archivedKey]struct{}{}
+			for id := range has {
+				archived[keyOf(id)] = struct{}{}
+			}
+		} else if archived == nil {
 			// One pass over the task archive, keeping the ids archived as
 			// finished between the oldest task to prune and the cut-off.
 			from := batch[0].CompletedAt

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +43,7 @@ type pgChild struct {
 	Goroutines  int // audit mode
 	N           int // audit mode: submits per goroutine
 	Machine     string
+	Noop        bool // worker mode: attempts complete at once, no SSH (benchmarks)
 }
 
 // runPGChild runs a child and returns its exit code.
@@ -62,6 +64,16 @@ func runPGChild(spec string) int {
 		return 2
 	}
 	defer c.Close()
+	if p.Noop {
+		rediacc.SetNoopRunnerForTest(c)
+	}
+	if dir := os.Getenv("REDIACC_BENCH_CPUPROFILE_DIR"); dir != "" { // profiles of worker processes (benchmarks)
+		f, err := os.Create(filepath.Join(dir, strings.NewReplacer("/", "_").Replace(p.WorkerID)+".pprof"))
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
+	}
 	switch p.Mode {
 	case "worker":
 		if err := c.Run(ctx); err != nil {

@@ -218,7 +218,9 @@ type Config struct {
 	// no file: a NewMemoryStore client keeps its archive in memory; any
 	// other has none, and Prune returns ErrNoArchive. An ArchiveDir holding
 	// another store's archive, or one of unknown origin, makes New return
-	// ErrArchiveMismatch; the archive is never moved or changed.
+	// ErrArchiveMismatch; the archive is never moved or changed. A
+	// PostgreSQL store keeps the archive in its database instead (every
+	// host reads it): ArchiveDir then holds only the audit checkpoints.
 	ArchiveDir string
 	// ArchiveRetention is how long Prune keeps archived task records: a
 	// task segment is removed once its whole day is older. 0 keeps them
@@ -291,6 +293,10 @@ type Client struct {
 	arch    archiveState // the log archive, opened on first use (archive.go)
 
 	akey auditKeyState // the audit keyring and checkpoints (auditkey.go)
+
+	// runCmd, when set (tests and benchmarks only: SetRunnerForTest), runs
+	// attempts instead of the SSH pool.
+	runCmd func(ctx context.Context, t rssh.Target, cmd rssh.Command) (*rssh.Result, error)
 }
 
 // DefaultDataDir returns $REDIACC_HOME, else ~/.rediacc.

@@ -478,6 +478,9 @@ func (c *Client) runOn(ctx context.Context, m Machine, t *Task, attemptNo int, s
 		}
 		cmd.Stdout, cmd.Stderr = out, errw
 	}
+	if c.runCmd != nil {
+		return c.runCmd(ctx, target, cmd)
+	}
 	return c.pool.Run(ctx, target, cmd)
 }
 

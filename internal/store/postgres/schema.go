@@ -219,4 +219,6 @@ CREATE TABLE ssh_keys (
 );
 CREATE INDEX ssh_keys_team ON ssh_keys (team_id, id);
 `,
+	// 3: the log archive in the database (schema_fleet.go).
+	migrationArchive,
 }
