@@ -2,10 +2,10 @@ package ssh
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -36,6 +36,7 @@ const (
 type HostKeyPolicy struct {
 	mode  hostKeyMode
 	files []string
+	src   KnownHostsSource // lines kept outside files (hostkeysource.go)
 }
 
 // KnownHosts returns a strict policy: the host's key must be listed in one of
@@ -74,18 +75,24 @@ func InsecureIgnoreHostKey() HostKeyPolicy {
 
 // String describes the policy, e.g. "known_hosts(/root/.ssh/known_hosts)".
 func (p HostKeyPolicy) String() string {
+	where := p.resolvedFiles()
+	if p.src != nil {
+		where = append([]string{p.src.String()}, where...)
+	}
 	switch p.mode {
 	case modeInsecure:
 		return "insecure-ignore-host-key"
 	case modeAcceptNew:
-		return "accept-new(" + strings.Join(p.resolvedFiles(), ",") + ")"
+		return "accept-new(" + strings.Join(where, ",") + ")"
 	default:
-		return "known_hosts(" + strings.Join(p.resolvedFiles(), ",") + ")"
+		return "known_hosts(" + strings.Join(where, ",") + ")"
 	}
 }
 
+// resolvedFiles returns the policy's files: ~/.ssh/known_hosts when it
+// names none and has no source.
 func (p HostKeyPolicy) resolvedFiles() []string {
-	if len(p.files) > 0 {
+	if len(p.files) > 0 || p.src != nil {
 		return p.files
 	}
 	home, err := os.UserHomeDir()
@@ -124,54 +131,42 @@ func (hc *hostKeyCheck) lastErr() error {
 	return hc.err
 }
 
-// loadKnownHosts builds a knownhosts callback from the existing files among
-// files; missing files are skipped. With none existing, the callback reports
-// every host as unknown.
-func loadKnownHosts(files []string) (xssh.HostKeyCallback, error) {
-	var existing []string
-	for _, f := range files {
-		st, err := os.Stat(f)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if st.IsDir() {
-			return nil, fmt.Errorf("%s is a directory", f)
-		}
-		existing = append(existing, f)
-	}
-	if len(existing) == 0 {
-		return func(string, net.Addr, xssh.PublicKey) error { return &knownhosts.KeyError{} }, nil
-	}
-	return knownhosts.New(existing...)
-}
-
-// prepare loads the policy's files for a dial to t.
-func (p HostKeyPolicy) prepare(t *Target) (*hostKeyCheck, error) {
+// prepare loads the policy's files (and source) for a dial to t.
+func (p HostKeyPolicy) prepare(ctx context.Context, t *Target) (*hostKeyCheck, error) {
 	hc := &hostKeyCheck{}
 	if p.mode == modeInsecure {
 		hc.callback = xssh.InsecureIgnoreHostKey()
 		return hc, nil
 	}
 	files := p.resolvedFiles()
+	where := files
+	if p.src != nil {
+		where = append([]string{p.src.String()}, files...)
+	}
 	addr := t.addr()
-	base, err := loadKnownHosts(files)
+	texts, err := p.sourceTexts(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	base, names, err := knownHostsCallback(files, texts)
 	if err != nil {
 		return nil, targetErr(t, ErrUnknownHostKey, err,
-			"cannot read known_hosts (%s): fix the file or its permissions", strings.Join(files, ", "))
+			"cannot read known_hosts (%s): fix the file or its permissions", strings.Join(where, ", "))
 	}
 	hc.algos = recordedAlgorithms(base, addr)
 	hc.callback = func(_ string, remote net.Addr, key xssh.PublicKey) error {
-		err := base(addr, remote, key)
+		err := renameKnownKeys(base(addr, remote, key), names)
 		if err != nil && p.mode == modeAcceptNew {
 			var ke *knownhosts.KeyError
 			if errors.As(err, &ke) && len(ke.Want) == 0 {
-				err = appendKnownHost(files[0], addr, remote, key)
+				if p.src != nil {
+					err = p.acceptNewInSource(ctx, addr, remote, key)
+				} else {
+					err = appendKnownHost(files[0], addr, remote, key)
+				}
 			}
 		}
-		err = classifyHostKeyErr(t, files, key, err)
+		err = classifyHostKeyErr(t, where, p.addHint(addr), key, err)
 		hc.mu.Lock()
 		hc.err = err
 		hc.mu.Unlock()
@@ -211,7 +206,7 @@ func recordedAlgorithms(cb xssh.HostKeyCallback, addr string) []string {
 
 // classifyHostKeyErr turns a knownhosts error into ErrHostKeyMismatch or
 // ErrUnknownHostKey with instructions.
-func classifyHostKeyErr(t *Target, files []string, key xssh.PublicKey, err error) error {
+func classifyHostKeyErr(t *Target, files []string, hint string, key xssh.PublicKey, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -232,6 +227,10 @@ func classifyHostKeyErr(t *Target, files []string, key xssh.PublicKey, err error
 				"the host's key changed or this is not the host you expect; if the change is legitimate, "+
 				"remove the old line (ssh-keygen -R '%s' -f %s) and connect again",
 			addr, w.Filename, w.Line, w.Key.Type(), xssh.FingerprintSHA256(w.Key), presented, norm, w.Filename)
+	case errors.As(err, &ke) && hint != "":
+		return targetErr(t, ErrUnknownHostKey, nil,
+			"host key for %s (%s) is not among the known hosts (%s): verify the fingerprint out of band, then %s",
+			addr, presented, strings.Join(files, ", "), hint)
 	case errors.As(err, &ke):
 		host, port, _ := net.SplitHostPort(addr)
 		return targetErr(t, ErrUnknownHostKey, nil,

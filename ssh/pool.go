@@ -422,7 +422,7 @@ func (p *Pool) dialOnce(dctx context.Context, t *Target, hp *hostPool, abandoned
 		return nil, false, err
 	}
 	defer releaseAuth()
-	hc, err := t.HostKey.prepare(t)
+	hc, err := t.HostKey.prepare(dctx, t)
 	if err != nil {
 		return nil, false, err
 	}
