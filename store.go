@@ -59,6 +59,8 @@ func mapStoreErr(err error) error {
 		return fmt.Errorf("%w: %v", ErrMachineBusy, err)
 	case errors.Is(err, store.ErrInvalidArgument):
 		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	case errors.Is(err, store.ErrForbidden):
+		return fmt.Errorf("%w: %v", ErrPermissionDenied, err)
 	}
 	return err
 }

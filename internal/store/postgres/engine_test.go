@@ -224,6 +224,11 @@ func TestAuditRoleWithoutDelete(t *testing.T) {
 		t.Fatalf("Open as %s: %v", role, err)
 	}
 	defer app.Close()
+	// The app login acts as rediacc user "a" (login.go: without a mapping
+	// it could act only as itself).
+	if err := owner.PutLogin(ctx, store.Login{Login: role, User: "a"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := app.CreateTeam(store.WithAudit(ctx, audit.Record{Time: storetest.T0, Actor: "a", Action: "team.create",
 		EntityType: audit.EntityTeam, EntityID: "x", Team: "x", Result: audit.ResultOK}), store.Team{Name: "x"}); err != nil {
 		t.Fatalf("CreateTeam as %s: %v", role, err)

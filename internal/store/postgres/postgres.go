@@ -280,6 +280,12 @@ func (e *Engine) classify(err error) error {
 		switch pe.Code {
 		case "23505": // unique_violation
 			return fmt.Errorf("%w: %s (%s)", store.ErrExists, pe.Message, pe.ConstraintName)
+		case "42501": // insufficient_privilege: a privilege, or the audit actor rule (login.go)
+			msg := pe.Message
+			if pe.Hint != "" {
+				msg += " (" + pe.Hint + ")"
+			}
+			return fmt.Errorf("%w: %s", store.ErrForbidden, msg)
 		case "22P02", "23514", "22003", "22021", "22P05", "54000":
 			// invalid text, check violation, out of range, bad encoding
 			// (text holding NUL or invalid UTF-8), too large

@@ -34,3 +34,42 @@ CREATE TRIGGER archive_append_only BEFORE UPDATE OR DELETE ON archive
 CREATE TRIGGER archive_no_truncate BEFORE TRUNCATE ON archive
 	FOR EACH STATEMENT EXECUTE FUNCTION rediacc_archive_guard();
 `
+
+// migrationLogins: database logins mapped to rediacc users, and the
+// impersonation grant (login.go). The login that migrates the schema to
+// this version (its creator) holds the grant, so that a single-role
+// deployment goes on as before. Every audit record must name the session
+// login's user as its actor unless the login holds the grant: a trigger
+// refuses the others, so that no connection can record its changes as
+// someone else's.
+const migrationLogins = `
+CREATE TABLE logins (
+	login       text COLLATE "C" PRIMARY KEY,
+	user_name   text COLLATE "C" NOT NULL,
+	impersonate boolean NOT NULL DEFAULT false,
+	added_at    bigint NOT NULL
+);
+INSERT INTO logins (login, user_name, impersonate, added_at)
+	VALUES (session_user, session_user, true, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000);
+
+CREATE FUNCTION rediacc_audit_actor() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+	u   text COLLATE "C";
+	imp boolean;
+BEGIN
+	SELECT user_name, impersonate INTO u, imp FROM logins WHERE login = session_user;
+	IF NOT FOUND THEN
+		u := session_user;
+		imp := false;
+	END IF;
+	IF imp OR NEW.actor = u THEN
+		RETURN NEW;
+	END IF;
+	RAISE EXCEPTION 'rediacc: database login % acts as user %, but it may act only as % (it holds no impersonation grant)', session_user, NEW.actor, u
+		USING ERRCODE = 'insufficient_privilege',
+		HINT = 'act as ' || u || ' (no --as, no WithActor), or have an owner grant the login impersonation: rediacc store login set ' || session_user || ' --user ' || u || ' --impersonate';
+END;
+$$;
+CREATE TRIGGER audit_actor BEFORE INSERT ON audit
+	FOR EACH ROW EXECUTE FUNCTION rediacc_audit_actor();
+`
