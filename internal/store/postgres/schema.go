@@ -221,6 +221,6 @@ CREATE INDEX ssh_keys_team ON ssh_keys (team_id, id);
 `,
 	// 3: the log archive in the database (schema_fleet.go).
 	migrationArchive,
-	// 3: database logins and the impersonation grant (schema_fleet.go).
+	// 4: database logins and the impersonation grant (schema_fleet.go).
 	migrationLogins,
 }
