@@ -223,4 +223,6 @@ CREATE INDEX ssh_keys_team ON ssh_keys (team_id, id);
 	migrationArchive,
 	// 4: database logins and the impersonation grant (schema_fleet.go).
 	migrationLogins,
+	// 5: blobs: host keys and encrypted vaults (schema_fleet.go).
+	migrationBlobs,
 }

@@ -191,4 +191,17 @@ CREATE TABLE ssh_keys (
 ) STRICT;
 CREATE INDEX ssh_keys_team ON ssh_keys (team_id);
 `,
+
+	// 7: blobs (store.BlobEngine): machines' host keys, encrypted team
+	// vaults; revision serves check-and-set puts.
+	`
+CREATE TABLE blobs (
+	kind       TEXT NOT NULL,
+	key        TEXT NOT NULL,
+	data       BLOB,
+	revision   INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL,
+	PRIMARY KEY (kind, key)
+) STRICT;
+`,
 }
