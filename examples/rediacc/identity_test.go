@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -17,15 +16,6 @@ import (
 
 	"github.com/rediacc/rediacc/ssh/sshtest"
 )
-
-// TestMain lets the tests run this test binary as the CLI itself, as
-// another OS user (see runAsUser).
-func TestMain(m *testing.M) {
-	if os.Getenv("REDIACC_TEST_CLI") == "1" {
-		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
-	}
-	os.Exit(m.Run())
-}
 
 // as runs the CLI as user (root, or the data dir's owner, may: the test
 // creates the data dir).

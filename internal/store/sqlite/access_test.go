@@ -337,3 +337,13 @@ func TestReopenAccess(t *testing.T) {
 		t.Fatalf("after reopen (-before +after):\n%s", diff)
 	}
 }
+
+// TestGuardAcrossEngines races a guarded CreateTask against MoveMachine
+// through two engines (as two processes would) on one file.
+func TestGuardAcrossEngines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	e1, e2 := open(t, path), open(t, path)
+	defer e1.Close()
+	defer e2.Close()
+	storetest.RaceCreateVsMove(t, e1, e2, 200)
+}
