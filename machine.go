@@ -274,7 +274,7 @@ func machineFromRecord(r store.Machine) (Machine, error) {
 // the identity read from the vault when m.IdentitySecret is set (the
 // current version, then the one before it), offered in that order.
 func (m Machine) target(passphrase []byte, keyPEMs ...[]byte) rssh.Target {
-	t := rssh.Target{Name: poolName(store.Machine{ID: m.ID, Name: m.Name}), Host: m.Host, Port: m.Port, User: m.User}
+	t := rssh.Target{Name: m.poolName(), Host: m.Host, Port: m.Port, User: m.User}
 	for _, keyPEM := range keyPEMs {
 		if len(keyPEM) > 0 {
 			t.Auth = append(t.Auth, rssh.PrivateKey(keyPEM, passphrase))
@@ -335,6 +335,12 @@ func checkKey(b []byte, path string, passphrase []byte) error {
 // in SSH errors): its name, with its id when they differ, so that a new
 // machine of a removed one's name never shares its connections.
 func poolName(m store.Machine) string {
+	return Machine{ID: m.ID, Name: m.Name}.poolName()
+}
+
+// poolName is the name m's connections have in the SSH pool (see the
+// function poolName).
+func (m Machine) poolName() string {
 	if m.ID == "" || m.ID == m.Name {
 		return m.Name
 	}
@@ -558,7 +564,7 @@ func (c *Client) RemoveMachine(ctx context.Context, name string) error {
 		}
 		return o.fail(ctx, mapStoreErr(err))
 	}
-	c.pool.Forget(poolName(store.Machine{ID: m.ID, Name: m.Name}))
+	c.pool.Forget(m.poolName())
 	c.dropIdentity(ctx, m)
 	return nil
 }
