@@ -38,7 +38,8 @@ type Engine struct {
 	head    audit.Head
 	base    audit.Head // last trimmed record (TrimAudit); zero when none
 
-	keys map[string]store.Key // SSH key inventory (keys.go)
+	keys  map[string]store.Key     // SSH key inventory (keys.go)
+	blobs map[[2]string]store.Blob // (kind, key) → blob (blob.go); nil until the first put
 }
 
 type entry struct {

@@ -73,3 +73,17 @@ $$;
 CREATE TRIGGER audit_actor BEFORE INSERT ON audit
 	FOR EACH ROW EXECUTE FUNCTION rediacc_audit_actor();
 `
+
+// migrationBlobs: blobs (store.BlobEngine): machines' host keys and the
+// team vaults' age-encrypted files (encrypted by the client: the server
+// never sees a secret); revision serves check-and-set puts.
+const migrationBlobs = `
+CREATE TABLE blobs (
+	kind       text COLLATE "C" NOT NULL,
+	key        text COLLATE "C" NOT NULL,
+	data       bytea,
+	revision   bigint NOT NULL,
+	updated_at bigint NOT NULL,
+	PRIMARY KEY (kind, key)
+);
+`

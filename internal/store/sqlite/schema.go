@@ -257,4 +257,17 @@ ALTER TABLE tasks RENAME COLUMN machine TO machine_id;
 DROP INDEX tasks_idempotency_key;
 CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (team_id, idempotency_key) WHERE idempotency_key <> '';
 `,
+
+	// 8: blobs (store.BlobEngine): machines' host keys, encrypted team
+	// vaults; revision serves check-and-set puts.
+	`
+CREATE TABLE blobs (
+	kind       TEXT NOT NULL,
+	key        TEXT NOT NULL,
+	data       BLOB,
+	revision   INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL,
+	PRIMARY KEY (kind, key)
+) STRICT;
+`,
 }
