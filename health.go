@@ -273,7 +273,9 @@ func (c *Client) machineTarget(ctx context.Context, m Machine) (rssh.Target, err
 	if err != nil {
 		return rssh.Target{}, err
 	}
-	return m.target(pass, keys...), nil
+	t := m.target(pass, keys...)
+	t.HostKey = c.hostKeyPolicy(m) // hostkeys.go: the store's lines for m
+	return t, nil
 }
 
 // probe runs the health script on m over the pool.

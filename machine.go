@@ -28,13 +28,19 @@ type HostKeyPolicy string
 
 // Host-key policies. Only the one whose name says Insecure skips the check.
 const (
-	// HostKeyKnownHosts verifies the host key against Machine.KnownHostsFile
-	// (default ~/.ssh/known_hosts): an unknown host gives
-	// ErrUnknownHostKey, a different key ErrHostKeyMismatch. The default.
+	// HostKeyKnownHosts verifies the host key against the machine's host
+	// keys in the store (copied from Machine.KnownHostsFile by AddMachine,
+	// or by Client.ImportHostKeys; see hostkeys.go) and the lines of
+	// KnownHostsFile where that file exists on the worker's host: an
+	// unknown host gives ErrUnknownHostKey, a different key
+	// ErrHostKeyMismatch. The default.
 	HostKeyKnownHosts HostKeyPolicy = "known-hosts"
 	// HostKeyAcceptNew trusts a host's key the first time it is seen and
-	// records it in KnownHostsFile (OpenSSH's StrictHostKeyChecking=accept-new);
-	// a later different key is still refused with ErrHostKeyMismatch.
+	// records it in the store, where every worker on any host then verifies
+	// against it (OpenSSH's StrictHostKeyChecking=accept-new; the first
+	// worker to record a key wins, audited as machine.hostkeys.accept); a
+	// later different key is still refused with ErrHostKeyMismatch.
+	// KnownHostsFile is read, never written.
 	HostKeyAcceptNew HostKeyPolicy = "accept-new"
 	// HostKeyInsecureIgnore accepts any host key. It allows a
 	// man-in-the-middle to read everything, secrets included: tests only.
@@ -98,7 +104,9 @@ type Machine struct {
 	Algorithms SSHAlgorithms `json:"algorithms,omitzero"`
 	// HostKeyPolicy defaults to HostKeyKnownHosts.
 	HostKeyPolicy HostKeyPolicy `json:"hostKeyPolicy"`
-	// KnownHostsFile defaults to ~/.ssh/known_hosts.
+	// KnownHostsFile defaults to ~/.ssh/known_hosts. AddMachine copies its
+	// lines for the machine's address into the store; workers also read it
+	// where it exists on their host.
 	KnownHostsFile string `json:"knownHostsFile,omitempty"`
 	// Labels are key=value tags that TaskSpec.Selector matches: at most
 	// MaxLabels; keys 1..63 characters of letters, digits, '.', '_', '/',
@@ -387,6 +395,13 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		return Machine{}, o.fail(ctx, mapStoreErr(err))
 	}
 	var imported bool // this call wrote the identity into the vault
+	hostLines, err := c.machineHostLines(m) // hostkeys.go: the file's lines for m, copied into the store
+	if err != nil {
+		return Machine{}, o.fail(ctx, err)
+	}
+	if hostLines != nil {
+		o.detail["host_keys"] = strconv.Itoa(len(hostLines))
+	}
 	if m.IdentityFile != "" {
 		pass, err := c.passphrase(ctx, m)
 		if err != nil {
@@ -429,10 +444,20 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		return Machine{}, o.fail(ctx, err)
 	}
 	rec.UpdatedAt = now
+	// The host keys under the new id first (no other machine has it).
+	if err := c.setHostKeys(ctx, m, hostLines); err != nil {
+		if imported {
+			c.dropIdentity(ctx, m)
+		}
+		return Machine{}, o.fail(ctx, fmt.Errorf("machine %q: storing its host keys: %w", m.Name, err))
+	}
 	stored, err := c.engine.CreateMachine(o.ctx(ctx), rec)
 	if err != nil {
 		if imported {
 			c.dropIdentity(ctx, m) // undo what this call wrote, nothing else
+		}
+		if derr := c.setHostKeys(context.WithoutCancel(ctx), m, nil); derr != nil {
+			c.log.ErrorContext(ctx, "removing the host keys of a machine that was not added", "machine", m.Name, "error", derr)
 		}
 		switch {
 		case errors.Is(err, store.ErrExists):

@@ -138,6 +138,9 @@ func TestRoleMatrix(t *testing.T) {
 			}
 			return c.RemoveMachine(ctx, name)
 		}},
+		{"machine.hostkeys", []string{"owner", "admin"}, func(ctx context.Context, _ string) error {
+			return c.ForgetHostKeys(ctx, "prod-01")
+		}},
 		{"machine.read", []string{"owner", "admin", "operator", "viewer"}, func(ctx context.Context, _ string) error {
 			_, err := c.Machine(ctx, "prod-01")
 			return err

@@ -729,7 +729,7 @@ func newCred(pemBytes, pass []byte) (cred, error) {
 // target is m reached with exactly the given keys (role says what for).
 func (r *rotation) target(m Machine, role string, creds ...cred) rssh.Target {
 	t := m.target(nil, nil)
-	t.Name, t.Auth = m.Name, nil
+	t.Name, t.Auth, t.HostKey = m.Name, nil, r.c.hostKeyPolicy(m)
 	for _, cr := range creds {
 		if cr.pem != nil {
 			t.Auth = append(t.Auth, rssh.PrivateKey(cr.pem, cr.pass))

@@ -166,7 +166,7 @@ func (p HostKeyPolicy) prepare(ctx context.Context, t *Target) (*hostKeyCheck, e
 				}
 			}
 		}
-		err = classifyHostKeyErr(t, where, p.addHint(addr), key, err)
+		err = classifyHostKeyErr(t, where, p.addHint(addr), p.removeHint(addr), key, err)
 		hc.mu.Lock()
 		hc.err = err
 		hc.mu.Unlock()
@@ -206,7 +206,7 @@ func recordedAlgorithms(cb xssh.HostKeyCallback, addr string) []string {
 
 // classifyHostKeyErr turns a knownhosts error into ErrHostKeyMismatch or
 // ErrUnknownHostKey with instructions.
-func classifyHostKeyErr(t *Target, files []string, hint string, key xssh.PublicKey, err error) error {
+func classifyHostKeyErr(t *Target, files []string, hint string, removeHint map[string]string, key xssh.PublicKey, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -222,6 +222,12 @@ func classifyHostKeyErr(t *Target, files []string, hint string, key xssh.PublicK
 			addr, presented, re.Revoked.Filename, re.Revoked.Line)
 	case errors.As(err, &ke) && len(ke.Want) > 0:
 		w := ke.Want[0]
+		if h, ok := removeHint[w.Filename]; ok {
+			return targetErr(t, ErrHostKeyMismatch, nil,
+				"host key for %s does not match %s (%s %s; the host presented %s): "+
+					"the host's key changed or this is not the host you expect; if the change is legitimate, %s",
+				addr, w.Filename, w.Key.Type(), xssh.FingerprintSHA256(w.Key), presented, h)
+		}
 		return targetErr(t, ErrHostKeyMismatch, nil,
 			"host key for %s does not match known_hosts file %s (line %d has %s %s; the host presented %s): "+
 				"the host's key changed or this is not the host you expect; if the change is legitimate, "+

@@ -47,8 +47,11 @@ func KnownHostsFrom(src KnownHostsSource, files ...string) HostKeyPolicy {
 // race); a host whose recorded key differs is refused with
 // ErrHostKeyMismatch, as by KnownHostsFrom. Equivalent to OpenSSH's
 // StrictHostKeyChecking=accept-new.
-func AcceptNewHostKeyFrom(src KnownHostsSource) HostKeyPolicy {
-	return HostKeyPolicy{mode: modeAcceptNew, src: src}
+//
+// Lines of files, when given, are checked too (a host they name is not
+// trusted on first use) but never written.
+func AcceptNewHostKeyFrom(src KnownHostsSource, files ...string) HostKeyPolicy {
+	return HostKeyPolicy{mode: modeAcceptNew, src: src, files: append([]string(nil), files...)}
 }
 
 // AddHinter is implemented by sources that can say how a key is added to
@@ -67,6 +70,15 @@ func (p HostKeyPolicy) addHint(addr string) string {
 		return h.AddHint(addr)
 	}
 	return "add it to " + p.src.String() + ", or use the accept-new policy to trust it on first use"
+}
+
+// removeHint maps the source's name to how a line is removed from it (nil
+// when the source gives no hint).
+func (p HostKeyPolicy) removeHint(addr string) map[string]string {
+	if h, ok := p.src.(RemoveHinter); ok {
+		return map[string]string{p.src.String(): h.RemoveHint(addr)}
+	}
+	return nil
 }
 
 // knownHostsText is known_hosts content with the name messages give it.
@@ -172,4 +184,58 @@ func existingFiles(files []string) ([]string, error) {
 		existing = append(existing, f)
 	}
 	return existing, nil
+}
+
+// RemoveHinter is implemented by sources that can say how a host's line
+// is removed from them (a command to run); the hint ends the
+// ErrHostKeyMismatch message when the mismatching line is the source's.
+type RemoveHinter interface {
+	RemoveHint(addr string) string
+}
+
+// KnownHostsLines returns the lines of content (OpenSSH known_hosts text)
+// that give a key for addr ("host:port", or a host meaning port 22),
+// hashed names and patterns included, in their order, exactly as x/crypto's
+// knownhosts matches them. @cert-authority and @revoked lines are not host
+// keys and are not returned. An error when content does not parse (it
+// names the line).
+func KnownHostsLines(content []byte, addr string) ([]string, error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(addr, "22")
+	}
+	cb, _, err := knownHostsCallback(nil, []knownHostsText{{name: "known_hosts text", content: content}})
+	if err != nil {
+		return nil, err
+	}
+	var ke *knownhosts.KeyError
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 22}
+	if err := cb(addr, remote, probeKey()); !errors.As(err, &ke) || len(ke.Want) == 0 {
+		return nil, nil
+	}
+	all := strings.Split(string(content), "\n")
+	var out []string
+	for _, w := range ke.Want {
+		if w.Line >= 1 && w.Line <= len(all) {
+			out = append(out, strings.TrimSpace(all[w.Line-1]))
+		}
+	}
+	return out, nil
+}
+
+// KnownHostsLineAddr returns the address ("host:port") a line written by
+// knownhosts.Line for one address is about.
+func KnownHostsLineAddr(line string) (string, error) {
+	f := strings.Fields(line)
+	if len(f) < 3 || strings.HasPrefix(f[0], "@") || strings.HasPrefix(f[0], "|") || strings.ContainsAny(f[0], ",*?!") {
+		return "", fmt.Errorf("not a known_hosts line for one plain address: %q", line)
+	}
+	h := f[0]
+	if strings.HasPrefix(h, "[") {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil {
+			return "", fmt.Errorf("known_hosts address %q: %w", h, err)
+		}
+		return net.JoinHostPort(host, port), nil
+	}
+	return net.JoinHostPort(h, "22"), nil
 }

@@ -3,6 +3,7 @@ package ssh_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"strings"
 	"sync"
@@ -160,4 +161,49 @@ func TestKnownHostsSource(t *testing.T) {
 			t.Fatalf("err = %v, want an error naming the source", err)
 		}
 	})
+}
+
+// KnownHostsLines picks the lines naming an address, hashed and patterned
+// names included, as knownhosts matches them; KnownHostsLineAddr reads the
+// address back from a line knownhosts.Line wrote.
+func TestKnownHostsLines(t *testing.T) {
+	key := func() xssh.PublicKey {
+		pub, _, err := ed25519.GenerateKey(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := xssh.NewPublicKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	k1, k2, k3 := key(), key(), key()
+	l1 := knownhosts.Line([]string{"[10.0.0.1]:2222"}, k1)
+	l2 := knownhosts.Line([]string{knownhosts.HashHostname("[10.0.0.1]:2222")}, k2)
+	l3 := knownhosts.Line([]string{"10.0.0.1"}, k3) // port 22: another address
+	text := strings.Join([]string{"# comment", l1, "", l3, "@revoked * " + strings.TrimSpace(string(xssh.MarshalAuthorizedKey(k3))), l2}, "\n")
+	got, err := ssh.KnownHostsLines([]byte(text), "10.0.0.1:2222")
+	if err != nil || len(got) != 2 || got[0] != l1 || got[1] != l2 {
+		t.Fatalf("KnownHostsLines(:2222) = %q, %v; want the plain and the hashed line", got, err)
+	}
+	if got, err := ssh.KnownHostsLines([]byte(text), "10.0.0.1"); err != nil || len(got) != 1 || got[0] != l3 {
+		t.Fatalf("KnownHostsLines(port 22) = %q, %v", got, err)
+	}
+	if got, err := ssh.KnownHostsLines([]byte(text), "10.0.0.9:22"); err != nil || len(got) != 0 {
+		t.Fatalf("KnownHostsLines(unknown) = %q, %v", got, err)
+	}
+	if _, err := ssh.KnownHostsLines([]byte("10.0.0.1 ssh-ed25519 %%%\n"), "10.0.0.1:22"); err == nil || !strings.Contains(err.Error(), "known_hosts text") {
+		t.Fatalf("garbage: %v", err)
+	}
+	for line, want := range map[string]string{l1: "10.0.0.1:2222", l3: "10.0.0.1:22"} {
+		if got, err := ssh.KnownHostsLineAddr(line); err != nil || got != want {
+			t.Errorf("KnownHostsLineAddr(%q) = %q, %v; want %s", line, got, err, want)
+		}
+	}
+	for _, bad := range []string{l2, "@cert-authority * " + strings.TrimSpace(string(xssh.MarshalAuthorizedKey(k1))), "a,b ssh-ed25519 AAAA", "x"} {
+		if _, err := ssh.KnownHostsLineAddr(bad); err == nil {
+			t.Errorf("KnownHostsLineAddr(%q): no error", bad)
+		}
+	}
 }

@@ -155,7 +155,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.auditKeyFile, "audit-key-file", os.Getenv("REDIACC_AUDIT_KEY_FILE"), "audit keyring file (env REDIACC_AUDIT_KEY_FILE; default DATA-DIR/audit.key, created 0600)")
 
 	machine := &cobra.Command{Use: "machine", Short: "Register and list machines"}
-	machine.AddCommand(newMachineAdd(g), newMachineList(g), newMachineRemove(g), newMachineMove(g))
+	machine.AddCommand(newMachineAdd(g), newMachineList(g), newMachineRemove(g), newMachineMove(g), newMachineHostKeys(g))
 	machine.AddCommand(newMachineStatus(g))                       // status.go
 	machine.AddCommand(newMachineKeys(g), newMachineRotateKey(g)) // keys.go
 	create := &cobra.Command{Use: "create", Short: "Create tasks"}

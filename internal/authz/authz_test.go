@@ -31,6 +31,7 @@ var want = []struct {
 	{"machine.add", ScopeTeam, "xx---"},
 	{"machine.remove", ScopeTeam, "xx---"},
 	{"machine.move", ScopeTeam, "xx---"},
+	{"machine.hostkeys", ScopeTeam, "xx---"},
 	{"machine.list", ScopeTeam, "xxxx-"},
 	{"machine.read", ScopeTeam, "xxxx-"},
 	{"machine.status", ScopeTeam, "xxxx-"},

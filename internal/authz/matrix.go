@@ -42,6 +42,9 @@ const (
 	MachineRemove Action = "machine.remove"
 	// MachineMove moves a machine between teams; needed on both (see AllowedMove).
 	MachineMove Action = "machine.move"
+	// MachineHostKeys imports or forgets the host keys the store holds for
+	// a machine of a team (the keys every worker verifies it against).
+	MachineHostKeys Action = "machine.hostkeys"
 	// MachineList lists a team's machines.
 	MachineList Action = "machine.list"
 	// MachineRead shows a machine's definition (host, port, user; no secrets).
@@ -123,7 +126,7 @@ var order = []Action{
 	TeamCreate, TeamRename, TeamDelete, TeamList,
 	TeamMemberAdd, TeamMemberRemove, TeamMemberRole, TeamMemberList,
 	OwnerAdd, OwnerRemove, AuditorAdd, AuditorRemove,
-	MachineAdd, MachineRemove, MachineMove, MachineList, MachineRead, MachineStatus,
+	MachineAdd, MachineRemove, MachineMove, MachineHostKeys, MachineList, MachineRead, MachineStatus,
 	KeyList, KeyRotate,
 	TaskCreate, TaskCancel, TaskList, TaskRead, TaskOutput, TaskRun,
 	VaultRead, VaultWrite, VaultDelete, VaultList, VaultUse,
@@ -151,6 +154,8 @@ var rules = map[Action]rule{
 	MachineAdd:    {ScopeTeam, allow(Owner, Admin), "register a machine", ""},
 	MachineRemove: {ScopeTeam, allow(Owner, Admin), "unregister a machine", ""},
 	MachineMove:   {ScopeTeam, allow(Owner, Admin), "move a machine to another team", "admin of both teams (AllowedMove)"},
+	MachineHostKeys: {ScopeTeam, allow(Owner, Admin), "import or forget a machine's host keys in the store",
+		"workers on every host verify the machine against them; accept-new records a first key as the worker's actor"},
 	MachineList:   {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "list machines", ""},
 	MachineRead:   {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "show a machine (no secrets)", ""},
 	MachineStatus: {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "machine health and load", ""},
