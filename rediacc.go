@@ -138,7 +138,9 @@ type Config struct {
 	// SSH tunes connections (timeouts, keepalives, pool sizes).
 	SSH rssh.Config
 	// Vault holds the teams' secrets. Default: the local encrypted vault in
-	// DataDir/vault, unlocked by the age identity file DataDir/vault.key
+	// DataDir/vault (its encrypted files kept in the store itself when the
+	// store is PostgreSQL, so that workers on every host read them: copy
+	// the key file to each host), unlocked by the age identity file DataDir/vault.key
 	// (created 0600 on first use). The Client closes it on Close.
 	Vault Vault
 	// Alerter is told when a task with FailureAlert finally fails, and of

@@ -40,6 +40,11 @@ func NewMemoryStore() *Store { return &Store{e: memory.New(), desc: "memory"} }
 // String names the store ("sqlite:/path" or "memory").
 func (s *Store) String() string { return s.desc }
 
+// Close closes the store. A Client built on it (Config.Store) closes it on
+// its own Close: call this only for a store no Client took, e.g. when New
+// failed.
+func (s *Store) Close() error { return s.e.Close() }
+
 // mapStoreErr turns engine errors into the public sentinels.
 func mapStoreErr(err error) error {
 	switch {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/authz"
+	"github.com/rediacc/rediacc/internal/store"
 	"github.com/rediacc/rediacc/internal/vault"
 	"github.com/rediacc/rediacc/internal/vault/hashicorp"
 	"github.com/rediacc/rediacc/internal/vault/local"
@@ -65,6 +66,15 @@ type LocalVaultOptions struct {
 	// Logger receives the vault's own records (e.g. the identity file being
 	// created). Default: slog.Default().
 	Logger *slog.Logger
+	// Store, when set, keeps the teams' encrypted files in this queue store
+	// instead of dir (nothing is written to dir), so that workers on every
+	// host sharing a PostgreSQL store read the same secrets. Files are
+	// encrypted and decrypted here, on the client: the store holds age
+	// ciphertext only. Concurrent writers (any host) are serialized by the
+	// store's check-and-set revisions. Every host must unlock it with the
+	// same passphrase or identity file (copy the key file). The Client's
+	// default vault does this when its store is PostgreSQL.
+	Store *Store
 }
 
 // OpenLocalVault opens the local encrypted vault in dir (0700; one
@@ -92,6 +102,16 @@ func OpenLocalVault(dir string, opts LocalVaultOptions) (Vault, error) {
 		// vault encrypted to a passphrase (or to a lost key) could never
 		// open it.
 		existing, _ := filepath.Glob(filepath.Join(dir, "*.age"))
+		if opts.Store != nil {
+			existing = nil
+			if be, ok := opts.Store.e.(store.BlobEngine); ok {
+				if bs, err := be.ListBlobs(context.Background(), store.BlobVault); err != nil {
+					return nil, mapStoreErr(err)
+				} else if len(bs) > 0 {
+					existing = []string{"the store"}
+				}
+			}
+		}
 		if _, err := os.Stat(id); errors.Is(err, os.ErrNotExist) && len(existing) > 0 {
 			return nil, &isError{msg: fmt.Sprintf("vault: %s holds secrets but its key file %s does not exist: give the passphrase the vault was created with, or restore the key file", dir, id), err: vault.ErrWrongPassphrase, is: ErrWrongPassphrase}
 		}
@@ -99,6 +119,13 @@ func OpenLocalVault(dir string, opts LocalVaultOptions) (Vault, error) {
 	}
 	if opts.Logger != nil {
 		o = append(o, local.WithLogger(opts.Logger))
+	}
+	if opts.Store != nil {
+		be, ok := opts.Store.e.(store.BlobEngine)
+		if !ok {
+			return nil, fmt.Errorf("%w: store %s cannot keep vault files", ErrInvalidArgument, opts.Store)
+		}
+		o = append(o, local.WithBlobs(storeVaultFiles{be: be}))
 	}
 	if opts.ScryptWorkFactor > 0 {
 		o = append(o, local.WithScryptWorkFactor(opts.ScryptWorkFactor))
@@ -151,7 +178,11 @@ func (c *Client) vault() (Vault, error) {
 	if c.cfg.DataDir == "" {
 		return nil, ErrNoVault
 	}
-	v, err := OpenLocalVault(filepath.Join(c.cfg.DataDir, "vault"), LocalVaultOptions{Logger: c.log})
+	opts := LocalVaultOptions{Logger: c.log}
+	if _, shared := c.engine.(store.Cluster); shared && c.st != nil {
+		opts.Store = c.st // workers on every host read the same files
+	}
+	v, err := OpenLocalVault(filepath.Join(c.cfg.DataDir, "vault"), opts)
 	if err != nil {
 		return nil, err
 	}
@@ -293,3 +324,40 @@ type isError struct {
 func (e *isError) Error() string        { return e.msg }
 func (e *isError) Unwrap() error        { return e.err }
 func (e *isError) Is(target error) bool { return target == e.is }
+
+// storeVaultFiles keeps the local vault's encrypted team files in the
+// queue store (store.BlobVault, keyed by team), for local.WithBlobs.
+type storeVaultFiles struct{ be store.BlobEngine }
+
+func (s storeVaultFiles) Load(ctx context.Context, team string) ([]byte, int64, error) {
+	b, err := s.be.GetBlob(ctx, store.BlobVault, team)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, mapStoreErr(err)
+	}
+	return b.Data, b.Revision, nil
+}
+
+func (s storeVaultFiles) Save(ctx context.Context, team string, raw []byte, revision int64) error {
+	_, err := s.be.PutBlob(ctx, store.Blob{Kind: store.BlobVault, Key: team, Data: raw, Revision: revision})
+	if errors.Is(err, store.ErrRevision) {
+		return local.ErrConflict
+	}
+	return mapStoreErr(err)
+}
+
+func (s storeVaultFiles) Teams(ctx context.Context) ([]string, error) {
+	bs, err := s.be.ListBlobs(ctx, store.BlobVault)
+	if err != nil {
+		return nil, mapStoreErr(err)
+	}
+	teams := make([]string, 0, len(bs))
+	for _, b := range bs {
+		teams = append(teams, b.Key)
+	}
+	return teams, nil
+}
+
+func (s storeVaultFiles) String() string { return "the store" }

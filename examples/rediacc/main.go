@@ -223,11 +223,22 @@ func (g *globals) client(ctx context.Context, tune func(*rediacc.Config)) (*redi
 	if err != nil {
 		return nil, err
 	}
-	v, err := g.vault.open(ctx, g.dataDir, g.stderr, log)
+	// On a PostgreSQL store the local vault's encrypted files live in the
+	// store (every host reads them): open the store first.
+	var st *rediacc.Store
+	if g.vault.backend == "local" && (strings.HasPrefix(g.storeURL, "postgres://") || strings.HasPrefix(g.storeURL, "postgresql://")) {
+		if st, err = rediacc.OpenStore(ctx, g.storeURL); err != nil {
+			return nil, err
+		}
+	}
+	v, err := g.vault.open(ctx, g.dataDir, st, g.stderr, log)
 	if err != nil {
+		if st != nil {
+			_ = st.Close()
+		}
 		return nil, err
 	}
-	cfg := rediacc.Config{DataDir: g.dataDir, StoreURL: g.storeURL, Logger: log, KeyPassphrase: g.keyPassphrase, Vault: v, AuditKeyFile: g.auditKeyFile,
+	cfg := rediacc.Config{DataDir: g.dataDir, StoreURL: g.storeURL, Store: st, Logger: log, KeyPassphrase: g.keyPassphrase, Vault: v, AuditKeyFile: g.auditKeyFile,
 		// Every user of this data dir is its owning OS account (New refuses
 		// a data dir owned by another user), the account the workers run
 		// as: a path a team admin names is read by the account that could
@@ -239,6 +250,9 @@ func (g *globals) client(ctx context.Context, tune func(*rediacc.Config)) (*redi
 	c, err := rediacc.New(ctx, cfg)
 	if err != nil {
 		_ = v.Close()
+		if st != nil {
+			_ = st.Close()
+		}
 	}
 	return c, err
 }

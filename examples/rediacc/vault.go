@@ -37,7 +37,9 @@ func (v *vaultFlags) register(pf interface {
 }
 
 // open builds the vault the flags describe.
-func (v *vaultFlags) open(ctx context.Context, dataDir string, stderr io.Writer, log *slog.Logger) (rediacc.Vault, error) {
+// st, when not nil, keeps the local vault's encrypted files (a PostgreSQL
+// store shared by hosts).
+func (v *vaultFlags) open(ctx context.Context, dataDir string, st *rediacc.Store, stderr io.Writer, log *slog.Logger) (rediacc.Vault, error) {
 	switch v.backend {
 	case "local":
 		pass, err := v.passphrase(stderr)
@@ -47,7 +49,7 @@ func (v *vaultFlags) open(ctx context.Context, dataDir string, stderr io.Writer,
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return nil, err
 		}
-		return rediacc.OpenLocalVault(filepath.Join(dataDir, "vault"), rediacc.LocalVaultOptions{Passphrase: pass, IdentityFile: v.keyFile, Logger: log})
+		return rediacc.OpenLocalVault(filepath.Join(dataDir, "vault"), rediacc.LocalVaultOptions{Passphrase: pass, IdentityFile: v.keyFile, Logger: log, Store: st})
 	case "hashicorp":
 		if v.addr == "" {
 			return nil, usagef("--vault-backend hashicorp needs --vault-addr or VAULT_ADDR")

@@ -88,6 +88,7 @@ type config struct {
 	workFactor   int
 	logger       *slog.Logger
 	now          func() time.Time
+	blobs        Blobs // the teams' files kept elsewhere than dir (blobs.go)
 }
 
 // WithPassphrase unlocks the vault with a passphrase (age scrypt). p is copied;
@@ -231,10 +232,12 @@ func Open(dir string, opts ...Option) (*Vault, error) {
 
 	// A directory another user owns or may write in could hold links that
 	// make this process write its secrets elsewhere: refused (safefs).
-	if err := safefs.MkdirPrivate(dir); err != nil {
+	if cfg.blobs != nil {
+		// The files are kept in cfg.blobs: nothing is written to dir.
+	} else if err := safefs.MkdirPrivate(dir); err != nil {
 		return nil, fsError("open vault directory", dir, err)
 	}
-	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+	if fi, err := os.Stat(dir); err == nil && cfg.blobs == nil && fi.Mode().Perm()&0o077 != 0 {
 		v.logger.Warn("local vault directory is readable by other users; chmod 700 it", "dir", dir, "mode", fi.Mode().Perm().String())
 	}
 
@@ -332,6 +335,9 @@ func createIdentityFile(path string, now time.Time, read func(string) ([]byte, e
 // checkUnlock decrypts the first readable team file to check the passphrase
 // or identity, and primes the cache with it.
 func (v *Vault) checkUnlock() error {
+	if v.cfg.blobs != nil {
+		return v.checkUnlockBlobs()
+	}
 	ents, err := os.ReadDir(v.dir)
 	if err != nil {
 		return fsError("read vault directory", v.dir, err)
@@ -342,7 +348,7 @@ func (v *Vault) checkUnlock() error {
 		if !ok || !e.Type().IsRegular() || vault.ValidateTeam(team) != nil {
 			continue
 		}
-		_, _, err := v.load(team)
+		_, _, err := v.load(context.Background(), team)
 		switch {
 		case err == nil:
 			return nil
@@ -411,7 +417,7 @@ func (v *Vault) lookup(ctx context.Context, team, key string, version int) (vaul
 	if err := v.begin(ctx); err != nil {
 		return vault.Secret{}, err
 	}
-	entries, _, err := v.load(team)
+	entries, _, err := v.load(ctx, team)
 	if err != nil {
 		return vault.Secret{}, err
 	}
@@ -440,7 +446,7 @@ func (v *Vault) List(ctx context.Context, team string) ([]string, error) {
 	if err := v.begin(ctx); err != nil {
 		return nil, err
 	}
-	entries, _, err := v.load(team)
+	entries, _, err := v.load(ctx, team)
 	if err != nil {
 		return nil, err
 	}
@@ -508,6 +514,9 @@ func (v *Vault) Delete(ctx context.Context, team, key string) error {
 func (v *Vault) Restore(ctx context.Context, team string) error {
 	if err := vault.ValidateTeam(team); err != nil {
 		return err
+	}
+	if v.cfg.blobs != nil {
+		return fmt.Errorf("local vault: team %s: %w: its file is kept in the store, whose writes are transactional, so no backup is kept", team, fs.ErrNotExist)
 	}
 	return v.locked(ctx, team, func() error { return v.restore(team) })
 }
@@ -578,11 +587,19 @@ func (v *Vault) locked(ctx context.Context, team string, fn func() error) error 
 // update runs fn on a private copy of team's entries under the writer locks,
 // then writes the result back. fn's error aborts the write.
 func (v *Vault) update(ctx context.Context, team string, fn func(map[string]entry) error) error {
+	if v.cfg.blobs != nil {
+		if err := v.begin(ctx); err != nil {
+			return err
+		}
+		v.writeMu.Lock()
+		defer v.writeMu.Unlock()
+		return v.updateBlob(ctx, team, fn) // blobs.go: check-and-set, no file lock
+	}
 	return v.locked(ctx, team, func() error { return v.updateLocked(team, fn) })
 }
 
 func (v *Vault) updateLocked(team string, fn func(map[string]entry) error) error {
-	entries, oldRaw, err := v.load(team)
+	entries, oldRaw, err := v.load(context.Background(), team)
 	if err != nil {
 		return err
 	}
@@ -641,7 +658,11 @@ func (v *Vault) lock(ctx context.Context, team string) (unlock func(), err error
 
 // load returns team's decrypted entries (shared with the cache: callers must
 // not modify them) and the raw ciphertext (nil when the file does not exist).
-func (v *Vault) load(team string) (map[string]entry, []byte, error) {
+func (v *Vault) load(ctx context.Context, team string) (map[string]entry, []byte, error) {
+	if v.cfg.blobs != nil {
+		entries, raw, _, err := v.loadBlob(ctx, team)
+		return entries, raw, err
+	}
 	p := v.path(team)
 	raw, err := safefs.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -650,19 +671,29 @@ func (v *Vault) load(team string) (map[string]entry, []byte, error) {
 	if err != nil {
 		return nil, nil, fsError("read", p, err)
 	}
+	entries, err := v.decryptCached(p, team, raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	return entries, raw, nil
+}
+
+// decryptCached decrypts raw, team's file read from p, unless the cache
+// holds its entries.
+func (v *Vault) decryptCached(p, team string, raw []byte) (map[string]entry, error) {
 	sum := sha256.Sum256(raw)
 	v.mu.Lock()
 	c, ok := v.cache[team]
 	v.mu.Unlock()
 	if ok && c.sum == sum {
-		return c.entries, raw, nil
+		return c.entries, nil
 	}
 	entries, err := v.decrypt(p, raw)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	v.store(team, raw, entries)
-	return entries, raw, nil
+	return entries, nil
 }
 
 func (v *Vault) store(team string, raw []byte, entries map[string]entry) {
