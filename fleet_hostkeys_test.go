@@ -132,7 +132,7 @@ func TestHostKeysMismatchForgetImport(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := get(t, c, tk.ID)
-	if got.Status != rediacc.StatusFailed || !strings.Contains(got.Error, "does not match the store's host keys of machine rekeyed") ||
+	if got.Status != rediacc.StatusFailed || !strings.Contains(got.Error, "does not match known_hosts (the store's host keys of machine rekeyed has") ||
 		!strings.Contains(got.Error, "rediacc machine hostkeys forget rekeyed") {
 		t.Fatalf("task against a wrong stored key: %s %q", got.Status, got.Error)
 	}

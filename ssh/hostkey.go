@@ -224,7 +224,7 @@ func classifyHostKeyErr(t *Target, files []string, hint string, removeHint map[s
 		w := ke.Want[0]
 		if h, ok := removeHint[w.Filename]; ok {
 			return targetErr(t, ErrHostKeyMismatch, nil,
-				"host key for %s does not match %s (%s %s; the host presented %s): "+
+				"host key for %s does not match known_hosts (%s has %s %s; the host presented %s): "+
 					"the host's key changed or this is not the host you expect; if the change is legitimate, %s",
 				addr, w.Filename, w.Key.Type(), xssh.FingerprintSHA256(w.Key), presented, h)
 		}
@@ -235,7 +235,7 @@ func classifyHostKeyErr(t *Target, files []string, hint string, removeHint map[s
 			addr, w.Filename, w.Line, w.Key.Type(), xssh.FingerprintSHA256(w.Key), presented, norm, w.Filename)
 	case errors.As(err, &ke) && hint != "":
 		return targetErr(t, ErrUnknownHostKey, nil,
-			"host key for %s (%s) is not among the known hosts (%s): verify the fingerprint out of band, then %s",
+			"host key for %s (%s) is not in known_hosts (%s): verify the fingerprint out of band, then %s",
 			addr, presented, strings.Join(files, ", "), hint)
 	case errors.As(err, &ke):
 		host, port, _ := net.SplitHostPort(addr)

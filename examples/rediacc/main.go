@@ -168,6 +168,7 @@ func newRoot(g *globals) *cobra.Command {
 	inspect.AddCommand(newInspectQueue(g))
 	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g), newTeam(g), newAudit(g), newVault(g), newRole(g))
 	root.AddCommand(newLogs(g), newPrune(g)) // logs.go
+	root.AddCommand(newStore(g))             // storecmd.go
 	for _, c := range []*cobra.Command{machine, create, list, inspect} {
 		c.Args = cobra.NoArgs
 		c.RunE = func(c *cobra.Command, args []string) error {
@@ -238,18 +239,23 @@ func (g *globals) client(ctx context.Context, tune func(*rediacc.Config)) (*redi
 		}
 		return nil, err
 	}
-	cfg := rediacc.Config{DataDir: g.dataDir, StoreURL: g.storeURL, Store: st, Logger: log, KeyPassphrase: g.keyPassphrase, Vault: v, AuditKeyFile: g.auditKeyFile,
+	cfg := rediacc.Config{DataDir: g.dataDir, StoreURL: g.storeURL, Store: st, Logger: log, KeyPassphrase: g.keyPassphrase, AuditKeyFile: g.auditKeyFile,
 		// Every user of this data dir is its owning OS account (New refuses
 		// a data dir owned by another user), the account the workers run
 		// as: a path a team admin names is read by the account that could
 		// read it anyway. docs/ROLES.md.
 		AllowedKeyPaths: []string{"/"}, AllowedKnownHostsPaths: []string{"/"}}
+	if v != nil {
+		cfg.Vault = v
+	}
 	if tune != nil {
 		tune(&cfg)
 	}
 	c, err := rediacc.New(ctx, cfg)
-	if err != nil {
+	if err != nil && v != nil {
 		_ = v.Close()
+	}
+	if err != nil {
 		if st != nil {
 			_ = st.Close()
 		}

@@ -38,13 +38,20 @@ func (v *vaultFlags) register(pf interface {
 
 // open builds the vault the flags describe.
 // st, when not nil, keeps the local vault's encrypted files (a PostgreSQL
-// store shared by hosts).
+// store shared by hosts). A nil Vault and no error: use the Client's
+// default.
 func (v *vaultFlags) open(ctx context.Context, dataDir string, st *rediacc.Store, stderr io.Writer, log *slog.Logger) (rediacc.Vault, error) {
 	switch v.backend {
 	case "local":
 		pass, err := v.passphrase(stderr)
 		if err != nil {
 			return nil, err
+		}
+		if st != nil && pass == nil && v.keyFile == "" {
+			// The Client's default vault: the same files in the store and
+			// key file, opened on first use, so that commands that need no
+			// secret work on a host without the key.
+			return nil, nil
 		}
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return nil, err

@@ -401,18 +401,35 @@ func (e *Engine) appendAudit(ctx context.Context, tx pgx.Tx, recs []audit.Record
 		return nil, err
 	}
 	out := make([]audit.Record, len(recs))
+	for i, r := range recs {
+		r = fsm.CloneRecord(e.ChainAudit(h, r))
+		h = audit.HeadOf(r)
+		out[i] = r
+	}
+	if err := insertAudit(ctx, tx, out); err != nil {
+		return nil, err
+	}
+	_, err = tx.Exec(ctx, `UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1`, h.Seq, h.Hash)
+	return out, err
+}
+
+// insertAudit inserts chained and sealed records as they are (the head is
+// the caller's to move).
+func insertAudit(ctx context.Context, tx pgx.Tx, recs []audit.Record) error {
 	n := len(recs)
+	if n == 0 {
+		return nil
+	}
 	var (
 		seqs, times                                            = make([]int64, n), make([]int64, n)
 		actors, actions, etypes, eids, teams, results, details = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]*string, n)
 		prevs, hashes, keys                                    = make([]string, n), make([]string, n), make([]string, n)
 	)
 	for i, r := range recs {
-		r = fsm.CloneRecord(e.ChainAudit(h, r))
 		if len(r.Details) > 0 {
 			b, err := json.Marshal(r.Details)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			s := string(b)
 			details[i] = &s
@@ -420,16 +437,13 @@ func (e *Engine) appendAudit(ctx context.Context, tx pgx.Tx, recs []audit.Record
 		seqs[i], times[i] = r.Seq, r.Time.UnixMilli()
 		actors[i], actions[i], etypes[i], eids[i], teams[i], results[i] = r.Actor, r.Action, r.EntityType, r.EntityID, r.Team, r.Result
 		prevs[i], hashes[i], keys[i] = r.PrevHash, r.Hash, r.KeyID
-		h = audit.HeadOf(r)
-		out[i] = r
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO audit (`+auditCols+`)
 		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])`,
 		seqs, times, actors, actions, etypes, eids, teams, results, details, prevs, hashes, keys); err != nil {
-		return nil, fmt.Errorf("appending audit records %d..%d: %w", seqs[0], seqs[n-1], err)
+		return fmt.Errorf("appending audit records %d..%d: %w", seqs[0], seqs[n-1], err)
 	}
-	_, err = tx.Exec(ctx, `UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1`, h.Seq, h.Hash)
-	return out, err
+	return nil
 }
 
 // AppendAudit appends recs to the trail in one transaction and returns them
