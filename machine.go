@@ -394,7 +394,7 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return Machine{}, o.fail(ctx, mapStoreErr(err))
 	}
-	var imported bool // this call wrote the identity into the vault
+	var imported bool                       // this call wrote the identity into the vault
 	hostLines, err := c.machineHostLines(m) // hostkeys.go: the file's lines for m, copied into the store
 	if err != nil {
 		return Machine{}, o.fail(ctx, err)

@@ -360,4 +360,21 @@ func (s storeVaultFiles) Teams(ctx context.Context) ([]string, error) {
 	return teams, nil
 }
 
+func (s storeVaultFiles) Delete(ctx context.Context, team string) error {
+	for {
+		b, err := s.be.GetBlob(ctx, store.BlobVault, team)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return mapStoreErr(err)
+		}
+		err = s.be.DeleteBlob(ctx, store.BlobVault, team, b.Revision)
+		if errors.Is(err, store.ErrRevision) || errors.Is(err, store.ErrNotFound) {
+			continue // changed or removed meanwhile: look again
+		}
+		return mapStoreErr(err)
+	}
+}
+
 func (s storeVaultFiles) String() string { return "the store" }

@@ -25,6 +25,9 @@ func (v *Vault) Purge(ctx context.Context, team string) error {
 	if err := vault.ValidateTeam(team); err != nil {
 		return err
 	}
+	if v.cfg.blobs != nil {
+		return v.purgeBlob(ctx, team) // blobs.go
+	}
 	return v.locked(ctx, team, func() error { return v.purge(team) })
 }
 
