@@ -82,13 +82,17 @@ type Alert struct {
 	// Severity is SeverityWarning or SeverityError ("" counts as error).
 	Severity string
 	TaskID   string // the failed task (AlertTaskFailed); "" otherwise
-	Team     string // the team concerned; "" for a store-wide condition
-	Machine  string // the machine concerned, if any
-	Priority Priority
-	Command  string
-	Attempts int
-	ExitCode *int   // nil when the command never exited
-	Error    string // the last attempt's error
+	Team     string // the team concerned (its name); "" for a store-wide condition
+	Machine  string // the machine concerned (its name), if any
+	// TeamID and MachineID are the ids of Team and Machine ("" when
+	// none): rate limiting tells teams and machines apart by them.
+	TeamID    string
+	MachineID string
+	Priority  Priority
+	Command   string
+	Attempts  int
+	ExitCode  *int   // nil when the command never exited
+	Error     string // the last attempt's error
 	// Message is a one-line human-readable summary.
 	Message string
 	// Suppressed is how many alerts for the same condition were held back
@@ -327,7 +331,7 @@ func VerifyWebhookSignature(secret, body []byte, signature string) bool {
 
 func toInternalAlert(a Alert) alert.Alert {
 	return alert.Alert{
-		Kind: a.Kind, Severity: a.severity(), TaskID: a.TaskID, Team: a.Team, Machine: a.Machine, Priority: int(a.Priority),
+		Kind: a.Kind, Severity: a.severity(), TaskID: a.TaskID, Team: a.Team, Machine: a.Machine, TeamID: a.TeamID, MachineID: a.MachineID, Priority: int(a.Priority),
 		Attempts: a.Attempts, ExitCode: a.ExitCode, Error: a.Error, Message: a.Message,
 		Suppressed: a.Suppressed, Time: a.Time,
 	}
@@ -510,6 +514,17 @@ func (c *Client) checkAlertRules(ctx context.Context, log *slog.Logger) {
 	now := c.clock.Now().UTC()
 	for _, r := range c.cfg.AlertRules {
 		scope := describeScope(r.Priority, r.Team)
+		teamID := ""
+		if r.Team != "" { // the live team of that name, by id
+			t, err := c.access.TeamByName(ctx, r.Team)
+			if err != nil {
+				if !errors.Is(err, store.ErrNotFound) {
+					log.ErrorContext(ctx, "alert rules: team", "team", r.Team, "error", err)
+				}
+				continue
+			}
+			teamID = t.ID
+		}
 		if r.MaxPending > 0 {
 			if rows == nil {
 				var err error
@@ -523,25 +538,25 @@ func (c *Client) checkAlertRules(ctx context.Context, log *slog.Logger) {
 			}
 			n := 0
 			for _, d := range rows {
-				if d.Status == store.Pending && (r.Priority == 0 || d.Priority == int(r.Priority)) && (r.Team == "" || d.Team == r.Team) {
+				if d.Status == store.Pending && (r.Priority == 0 || d.Priority == int(r.Priority)) && (teamID == "" || d.TeamID == teamID) {
 					n += d.Count
 				}
 			}
 			if n > r.MaxPending {
-				c.raiseRule(ctx, log, Alert{Kind: AlertQueueDepth, Severity: SeverityError, Team: r.Team, Priority: r.Priority, Time: now,
+				c.raiseRule(ctx, log, Alert{Kind: AlertQueueDepth, Severity: SeverityError, Team: r.Team, TeamID: teamID, Priority: r.Priority, Time: now,
 					Message: fmt.Sprintf("%d PENDING tasks%s, above the threshold of %d", n, scope, r.MaxPending)})
 			}
 		}
 		if r.MaxPendingAge > 0 {
 			ts, err := c.engine.ListTasks(ctx, store.TaskFilter{Statuses: []store.Status{store.Pending},
-				Team: r.Team, Priority: int(r.Priority), Limit: 1})
+				TeamID: teamID, Priority: int(r.Priority), Limit: 1})
 			if err != nil {
 				log.ErrorContext(ctx, "alert rules: oldest pending task", "error", err)
 				return
 			}
 			if len(ts) == 1 {
 				if age := now.Sub(ts[0].CreatedAt); age > r.MaxPendingAge {
-					c.raiseRule(ctx, log, Alert{Kind: AlertQueueAge, Severity: SeverityError, Team: r.Team, Priority: r.Priority, Time: now,
+					c.raiseRule(ctx, log, Alert{Kind: AlertQueueAge, Severity: SeverityError, Team: r.Team, TeamID: teamID, Priority: r.Priority, Time: now,
 						Message: fmt.Sprintf("the oldest PENDING task%s (%s, on %s) was submitted %s ago, above the threshold of %s",
 							scope, ts[0].ID, ts[0].Machine, age.Round(time.Second), r.MaxPendingAge)})
 				}

@@ -351,16 +351,18 @@ func (c *Client) archivedTask(ctx context.Context, id string) (*Task, error) {
 // TaskLog returns a task with its full record (attempts, output, exit
 // code): from the queue store while it is there, else, once Prune has
 // removed it, from the log archive. Access is Get's: task.read in the
-// task's team (the archived record's team once pruned), stdout and stderr
-// only with task.output (not viewers). Reading the archive decompresses the
-// task segments newest first: O(archived bytes) for a task not found.
+// task's team, by id (the archived record's team id once pruned, so a later
+// team of the same name does not see it), stdout and stderr only with
+// task.output (not viewers); audited with the source it was read from.
+// Reading the archive decompresses the task segments newest first:
+// O(archived bytes) for a task not found.
 //
 // Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound; ErrArchiveCorrupt
 // (with ErrNotFound) when the task is not found and the archive has damaged
 // segments it may have been in.
 func (c *Client) TaskLog(ctx context.Context, id string) (*Task, error) {
-	if _, ok := ActorFrom(ctx); !ok {
-		return nil, ErrNoActor
+	if _, _, err := c.actor(ctx); err != nil {
+		return nil, err
 	}
 	src := "store"
 	t, err := c.getTask(ctx, id)
@@ -371,7 +373,14 @@ func (c *Client) TaskLog(ctx context.Context, id string) (*Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	o, g, err := c.authorize(ctx, authz.TaskRead, t.Team, audit.EntityTask, id, map[string]string{"source": src})
+	if t.TeamID == "" { // archived before teams had ids: the name was the id
+		t.TeamID = t.Team
+	}
+	sc, err := c.scopeOfID(ctx, t.TeamID)
+	if err != nil {
+		return nil, err
+	}
+	o, g, err := c.authorize(ctx, authz.TaskRead, sc, audit.EntityTask, id, map[string]string{"source": src})
 	if err != nil {
 		return nil, err
 	}
@@ -401,19 +410,11 @@ type PruneResult struct {
 // authorizeOwner lets only store owners through (operations outside the
 // team role matrix: pruning).
 func (c *Client) authorizeOwner(ctx context.Context, action, etype string, detail map[string]string) (*op, error) {
-	actor, ok := ActorFrom(ctx)
-	if !ok {
-		return nil, ErrNoActor
-	}
-	if err := validateUser(actor); err != nil {
-		return nil, err
-	}
-	g, err := c.grants(ctx, actor)
+	o, err := c.newOp(ctx, authz.Action(action), scope{}, etype, "", detail)
 	if err != nil {
 		return nil, err
 	}
-	o := &op{c: c, actor: actor, action: authz.Action(action), etype: etype, detail: detail}
-	if !slices.Contains(g.StoreRoles, authz.Owner) {
+	if !slices.Contains(o.grants.StoreRoles, authz.Owner) {
 		return nil, c.deny(ctx, o, "denied: only an owner may "+action)
 	}
 	return o, nil

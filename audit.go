@@ -29,8 +29,9 @@ type AuditRecord = audit.Record
 
 // AuditFilter selects audit records: time range [Start, End), Actor, Action
 // (exact, or a prefix ending in "." such as "task."), EntityType, EntityID,
-// Team, Result, AfterSeq (paging cursor) and Limit (default 1000, at most
-// 10000, as in the product's CLI).
+// Team (a live team's name) or TeamID (a team's id, a deleted team's
+// included), Result, AfterSeq (paging cursor) and Limit (default 1000, at
+// most 10000, as in the product's CLI).
 type AuditFilter = audit.Filter
 
 // AuditTamperError reports the first record of the trail that was modified,
@@ -44,20 +45,39 @@ var ErrAuditTampered = audit.ErrTampered
 // AuditLog returns the audit records matching f, oldest first. Owners and
 // auditors read every record; a team admin reads the records of their team
 // (f.Team must name it, or is set to it when the admin has one team).
-// Errors: ErrNoActor, ErrPermissionDenied, ErrInvalidArgument (bad filter).
+// Records carry the team's id in Team (its name is in Details["team_name"]);
+// f.Team names the live team of that name, so the records of a deleted
+// team of the same name are not among them: owners and auditors read
+// those with f.TeamID (see TeamFilter.IncludeDeleted).
+// Errors: ErrNoActor, ErrPermissionDenied, ErrInvalidArgument (bad filter),
+// ErrNotFound (f.Team names no live team, for those who may read).
 func (c *Client) AuditLog(ctx context.Context, f AuditFilter) ([]AuditRecord, error) {
-	o, g, err := c.authorizeAny(ctx, authz.AuditRead, f.Team, audit.EntityAudit)
+	sc, err := c.auditScope(ctx, f)
 	if err != nil {
 		return nil, err
 	}
-	if f.Team == "" && !authz.Allowed(g, authz.AuditRead, "") {
+	o, g, err := c.authorizeAny(ctx, authz.AuditRead, sc, audit.EntityAudit)
+	if err != nil {
+		return nil, err
+	}
+	if sc.id == "" && !authz.Allowed(g, authz.AuditRead, "") {
 		teams, _ := visibleTeams(g, authz.AuditRead)
 		if len(teams) != 1 {
-			return nil, c.deny(ctx, o, fmt.Sprintf("a team admin reads one team's records at a time: name one of %v", teams))
+			var names []string
+			for _, id := range teams {
+				if t, err := c.scopeOfID(ctx, id); err == nil {
+					names = append(names, t.label())
+				}
+			}
+			slices.Sort(names)
+			return nil, c.deny(ctx, o, fmt.Sprintf("a team admin reads one team's records at a time: name one of %v", names))
 		}
-		f.Team = teams[0]
+		if sc, err = c.scopeOfID(ctx, teams[0]); err != nil {
+			return nil, err
+		}
 	}
-	o.team = f.Team
+	o.team = sc
+	f.Team, f.TeamID = sc.id, ""
 	nf, err := f.Normalize()
 	if err != nil {
 		return nil, o.fail(ctx, fmt.Errorf("%w: %v", ErrInvalidArgument, err))
@@ -69,6 +89,27 @@ func (c *Client) AuditLog(ctx context.Context, f AuditFilter) ([]AuditRecord, er
 	o.detail = map[string]string{"records": fmt.Sprint(len(recs))}
 	o.done(ctx)
 	return recs, nil
+}
+
+// auditScope resolves the team an audit filter names (f.TeamID, else the
+// live team named f.Team; the zero scope for none).
+func (c *Client) auditScope(ctx context.Context, f AuditFilter) (scope, error) {
+	switch {
+	case f.TeamID != "":
+		if f.Team != "" {
+			live, err := c.resolveTeam(ctx, f.Team)
+			if err != nil {
+				return scope{}, err
+			}
+			if live.id != f.TeamID {
+				return scope{}, fmt.Errorf("%w: audit filter: team %q and team id %q name different teams (give one)", ErrInvalidArgument, f.Team, f.TeamID)
+			}
+		}
+		return c.scopeOfID(ctx, f.TeamID)
+	case f.Team != "":
+		return c.resolveTeam(ctx, f.Team)
+	}
+	return scope{}, nil
 }
 
 // ExportAudit writes the records matching f to w as JSON Lines, with the
@@ -112,7 +153,7 @@ func (c *Client) ExportAudit(ctx context.Context, w io.Writer, f AuditFilter) er
 // no checkpoint), ErrNoArchive (WithCheckpoints without files on a client
 // with no archive directory), ErrAuditKeyring.
 func (c *Client) VerifyAudit(ctx context.Context, opts ...VerifyOption) (int64, error) {
-	o, _, err := c.authorize(ctx, authz.AuditVerify, "", audit.EntityAudit, "", nil)
+	o, _, err := c.authorize(ctx, authz.AuditVerify, scope{}, audit.EntityAudit, "", nil)
 	if err != nil {
 		return 0, err
 	}

@@ -243,7 +243,7 @@ func (c *Client) reloadKeyring(ctx context.Context) (*audit.Keyring, error) {
 // keyring file's order. Owners and auditors. Errors: ErrNoActor,
 // ErrPermissionDenied, ErrAuditKeyring.
 func (c *Client) AuditKeys(ctx context.Context) ([]AuditKey, error) {
-	o, _, err := c.authorize(ctx, authz.AuditVerify, "", audit.EntityAudit, "keys", nil)
+	o, _, err := c.authorize(ctx, authz.AuditVerify, scope{}, audit.EntityAudit, "keys", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -356,7 +356,7 @@ func (c *Client) AuditCheckpointFile() string {
 // (audit.checkpoint) before the checkpoint, so it covers its own record.
 // Errors: ErrNoActor, ErrPermissionDenied, and the file's I/O errors.
 func (c *Client) CheckpointAudit(ctx context.Context) (AuditCheckpoint, error) {
-	o, _, err := c.authorize(ctx, authz.AuditVerify, "", audit.EntityAudit, "checkpoint", nil)
+	o, _, err := c.authorize(ctx, authz.AuditVerify, scope{}, audit.EntityAudit, "checkpoint", nil)
 	if err != nil {
 		return AuditCheckpoint{}, err
 	}

@@ -45,112 +45,133 @@ func (e *BatchError) Unwrap() error { return e.Err }
 
 // authFunc authorizes one action of a submission on a team and returns the
 // operation to audit.
-type authFunc func(ctx context.Context, action authz.Action, team, eid string, detail map[string]string) (*op, error)
+type authFunc func(ctx context.Context, action authz.Action, team scope, eid string, detail map[string]string) (*op, error)
 
 // taskAuth loads the actor's roles once and returns an authFunc that checks
 // them (denials are audited as usual), for one or many submissions.
 func (c *Client) taskAuth(ctx context.Context) (authFunc, error) {
-	actor, ok := ActorFrom(ctx)
-	if !ok {
-		return nil, ErrNoActor
-	}
-	if err := validateUser(actor); err != nil {
-		return nil, err
-	}
-	g, err := c.grants(ctx, actor)
+	base, err := c.newOp(ctx, authz.TaskCreate, scope{}, audit.EntityTask, "", nil)
 	if err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context, action authz.Action, team, eid string, detail map[string]string) (*op, error) {
+	return func(ctx context.Context, action authz.Action, team scope, eid string, detail map[string]string) (*op, error) {
 		if detail == nil {
 			detail = map[string]string{}
 		}
-		o := &op{c: c, actor: actor, action: action, etype: audit.EntityTask, eid: eid, team: team, detail: detail}
-		if d := authz.Explain(g, action, team); !d.Allowed {
-			return nil, c.deny(ctx, o, d.Reason)
+		o := &op{c: c, actor: base.actor, via: base.via, action: action, etype: audit.EntityTask, eid: eid, team: team, detail: detail, grants: base.grants}
+		if err := o.check(ctx); err != nil {
+			return nil, err
 		}
 		return o, nil
 	}, nil
 }
 
-// prepareTask validates, authorizes and places one submission and returns
-// the record to insert with its audited operation. A spec naming a Machine
-// keeps Submit's original checks and order; one naming only a Team is
-// placed by p.
-func (c *Client) prepareTask(ctx context.Context, spec TaskSpec, p *placer, auth authFunc, now time.Time) (store.Task, *op, error) {
+// prepared is one submission ready to be written: the record, its audited
+// operation and the guard conditions the write must hold under (the
+// actor's roles, the machine still in the task's team).
+type prepared struct {
+	rec    store.Task
+	op     *op
+	guards []store.Condition
+}
+
+// prepareTask validates, authorizes and places one submission. A spec
+// naming a Machine keeps Submit's original checks and order; one naming
+// only a Team is placed by p.
+func (c *Client) prepareTask(ctx context.Context, spec TaskSpec, p *placer, auth authFunc, now time.Time) (prepared, error) {
 	id := uuid.NewString()
 	var m store.Machine
 	var o *op
 	var err error
 	if spec.Machine != "" || spec.Team == "" {
-		m, err = c.engine.GetMachine(ctx, spec.Machine)
+		m, err = c.engine.MachineByName(ctx, spec.Machine)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				if spec.Machine == "" {
-					return store.Task{}, nil, fmt.Errorf("%w: a machine or a team is required", ErrInvalidTask)
+					return prepared{}, fmt.Errorf("%w: a machine or a team is required", ErrInvalidTask)
 				}
-				return store.Task{}, nil, fmt.Errorf("%w: %q is not registered (add it first: rediacc machine add)", ErrUnknownMachine, spec.Machine)
+				return prepared{}, fmt.Errorf("%w: %q is not registered (add it first: rediacc machine add)", ErrUnknownMachine, spec.Machine)
 			}
-			return store.Task{}, nil, mapStoreErr(err)
+			return prepared{}, mapStoreErr(err)
 		}
-		o, err = auth(ctx, authz.TaskCreate, m.Team, id, map[string]string{"machine": m.Name, "priority": strconv.Itoa(int(spec.Priority))})
+		o, err = auth(ctx, authz.TaskCreate, teamScope(m.TeamID, m.Team), id,
+			map[string]string{"machine": m.Name, "machine_id": m.ID, "priority": strconv.Itoa(int(spec.Priority))})
 		if err != nil {
-			return store.Task{}, nil, err
+			return prepared{}, err
 		}
 		if spec, err = spec.normalize(); err != nil {
-			return store.Task{}, nil, o.fail(ctx, err)
+			return prepared{}, o.fail(ctx, err)
 		}
 		if spec.Team != "" && spec.Team != m.Team {
-			return store.Task{}, nil, o.fail(ctx, fmt.Errorf("%w: machine %q is in team %q, not %q", ErrInvalidTask, m.Name, m.Team, spec.Team))
+			return prepared{}, o.fail(ctx, fmt.Errorf("%w: machine %q is in team %q, not %q", ErrInvalidTask, m.Name, m.Team, spec.Team))
 		}
 		if len(spec.Selector) > 0 {
 			mm, err := machineFromRecord(m)
 			if err != nil {
-				return store.Task{}, nil, err
+				return prepared{}, err
 			}
 			if !matches(mm.Labels, spec.Selector) {
-				return store.Task{}, nil, o.fail(ctx, fmt.Errorf("%w: machine %q does not match the selector %s", ErrInvalidTask, m.Name, formatSelector(spec.Selector)))
+				return prepared{}, o.fail(ctx, fmt.Errorf("%w: machine %q does not match the selector %s", ErrInvalidTask, m.Name, formatSelector(spec.Selector)))
 			}
 		}
 	} else {
-		o, err = auth(ctx, authz.TaskCreate, spec.Team, id, map[string]string{"placement": "team", "selector": formatSelector(spec.Selector),
+		sc, err := c.resolveTeam(ctx, spec.Team)
+		if err != nil {
+			return prepared{}, err
+		}
+		o, err = auth(ctx, authz.TaskCreate, sc, id, map[string]string{"placement": "team", "selector": formatSelector(spec.Selector),
 			"priority": strconv.Itoa(int(spec.Priority))})
 		if err != nil {
-			return store.Task{}, nil, err
+			return prepared{}, err
+		}
+		if sc.missing { // like an unknown machine: invalid input
+			return prepared{}, o.fail(ctx, fmt.Errorf("%w in team %q (no team has that name)", ErrNoEligibleMachine, sc.name))
 		}
 		if spec, err = spec.normalize(); err != nil {
-			return store.Task{}, nil, o.fail(ctx, err)
+			return prepared{}, o.fail(ctx, err)
 		}
-		if m, err = p.place(ctx, spec.Team, spec.Selector, spec.Priority); err != nil {
-			return store.Task{}, nil, o.fail(ctx, err)
+		if m, err = p.place(ctx, sc, spec.Selector, spec.Priority); err != nil {
+			return prepared{}, o.fail(ctx, err)
 		}
-		o.detail["machine"] = m.Name
+		o.detail["machine"], o.detail["machine_id"] = m.Name, m.ID
 	}
 	spec.Team = m.Team
+	// The write happens only if, at that moment, the actor may still create
+	// tasks in the team and the machine is still the team's.
+	guards := []store.Condition{store.MachineInTeam(m.ID, m.TeamID)}
 	if len(spec.Secrets) > 0 {
 		keys := make([]string, 0, len(spec.Secrets))
 		for _, k := range spec.Secrets {
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
-		if _, err := auth(ctx, authz.VaultUse, m.Team, id, map[string]string{"keys": strings.Join(keys, ",")}); err != nil {
-			return store.Task{}, nil, err
+		uo, err := auth(ctx, authz.VaultUse, o.team, id, map[string]string{"keys": strings.Join(keys, ",")})
+		if err != nil {
+			return prepared{}, err
 		}
+		guards = append(guards, uo.guard())
 		o.detail["secrets"] = strings.Join(keys, ",")
-		if err := p.checkSecretsExist(ctx, m.Team, spec.Secrets); err != nil { // limits.go
-			return store.Task{}, nil, o.fail(ctx, err)
+		if err := p.checkSecretsExist(ctx, o.team, spec.Secrets); err != nil { // limits.go
+			return prepared{}, o.fail(ctx, err)
 		}
 	}
 	raw, err := encodeSpec(spec)
 	if err != nil {
-		return store.Task{}, nil, o.fail(ctx, err)
+		return prepared{}, o.fail(ctx, err)
 	}
 	o.detail["priority"] = strconv.Itoa(int(spec.Priority))
-	return store.Task{
-		ID: id, IdempotencyKey: spec.IdempotencyKey, Team: m.Team,
-		Machine: m.Name, Priority: int(spec.Priority), Spec: raw,
-		CreatedAt: now, EnqueuedAt: now, ReadyAt: now,
-	}, o, nil
+	if spec.IdempotencyKey != "" {
+		o.detail["idempotency_key"] = spec.IdempotencyKey
+	}
+	return prepared{
+		rec: store.Task{
+			ID: id, IdempotencyKey: spec.IdempotencyKey, TeamID: m.TeamID,
+			MachineID: m.ID, Priority: int(spec.Priority), Spec: raw,
+			CreatedAt: now, EnqueuedAt: now, ReadyAt: now,
+		},
+		op:     o,
+		guards: guards,
+	}, nil
 }
 
 // batchIndexRE finds the index a store error names ("task 3: …").
@@ -160,16 +181,20 @@ var batchIndexRE = regexp.MustCompile(`task (\d+):`)
 // Each spec is validated, authorized (operator or admin of its team, and
 // vault.use for secrets) and, when it names a Team instead of a Machine,
 // placed like Submit does, counting the batch's own earlier placements so
-// that a batch spreads over the eligible machines. The tasks are returned
-// in the order of specs, PENDING; tasks of equal priority run in that
-// order. A spec whose IdempotencyKey names an existing task (or an earlier
-// one of the batch) returns that task and queues nothing. An empty batch
-// returns an empty slice. At most MaxBatchSize specs.
+// that a batch spreads over the eligible machines. As for Submit, the
+// actor's roles and each machine's team are checked again inside the
+// batch's transaction (ErrConflict when a machine moved meanwhile). The
+// tasks are returned in the order of specs, PENDING; tasks of equal
+// priority run in that order. A spec whose IdempotencyKey names an existing
+// task of its team (or an earlier one of the batch) returns that task,
+// through Get's access check and redaction, and queues nothing; it is
+// audited as a task.create of that task with idempotent=existing. An empty
+// batch returns an empty slice. At most MaxBatchSize specs.
 //
 // Errors: ErrNoActor; a *BatchError naming the first bad task's index and
 // wrapping its error (ErrPermissionDenied, ErrInvalidPriority,
-// ErrInvalidTask, ErrUnknownMachine, ErrNoEligibleMachine); ErrInvalidArgument
-// for a batch larger than MaxBatchSize.
+// ErrInvalidTask, ErrUnknownMachine, ErrNoEligibleMachine, ErrConflict);
+// ErrInvalidArgument for a batch larger than MaxBatchSize.
 func (c *Client) SubmitBatch(ctx context.Context, specs []TaskSpec) ([]*Task, error) {
 	auth, err := c.taskAuth(ctx)
 	if err != nil {
@@ -186,17 +211,25 @@ func (c *Client) SubmitBatch(ctx context.Context, specs []TaskSpec) ([]*Task, er
 	recs := make([]store.Task, len(specs))
 	ops := make([]*op, len(specs))
 	recsAudit := make([]audit.Record, len(specs))
+	var guards []store.Condition
+	seen := map[string]bool{}
 	size := strconv.Itoa(len(specs))
 	for i, s := range specs {
-		rec, o, err := c.prepareTask(ctx, s, p, auth, now)
+		pt, err := c.prepareTask(ctx, s, p, auth, now)
 		if err != nil {
 			return nil, &BatchError{Index: i, Err: err}
 		}
-		o.detail["batch"] = size
-		recs[i], ops[i] = rec, o
-		recsAudit[i] = o.record(audit.ResultOK, nil)
+		pt.op.detail["batch"] = size
+		recs[i], ops[i] = pt.rec, pt.op
+		recsAudit[i] = pt.op.record(audit.ResultOK, nil)
+		for _, g := range append([]store.Condition{pt.op.guard()}, pt.guards...) {
+			if k := fmt.Sprintf("%+v", g); !seen[k] {
+				seen[k] = true
+				guards = append(guards, g)
+			}
+		}
 	}
-	out, err := c.engine.CreateTasks(store.WithAudit(ctx, recsAudit...), recs)
+	out, err := c.engine.CreateTasks(store.WithGuard(store.WithAudit(ctx, recsAudit...), guards...), recs)
 	if err != nil {
 		err = mapStoreErr(err)
 		idx := -1
@@ -215,14 +248,20 @@ func (c *Client) SubmitBatch(ctx context.Context, specs []TaskSpec) ([]*Task, er
 	tasks := make([]*Task, len(out))
 	created := 0
 	for i, r := range out {
+		if r.ID != recs[i].ID { // an idempotency key named an existing task
+			t, err := c.idempotentHit(ctx, ops[i], r)
+			if err != nil {
+				return nil, &BatchError{Index: i, Err: err}
+			}
+			tasks[i] = t
+			continue
+		}
 		t, err := taskFromRecord(r)
 		if err != nil {
 			return nil, err
 		}
 		tasks[i] = t
-		if r.ID == recs[i].ID {
-			created++
-		}
+		created++
 	}
 	if created > 0 {
 		c.log.InfoContext(ctx, "batch queued", "tasks", created, "of", len(specs), "actor", ops[0].actor)
@@ -244,8 +283,9 @@ type FanOutSpec struct {
 	// key=value ({"role": "web"}). Nil: every machine of the team.
 	Selector map[string]string
 	// TaskSpec is the task to run on each machine; its Machine, Team and
-	// Selector must be empty. An IdempotencyKey K becomes "K@MACHINE" for
-	// each machine's task.
+	// Selector must be empty. An IdempotencyKey K becomes "K@MACHINE_ID"
+	// for each machine's task (the machine's id, so that a machine removed
+	// and added again under its name gets a task of its own).
 	TaskSpec
 }
 
@@ -269,23 +309,30 @@ func (c *Client) FanOut(ctx context.Context, s FanOutSpec) ([]*Task, error) {
 	if s.TaskSpec.Machine != "" || (s.TaskSpec.Team != "" && s.TaskSpec.Team != s.Team) || len(s.TaskSpec.Selector) > 0 {
 		return nil, fmt.Errorf("%w: a fan-out's TaskSpec names no machine, team or selector (set FanOutSpec.Team and Selector)", ErrInvalidArgument)
 	}
-	o, err := auth(ctx, authz.TaskCreate, s.Team, "", map[string]string{"fanout": formatSelector(s.Selector)})
+	sc, err := c.resolveTeam(ctx, s.Team)
 	if err != nil {
 		return nil, err
 	}
-	cs, err := c.newPlacer().matching(ctx, s.Team, s.Selector)
+	o, err := auth(ctx, authz.TaskCreate, sc, "", map[string]string{"fanout": formatSelector(s.Selector)})
+	if err != nil {
+		return nil, err
+	}
+	if sc.missing {
+		return nil, o.fail(ctx, sc.notFound())
+	}
+	cs, err := c.newPlacer().matching(ctx, sc, s.Selector)
 	if err != nil {
 		return nil, err
 	}
 	if len(cs) == 0 {
-		return nil, o.fail(ctx, fmt.Errorf("%w in team %q with selector %s", ErrNoEligibleMachine, s.Team, formatSelector(s.Selector)))
+		return nil, o.fail(ctx, fmt.Errorf("%w in team %q with selector %s", ErrNoEligibleMachine, sc.label(), formatSelector(s.Selector)))
 	}
 	specs := make([]TaskSpec, len(cs))
 	for i, cd := range cs {
 		ts := s.TaskSpec
 		ts.Machine, ts.Team, ts.Selector = cd.m.Name, s.Team, s.Selector
-		if ts.IdempotencyKey != "" {
-			ts.IdempotencyKey += "@" + cd.m.Name
+		if ts.IdempotencyKey != "" { // per machine, by id: a new machine of the name is another machine
+			ts.IdempotencyKey += "@" + cd.m.ID
 		}
 		specs[i] = ts
 	}

@@ -108,7 +108,7 @@ func TestFanOutWaitAllWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ts) != 2 || ts[0].Machine != "f1" || ts[1].Machine != "f2" || ts[0].IdempotencyKey != "deploy-7@f1" {
+	if len(ts) != 2 || ts[0].Machine != "f1" || ts[1].Machine != "f2" || ts[0].IdempotencyKey != "deploy-7@"+ts[0].MachineID {
 		t.Fatalf("fan-out: %+v", ts)
 	}
 	if _, err := c.FanOut(ctx, rediacc.FanOutSpec{Team: "prod", Selector: map[string]string{"role": "none"}, TaskSpec: rediacc.TaskSpec{Command: "true"}}); !errors.Is(err, rediacc.ErrNoEligibleMachine) {

@@ -81,7 +81,7 @@ type WorkerInfo struct {
 // ErrNotSupported. It needs task.list on every team (owner, auditor):
 // running counts cover all teams.
 func (c *Client) ListWorkers(ctx context.Context) ([]WorkerInfo, error) {
-	teams, o, err := c.scopeTeams(ctx, authz.TaskList, "", audit.EntityTask)
+	teams, o, err := c.scopeTeams(ctx, authz.TaskList, scope{}, audit.EntityTask)
 	if err != nil {
 		return nil, err
 	}

@@ -47,6 +47,17 @@ var (
 	// ErrTaskCancelled: a task's attempt was ended because the task was
 	// cancelled.
 	ErrTaskCancelled = errors.New("task cancelled")
+	// ErrConflict: a fact the operation was authorized on changed before
+	// its write (a machine moved to another team or was removed, a team was
+	// deleted) and the store refused the write: nothing changed. The error
+	// names what changed; look again and retry. A role the actor lost
+	// meanwhile gives ErrPermissionDenied instead. The CLI exits 1.
+	ErrConflict = errors.New("conflict: the store changed while the operation was prepared; nothing was written")
+	// ErrMachineChanged: a task's machine was removed, or moved to another
+	// team, after the task was queued. A worker fails such a task without
+	// running it (its Error says why; see MachineChangedError), so that a
+	// task never runs on a machine its team does not own.
+	ErrMachineChanged = errors.New("the task's machine no longer belongs to the task's team")
 
 	// SSH errors, re-exported from package ssh so callers need one import.
 
@@ -102,3 +113,29 @@ type ExitError = rssh.ExitError
 // ErrNotSupported: the store does not offer the operation (ListWorkers on a
 // store that serves one host).
 var ErrNotSupported = errors.New("not supported by this store")
+
+// MachineChangedError is the reason a worker failed a task without running
+// it: the task's machine (MachineID, named Machine) is no longer a machine
+// of the task's team (TeamID). errors.Is(err, ErrMachineChanged) holds.
+type MachineChangedError struct {
+	TaskID    string
+	TeamID    string // the task's team
+	MachineID string
+	Machine   string
+	// MachineTeamID is the machine's team now; "" when Removed.
+	MachineTeamID string
+	Removed       bool
+}
+
+// Error implements error.
+func (e *MachineChangedError) Error() string {
+	if e.Removed {
+		return fmt.Sprintf("%v: machine %s (id %s) was removed after task %s was queued; the task did not run (submit it again on a registered machine)",
+			ErrMachineChanged, e.Machine, e.MachineID, e.TaskID)
+	}
+	return fmt.Sprintf("%v: machine %s (id %s) moved from the task's team %s to team %s after task %s was queued; the task did not run",
+		ErrMachineChanged, e.Machine, e.MachineID, e.TeamID, e.MachineTeamID, e.TaskID)
+}
+
+// Is makes errors.Is(err, ErrMachineChanged) hold.
+func (e *MachineChangedError) Is(target error) bool { return target == ErrMachineChanged }

@@ -100,7 +100,7 @@ func TestPostgresAcceptNewRace(t *testing.T) {
 		t.Fatalf("HostKeys after first use = %q, %v", lines, err)
 	}
 	recs, err := f.c.AuditLog(asOwner(), rediacc.AuditFilter{Action: "machine.hostkeys.accept", Limit: 100})
-	if err != nil || len(recs) != 1 || recs[0].EntityID != "tofu" || !strings.HasPrefix(recs[0].Details["fingerprint"], "SHA256:") {
+	if err != nil || len(recs) != 1 || recs[0].Details["machine"] != "tofu" || !strings.HasPrefix(recs[0].Details["fingerprint"], "SHA256:") {
 		t.Fatalf("accept audit records = %+v, %v; want exactly one with the fingerprint", recs, err)
 	}
 	if _, err := os.Stat(known); !errors.Is(err, os.ErrNotExist) {

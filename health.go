@@ -324,7 +324,7 @@ func (c *Client) probeAndRecord(ctx context.Context, m Machine) (HealthSample, e
 		return s, perr // stopped (the worker is shutting down): not the machine's fault
 	}
 	var prev healthRecord
-	if pm, err := c.engine.GetMachine(ctx, m.Name); err == nil && len(pm.Health) > 0 {
+	if pm, err := c.engine.GetMachine(ctx, m.ID); err == nil && len(pm.Health) > 0 {
 		_ = json.Unmarshal(pm.Health, &prev) // unreadable: judged afresh
 	}
 	rec := c.nextHealth(prev, s, perr)
@@ -334,7 +334,7 @@ func (c *Client) probeAndRecord(ctx context.Context, m Machine) (HealthSample, e
 	}
 	raw, err := json.Marshal(rec)
 	if err == nil {
-		err = c.engine.SetMachineHealth(context.WithoutCancel(ctx), m.Name, raw, now)
+		err = c.engine.SetMachineHealth(context.WithoutCancel(ctx), m.ID, raw, now)
 	}
 	if err != nil {
 		c.log.ErrorContext(ctx, "storing a health sample failed", "machine", m.Name, "error", err)
@@ -345,10 +345,10 @@ func (c *Client) probeAndRecord(ctx context.Context, m Machine) (HealthSample, e
 	var a *Alert
 	switch {
 	case perr != nil:
-		a = &Alert{Kind: AlertMachineUnhealthy, Severity: SeverityError, Team: m.Team, Machine: m.Name, Error: rec.Error, Time: now,
+		a = &Alert{Kind: AlertMachineUnhealthy, Severity: SeverityError, Team: m.Team, Machine: m.Name, TeamID: m.TeamID, MachineID: m.ID, Error: rec.Error, Time: now,
 			Message: fmt.Sprintf("machine %s failed its health probe: %s", m.Name, clipLine(rec.Error, 200))}
 	case rec.Judged.Busy && (prev.Judged == nil || !prev.Judged.Busy):
-		a = &Alert{Kind: AlertMachineBusy, Severity: SeverityWarning, Team: m.Team, Machine: m.Name, Time: now,
+		a = &Alert{Kind: AlertMachineBusy, Severity: SeverityWarning, Team: m.Team, Machine: m.Name, TeamID: m.TeamID, MachineID: m.ID, Time: now,
 			Message: fmt.Sprintf("machine %s is busy: %s (averages over %s): it takes no new priority 3-5 work until every average is %.0f points below its threshold; held tasks pass once aged to priority 2 or after %s",
 				m.Name, rec.Judged.Why, c.cfg.Health.Smoothing, max(c.cfg.Health.Hysteresis, 0), fmtHold(c.maxHold()))}
 	}
@@ -385,14 +385,15 @@ func fmtHold(d time.Duration) string {
 // ErrUnknownHostKey, ErrKeyFile, ErrTimeout, or a parse error naming the
 // missing part of the output.
 func (c *Client) ProbeMachine(ctx context.Context, name string) (HealthSample, error) {
-	if _, ok := ActorFrom(ctx); !ok {
-		return HealthSample{}, ErrNoActor
+	if _, _, err := c.actor(ctx); err != nil {
+		return HealthSample{}, err
 	}
 	m, err := c.machine(ctx, name)
 	if err != nil {
 		return HealthSample{}, err
 	}
-	o, _, err := c.authorize(ctx, authz.MachineStatus, m.Team, audit.EntityMachine, name, map[string]string{"probe": "ssh"})
+	o, _, err := c.authorize(ctx, authz.MachineStatus, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID,
+		map[string]string{"machine": name, "probe": "ssh"})
 	if err != nil {
 		return HealthSample{}, err
 	}
@@ -409,9 +410,12 @@ func (c *Client) ProbeMachine(ctx context.Context, name string) (HealthSample, e
 // MachineStatus is a machine's health and load, as Client.MachineStatus
 // reports it.
 type MachineStatus struct {
-	// Name, Team and Labels identify the machine.
+	// Name, Team and Labels identify the machine; ID and TeamID are the
+	// machine's and its team's ids.
 	Name   string            `json:"name"`
+	ID     string            `json:"id"`
 	Team   string            `json:"team"`
+	TeamID string            `json:"teamId"`
 	Labels map[string]string `json:"labels,omitempty"`
 	// Sample is the last successful health sample, nil when the machine was
 	// never probed successfully. The four figures below are copied from it
@@ -468,11 +472,18 @@ type MachineStatus struct {
 //
 // Errors: ErrNoActor, ErrPermissionDenied (a Team the actor has no role in).
 func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineStatus, error) {
-	teams, o, err := c.scopeTeams(ctx, authz.MachineStatus, f.Team, audit.EntityMachine)
+	var sc scope
+	if f.Team != "" {
+		var err error
+		if sc, err = c.resolveTeam(ctx, f.Team); err != nil {
+			return nil, err
+		}
+	}
+	teams, o, err := c.scopeTeams(ctx, authz.MachineStatus, sc, audit.EntityMachine)
 	if err != nil {
 		return nil, err
 	}
-	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{Teams: teams})
+	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{TeamIDs: teams})
 	if err != nil {
 		return nil, mapStoreErr(err)
 	}
@@ -484,9 +495,9 @@ func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineS
 	for _, d := range depth {
 		switch {
 		case d.Status.Active():
-			running[d.Machine] += d.Count
+			running[d.MachineID] += d.Count
 		case d.Status == store.Pending:
-			queued[d.Machine] += d.Count
+			queued[d.MachineID] += d.Count
 		}
 	}
 	now := c.clock.Now().UTC()
@@ -498,7 +509,7 @@ func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineS
 		}
 		v := c.viewHealth(r, now)
 		st := MachineStatus{
-			Name: m.Name, Team: m.Team, Labels: m.Labels, Running: running[m.Name], Queued: queued[m.Name],
+			Name: m.Name, ID: m.ID, Team: m.Team, TeamID: m.TeamID, Labels: m.Labels, Running: running[m.ID], Queued: queued[m.ID],
 			LastProbe: v.at, ProbeError: v.rec.Error, Healthy: !v.failed, Busy: v.busy,
 		}
 		if j := v.rec.Judged; j != nil {
@@ -521,7 +532,7 @@ func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineS
 	return out, nil
 }
 
-// busyMachines returns the machines whose recent sample is above the
+// busyMachines returns the machines (ids) whose recent sample is above the
 // thresholds, for ClaimRequest.BusyMachines; cached for busyCacheTTL.
 func (c *Client) busyMachines(ctx context.Context) []string {
 	now := time.Now()
@@ -541,7 +552,7 @@ func (c *Client) busyMachines(ctx context.Context) []string {
 	var busy []string
 	for _, m := range ms {
 		if c.viewHealth(m, qnow).busy {
-			busy = append(busy, m.Name)
+			busy = append(busy, m.ID)
 		}
 	}
 	c.hstate.mu.Lock()
@@ -591,7 +602,7 @@ func (c *Client) probeRound(ctx context.Context, actor string, log *slog.Logger)
 		if len(teams) == 0 {
 			return
 		}
-		f.Teams = teams
+		f.TeamIDs = teams
 	}
 	rs, err := c.engine.ListMachines(ctx, f)
 	if err != nil {

@@ -26,7 +26,11 @@ func SetMachineHealthForTest(c *Client, name string, s *HealthSample, probeErr s
 	if err != nil {
 		return err
 	}
-	if err := c.engine.SetMachineHealth(context.Background(), name, raw, at); err != nil {
+	m, err := c.engine.MachineByName(context.Background(), name)
+	if err != nil {
+		return err
+	}
+	if err := c.engine.SetMachineHealth(context.Background(), m.ID, raw, at); err != nil {
 		return err
 	}
 	c.hstate.mu.Lock()

@@ -25,10 +25,9 @@ import (
 // A machine's KnownHostsFile, where it exists on the worker's host, is
 // consulted too, never written.
 
-// hostKeysKey is the blob key of m's host keys: its name (machines are
-// identified by name in this schema; the key becomes the machine's id when
-// machines have ids apart from their names).
-func hostKeysKey(m Machine) string { return m.Name }
+// hostKeysKey is the blob key of m's host keys: its immutable id (a later
+// machine of the same name starts with none).
+func hostKeysKey(m Machine) string { return m.ID }
 
 // blobs returns the store's blob engine, or nil when the engine keeps none
 // (host keys are then only in files).
@@ -134,15 +133,16 @@ func (s *storeHostKeys) RemoveHint(string) string {
 // hostKeysRecord is the audit record of a change of m's host keys made by
 // the actor of ctx (a worker's actor for accept-new).
 func (c *Client) hostKeysRecord(ctx context.Context, m Machine, action string, detail map[string]string) audit.Record {
-	actor, ok := ActorFrom(ctx)
-	if !ok {
+	actor, _, err := c.actor(ctx)
+	if err != nil {
 		actor = c.workerActor
 	}
 	if actor == "" {
 		actor = "rediacc"
 	}
+	detail["machine"] = m.Name
 	return audit.Record{Time: c.clock.Now().UTC(), Actor: actor, Action: action, EntityType: audit.EntityMachine,
-		EntityID: m.Name, Team: m.Team, Result: audit.ResultOK, Details: detail}
+		EntityID: m.ID, Team: m.TeamID, Result: audit.ResultOK, Details: detail}
 }
 
 // appendLines appends lines to known_hosts content.
@@ -319,8 +319,8 @@ func (c *Client) ForgetHostKeys(ctx context.Context, name string) error {
 // returns are appended (check-and-set, retried when another writer
 // changed the lines meanwhile).
 func (c *Client) changeHostKeys(ctx context.Context, name string, add func(m Machine, held []byte) ([]string, map[string]string, error)) (int, error) {
-	if _, ok := ActorFrom(ctx); !ok {
-		return 0, ErrNoActor
+	if _, _, err := c.actor(ctx); err != nil {
+		return 0, err
 	}
 	m, err := c.machine(ctx, name)
 	if err != nil {
@@ -330,7 +330,7 @@ func (c *Client) changeHostKeys(ctx context.Context, name string, add func(m Mac
 	if add != nil {
 		op = "import"
 	}
-	o, _, err := c.authorize(ctx, authz.MachineHostKeys, m.Team, audit.EntityMachine, name, map[string]string{"op": op})
+	o, _, err := c.authorize(ctx, authz.MachineHostKeys, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"op": op, "machine": name})
 	if err != nil {
 		return 0, err
 	}
@@ -363,7 +363,7 @@ func (c *Client) changeHostKeys(ctx context.Context, name string, add func(m Mac
 			}
 			_, err = be.PutBlob(o.ctx(ctx), store.Blob{Kind: store.BlobHostKeys, Key: hostKeysKey(m), Data: appendLines(cur.Data, lines), Revision: cur.Revision})
 			if err == nil {
-				c.pool.Forget(m.Name)
+				c.pool.Forget(m.poolName())
 				return len(lines), nil
 			}
 		}
@@ -373,7 +373,7 @@ func (c *Client) changeHostKeys(ctx context.Context, name string, add func(m Mac
 		if err != nil {
 			return 0, o.fail(ctx, mapStoreErr(err))
 		}
-		c.pool.Forget(m.Name)
+		c.pool.Forget(m.poolName())
 		return 0, nil
 	}
 }

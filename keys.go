@@ -79,8 +79,10 @@ const (
 type SSHKey struct {
 	// ID is the key's immutable id; it stays the same across rotations.
 	ID string `json:"id"`
-	// Team owns the key (and the machines using it).
-	Team string `json:"team"`
+	// Team is the name of the team that owns the key (and the machines
+	// using it); TeamID its immutable id.
+	Team   string `json:"team"`
+	TeamID string `json:"teamId"`
 	// Type is the SSH key type ("ssh-ed25519", "ssh-rsa", …); "" for the
 	// agent's keys.
 	Type string `json:"type,omitempty"`
@@ -157,7 +159,10 @@ type MachineKeyState struct {
 
 // KeyFilter narrows Client.Keys. Zero fields match everything.
 type KeyFilter struct {
-	Team string
+	// Team is the live team of that name; TeamID a team by id (it wins
+	// over Team).
+	Team   string
+	TeamID string
 }
 
 // keyRecord is what store.Key.Data holds.
@@ -193,7 +198,7 @@ type rotationState struct {
 	StartedAt   time.Time                `json:"startedAt"`
 	UpdatedAt   time.Time                `json:"updatedAt"`
 	By          string                   `json:"by,omitempty"`
-	Machines    map[string]*machineState `json:"machines"` // by machine name
+	Machines    map[string]*machineState `json:"machines"` // by machine id
 }
 
 type machineState struct {
@@ -218,9 +223,11 @@ func decodeKeyRecord(k store.Key) (keyRecord, error) {
 // processes finding the same key give it the same id.
 var keyNamespace = uuid.MustParse("6f1c3b8e-6a57-4d3e-9a43-2f8e0c9b7d15")
 
-// derivedKeyID is the id of the key with fingerprint fp in team.
-func derivedKeyID(team, fp string) string {
-	return uuid.NewSHA1(keyNamespace, []byte(team+"\x00"+fp)).String()
+// derivedKeyID is the id of the key with fingerprint fp in team teamID (a
+// store from before team ids gave each team its name as its id, so the
+// ids derived then stay the same).
+func derivedKeyID(teamID, fp string) string {
+	return uuid.NewSHA1(keyNamespace, []byte(teamID+"\x00"+fp)).String()
 }
 
 // keyEngine returns the store's key inventory, or an error when the store
@@ -244,7 +251,8 @@ type invMachine struct {
 // invKey is a key of the inventory with its machines.
 type invKey struct {
 	id       string
-	team     string
+	team     string // the team's id
+	teamName string
 	src      KeySource
 	pub      gossh.PublicKey
 	machines []*invMachine
@@ -291,7 +299,7 @@ func (c *Client) currentKeyPEM(ctx context.Context, m Machine) ([]byte, []byte, 
 		if err != nil {
 			return nil, nil, err
 		}
-		s, err := v.Get(ctx, m.Team, m.IdentitySecret)
+		s, err := v.Get(ctx, m.TeamID, m.IdentitySecret)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: machine %s's identity %q: %v", ErrKeyFile, m.Name, m.IdentitySecret, vaultErr(err))
 		}
@@ -334,11 +342,11 @@ func keySource(m Machine) KeySource {
 	return KeyInAgent // UseAgent, or AgentKey
 }
 
-// inventory groups the machines of teams (nil: all) by key. derive reads
+// inventory groups the machines of teams (ids; nil: all) by key. derive reads
 // keys from the vault or files for machines whose public key is not
 // recorded (machines added before the inventory existed).
 func (c *Client) inventory(ctx context.Context, teams []string, derive bool) ([]*invKey, error) {
-	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{Teams: teams})
+	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{TeamIDs: teams})
 	if err != nil {
 		return nil, mapStoreErr(err)
 	}
@@ -362,33 +370,33 @@ func (c *Client) inventory(ctx context.Context, teams []string, derive bool) ([]
 		}
 		im := &invMachine{m: m, src: keySource(m)}
 		id := m.KeyID
-		if sk, ok := recs[id]; ok && sk.TeamID != m.Team {
+		if sk, ok := recs[id]; ok && sk.TeamID != m.TeamID {
 			id = "" // moved from another team: a key of its new team
 		}
 		if im.src == KeyInAgent {
 			if id == "" { // one entry per pinned agent key, one for "any agent key"
-				id = derivedKeyID(m.Team, "agent:"+m.AgentKey)
+				id = derivedKeyID(m.TeamID, "agent:"+m.AgentKey)
 			}
 		} else {
 			im.pub, im.err = c.machinePublicKey(ctx, m, derive)
 			if id == "" && im.pub != nil {
-				id = derivedKeyID(m.Team, gossh.FingerprintSHA256(im.pub))
+				id = derivedKeyID(m.TeamID, gossh.FingerprintSHA256(im.pub))
 			}
 			if id == "" {
-				id = derivedKeyID(m.Team, "machine/"+m.Name) // key unknown: alone
+				id = derivedKeyID(m.TeamID, "machine/"+m.ID) // key unknown: alone
 			}
 		}
-		k := byID[m.Team+"\x00"+id]
+		k := byID[m.TeamID+"\x00"+id]
 		if k == nil {
-			k = &invKey{id: id, team: m.Team, src: im.src, pub: im.pub, agentFP: m.AgentKey}
-			if sk, ok := recs[id]; ok && sk.TeamID == m.Team {
+			k = &invKey{id: id, team: m.TeamID, teamName: m.Team, src: im.src, pub: im.pub, agentFP: m.AgentKey}
+			if sk, ok := recs[id]; ok && sk.TeamID == m.TeamID {
 				rec, err := decodeKeyRecord(sk)
 				if err != nil {
 					return nil, err
 				}
 				k.rec, k.stored = &rec, sk
 			}
-			byID[m.Team+"\x00"+id] = k
+			byID[m.TeamID+"\x00"+id] = k
 			out = append(out, k)
 		}
 		if k.pub == nil {
@@ -397,14 +405,14 @@ func (c *Client) inventory(ctx context.Context, teams []string, derive bool) ([]
 		k.machines = append(k.machines, im)
 	}
 	slices.SortFunc(out, func(a, b *invKey) int {
-		return cmp.Or(cmp.Compare(a.team, b.team), cmp.Compare(a.machines[0].m.Name, b.machines[0].m.Name))
+		return cmp.Or(cmp.Compare(a.teamName, b.teamName), cmp.Compare(a.team, b.team), cmp.Compare(a.machines[0].m.Name, b.machines[0].m.Name))
 	})
 	return out, nil
 }
 
 // view turns an inventory key into an SSHKey at time now.
 func (c *Client) view(k *invKey, now time.Time) SSHKey {
-	s := SSHKey{ID: k.id, Team: k.team, Source: k.src, Fingerprint: k.fingerprint()}
+	s := SSHKey{ID: k.id, Team: k.teamName, TeamID: k.team, Source: k.src, Fingerprint: k.fingerprint()}
 	if k.pub != nil {
 		s.Type, s.Bits = k.pub.Type(), rssh.KeyBits(k.pub)
 	}
@@ -438,7 +446,7 @@ func (st *rotationState) public(k *invKey) *KeyRotationStatus {
 	p := &KeyRotationStatus{From: st.From, To: st.To, Stored: st.Stored, StartedAt: st.StartedAt, UpdatedAt: st.UpdatedAt, By: st.By}
 	for _, im := range k.machines {
 		ms := MachineKeyState{Machine: im.m.Name, State: KeyStatePending}
-		if s := st.Machines[im.m.Name]; s != nil {
+		if s := st.Machines[im.m.ID]; s != nil {
 			ms.State, ms.Step, ms.Error, ms.Note = s.State, s.Step, s.Error, s.Note
 		}
 		p.Machines = append(p.Machines, ms)
@@ -447,7 +455,7 @@ func (st *rotationState) public(k *invKey) *KeyRotationStatus {
 }
 
 // Keys lists the SSH key inventory of the teams the actor belongs to
-// (owners: all), or of f.Team: each key machines log in with (imported
+// (owners: all), or of f.Team (f.TeamID): each key machines log in with (imported
 // identities and keys made by rotations, in the team vault; identity files;
 // the ssh-agent), its type, SHA256 fingerprint, creation and rotation time,
 // age, whether it is overdue (Config.KeyRotation.MaxAge), the machines that
@@ -457,11 +465,14 @@ func (st *rotationState) public(k *invKey) *KeyRotationStatus {
 //
 // Errors: ErrNoActor, ErrPermissionDenied (a Team the actor has no role in).
 func (c *Client) Keys(ctx context.Context, f ...KeyFilter) ([]SSHKey, error) {
-	var team string
+	var sc scope
 	if len(f) > 0 {
-		team = f[0].Team
+		var err error
+		if sc, err = c.listScope(ctx, f[0].Team, f[0].TeamID); err != nil {
+			return nil, err
+		}
 	}
-	teams, o, err := c.scopeTeams(ctx, authz.KeyList, team, audit.EntityKey)
+	teams, o, err := c.scopeTeams(ctx, authz.KeyList, sc, audit.EntityKey)
 	if err != nil {
 		return nil, err
 	}
@@ -514,21 +525,21 @@ func fingerprintOf(line string) string {
 // fingerprint (a fresh one if a stored key already holds that id for a
 // rotated-away fingerprint).
 func (c *Client) keyIDFor(ctx context.Context, m Machine) (string, error) {
-	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{Teams: []string{m.Team}})
+	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{TeamID: m.TeamID})
 	if err != nil {
 		return "", mapStoreErr(err)
 	}
 	for _, r := range rs {
 		o, err := machineFromRecord(r)
-		if err != nil || o.KeyFingerprint != m.KeyFingerprint || o.Name == m.Name {
+		if err != nil || o.KeyFingerprint != m.KeyFingerprint || o.ID == m.ID {
 			continue
 		}
 		if o.KeyID != "" {
 			return o.KeyID, nil
 		}
-		return derivedKeyID(m.Team, m.KeyFingerprint), nil
+		return derivedKeyID(m.TeamID, m.KeyFingerprint), nil
 	}
-	id := derivedKeyID(m.Team, m.KeyFingerprint)
+	id := derivedKeyID(m.TeamID, m.KeyFingerprint)
 	if ke, err := c.keyEngine(); err == nil {
 		if k, err := ke.GetKey(ctx, id); err == nil && k.Fingerprint != m.KeyFingerprint {
 			return uuid.NewString(), nil
@@ -548,13 +559,13 @@ func (c *Client) identityPEMs(ctx context.Context, m Machine) ([][]byte, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%w: machine %s's identity is in the vault: %v", ErrKeyFile, m.Name, err)
 	}
-	s, err := v.Get(ctx, m.Team, m.IdentitySecret)
+	s, err := v.Get(ctx, m.TeamID, m.IdentitySecret)
 	if err != nil {
 		return nil, fmt.Errorf("%w: machine %s's identity %q: %v", ErrKeyFile, m.Name, m.IdentitySecret, vaultErr(err))
 	}
 	out := [][]byte{s.Value}
 	if s.Version > 1 {
-		p, err := v.GetVersion(ctx, m.Team, m.IdentitySecret, s.Version-1)
+		p, err := v.GetVersion(ctx, m.TeamID, m.IdentitySecret, s.Version-1)
 		if err == nil && !bytes.Equal(p.Value, s.Value) {
 			out = append(out, p.Value)
 		}
@@ -573,12 +584,12 @@ func (c *Client) keyStatus(ctx context.Context, teams []string, out []MachineSta
 	byMachine := map[string]SSHKey{}
 	for _, k := range inv {
 		v := c.view(k, now)
-		for _, m := range v.Machines {
-			byMachine[m] = v
+		for _, im := range k.machines {
+			byMachine[im.m.ID] = v
 		}
 	}
 	for i := range out {
-		if v, ok := byMachine[out[i].Name]; ok && v.Fingerprint != "" {
+		if v, ok := byMachine[out[i].ID]; ok && v.Fingerprint != "" {
 			out[i].KeyFingerprint, out[i].KeyAge, out[i].KeyAgeSeconds, out[i].KeyOverdue = v.Fingerprint, v.Age, v.AgeSeconds, v.Overdue
 		}
 	}

@@ -194,12 +194,13 @@ func checkSecretValues(refs map[string]string, values map[string][]byte) error {
 // listed (never read) once per team and submission. When this client has
 // no vault, or it cannot be listed now, the check is left to the worker
 // (which fails the task at once, as before).
-func (p *placer) checkSecretsExist(ctx context.Context, team string, refs map[string]string) error {
-	keys, ok := p.vkeys[team]
+func (p *placer) checkSecretsExist(ctx context.Context, sc scope, refs map[string]string) error {
+	team := sc.label()
+	keys, ok := p.vkeys[sc.id]
 	if !ok {
 		v, err := p.c.vault()
 		if err == nil {
-			keys, err = v.List(ctx, team)
+			keys, err = v.List(ctx, sc.id) // the vault is keyed by the team's id
 		}
 		if err != nil {
 			p.c.log.DebugContext(ctx, "secrets not checked at submit", "team", team, "error", err)
@@ -208,7 +209,7 @@ func (p *placer) checkSecretsExist(ctx context.Context, team string, refs map[st
 		if p.vkeys == nil {
 			p.vkeys = map[string][]string{}
 		}
-		p.vkeys[team] = keys
+		p.vkeys[sc.id] = keys
 	}
 	for _, env := range slices.Sorted(maps.Keys(refs)) {
 		if !slices.Contains(keys, refs[env]) {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/rediacc/rediacc/internal/audit"
@@ -46,13 +47,21 @@ const (
 	HostKeyInsecureIgnore HostKeyPolicy = "insecure-ignore"
 )
 
-// Machine is a host that runs tasks over SSH. Name is unique.
+// Machine is a host that runs tasks over SSH. ID is immutable; Name is
+// unique among registered machines, and free again once the machine is
+// removed (a new machine of that name gets a new id and inherits nothing:
+// not its tasks' history, not its vault identity, not its pooled
+// connections).
 type Machine struct {
+	// ID is the machine's immutable id, set by AddMachine (a UUID).
+	ID string `json:"id,omitempty"`
 	// Name identifies the machine in tasks: 1..63 characters of
 	// [a-z0-9._-], starting with a letter or digit.
 	Name string `json:"name"`
-	// Team owns the machine; "" means "default".
-	Team string `json:"team,omitempty"`
+	// Team owns the machine (its name); "" means "default". TeamID is the
+	// team's id, set on read.
+	Team   string `json:"team,omitempty"`
+	TeamID string `json:"teamId,omitempty"`
 	// Host is a DNS name (at most 253 characters) or an IP address (IPv6
 	// with or without brackets), without a port. Required.
 	Host string `json:"host"`
@@ -70,7 +79,8 @@ type Machine struct {
 	// store then holds only this reference, never the key.
 	IdentitySecret string `json:"identitySecret,omitempty"`
 	// ImportIdentity makes AddMachine copy IdentityFile into the team vault
-	// (under "machines/NAME/identity") and keep only the reference.
+	// (under "machines/ID/identity", the machine's id) and keep only the
+	// reference.
 	ImportIdentity bool `json:"-"`
 	// UseAgent authenticates with the keys of the ssh-agent at $SSH_AUTH_SOCK.
 	UseAgent bool `json:"useAgent,omitempty"`
@@ -250,7 +260,7 @@ func (m Machine) record() (store.Machine, error) {
 	if err != nil {
 		return store.Machine{}, err
 	}
-	return store.Machine{Name: m.Name, Team: m.Team, Host: m.Host, Port: m.Port, User: m.User, Config: cfg, CreatedAt: m.CreatedAt}, nil
+	return store.Machine{ID: m.ID, Name: m.Name, TeamID: m.TeamID, Host: m.Host, Port: m.Port, User: m.User, Config: cfg, CreatedAt: m.CreatedAt}, nil
 }
 
 func machineFromRecord(r store.Machine) (Machine, error) {
@@ -259,7 +269,7 @@ func machineFromRecord(r store.Machine) (Machine, error) {
 		return Machine{}, fmt.Errorf("%w: machine %s has an unreadable config: %v", ErrCorruptStore, r.Name, err)
 	}
 	return Machine{
-		Name: r.Name, Team: r.Team, Host: r.Host, Port: r.Port, User: r.User,
+		ID: r.ID, Name: r.Name, Team: r.Team, TeamID: r.TeamID, Host: r.Host, Port: r.Port, User: r.User,
 		IdentityFile: c.IdentityFile, IdentitySecret: c.IdentitySecret, UseAgent: c.UseAgent, HostKeyPolicy: c.HostKeyPolicy,
 		AgentKey: c.AgentKey, LegacyAlgorithms: c.Legacy, Algorithms: c.Algorithms,
 		KnownHostsFile: c.KnownHostsFile, Labels: c.Labels, CreatedAt: r.CreatedAt,
@@ -272,7 +282,7 @@ func machineFromRecord(r store.Machine) (Machine, error) {
 // the identity read from the vault when m.IdentitySecret is set (the
 // current version, then the one before it), offered in that order.
 func (m Machine) target(passphrase []byte, keyPEMs ...[]byte) rssh.Target {
-	t := rssh.Target{Name: m.Name, Host: m.Host, Port: m.Port, User: m.User}
+	t := rssh.Target{Name: m.poolName(), Host: m.Host, Port: m.Port, User: m.User}
 	for _, keyPEM := range keyPEMs {
 		if len(keyPEM) > 0 {
 			t.Auth = append(t.Auth, rssh.PrivateKey(keyPEM, passphrase))
@@ -329,10 +339,30 @@ func checkKey(b []byte, path string, passphrase []byte) error {
 	return fmt.Errorf("%w: identity file %s is not a private key: %v", ErrKeyFile, path, err)
 }
 
-// AddMachine registers m in its team (DefaultTeam when m.Team is empty). It
-// returns the machine with its defaults filled in. When m has an identity
-// file, the key is loaded (with Config.KeyPassphrase) so a bad file fails
-// here, not at run time. Needs admin of the team (or owner).
+// poolName is the name a machine's connections have in the SSH pool (and
+// in SSH errors): its name, with its id when they differ, so that a new
+// machine of a removed one's name never shares its connections.
+func poolName(m store.Machine) string {
+	return Machine{ID: m.ID, Name: m.Name}.poolName()
+}
+
+// poolName is the name m's connections have in the SSH pool (see the
+// function poolName).
+func (m Machine) poolName() string {
+	if m.ID == "" || m.ID == m.Name {
+		return m.Name
+	}
+	return m.Name + "#" + m.ID
+}
+
+// AddMachine registers m in its team (DefaultTeam when m.Team is empty)
+// under a new id. It returns the machine with its defaults filled in. When
+// m has an identity file, the key is loaded (with Config.KeyPassphrase) so
+// a bad file fails here, not at run time. Every check (the name, the team,
+// a machine of that name already registered, the key) runs before
+// anything is written; with ImportIdentity the key is written into the
+// team vault under the new machine's id, and removed again if the machine
+// cannot be registered. Needs admin of the team (or owner).
 //
 // Errors: ErrNoActor, ErrPermissionDenied, ErrInvalidMachine (bad name,
 // host, port, policy, no identity), ErrKeyFile, ErrWrongPassphrase,
@@ -341,8 +371,12 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	if m.Team == "" {
 		m.Team = DefaultTeam
 	}
-	o, g, err := c.authorize(ctx, authz.MachineAdd, m.Team, audit.EntityMachine, m.Name,
-		map[string]string{"host": m.Host, "port": strconv.Itoa(m.Port), "user": m.User})
+	sc, err := c.resolveTeam(ctx, m.Team)
+	if err != nil {
+		return Machine{}, err
+	}
+	o, g, err := c.authorize(ctx, authz.MachineAdd, sc, audit.EntityMachine, "",
+		map[string]string{"machine": m.Name, "host": m.Host, "port": strconv.Itoa(m.Port), "user": m.User})
 	if err != nil {
 		return Machine{}, err
 	}
@@ -353,6 +387,14 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	if err := c.checkSSHPaths(ctx, o, g, m); err != nil { // sshpolicy.go: who may name files this process reads
 		return Machine{}, err
 	}
+	m.ID, m.TeamID = uuid.NewString(), sc.id
+	o.eid = m.ID
+	if _, err := c.engine.MachineByName(ctx, m.Name); err == nil {
+		return Machine{}, o.fail(ctx, fmt.Errorf("machine %q: %w (remove it first or pick another name)", m.Name, ErrExists))
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return Machine{}, o.fail(ctx, mapStoreErr(err))
+	}
+	var imported bool                       // this call wrote the identity into the vault
 	hostLines, err := c.machineHostLines(m) // hostkeys.go: the file's lines for m, copied into the store
 	if err != nil {
 		return Machine{}, o.fail(ctx, err)
@@ -373,17 +415,17 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 			m.setPublicKey(s.PublicKey())
 		}
 		if m.ImportIdentity {
-			if _, err := c.access.GetTeam(ctx, m.Team); err != nil {
-				return Machine{}, o.fail(ctx, c.teamErr(err, m.Team))
-			}
 			v, err := c.vault()
 			if err != nil {
 				return Machine{}, o.fail(ctx, err)
 			}
-			ref := MachineSecretPrefix + m.Name + "/identity"
-			if _, err := v.Put(ctx, m.Team, ref, keyPEM, PutOptions{}); err != nil {
+			ref := ownIdentity(m.ID)
+			// The key names the new machine's id: it cannot be another
+			// machine's; CAS 0 makes sure nothing is overwritten.
+			if _, err := v.Put(ctx, sc.id, ref, keyPEM, PutOptions{CAS: CAS(0)}); err != nil {
 				return Machine{}, o.fail(ctx, vaultErr(err))
 			}
+			imported = true
 			o.detail["identity"] = "vault:" + ref
 			m.IdentitySecret, m.IdentityFile = ref, ""
 		}
@@ -402,8 +444,21 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		return Machine{}, o.fail(ctx, err)
 	}
 	rec.UpdatedAt = now
-	if err := c.engine.CreateMachine(o.ctx(ctx), rec); err != nil {
-		c.dropIdentity(ctx, m) // nothing partial: the imported key goes too
+	// The host keys under the new id first (no other machine has it).
+	if err := c.setHostKeys(ctx, m, hostLines); err != nil {
+		if imported {
+			c.dropIdentity(ctx, m)
+		}
+		return Machine{}, o.fail(ctx, fmt.Errorf("machine %q: storing its host keys: %w", m.Name, err))
+	}
+	stored, err := c.engine.CreateMachine(o.ctx(ctx), rec)
+	if err != nil {
+		if imported {
+			c.dropIdentity(ctx, m) // undo what this call wrote, nothing else
+		}
+		if derr := c.setHostKeys(context.WithoutCancel(ctx), m, nil); derr != nil {
+			c.log.ErrorContext(ctx, "removing the host keys of a machine that was not added", "machine", m.Name, "error", derr)
+		}
 		switch {
 		case errors.Is(err, store.ErrExists):
 			err = fmt.Errorf("machine %q: %w (remove it first or pick another name)", m.Name, ErrExists)
@@ -412,39 +467,38 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		}
 		return Machine{}, o.fail(ctx, mapStoreErr(err))
 	}
-	if err := c.setHostKeys(ctx, m, hostLines); err != nil {
-		// Nothing partial: the machine goes again, with its imported key.
-		if derr := c.engine.DeleteMachine(context.WithoutCancel(ctx), m.Name); derr != nil {
-			c.log.ErrorContext(ctx, "removing a machine whose host keys could not be stored", "machine", m.Name, "error", derr)
-		}
-		c.dropIdentity(ctx, m)
-		return Machine{}, o.fail(ctx, fmt.Errorf("machine %q: storing its host keys: %w", m.Name, err))
-	}
-	c.log.InfoContext(ctx, "machine added", "machine", m.Name, "team", m.Team, "addr", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), "host_key_policy", string(m.HostKeyPolicy))
+	m.Team = stored.Team
+	c.log.InfoContext(ctx, "machine added", "machine", m.Name, "machine_id", m.ID, "team", m.Team, "addr", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), "host_key_policy", string(m.HostKeyPolicy))
 	return m, nil
 }
 
 // MachineSecretPrefix starts the vault keys that hold machines' SSH
-// identities ("machines/NAME/identity"). Tasks cannot name them as secrets.
+// identities ("machines/ID/identity"). Tasks cannot name them as secrets.
 const MachineSecretPrefix = "machines/"
 
-// dropIdentity deletes a machine's imported identity from its team vault.
+// ownIdentity is the vault key of machine id's imported identity.
+func ownIdentity(id string) string { return MachineSecretPrefix + id + "/identity" }
+
+// dropIdentity deletes a machine's imported identity from its team vault:
+// only the key named after the machine's id (an IdentitySecret naming some
+// other key of the vault is not the machine's to delete).
 func (c *Client) dropIdentity(ctx context.Context, m Machine) {
-	if m.IdentitySecret == "" {
+	if m.IdentitySecret == "" || m.IdentitySecret != ownIdentity(m.ID) {
 		return
 	}
 	v, err := c.vault()
 	if err == nil {
-		err = v.Delete(ctx, m.Team, m.IdentitySecret)
+		err = v.Delete(ctx, m.TeamID, m.IdentitySecret)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrSecretNotFound) {
 		c.log.WarnContext(ctx, "machine identity left in the vault", "machine", m.Name, "team", m.Team, "key", m.IdentitySecret, "error", err)
 	}
 }
 
-// machine loads a machine without an access check (internal use).
+// machine loads the live machine named name without an access check
+// (internal use).
 func (c *Client) machine(ctx context.Context, name string) (Machine, error) {
-	r, err := c.engine.GetMachine(ctx, name)
+	r, err := c.engine.MachineByName(ctx, name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return Machine{}, fmt.Errorf("machine %q: %w", name, ErrNotFound)
@@ -457,14 +511,14 @@ func (c *Client) machine(ctx context.Context, name string) (Machine, error) {
 // Machine returns the machine named name. Needs a role in its team.
 // Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound.
 func (c *Client) Machine(ctx context.Context, name string) (Machine, error) {
-	if _, ok := ActorFrom(ctx); !ok {
-		return Machine{}, ErrNoActor
+	if _, _, err := c.actor(ctx); err != nil {
+		return Machine{}, err
 	}
 	m, err := c.machine(ctx, name)
 	if err != nil {
 		return Machine{}, err
 	}
-	o, _, err := c.authorize(ctx, authz.MachineRead, m.Team, audit.EntityMachine, name, nil)
+	o, _, err := c.authorize(ctx, authz.MachineRead, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"machine": name})
 	if err != nil {
 		return Machine{}, err
 	}
@@ -474,22 +528,25 @@ func (c *Client) Machine(ctx context.Context, name string) (Machine, error) {
 
 // MachineFilter narrows Client.Machines. Zero fields match everything.
 type MachineFilter struct {
-	Team string
+	Team string // a team's name
 }
 
 // Machines lists, by name, the machines of the teams the actor belongs to
 // (owners: all). Errors: ErrNoActor, ErrPermissionDenied (a Team the actor
 // has no role in).
 func (c *Client) Machines(ctx context.Context, f ...MachineFilter) ([]Machine, error) {
-	var team string
-	if len(f) > 0 {
-		team = f[0].Team
+	var sc scope
+	if len(f) > 0 && f[0].Team != "" {
+		var err error
+		if sc, err = c.resolveTeam(ctx, f[0].Team); err != nil {
+			return nil, err
+		}
 	}
-	teams, o, err := c.scopeTeams(ctx, authz.MachineList, team, audit.EntityMachine)
+	teams, o, err := c.scopeTeams(ctx, authz.MachineList, sc, audit.EntityMachine)
 	if err != nil {
 		return nil, err
 	}
-	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{Teams: teams})
+	rs, err := c.engine.ListMachines(ctx, store.MachineFilter{TeamIDs: teams})
 	if err != nil {
 		return nil, mapStoreErr(err)
 	}
@@ -505,22 +562,25 @@ func (c *Client) Machines(ctx context.Context, f ...MachineFilter) ([]Machine, e
 	return out, nil
 }
 
-// RemoveMachine unregisters a machine and drops its pooled connections.
-// Needs admin of its team. Errors: ErrNoActor, ErrPermissionDenied,
-// ErrNotFound; ErrMachineBusy while it has unfinished tasks.
+// RemoveMachine unregisters a machine, drops its pooled connections and
+// deletes its imported identity from the vault. Its record stays (by id) so
+// its tasks keep naming it; the name is free for a new machine. Needs
+// admin of its team. Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound;
+// ErrMachineBusy while it has unfinished tasks; ErrConflict when it moved
+// meanwhile.
 func (c *Client) RemoveMachine(ctx context.Context, name string) error {
-	if _, ok := ActorFrom(ctx); !ok {
-		return ErrNoActor
+	if _, _, err := c.actor(ctx); err != nil {
+		return err
 	}
 	m, err := c.machine(ctx, name)
 	if err != nil {
 		return err
 	}
-	o, _, err := c.authorize(ctx, authz.MachineRemove, m.Team, audit.EntityMachine, name, nil)
+	o, _, err := c.authorize(ctx, authz.MachineRemove, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"machine": name})
 	if err != nil {
 		return err
 	}
-	if err := c.engine.DeleteMachine(o.ctx(ctx), name); err != nil {
+	if err := c.engine.DeleteMachine(o.ctx(ctx, store.MachineInTeam(m.ID, m.TeamID)), m.ID, c.clock.Now().UTC()); err != nil {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			err = fmt.Errorf("machine %q: %w", name, ErrNotFound)
@@ -529,7 +589,7 @@ func (c *Client) RemoveMachine(ctx context.Context, name string) error {
 		}
 		return o.fail(ctx, mapStoreErr(err))
 	}
-	c.pool.Forget(name)
+	c.pool.Forget(m.poolName())
 	c.dropIdentity(ctx, m)
 	return nil
 }

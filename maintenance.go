@@ -78,6 +78,7 @@ func (c *Client) SubmitKeyRotation(ctx context.Context, opts KeyRotationOptions)
 	var (
 		recs     []store.Task
 		existing []*Task
+		guards   []store.Condition // each task's machine is still its team's, checked in the write
 	)
 	for _, k := range keys {
 		if k.src == KeyInAgent {
@@ -85,7 +86,7 @@ func (c *Client) SubmitKeyRotation(ctx context.Context, opts KeyRotationOptions)
 		}
 		fp := k.fingerprint()
 		spec := specJSON{
-			Command:       fmt.Sprintf("# rediacc maintenance: rotate SSH key %s of team %s on %s", fp, k.team, strings.Join(k.names(), ", ")),
+			Command:       fmt.Sprintf("# rediacc maintenance: rotate SSH key %s of team %s on %s", fp, k.teamName, strings.Join(k.names(), ", ")),
 			Retry:         RetryPolicy{RetryCount: 3, RetryDelay: time.Minute, Backoff: BackoffExponential, MaxDelay: 15 * time.Minute},
 			FailureAction: FailureAlert,
 			TimeoutNS:     30 * time.Minute,
@@ -102,14 +103,15 @@ func (c *Client) SubmitKeyRotation(ctx context.Context, opts KeyRotationOptions)
 		if err != nil {
 			return nil, o.fail(ctx, err)
 		}
-		recs = append(recs, store.Task{ID: uuid.NewString(), Team: k.team,
-			Machine: k.machines[0].m.Name, Priority: int(Low), Spec: raw, CreatedAt: now})
+		recs = append(recs, store.Task{ID: uuid.NewString(), TeamID: k.team,
+			MachineID: k.machines[0].m.ID, Priority: int(Low), Spec: raw, CreatedAt: now})
+		guards = append(guards, store.MachineInTeam(k.machines[0].m.ID, k.team))
 	}
 	if len(recs) == 0 && len(existing) == 0 {
 		return nil, o.fail(ctx, fmt.Errorf("%w: no key rediacc can rotate (the ssh-agent's keys are not its own)", ErrInvalidArgument))
 	}
 	o.detail["queued"] = fmt.Sprint(len(recs))
-	out, err := c.engine.CreateTasks(o.ctx(ctx), recs)
+	out, err := c.engine.CreateTasks(o.ctx(ctx, guards...), recs)
 	if err != nil {
 		return nil, o.fail(ctx, mapStoreErr(err))
 	}
@@ -131,7 +133,7 @@ func (c *Client) SubmitKeyRotation(ctx context.Context, opts KeyRotationOptions)
 
 // queuedRotation returns the unfinished rotation task of key k, if any.
 func (c *Client) queuedRotation(ctx context.Context, k *invKey) (*Task, error) {
-	rs, err := c.engine.ListTasks(ctx, store.TaskFilter{Team: k.team,
+	rs, err := c.engine.ListTasks(ctx, store.TaskFilter{TeamID: k.team,
 		Statuses: []store.Status{store.Pending, store.Assigned, store.Processing}})
 	if err != nil {
 		return nil, mapStoreErr(err)
@@ -155,12 +157,12 @@ func (c *Client) runMaintenance(ctx context.Context, t *Task, spec *maintenanceS
 	if err != nil {
 		return res, fmt.Errorf("%w: %v", errRetryLater, err)
 	}
-	if !authz.Allowed(g, authz.KeyRotate, t.Team) {
+	if !authz.Allowed(g, authz.KeyRotate, t.TeamID) {
 		return res, fmt.Errorf("%w: the worker runs as %s, who may not rotate keys of team %q (key.rotate: team admin); run a worker as an admin of the team",
 			ErrPermissionDenied, actor, t.Team)
 	}
 	actx := WithActor(ctx, actor)
-	keys, err := c.Keys(actx, KeyFilter{Team: t.Team})
+	keys, err := c.Keys(actx, KeyFilter{TeamID: t.TeamID})
 	if err != nil {
 		return res, fmt.Errorf("%w: %v", errRetryLater, err)
 	}
@@ -302,11 +304,11 @@ func (c *Client) checkKeyAges(ctx context.Context, actor string, log *slog.Logge
 	if len(overdue) == 0 {
 		return
 	}
-	a := Alert{Kind: AlertKeyOverdue, Severity: SeverityWarning, Time: now, Team: overdue[0].Team}
+	a := Alert{Kind: AlertKeyOverdue, Severity: SeverityWarning, Time: now, Team: overdue[0].Team, TeamID: overdue[0].TeamID}
 	var parts []string
 	for _, k := range overdue {
-		if k.Team != a.Team {
-			a.Team = ""
+		if k.TeamID != a.TeamID {
+			a.Team, a.TeamID = "", ""
 		}
 		parts = append(parts, fmt.Sprintf("%s (team %s, %s old, machines %s)", k.Fingerprint, k.Team, roundAge(k.Age), strings.Join(k.Machines, ", ")))
 	}
@@ -323,7 +325,7 @@ func (c *Client) checkKeyAges(ctx context.Context, actor string, log *slog.Logge
 		return
 	}
 	for _, k := range overdue {
-		if !authz.Allowed(g, authz.KeyRotate, k.Team) || k.Source == KeyInAgent {
+		if !authz.Allowed(g, authz.KeyRotate, k.TeamID) || k.Source == KeyInAgent {
 			log.WarnContext(ctx, "overdue key not rotated: the worker's actor may not rotate keys of its team", "team", k.Team, "fingerprint", k.Fingerprint, "actor", actor)
 			continue
 		}
@@ -351,7 +353,7 @@ func (c *Client) recordPublicKeys(ctx context.Context, k *invKey, log *slog.Logg
 			continue
 		}
 		pub, id := im.pub, k.id
-		if err := c.pointMachine(ctx, im.m.Name, func(m *Machine) {
+		if err := c.pointMachine(ctx, im.m, func(m *Machine) {
 			m.setPublicKey(pub)
 			if m.KeyID == "" {
 				m.KeyID = id
@@ -372,11 +374,11 @@ func roundAge(d time.Duration) string {
 // Key gauges of the collector (metrics.go).
 var (
 	descKeyAge = prometheus.NewDesc("rediacc_ssh_key_age_seconds",
-		"Age of each SSH key machines log in with (since it was made or imported), by team and SHA256 fingerprint; never key material.",
-		[]string{"team", "fingerprint"}, nil)
+		"Age of each SSH key machines log in with (since it was made or imported), by team (name, with its team_id) and SHA256 fingerprint; never key material.",
+		[]string{"team", "fingerprint", "team_id"}, nil)
 	descKeyOverdue = prometheus.NewDesc("rediacc_ssh_key_overdue",
 		"1 when the key is older than the rotation policy's maximum age (Config.KeyRotation.MaxAge), else 0.",
-		[]string{"team", "fingerprint"}, nil)
+		[]string{"team", "fingerprint", "team_id"}, nil)
 )
 
 // collectKeys sends the key gauges, from the store only (keys whose public
@@ -390,12 +392,12 @@ func (c *Client) collectKeys(ctx context.Context, ch chan<- prometheus.Metric) e
 	seen := map[[2]string]bool{}
 	for _, k := range inv {
 		v := c.view(k, now)
-		if v.Fingerprint == "" || seen[[2]string{v.Team, v.Fingerprint}] {
+		if v.Fingerprint == "" || seen[[2]string{v.TeamID, v.Fingerprint}] {
 			continue
 		}
-		seen[[2]string{v.Team, v.Fingerprint}] = true
-		ch <- prometheus.MustNewConstMetric(descKeyAge, prometheus.GaugeValue, v.Age.Seconds(), v.Team, v.Fingerprint)
-		ch <- prometheus.MustNewConstMetric(descKeyOverdue, prometheus.GaugeValue, b2f(v.Overdue), v.Team, v.Fingerprint)
+		seen[[2]string{v.TeamID, v.Fingerprint}] = true
+		ch <- prometheus.MustNewConstMetric(descKeyAge, prometheus.GaugeValue, v.Age.Seconds(), v.Team, v.Fingerprint, v.TeamID)
+		ch <- prometheus.MustNewConstMetric(descKeyOverdue, prometheus.GaugeValue, b2f(v.Overdue), v.Team, v.Fingerprint, v.TeamID)
 	}
 	return nil
 }

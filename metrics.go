@@ -102,8 +102,8 @@ func (m *metrics) alertRaised(kind string) {
 // Descriptions of the metrics computed at scrape time.
 var (
 	descDepth = prometheus.NewDesc("rediacc_queue_depth",
-		"Tasks in the queue (PENDING, including those waiting out a retry delay; ASSIGNED; PROCESSING) by status, priority, team and machine; a missing series is 0.",
-		[]string{"status", "priority", "team", "machine"}, nil)
+		"Tasks in the queue (PENDING, including those waiting out a retry delay; ASSIGNED; PROCESSING) by status, priority, team and machine (names, with their ids: a renamed team keeps its team_id, and two teams that had the same name never share a series); a missing series is 0.",
+		[]string{"status", "priority", "team", "machine", "team_id", "machine_id"}, nil)
 	descOldest = prometheus.NewDesc("rediacc_queue_oldest_pending_age_seconds",
 		"Seconds since the oldest PENDING task was submitted (0 when none is pending).", nil, nil)
 	descStoreUp = prometheus.NewDesc("rediacc_store_up",
@@ -137,7 +137,8 @@ var _ prometheus.Collector = collector{}
 // it ready-made. Register one collector per Client per registry.
 //
 // At scrape time it reads the store: rediacc_queue_depth (gauge, by
-// status PENDING/ASSIGNED/PROCESSING, priority, team, machine),
+// status PENDING/ASSIGNED/PROCESSING, priority, team, machine, team_id,
+// machine_id),
 // rediacc_queue_oldest_pending_age_seconds and rediacc_store_up; these
 // queries run with the collector's own context, bounded by
 // Config.ScrapeTimeout (default 5 s), and with no actor: they are an
@@ -188,7 +189,7 @@ func (k collector) Collect(ch chan<- prometheus.Metric) {
 	if err == nil {
 		for _, r := range rows {
 			if r.Status == store.Pending || r.Status.Active() {
-				gauge(descDepth, float64(r.Count), string(r.Status), strconv.Itoa(r.Priority), r.Team, r.Machine)
+				gauge(descDepth, float64(r.Count), string(r.Status), strconv.Itoa(r.Priority), r.Team, r.Machine, r.TeamID, r.MachineID)
 			}
 		}
 		var age time.Duration
@@ -242,14 +243,15 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// oldestPending returns how long ago the oldest PENDING task of teams (nil:
-// every team) and machine ("" any) was submitted, and its id; zero and ""
-// when none is pending. One indexed query (tasks by creation, LIMIT 1).
+// oldestPending returns how long ago the oldest PENDING task of teams (ids;
+// nil: every team) and machine (an id; "" any) was submitted, and its id;
+// zero and "" when none is pending. One indexed query (tasks by creation,
+// LIMIT 1).
 func (c *Client) oldestPending(ctx context.Context, teams []string, machine string) (time.Duration, string, error) {
 	if teams != nil && len(teams) == 0 {
 		return 0, "", nil
 	}
-	ts, err := c.engine.ListTasks(ctx, store.TaskFilter{Statuses: []store.Status{store.Pending}, Teams: teams, Machine: machine, Limit: 1})
+	ts, err := c.engine.ListTasks(ctx, store.TaskFilter{Statuses: []store.Status{store.Pending}, TeamIDs: teams, MachineID: machine, Limit: 1})
 	if err != nil || len(ts) == 0 {
 		return 0, "", err
 	}

@@ -32,9 +32,9 @@ type candidate struct {
 type placer struct {
 	c      *Client
 	now    time.Time
-	teams  map[string][]candidate // machines of a team, by name
-	queued map[string]int         // PENDING+ASSIGNED+PROCESSING per machine, batch included
-	vkeys  map[string][]string    // vault keys per team, listed once per submission (limits.go)
+	teams  map[string][]candidate // machines of a team (id), by name
+	queued map[string]int         // PENDING+ASSIGNED+PROCESSING per machine id, batch included
+	vkeys  map[string][]string    // vault keys per team (id), listed once per submission (limits.go)
 }
 
 func (c *Client) newPlacer() *placer {
@@ -65,11 +65,11 @@ func formatSelector(sel map[string]string) string {
 
 // machines loads the machines of team with their labels and health, and
 // their queue counts (once per team).
-func (p *placer) machines(ctx context.Context, team string) ([]candidate, error) {
-	if cs, ok := p.teams[team]; ok {
+func (p *placer) machines(ctx context.Context, team scope) ([]candidate, error) {
+	if cs, ok := p.teams[team.id]; ok {
 		return cs, nil
 	}
-	rs, err := p.c.engine.ListMachines(ctx, store.MachineFilter{Team: team})
+	rs, err := p.c.engine.ListMachines(ctx, store.MachineFilter{TeamID: team.id})
 	if err != nil {
 		return nil, mapStoreErr(err)
 	}
@@ -81,7 +81,7 @@ func (p *placer) machines(ctx context.Context, team string) ([]candidate, error)
 			return nil, err
 		}
 		cs = append(cs, candidate{m: r, labels: m.Labels, h: p.c.viewHealth(r, p.now)})
-		names = append(names, r.Name)
+		names = append(names, r.ID)
 	}
 	if len(names) > 0 {
 		q, err := p.c.engine.QueuedByMachine(ctx, names)
@@ -92,13 +92,13 @@ func (p *placer) machines(ctx context.Context, team string) ([]candidate, error)
 			p.queued[n] += k
 		}
 	}
-	p.teams[team] = cs
+	p.teams[team.id] = cs
 	return cs, nil
 }
 
 // matching returns the machines of team whose labels hold selector, by
 // name, whatever their health (the fan-out's set).
-func (p *placer) matching(ctx context.Context, team string, selector map[string]string) ([]candidate, error) {
+func (p *placer) matching(ctx context.Context, team scope, selector map[string]string) ([]candidate, error) {
 	cs, err := p.machines(ctx, team)
 	if err != nil {
 		return nil, err
@@ -118,7 +118,7 @@ func (p *placer) matching(ctx context.Context, team string, selector map[string]
 // other is eligible; then the fewest queued+running tasks, the lowest load
 // per CPU, the most free memory, the name. The task is counted on the
 // machine picked. ErrNoEligibleMachine.
-func (p *placer) place(ctx context.Context, team string, selector map[string]string, prio Priority) (store.Machine, error) {
+func (p *placer) place(ctx context.Context, team scope, selector map[string]string, prio Priority) (store.Machine, error) {
 	cs, err := p.machines(ctx, team)
 	if err != nil {
 		return store.Machine{}, err
@@ -142,7 +142,7 @@ func (p *placer) place(ctx context.Context, team string, selector map[string]str
 		if len(match) > 0 {
 			why += ", all failing their health probe"
 		}
-		return store.Machine{}, fmt.Errorf("%w in team %q with selector %s (%s)", ErrNoEligibleMachine, team, formatSelector(selector), why)
+		return store.Machine{}, fmt.Errorf("%w in team %q with selector %s (%s)", ErrNoEligibleMachine, team.label(), formatSelector(selector), why)
 	}
 	pool := healthy
 	if prio >= Normal && len(calm) > 0 {
@@ -150,13 +150,13 @@ func (p *placer) place(ctx context.Context, team string, selector map[string]str
 	}
 	best := slices.MinFunc(pool, func(a, b candidate) int {
 		return cmp.Or(
-			cmp.Compare(p.queued[a.m.Name], p.queued[b.m.Name]),
+			cmp.Compare(p.queued[a.m.ID], p.queued[b.m.ID]),
 			cmp.Compare(loadKey(a), loadKey(b)),
 			cmp.Compare(freeMemKey(b), freeMemKey(a)),
 			cmp.Compare(a.m.Name, b.m.Name),
 		)
 	})
-	p.queued[best.m.Name]++
+	p.queued[best.m.ID]++
 	return best.m, nil
 }
 

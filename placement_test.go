@@ -145,7 +145,7 @@ func TestPlacementNeedsTheTeamRole(t *testing.T) {
 		t.Errorf("operator of dev placing in staging: %v", err)
 	}
 	recs, err := c.AuditLog(asOwner(), rediacc.AuditFilter{Actor: "olga", Result: "denied"})
-	if err != nil || len(recs) != 1 || recs[0].Action != "task.create" || recs[0].Team != "staging" {
+	if err != nil || len(recs) != 1 || recs[0].Action != "task.create" || recs[0].Details["team_name"] != "staging" {
 		t.Errorf("denial audit: %+v %v", recs, err)
 	}
 }

@@ -96,6 +96,12 @@ type Config struct {
 	// Clock is the time source of the queue (claims, retry delays, aging,
 	// leases). Default: the system clock.
 	Clock Clock
+	// DefaultActor is the user that operations whose context names none
+	// (WithActor) run as, for a program that acts for one user only (a
+	// single-tenant service, a script). An actor set with WithActor always
+	// wins. Default "": every operation must name its actor (ErrNoActor).
+	// Like WithActor's user, it is trusted as given: see docs/ROLES.md.
+	DefaultActor string
 
 	// Concurrency bounds the tasks one worker (Run) runs at once. Default 16.
 	Concurrency int
@@ -348,6 +354,11 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if cfg.WorkerID == "" {
 		cfg.WorkerID = newWorkerID()
+	}
+	if cfg.DefaultActor != "" {
+		if err := validateUser(cfg.DefaultActor); err != nil {
+			return nil, fmt.Errorf("rediacc: Config.DefaultActor: %w", err)
+		}
 	}
 	if err := alertingDefaults(&cfg); err != nil { // monitoring
 		return nil, err

@@ -99,7 +99,9 @@ const (
 // KeyRotationResult is what RotateKey did to one key.
 type KeyRotationResult struct {
 	KeyID string `json:"keyId"`
-	Team  string `json:"team"`
+	// Team is the key's team's name, TeamID its id.
+	Team   string `json:"team"`
+	TeamID string `json:"teamId"`
 	// From and To are the key's fingerprints before and after (To is ""
 	// when nothing changed).
 	From string `json:"from"`
@@ -151,7 +153,7 @@ var rotationHook atomic.Pointer[func(step, team, machine string)]
 
 func (r *rotation) hook(step, machine string) {
 	if h := rotationHook.Load(); h != nil {
-		(*h)(step, r.k.team, machine)
+		(*h)(step, r.k.teamName, machine)
 	}
 }
 
@@ -205,12 +207,12 @@ func (c *Client) RotateKey(ctx context.Context, opts KeyRotationOptions) ([]KeyR
 	)
 	for _, k := range keys {
 		if k.src == KeyInAgent {
-			results = append(results, KeyRotationResult{KeyID: k.id, Team: k.team, Action: KeyActionSkipped,
+			results = append(results, KeyRotationResult{KeyID: k.id, Team: k.teamName, TeamID: k.team, Action: KeyActionSkipped,
 				Note: "the ssh-agent's keys are not held by rediacc", Machines: k.states(KeyStatePending)})
 			continue
 		}
 		r := &rotation{c: c, k: k, opts: opts, typ: typ, actor: actor,
-			log: c.log.With(slog.String("key_id", k.id), slog.String("team", k.team), slog.String("fingerprint", k.fingerprint()))}
+			log: c.log.With(slog.String("key_id", k.id), slog.String("team", k.teamName), slog.String("fingerprint", k.fingerprint()))}
 		res, err := r.run(ctx)
 		results = append(results, res)
 		if err != nil {
@@ -261,19 +263,25 @@ func (c *Client) selectKeys(ctx context.Context, opts KeyRotationOptions) ([]*in
 	if err != nil {
 		return nil, "", nil, err
 	}
-	team := opts.Team
+	var sc scope
+	if opts.Team != "" {
+		if sc, err = c.resolveTeam(ctx, opts.Team); err != nil {
+			return nil, "", nil, err
+		}
+	}
+	var machineID string
 	if opts.Machine != "" {
 		m, err := c.machine(ctx, opts.Machine)
 		if err != nil {
 			return nil, "", nil, err
 		}
-		if team != "" && team != m.Team {
-			return nil, "", nil, fmt.Errorf("%w: machine %s is in team %q, not %q", ErrInvalidArgument, m.Name, m.Team, team)
+		if opts.Team != "" && sc.id != m.TeamID {
+			return nil, "", nil, fmt.Errorf("%w: machine %s is in team %q, not %q", ErrInvalidArgument, m.Name, m.Team, opts.Team)
 		}
-		team = m.Team
+		sc, machineID = teamScope(m.TeamID, m.Team), m.ID
 	}
-	if team == "" { // a key by id or fingerprint: find its team among the actor's
-		teams, o, err := c.scopeTeams(ctx, authz.KeyRotate, "", audit.EntityKey)
+	if sc == (scope{}) { // a key by id or fingerprint: find its team among the actor's
+		teams, o, err := c.scopeTeams(ctx, authz.KeyRotate, scope{}, audit.EntityKey)
 		if err != nil {
 			return nil, "", nil, err
 		}
@@ -283,10 +291,10 @@ func (c *Client) selectKeys(ctx context.Context, opts KeyRotationOptions) ([]*in
 		}
 		for _, k := range inv {
 			if k.id == opts.Key || k.fingerprint() == opts.Key {
-				team = k.team
+				sc = teamScope(k.team, k.teamName)
 			}
 		}
-		if team == "" {
+		if sc == (scope{}) {
 			return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: no key %q in the teams where %s may rotate keys (see rediacc machine keys)", ErrNotFound, opts.Key, actor))
 		}
 	}
@@ -300,11 +308,11 @@ func (c *Client) selectKeys(ctx context.Context, opts KeyRotationOptions) ([]*in
 	if opts.All {
 		detail["all"] = "true"
 	}
-	o, _, err := c.authorize(ctx, authz.KeyRotate, team, audit.EntityKey, opts.Key, detail)
+	o, _, err := c.authorize(ctx, authz.KeyRotate, sc, audit.EntityKey, opts.Key, detail)
 	if err != nil {
 		return nil, "", nil, err
 	}
-	inv, err := c.inventory(ctx, []string{team}, true)
+	inv, err := c.inventory(ctx, []string{sc.id}, true)
 	if err != nil {
 		return nil, "", nil, o.fail(ctx, err)
 	}
@@ -315,12 +323,12 @@ func (c *Client) selectKeys(ctx context.Context, opts KeyRotationOptions) ([]*in
 			keys = append(keys, k)
 		case opts.Key != "" && (k.id == opts.Key || k.fingerprint() == opts.Key):
 			keys = append(keys, k)
-		case opts.Machine != "" && slices.ContainsFunc(k.machines, func(im *invMachine) bool { return im.m.Name == opts.Machine }):
+		case opts.Machine != "" && slices.ContainsFunc(k.machines, func(im *invMachine) bool { return im.m.ID == machineID }):
 			keys = append(keys, k)
 		}
 	}
 	if len(keys) == 0 {
-		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: no key %q in team %q (see rediacc machine keys)", ErrNotFound, opts.Key+opts.Machine, team))
+		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: no key %q in team %q (see rediacc machine keys)", ErrNotFound, opts.Key+opts.Machine, sc.label()))
 	}
 	if !opts.All && keys[0].src == KeyInAgent {
 		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: machine(s) %s log in with the ssh-agent's keys, which rediacc does not hold: rotate the agent's key yourself, or import a key file (machine add --identity)",
@@ -406,7 +414,7 @@ func (r *rotation) st() *rotationState { return r.rec.Rotation }
 // run does what r.opts says for r.k.
 func (r *rotation) run(ctx context.Context) (KeyRotationResult, error) {
 	k := r.k
-	res := KeyRotationResult{KeyID: k.id, Team: k.team, From: k.fingerprint()}
+	res := KeyRotationResult{KeyID: k.id, Team: k.teamName, TeamID: k.team, From: k.fingerprint()}
 	for _, im := range k.machines {
 		if im.pub == nil {
 			return res, fmt.Errorf("%w: machine %s: its key cannot be read: %v", ErrKeyFile, im.m.Name, im.err)
@@ -486,7 +494,7 @@ func (r *rotation) lock(ctx context.Context) error {
 		}
 		if l := rec.Lock; l != nil && now.Before(l.Until) && !lockHolderDead(l.Owner) {
 			return fmt.Errorf("%w: key %s of team %q is being rotated by %s (worker %s) until %s at the latest; try again later",
-				ErrKeyRotationBusy, sk.Fingerprint, r.k.team, l.Actor, strings.SplitN(l.Owner, "#", 2)[0], l.Until.Format(time.RFC3339))
+				ErrKeyRotationBusy, sk.Fingerprint, r.k.teamName, l.Actor, strings.SplitN(l.Owner, "#", 2)[0], l.Until.Format(time.RFC3339))
 		}
 		rec.Lock = &keyLock{Owner: r.owner, Actor: r.actor, Until: now.Add(rotationLockTTL)}
 		data, err := json.Marshal(rec)
@@ -504,7 +512,7 @@ func (r *rotation) lock(ctx context.Context) error {
 		r.stored, r.rec = nk, rec
 		return nil
 	}
-	return fmt.Errorf("%w: key %s of team %q: its record keeps changing; try again", ErrKeyRotationBusy, r.k.fingerprint(), r.k.team)
+	return fmt.Errorf("%w: key %s of team %q: its record keeps changing; try again", ErrKeyRotationBusy, r.k.fingerprint(), r.k.teamName)
 }
 
 // lockHolderDead reports whether a lock owner ("host/pid/random#uuid") is
@@ -585,7 +593,8 @@ func (r *rotation) unlock() {
 	}
 }
 
-// setState records machine's state in the unfinished rotation and saves it.
+// setState records the state of machine (an id) in the unfinished rotation
+// and saves it.
 func (r *rotation) setState(ctx context.Context, machine, state, step string, cause error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -605,11 +614,11 @@ func (r *rotation) setState(ctx context.Context, machine, state, step string, ca
 	return r.saveLocked(ctx, true)
 }
 
-func (r *rotation) machineState(name string) *machineState {
+func (r *rotation) machineState(id string) *machineState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if st := r.rec.Rotation; st != nil {
-		if ms := st.Machines[name]; ms != nil {
+		if ms := st.Machines[id]; ms != nil {
 			cp := *ms
 			return &cp
 		}
@@ -637,7 +646,7 @@ var progressMu sync.Mutex
 
 // audit appends a record of a rotation step.
 func (r *rotation) audit(ctx context.Context, action, machine string, cause error, details map[string]string) {
-	d := map[string]string{"key_id": r.k.id}
+	d := map[string]string{"key_id": r.k.id, "team_name": r.k.teamName}
 	if machine != "" {
 		d["machine"] = machine
 	}
@@ -665,7 +674,7 @@ func (r *rotation) loadOthers(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		if !slices.ContainsFunc(r.k.machines, func(im *invMachine) bool { return im.m.Name == m.Name }) {
+		if !slices.ContainsFunc(r.k.machines, func(im *invMachine) bool { return im.m.ID == m.ID }) {
 			r.others = append(r.others, m)
 		}
 	}
@@ -691,7 +700,7 @@ func (r *rotation) keysOf(ctx context.Context, m Machine) (cur, prev cred, curVe
 	if err != nil {
 		return cred{}, cred{}, 0, fmt.Errorf("%w: passphrase for machine %s: %v", ErrWrongPassphrase, m.Name, err)
 	}
-	s, err := v.Get(ctx, m.Team, m.IdentitySecret)
+	s, err := v.Get(ctx, m.TeamID, m.IdentitySecret)
 	if err != nil {
 		return cred{}, cred{}, 0, fmt.Errorf("%w: machine %s's identity %q: %v", ErrKeyFile, m.Name, m.IdentitySecret, vaultErr(err))
 	}
@@ -699,7 +708,7 @@ func (r *rotation) keysOf(ctx context.Context, m Machine) (cur, prev cred, curVe
 		return cred{}, cred{}, 0, err
 	}
 	if s.Version > 1 {
-		p, err := v.GetVersion(ctx, m.Team, m.IdentitySecret, s.Version-1)
+		p, err := v.GetVersion(ctx, m.TeamID, m.IdentitySecret, s.Version-1)
 		if err == nil {
 			prev, _ = newCred(p.Value, pass)
 		} else if !errors.Is(err, vault.ErrSecretNotFound) {
@@ -842,7 +851,7 @@ func (r *rotation) dryRun(ctx context.Context, res KeyRotationResult) (KeyRotati
 			ms.State, ms.Step, ms.Error = KeyStateFailed, "check", err.Error()
 		}
 		mu.Lock()
-		states[im.m.Name] = ms
+		states[im.m.ID] = ms
 		if err != nil {
 			causes = append(causes, err)
 		}
@@ -850,7 +859,7 @@ func (r *rotation) dryRun(ctx context.Context, res KeyRotationResult) (KeyRotati
 		r.progress(im.m.Name, "check", err)
 	})
 	for _, im := range r.k.machines {
-		res.Machines = append(res.Machines, states[im.m.Name])
+		res.Machines = append(res.Machines, states[im.m.ID])
 	}
 	if len(causes) > 0 {
 		res.Action = KeyActionNotReady
@@ -888,12 +897,12 @@ func (r *rotation) rotate(ctx context.Context, res KeyRotationResult) (KeyRotati
 		switch {
 		case st != nil && cur.fp() == st.To:
 			newCred = cur
-			r.prev[im.m.Name] = prev
+			r.prev[im.m.ID] = prev
 		default:
-			r.prev[im.m.Name] = cur
+			r.prev[im.m.ID] = cur
 		}
 		if oldCred.pub == nil {
-			oldCred = r.prev[im.m.Name]
+			oldCred = r.prev[im.m.ID]
 		}
 	}
 	if st != nil && newCred.pub == nil {
@@ -920,7 +929,7 @@ func (r *rotation) rotate(ctx context.Context, res KeyRotationResult) (KeyRotati
 		st = &rotationState{ID: uuid.NewString(), From: k.fingerprint(), To: newCred.fp(), ToPublicKey: authorizedLine(newCred.pub),
 			ToType: newCred.pub.Type(), ToBits: rssh.KeyBits(newCred.pub), StartedAt: now, By: r.actor, Machines: map[string]*machineState{}}
 		for _, im := range k.machines {
-			st.Machines[im.m.Name] = &machineState{State: KeyStatePending}
+			st.Machines[im.m.ID] = &machineState{State: KeyStatePending}
 		}
 		r.mu.Lock()
 		r.rec.Rotation = st
@@ -940,12 +949,12 @@ func (r *rotation) rotate(ctx context.Context, res KeyRotationResult) (KeyRotati
 
 	// Install and verify, machine by machine (a few at a time).
 	r.forEach(ctx, k.machines, func(im *invMachine) {
-		if ms := r.machineState(im.m.Name); ms.State == KeyStateRevoked {
+		if ms := r.machineState(im.m.ID); ms.State == KeyStateRevoked {
 			return
 		}
 		err := r.installAndVerify(ctx, im.m)
 		if err != nil {
-			r.fail(ctx, im.m.Name, err)
+			r.fail(ctx, im.m, err)
 		}
 	})
 	if err := ctx.Err(); err != nil {
@@ -953,14 +962,14 @@ func (r *rotation) rotate(ctx context.Context, res KeyRotationResult) (KeyRotati
 	}
 	verified := 0
 	for _, im := range k.machines {
-		if s := r.machineState(im.m.Name).State; s == KeyStateVerified || s == KeyStateRevoked {
+		if s := r.machineState(im.m.ID).State; s == KeyStateVerified || s == KeyStateRevoked {
 			verified++
 		}
 	}
 	if verified == 0 && !st.Stored {
 		// Nobody took the new key: take its lines away again where we can
 		// and leave everything as it was.
-		r.forEach(ctx, k.machines, func(im *invMachine) { r.removeKey(ctx, im.m, r.newKey.pub, r.prev[im.m.Name]) })
+		r.forEach(ctx, k.machines, func(im *invMachine) { r.removeKey(ctx, im.m, r.newKey.pub, r.prev[im.m.ID]) })
 		res = r.result(res)
 		r.mu.Lock()
 		r.rec.Rotation = nil
@@ -985,11 +994,11 @@ func (r *rotation) rotate(ctx context.Context, res KeyRotationResult) (KeyRotati
 	}
 	// Every machine accepted the new key: revoke the old one.
 	r.forEach(ctx, k.machines, func(im *invMachine) {
-		if ms := r.machineState(im.m.Name); ms.State == KeyStateRevoked {
+		if ms := r.machineState(im.m.ID); ms.State == KeyStateRevoked {
 			return
 		}
 		if err := r.revoke(ctx, im.m); err != nil {
-			r.fail(ctx, im.m.Name, err)
+			r.fail(ctx, im.m, err)
 		}
 	})
 	if err := ctx.Err(); err != nil {
@@ -1020,7 +1029,7 @@ func (r *rotation) result(res KeyRotationResult) KeyRotationResult {
 	for _, im := range r.k.machines {
 		ms := MachineKeyState{Machine: im.m.Name, State: KeyStatePending}
 		if st := r.rec.Rotation; st != nil {
-			if s := st.Machines[im.m.Name]; s != nil {
+			if s := st.Machines[im.m.ID]; s != nil {
 				ms = MachineKeyState{Machine: im.m.Name, State: s.State, Step: s.Step, Error: s.Error, Note: s.Note}
 			}
 		}
@@ -1041,7 +1050,7 @@ func (r *rotation) errorFor(res KeyRotationResult) error {
 }
 
 // fail records that a machine failed at its current step.
-func (r *rotation) fail(ctx context.Context, machine string, err error) {
+func (r *rotation) fail(ctx context.Context, m Machine, err error) {
 	step := "install"
 	var se *stepError
 	if errors.As(err, &se) {
@@ -1050,11 +1059,11 @@ func (r *rotation) fail(ctx context.Context, machine string, err error) {
 	r.mu.Lock()
 	r.causes = append(r.causes, err)
 	r.mu.Unlock()
-	if serr := r.setState(ctx, machine, KeyStateFailed, step, err); serr != nil {
-		r.log.Warn("recording a failed machine in the rotation state failed", "machine", machine, "error", serr)
+	if serr := r.setState(ctx, m.ID, KeyStateFailed, step, err); serr != nil {
+		r.log.Warn("recording a failed machine in the rotation state failed", "machine", m.Name, "error", serr)
 	}
-	r.audit(ctx, "key.rotate.failed", machine, err, map[string]string{"step": step, "fingerprint": r.k.fingerprint()})
-	r.log.Warn("key rotation: machine failed", "machine", machine, "step", step, "error", err)
+	r.audit(ctx, "key.rotate.failed", m.Name, err, map[string]string{"step": step, "fingerprint": r.k.fingerprint()})
+	r.log.Warn("key rotation: machine failed", "machine", m.Name, "step", step, "error", err)
 }
 
 // stepError ties an error to the step that failed.
@@ -1079,7 +1088,7 @@ func (r *rotation) installAndVerify(ctx context.Context, m Machine) error {
 	if err := ctx.Err(); err != nil {
 		return failedAt("install", err)
 	}
-	old := r.prev[m.Name]
+	old := r.prev[m.ID]
 	var serverVersion string
 	err := r.fresh(func(p *rssh.Pool) error {
 		cctx, cancel := editContext(ctx)
@@ -1116,7 +1125,7 @@ func (r *rotation) installAndVerify(ctx context.Context, m Machine) error {
 	if err != nil {
 		return err
 	}
-	if err := r.setState(ctx, m.Name, KeyStateInstalled, "install", nil); err != nil {
+	if err := r.setState(ctx, m.ID, KeyStateInstalled, "install", nil); err != nil {
 		return failedAt("install", err)
 	}
 	r.progress(m.Name, "install", nil)
@@ -1139,7 +1148,7 @@ func (r *rotation) installAndVerify(ctx context.Context, m Machine) error {
 		return failedAt("verify", err)
 	}
 	r.audit(ctx, "key.verify", m.Name, nil, map[string]string{"fingerprint": r.newKey.fp()})
-	if err := r.setState(ctx, m.Name, KeyStateVerified, "verify", nil); err != nil {
+	if err := r.setState(ctx, m.ID, KeyStateVerified, "verify", nil); err != nil {
 		return failedAt("verify", err)
 	}
 	r.progress(m.Name, "verify", nil)
@@ -1181,35 +1190,35 @@ func (r *rotation) storeNew(ctx context.Context) error {
 		m := im.m
 		ref := m.IdentitySecret
 		if ref == "" {
-			ref = MachineSecretPrefix + m.Name + "/identity"
-			old := r.prev[m.Name]
+			ref = ownIdentity(m.ID)
+			old := r.prev[m.ID]
 			pemBytes, err := unencryptedPEM(old)
 			if err != nil {
 				return fmt.Errorf("machine %s's identity file: %w", m.Name, err)
 			}
-			if _, err := v.Put(ctx, m.Team, ref, pemBytes, PutOptions{CAS: CAS(0)}); err != nil && !errors.Is(err, vault.ErrVersionConflict) {
+			if _, err := v.Put(ctx, m.TeamID, ref, pemBytes, PutOptions{CAS: CAS(0)}); err != nil && !errors.Is(err, vault.ErrVersionConflict) {
 				return fmt.Errorf("storing machine %s's current key in the vault: %w", m.Name, vaultErr(err))
 			}
 		}
-		cur, err := v.Get(ctx, m.Team, ref)
+		cur, err := v.Get(ctx, m.TeamID, ref)
 		if err != nil {
 			return fmt.Errorf("reading machine %s's identity from the vault: %w", m.Name, vaultErr(err))
 		}
 		if cr, err := newCred(cur.Value, nil); err != nil || cr.fp() != newFP {
-			ver, err := v.Put(ctx, m.Team, ref, r.newKey.pem, PutOptions{CAS: CAS(cur.Version)})
+			ver, err := v.Put(ctx, m.TeamID, ref, r.newKey.pem, PutOptions{CAS: CAS(cur.Version)})
 			if err != nil {
 				return fmt.Errorf("storing the new key of machine %s in the vault: %w", m.Name, vaultErr(err))
 			}
 			r.audit(ctx, "key.store", m.Name, nil, map[string]string{"fingerprint": newFP, "vault_key": ref, "version": strconv.Itoa(ver)})
 		}
 		r.hook("store", m.Name)
-		if err := c.pointMachine(ctx, m.Name, func(mm *Machine) {
+		if err := c.pointMachine(ctx, m, func(mm *Machine) {
 			mm.IdentitySecret, mm.IdentityFile, mm.KeyID = ref, "", r.k.id
 			mm.setPublicKey(r.newKey.pub)
 		}); err != nil {
 			return err
 		}
-		c.pool.Forget(m.Name) // new connections use the new key; in-flight sessions finish
+		c.pool.Forget(m.poolName()) // new connections use the new key; in-flight sessions finish
 	}
 	now := c.clock.Now().UTC()
 	r.mu.Lock()
@@ -1228,24 +1237,29 @@ func (r *rotation) storeNew(ctx context.Context) error {
 	return nil
 }
 
-// pointMachine updates machine name's record with change.
-func (c *Client) pointMachine(ctx context.Context, name string, change func(*Machine)) error {
-	r, err := c.engine.GetMachine(ctx, name)
+// pointMachine updates machine m's record with change, as long as it is
+// still the machine of m.TeamID (checked in the update's transaction, so a
+// move in between is neither undone nor followed: ErrConflict).
+func (c *Client) pointMachine(ctx context.Context, m Machine, change func(*Machine)) error {
+	r, err := c.engine.GetMachine(ctx, m.ID)
 	if err != nil {
 		return mapStoreErr(err)
 	}
-	m, err := machineFromRecord(r)
+	cur, err := machineFromRecord(r)
 	if err != nil {
 		return err
 	}
-	change(&m)
-	rec, err := m.record()
+	if cur.TeamID != m.TeamID || !r.DeletedAt.IsZero() {
+		return fmt.Errorf("%w: machine %s left team %q during the key rotation", ErrConflict, m.Name, m.Team)
+	}
+	change(&cur)
+	rec, err := cur.record()
 	if err != nil {
 		return err
 	}
 	rec.UpdatedAt = c.clock.Now().UTC()
-	if err := c.engine.UpdateMachine(ctx, rec); err != nil {
-		return fmt.Errorf("updating machine %s: %w", name, mapStoreErr(err))
+	if err := c.engine.UpdateMachine(store.WithGuard(ctx, store.MachineInTeam(m.ID, m.TeamID)), rec); err != nil {
+		return fmt.Errorf("updating machine %s: %w", m.Name, mapStoreErr(err))
 	}
 	return nil
 }
@@ -1264,7 +1278,7 @@ func (r *rotation) revoke(ctx context.Context, m Machine) error {
 	if cur.fp() != r.newKey.fp() {
 		return failedAt("revoke", fmt.Errorf("machine %s's key in the vault is %s, not the new key %s: the old key is kept", m.Name, cur.fp(), r.newKey.fp()))
 	}
-	old := r.prev[m.Name]
+	old := r.prev[m.ID]
 	if err := ctx.Err(); err != nil {
 		return failedAt("revoke", err)
 	}
@@ -1272,12 +1286,12 @@ func (r *rotation) revoke(ctx context.Context, m Machine) error {
 		if o.Host == m.Host && o.Port == m.Port && o.User == m.User && o.KeyFingerprint == old.fp() {
 			note := fmt.Sprintf("old key kept on %s@%s:%d: machine %s (team %s) still logs in with it there", m.User, m.Host, m.Port, o.Name, o.Team)
 			r.mu.Lock()
-			if ms := r.rec.Rotation.Machines[m.Name]; ms != nil {
+			if ms := r.rec.Rotation.Machines[m.ID]; ms != nil {
 				ms.Note = note
 			}
 			r.mu.Unlock()
 			r.audit(ctx, "key.revoke", m.Name, nil, map[string]string{"fingerprint": old.fp(), "kept": note})
-			return r.setState(ctx, m.Name, KeyStateRevoked, "revoke", nil)
+			return r.setState(ctx, m.ID, KeyStateRevoked, "revoke", nil)
 		}
 	}
 	err = r.fresh(func(p *rssh.Pool) error {
@@ -1298,7 +1312,7 @@ func (r *rotation) revoke(ctx context.Context, m Machine) error {
 	if err := r.prove(ctx, m, old); err != nil {
 		return failedAt("prove", err)
 	}
-	if err := r.setState(ctx, m.Name, KeyStateRevoked, "prove", nil); err != nil {
+	if err := r.setState(ctx, m.ID, KeyStateRevoked, "prove", nil); err != nil {
 		return failedAt("prove", err)
 	}
 	r.progress(m.Name, "prove", nil)
@@ -1364,7 +1378,7 @@ func (r *rotation) rollback(ctx context.Context, res KeyRotationResult) (KeyRota
 				mu.Lock()
 				if err != nil {
 					causes = append(causes, err)
-					r.rec.Rotation.Machines[im.m.Name] = &machineState{State: KeyStateFailed, Step: "rollback", Error: trimErr(err)}
+					r.rec.Rotation.Machines[im.m.ID] = &machineState{State: KeyStateFailed, Step: "rollback", Error: trimErr(err)}
 				}
 				mu.Unlock()
 				r.progress(im.m.Name, "rollback", err)
@@ -1399,27 +1413,27 @@ func (r *rotation) rollback(ctx context.Context, res KeyRotationResult) (KeyRota
 		if p.pub == nil {
 			return res, fmt.Errorf("%w: machine %s has no previous key in the vault (it was never rotated, or joined after the last rotation)", ErrRollbackImpossible, im.m.Name)
 		}
-		cur[im.m.Name], r.prev[im.m.Name] = c, p
+		cur[im.m.ID], r.prev[im.m.ID] = c, p
 	}
-	first := k.machines[0].m.Name
+	first := k.machines[0].m.ID
 	res.From, res.To = cur[first].fp(), r.prev[first].fp()
 	states := map[string]MachineKeyState{}
 	r.forEach(ctx, k.machines, func(im *invMachine) {
-		_, err := r.login(ctx, r.target(im.m, "rollback-check", r.prev[im.m.Name]))
+		_, err := r.login(ctx, r.target(im.m, "rollback-check", r.prev[im.m.ID]))
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
 			if errors.Is(err, ErrAuthFailed) {
 				err = fmt.Errorf("%w: the previous key %s no longer logs in on machine %s (the rotation revoked it there): roll back only while it is still authorized; rotate again instead",
-					ErrRollbackImpossible, r.prev[im.m.Name].fp(), im.m.Name)
+					ErrRollbackImpossible, r.prev[im.m.ID].fp(), im.m.Name)
 			}
 			causes = append(causes, err)
-			states[im.m.Name] = MachineKeyState{Machine: im.m.Name, State: KeyStateFailed, Step: "check", Error: err.Error()}
+			states[im.m.ID] = MachineKeyState{Machine: im.m.Name, State: KeyStateFailed, Step: "check", Error: err.Error()}
 		}
 	})
 	if len(causes) > 0 {
 		for _, im := range k.machines {
-			ms, ok := states[im.m.Name]
+			ms, ok := states[im.m.ID]
 			if !ok {
 				ms = MachineKeyState{Machine: im.m.Name, State: KeyStateReady}
 			}
@@ -1442,19 +1456,19 @@ func (r *rotation) rollback(ctx context.Context, res KeyRotationResult) (KeyRota
 	restored := r.prev[first]
 	for _, im := range k.machines {
 		m := im.m
-		s, err := v.Get(ctx, m.Team, m.IdentitySecret)
+		s, err := v.Get(ctx, m.TeamID, m.IdentitySecret)
 		if err != nil {
 			return res, vaultErr(err)
 		}
-		ver, err := v.Put(ctx, m.Team, m.IdentitySecret, r.prev[m.Name].pem, PutOptions{CAS: CAS(s.Version)})
+		ver, err := v.Put(ctx, m.TeamID, m.IdentitySecret, r.prev[m.ID].pem, PutOptions{CAS: CAS(s.Version)})
 		if err != nil {
 			return res, fmt.Errorf("restoring machine %s's previous key in the vault: %w", m.Name, vaultErr(err))
 		}
-		if err := r.c.pointMachine(ctx, m.Name, func(mm *Machine) { mm.KeyID = k.id; mm.setPublicKey(r.prev[m.Name].pub) }); err != nil {
+		if err := r.c.pointMachine(ctx, m, func(mm *Machine) { mm.KeyID = k.id; mm.setPublicKey(r.prev[m.ID].pub) }); err != nil {
 			return res, err
 		}
-		r.c.pool.Forget(m.Name)
-		r.audit(ctx, "key.rollback", m.Name, nil, map[string]string{"from": cur[m.Name].fp(), "to": r.prev[m.Name].fp(), "version": strconv.Itoa(ver)})
+		r.c.pool.Forget(m.poolName())
+		r.audit(ctx, "key.rollback", m.Name, nil, map[string]string{"from": cur[m.ID].fp(), "to": r.prev[m.ID].fp(), "version": strconv.Itoa(ver)})
 	}
 	now := r.c.clock.Now().UTC()
 	r.mu.Lock()
@@ -1463,7 +1477,7 @@ func (r *rotation) rollback(ctx context.Context, res KeyRotationResult) (KeyRota
 	r.rec.Rotation = &rotationState{ID: uuid.NewString(), From: res.From, To: res.To, ToPublicKey: authorizedLine(restored.pub),
 		ToType: restored.pub.Type(), Stored: true, StartedAt: now, By: r.actor, Machines: map[string]*machineState{}}
 	for _, im := range k.machines {
-		r.rec.Rotation.Machines[im.m.Name] = &machineState{State: KeyStateVerified}
+		r.rec.Rotation.Machines[im.m.ID] = &machineState{State: KeyStateVerified}
 	}
 	err = r.saveLocked(ctx, true)
 	r.mu.Unlock()
@@ -1479,7 +1493,7 @@ func (r *rotation) rollback(ctx context.Context, res KeyRotationResult) (KeyRota
 	r.total = len(k.machines)
 	r.forEach(ctx, k.machines, func(im *invMachine) {
 		if err := r.revoke(ctx, im.m); err != nil {
-			r.fail(ctx, im.m.Name, err)
+			r.fail(ctx, im.m, err)
 		}
 	})
 	res = r.result(res)

@@ -190,7 +190,8 @@ func TestKeyAgePolicy(t *testing.T) {
 	srv := httptest.NewServer(c.MetricsHandler())
 	defer srv.Close()
 	metrics := scrape(t, srv.URL)
-	for _, want := range []string{`rediacc_ssh_key_age_seconds{fingerprint="` + k.Fingerprint + `",team="web"}`, `rediacc_ssh_key_overdue{fingerprint="` + k.Fingerprint + `",team="web"} 1`} {
+	labels := `{fingerprint="` + k.Fingerprint + `",team="web",team_id="` + k.TeamID + `"}`
+	for _, want := range []string{`rediacc_ssh_key_age_seconds` + labels, `rediacc_ssh_key_overdue` + labels + ` 1`} {
 		if !strings.Contains(metrics, want) {
 			t.Fatalf("metrics lack %s:\n%s", want, grepLines(metrics, "ssh_key"))
 		}

@@ -120,12 +120,12 @@ func (f *keyFixture) vaultKeys(t *testing.T, i int) (cur, prev []byte) {
 		t.Fatal(err)
 	}
 	v := f.v
-	s, err := v.Get(ctx, m.Team, m.IdentitySecret)
+	s, err := v.Get(ctx, m.TeamID, m.IdentitySecret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.Version > 1 {
-		p, err := v.GetVersion(ctx, m.Team, m.IdentitySecret, s.Version-1)
+		p, err := v.GetVersion(ctx, m.TeamID, m.IdentitySecret, s.Version-1)
 		if err == nil {
 			prev = p.Value
 		}

@@ -3,6 +3,7 @@ package rediacc
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -50,7 +51,10 @@ type QueueStats struct {
 	// count the finished tasks the store still keeps. Only non-zero
 	// counts appear.
 	ByStatus map[Status]map[Priority]int `json:"byStatus"`
-	// ByTeam and ByMachine count tasks by team (or machine), then status.
+	// ByTeam and ByMachine count tasks by team (or machine) name, then
+	// status: the live teams' and machines' tasks (a deleted team's finished
+	// tasks, and a removed machine's, are not counted here, so that a later
+	// team or machine of the same name never shows them).
 	ByTeam    map[string]map[Status]int `json:"byTeam"`
 	ByMachine map[string]map[Status]int `json:"byMachine"`
 	// Pending counts PENDING tasks: ready ones and those waiting out a
@@ -111,7 +115,30 @@ var finishActions = []struct {
 // in, or no role at all); ErrInvalidArgument (Window negative or above
 // 24 h).
 func (c *Client) QueueStats(ctx context.Context, f StatsFilter) (QueueStats, error) {
-	teams, o, err := c.scopeTeams(ctx, authz.TaskList, f.Team, audit.EntityTask)
+	var sc scope
+	if f.Team != "" {
+		var err error
+		if sc, err = c.resolveTeam(ctx, f.Team); err != nil {
+			return QueueStats{}, err
+		}
+	}
+	teams, o, err := c.scopeTeams(ctx, authz.TaskList, sc, audit.EntityTask)
+	if err != nil {
+		return QueueStats{}, err
+	}
+	machineID := ""
+	if f.Machine != "" {
+		m, err := c.engine.MachineByName(ctx, f.Machine)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			machineID = "?" + f.Machine // no live machine of that name: nothing matches
+		case err != nil:
+			return QueueStats{}, mapStoreErr(err)
+		default:
+			machineID = m.ID
+		}
+	}
+	live, err := c.liveNames(ctx)
 	if err != nil {
 		return QueueStats{}, err
 	}
@@ -126,8 +153,8 @@ func (c *Client) QueueStats(ctx context.Context, f StatsFilter) (QueueStats, err
 		At: now, Window: f.Window,
 		ByStatus: map[Status]map[Priority]int{}, ByTeam: map[string]map[Status]int{}, ByMachine: map[string]map[Status]int{},
 	}
-	visible := func(team, machine string) bool {
-		return (teams == nil || slices.Contains(teams, team)) && (f.Machine == "" || machine == f.Machine)
+	visible := func(team, machine string) bool { // ids
+		return live.teams[team] != "" && (teams == nil || slices.Contains(teams, team)) && (machineID == "" || machine == machineID)
 	}
 
 	rows, err := c.engine.Depth(ctx)
@@ -135,13 +162,15 @@ func (c *Client) QueueStats(ctx context.Context, f StatsFilter) (QueueStats, err
 		return QueueStats{}, mapStoreErr(err)
 	}
 	for _, r := range rows {
-		if !visible(r.Team, r.Machine) || r.Count == 0 {
+		if !visible(r.TeamID, r.MachineID) || r.Count == 0 {
 			continue
 		}
 		st, p := Status(r.Status), Priority(r.Priority)
 		bump(s.ByStatus, st, p, r.Count)
-		bump(s.ByTeam, r.Team, st, r.Count)
-		bump(s.ByMachine, r.Machine, st, r.Count)
+		bump(s.ByTeam, live.teams[r.TeamID], st, r.Count)
+		if name := live.machines[r.MachineID]; name != "" {
+			bump(s.ByMachine, name, st, r.Count)
+		}
 		switch {
 		case r.Status == store.Pending:
 			s.Pending += r.Count
@@ -151,7 +180,7 @@ func (c *Client) QueueStats(ctx context.Context, f StatsFilter) (QueueStats, err
 	}
 
 	if s.Pending > 0 {
-		if s.OldestPendingAge, s.OldestPendingID, err = c.oldestPending(ctx, teams, f.Machine); err != nil {
+		if s.OldestPendingAge, s.OldestPendingID, err = c.oldestPending(ctx, teams, machineID); err != nil {
 			return QueueStats{}, mapStoreErr(err)
 		}
 	}
@@ -168,7 +197,11 @@ func (c *Client) QueueStats(ctx context.Context, f StatsFilter) (QueueStats, err
 				return QueueStats{}, mapStoreErr(err)
 			}
 			for _, r := range recs {
-				if visible(r.Team, r.Details["machine"]) {
+				m := r.Details["machine_id"]
+				if m == "" { // written before machines had ids: the name was the id
+					m = r.Details["machine"]
+				}
+				if visible(r.Team, m) {
 					fa.count(&s.Finished)
 				}
 				af.AfterSeq = r.Seq
@@ -181,6 +214,29 @@ func (c *Client) QueueStats(ctx context.Context, f StatsFilter) (QueueStats, err
 	s.FinishedPerMinute = float64(s.Finished.Total()) / f.Window.Minutes()
 	o.done(ctx)
 	return s, nil
+}
+
+// names maps the live teams' and machines' ids to their names.
+type names struct{ teams, machines map[string]string }
+
+// liveNames reads the names of the live teams and machines.
+func (c *Client) liveNames(ctx context.Context) (names, error) {
+	n := names{teams: map[string]string{}, machines: map[string]string{}}
+	ts, err := c.access.ListTeams(ctx, store.TeamFilter{})
+	if err != nil {
+		return n, mapStoreErr(err)
+	}
+	for _, t := range ts {
+		n.teams[t.ID] = t.Name
+	}
+	ms, err := c.engine.ListMachines(ctx, store.MachineFilter{})
+	if err != nil {
+		return n, mapStoreErr(err)
+	}
+	for _, m := range ms {
+		n.machines[m.ID] = m.Name
+	}
+	return n, nil
 }
 
 // bump adds n to m[k1][k2], making the inner map when needed.

@@ -66,6 +66,12 @@ func mapStoreErr(err error) error {
 		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	case errors.Is(err, store.ErrForbidden):
 		return fmt.Errorf("%w: %v", ErrPermissionDenied, err)
+	case errors.Is(err, store.ErrGuard):
+		var ge *store.GuardError
+		if errors.As(err, &ge) && ge.Condition.Kind == store.CondRole {
+			return fmt.Errorf("%w: the role this operation needs is no longer held: %v", ErrPermissionDenied, err)
+		}
+		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}
 	return err
 }

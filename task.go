@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -191,8 +192,15 @@ type Attempt struct {
 type Task struct {
 	ID string // a UUID
 	TaskSpec
-	Team   string
-	Status Status
+	// Team is the name of the team the task was queued in (its
+	// TaskSpec.Team is left empty), TeamID that team's id; MachineID is
+	// the id of the machine TaskSpec.Machine names. A task belongs to the
+	// ids for good: a renamed team or machine shows its new name here, and
+	// a later team or machine of the same name is another one.
+	Team      string
+	TeamID    string
+	MachineID string
+	Status    Status
 	// Attempts counts the attempts that used up a try (interrupted ones are
 	// not counted).
 	Attempts int
@@ -232,7 +240,9 @@ type taskJSON struct {
 	Status          Status            `json:"status,omitempty"`
 	Priority        Priority          `json:"priority,omitempty"`
 	Team            string            `json:"team,omitempty"`
+	TeamID          string            `json:"teamId,omitempty"`
 	Machine         string            `json:"machine,omitempty"`
+	MachineID       string            `json:"machineId,omitempty"`
 	Selector        map[string]string `json:"selector,omitempty"`
 	Command         string            `json:"command,omitempty"`
 	RetryCount      int               `json:"retryCount"`
@@ -284,8 +294,8 @@ func timeVal(t *time.Time) time.Time {
 // "alert", …}, durations in seconds, times in RFC 3339 UTC.
 func (t Task) MarshalJSON() ([]byte, error) {
 	return json.Marshal(taskJSON{
-		TaskID: t.ID, Status: t.Status, Priority: t.Priority, Team: t.Team,
-		Machine: t.Machine, Selector: t.Selector, Command: t.Command,
+		TaskID: t.ID, Status: t.Status, Priority: t.Priority, Team: t.Team, TeamID: t.TeamID,
+		Machine: t.Machine, MachineID: t.MachineID, Selector: t.Selector, Command: t.Command,
 		RetryCount: t.Retry.RetryCount, RetryDelay: t.Retry.RetryDelay.Seconds(),
 		RetryBackoff: t.Retry.Backoff, RetryMultiplier: t.Retry.Multiplier,
 		RetryMaxDelay: t.Retry.MaxDelay.Seconds(), RetryJitter: t.Retry.Jitter,
@@ -337,7 +347,7 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 			FailureAction: j.FailureAction, Timeout: timeout, Env: j.Env,
 			Secrets: j.Secrets, IdempotencyKey: j.IdempotencyKey,
 		},
-		Team: j.Team, Status: j.Status, Attempts: j.Attempts, History: j.History,
+		Team: j.Team, TeamID: j.TeamID, MachineID: j.MachineID, Status: j.Status, Attempts: j.Attempts, History: j.History,
 		ExitCode: j.ExitCode, Stdout: j.Stdout, Stderr: j.Stderr,
 		StdoutTruncated: j.StdoutTruncated, StderrTruncated: j.StderrTruncated,
 		Error: j.Error, CreatedAt: timeVal(j.CreatedAt), StartedAt: timeVal(j.StartedAt),
@@ -387,7 +397,7 @@ func taskFromRecord(r store.Task) (*Task, error) {
 			Retry: sj.Retry, FailureAction: sj.FailureAction, Timeout: sj.TimeoutNS,
 			Env: sj.Env, Secrets: sj.Secrets, IdempotencyKey: r.IdempotencyKey,
 		},
-		Team: r.Team, Status: Status(r.Status), Attempts: r.Attempts,
+		Team: r.Team, TeamID: r.TeamID, MachineID: r.MachineID, Status: Status(r.Status), Attempts: r.Attempts,
 		ExitCode: r.ExitCode, Stdout: string(r.Stdout), Stderr: string(r.Stderr),
 		StdoutTruncated: r.StdoutTruncated, StderrTruncated: r.StderrTruncated,
 		Error: r.Error, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, CompletedAt: r.CompletedAt,
@@ -407,46 +417,81 @@ func taskFromRecord(r store.Task) (*Task, error) {
 // ListFilter narrows Client.List. Zero fields match everything.
 type ListFilter struct {
 	Statuses []Status
-	Machine  string
-	Team     string
+	Machine  string // a registered machine's name: the tasks of that machine
+	Team     string // a live team's name
+	// TeamID selects one team's tasks by id: a live team's, or a deleted
+	// team's (owners; see TeamFilter.IncludeDeleted), whose tasks no team
+	// of the same name can see.
+	TeamID   string
 	Priority Priority // 0 = any
 	Limit    int      // 0 = no limit
 }
 
 // Submit queues a task and returns at once with it (status PENDING). A
 // spec naming a Team instead of a Machine is placed on the team's best
-// machine (see TaskSpec.Team). When spec.IdempotencyKey names an earlier
-// task, that task is returned instead and nothing is queued. Nothing is
-// written when an error is returned. Needs operator (or admin) of the
-// machine's team.
+// machine (see TaskSpec.Team). Needs operator (or admin) of the machine's
+// team. The checks authorization relies on (the actor's role, the machine
+// still registered in the team the task is queued in) hold at the moment
+// the task is written: the store checks them again in the write's
+// transaction, so a machine moved to another team meanwhile fails the
+// submit (ErrConflict) instead of queueing a task of one team on another
+// team's machine. Nothing is written when an error is returned.
+//
+// When spec.IdempotencyKey names an earlier task of the same team (keys are
+// scoped per team; another team's key is another key), that task is
+// returned instead and nothing is queued: through Get's access check and
+// redaction, audited as a task.create of that task with
+// idempotent=existing.
 //
 // Errors: ErrNoActor, ErrPermissionDenied, ErrInvalidPriority,
-// ErrInvalidTask, ErrUnknownMachine, ErrNoEligibleMachine.
+// ErrInvalidTask, ErrUnknownMachine, ErrNoEligibleMachine, ErrConflict.
 func (c *Client) Submit(ctx context.Context, spec TaskSpec) (*Task, error) {
 	auth, err := c.taskAuth(ctx)
 	if err != nil {
 		return nil, err
 	}
-	rec, o, err := c.prepareTask(ctx, spec, c.newPlacer(), auth, c.clock.Now().UTC())
+	p, err := c.prepareTask(ctx, spec, c.newPlacer(), auth, c.clock.Now().UTC())
 	if err != nil {
 		return nil, err
 	}
-	rec, created, err := c.engine.CreateTask(o.ctx(ctx), rec)
+	rec, created, err := c.engine.CreateTask(p.op.ctx(ctx, p.guards...), p.rec)
 	if err != nil {
-		return nil, o.fail(ctx, mapStoreErr(err))
+		return nil, p.op.fail(ctx, mapStoreErr(err))
+	}
+	if !created {
+		return c.idempotentHit(ctx, p.op, rec)
 	}
 	t, err := taskFromRecord(rec)
 	if err != nil {
 		return nil, err
 	}
-	if created {
-		c.taskLog(t, 0).InfoContext(ctx, "task queued", "actor", o.actor)
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-		c.notify()
+	c.taskLog(t, 0).InfoContext(ctx, "task queued", "actor", p.op.actor)
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
+	c.notify()
+	return t, nil
+}
+
+// idempotentHit returns the existing task a submission's idempotency key
+// named, through Get's access check and redaction, and audits it: a
+// task.create (result ok) of the existing task, idempotent=existing,
+// instead of the create record of the task that was not queued.
+func (c *Client) idempotentHit(ctx context.Context, o *op, rec store.Task) (*Task, error) {
+	t, err := taskFromRecord(rec)
+	if err != nil {
+		return nil, err
+	}
+	_, g, err := c.authorize(ctx, authz.TaskRead, teamScope(rec.TeamID, rec.Team), audit.EntityTask, rec.ID,
+		map[string]string{"idempotency_key": rec.IdempotencyKey})
+	if err != nil {
+		return nil, err
+	}
+	redactOutput(t, g)
+	r := o.record(audit.ResultOK, map[string]string{"idempotent": "existing", "requested_id": o.eid, "status": string(rec.Status)})
+	r.EntityID = rec.ID
+	c.appendAudit(ctx, r)
 	return t, nil
 }
 
@@ -467,17 +512,20 @@ func (c *Client) getTask(ctx context.Context, id string) (*Task, error) {
 	return taskFromRecord(r)
 }
 
+// taskScope is the team scope of a task.
+func taskScope(t *Task) scope { return teamScope(t.TeamID, t.Team) }
+
 // readTask loads a task and checks that the actor may read it; output is
 // blanked unless the actor may read output (viewers may not).
 func (c *Client) readTask(ctx context.Context, id string, audited bool) (*Task, *op, authz.Grants, error) {
-	if _, ok := ActorFrom(ctx); !ok {
-		return nil, nil, authz.Grants{}, ErrNoActor
+	if _, _, err := c.actor(ctx); err != nil {
+		return nil, nil, authz.Grants{}, err
 	}
 	t, err := c.getTask(ctx, id)
 	if err != nil {
 		return nil, nil, authz.Grants{}, err
 	}
-	o, g, err := c.authorize(ctx, authz.TaskRead, t.Team, audit.EntityTask, id, nil)
+	o, g, err := c.authorize(ctx, authz.TaskRead, taskScope(t), audit.EntityTask, id, nil)
 	if err != nil {
 		return nil, nil, g, err
 	}
@@ -489,7 +537,7 @@ func (c *Client) readTask(ctx context.Context, id string, audited bool) (*Task, 
 }
 
 func redactOutput(t *Task, g authz.Grants) {
-	if !authz.Allowed(g, authz.TaskOutput, t.Team) {
+	if !authz.Allowed(g, authz.TaskOutput, t.TeamID) {
 		t.Stdout, t.Stderr = "", ""
 	}
 }
@@ -507,17 +555,44 @@ func (c *Client) Get(ctx context.Context, id string) (*Task, error) {
 	return t, err
 }
 
+// listScope resolves a ListFilter's team (a name, or TeamID) into a scope.
+func (c *Client) listScope(ctx context.Context, team, teamID string) (scope, error) {
+	switch {
+	case teamID != "":
+		return c.scopeOfID(ctx, teamID)
+	case team != "":
+		return c.resolveTeam(ctx, team)
+	}
+	return scope{}, nil
+}
+
 // List returns, in creation order, the tasks of the teams the actor
 // belongs to (owners: all) that match f, the PENDING ones with Waiting
-// filled. Viewers get them without output.
-// Errors: ErrNoActor, ErrPermissionDenied (f.Team the actor has no role in).
+// filled. Viewers get them without output. A Team is the live team of that
+// name: a deleted team's tasks are listed only by its id (f.TeamID).
+// Errors: ErrNoActor, ErrPermissionDenied (f.Team the actor has no role
+// in), ErrNotFound (f.Team unknown, for those who may list).
 func (c *Client) List(ctx context.Context, f ListFilter) ([]*Task, error) {
-	teams, o, err := c.scopeTeams(ctx, authz.TaskList, f.Team, audit.EntityTask)
+	sc, err := c.listScope(ctx, f.Team, f.TeamID)
+	if err != nil {
+		return nil, err
+	}
+	teams, o, err := c.scopeTeams(ctx, authz.TaskList, sc, audit.EntityTask)
 	if err != nil {
 		return nil, err
 	}
 	g := o.grants // loaded once, by the check above
-	sf := store.TaskFilter{Teams: teams, Machine: f.Machine, Priority: int(f.Priority), Limit: f.Limit}
+	sf := store.TaskFilter{TeamIDs: teams, Priority: int(f.Priority), Limit: f.Limit}
+	if f.Machine != "" {
+		m, err := c.engine.MachineByName(ctx, f.Machine)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return []*Task{}, nil
+		case err != nil:
+			return nil, mapStoreErr(err)
+		}
+		sf.MachineID = m.ID
+	}
 	for _, s := range f.Statuses {
 		sf.Statuses = append(sf.Statuses, store.Status(s))
 	}
@@ -535,13 +610,15 @@ func (c *Client) List(ctx context.Context, f ListFilter) ([]*Task, error) {
 		out = append(out, t)
 	}
 	c.explain(ctx, out, rs) // why the PENDING ones wait (wait.go)
+	o.detail["tasks"] = strconv.Itoa(len(out))
 	o.done(ctx)
 	return out, nil
 }
 
 // Wait blocks until the task is COMPLETED, FAILED or CANCELLED and returns
 // it, or until ctx ends (ctx.Err()). It sees changes made in this process at
-// once and those of other processes within Config.PollInterval.
+// once and those of other processes within Config.PollInterval. Access is
+// Get's, checked (and audited) when the wait starts.
 // Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound.
 func (c *Client) Wait(ctx context.Context, id string) (*Task, error) {
 	_, _, g, err := c.readTask(ctx, id, true)
@@ -578,14 +655,14 @@ func (c *Client) Wait(ctx context.Context, id string) (*Task, error) {
 // Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound; ErrNotCancellable
 // for COMPLETED and FAILED tasks.
 func (c *Client) Cancel(ctx context.Context, id string) (*Task, error) {
-	if _, ok := ActorFrom(ctx); !ok {
-		return nil, ErrNoActor
+	if _, _, err := c.actor(ctx); err != nil {
+		return nil, err
 	}
 	cur, err := c.getTask(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	o, g, err := c.authorize(ctx, authz.TaskCancel, cur.Team, audit.EntityTask, id, map[string]string{"status": string(cur.Status)})
+	o, g, err := c.authorize(ctx, authz.TaskCancel, taskScope(cur), audit.EntityTask, id, map[string]string{"status": string(cur.Status)})
 	if err != nil {
 		return nil, err
 	}
@@ -619,7 +696,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Task, error) {
 // delay included) in the teams the actor may list.
 // Errors: ErrNoActor, ErrPermissionDenied.
 func (c *Client) QueueDepth(ctx context.Context) (map[Priority]int, error) {
-	teams, o, err := c.scopeTeams(ctx, authz.TaskList, "", audit.EntityTask)
+	teams, o, err := c.scopeTeams(ctx, authz.TaskList, scope{}, audit.EntityTask)
 	if err != nil {
 		return nil, err
 	}
@@ -629,7 +706,7 @@ func (c *Client) QueueDepth(ctx context.Context) (map[Priority]int, error) {
 	}
 	out := map[Priority]int{}
 	for _, r := range rows {
-		if r.Status == store.Pending && (teams == nil || slices.Contains(teams, r.Team)) {
+		if r.Status == store.Pending && (teams == nil || slices.Contains(teams, r.TeamID)) {
 			out[Priority(r.Priority)] += r.Count
 		}
 	}

@@ -193,6 +193,8 @@ func (c *Client) vault() (Vault, error) {
 // SetSecret writes a secret into team's vault and returns its new version.
 // cas, when not nil, is the version the write expects (0: the key must not
 // exist). Team admins and owners. Audited with the key, never the value.
+// The vault is keyed by the team's id: a rename keeps it, a later team of
+// the same name does not see it.
 // Errors: ErrNoActor, ErrPermissionDenied, ErrInvalidArgument (bad key),
 // ErrVersionConflict, ErrNotFound (team).
 func (c *Client) SetSecret(ctx context.Context, team, key string, value []byte, cas *int) (int, error) {
@@ -200,18 +202,11 @@ func (c *Client) SetSecret(ctx context.Context, team, key string, value []byte, 
 	if cas != nil {
 		d["cas"] = strconv.Itoa(*cas)
 	}
-	o, _, err := c.authorize(ctx, authz.VaultWrite, team, audit.EntityVault, key, d)
+	o, v, err := c.vaultOp(ctx, authz.VaultWrite, team, key, d)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := c.access.GetTeam(ctx, team); err != nil {
-		return 0, o.fail(ctx, c.teamErr(err, team))
-	}
-	v, err := c.vault()
-	if err != nil {
-		return 0, o.fail(ctx, err)
-	}
-	ver, err := v.Put(ctx, team, key, value, PutOptions{CAS: cas})
+	ver, err := v.Put(ctx, o.team.id, key, value, PutOptions{CAS: cas})
 	if err != nil {
 		return 0, o.fail(ctx, vaultErr(err))
 	}
@@ -220,19 +215,34 @@ func (c *Client) SetSecret(ctx context.Context, team, key string, value []byte, 
 	return ver, nil
 }
 
-// GetSecret reads a secret's value. Team admins and owners (operators use
-// secrets in tasks but never read them). Audited with the key.
-// Errors: ErrNoActor, ErrPermissionDenied, ErrSecretNotFound.
-func (c *Client) GetSecret(ctx context.Context, team, key string) (Secret, error) {
-	o, _, err := c.authorize(ctx, authz.VaultRead, team, audit.EntityVault, key, map[string]string{"key": key})
+// vaultOp authorizes action on team's vault (a team name) and returns the
+// operation and the vault.
+func (c *Client) vaultOp(ctx context.Context, action authz.Action, team, key string, detail map[string]string) (*op, Vault, error) {
+	sc, err := c.resolveTeam(ctx, team)
 	if err != nil {
-		return Secret{}, err
+		return nil, nil, err
+	}
+	o, _, err := c.authorize(ctx, action, sc, audit.EntityVault, key, detail)
+	if err != nil {
+		return nil, nil, err
 	}
 	v, err := c.vault()
 	if err != nil {
-		return Secret{}, o.fail(ctx, err)
+		return nil, nil, o.fail(ctx, err)
 	}
-	s, err := v.Get(ctx, team, key)
+	return o, v, nil
+}
+
+// GetSecret reads a secret's value. Team admins and owners (operators use
+// secrets in tasks but never read them). Audited with the key.
+// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound (team),
+// ErrSecretNotFound.
+func (c *Client) GetSecret(ctx context.Context, team, key string) (Secret, error) {
+	o, v, err := c.vaultOp(ctx, authz.VaultRead, team, key, map[string]string{"key": key})
+	if err != nil {
+		return Secret{}, err
+	}
+	s, err := v.Get(ctx, o.team.id, key)
 	if err != nil {
 		return Secret{}, o.fail(ctx, vaultErr(err))
 	}
@@ -242,45 +252,42 @@ func (c *Client) GetSecret(ctx context.Context, team, key string) (Secret, error
 }
 
 // ListSecrets lists the keys (never values) of team's vault. Admins,
-// operators and owners. Errors: ErrNoActor, ErrPermissionDenied.
+// operators and owners. Errors: ErrNoActor, ErrPermissionDenied,
+// ErrNotFound (team).
 func (c *Client) ListSecrets(ctx context.Context, team string) ([]string, error) {
-	o, _, err := c.authorize(ctx, authz.VaultList, team, audit.EntityVault, "", nil)
+	o, v, err := c.vaultOp(ctx, authz.VaultList, team, "", nil)
 	if err != nil {
 		return nil, err
 	}
-	v, err := c.vault()
-	if err != nil {
-		return nil, o.fail(ctx, err)
-	}
-	keys, err := v.List(ctx, team)
+	keys, err := v.List(ctx, o.team.id)
 	if err != nil {
 		return nil, o.fail(ctx, vaultErr(err))
 	}
+	o.detail["keys"] = strconv.Itoa(len(keys))
 	o.done(ctx)
 	return keys, nil
 }
 
 // DeleteSecret removes a key (all versions) from team's vault. Team admins
-// and owners. Errors: ErrNoActor, ErrPermissionDenied, ErrSecretNotFound.
+// and owners. Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound (team),
+// ErrSecretNotFound.
 func (c *Client) DeleteSecret(ctx context.Context, team, key string) error {
-	o, _, err := c.authorize(ctx, authz.VaultDelete, team, audit.EntityVault, key, map[string]string{"key": key})
+	o, v, err := c.vaultOp(ctx, authz.VaultDelete, team, key, map[string]string{"key": key})
 	if err != nil {
 		return err
 	}
-	v, err := c.vault()
-	if err != nil {
-		return o.fail(ctx, err)
-	}
-	if err := v.Delete(ctx, team, key); err != nil {
+	if err := v.Delete(ctx, o.team.id, key); err != nil {
 		return o.fail(ctx, vaultErr(err))
 	}
 	o.done(ctx)
 	return nil
 }
 
-// resolveSecrets reads the values of a task's secrets (ENV → key) from its
-// team's vault. A missing key is ErrSecretNotFound naming the key.
-func (c *Client) resolveSecrets(ctx context.Context, team string, refs map[string]string) (map[string][]byte, error) {
+// resolveSecrets reads the values of a task's secrets (ENV → key) from the
+// vault of the task's own team (sc: the id the task was queued under, never
+// its machine's current team). A missing key is ErrSecretNotFound naming
+// the key.
+func (c *Client) resolveSecrets(ctx context.Context, sc scope, refs map[string]string) (map[string][]byte, error) {
 	if len(refs) == 0 {
 		return nil, nil
 	}
@@ -290,10 +297,10 @@ func (c *Client) resolveSecrets(ctx context.Context, team string, refs map[strin
 	}
 	out := make(map[string][]byte, len(refs))
 	for env, key := range refs {
-		s, err := v.Get(ctx, team, key)
+		s, err := v.Get(ctx, sc.id, key)
 		if err != nil {
 			if errors.Is(err, vault.ErrSecretNotFound) {
-				return nil, fmt.Errorf("%w: task secret %s refers to key %q, which team %q's vault lacks (add it: rediacc vault set --team %s %s)", ErrSecretNotFound, env, key, team, team, key)
+				return nil, fmt.Errorf("%w: task secret %s refers to key %q, which team %q's vault lacks (add it: rediacc vault set --team %s %s)", ErrSecretNotFound, env, key, sc.label(), sc.label(), key)
 			}
 			return nil, vaultErr(err)
 		}
@@ -351,6 +358,23 @@ func (s storeVaultFiles) Teams(ctx context.Context) ([]string, error) {
 		teams = append(teams, b.Key)
 	}
 	return teams, nil
+}
+
+func (s storeVaultFiles) Delete(ctx context.Context, team string) error {
+	for {
+		b, err := s.be.GetBlob(ctx, store.BlobVault, team)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return mapStoreErr(err)
+		}
+		err = s.be.DeleteBlob(ctx, store.BlobVault, team, b.Revision)
+		if errors.Is(err, store.ErrRevision) || errors.Is(err, store.ErrNotFound) {
+			continue // changed or removed meanwhile: look again
+		}
+		return mapStoreErr(err)
+	}
 }
 
 func (s storeVaultFiles) String() string { return "the store" }

@@ -284,7 +284,7 @@ func TestMachineIdentityInVault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.IdentityFile != "" || m.IdentitySecret != "machines/vaulted/identity" {
+	if m.IdentityFile != "" || m.ID == "" || m.IdentitySecret != "machines/"+m.ID+"/identity" {
 		t.Fatalf("machine: %+v", m)
 	}
 	task := submit(t, c, rediacc.TaskSpec{Machine: "vaulted", Command: "echo via vault key"})

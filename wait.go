@@ -136,30 +136,31 @@ func (c *Client) newWaitView(ctx context.Context) *waitView {
 	return &waitView{c: c, ctx: ctx, now: c.clock.Now().UTC(), machines: map[string]*waitMachine{}}
 }
 
-// machine loads what the view knows of machine name.
-func (w *waitView) machine(name string) *waitMachine {
-	if m, ok := w.machines[name]; ok {
+// machine loads what the view knows of machine id (known: registered).
+func (w *waitView) machine(id string) *waitMachine {
+	if m, ok := w.machines[id]; ok {
 		return m
 	}
 	m := &waitMachine{}
-	if rec, err := w.c.engine.GetMachine(w.ctx, name); err == nil {
+	if rec, err := w.c.engine.GetMachine(w.ctx, id); err == nil && rec.DeletedAt.IsZero() {
 		m.rec, m.known = rec, true
 		m.h = w.c.viewHealth(rec, w.now)
 	}
-	if ts, err := w.c.engine.ListTasks(w.ctx, store.TaskFilter{Machine: name, Statuses: []store.Status{store.Assigned, store.Processing}}); err == nil {
+	if ts, err := w.c.engine.ListTasks(w.ctx, store.TaskFilter{MachineID: id, Statuses: []store.Status{store.Assigned, store.Processing}}); err == nil {
 		m.running = len(ts)
 	}
-	w.machines[name] = m
+	w.machines[id] = m
 	return m
 }
 
-// policy is the claim rule as this client's workers apply it to machine m.
-func (w *waitView) policy(m *waitMachine, name string) sched.Policy {
+// policy is the claim rule as this client's workers apply it to machine m
+// (of id).
+func (w *waitView) policy(m *waitMachine, id string) sched.Policy {
 	cfg := w.c.cfg
 	p := sched.Policy{Now: w.now, PerMachine: cfg.PerMachineLimit, ReserveCritical: !cfg.NoCriticalReserve,
 		Aging: max(cfg.AgingInterval, 0), MaxHold: w.c.maxHold()}
 	if m.h.busy {
-		p.BusyMachines = []string{name}
+		p.BusyMachines = []string{id}
 	}
 	return p
 }
@@ -169,9 +170,9 @@ func (w *waitView) reasons(r store.Task) []WaitReason {
 	if r.Status != store.Pending {
 		return nil
 	}
-	m := w.machine(r.Machine)
-	p := w.policy(m, r.Machine)
-	c := sched.Candidate{ID: r.ID, Team: r.Team, Machine: r.Machine, Priority: r.Priority, EnqueuedAt: r.EnqueuedAt, ReadyAt: r.ReadyAt}
+	m := w.machine(r.MachineID)
+	p := w.policy(m, r.MachineID)
+	c := sched.Candidate{ID: r.ID, Team: r.TeamID, Machine: r.MachineID, Priority: r.Priority, EnqueuedAt: r.EnqueuedAt, ReadyAt: r.ReadyAt}
 	h, until := p.Check(c, m.running)
 	var out []WaitReason
 	add := func(code WaitCode, until time.Time, format string, args ...any) {
@@ -289,12 +290,12 @@ func (c *Client) untilEmpty(ctx context.Context, actor string) (done bool, wait 
 			break
 		}
 		var ws []WaitReason
-		if !authz.Allowed(g, authz.TaskRun, r.Team) {
+		if !authz.Allowed(g, authz.TaskRun, r.TeamID) {
 			ws = []WaitReason{{Code: WaitNotRunnable, Message: fmt.Sprintf(
 				"this worker (acting as %s) may not run team %s's tasks: it needs the operator or admin role in that team", actor, r.Team)}}
 		} else {
 			ws = w.reasons(r)
-			known := w.machine(r.Machine).known // a task of an unregistered machine is claimed only by owners
+			known := w.machine(r.MachineID).known // a task of an unregistered machine is claimed only by owners
 			if i := slices.IndexFunc(ws, func(x WaitReason) bool { return !x.Until.IsZero() || (x.Code == WaitQueued && known) }); i >= 0 {
 				// Claimable now (a claim raced it) or later by time alone: wait.
 				if next.IsZero() || (!ws[i].Until.IsZero() && ws[i].Until.Before(next)) {

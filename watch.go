@@ -53,8 +53,8 @@ func (c *Client) waitChange(ctx context.Context, ch <-chan struct{}) error {
 // Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound (checked for every
 // id before waiting).
 func (c *Client) WaitAll(ctx context.Context, ids []string) ([]*Task, error) {
-	if _, ok := ActorFrom(ctx); !ok {
-		return nil, ErrNoActor
+	if _, _, err := c.actor(ctx); err != nil {
+		return nil, err
 	}
 	g, uniq, err := c.checkReadable(ctx, ids)
 	if err != nil {
@@ -124,8 +124,8 @@ type TaskEvent struct {
 // Errors (at once, before any event): ErrNoActor, ErrPermissionDenied,
 // ErrNotFound, checked for every id.
 func (c *Client) Watch(ctx context.Context, ids []string) (<-chan TaskEvent, error) {
-	if _, ok := ActorFrom(ctx); !ok {
-		return nil, ErrNoActor
+	if _, _, err := c.actor(ctx); err != nil {
+		return nil, err
 	}
 	g, uniq, err := c.checkReadable(ctx, ids)
 	if err != nil {

@@ -47,7 +47,7 @@ func (c *Client) Run(ctx context.Context) error { return c.run(ctx, false) }
 func (c *Client) RunUntilEmpty(ctx context.Context) error { return c.run(ctx, true) }
 
 func (c *Client) run(ctx context.Context, untilEmpty bool) error {
-	o, _, err := c.authorizeAny(ctx, authz.TaskRun, "", audit.EntityTask)
+	o, _, err := c.authorizeAny(ctx, authz.TaskRun, scope{}, audit.EntityTask)
 	if err != nil {
 		return err
 	}
@@ -242,8 +242,8 @@ func (c *Client) shutdown(ctx context.Context, wg *sync.WaitGroup, log *slog.Log
 	<-finished
 }
 
-// claim takes up to n ready tasks of the machines whose team lets actor
-// run tasks (re-read each time: roles and machines change).
+// claim takes up to n ready tasks of the machines (ids) whose team lets
+// actor run tasks (re-read each time: roles and machines change).
 func (c *Client) claim(ctx context.Context, actor string, n int) ([]store.Task, error) {
 	g, err := c.grants(ctx, actor)
 	if err != nil {
@@ -251,13 +251,13 @@ func (c *Client) claim(ctx context.Context, actor string, n int) ([]store.Task, 
 	}
 	var machines []string
 	if teams, all := visibleTeams(g, authz.TaskRun); !all {
-		ms, err := c.engine.ListMachines(ctx, store.MachineFilter{Teams: teams})
+		ms, err := c.engine.ListMachines(ctx, store.MachineFilter{TeamIDs: teams})
 		if err != nil {
 			return nil, err
 		}
 		machines = []string{}
 		for _, m := range ms {
-			machines = append(machines, m.Name)
+			machines = append(machines, m.ID)
 		}
 		if len(machines) == 0 {
 			return nil, nil
@@ -273,7 +273,7 @@ func (c *Client) claim(ctx context.Context, actor string, n int) ([]store.Task, 
 		PerMachine: c.cfg.PerMachineLimit, ReserveCritical: !c.cfg.NoCriticalReserve,
 		Aging: aging, Machines: machines,
 		BusyMachines: c.busyMachines(ctx), MaxHold: c.maxHold(), // judged busy; the gate's end (health.go)
-		Weights: c.claimWeights(), // fair shares between teams (fair.go)
+		Weights: c.claimWeights(ctx), // fair shares between teams, by team id (fair.go)
 	})
 	if err != nil || len(tasks) == 0 {
 		return tasks, err
@@ -289,12 +289,15 @@ func (c *Client) claim(ctx context.Context, actor string, n int) ([]store.Task, 
 // taskEvent is an audit record of a task lifecycle event done by this
 // worker.
 func (c *Client) taskEvent(t store.Task, action string, details map[string]string) audit.Record {
-	d := map[string]string{"worker": c.id, "machine": t.Machine}
+	d := map[string]string{"worker": c.id, "machine": t.Machine, "machine_id": t.MachineID}
+	if t.Team != t.TeamID {
+		d["team_name"] = t.Team
+	}
 	for k, v := range details {
 		d[k] = v
 	}
 	return audit.Record{Time: c.clock.Now().UTC(), Actor: c.workerActor, Action: action,
-		EntityType: audit.EntityTask, EntityID: t.ID, Team: t.Team, Result: audit.ResultOK, Details: d}
+		EntityType: audit.EntityTask, EntityID: t.ID, Team: t.TeamID, Result: audit.ResultOK, Details: d}
 }
 
 // heartbeat renews the leases of running tasks and ends those that were
@@ -375,6 +378,21 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 		return
 	}
 	log := c.taskLog(t, attemptNo)
+	// What the claim relied on is checked again where the work starts: the
+	// machine is still the task's team's, and this worker's actor may still
+	// run the team's tasks.
+	m, err := c.taskMachine(bg, rec)
+	if err != nil {
+		var mc *MachineChangedError
+		if errors.As(err, &mc) {
+			log.ErrorContext(bg, "task failed without running: its machine left its team", "error", err)
+			c.finish(bg, rec, t, attemptNo, store.Attempt{}, err, kindPermanent)
+		} else {
+			log.WarnContext(bg, "task given back without running", "error", err)
+			c.finish(bg, rec, t, attemptNo, store.Attempt{}, err, kindInterrupted)
+		}
+		return
+	}
 	started := c.clock.Now().UTC()
 	attempt := store.Attempt{Number: attemptNo, Worker: c.id, StartedAt: started}
 	startCtx := store.WithAudit(bg, c.taskEvent(rec, "task.start", map[string]string{"attempt": strconv.Itoa(attemptNo)}))
@@ -396,7 +414,7 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 	if ms := maintenanceOf(rec); ms != nil {
 		res, runErr = c.runMaintenance(ctx, t, ms) // maintenance.go
 	} else {
-		res, red, runErr = c.runRemote(ctx, t, attemptNo)
+		res, red, runErr = c.runRemote(ctx, rec, t, m, attemptNo)
 	}
 	if runErr != nil && ctx.Err() != nil {
 		runErr = fmt.Errorf("%w (%v)", context.Cause(ctx), runErr)
@@ -420,14 +438,39 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 	c.finishWith(bg, rec, t, attemptNo, attempt, res, runErr, kind, red)
 }
 
-// runRemote runs one attempt. The redactor masks the task's secret values
-// (nil when it has none); the result's output is already masked.
-func (c *Client) runRemote(ctx context.Context, t *Task, attemptNo int) (*rssh.Result, *redact.Redactor, error) {
-	m, err := c.machine(ctx, t.Machine)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: machine %q is no longer registered", ErrInvalidTask, t.Machine)
+// taskMachine returns the machine of a claimed task, checking that it is
+// still a registered machine of the task's team (else a
+// *MachineChangedError: the task must fail without running) and that this
+// worker's actor may still run the team's tasks (else an error: the task
+// goes back to the queue for a worker that may).
+func (c *Client) taskMachine(ctx context.Context, rec store.Task) (Machine, error) {
+	r, err := c.engine.GetMachine(ctx, rec.MachineID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return Machine{}, &MachineChangedError{TaskID: rec.ID, TeamID: rec.TeamID, MachineID: rec.MachineID, Machine: rec.Machine, Removed: true}
+	case err != nil:
+		return Machine{}, mapStoreErr(err)
+	case !r.DeletedAt.IsZero():
+		return Machine{}, &MachineChangedError{TaskID: rec.ID, TeamID: rec.TeamID, MachineID: r.ID, Machine: r.Name, Removed: true}
+	case r.TeamID != rec.TeamID:
+		return Machine{}, &MachineChangedError{TaskID: rec.ID, TeamID: rec.TeamID, MachineID: r.ID, Machine: r.Name, MachineTeamID: r.TeamID}
 	}
-	secrets, err := c.resolveSecrets(ctx, m.Team, t.Secrets)
+	g, err := c.grants(ctx, c.workerActor)
+	if err != nil {
+		return Machine{}, err
+	}
+	if !authz.Allowed(g, authz.TaskRun, rec.TeamID) {
+		return Machine{}, fmt.Errorf("%w: the worker's actor %s may no longer run the tasks of team %q", ErrShutdown, c.workerActor, rec.Team)
+	}
+	return machineFromRecord(r)
+}
+
+// runRemote runs one attempt on m, the task's machine (see taskMachine).
+// The task's secrets come from its own team's vault (rec.TeamID: the team
+// it was queued in, which owns m). The redactor masks the task's secret
+// values (nil when it has none); the result's output is already masked.
+func (c *Client) runRemote(ctx context.Context, rec store.Task, t *Task, m Machine, attemptNo int) (*rssh.Result, *redact.Redactor, error) {
+	secrets, err := c.resolveSecrets(ctx, teamScope(rec.TeamID, rec.Team), t.Secrets)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -583,7 +626,7 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	if alert {
 		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := c.raiseAlert(actx, Alert{Kind: AlertTaskFailed, // alert.go: rate limited, counted
-			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, Priority: Priority(rec.Priority),
+			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, TeamID: rec.TeamID, MachineID: rec.MachineID, Priority: Priority(rec.Priority),
 			Command: t.Command, Attempts: done.Attempts, ExitCode: f.ExitCode, Error: f.Error, Time: now,
 			Message: fmt.Sprintf("task %s on %s failed after %d attempt(s): %s", rec.ID, rec.Machine, done.Attempts, clipLine(f.Error, 200)),
 		})

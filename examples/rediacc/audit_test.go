@@ -94,7 +94,7 @@ func TestCLIAuditTamperEvidence(t *testing.T) {
 		}
 		return c, logFile
 	}
-	dropDev := func(r audit.Record) bool { return r.EntityID == "dev" }
+	dropDev := func(r audit.Record) bool { return r.Details["name"] == "dev" } // team.create of dev (EntityID is its id)
 
 	t.Run("re-hashed without the key", func(t *testing.T) {
 		c, _ := setup(t)

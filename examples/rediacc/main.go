@@ -5,6 +5,9 @@
 //
 // Exit codes: 0 ok, 1 error, 3 permission denied, 4 not found, 5 invalid
 // input.
+//
+// Every command acts as the OS login that runs it (actor.go): --as and
+// REDIACC_USER name another user only for root and the data dir's owner.
 package main
 
 import (
@@ -15,7 +18,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -124,11 +126,12 @@ func newRoot(g *globals) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentPreRunE = func(c *cobra.Command, args []string) error {
-		if g.as == "" {
-			return usagef("--as: no user (set --as, REDIACC_USER or USER)")
-		}
 		g.logLevelSet = c.Flags().Changed("log-level")
-		c.SetContext(rediacc.WithActor(c.Context(), g.as))
+		ctx, err := g.actorContext(c.Context()) // actor.go
+		if err != nil {
+			return err
+		}
+		c.SetContext(ctx)
 		// A command that only reads must not create a store (and make its
 		// caller the owner) in a mistyped data dir.
 		if readOnlyCommands[c.CommandPath()] && g.storeURL == "" {
@@ -147,7 +150,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	g.vault.register(pf)
-	pf.StringVar(&g.as, "as", defaultActor(), "act as this user (env REDIACC_USER; default: the OS user)")
+	pf.StringVar(&g.as, "as", "", "act as this user (env REDIACC_USER): only root or the data dir's owner may, audited as impersonation; default: your OS login")
 	pf.StringVar(&g.passphraseFile, "identity-passphrase-file", "", "file holding the passphrase of identity files (else env REDIACC_SSH_KEY_PASSPHRASE)")
 	pf.StringVar(&g.auditKeyFile, "audit-key-file", os.Getenv("REDIACC_AUDIT_KEY_FILE"), "audit keyring file (env REDIACC_AUDIT_KEY_FILE; default DATA-DIR/audit.key, created 0600)")
 
@@ -197,17 +200,6 @@ func (g *globals) logger() (*slog.Logger, error) {
 		return slog.New(h), nil
 	}
 	return nil, usagef("--log-format %q: use text or json", g.logFormat)
-}
-
-// defaultActor is $REDIACC_USER, else the OS user.
-func defaultActor() string {
-	if u := os.Getenv("REDIACC_USER"); u != "" {
-		return u
-	}
-	if u, err := user.Current(); err == nil {
-		return u.Username
-	}
-	return os.Getenv("USER")
 }
 
 // keyPassphrase reads the identity passphrase from --identity-passphrase-file

@@ -122,11 +122,12 @@ progress bar follows the tasks, then a table shows each machine's result.`,
 func newListQueue(g *globals) *cobra.Command {
 	var (
 		status, machine, priority, output, team string
+		teamID                                  string
 		limit                                   int
 		stats                                   bool // monitor.go
 	)
 	c := &cobra.Command{
-		Use:   "queue [--status S] [--machine M] [--team T] [--priority N] [--stats] [-o json]",
+		Use:   "queue [--status S] [--machine M] [--team T | --team-id ID] [--priority N] [--stats] [-o json]",
 		Short: "List tasks",
 		Args:  exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -134,9 +135,12 @@ func newListQueue(g *globals) *cobra.Command {
 				return err
 			}
 			if stats { // monitor.go
+				if teamID != "" {
+					return usagef("--stats counts the live teams: use --team")
+				}
 				return printQueueStats(c.Context(), g, team, machine, output)
 			}
-			f := rediacc.ListFilter{Machine: machine, Team: team, Limit: limit}
+			f := rediacc.ListFilter{Machine: machine, Team: team, TeamID: teamID, Limit: limit}
 			if status != "" {
 				for _, s := range strings.Split(status, ",") {
 					st, err := rediacc.ParseStatus(s)
@@ -177,7 +181,8 @@ func newListQueue(g *globals) *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&status, "status", "", "only these statuses (comma-separated)")
 	f.StringVar(&machine, "machine", "", "only this machine")
-	f.StringVar(&team, "team", "", "only this team")
+	f.StringVar(&team, "team", "", "only this team (the live team of that name)")
+	f.StringVar(&teamID, "team-id", "", "only this team, by id (a deleted team's too, for owners: rediacc team list --all)")
 	f.StringVar(&priority, "priority", "", "only this priority")
 	f.IntVar(&limit, "limit", 0, "at most this many tasks (0: all)")
 	f.StringVarP(&output, "output", "o", "", "output format: table or json")

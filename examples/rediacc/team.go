@@ -16,7 +16,10 @@ func newTeam(g *globals) *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			return usagef("%s needs a subcommand (see --help)", c.CommandPath())
 		}}
-	var desc, output string
+	var (
+		desc, output string
+		all          bool
+	)
 	create := &cobra.Command{
 		Use: "create NAME [--description D]", Short: "Create a team (owners)", Args: exactArgs(1, "NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -31,13 +34,13 @@ func newTeam(g *globals) *cobra.Command {
 	}
 	create.Flags().StringVar(&desc, "description", "", "what the team is for")
 	list := &cobra.Command{
-		Use: "list [-o json]", Short: "List the teams you belong to (owners: all)", Args: exactArgs(0, ""),
+		Use: "list [--all] [-o json]", Short: "List the teams you belong to (owners: all; --all: deleted teams too)", Args: exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
 			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
-				ts, err := cl.Teams(ctx)
+				ts, err := cl.Teams(ctx, rediacc.TeamFilter{IncludeDeleted: all})
 				if err != nil {
 					return err
 				}
@@ -45,15 +48,20 @@ func newTeam(g *globals) *cobra.Command {
 					return writeJSON(g, ts)
 				}
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "TEAM\tDESCRIPTION\tCREATED")
+				fmt.Fprintln(tw, "TEAM\tID\tDESCRIPTION\tCREATED\tDELETED")
 				for _, t := range ts {
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", t.Name, t.Description, t.CreatedAt.Local().Format(time.DateTime))
+					deleted := ""
+					if !t.DeletedAt.IsZero() {
+						deleted = t.DeletedAt.Local().Format(time.DateTime)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(t.Name), t.ID, printable(t.Description), t.CreatedAt.Local().Format(time.DateTime), deleted)
 				}
 				return tw.Flush()
 			})
 		},
 	}
 	list.Flags().StringVarP(&output, "output", "o", "", "output format: table or json")
+	list.Flags().BoolVar(&all, "all", false, "include deleted teams, with the ids their tasks and audit records stay readable by (owners, auditors)")
 	var newName string
 	rename := &cobra.Command{
 		Use: "rename NAME --to NEW", Short: "Rename a team (owners)", Args: exactArgs(1, "NAME"),
@@ -69,18 +77,56 @@ func newTeam(g *globals) *cobra.Command {
 	}
 	rename.Flags().StringVar(&newName, "to", "", "the new name (required)")
 	_ = rename.MarkFlagRequired("to")
+	var (
+		purge  bool
+		teamID string
+	)
 	del := &cobra.Command{
-		Use: "delete NAME", Short: "Delete an empty team (owners)", Args: exactArgs(1, "NAME"),
+		Use:   "delete NAME [--purge-vault] | delete --team-id ID --purge-vault",
+		Short: "Delete a team without machines or unfinished tasks (owners)",
+		Long: `Delete a team. It must have no machines and no unfinished tasks, and its
+vault no secrets, unless --purge-vault is given: then the vault's secrets
+(every version, and the machines' imported identities) are destroyed once
+the team is deleted. The team's finished tasks and audit records stay,
+readable by its id (rediacc team list --all); a later team of the same name
+starts empty. --team-id ID --purge-vault destroys the vault of a team
+deleted earlier (a purge that failed).`,
+		Args: func(c *cobra.Command, args []string) error {
+			if teamID != "" {
+				if !purge || len(args) > 0 {
+					return usagef("--team-id takes no NAME and needs --purge-vault (it destroys the vault of a deleted team)")
+				}
+				return nil
+			}
+			return exactArgs(1, "NAME")(c, args)
+		},
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
-				if err := cl.DeleteTeam(ctx, args[0]); err != nil {
+				if teamID != "" {
+					if err := cl.PurgeTeamVault(ctx, teamID); err != nil {
+						return err
+					}
+					fmt.Fprintf(g.stdout, "vault of deleted team %s destroyed\n", teamID)
+					return nil
+				}
+				var opts []rediacc.TeamDeleteOption
+				if purge {
+					opts = append(opts, rediacc.PurgeVault())
+				}
+				if err := cl.DeleteTeam(ctx, args[0], opts...); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.stdout, "team %s deleted\n", args[0])
+				if purge {
+					fmt.Fprintf(g.stdout, "team %s deleted, its vault destroyed\n", args[0])
+				} else {
+					fmt.Fprintf(g.stdout, "team %s deleted\n", args[0])
+				}
 				return nil
 			})
 		},
 	}
+	del.Flags().BoolVar(&purge, "purge-vault", false, "destroy the team's vault (every secret and version) with the team")
+	del.Flags().StringVar(&teamID, "team-id", "", "with --purge-vault: destroy the vault of the deleted team of this id")
 	team.AddCommand(create, list, rename, del, newMember(g))
 	return team
 }
@@ -211,8 +257,12 @@ func newListAudit(g *globals) *cobra.Command {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tENTITY\tTEAM\tRESULT\tDETAILS")
 				for _, r := range recs {
+					team := r.Team // the team's id; its name when the record has it
+					if n := r.Details["team_name"]; n != "" {
+						team = n
+					}
 					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s %s\t%s\t%s\t%s\n", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05.000"),
-						r.Actor, r.Action, r.EntityType, clip(r.EntityID, 12), r.Team, r.Result, clip(fmtDetails(r.Details), 60))
+						r.Actor, r.Action, r.EntityType, clip(r.EntityID, 12), printable(team), r.Result, clip(fmtDetails(r.Details), 60))
 				}
 				return tw.Flush()
 			})
@@ -224,7 +274,8 @@ func newListAudit(g *globals) *cobra.Command {
 	fl.StringVar(&f.Actor, "actor", "", "only this actor")
 	fl.StringVar(&actionFilter, "action", "", "only this action, or a prefix such as task.")
 	fl.StringVar(&f.EntityType, "entity-filter", "", "only this entity type: task, machine, team, member, vault, audit")
-	fl.StringVar(&f.Team, "team", "", "only this team")
+	fl.StringVar(&f.Team, "team", "", "only this team (the live team of that name)")
+	fl.StringVar(&f.TeamID, "team-id", "", "only this team, by id (a deleted team's too: rediacc team list --all)")
 	fl.IntVar(&f.Limit, "max-records", 1000, "at most this many records (1..10000)")
 	fl.StringVarP(&output, "output", "o", "", "output format: table, json or jsonl")
 	return c

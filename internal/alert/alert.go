@@ -58,9 +58,13 @@ type Alert struct {
 	Severity string `json:"severity"`
 	// TaskID is the failed task's id (task.failed); empty otherwise.
 	TaskID string `json:"taskId"`
-	// Team and Machine the alert is about, when it is about one.
-	Team    string `json:"team"`
-	Machine string `json:"machine"`
+	// Team and Machine the alert is about, when it is about one (names),
+	// and their ids (a team or machine keeps its id across renames; a
+	// later one of the same name has another).
+	Team      string `json:"team"`
+	Machine   string `json:"machine"`
+	TeamID    string `json:"teamId,omitempty"`
+	MachineID string `json:"machineId,omitempty"`
 	// Priority of the task or queue level, 1 (critical) … 5; 0 if none.
 	Priority int `json:"priority"`
 	// Attempts the task made (task.failed).

@@ -15,7 +15,9 @@ import (
 const DefaultWindow = 5 * time.Minute
 
 // DefaultKey is the condition an alert reports, for [RateLimiter]: a.Key
-// when set; otherwise Kind, Team, Machine, Priority and TaskID together.
+// when set; otherwise Kind, Team, Machine, Priority and TaskID together
+// (the team's and machine's ids when set, else their names, so that two
+// teams that had the same name are two conditions).
 // For the threshold kinds TaskID is empty, so the condition is "this kind,
 // on this team/machine (and priority level, for queue alerts)"; for
 // task.failed every task is its own condition, so failures of different
@@ -24,7 +26,14 @@ func DefaultKey(a Alert) string {
 	if a.Key != "" {
 		return a.Key
 	}
-	return strings.Join([]string{a.Kind, a.Team, a.Machine, strconv.Itoa(a.Priority), a.TaskID}, "\x00")
+	team, machine := a.Team, a.Machine
+	if a.TeamID != "" {
+		team = "id:" + a.TeamID
+	}
+	if a.MachineID != "" {
+		machine = "id:" + a.MachineID
+	}
+	return strings.Join([]string{a.Kind, team, machine, strconv.Itoa(a.Priority), a.TaskID}, "\x00")
 }
 
 // RateLimitConfig configures a [RateLimiter]. The zero value is usable.

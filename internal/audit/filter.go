@@ -39,8 +39,15 @@ type Filter struct {
 	// EntityID matches the record's entity id or name exactly.
 	EntityID string
 	// Team matches the record's team exactly (a team admin's queries are
-	// restricted to their team this way).
+	// restricted to their team this way). The record's team is the team's
+	// id (records written before teams had ids carry its name, which is
+	// the id those teams were given). rediacc.AuditLog takes a team name
+	// here and resolves it to the live team's id before the query.
 	Team string
+	// TeamID, when set, must also match the record's team exactly. It is
+	// how rediacc.AuditLog's callers name a team by id (a deleted team's
+	// included); stores receive the resolved id in Team.
+	TeamID string
 	// Result matches the record's result: "", ResultOK, ResultDenied or ResultError.
 	Result string
 	// AfterSeq, when positive, keeps only records with a larger Seq: the
@@ -122,5 +129,6 @@ func (f Filter) Match(r Record) bool {
 		(f.EntityType == "" || r.EntityType == f.EntityType) &&
 		(f.EntityID == "" || r.EntityID == f.EntityID) &&
 		(f.Team == "" || r.Team == f.Team) &&
+		(f.TeamID == "" || r.Team == f.TeamID) &&
 		(f.Result == "" || r.Result == f.Result)
 }

@@ -15,7 +15,8 @@ const (
 	TeamCreate Action = "team.create"
 	// TeamRename renames a team.
 	TeamRename Action = "team.rename"
-	// TeamDelete deletes a team (refused while it has machines or unfinished tasks).
+	// TeamDelete deletes a team (refused while it has machines or unfinished
+	// tasks, or secrets unless its vault is purged with it).
 	TeamDelete Action = "team.delete"
 	// TeamList sees a team in the team list (each member sees their teams).
 	TeamList Action = "team.list"
@@ -136,9 +137,9 @@ var order = []Action{
 var rules = map[Action]rule{
 	TeamCreate: {ScopeStore, allow(Owner), "create a team", ""},
 	TeamRename: {ScopeTeam, allow(Owner), "rename a team", ""},
-	TeamDelete: {ScopeTeam, allow(Owner), "delete a team", "refused while the team has machines or unfinished tasks"},
+	TeamDelete: {ScopeTeam, allow(Owner), "delete a team", "refused while the team has machines or unfinished tasks, or secrets in its vault unless they are destroyed with it (purge, audited)"},
 	TeamList: {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "see the team in the team list",
-		"members see the teams they belong to; the owner sees all"},
+		"members see the teams they belong to; the owner sees all; deleted teams, with their ids: owner and auditor"},
 
 	TeamMemberAdd:    {ScopeTeam, allow(Owner, Admin), "add a member", ""},
 	TeamMemberRemove: {ScopeTeam, allow(Owner, Admin), "remove a member", ""},

@@ -17,19 +17,36 @@ var (
 )
 
 // DefaultTeam exists in every store (created with the store: by the SQLite
-// schema's migration 2, by memory.New) and cannot be deleted or renamed.
+// schema's migration 2, by memory.New) and cannot be deleted or renamed. It
+// is both the team's id and its name.
 const DefaultTeam = "default"
 
 // Team is a group of machines and members (prod, staging, dev …).
 type Team struct {
+	// ID is immutable; CreateTeam gives a new UUID when it is empty.
+	ID string
+	// Name is unique among live teams and may change (RenameTeam).
 	Name        string
 	Description string
 	CreatedAt   time.Time
+	// DeletedAt is when DeleteTeam deleted the team (zero while it is
+	// live). A deleted team keeps its record (its tasks and audit records
+	// still name it); its name is free for a new team, which gets a new id
+	// and sees nothing of the old one.
+	DeletedAt time.Time
+}
+
+// TeamFilter narrows ListTeams.
+type TeamFilter struct {
+	// IncludeDeleted lists deleted teams too (DeletedAt set).
+	IncludeDeleted bool
 }
 
 // Member is a user's role in one team: "admin", "operator" or "viewer"
 // (authz.Admin, authz.Operator, authz.Viewer).
 type Member struct {
+	TeamID string
+	// Team is the team's name, filled on read (ignored on write).
 	Team    string
 	User    string
 	Role    string
@@ -75,39 +92,49 @@ func AuditFrom(ctx context.Context) []audit.Record {
 // roles and the audit trail. Engines implement Engine and Access.
 //
 // Every mutating method (Create*, Rename*, Delete*, Put*, InitOwner,
-// MoveMachine, TrimAudit) appends the audit records its context carries (WithAudit) in
-// the same transaction as its change, and only when it returns no error.
-// Times zero on input (CreatedAt, AddedAt) default to now. Names and users
-// must be non-empty (ErrInvalidArgument).
+// MoveMachine, TrimAudit, AppendAudit) evaluates the guard conditions its
+// context carries (WithGuard) inside its transaction first, and appends the
+// audit records its context carries (WithAudit) in the same transaction as
+// its change, and only when it returns no error. Times zero on input
+// (CreatedAt, AddedAt) default to now. Names, ids and users must be
+// non-empty (ErrInvalidArgument).
 type Access interface {
-	// CreateTeam inserts t. ErrExists; ErrInvalidArgument (empty name).
-	CreateTeam(ctx context.Context, t Team) error
-	// GetTeam returns one team. ErrNotFound.
-	GetTeam(ctx context.Context, name string) (Team, error)
-	// ListTeams returns all teams ordered by name.
-	ListTeams(ctx context.Context) ([]Team, error)
-	// RenameTeam renames a team and, in the same transaction, every
-	// reference to it (machines, tasks, members; audit records keep the name
-	// they were written with). ErrNotFound (old), ErrExists (new, including
-	// new == old), ErrInvalidArgument when old is DefaultTeam or new is
-	// empty.
-	RenameTeam(ctx context.Context, oldName, newName string) error
-	// DeleteTeam deletes a team and its members. ErrNotFound;
-	// ErrTeamNotEmpty while it has machines or non-terminal tasks;
-	// ErrInvalidArgument for DefaultTeam.
-	DeleteTeam(ctx context.Context, name string) error
+	// CreateTeam inserts t and returns it as stored (ID a new UUID when
+	// empty). ErrExists when a live team has the name or the id is taken;
+	// ErrInvalidArgument (empty name).
+	CreateTeam(ctx context.Context, t Team) (Team, error)
+	// GetTeam returns one team by id, live or deleted (DeletedAt set).
+	// ErrNotFound.
+	GetTeam(ctx context.Context, id string) (Team, error)
+	// TeamByName returns the live team named name. ErrNotFound.
+	TeamByName(ctx context.Context, name string) (Team, error)
+	// ListTeams returns the live teams (and the deleted ones with
+	// f.IncludeDeleted) ordered by name, then id.
+	ListTeams(ctx context.Context, f TeamFilter) ([]Team, error)
+	// RenameTeam renames the live team id; every reference to it is by id,
+	// so machines, tasks, members, vault and audit records stay with it.
+	// ErrNotFound (no live team id), ErrExists (a live team has the new
+	// name, including the team itself), ErrInvalidArgument when id is
+	// DefaultTeam or the new name is empty.
+	RenameTeam(ctx context.Context, id, newName string) error
+	// DeleteTeam deletes the live team id: its members are removed and the
+	// team keeps its record with DeletedAt = at (zero: now); its name
+	// becomes free. ErrNotFound; ErrTeamNotEmpty while it has live
+	// machines or non-terminal tasks; ErrInvalidArgument for DefaultTeam.
+	DeleteTeam(ctx context.Context, id string, at time.Time) error
 
-	// PutMember adds a member or changes its role; created reports which
-	// (a changed role keeps the first AddedAt). ErrNotFound when the team
-	// does not exist; ErrInvalidArgument for a role that is not a team role.
+	// PutMember adds a member to the live team m.TeamID or changes its
+	// role; created reports which (a changed role keeps the first AddedAt).
+	// ErrNotFound when the team is not live; ErrInvalidArgument for a role
+	// that is not a team role.
 	PutMember(ctx context.Context, m Member) (created bool, err error)
-	// DeleteMember removes a user from a team. ErrNotFound.
-	DeleteMember(ctx context.Context, team, user string) error
+	// DeleteMember removes a user from a team (id). ErrNotFound.
+	DeleteMember(ctx context.Context, teamID, user string) error
 	// ListMembers returns a team's members ordered by user ("" = every
-	// team, ordered by team then user).
-	ListMembers(ctx context.Context, team string) ([]Member, error)
+	// team, ordered by team id then user).
+	ListMembers(ctx context.Context, teamID string) ([]Member, error)
 	// MemberRoles returns the user's role in each team it belongs to, team
-	// -> role (an empty map when none).
+	// id -> role (an empty map when none).
 	MemberRoles(ctx context.Context, user string) (map[string]string, error)
 
 	// PutStoreRole grants a store-wide role (idempotent: granting it again
@@ -126,11 +153,12 @@ type Access interface {
 	// has one, user included).
 	InitOwner(ctx context.Context, user string, at time.Time) (bool, error)
 
-	// MoveMachine assigns a machine to another team (setting its
-	// UpdatedAt; moving it to its own team changes nothing). ErrNotFound
-	// (machine or team); ErrMachineHasTasks while it has non-terminal tasks.
-	// The machine's finished tasks keep the team they ran under.
-	MoveMachine(ctx context.Context, name, team string) error
+	// MoveMachine assigns the live machine id to the live team teamID
+	// (setting its UpdatedAt; moving it to its own team changes nothing).
+	// ErrNotFound (machine or team); ErrMachineHasTasks while it has
+	// non-terminal tasks. The machine's finished tasks keep the team they
+	// ran under.
+	MoveMachine(ctx context.Context, id, teamID string) error
 
 	// SetAuditKeyring sets the keyring whose current key seals the audit
 	// records appended from now on, by every method that appends them

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/rediacc/rediacc/internal/audit"
@@ -12,10 +13,10 @@ import (
 // migrate-from-sqlite). Records are kept exactly: ids, times, task states
 // and attempts, and the audit trail with its sequence numbers and seals.
 type Snapshot struct {
-	Teams      []Team
+	Teams      []Team // deleted ones included
 	Members    []Member
 	StoreRoles []StoreRole
-	Machines   []Machine // with their health samples
+	Machines   []Machine // with their health samples; the deleted ones tasks reference included
 	Tasks      []Task    // with History, in CreatedAt order
 	AuditBase  audit.Head
 	Audit      []audit.Record // the trail after AuditBase, in Seq order
@@ -47,7 +48,7 @@ func ReadSnapshot(ctx context.Context, e Engine) (Snapshot, error) {
 		return s, fmt.Errorf("%w: %T keeps no teams and audit trail", ErrInvalidArgument, e)
 	}
 	var err error
-	if s.Teams, err = a.ListTeams(ctx); err != nil {
+	if s.Teams, err = a.ListTeams(ctx, TeamFilter{IncludeDeleted: true}); err != nil {
 		return s, fmt.Errorf("reading teams: %w", err)
 	}
 	if s.Members, err = a.ListMembers(ctx, ""); err != nil {
@@ -63,12 +64,27 @@ func ReadSnapshot(ctx context.Context, e Engine) (Snapshot, error) {
 	if err != nil {
 		return s, fmt.Errorf("reading tasks: %w", err)
 	}
+	have := map[string]bool{}
+	for _, m := range s.Machines {
+		have[m.ID] = true
+	}
 	for _, t := range listed {
 		full, err := e.GetTask(ctx, t.ID)
 		if err != nil {
 			return s, fmt.Errorf("reading task %s: %w", t.ID, err)
 		}
 		s.Tasks = append(s.Tasks, full)
+		if !have[full.MachineID] { // a removed machine keeps its record for its tasks
+			have[full.MachineID] = true
+			m, err := e.GetMachine(ctx, full.MachineID)
+			if errors.Is(err, ErrNotFound) {
+				continue // tasks need not reference a machine that exists
+			}
+			if err != nil {
+				return s, fmt.Errorf("reading machine %s: %w", full.MachineID, err)
+			}
+			s.Machines = append(s.Machines, m)
+		}
 	}
 	if s.AuditBase, err = a.AuditBase(ctx); err != nil {
 		return s, fmt.Errorf("reading the audit base: %w", err)

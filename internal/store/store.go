@@ -53,10 +53,30 @@ var (
 	ErrDuplicateAttempt = errors.New("store: attempt already recorded")
 )
 
-// Machine is a registered machine. Name is unique store-wide.
+// Identity. Teams, machines and tasks have immutable opaque string ids
+// (UUIDs for new ones; a store migrated from the name-keyed schema gave each
+// existing team and machine its name as its id). Names are labels: unique
+// among live entities, free again once their entity is deleted, and a
+// team may be renamed. Every reference between records is by id
+// (Machine.TeamID, Task.TeamID, Task.MachineID, Member.TeamID), so a rename
+// keeps everything and a later entity of the same name inherits nothing.
+// The name fields beside the ids (Machine.Team, Task.Team, Task.Machine,
+// Member.Team) are filled on read, for display: the current name of the
+// entity the id references, or the id itself when no such entity exists
+// (engines do not check the references of tasks; the root package asks for
+// that check with a guard, see WithGuard). They are ignored on write.
+
+// Machine is a registered machine. ID is immutable; Name is unique among
+// live machines.
 type Machine struct {
-	Name      string
-	Team      string // owning team; "default" when none was given
+	// ID is the machine's immutable id; CreateMachine gives a new UUID when
+	// it is empty.
+	ID   string
+	Name string
+	// TeamID is the owning team's id; DefaultTeam ("default") when empty.
+	TeamID string
+	// Team is the owning team's name, filled on read (ignored on write).
+	Team      string
 	Host      string
 	Port      int
 	User      string
@@ -71,12 +91,18 @@ type Machine struct {
 	// keep the stored ones.
 	Health   []byte
 	HealthAt time.Time
+
+	// DeletedAt is when DeleteMachine removed the machine (zero while it is
+	// registered). A removed machine keeps its record, so that its tasks
+	// still show its name; its name is free for a new machine.
+	DeletedAt time.Time
 }
 
-// MachineFilter narrows ListMachines. Zero fields match everything.
+// MachineFilter narrows ListMachines, which lists live machines only. Zero
+// fields match everything.
 type MachineFilter struct {
-	Team  string
-	Teams []string // any of these teams; nil = any
+	TeamID  string
+	TeamIDs []string // any of these teams (ids); nil = any
 }
 
 // Attempt is one try of a task on its machine.
@@ -93,12 +119,16 @@ type Attempt struct {
 // Task is one queued task.
 type Task struct {
 	ID             string // UUID
-	IdempotencyKey string // "" = none; unique store-wide when set
-	Team           string
-	Machine        string
-	Priority       int    // 1 (critical) .. 5 (minimal)
-	Spec           []byte // opaque JSON owned by the root package
-	Status         Status
+	IdempotencyKey string // "" = none; unique within the task's team when set
+	TeamID         string // the task's team (id); DefaultTeam when empty
+	MachineID      string // the machine it runs on (id)
+	// Team and Machine are the names of TeamID and MachineID, filled on
+	// read (see "Identity" above); ignored on write.
+	Team     string
+	Machine  string
+	Priority int    // 1 (critical) .. 5 (minimal)
+	Spec     []byte // opaque JSON owned by the root package
+	Status   Status
 
 	// Attempts counts the attempts that used up a try. Interrupted tries
 	// (worker shutdown, crash rescue) are in History but not counted here.
@@ -126,11 +156,11 @@ type Task struct {
 
 // TaskFilter narrows ListTasks. Zero fields match everything.
 type TaskFilter struct {
-	Statuses []Status
-	Team     string
-	Teams    []string // any of these teams; nil = any
-	Machine  string
-	Priority int // 0 = any
+	Statuses  []Status
+	TeamID    string
+	TeamIDs   []string // any of these teams (ids); nil = any
+	MachineID string
+	Priority  int // 0 = any
 	// CompletedAfter keeps the tasks whose CompletedAt is at or after it
 	// (finished tasks only, as only they have a CompletedAt); zero = no
 	// bound. Engines serve it from an index on CompletedAt.
@@ -155,9 +185,9 @@ type ClaimRequest struct {
 	// Aging raises a waiting task's effective priority one level per Aging
 	// of waiting (since EnqueuedAt). 0 disables aging.
 	Aging time.Duration
-	// Machines, when non-nil, restricts the claim to these machines.
+	// Machines, when non-nil, restricts the claim to these machines (ids).
 	Machines []string
-	// BusyMachines are machines above their load thresholds: they take no
+	// BusyMachines (ids) are machines above their load thresholds: they take no
 	// new work of effective priority sched.BusyFrom (3) or lower (3..5)
 	// until the gate ends for it (aging lifts it to priority 2, or it has
 	// waited MaxHold); priority 1..2 tasks on them are claimed as usual.
@@ -165,7 +195,7 @@ type ClaimRequest struct {
 	// MaxHold, when > 0, ends the busy gate for a task that has waited this
 	// long since EnqueuedAt. 0: only aging ends it.
 	MaxHold time.Duration
-	// Weights are the teams' shares within a priority level (team →
+	// Weights are the teams' shares within a priority level (team id →
 	// weight 1..sched.MaxWeight; missing = 1): claims rotate between teams
 	// in proportion to them (sched's fair queueing, whose tags the engine
 	// stores with the claim).
@@ -215,53 +245,68 @@ type RescueRequest struct {
 	OwnerDead func(owner string) bool
 }
 
-// DepthRow is one group of Engine.Depth.
+// DepthRow is one group of Engine.Depth: tasks grouped by status,
+// priority, TeamID and MachineID. Team and Machine are their names, filled
+// like Task's.
 type DepthRow struct {
-	Status   Status
-	Priority int
-	Team     string
-	Machine  string
-	Count    int
+	Status    Status
+	Priority  int
+	TeamID    string
+	MachineID string
+	Team      string
+	Machine   string
+	Count     int
 }
 
 // Engine is a queue store. All methods are safe for concurrent use, and each
 // state change is atomic: it happens whole or not at all.
 //
-// Every method that changes the store (all but Get*, List*, NextReady,
-// Depth and QueuedByMachine) appends the audit records its context carries
-// (WithAudit) in the same transaction as its change, and only when it
-// returns no error; a record that fails audit.Record.Validate gives
+// Every method that changes the store (all but Get*, *ByName, List*,
+// NextReady, Depth and QueuedByMachine) first evaluates the guard
+// conditions its context carries (WithGuard) inside its transaction, and
+// fails with a *GuardError (ErrGuard) changing nothing when one does not
+// hold; then it appends the audit records its context carries (WithAudit)
+// in the same transaction as its change, and only when it returns no
+// error; a record that fails audit.Record.Validate gives
 // ErrInvalidArgument before anything changes.
 type Engine interface {
-	// CreateMachine inserts m (Team defaults to DefaultTeam, zero times to
-	// now). ErrExists if the name is taken; ErrNotFound when m.Team does not
-	// exist; ErrInvalidArgument.
-	CreateMachine(ctx context.Context, m Machine) error
-	// UpdateMachine replaces the machine named m.Name, keeping its
-	// CreatedAt (Team defaults to DefaultTeam, as in CreateMachine).
-	// ErrNotFound (the machine, or m.Team); a change of team follows
-	// MoveMachine's rule: ErrMachineHasTasks while the machine has
-	// non-terminal tasks.
+	// CreateMachine inserts m and returns it as stored (ID a new UUID when
+	// empty, TeamID defaulting to DefaultTeam, zero times to now).
+	// ErrExists if a live machine has the name or the id is taken;
+	// ErrNotFound when m.TeamID is not a live team; ErrInvalidArgument.
+	CreateMachine(ctx context.Context, m Machine) (Machine, error)
+	// UpdateMachine replaces the live machine m.ID (its name may change:
+	// ErrExists when another live machine has it), keeping its CreatedAt
+	// (TeamID defaults to DefaultTeam, as in CreateMachine). ErrNotFound
+	// (the machine, or m.TeamID); a change of team follows MoveMachine's
+	// rule: ErrMachineHasTasks while the machine has non-terminal tasks.
 	UpdateMachine(ctx context.Context, m Machine) error
-	// GetMachine returns one machine. ErrNotFound.
-	GetMachine(ctx context.Context, name string) (Machine, error)
-	// ListMachines returns machines ordered by name.
+	// GetMachine returns one machine by id, live or removed (DeletedAt
+	// set). ErrNotFound.
+	GetMachine(ctx context.Context, id string) (Machine, error)
+	// MachineByName returns the live machine named name. ErrNotFound.
+	MachineByName(ctx context.Context, name string) (Machine, error)
+	// ListMachines returns the live machines ordered by name.
 	ListMachines(ctx context.Context, f MachineFilter) ([]Machine, error)
-	// DeleteMachine removes a machine. ErrNotFound; ErrMachineHasTasks when
-	// a task of that machine is not terminal. Tasks do not require their
-	// machine to exist: engines do not check Task.Machine.
-	DeleteMachine(ctx context.Context, name string) error
+	// DeleteMachine removes the live machine id: it keeps its record with
+	// DeletedAt = at (zero: now) and its name becomes free. ErrNotFound;
+	// ErrMachineHasTasks when a task of that machine is not terminal.
+	// Tasks do not require their machine to exist: engines do not check
+	// Task.MachineID (a guard does, when the caller asks).
+	DeleteMachine(ctx context.Context, id string, at time.Time) error
 
 	// CreateTask inserts t as PENDING (t.Status, the lease fields,
 	// CancelRequested and CompletedAt are ignored), under the team it names
-	// (DefaultTeam when empty; the team is not checked, like the machine).
-	// When
-	// t.IdempotencyKey is set and a task with that key exists, it returns the
-	// existing task and created == false, and inserts nothing. Defaults: a
-	// new UUID when t.ID is empty, CreatedAt now, EnqueuedAt = CreatedAt,
-	// ReadyAt = EnqueuedAt. ErrExists when the id is taken;
-	// ErrInvalidArgument (priority not in 1..5, no machine). The context's
-	// audit records are appended when an existing task is returned too.
+	// (DefaultTeam when empty; neither the team nor the machine is checked
+	// unless a guard asks, see MachineInTeam). When t.IdempotencyKey is set
+	// and a task of the same team (TeamID) has that key, it returns the
+	// existing task and created == false, and inserts nothing; keys of
+	// different teams never meet. Defaults: a new UUID when t.ID is empty,
+	// CreatedAt now, EnqueuedAt = CreatedAt, ReadyAt = EnqueuedAt.
+	// ErrExists when the id is taken; ErrInvalidArgument (priority not in
+	// 1..5, no machine). When an existing task is returned, the context's
+	// audit records whose EntityID is t.ID (they describe a task that was
+	// not created) are not appended; the others are.
 	CreateTask(ctx context.Context, t Task) (task Task, created bool, err error)
 	// GetTask returns one task with its History. ErrNotFound.
 	GetTask(ctx context.Context, id string) (Task, error)
@@ -311,38 +356,40 @@ type Engine interface {
 	// when no task is PENDING.
 	NextReady(ctx context.Context) (time.Time, bool, error)
 
-	// Depth counts tasks grouped by status, priority, team and machine,
-	// ordered by status (queue order), priority, team, machine.
+	// Depth counts tasks grouped by status, priority, team id and machine
+	// id, ordered by status (queue order), priority, team id, machine id.
 	Depth(ctx context.Context) ([]DepthRow, error)
 
 	// CreateTasks inserts many tasks in one transaction, all or none: it is
 	// CreateTask applied to ts in order (same checks, defaults and
 	// idempotency rule), returning out[i] for ts[i]. A task whose
-	// IdempotencyKey is held by a stored task, or by an earlier task of the
-	// batch, inserts nothing and out[i] is that task, so out[i].ID differs
-	// from a given ts[i].ID exactly when ts[i] was not inserted. Tasks are
-	// created in slice order (FIFO among equal EnqueuedAt). The first bad
-	// task fails the whole call with an error naming its index ("task 3:
-	// …") that wraps ErrInvalidArgument, or ErrExists when its id is taken
-	// (by a stored task or an earlier one of the batch); nothing is written.
-	// The context's audit records are appended once, in the same
-	// transaction. An empty ts returns nil, writes and appends nothing.
+	// IdempotencyKey is held by a stored task of its team, or by an earlier
+	// task of the batch of the same team, inserts nothing and out[i] is that
+	// task, so out[i].ID differs from a given ts[i].ID exactly when ts[i] was
+	// not inserted. Tasks are created in slice order (FIFO among equal
+	// EnqueuedAt). The first bad task fails the whole call with an error
+	// naming its index ("task 3: …") that wraps ErrInvalidArgument, or
+	// ErrExists when its id is taken (by a stored task or an earlier one of
+	// the batch); nothing is written. The context's audit records are
+	// appended once, in the same transaction, except those whose EntityID
+	// is the given id of a task that was not inserted. An empty ts returns
+	// nil, writes and appends nothing.
 	CreateTasks(ctx context.Context, ts []Task) ([]Task, error)
 
-	// SetMachineHealth stores a machine's last health sample (opaque JSON,
+	// SetMachineHealth stores machine id's last health sample (opaque JSON,
 	// not checked; empty = none) taken at `at` (zero = now), replacing the
 	// previous one whatever its time (last write wins). It does not change
 	// UpdatedAt. ErrNotFound; ErrInvalidArgument (empty name, time out of
 	// range). Health samples are frequent and are not audit events: the
 	// root package sends no audit records with them (records in ctx would
 	// still be appended, as for every mutating method).
-	SetMachineHealth(ctx context.Context, name string, sample []byte, at time.Time) error
+	SetMachineHealth(ctx context.Context, id string, sample []byte, at time.Time) error
 
 	// QueuedByMachine counts the PENDING, ASSIGNED and PROCESSING tasks of
-	// each machine (the load placement looks at). With machines nil it
-	// covers every machine with such tasks; otherwise exactly the machines
-	// given, each present in the map (0 when it has none). Served from the
-	// machine index; no task is loaded.
+	// each machine id (the load placement looks at). With machines nil it
+	// covers every machine with such tasks; otherwise exactly the machine
+	// ids given, each present in the map (0 when it has none). Served from
+	// the machine index; no task is loaded.
 	QueuedByMachine(ctx context.Context, machines []string) (map[string]int, error)
 
 	// ListPrunable returns up to limit finished tasks (COMPLETED, FAILED,
@@ -356,7 +403,7 @@ type Engine interface {
 	// Unknown ids and unfinished tasks are left alone and not counted, so
 	// ids from ListPrunable may be passed as they are once archived (a
 	// finished task never changes again). Idempotency keys of deleted tasks
-	// become free. The context's audit records are appended when it
+	// become free within their team. The context's audit records are appended when it
 	// returns no error, even if it deleted nothing.
 	DeleteTasks(ctx context.Context, ids []string) (int, error)
 

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/authz"
@@ -44,6 +47,73 @@ func CtxAudit(ctx context.Context) ([]audit.Record, error) {
 	return recs, nil
 }
 
+// CtxGuard returns ctx's guard conditions (store.WithGuard), each checked
+// with Condition.Validate.
+func CtxGuard(ctx context.Context) ([]store.Condition, error) {
+	cs := store.GuardFrom(ctx)
+	for _, c := range cs {
+		if err := c.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	return cs, nil
+}
+
+// GuardFailed is the *store.GuardError of condition c, with what was
+// found instead.
+func GuardFailed(c store.Condition, format string, a ...any) error {
+	return &store.GuardError{Condition: c, Found: fmt.Sprintf(format, a...)}
+}
+
+// Granted reports whether a user holding storeRoles store-wide and teamRole
+// in c.TeamID ("" for none) satisfies the role condition c.
+func Granted(c store.Condition, storeRoles []string, teamRole string) bool {
+	for _, r := range storeRoles {
+		if slices.Contains(c.StoreRoles, r) {
+			return true
+		}
+	}
+	return teamRole != "" && c.TeamID != "" && slices.Contains(c.TeamRoles, teamRole)
+}
+
+// DescribeRoles says which roles user holds, for a failed role guard.
+func DescribeRoles(user string, storeRoles []string, teamRole, team string) string {
+	storeRoles = slices.Clone(storeRoles)
+	slices.Sort(storeRoles)
+	s := user + " holds no store role"
+	if len(storeRoles) > 0 {
+		s = user + " holds the store roles " + strings.Join(storeRoles, ", ")
+	}
+	if team == "" {
+		return s
+	}
+	if teamRole == "" {
+		return s + fmt.Sprintf(" and no role in team %q", team)
+	}
+	return s + fmt.Sprintf(" and the role %s in team %q", teamRole, team)
+}
+
+// SortTeams sorts teams by name, then id.
+func SortTeams(ts []store.Team) {
+	slices.SortFunc(ts, func(a, b store.Team) int { return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID)) })
+}
+
+// KeepAudit drops from recs the records about tasks that were not created:
+// those whose EntityID is in notCreated (the given ids of tasks an
+// idempotency key turned into an existing one).
+func KeepAudit(recs []audit.Record, notCreated map[string]bool) []audit.Record {
+	if len(notCreated) == 0 {
+		return recs
+	}
+	out := make([]audit.Record, 0, len(recs))
+	for _, r := range recs {
+		if !notCreated[r.EntityID] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // CloneRecord deep-copies r; empty Details become nil.
 func CloneRecord(r audit.Record) audit.Record {
 	if len(r.Details) == 0 {
@@ -64,7 +134,8 @@ func CheckAuditFilter(f audit.Filter) (audit.Filter, error) {
 	return n, nil
 }
 
-// NewTeam checks t and fills its CreatedAt.
+// NewTeam checks t and fills its ID (a new UUID when empty) and CreatedAt;
+// DeletedAt is cleared.
 func NewTeam(t store.Team, now time.Time) (store.Team, error) {
 	if t.Name == "" {
 		return store.Team{}, fmt.Errorf("%w: team name is empty", store.ErrInvalidArgument)
@@ -72,33 +143,43 @@ func NewTeam(t store.Team, now time.Time) (store.Team, error) {
 	if err := checkTimes("CreatedAt", t.CreatedAt); err != nil {
 		return store.Team{}, fmt.Errorf("team %s: %w", t.Name, err)
 	}
+	if t.ID == "" {
+		t.ID = uuid.NewString()
+	}
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = now
 	}
-	t.CreatedAt = Time(t.CreatedAt)
+	t.CreatedAt, t.DeletedAt = Time(t.CreatedAt), time.Time{}
 	return t, nil
 }
 
 // CheckRename checks RenameTeam's arguments.
-func CheckRename(oldName, newName string) error {
+func CheckRename(id, newName string) error {
 	switch {
-	case oldName == "" || newName == "":
-		return fmt.Errorf("%w: rename team %q to %q: empty name", store.ErrInvalidArgument, oldName, newName)
-	case oldName == store.DefaultTeam:
+	case id == "" || newName == "":
+		return fmt.Errorf("%w: rename team %q to %q: empty id or name", store.ErrInvalidArgument, id, newName)
+	case id == store.DefaultTeam:
 		return fmt.Errorf("%w: team %s cannot be renamed", store.ErrInvalidArgument, store.DefaultTeam)
 	}
 	return nil
 }
 
-// CheckDeleteTeam checks DeleteTeam's argument.
-func CheckDeleteTeam(name string) error {
+// DeleteTime checks DeleteTeam's (and DeleteMachine's) arguments and
+// returns the deletion time: at, or now when zero, normalized.
+func DeleteTime(what, id string, at, now time.Time) (time.Time, error) {
 	switch {
-	case name == "":
-		return fmt.Errorf("%w: team name is empty", store.ErrInvalidArgument)
-	case name == store.DefaultTeam:
-		return fmt.Errorf("%w: team %s cannot be deleted", store.ErrInvalidArgument, store.DefaultTeam)
+	case id == "":
+		return time.Time{}, fmt.Errorf("%w: %s id is empty", store.ErrInvalidArgument, what)
+	case what == "team" && id == store.DefaultTeam:
+		return time.Time{}, fmt.Errorf("%w: team %s cannot be deleted", store.ErrInvalidArgument, store.DefaultTeam)
 	}
-	return nil
+	if err := checkTimes("deleted at", at); err != nil {
+		return time.Time{}, fmt.Errorf("%s %s: %w", what, id, err)
+	}
+	if at.IsZero() {
+		at = now
+	}
+	return Time(at), nil
 }
 
 // TeamNotEmpty is DeleteTeam's error for a team with machines or unfinished
@@ -111,20 +192,22 @@ func TeamNotEmpty(team string, machines, tasks int) error {
 		store.ErrTeamNotEmpty, team, machines, tasks)
 }
 
-// NewMember checks m (a team role) and fills its AddedAt.
+// NewMember checks m (a team role) and fills its AddedAt; Team (a name) is
+// cleared: engines fill it on read.
 func NewMember(m store.Member, now time.Time) (store.Member, error) {
 	switch {
-	case m.Team == "":
-		return store.Member{}, fmt.Errorf("%w: member %s: team is empty", store.ErrInvalidArgument, m.User)
+	case m.TeamID == "":
+		return store.Member{}, fmt.Errorf("%w: member %s: team id is empty", store.ErrInvalidArgument, m.User)
 	case m.User == "":
-		return store.Member{}, fmt.Errorf("%w: member of team %s: user is empty", store.ErrInvalidArgument, m.Team)
+		return store.Member{}, fmt.Errorf("%w: member of team %s: user is empty", store.ErrInvalidArgument, m.TeamID)
 	case !authz.Role(m.Role).TeamScoped():
 		return store.Member{}, fmt.Errorf("%w: member %s of team %s: role %q is not %s, %s or %s", store.ErrInvalidArgument,
-			m.User, m.Team, m.Role, authz.Admin, authz.Operator, authz.Viewer)
+			m.User, m.TeamID, m.Role, authz.Admin, authz.Operator, authz.Viewer)
 	}
 	if err := checkTimes("AddedAt", m.AddedAt); err != nil {
-		return store.Member{}, fmt.Errorf("member %s of team %s: %w", m.User, m.Team, err)
+		return store.Member{}, fmt.Errorf("member %s of team %s: %w", m.User, m.TeamID, err)
 	}
+	m.Team = ""
 	if m.AddedAt.IsZero() {
 		m.AddedAt = now
 	}
@@ -152,9 +235,9 @@ func NewStoreRole(r store.StoreRole, now time.Time) (store.StoreRole, error) {
 }
 
 // CheckMove checks MoveMachine's arguments.
-func CheckMove(name, team string) error {
-	if name == "" || team == "" {
-		return fmt.Errorf("%w: move machine %q to team %q: empty name", store.ErrInvalidArgument, name, team)
+func CheckMove(id, teamID string) error {
+	if id == "" || teamID == "" {
+		return fmt.Errorf("%w: move machine %q to team %q: empty id", store.ErrInvalidArgument, id, teamID)
 	}
 	return nil
 }
@@ -164,15 +247,15 @@ func MachineHasTasks(machine, id string, status store.Status) error {
 	return fmt.Errorf("%w: machine %s: task %s is %s", store.ErrMachineHasTasks, machine, id, status)
 }
 
-// MatchMachine reports whether m passes f.
+// MatchMachine reports whether m passes f (live machines only).
 func MatchMachine(m *store.Machine, f store.MachineFilter) bool {
-	return (f.Team == "" || m.Team == f.Team) && (f.Teams == nil || slices.Contains(f.Teams, m.Team))
+	return m.DeletedAt.IsZero() && (f.TeamID == "" || m.TeamID == f.TeamID) && (f.TeamIDs == nil || slices.Contains(f.TeamIDs, m.TeamID))
 }
 
-// SortMembers sorts members by team then user.
+// SortMembers sorts members by team id then user.
 func SortMembers(ms []store.Member) {
 	slices.SortFunc(ms, func(a, b store.Member) int {
-		if c := cmp.Compare(a.Team, b.Team); c != 0 {
+		if c := cmp.Compare(a.TeamID, b.TeamID); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.User, b.User)

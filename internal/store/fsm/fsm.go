@@ -106,8 +106,10 @@ func CloneMachine(m store.Machine) store.Machine {
 	return m
 }
 
-// NewMachine checks m and fills its defaults (team, timestamps from now).
-// Health and HealthAt are cleared: only SetMachineHealth sets them.
+// NewMachine checks m and fills its defaults (a new UUID as ID, team,
+// timestamps from now). Health, HealthAt and DeletedAt are cleared: only
+// SetMachineHealth and DeleteMachine set them; Team (a name) is cleared:
+// engines fill it on read.
 func NewMachine(m store.Machine, now time.Time) (store.Machine, error) {
 	if m.Name == "" {
 		return store.Machine{}, fmt.Errorf("%w: machine name is empty", store.ErrInvalidArgument)
@@ -119,9 +121,12 @@ func NewMachine(m store.Machine, now time.Time) (store.Machine, error) {
 		return store.Machine{}, fmt.Errorf("machine %s: %w", m.Name, err)
 	}
 	m = CloneMachine(m)
-	m.Health, m.HealthAt = nil, time.Time{}
-	if m.Team == "" {
-		m.Team = DefaultTeam
+	m.Health, m.HealthAt, m.DeletedAt, m.Team = nil, time.Time{}, time.Time{}, ""
+	if m.ID == "" {
+		m.ID = uuid.NewString()
+	}
+	if m.TeamID == "" {
+		m.TeamID = DefaultTeam
 	}
 	if m.CreatedAt.IsZero() {
 		m.CreatedAt = now
@@ -134,13 +139,13 @@ func NewMachine(m store.Machine, now time.Time) (store.Machine, error) {
 }
 
 // UpdateMachine returns m checked and defaulted as a replacement of old:
-// CreatedAt, Health and HealthAt are kept from old, UpdatedAt defaults to
-// now.
+// ID, CreatedAt, Health and HealthAt are kept from old, UpdatedAt defaults
+// to now.
 func UpdateMachine(old, m store.Machine, now time.Time) (store.Machine, error) {
 	if m.UpdatedAt.IsZero() {
 		m.UpdatedAt = now
 	}
-	m.CreatedAt = old.CreatedAt
+	m.ID, m.CreatedAt = old.ID, old.CreatedAt
 	m, err := NewMachine(m, now)
 	if err != nil {
 		return store.Machine{}, err
@@ -150,11 +155,13 @@ func UpdateMachine(old, m store.Machine, now time.Time) (store.Machine, error) {
 }
 
 // NewTask checks t and returns the task to insert: PENDING, no lease, an id
-// (a new UUID when empty), Team (DefaultTeam when empty), CreatedAt (now when zero), EnqueuedAt (CreatedAt
-// when zero), ReadyAt (EnqueuedAt when zero).
+// (a new UUID when empty), TeamID (DefaultTeam when empty), CreatedAt (now
+// when zero), EnqueuedAt (CreatedAt when zero), ReadyAt (EnqueuedAt when
+// zero). The name fields (Team, Machine) are cleared: engines fill them on
+// read.
 func NewTask(t store.Task, now time.Time) (store.Task, error) {
-	if t.Machine == "" {
-		return store.Task{}, fmt.Errorf("%w: task %s: machine is empty", store.ErrInvalidArgument, t.ID)
+	if t.MachineID == "" {
+		return store.Task{}, fmt.Errorf("%w: task %s: machine id is empty", store.ErrInvalidArgument, t.ID)
 	}
 	if t.Priority < 1 || t.Priority > 5 {
 		return store.Task{}, fmt.Errorf("%w: task %s: priority %d is not in 1..5", store.ErrInvalidArgument, t.ID, t.Priority)
@@ -175,9 +182,10 @@ func NewTask(t store.Task, now time.Time) (store.Task, error) {
 		t.ID = uuid.NewString()
 	}
 	t.Status = store.Pending
-	if t.Team == "" {
-		t.Team = DefaultTeam
+	if t.TeamID == "" {
+		t.TeamID = DefaultTeam
 	}
+	t.Team, t.Machine = "", ""
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = now
 	}
@@ -206,13 +214,13 @@ func Match(t *store.Task, f store.TaskFilter) bool {
 	if len(f.Statuses) > 0 && !slices.Contains(f.Statuses, t.Status) {
 		return false
 	}
-	if f.Team != "" && t.Team != f.Team {
+	if f.TeamID != "" && t.TeamID != f.TeamID {
 		return false
 	}
-	if f.Teams != nil && !slices.Contains(f.Teams, t.Team) {
+	if f.TeamIDs != nil && !slices.Contains(f.TeamIDs, t.TeamID) {
 		return false
 	}
-	if f.Machine != "" && t.Machine != f.Machine {
+	if f.MachineID != "" && t.MachineID != f.MachineID {
 		return false
 	}
 	if !f.CompletedAfter.IsZero() && (t.CompletedAt.IsZero() || t.CompletedAt.Before(f.CompletedAfter)) {
@@ -270,7 +278,7 @@ func Policy(r store.ClaimRequest) sched.Policy {
 
 // Candidate is t as the scheduler sees it; seq is its creation sequence.
 func Candidate(t *store.Task, seq int64) sched.Candidate {
-	return sched.Candidate{ID: t.ID, Seq: seq, Team: t.Team, Machine: t.Machine, Priority: t.Priority, EnqueuedAt: t.EnqueuedAt, ReadyAt: t.ReadyAt}
+	return sched.Candidate{ID: t.ID, Seq: seq, Team: t.TeamID, Machine: t.MachineID, Priority: t.Priority, EnqueuedAt: t.EnqueuedAt, ReadyAt: t.ReadyAt}
 }
 
 // Claim moves a PENDING task to ASSIGNED under r's lease.
@@ -514,7 +522,8 @@ var statusRank = map[store.Status]int{
 }
 
 // SortDepth sorts Depth's rows: queue-state order (PENDING, ASSIGNED,
-// PROCESSING, COMPLETED, FAILED, CANCELLED), then priority, team, machine.
+// PROCESSING, COMPLETED, FAILED, CANCELLED), then priority, team id,
+// machine id.
 func SortDepth(rows []store.DepthRow) {
 	slices.SortFunc(rows, func(a, b store.DepthRow) int {
 		ra, oka := statusRank[a.Status]
@@ -529,8 +538,8 @@ func SortDepth(rows []store.DepthRow) {
 			cmp.Compare(ra, rb),
 			cmp.Compare(a.Status, b.Status),
 			cmp.Compare(a.Priority, b.Priority),
-			cmp.Compare(a.Team, b.Team),
-			cmp.Compare(a.Machine, b.Machine),
+			cmp.Compare(a.TeamID, b.TeamID),
+			cmp.Compare(a.MachineID, b.MachineID),
 		)
 	})
 }

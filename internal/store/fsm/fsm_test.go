@@ -23,7 +23,7 @@ func TestTimeRange(t *testing.T) {
 		{time.Date(1677, 1, 1, 0, 0, 0, 0, time.UTC), false},
 		{time.Date(2263, 1, 1, 0, 0, 0, 0, time.UTC), false},
 	} {
-		_, err := NewTask(store.Task{Machine: "m", Priority: 3, CreatedAt: tc.at}, t0)
+		_, err := NewTask(store.Task{MachineID: "m", Priority: 3, CreatedAt: tc.at}, t0)
 		if (err == nil) != tc.ok {
 			t.Errorf("CreatedAt %v: err = %v, want ok=%v", tc.at, err, tc.ok)
 		}
@@ -45,7 +45,7 @@ func TestTimeNormalized(t *testing.T) {
 }
 
 func TestNewTaskDefaults(t *testing.T) {
-	got, err := NewTask(store.Task{Machine: "m", Priority: 1, Status: store.Failed, LeaseOwner: "x", Spec: []byte{}}, t0)
+	got, err := NewTask(store.Task{MachineID: "m", Priority: 1, Status: store.Failed, LeaseOwner: "x", Spec: []byte{}}, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,9 +59,9 @@ func TestSortDepth(t *testing.T) {
 	rows := []store.DepthRow{
 		{Status: "WEIRD", Priority: 1},
 		{Status: store.Cancelled, Priority: 1},
-		{Status: store.Pending, Priority: 2, Team: "b"},
-		{Status: store.Pending, Priority: 2, Team: "a", Machine: "z"},
-		{Status: store.Pending, Priority: 2, Team: "a", Machine: "y"},
+		{Status: store.Pending, Priority: 2, TeamID: "b"},
+		{Status: store.Pending, Priority: 2, TeamID: "a", MachineID: "z"},
+		{Status: store.Pending, Priority: 2, TeamID: "a", MachineID: "y"},
 		{Status: store.Pending, Priority: 1},
 		{Status: store.Processing, Priority: 1},
 		{Status: store.Assigned, Priority: 5},
@@ -69,7 +69,7 @@ func TestSortDepth(t *testing.T) {
 	SortDepth(rows)
 	var got []string
 	for _, r := range rows {
-		got = append(got, fmt.Sprintf("%s/%d/%s/%s", r.Status, r.Priority, r.Team, r.Machine))
+		got = append(got, fmt.Sprintf("%s/%d/%s/%s", r.Status, r.Priority, r.TeamID, r.MachineID))
 	}
 	want := "[PENDING/1// PENDING/2/a/y PENDING/2/a/z PENDING/2/b/ ASSIGNED/5// PROCESSING/1// CANCELLED/1// WEIRD/1//]"
 	if fmt.Sprint(got) != want {
@@ -78,7 +78,7 @@ func TestSortDepth(t *testing.T) {
 }
 
 func TestFinishLeaseLostLeavesTaskUnchanged(t *testing.T) {
-	tk, _ := NewTask(store.Task{ID: "x", Machine: "m", Priority: 3}, t0)
+	tk, _ := NewTask(store.Task{ID: "x", MachineID: "m", Priority: 3}, t0)
 	Claim(&tk, store.ClaimRequest{Owner: "w1", Now: t0, LeaseUntil: t0.Add(time.Minute)})
 	before := fmt.Sprintf("%+v", tk)
 	err := Finish(&tk, store.Finish{ID: "x", Owner: "w2", At: t0, Next: store.Completed, CountAttempt: true, Stdout: []byte("x")})

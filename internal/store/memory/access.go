@@ -3,8 +3,6 @@ package memory
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"sort"
 	"time"
 
@@ -15,54 +13,84 @@ import (
 )
 
 // CreateTeam inserts t. ErrExists; ErrInvalidArgument.
-func (e *Engine) CreateTeam(ctx context.Context, t store.Team) error {
+func (e *Engine) CreateTeam(ctx context.Context, t store.Team) (store.Team, error) {
 	t, err := fsm.NewTeam(t, time.Now())
 	if err != nil {
-		return err
+		return store.Team{}, err
 	}
 	recs, err := e.lockAudit(ctx)
 	if err != nil {
-		return err
+		return store.Team{}, err
 	}
 	defer e.mu.Unlock()
-	if _, ok := e.teams[t.Name]; ok {
-		return fmt.Errorf("%w: team %s", store.ErrExists, t.Name)
+	if _, ok := e.teams[t.ID]; ok {
+		return store.Team{}, fmt.Errorf("%w: team id %s", store.ErrExists, t.ID)
 	}
-	e.teams[t.Name] = t
+	if _, ok := e.liveTeamNamed(t.Name); ok {
+		return store.Team{}, fmt.Errorf("%w: team %s", store.ErrExists, t.Name)
+	}
+	e.teams[t.ID] = t
 	e.record(recs)
-	return nil
+	return t, nil
 }
 
-// GetTeam returns one team. ErrNotFound.
-func (e *Engine) GetTeam(ctx context.Context, name string) (store.Team, error) {
+// liveTeamNamed returns the live team named name; the mutex is held.
+func (e *Engine) liveTeamNamed(name string) (store.Team, bool) {
+	for _, t := range e.teams {
+		if t.Name == name && t.DeletedAt.IsZero() {
+			return t, true
+		}
+	}
+	return store.Team{}, false
+}
+
+// GetTeam returns one team by id, live or deleted. ErrNotFound.
+func (e *Engine) GetTeam(ctx context.Context, id string) (store.Team, error) {
 	if err := e.lock(ctx); err != nil {
 		return store.Team{}, err
 	}
 	defer e.mu.Unlock()
-	t, ok := e.teams[name]
+	t, ok := e.teams[id]
+	if !ok {
+		return store.Team{}, fmt.Errorf("%w: team id %s", store.ErrNotFound, id)
+	}
+	return t, nil
+}
+
+// TeamByName returns the live team named name. ErrNotFound.
+func (e *Engine) TeamByName(ctx context.Context, name string) (store.Team, error) {
+	if err := e.lock(ctx); err != nil {
+		return store.Team{}, err
+	}
+	defer e.mu.Unlock()
+	t, ok := e.liveTeamNamed(name)
 	if !ok {
 		return store.Team{}, fmt.Errorf("%w: team %s", store.ErrNotFound, name)
 	}
 	return t, nil
 }
 
-// ListTeams returns all teams ordered by name.
-func (e *Engine) ListTeams(ctx context.Context) ([]store.Team, error) {
+// ListTeams returns the live teams (and deleted ones with
+// f.IncludeDeleted) ordered by name, then id.
+func (e *Engine) ListTeams(ctx context.Context, f store.TeamFilter) ([]store.Team, error) {
 	if err := e.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer e.mu.Unlock()
 	out := make([]store.Team, 0, len(e.teams))
-	for _, name := range slices.Sorted(maps.Keys(e.teams)) {
-		out = append(out, e.teams[name])
+	for _, t := range e.teams {
+		if f.IncludeDeleted || t.DeletedAt.IsZero() {
+			out = append(out, t)
+		}
 	}
+	fsm.SortTeams(out)
 	return out, nil
 }
 
-// RenameTeam renames a team and every machine, task and member reference to
-// it. ErrNotFound; ErrExists; ErrInvalidArgument.
-func (e *Engine) RenameTeam(ctx context.Context, oldName, newName string) error {
-	if err := fsm.CheckRename(oldName, newName); err != nil {
+// RenameTeam renames the live team id. ErrNotFound; ErrExists;
+// ErrInvalidArgument.
+func (e *Engine) RenameTeam(ctx context.Context, id, newName string) error {
+	if err := fsm.CheckRename(id, newName); err != nil {
 		return err
 	}
 	recs, err := e.lockAudit(ctx)
@@ -70,43 +98,24 @@ func (e *Engine) RenameTeam(ctx context.Context, oldName, newName string) error 
 		return err
 	}
 	defer e.mu.Unlock()
-	t, ok := e.teams[oldName]
-	if !ok {
-		return fmt.Errorf("%w: team %s", store.ErrNotFound, oldName)
+	t, ok := e.teams[id]
+	if !ok || !t.DeletedAt.IsZero() {
+		return fmt.Errorf("%w: team %s", store.ErrNotFound, id)
 	}
-	if _, ok := e.teams[newName]; ok {
+	if _, ok := e.liveTeamNamed(newName); ok {
 		return fmt.Errorf("%w: team %s", store.ErrExists, newName)
 	}
-	delete(e.teams, oldName)
 	t.Name = newName
-	e.teams[newName] = t
-	for name, m := range e.machines {
-		if m.Team == oldName {
-			m.Team = newName
-			e.machines[name] = m
-		}
-	}
-	for _, en := range e.tasks {
-		if en.task.Team == oldName {
-			en.task.Team = newName
-		}
-	}
-	if ms, ok := e.members[oldName]; ok {
-		delete(e.members, oldName)
-		for u, m := range ms {
-			m.Team = newName
-			ms[u] = m
-		}
-		e.members[newName] = ms
-	}
+	e.teams[id] = t
 	e.record(recs)
 	return nil
 }
 
-// DeleteTeam deletes a team and its members. ErrNotFound; ErrTeamNotEmpty;
-// ErrInvalidArgument.
-func (e *Engine) DeleteTeam(ctx context.Context, name string) error {
-	if err := fsm.CheckDeleteTeam(name); err != nil {
+// DeleteTeam deletes the live team id and its members, keeping its record.
+// ErrNotFound; ErrTeamNotEmpty; ErrInvalidArgument.
+func (e *Engine) DeleteTeam(ctx context.Context, id string, at time.Time) error {
+	at, err := fsm.DeleteTime("team", id, at, time.Now())
+	if err != nil {
 		return err
 	}
 	recs, err := e.lockAudit(ctx)
@@ -114,25 +123,27 @@ func (e *Engine) DeleteTeam(ctx context.Context, name string) error {
 		return err
 	}
 	defer e.mu.Unlock()
-	if _, ok := e.teams[name]; !ok {
-		return fmt.Errorf("%w: team %s", store.ErrNotFound, name)
+	t, ok := e.teams[id]
+	if !ok || !t.DeletedAt.IsZero() {
+		return fmt.Errorf("%w: team %s", store.ErrNotFound, id)
 	}
 	machines, tasks := 0, 0
 	for _, m := range e.machines {
-		if m.Team == name {
+		if m.TeamID == id && m.DeletedAt.IsZero() {
 			machines++
 		}
 	}
 	for _, en := range e.tasks {
-		if en.task.Team == name && !en.task.Status.Terminal() {
+		if en.task.TeamID == id && !en.task.Status.Terminal() {
 			tasks++
 		}
 	}
-	if err := fsm.TeamNotEmpty(name, machines, tasks); err != nil {
+	if err := fsm.TeamNotEmpty(t.Name, machines, tasks); err != nil {
 		return err
 	}
-	delete(e.teams, name)
-	delete(e.members, name)
+	t.DeletedAt = at
+	e.teams[id] = t
+	delete(e.members, id)
 	e.record(recs)
 	return nil
 }
@@ -149,13 +160,13 @@ func (e *Engine) PutMember(ctx context.Context, m store.Member) (bool, error) {
 		return false, err
 	}
 	defer e.mu.Unlock()
-	if _, ok := e.teams[m.Team]; !ok {
-		return false, fmt.Errorf("%w: team %s", store.ErrNotFound, m.Team)
+	if !e.liveTeam(m.TeamID) {
+		return false, fmt.Errorf("%w: team %s", store.ErrNotFound, m.TeamID)
 	}
-	ms := e.members[m.Team]
+	ms := e.members[m.TeamID]
 	if ms == nil {
 		ms = make(map[string]store.Member)
-		e.members[m.Team] = ms
+		e.members[m.TeamID] = ms
 	}
 	old, exists := ms[m.User]
 	if exists {
@@ -167,34 +178,35 @@ func (e *Engine) PutMember(ctx context.Context, m store.Member) (bool, error) {
 }
 
 // DeleteMember removes a user from a team. ErrNotFound.
-func (e *Engine) DeleteMember(ctx context.Context, team, user string) error {
+func (e *Engine) DeleteMember(ctx context.Context, teamID, user string) error {
 	recs, err := e.lockAudit(ctx)
 	if err != nil {
 		return err
 	}
 	defer e.mu.Unlock()
-	if _, ok := e.members[team][user]; !ok {
-		return fmt.Errorf("%w: member %s of team %s", store.ErrNotFound, user, team)
+	if _, ok := e.members[teamID][user]; !ok {
+		return fmt.Errorf("%w: member %s of team %s", store.ErrNotFound, user, teamID)
 	}
-	delete(e.members[team], user)
-	if len(e.members[team]) == 0 {
-		delete(e.members, team)
+	delete(e.members[teamID], user)
+	if len(e.members[teamID]) == 0 {
+		delete(e.members, teamID)
 	}
 	e.record(recs)
 	return nil
 }
 
 // ListMembers returns a team's members ordered by user, or every member
-// ordered by team then user when team is "".
-func (e *Engine) ListMembers(ctx context.Context, team string) ([]store.Member, error) {
+// ordered by team id then user when teamID is "".
+func (e *Engine) ListMembers(ctx context.Context, teamID string) ([]store.Member, error) {
 	if err := e.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer e.mu.Unlock()
 	var out []store.Member
 	for t, ms := range e.members {
-		if team == "" || t == team {
+		if teamID == "" || t == teamID {
 			for _, m := range ms {
+				m.Team = e.teamName(t)
 				out = append(out, m)
 			}
 		}
@@ -203,7 +215,7 @@ func (e *Engine) ListMembers(ctx context.Context, team string) ([]store.Member, 
 	return out, nil
 }
 
-// MemberRoles returns team -> role for each team user belongs to.
+// MemberRoles returns team id -> role for each team user belongs to.
 func (e *Engine) MemberRoles(ctx context.Context, user string) (map[string]string, error) {
 	if err := e.lock(ctx); err != nil {
 		return nil, err
@@ -317,10 +329,10 @@ func (e *Engine) InitOwner(ctx context.Context, user string, at time.Time) (bool
 	return true, nil
 }
 
-// MoveMachine assigns a machine to another team. ErrNotFound;
-// ErrMachineHasTasks; ErrInvalidArgument.
-func (e *Engine) MoveMachine(ctx context.Context, name, team string) error {
-	if err := fsm.CheckMove(name, team); err != nil {
+// MoveMachine assigns the live machine id to the live team teamID.
+// ErrNotFound; ErrMachineHasTasks; ErrInvalidArgument.
+func (e *Engine) MoveMachine(ctx context.Context, id, teamID string) error {
+	if err := fsm.CheckMove(id, teamID); err != nil {
 		return err
 	}
 	recs, err := e.lockAudit(ctx)
@@ -328,19 +340,19 @@ func (e *Engine) MoveMachine(ctx context.Context, name, team string) error {
 		return err
 	}
 	defer e.mu.Unlock()
-	m, ok := e.machines[name]
-	if !ok {
-		return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+	m, ok := e.machines[id]
+	if !ok || !m.DeletedAt.IsZero() {
+		return fmt.Errorf("%w: machine %s", store.ErrNotFound, id)
 	}
-	if _, ok := e.teams[team]; !ok {
-		return fmt.Errorf("%w: team %s", store.ErrNotFound, team)
+	if !e.liveTeam(teamID) {
+		return fmt.Errorf("%w: team %s", store.ErrNotFound, teamID)
 	}
-	if m.Team != team {
-		if t := e.unfinished(name); t != nil {
-			return fsm.MachineHasTasks(name, t.ID, t.Status)
+	if m.TeamID != teamID {
+		if t := e.unfinished(id); t != nil {
+			return fsm.MachineHasTasks(m.Name, t.ID, t.Status)
 		}
-		m.Team, m.UpdatedAt = team, fsm.Time(time.Now())
-		e.machines[name] = m
+		m.TeamID, m.UpdatedAt = teamID, fsm.Time(time.Now())
+		e.machines[id] = m
 	}
 	e.record(recs)
 	return nil
@@ -352,7 +364,7 @@ func (e *Engine) AppendAudit(ctx context.Context, recs ...audit.Record) ([]audit
 	if err := fsm.CheckAudit(recs); err != nil {
 		return nil, err
 	}
-	if err := e.lock(ctx); err != nil {
+	if _, err := e.lockAudit(ctx); err != nil {
 		return nil, err
 	}
 	defer e.mu.Unlock()

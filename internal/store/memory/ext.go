@@ -32,16 +32,19 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 	defer e.mu.Unlock()
 	out := make([]store.Task, len(in))
 	created := make([]bool, len(in))
-	keys := make(map[string]int) // key -> index of the batch task holding it
+	keys := make(map[idemKey]int) // key -> index of the batch task holding it
 	ids := make(map[string]bool, len(in))
+	hits := map[string]bool{} // given ids of the tasks not created
 	for i, t := range in {
-		if k := t.IdempotencyKey; k != "" {
+		if k := (idemKey{t.TeamID, t.IdempotencyKey}); k.key != "" {
 			if id, ok := e.idem[k]; ok {
-				out[i] = fsm.CloneTask(e.tasks[id].task)
+				out[i] = e.out(e.tasks[id].task)
+				hits[t.ID] = true
 				continue
 			}
 			if j, ok := keys[k]; ok {
 				out[i] = fsm.CloneTask(out[j])
+				hits[t.ID] = true
 				continue
 			}
 		}
@@ -50,7 +53,7 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 		}
 		ids[t.ID] = true
 		if t.IdempotencyKey != "" {
-			keys[t.IdempotencyKey] = i
+			keys[idemKey{t.TeamID, t.IdempotencyKey}] = i
 		}
 		out[i], created[i] = t, true
 	}
@@ -63,18 +66,23 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 		e.set(en, fsm.CloneTask(t))
 		e.tasks[t.ID] = en
 		if t.IdempotencyKey != "" {
-			e.idem[t.IdempotencyKey] = t.ID
+			e.idem[idemKey{t.TeamID, t.IdempotencyKey}] = t.ID
 		}
-		out[i] = fsm.CloneTask(t)
+		out[i] = e.out(t)
 	}
-	e.record(recs)
+	for i := range out {
+		if !created[i] { // a hit on an earlier task of the batch: names now resolvable
+			out[i].Team, out[i].Machine = e.teamName(out[i].TeamID), e.machineName(out[i].MachineID)
+		}
+	}
+	e.record(fsm.KeepAudit(recs, hits))
 	return out, nil
 }
 
-// SetMachineHealth stores a machine's last health sample. ErrNotFound;
+// SetMachineHealth stores a live machine's last health sample. ErrNotFound;
 // ErrInvalidArgument.
-func (e *Engine) SetMachineHealth(ctx context.Context, name string, sample []byte, at time.Time) error {
-	at, err := fsm.HealthTime(name, at, time.Now())
+func (e *Engine) SetMachineHealth(ctx context.Context, id string, sample []byte, at time.Time) error {
+	at, err := fsm.HealthTime(id, at, time.Now())
 	if err != nil {
 		return err
 	}
@@ -83,12 +91,12 @@ func (e *Engine) SetMachineHealth(ctx context.Context, name string, sample []byt
 		return err
 	}
 	defer e.mu.Unlock()
-	m, ok := e.machines[name]
-	if !ok {
-		return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+	m, ok := e.machines[id]
+	if !ok || !m.DeletedAt.IsZero() {
+		return fmt.Errorf("%w: machine %s", store.ErrNotFound, id)
 	}
 	m.Health, m.HealthAt = fsm.Bytes(sample), at
-	e.machines[name] = m
+	e.machines[id] = m
 	e.record(recs)
 	return nil
 }
@@ -103,7 +111,7 @@ func (e *Engine) QueuedByMachine(ctx context.Context, machines []string) (map[st
 	out := fsm.QueuedCounts(machines)
 	count := func(idx map[string]*entry) {
 		for _, en := range idx {
-			m := en.task.Machine
+			m := en.task.MachineID
 			if machines == nil {
 				out[m]++
 			} else if _, ok := out[m]; ok {
@@ -138,7 +146,7 @@ func (e *Engine) ListPrunable(ctx context.Context, before time.Time, limit int) 
 	}
 	out := make([]store.Task, len(match))
 	for i, en := range match {
-		out[i] = fsm.CloneTask(en.task)
+		out[i] = e.out(en.task)
 	}
 	return out, nil
 }
@@ -156,7 +164,7 @@ func (e *Engine) DeleteTasks(ctx context.Context, ids []string) (int, error) {
 		if !ok || !en.task.Status.Terminal() {
 			continue
 		}
-		if k := en.task.IdempotencyKey; k != "" && e.idem[k] == id {
+		if k := (idemKey{en.task.TeamID, en.task.IdempotencyKey}); k.key != "" && e.idem[k] == id {
 			delete(e.idem, k)
 		}
 		delete(e.tasks, id)

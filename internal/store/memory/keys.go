@@ -107,7 +107,3 @@ func (e *Engine) DeleteKey(ctx context.Context, id string, revision int64) error
 	e.record(recs)
 	return nil
 }
-
-// teamName returns the name of team id (until teams have ids apart from
-// their names, the id itself); the mutex is held.
-func (e *Engine) teamName(id string) string { return id }

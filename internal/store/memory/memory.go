@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,14 +24,14 @@ type Engine struct {
 	mu       sync.Mutex
 	closed   bool
 	seq      int64
-	machines map[string]store.Machine
+	machines map[string]store.Machine // by id, removed ones included
 	tasks    map[string]*entry
-	idem     map[string]string // idempotency key -> task id
-	pending  map[string]*entry // PENDING tasks
-	active   map[string]*entry // ASSIGNED and PROCESSING tasks
+	idem     map[idemKey]string // (team id, idempotency key) -> task id
+	pending  map[string]*entry  // PENDING tasks
+	active   map[string]*entry  // ASSIGNED and PROCESSING tasks
 
-	teams   map[string]store.Team
-	members map[string]map[string]store.Member    // team -> user -> member
+	teams   map[string]store.Team                 // by id, deleted ones included
+	members map[string]map[string]store.Member    // team id -> user -> member
 	roles   map[string]map[string]store.StoreRole // user -> role -> grant
 	fair    sched.Tags                            // the claim rule's fairness tags
 	trail   []audit.Record                        // trail[i].Seq == base.Seq+i+1
@@ -46,6 +47,9 @@ type entry struct {
 	task store.Task
 }
 
+// idemKey is an idempotency key within its team.
+type idemKey struct{ team, key string }
+
 var (
 	_ store.Engine = (*Engine)(nil)
 	_ store.Access = (*Engine)(nil)
@@ -56,10 +60,10 @@ func New() *Engine {
 	return &Engine{
 		machines: make(map[string]store.Machine),
 		tasks:    make(map[string]*entry),
-		idem:     make(map[string]string),
+		idem:     make(map[idemKey]string),
 		pending:  make(map[string]*entry),
 		active:   make(map[string]*entry),
-		teams:    map[string]store.Team{store.DefaultTeam: {Name: store.DefaultTeam, CreatedAt: fsm.Time(time.Now())}},
+		teams:    map[string]store.Team{store.DefaultTeam: {ID: store.DefaultTeam, Name: store.DefaultTeam, CreatedAt: fsm.Time(time.Now())}},
 		members:  make(map[string]map[string]store.Member),
 		roles:    make(map[string]map[string]store.StoreRole),
 		keys:     make(map[string]store.Key),
@@ -79,14 +83,114 @@ func (e *Engine) set(en *entry, t store.Task) {
 	}
 }
 
-// lockAudit checks the audit records ctx carries, then locks like lock. The
-// caller appends the records (e.record) once its change is made.
+// lockAudit checks the audit records and guard conditions ctx carries,
+// locks like lock and evaluates the conditions (store.WithGuard); on error
+// the mutex is not held. The caller appends the records (e.record) once
+// its change is made.
 func (e *Engine) lockAudit(ctx context.Context) ([]audit.Record, error) {
 	recs, err := fsm.CtxAudit(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return recs, e.lock(ctx)
+	conds, err := fsm.CtxGuard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.lock(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.guard(conds); err != nil {
+		e.mu.Unlock()
+		return nil, err
+	}
+	return recs, nil
+}
+
+// guard evaluates conds; the mutex is held.
+func (e *Engine) guard(conds []store.Condition) error {
+	for _, c := range conds {
+		switch c.Kind {
+		case store.CondRole:
+			var held []string
+			for r := range e.roles[c.User] {
+				held = append(held, r)
+			}
+			role := ""
+			if t, ok := e.teams[c.TeamID]; ok && t.DeletedAt.IsZero() {
+				role = e.members[c.TeamID][c.User].Role
+			}
+			if !fsm.Granted(c, held, role) {
+				return fsm.GuardFailed(c, "%s", fsm.DescribeRoles(c.User, held, role, c.TeamID))
+			}
+		case store.CondMachineInTeam:
+			m, ok := e.machines[c.MachineID]
+			switch {
+			case !ok:
+				return fsm.GuardFailed(c, "no such machine")
+			case !m.DeletedAt.IsZero():
+				return fsm.GuardFailed(c, "the machine was removed")
+			case m.TeamID != c.TeamID:
+				return fsm.GuardFailed(c, "the machine is in team %q", m.TeamID)
+			}
+		case store.CondTeamLive:
+			t, ok := e.teams[c.TeamID]
+			switch {
+			case !ok:
+				return fsm.GuardFailed(c, "no such team")
+			case !t.DeletedAt.IsZero():
+				return fsm.GuardFailed(c, "the team was deleted")
+			}
+		}
+	}
+	return nil
+}
+
+// teamName is the name of team id, or id itself when there is none; the
+// mutex is held.
+func (e *Engine) teamName(id string) string {
+	if t, ok := e.teams[id]; ok {
+		return t.Name
+	}
+	return id
+}
+
+// machineName is the name of machine id, or id itself; the mutex is held.
+func (e *Engine) machineName(id string) string {
+	if m, ok := e.machines[id]; ok {
+		return m.Name
+	}
+	return id
+}
+
+// out returns a copy of t with its names filled; the mutex is held.
+func (e *Engine) out(t store.Task) store.Task {
+	t = fsm.CloneTask(t)
+	t.Team, t.Machine = e.teamName(t.TeamID), e.machineName(t.MachineID)
+	return t
+}
+
+// outMachine returns a copy of m with its team's name; the mutex is held.
+func (e *Engine) outMachine(m store.Machine) store.Machine {
+	m = fsm.CloneMachine(m)
+	m.Team = e.teamName(m.TeamID)
+	return m
+}
+
+// liveMachine returns the live machine named name; the mutex is held.
+func (e *Engine) liveMachine(name string) (store.Machine, bool) {
+	for _, m := range e.machines {
+		if m.Name == name && m.DeletedAt.IsZero() {
+			return m, true
+		}
+	}
+	return store.Machine{}, false
+}
+
+// liveTeam reports whether team id exists and is not deleted; the mutex is
+// held.
+func (e *Engine) liveTeam(id string) bool {
+	t, ok := e.teams[id]
+	return ok && t.DeletedAt.IsZero()
 }
 
 // record appends recs to the trail; the mutex is held. Chaining copies
@@ -102,10 +206,10 @@ func (e *Engine) record(recs []audit.Record) {
 	}
 }
 
-// unfinished returns a task of machine that is not terminal, or nil.
+// unfinished returns a task of machine (id) that is not terminal, or nil.
 func (e *Engine) unfinished(machine string) *store.Task {
 	for _, en := range e.tasks {
-		if en.task.Machine == machine && !en.task.Status.Terminal() { // all tasks: unknown statuses count as unfinished
+		if en.task.MachineID == machine && !en.task.Status.Terminal() { // all tasks: unknown statuses count as unfinished
 			return &en.task
 		}
 	}
@@ -126,71 +230,90 @@ func (e *Engine) lock(ctx context.Context) error {
 	return nil
 }
 
-// CreateMachine inserts m. ErrExists; ErrInvalidArgument.
-func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) error {
+// CreateMachine inserts m. ErrExists; ErrNotFound; ErrInvalidArgument.
+func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) (store.Machine, error) {
 	m, err := fsm.NewMachine(m, time.Now())
 	if err != nil {
-		return err
+		return store.Machine{}, err
 	}
 	recs, err := e.lockAudit(ctx)
 	if err != nil {
-		return err
+		return store.Machine{}, err
 	}
 	defer e.mu.Unlock()
-	if _, ok := e.machines[m.Name]; ok {
-		return fmt.Errorf("%w: machine %s", store.ErrExists, m.Name)
+	if _, ok := e.liveMachine(m.Name); ok {
+		return store.Machine{}, fmt.Errorf("%w: machine %s", store.ErrExists, m.Name)
 	}
-	if _, ok := e.teams[m.Team]; !ok {
-		return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.Team, m.Name)
+	if _, ok := e.machines[m.ID]; ok {
+		return store.Machine{}, fmt.Errorf("%w: machine id %s", store.ErrExists, m.ID)
 	}
-	e.machines[m.Name] = m
+	if !e.liveTeam(m.TeamID) {
+		return store.Machine{}, fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.TeamID, m.Name)
+	}
+	e.machines[m.ID] = m
 	e.record(recs)
-	return nil
+	return e.outMachine(m), nil
 }
 
-// UpdateMachine replaces the machine named m.Name, keeping its CreatedAt.
-// ErrNotFound; ErrInvalidArgument.
+// UpdateMachine replaces the live machine m.ID, keeping its CreatedAt.
+// ErrNotFound; ErrExists; ErrMachineHasTasks; ErrInvalidArgument.
 func (e *Engine) UpdateMachine(ctx context.Context, m store.Machine) error {
 	recs, err := e.lockAudit(ctx)
 	if err != nil {
 		return err
 	}
 	defer e.mu.Unlock()
-	old, ok := e.machines[m.Name]
-	if !ok {
-		return fmt.Errorf("%w: machine %s", store.ErrNotFound, m.Name)
+	old, ok := e.machines[m.ID]
+	if !ok || !old.DeletedAt.IsZero() {
+		return fmt.Errorf("%w: machine %s", store.ErrNotFound, m.ID)
 	}
 	m, err = fsm.UpdateMachine(old, m, time.Now())
 	if err != nil {
 		return err
 	}
-	if m.Team != old.Team {
-		if _, ok := e.teams[m.Team]; !ok {
-			return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.Team, m.Name)
+	if other, ok := e.liveMachine(m.Name); ok && other.ID != m.ID {
+		return fmt.Errorf("%w: machine %s", store.ErrExists, m.Name)
+	}
+	if m.TeamID != old.TeamID {
+		if !e.liveTeam(m.TeamID) {
+			return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.TeamID, m.Name)
 		}
-		if t := e.unfinished(m.Name); t != nil {
+		if t := e.unfinished(m.ID); t != nil {
 			return fsm.MachineHasTasks(m.Name, t.ID, t.Status)
 		}
 	}
-	e.machines[m.Name] = m
+	e.machines[m.ID] = m
 	e.record(recs)
 	return nil
 }
 
-// GetMachine returns one machine. ErrNotFound.
-func (e *Engine) GetMachine(ctx context.Context, name string) (store.Machine, error) {
+// GetMachine returns one machine by id, live or removed. ErrNotFound.
+func (e *Engine) GetMachine(ctx context.Context, id string) (store.Machine, error) {
 	if err := e.lock(ctx); err != nil {
 		return store.Machine{}, err
 	}
 	defer e.mu.Unlock()
-	m, ok := e.machines[name]
+	m, ok := e.machines[id]
+	if !ok {
+		return store.Machine{}, fmt.Errorf("%w: machine id %s", store.ErrNotFound, id)
+	}
+	return e.outMachine(m), nil
+}
+
+// MachineByName returns the live machine named name. ErrNotFound.
+func (e *Engine) MachineByName(ctx context.Context, name string) (store.Machine, error) {
+	if err := e.lock(ctx); err != nil {
+		return store.Machine{}, err
+	}
+	defer e.mu.Unlock()
+	m, ok := e.liveMachine(name)
 	if !ok {
 		return store.Machine{}, fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
 	}
-	return fsm.CloneMachine(m), nil
+	return e.outMachine(m), nil
 }
 
-// ListMachines returns the machines matching f, ordered by name.
+// ListMachines returns the live machines matching f, ordered by name.
 func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]store.Machine, error) {
 	if err := e.lock(ctx); err != nil {
 		return nil, err
@@ -199,35 +322,34 @@ func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]sto
 	var out []store.Machine
 	for _, m := range e.machines {
 		if fsm.MatchMachine(&m, f) {
-			out = append(out, fsm.CloneMachine(m))
+			out = append(out, e.outMachine(m))
 		}
 	}
-	slices.SortFunc(out, func(a, b store.Machine) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b store.Machine) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
-// DeleteMachine removes a machine. ErrNotFound; ErrMachineHasTasks.
-func (e *Engine) DeleteMachine(ctx context.Context, name string) error {
+// DeleteMachine removes the live machine id. ErrNotFound;
+// ErrMachineHasTasks.
+func (e *Engine) DeleteMachine(ctx context.Context, id string, at time.Time) error {
+	at, err := fsm.DeleteTime("machine", id, at, time.Now())
+	if err != nil {
+		return err
+	}
 	recs, err := e.lockAudit(ctx)
 	if err != nil {
 		return err
 	}
 	defer e.mu.Unlock()
-	if _, ok := e.machines[name]; !ok {
-		return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+	m, ok := e.machines[id]
+	if !ok || !m.DeletedAt.IsZero() {
+		return fmt.Errorf("%w: machine %s", store.ErrNotFound, id)
 	}
-	if t := e.unfinished(name); t != nil {
-		return fsm.MachineHasTasks(name, t.ID, t.Status)
+	if t := e.unfinished(id); t != nil {
+		return fsm.MachineHasTasks(m.Name, t.ID, t.Status)
 	}
-	delete(e.machines, name)
+	m.DeletedAt = at
+	e.machines[id] = m
 	e.record(recs)
 	return nil
 }
@@ -245,9 +367,9 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 	}
 	defer e.mu.Unlock()
 	if t.IdempotencyKey != "" {
-		if id, ok := e.idem[t.IdempotencyKey]; ok {
-			e.record(recs)
-			return fsm.CloneTask(e.tasks[id].task), false, nil
+		if id, ok := e.idem[idemKey{t.TeamID, t.IdempotencyKey}]; ok {
+			e.record(fsm.KeepAudit(recs, map[string]bool{t.ID: true}))
+			return e.out(e.tasks[id].task), false, nil
 		}
 	}
 	if _, ok := e.tasks[t.ID]; ok {
@@ -258,10 +380,10 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 	e.set(en, t)
 	e.tasks[t.ID] = en
 	if t.IdempotencyKey != "" {
-		e.idem[t.IdempotencyKey] = t.ID
+		e.idem[idemKey{t.TeamID, t.IdempotencyKey}] = t.ID
 	}
 	e.record(recs)
-	return fsm.CloneTask(t), true, nil
+	return e.out(t), true, nil
 }
 
 // GetTask returns one task with its History. ErrNotFound.
@@ -274,7 +396,7 @@ func (e *Engine) GetTask(ctx context.Context, id string) (store.Task, error) {
 	if !ok {
 		return store.Task{}, fmt.Errorf("%w: task %s", store.ErrNotFound, id)
 	}
-	return fsm.CloneTask(en.task), nil
+	return e.out(en.task), nil
 }
 
 // ListTasks returns the tasks matching f ordered by CreatedAt then ID.
@@ -298,7 +420,7 @@ func (e *Engine) ListTasks(ctx context.Context, f store.TaskFilter) ([]store.Tas
 	}
 	out := make([]store.Task, len(match))
 	for i, t := range match {
-		out[i] = fsm.CloneTask(*t)
+		out[i] = e.out(*t)
 	}
 	return out, nil
 }
@@ -318,7 +440,7 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 	running := make(map[string]int)
 	var cands []sched.Candidate
 	for _, en := range e.active {
-		running[en.task.Machine]++
+		running[en.task.MachineID]++
 	}
 	for _, en := range e.pending {
 		cands = append(cands, fsm.Candidate(&en.task, en.seq))
@@ -334,7 +456,7 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 		t := en.task
 		fsm.Claim(&t, r)
 		e.set(en, t)
-		out = append(out, fsm.CloneTask(t))
+		out = append(out, e.out(t))
 	}
 	e.record(recs)
 	return out, nil
@@ -358,7 +480,7 @@ func (e *Engine) update(ctx context.Context, id string, fn func(t *store.Task) e
 	}
 	e.set(en, t)
 	e.record(recs)
-	return fsm.CloneTask(t), nil
+	return e.out(t), nil
 }
 
 // Start moves an ASSIGNED task leased by owner to PROCESSING and appends the
@@ -453,7 +575,7 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 		}
 		fsm.Rescue(&t, r.Now, fsm.RescueReason(&t, r.Now))
 		e.set(en, t)
-		out = append(out, fsm.CloneTask(t))
+		out = append(out, e.out(t))
 	}
 	fsm.SortTasks(out)
 	e.record(recs)
@@ -491,11 +613,12 @@ func (e *Engine) Depth(ctx context.Context) ([]store.DepthRow, error) {
 	}
 	counts := make(map[key]int)
 	for _, en := range e.tasks {
-		counts[key{en.task.Status, en.task.Priority, en.task.Team, en.task.Machine}]++
+		counts[key{en.task.Status, en.task.Priority, en.task.TeamID, en.task.MachineID}]++
 	}
 	out := make([]store.DepthRow, 0, len(counts))
 	for k, n := range counts {
-		out = append(out, store.DepthRow{Status: k.s, Priority: k.p, Team: k.team, Machine: k.machine, Count: n})
+		out = append(out, store.DepthRow{Status: k.s, Priority: k.p, TeamID: k.team, MachineID: k.machine,
+			Team: e.teamName(k.team), Machine: e.machineName(k.machine), Count: n})
 	}
 	fsm.SortDepth(out)
 	return out, nil

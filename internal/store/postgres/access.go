@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/authz"
@@ -18,55 +19,78 @@ import (
 
 // ---- teams
 
-// CreateTeam inserts t. ErrExists; ErrInvalidArgument.
-func (e *Engine) CreateTeam(ctx context.Context, t store.Team) error {
+const teamCols = `id, name, description, created_at, deleted_at`
+
+// CreateTeam inserts t. ErrExists (a live team has the name, or the id is
+// taken); ErrInvalidArgument.
+func (e *Engine) CreateTeam(ctx context.Context, t store.Team) (store.Team, error) {
 	t, err := fsm.NewTeam(t, time.Now())
 	if err != nil {
-		return err
+		return store.Team{}, err
 	}
-	return e.write(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO teams (name, description, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING`,
-			t.Name, t.Description, nanos(t.CreatedAt))
+	err = e.write(ctx, func(tx pgx.Tx) error {
+		// Both unique indexes (the id, the live name) reject a duplicate.
+		tag, err := tx.Exec(ctx, `INSERT INTO teams (id, name, description, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+			t.ID, t.Name, t.Description, nanos(t.CreatedAt))
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
+			if taken, err := exists(ctx, tx, `SELECT 1 FROM teams WHERE id = $1`, t.ID); err != nil {
+				return err
+			} else if taken {
+				return fmt.Errorf("%w: team id %s", store.ErrExists, t.ID)
+			}
 			return fmt.Errorf("%w: team %s", store.ErrExists, t.Name)
 		}
 		return nil
 	})
+	if err != nil {
+		return store.Team{}, err
+	}
+	return t, nil
 }
 
 func scanTeam(row pgx.Row) (store.Team, error) {
 	var (
-		t       store.Team
-		created *int64
+		t                store.Team
+		created, deleted *int64
 	)
-	if err := row.Scan(&t.Name, &t.Description, &created); err != nil {
+	if err := row.Scan(&t.ID, &t.Name, &t.Description, &created, &deleted); err != nil {
 		return store.Team{}, err
 	}
-	t.CreatedAt = fromNanos(created)
+	t.CreatedAt, t.DeletedAt = fromNanos(created), fromNanos(deleted)
 	return t, nil
 }
 
-// GetTeam returns one team. ErrNotFound.
-func (e *Engine) GetTeam(ctx context.Context, name string) (store.Team, error) {
+// GetTeam returns one team by id, live or deleted. ErrNotFound.
+func (e *Engine) GetTeam(ctx context.Context, id string) (store.Team, error) {
+	return e.oneTeam(ctx, `id = $1`, id)
+}
+
+// TeamByName returns the live team named name. ErrNotFound.
+func (e *Engine) TeamByName(ctx context.Context, name string) (store.Team, error) {
+	return e.oneTeam(ctx, `name = $1 AND deleted_at IS NULL`, name)
+}
+
+func (e *Engine) oneTeam(ctx context.Context, where, arg string) (store.Team, error) {
 	if err := e.check(ctx); err != nil {
 		return store.Team{}, err
 	}
-	t, err := scanTeam(e.pool.QueryRow(ctx, `SELECT name, description, created_at FROM teams WHERE name = $1`, name))
+	t, err := scanTeam(e.pool.QueryRow(ctx, `SELECT `+teamCols+` FROM teams WHERE `+where, arg))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Team{}, fmt.Errorf("%w: team %s", store.ErrNotFound, name)
+		return store.Team{}, fmt.Errorf("%w: team %s", store.ErrNotFound, arg)
 	}
 	return t, e.classify(err)
 }
 
-// ListTeams returns all teams ordered by name.
-func (e *Engine) ListTeams(ctx context.Context) ([]store.Team, error) {
+// ListTeams returns the live teams (and the deleted ones with
+// f.IncludeDeleted) ordered by name, then id.
+func (e *Engine) ListTeams(ctx context.Context, f store.TeamFilter) ([]store.Team, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := e.pool.Query(ctx, `SELECT name, description, created_at FROM teams ORDER BY name`)
+	rows, err := e.pool.Query(ctx, `SELECT `+teamCols+` FROM teams WHERE $1 OR deleted_at IS NULL ORDER BY name, id`, f.IncludeDeleted)
 	if err != nil {
 		return nil, e.classify(err)
 	}
@@ -74,71 +98,72 @@ func (e *Engine) ListTeams(ctx context.Context) ([]store.Team, error) {
 	return out, e.classify(err)
 }
 
-// lockTeamRow locks team name FOR UPDATE; ErrNotFound when it does not exist.
-func lockTeamRow(ctx context.Context, tx pgx.Tx, name string) error {
-	ok, err := exists(ctx, tx, `SELECT 1 FROM teams WHERE name = $1 FOR UPDATE`, name)
-	if err != nil {
-		return err
+// lockTeamRow locks the live team id FOR UPDATE and returns its name;
+// ErrNotFound when there is no such live team.
+func lockTeamRow(ctx context.Context, tx pgx.Tx, id string) (string, error) {
+	var name string
+	err := tx.QueryRow(ctx, `SELECT name FROM teams WHERE id = $1 AND deleted_at IS NULL FOR UPDATE`, id).Scan(&name)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("%w: team %s", store.ErrNotFound, id)
 	}
-	if !ok {
-		return fmt.Errorf("%w: team %s", store.ErrNotFound, name)
-	}
-	return nil
+	return name, err
 }
 
-// RenameTeam renames a team and, in the same transaction, every machine,
-// task and member reference to it. ErrNotFound; ErrExists;
-// ErrInvalidArgument.
-func (e *Engine) RenameTeam(ctx context.Context, oldName, newName string) error {
-	if err := fsm.CheckRename(oldName, newName); err != nil {
+// RenameTeam renames the live team id: every reference is by id, so this
+// changes one row. ErrNotFound; ErrExists; ErrInvalidArgument.
+func (e *Engine) RenameTeam(ctx context.Context, id, newName string) error {
+	if err := fsm.CheckRename(id, newName); err != nil {
 		return err
 	}
 	return e.write(ctx, func(tx pgx.Tx) error {
-		if err := lockTeamRow(ctx, tx, oldName); err != nil {
+		if _, err := lockTeamRow(ctx, tx, id); err != nil {
 			return err
 		}
-		if ok, err := teamExists(ctx, tx, newName); err != nil {
+		if taken, err := exists(ctx, tx, `SELECT 1 FROM teams WHERE name = $1 AND deleted_at IS NULL`, newName); err != nil {
 			return err
-		} else if ok {
+		} else if taken { // the team itself included
 			return fmt.Errorf("%w: team %s", store.ErrExists, newName)
 		}
-		// members follow through ON UPDATE CASCADE.
-		for _, q := range []string{
-			`UPDATE teams SET name = $2 WHERE name = $1`,
-			`UPDATE machines SET team = $2 WHERE team = $1`,
-			`UPDATE tasks SET team = $2 WHERE team = $1`,
-		} {
-			if _, err := tx.Exec(ctx, q, oldName, newName); err != nil {
-				return err
-			}
+		// The unique index on live names refuses a taken name, also one
+		// taken by a concurrent transaction (this one then waits for it).
+		var pe *pgconn.PgError
+		if _, err := tx.Exec(ctx, `UPDATE teams SET name = $2 WHERE id = $1`, id, newName); errors.As(err, &pe) && pe.Code == "23505" {
+			return fmt.Errorf("%w: team %s", store.ErrExists, newName)
+		} else if err != nil {
+			return err
 		}
 		return nil
 	})
 }
 
-// DeleteTeam deletes a team and its members. ErrNotFound; ErrTeamNotEmpty;
-// ErrInvalidArgument.
-func (e *Engine) DeleteTeam(ctx context.Context, name string) error {
-	if err := fsm.CheckDeleteTeam(name); err != nil {
+// DeleteTeam deletes the live team id and its members, keeping its row.
+// ErrNotFound; ErrTeamNotEmpty; ErrInvalidArgument.
+func (e *Engine) DeleteTeam(ctx context.Context, id string, at time.Time) error {
+	at, err := fsm.DeleteTime("team", id, at, time.Now())
+	if err != nil {
 		return err
 	}
 	return e.write(ctx, func(tx pgx.Tx) error {
 		// The row lock waits for machines being added to the team (they
 		// hold it FOR SHARE), so the counts below see them.
-		if err := lockTeamRow(ctx, tx, name); err != nil {
+		name, err := lockTeamRow(ctx, tx, id)
+		if err != nil {
 			return err
 		}
 		var machines, tasks int64
 		if err := tx.QueryRow(ctx, `SELECT
-			(SELECT count(*) FROM machines WHERE team = $1),
-			(SELECT count(*) FROM tasks WHERE team = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED'))`,
-			name).Scan(&machines, &tasks); err != nil {
+			(SELECT count(*) FROM machines WHERE team_id = $1 AND deleted_at IS NULL),
+			(SELECT count(*) FROM tasks WHERE team_id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED'))`,
+			id).Scan(&machines, &tasks); err != nil {
 			return err
 		}
 		if err := fsm.TeamNotEmpty(name, int(machines), int(tasks)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM teams WHERE name = $1`, name) // members: ON DELETE CASCADE
+		if _, err := tx.Exec(ctx, `DELETE FROM members WHERE team_id = $1`, id); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE teams SET deleted_at = $2 WHERE id = $1`, id, nanos(at))
 		return err
 	})
 }
@@ -154,15 +179,15 @@ func (e *Engine) PutMember(ctx context.Context, m store.Member) (bool, error) {
 	}
 	var created bool
 	err = e.write(ctx, func(tx pgx.Tx) error {
-		if ok, err := lockTeam(ctx, tx, m.Team); err != nil {
+		if ok, err := lockTeam(ctx, tx, m.TeamID); err != nil {
 			return err
 		} else if !ok {
-			return fmt.Errorf("%w: team %s", store.ErrNotFound, m.Team)
+			return fmt.Errorf("%w: team %s", store.ErrNotFound, m.TeamID)
 		}
 		// xmax = 0 tells an inserted row from an updated one.
-		return tx.QueryRow(ctx, `INSERT INTO members (team, user_name, role, added_at) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (team, user_name) DO UPDATE SET role = EXCLUDED.role
-			RETURNING (xmax = 0)`, m.Team, m.User, m.Role, nanos(m.AddedAt)).Scan(&created)
+		return tx.QueryRow(ctx, `INSERT INTO members (team_id, user_name, role, added_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (team_id, user_name) DO UPDATE SET role = EXCLUDED.role
+			RETURNING (xmax = 0)`, m.TeamID, m.User, m.Role, nanos(m.AddedAt)).Scan(&created)
 	})
 	if err != nil {
 		return false, err
@@ -170,28 +195,28 @@ func (e *Engine) PutMember(ctx context.Context, m store.Member) (bool, error) {
 	return created, nil
 }
 
-// DeleteMember removes a user from a team. ErrNotFound.
-func (e *Engine) DeleteMember(ctx context.Context, team, user string) error {
+// DeleteMember removes a user from a team (id). ErrNotFound.
+func (e *Engine) DeleteMember(ctx context.Context, teamID, user string) error {
 	return e.write(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM members WHERE team = $1 AND user_name = $2`, team, user)
+		tag, err := tx.Exec(ctx, `DELETE FROM members WHERE team_id = $1 AND user_name = $2`, teamID, user)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("%w: member %s of team %s", store.ErrNotFound, user, team)
+			return fmt.Errorf("%w: member %s of team %s", store.ErrNotFound, user, teamID)
 		}
 		return nil
 	})
 }
 
 // ListMembers returns a team's members ordered by user, or every member
-// ordered by team then user when team is "".
-func (e *Engine) ListMembers(ctx context.Context, team string) ([]store.Member, error) {
+// ordered by team id then user when teamID is "".
+func (e *Engine) ListMembers(ctx context.Context, teamID string) ([]store.Member, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := e.pool.Query(ctx, `SELECT team, user_name, role, added_at FROM members
-		WHERE $1 = '' OR team = $1 ORDER BY team, user_name`, team)
+	rows, err := e.pool.Query(ctx, `SELECT team_id, COALESCE((SELECT name FROM teams WHERE teams.id = members.team_id), team_id),
+		user_name, role, added_at FROM members WHERE $1 = '' OR team_id = $1 ORDER BY team_id, user_name`, teamID)
 	if err != nil {
 		return nil, e.classify(err)
 	}
@@ -200,19 +225,19 @@ func (e *Engine) ListMembers(ctx context.Context, team string) ([]store.Member, 
 			m     store.Member
 			added *int64
 		)
-		err := row.Scan(&m.Team, &m.User, &m.Role, &added)
+		err := row.Scan(&m.TeamID, &m.Team, &m.User, &m.Role, &added)
 		m.AddedAt = fromNanos(added)
 		return m, err
 	})
 	return out, e.classify(err)
 }
 
-// MemberRoles returns team -> role for each team user belongs to.
+// MemberRoles returns team id -> role for each team user belongs to.
 func (e *Engine) MemberRoles(ctx context.Context, user string) (map[string]string, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := e.pool.Query(ctx, `SELECT team, role FROM members WHERE user_name = $1`, user)
+	rows, err := e.pool.Query(ctx, `SELECT team_id, role FROM members WHERE user_name = $1`, user)
 	if err != nil {
 		return nil, e.classify(err)
 	}
@@ -330,30 +355,30 @@ func (e *Engine) InitOwner(ctx context.Context, user string, at time.Time) (bool
 	return made, nil
 }
 
-// MoveMachine assigns a machine to another team. ErrNotFound;
-// ErrMachineHasTasks; ErrInvalidArgument.
-func (e *Engine) MoveMachine(ctx context.Context, name, team string) error {
-	if err := fsm.CheckMove(name, team); err != nil {
+// MoveMachine assigns the live machine id to the live team teamID.
+// ErrNotFound; ErrMachineHasTasks; ErrInvalidArgument.
+func (e *Engine) MoveMachine(ctx context.Context, id, teamID string) error {
+	if err := fsm.CheckMove(id, teamID); err != nil {
 		return err
 	}
 	return e.write(ctx, func(tx pgx.Tx) error {
-		m, err := lockMachine(ctx, tx, name)
+		m, err := lockMachine(ctx, tx, id)
 		if err != nil {
 			return err
 		}
-		if ok, err := lockTeam(ctx, tx, team); err != nil {
+		if ok, err := lockTeam(ctx, tx, teamID); err != nil {
 			return err
 		} else if !ok {
-			return fmt.Errorf("%w: team %s", store.ErrNotFound, team)
+			return fmt.Errorf("%w: team %s", store.ErrNotFound, teamID)
 		}
-		if m.Team == team {
+		if m.TeamID == teamID {
 			return nil
 		}
-		if err := noUnfinished(ctx, tx, name); err != nil {
+		if err := noUnfinished(ctx, tx, id, m.Name); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE machines SET team = $1, updated_at = $2 WHERE name = $3`,
-			team, nanos(fsm.Time(time.Now())), name)
+		_, err = tx.Exec(ctx, `UPDATE machines SET team_id = $1, updated_at = $2 WHERE id = $3`,
+			teamID, nanos(fsm.Time(time.Now())), id)
 		return err
 	})
 }

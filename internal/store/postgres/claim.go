@@ -92,7 +92,7 @@ func saveTags(ctx context.Context, tx pgx.Tx, res sched.Result) error {
 }
 
 // candCols are the columns scanCandidate reads.
-const candCols = `t.seq, t.id, t.team, t.machine, t.priority, t.enqueued_at, t.ready_at`
+const candCols = `t.seq, t.id, t.team_id, t.machine_id, t.priority, t.enqueued_at, t.ready_at`
 
 // source is a claim's sched.Source over its transaction, served by the
 // tasks_pending index (machine, priority, enqueued_at, seq over PENDING
@@ -109,9 +109,9 @@ var _ sched.Source = (*source)(nil)
 // Heads implements sched.Source in one statement.
 func (s *source) Heads(only, skip []string) ([]sched.Candidate, error) {
 	ms := `WITH RECURSIVE scan(m) AS (
-			(SELECT machine FROM tasks WHERE status = 'PENDING' ORDER BY machine LIMIT 1)
+			(SELECT machine_id FROM tasks WHERE status = 'PENDING' ORDER BY machine_id LIMIT 1)
 			UNION ALL
-			SELECT (SELECT machine FROM tasks WHERE status = 'PENDING' AND machine > scan.m ORDER BY machine LIMIT 1)
+			SELECT (SELECT machine_id FROM tasks WHERE status = 'PENDING' AND machine_id > scan.m ORDER BY machine_id LIMIT 1)
 			FROM scan WHERE scan.m IS NOT NULL),
 		ms(m) AS (SELECT m FROM scan WHERE m IS NOT NULL)`
 	args := []any{s.now, nonNil(skip)}
@@ -122,7 +122,7 @@ func (s *source) Heads(only, skip []string) ([]sched.Candidate, error) {
 	rows, err := s.tx.Query(s.ctx, ms+`
 		SELECT `+candCols+` FROM ms CROSS JOIN generate_series(1, 5) AS lv(p)
 		CROSS JOIN LATERAL (SELECT * FROM tasks t
-			WHERE t.status = 'PENDING' AND t.machine = ms.m AND t.priority = lv.p AND t.ready_at <= $1
+			WHERE t.status = 'PENDING' AND t.machine_id = ms.m AND t.priority = lv.p AND t.ready_at <= $1
 			ORDER BY t.enqueued_at, t.seq LIMIT 1 FOR UPDATE SKIP LOCKED) t
 		WHERE NOT ms.m = ANY($2)`, args...)
 	if err != nil {
@@ -134,7 +134,7 @@ func (s *source) Heads(only, skip []string) ([]sched.Candidate, error) {
 // Next implements sched.Source.
 func (s *source) Next(machine string, priority int, after sched.Candidate) (sched.Candidate, bool, error) {
 	c, err := scanCandidate(s.tx.QueryRow(s.ctx, `SELECT `+candCols+` FROM tasks t
-		WHERE t.status = 'PENDING' AND t.machine = $1 AND t.priority = $2 AND t.ready_at <= $5
+		WHERE t.status = 'PENDING' AND t.machine_id = $1 AND t.priority = $2 AND t.ready_at <= $5
 		AND (t.enqueued_at, t.seq) > ($3, $4)
 		ORDER BY t.enqueued_at, t.seq LIMIT 1 FOR UPDATE SKIP LOCKED`,
 		machine, priority, after.EnqueuedAt.UnixNano(), after.Seq, s.now))
@@ -198,9 +198,9 @@ func scanCandidate(row pgx.Row) (sched.Candidate, error) {
 // countRunning sets running[m] to the ASSIGNED and PROCESSING tasks of
 // machine m, for the machines given (nil: every machine with such tasks).
 func countRunning(ctx context.Context, tx pgx.Tx, machines []string, running map[string]int) error {
-	q, args := `SELECT machine, count(*) FROM tasks WHERE status IN ('ASSIGNED', 'PROCESSING') GROUP BY machine`, []any(nil)
+	q, args := `SELECT machine_id, count(*) FROM tasks WHERE status IN ('ASSIGNED', 'PROCESSING') GROUP BY machine_id`, []any(nil)
 	if machines != nil {
-		q = `SELECT machine, count(*) FROM tasks WHERE status IN ('ASSIGNED', 'PROCESSING') AND machine = ANY($1) GROUP BY machine`
+		q = `SELECT machine_id, count(*) FROM tasks WHERE status IN ('ASSIGNED', 'PROCESSING') AND machine_id = ANY($1) GROUP BY machine_id`
 		args = []any{machines}
 	}
 	rows, err := tx.Query(ctx, q, args...)

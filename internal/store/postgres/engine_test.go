@@ -229,7 +229,7 @@ func TestAuditRoleWithoutDelete(t *testing.T) {
 	if err := owner.PutLogin(ctx, store.Login{Login: role, User: "a"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := app.CreateTeam(store.WithAudit(ctx, audit.Record{Time: storetest.T0, Actor: "a", Action: "team.create",
+	if _, err := app.CreateTeam(store.WithAudit(ctx, audit.Record{Time: storetest.T0, Actor: "a", Action: "team.create",
 		EntityType: audit.EntityTeam, EntityID: "x", Team: "x", Result: audit.ResultOK}), store.Team{Name: "x"}); err != nil {
 		t.Fatalf("CreateTeam as %s: %v", role, err)
 	}
@@ -304,7 +304,7 @@ func TestConcurrentOpen(t *testing.T) {
 			defer wg.Done()
 			e, err := postgres.Open(ctx, dsn)
 			if err == nil {
-				err = e.CreateMachine(ctx, store.Machine{Name: fmt.Sprint("m", i), Host: "h", Port: 22, User: "u"})
+				_, err = e.CreateMachine(ctx, store.Machine{Name: fmt.Sprint("m", i), Host: "h", Port: 22, User: "u"})
 				e.Close()
 			}
 			errs[i] = err
@@ -330,7 +330,7 @@ func TestWakeups(t *testing.T) {
 		t.Fatal("no wake-up after the listener connected")
 	}
 	for i := range 3 {
-		if _, _, err := es[0].CreateTask(ctx, store.Task{Machine: "m", Priority: 3}); err != nil {
+		if _, _, err := es[0].CreateTask(ctx, store.Task{MachineID: "m", Priority: 3}); err != nil {
 			t.Fatal(err)
 		}
 		select {

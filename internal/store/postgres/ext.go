@@ -29,19 +29,25 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 			return nil, fsm.BatchErr(i, err)
 		}
 	}
+	recs, err := fsm.CtxAudit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	type key struct{ team, key string }
 	var out []store.Task
-	err = e.write(ctx, func(tx pgx.Tx) error {
+	err = e.tx(ctx, nil, func(tx pgx.Tx) (bool, error) {
 		out = make([]store.Task, len(in))
-		keys := make(map[string]int) // key -> index of the batch task holding it
+		keys := make(map[key]int) // key -> index of the batch task holding it
 		b := &pgx.Batch{}
 		var idx []int // batch task index of each queued insert
 		for i := range in {
 			t := &in[i]
-			if _, ok := keys[t.IdempotencyKey]; ok && t.IdempotencyKey != "" {
+			k := key{t.TeamID, t.IdempotencyKey}
+			if _, ok := keys[k]; ok && t.IdempotencyKey != "" {
 				continue
 			}
 			if t.IdempotencyKey != "" {
-				keys[t.IdempotencyKey] = i
+				keys[k] = i
 			}
 			b.Queue(sqlInsertTask+` ON CONFLICT DO NOTHING`, args[i]...)
 			idx = append(idx, i)
@@ -61,11 +67,17 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 			firstErr = err
 		}
 		if firstErr != nil {
-			return firstErr
+			return false, firstErr
+		}
+		hits := map[string]bool{} // given ids of the tasks not inserted
+		holder := func(t *store.Task) (int, bool) {
+			j, ok := keys[key{t.TeamID, t.IdempotencyKey}]
+			return j, ok && t.IdempotencyKey != ""
 		}
 		for i := range in {
 			t := &in[i]
-			if j, ok := keys[t.IdempotencyKey]; ok && t.IdempotencyKey != "" && j != i {
+			if j, ok := holder(t); ok && j != i {
+				hits[t.ID] = true
 				continue // filled below from the holder
 			}
 			if inserted[i] {
@@ -76,26 +88,35 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 			// returns the holder of the key even when the id is taken
 			// too), else the id.
 			if t.IdempotencyKey != "" {
-				_, old, err := scanTask(tx.QueryRow(ctx, `SELECT `+taskCols+` FROM tasks WHERE idempotency_key = $1`, t.IdempotencyKey))
+				_, old, err := scanTask(tx.QueryRow(ctx, `SELECT `+taskCols+` FROM tasks WHERE team_id = $1 AND idempotency_key = $2`,
+					t.TeamID, t.IdempotencyKey))
 				if err == nil {
-					out[i] = old
+					out[i], hits[t.ID] = old, true
 					continue
 				}
 				if !errors.Is(err, pgx.ErrNoRows) {
-					return fsm.BatchErr(i, err)
+					return false, fsm.BatchErr(i, err)
 				}
 			}
-			return fsm.BatchErr(i, fmt.Errorf("%w: task %s", store.ErrExists, t.ID))
+			return false, fsm.BatchErr(i, fmt.Errorf("%w: task %s", store.ErrExists, t.ID))
+		}
+		if err := fillNames(ctx, tx, out); err != nil {
+			return false, err
 		}
 		for i := range in {
-			if j, ok := keys[in[i].IdempotencyKey]; ok && in[i].IdempotencyKey != "" && j != i {
+			if j, ok := holder(&in[i]); ok && j != i {
 				out[i] = fsm.CloneTask(out[j])
 			}
 		}
-		if len(inserted) > 0 {
-			return e.notify(ctx, tx)
+		if keep := fsm.KeepAudit(recs, hits); len(keep) > 0 {
+			if _, err := e.appendAudit(ctx, tx, keep); err != nil {
+				return false, err
+			}
 		}
-		return nil
+		if len(inserted) > 0 {
+			return false, e.notify(ctx, tx)
+		}
+		return false, nil
 	})
 	if err != nil {
 		return nil, err
@@ -103,20 +124,60 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 	return out, nil
 }
 
-// SetMachineHealth stores a machine's last health sample. ErrNotFound;
-// ErrInvalidArgument.
-func (e *Engine) SetMachineHealth(ctx context.Context, name string, sample []byte, at time.Time) error {
-	at, err := fsm.HealthTime(name, at, time.Now())
+// fillNames fills the Team and Machine names of ts (see store.Task),
+// skipping the entries not filled yet (empty ids).
+func fillNames(ctx context.Context, tx pgx.Tx, ts []store.Task) error {
+	var teams, machines []string
+	for _, t := range ts {
+		teams, machines = append(teams, t.TeamID), append(machines, t.MachineID)
+	}
+	names := map[string]string{}
+	rows, err := tx.Query(ctx, `SELECT 't' || id, name FROM teams WHERE id = ANY($1)
+		UNION ALL SELECT 'm' || id, name FROM machines WHERE id = ANY($2)`, teams, machines)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k, n string
+		if err := rows.Scan(&k, &n); err != nil {
+			return err
+		}
+		names[k] = n
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for i := range ts {
+		t := &ts[i]
+		if t.ID == "" {
+			continue
+		}
+		t.Team, t.Machine = t.TeamID, t.MachineID
+		if n, ok := names["t"+t.TeamID]; ok {
+			t.Team = n
+		}
+		if n, ok := names["m"+t.MachineID]; ok {
+			t.Machine = n
+		}
+	}
+	return nil
+}
+
+// SetMachineHealth stores a live machine's last health sample.
+// ErrNotFound; ErrInvalidArgument.
+func (e *Engine) SetMachineHealth(ctx context.Context, id string, sample []byte, at time.Time) error {
+	at, err := fsm.HealthTime(id, at, time.Now())
 	if err != nil {
 		return err
 	}
 	return e.write(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE machines SET health = $1, health_at = $2 WHERE name = $3`, blob(sample), nanos(at), name)
+		tag, err := tx.Exec(ctx, `UPDATE machines SET health = $1, health_at = $2 WHERE id = $3 AND deleted_at IS NULL`, blob(sample), nanos(at), id)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+			return fmt.Errorf("%w: machine %s", store.ErrNotFound, id)
 		}
 		return nil
 	})
@@ -132,9 +193,9 @@ func (e *Engine) QueuedByMachine(ctx context.Context, machines []string) (map[st
 	if machines != nil && len(machines) == 0 {
 		return out, nil
 	}
-	q, args := `SELECT machine, count(*) FROM tasks WHERE status IN ('PENDING', 'ASSIGNED', 'PROCESSING') GROUP BY machine`, []any(nil)
+	q, args := `SELECT machine_id, count(*) FROM tasks WHERE status IN ('PENDING', 'ASSIGNED', 'PROCESSING') GROUP BY machine_id`, []any(nil)
 	if machines != nil {
-		q = `SELECT machine, count(*) FROM tasks WHERE machine = ANY($1) AND status IN ('PENDING', 'ASSIGNED', 'PROCESSING') GROUP BY machine`
+		q = `SELECT machine_id, count(*) FROM tasks WHERE machine_id = ANY($1) AND status IN ('PENDING', 'ASSIGNED', 'PROCESSING') GROUP BY machine_id`
 		args = []any{machines}
 	}
 	rows, err := e.pool.Query(ctx, q, args...)

@@ -31,7 +31,7 @@ func (e *Engine) Import(ctx context.Context, s store.Snapshot) error {
 			{"machines", `SELECT count(*) FROM machines`},
 			{"team members", `SELECT count(*) FROM members`},
 			{"store roles", `SELECT count(*) FROM store_roles`},
-			{"teams other than default", `SELECT count(*) FROM teams WHERE name <> 'default'`},
+			{"teams other than default", `SELECT count(*) FROM teams WHERE id <> 'default'`},
 			{"SSH keys", `SELECT count(*) FROM ssh_keys`},
 			{"host keys or vault files", `SELECT count(*) FROM blobs`},
 			{"audit records", `SELECT seq FROM audit_head WHERE id = 1`},
@@ -48,15 +48,16 @@ func (e *Engine) Import(ctx context.Context, s store.Snapshot) error {
 			return false, fmt.Errorf("%w: the target store is not empty (it holds %s): import into a new database or schema", store.ErrExists, strings.Join(holds, ", "))
 		}
 		for _, t := range s.Teams {
-			if _, err := tx.Exec(ctx, `INSERT INTO teams (name, description, created_at) VALUES ($1, $2, $3)
-				ON CONFLICT (name) DO UPDATE SET description = excluded.description, created_at = excluded.created_at`,
-				t.Name, t.Description, nanos(t.CreatedAt)); err != nil {
-				return false, fmt.Errorf("team %s: %w", t.Name, err)
+			if _, err := tx.Exec(ctx, `INSERT INTO teams (id, name, description, created_at, deleted_at) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (id) DO UPDATE SET name = excluded.name, description = excluded.description,
+					created_at = excluded.created_at, deleted_at = excluded.deleted_at`,
+				t.ID, t.Name, t.Description, nanos(t.CreatedAt), nanos(t.DeletedAt)); err != nil {
+				return false, fmt.Errorf("team %s (%s): %w", t.Name, t.ID, err)
 			}
 		}
 		for _, m := range s.Members {
-			if _, err := tx.Exec(ctx, `INSERT INTO members (team, user_name, role, added_at) VALUES ($1, $2, $3, $4)`,
-				m.Team, m.User, m.Role, nanos(m.AddedAt)); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO members (team_id, user_name, role, added_at) VALUES ($1, $2, $3, $4)`,
+				m.TeamID, m.User, m.Role, nanos(m.AddedAt)); err != nil {
 				return false, fmt.Errorf("member %s of team %s: %w", m.User, m.Team, err)
 			}
 		}
@@ -67,9 +68,10 @@ func (e *Engine) Import(ctx context.Context, s store.Snapshot) error {
 			}
 		}
 		for _, m := range s.Machines {
-			if _, err := tx.Exec(ctx, `INSERT INTO machines (`+machineCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-				m.Name, m.Team, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt), blob(m.Health), nanos(m.HealthAt)); err != nil {
-				return false, fmt.Errorf("machine %s: %w", m.Name, err)
+			if _, err := tx.Exec(ctx, `INSERT INTO machines (id, name, team_id, host, port, user_name, config, created_at, updated_at, health, health_at, deleted_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+				m.ID, m.Name, m.TeamID, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt), blob(m.Health), nanos(m.HealthAt), nanos(m.DeletedAt)); err != nil {
+				return false, fmt.Errorf("machine %s (%s): %w", m.Name, m.ID, err)
 			}
 		}
 		for i := range s.Tasks {

@@ -14,7 +14,10 @@ import (
 
 var _ store.KeyEngine = (*Engine)(nil)
 
-const keySelect = `SELECT id, team_id, fingerprint, data, revision, created_at, updated_at, team_id FROM ssh_keys`
+// keySelect reads keys with their team's name (its id when the team row is
+// gone).
+const keySelect = `SELECT id, team_id, fingerprint, data, revision, created_at, updated_at,
+	COALESCE((SELECT t.name FROM teams t WHERE t.id = ssh_keys.team_id), team_id) AS team_name FROM ssh_keys`
 
 func scanKey(row pgx.Row) (store.Key, error) {
 	var (
@@ -77,7 +80,7 @@ func (e *Engine) ListKeys(ctx context.Context, f store.KeyFilter) ([]store.Key, 
 		q += ` WHERE team_id = ANY($1)`
 		args = append(args, f.TeamIDs)
 	}
-	rows, err := e.pool.Query(ctx, q+` ORDER BY team_id, id`, args...)
+	rows, err := e.pool.Query(ctx, q+` ORDER BY team_name, id`, args...)
 	if err != nil {
 		return nil, e.classify(err)
 	}

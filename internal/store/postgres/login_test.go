@@ -77,7 +77,7 @@ func TestLoginsAndImpersonation(t *testing.T) {
 		t.Fatalf("app login: %+v %v, want the default (itself, no grant)", l, err)
 	}
 	// As another user: refused, and the change with it.
-	err = app.CreateTeam(store.WithAudit(ctx, rec("alice", "t1")), store.Team{Name: "t1"})
+	_, err = app.CreateTeam(store.WithAudit(ctx, rec("alice", "t1")), store.Team{Name: "t1"})
 	if !errors.Is(err, store.ErrForbidden) || !strings.Contains(err.Error(), "impersonation") || !strings.Contains(err.Error(), role) {
 		t.Fatalf("CreateTeam as alice through %s: %v, want ErrForbidden naming the login and the grant", role, err)
 	}
@@ -88,7 +88,7 @@ func TestLoginsAndImpersonation(t *testing.T) {
 		t.Fatalf("AppendAudit as alice: %v", err)
 	}
 	// As itself: fine.
-	if err := app.CreateTeam(store.WithAudit(ctx, rec(role, "t2")), store.Team{Name: "t2"}); err != nil {
+	if _, err := app.CreateTeam(store.WithAudit(ctx, rec(role, "t2")), store.Team{Name: "t2"}); err != nil {
 		t.Fatal(err)
 	}
 	// It cannot grant itself (no write access to logins here).
@@ -109,7 +109,7 @@ func TestLoginsAndImpersonation(t *testing.T) {
 	if err := owner.PutLogin(ctx, store.Login{Login: role, User: "carol", Impersonate: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := app.CreateTeam(store.WithAudit(ctx, rec("alice", "t1")), store.Team{Name: "t1"}); err != nil {
+	if _, err := app.CreateTeam(store.WithAudit(ctx, rec("alice", "t1")), store.Team{Name: "t1"}); err != nil {
 		t.Fatalf("with the grant: %v", err)
 	}
 	ls, err := owner.ListLogins(ctx)

@@ -322,16 +322,24 @@ func (e *Engine) writeIf(ctx context.Context, fn func(tx pgx.Tx) (bool, error)) 
 // maxTries bounds the runs of a transaction that keeps deadlocking.
 const maxTries = 8
 
-// tx runs fn in one READ COMMITTED transaction, appends recs when fn
+// tx runs fn in one READ COMMITTED transaction, after evaluating the guard
+// conditions ctx carries (store.WithGuard, guard.go) in it, appends recs when fn
 // returns true and no error, and commits; on error nothing is written. A
 // transaction aborted by a deadlock or a serialization failure is run again
 // (fn must start from scratch each time).
 func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx pgx.Tx) (bool, error)) error {
+	conds, err := fsm.CtxGuard(ctx)
+	if err != nil {
+		return err
+	}
 	for try := 1; ; try++ {
 		if err := e.check(ctx); err != nil {
 			return err
 		}
 		err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+			if err := guard(ctx, tx, conds); err != nil {
+				return err
+			}
 			changed, err := fn(tx)
 			if err == nil && changed && len(recs) > 0 {
 				_, err = e.appendAudit(ctx, tx, recs)

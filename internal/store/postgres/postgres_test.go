@@ -44,3 +44,19 @@ func TestConformance(t *testing.T) {
 		return open(t)
 	})
 }
+
+// TestGuardAcrossEngines races a guarded CreateTask against MoveMachine
+// through two engines (two connection pools) on one store.
+func TestGuardAcrossEngines(t *testing.T) {
+	dsn := pgtest.Schema(t)
+	var es [2]*postgres.Engine
+	for i := range es {
+		e, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		es[i] = e
+	}
+	storetest.RaceCreateVsMove(t, es[0], es[1], 200)
+}

@@ -78,9 +78,15 @@ func historyFromJSON(b []byte) ([]store.Attempt, error) {
 	return h, nil
 }
 
-const taskCols = `seq, id, idempotency_key, team, machine, priority, spec, status, attempts, history,
+// taskCols are the columns scanTask reads, ending with the names of the
+// task's team and machine (the ids themselves when no such row exists),
+// read by scalar subqueries so that the list serves SELECT … FROM tasks
+// and UPDATE tasks … RETURNING alike.
+const taskCols = `seq, id, idempotency_key, team_id, machine_id, priority, spec, status, attempts, history,
 	created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
-	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error`
+	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error,
+	COALESCE((SELECT name FROM teams WHERE teams.id = tasks.team_id), tasks.team_id),
+	COALESCE((SELECT name FROM machines WHERE machines.id = tasks.machine_id), tasks.machine_id)`
 
 // scanTask reads one row of taskCols.
 func scanTask(row pgx.Row) (int64, store.Task, error) {
@@ -93,9 +99,9 @@ func scanTask(row pgx.Row) (int64, store.Task, error) {
 		history                                          []byte
 		created, enqueued, ready, started, completed, le *int64
 	)
-	err := row.Scan(&seq, &t.ID, &t.IdempotencyKey, &t.Team, &t.Machine, &prio, &t.Spec, &status, &t.Attempts, &history,
+	err := row.Scan(&seq, &t.ID, &t.IdempotencyKey, &t.TeamID, &t.MachineID, &prio, &t.Spec, &status, &t.Attempts, &history,
 		&created, &enqueued, &ready, &started, &completed, &t.LeaseOwner, &le, &t.CancelRequested,
-		&exit, &t.Stdout, &t.Stderr, &t.StdoutTruncated, &t.StderrTruncated, &t.Error)
+		&exit, &t.Stdout, &t.Stderr, &t.StdoutTruncated, &t.StderrTruncated, &t.Error, &t.Team, &t.Machine)
 	if err != nil {
 		return 0, store.Task{}, err
 	}
@@ -148,13 +154,13 @@ func taskArgs(t *store.Task) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []any{t.ID, t.IdempotencyKey, t.Team, t.Machine, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
+	return []any{t.ID, t.IdempotencyKey, t.TeamID, t.MachineID, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
 		nanos(t.CreatedAt), nanos(t.EnqueuedAt), nanos(t.ReadyAt), nanos(t.StartedAt), nanos(t.CompletedAt),
 		t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
 		exitCode(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error}, nil
 }
 
-const sqlInsertTask = `INSERT INTO tasks (id, idempotency_key, team, machine, priority, spec, status, attempts, history,
+const sqlInsertTask = `INSERT INTO tasks (id, idempotency_key, team_id, machine_id, priority, spec, status, attempts, history,
 	created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
 	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)`

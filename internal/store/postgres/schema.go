@@ -223,6 +223,45 @@ CREATE INDEX ssh_keys_team ON ssh_keys (team_id, id);
 	migrationArchive,
 	// 4: database logins and the impersonation grant (schema_fleet.go).
 	migrationLogins,
-	// 5: blobs: host keys and encrypted vaults (schema_fleet.go).
+
+	// 5: identity (as the SQLite engine's migration 7). Teams and machines
+	// get immutable ids (an existing team or machine gets its name as its
+	// id); names are unique among live rows only (deleted_at IS NULL); every
+	// reference is by id: members.team_id, machines.team_id, tasks.team_id
+	// and tasks.machine_id (the renamed name columns, whose values are the
+	// ids now; their indexes follow the rename), fair_teams.team and
+	// fair_machines.machine hold ids from now on, and so does
+	// ssh_keys.team_id (migration 2: it held team names, the ids given
+	// here). Deleting a team or a machine keeps its row. Idempotency keys
+	// are unique per team. The members → teams foreign key goes: the engine
+	// keeps the references (a team is never deleted, only marked).
+	`
+ALTER TABLE members DROP CONSTRAINT members_team_fkey;
+ALTER TABLE teams ADD COLUMN id text COLLATE "C";
+UPDATE teams SET id = name;
+ALTER TABLE teams ALTER COLUMN id SET NOT NULL;
+ALTER TABLE teams DROP CONSTRAINT teams_pkey;
+ALTER TABLE teams ADD PRIMARY KEY (id);
+ALTER TABLE teams ADD COLUMN deleted_at bigint;
+CREATE UNIQUE INDEX teams_live_name ON teams (name) WHERE deleted_at IS NULL;
+ALTER TABLE members RENAME COLUMN team TO team_id;
+
+ALTER TABLE machines ADD COLUMN id text COLLATE "C";
+UPDATE machines SET id = name;
+ALTER TABLE machines ALTER COLUMN id SET NOT NULL;
+ALTER TABLE machines DROP CONSTRAINT machines_pkey;
+ALTER TABLE machines ADD PRIMARY KEY (id);
+ALTER TABLE machines ADD COLUMN deleted_at bigint;
+ALTER TABLE machines RENAME COLUMN team TO team_id;
+CREATE UNIQUE INDEX machines_live_name ON machines (name) WHERE deleted_at IS NULL;
+DROP INDEX machines_team;
+CREATE INDEX machines_team ON machines (team_id, name) WHERE deleted_at IS NULL;
+
+ALTER TABLE tasks RENAME COLUMN team TO team_id;
+ALTER TABLE tasks RENAME COLUMN machine TO machine_id;
+DROP INDEX tasks_idempotency_key;
+CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (team_id, idempotency_key) WHERE idempotency_key <> '';
+`,
+	// 6: blobs: host keys and encrypted vaults (schema_fleet.go).
 	migrationBlobs,
 }

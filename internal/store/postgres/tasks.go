@@ -15,20 +15,25 @@ import (
 
 // ---- machines
 
-const machineCols = `name, team, host, port, user_name, config, created_at, updated_at, health, health_at`
+// machineCols are the columns scanMachine reads: the owning team's name
+// comes third, by a scalar subquery.
+const machineCols = `id, name, team_id, COALESCE((SELECT name FROM teams WHERE teams.id = machines.team_id), machines.team_id),
+	host, port, user_name, config, created_at, updated_at, health, health_at, deleted_at`
 
 func scanMachine(row pgx.Row) (store.Machine, error) {
 	var (
-		m                          store.Machine
-		port                       int32
-		created, updated, healthAt *int64
+		m                                   store.Machine
+		port                                int32
+		created, updated, healthAt, deleted *int64
 	)
-	if err := row.Scan(&m.Name, &m.Team, &m.Host, &port, &m.User, &m.Config, &created, &updated, &m.Health, &healthAt); err != nil {
+	if err := row.Scan(&m.ID, &m.Name, &m.TeamID, &m.Team, &m.Host, &port, &m.User, &m.Config, &created, &updated,
+		&m.Health, &healthAt, &deleted); err != nil {
 		return store.Machine{}, err
 	}
 	m.Port = int(port)
 	m.Config, m.Health = fsm.Bytes(m.Config), fsm.Bytes(m.Health)
 	m.CreatedAt, m.UpdatedAt, m.HealthAt = fromNanos(created), fromNanos(updated), fromNanos(healthAt)
+	m.DeletedAt = fromNanos(deleted)
 	return m, nil
 }
 
@@ -38,70 +43,80 @@ func exists(ctx context.Context, tx pgx.Tx, q string, args ...any) (bool, error)
 	return ok, err
 }
 
-func teamExists(ctx context.Context, tx pgx.Tx, name string) (bool, error) {
-	return exists(ctx, tx, `SELECT 1 FROM teams WHERE name = $1`, name)
-}
-
-// lockMachine locks machine name's row FOR UPDATE and returns it.
-func lockMachine(ctx context.Context, tx pgx.Tx, name string) (store.Machine, error) {
-	m, err := scanMachine(tx.QueryRow(ctx, `SELECT `+machineCols+` FROM machines WHERE name = $1 FOR UPDATE`, name))
+// lockMachine locks the live machine id's row FOR UPDATE and returns it.
+func lockMachine(ctx context.Context, tx pgx.Tx, id string) (store.Machine, error) {
+	m, err := scanMachine(tx.QueryRow(ctx, `SELECT `+machineCols+` FROM machines WHERE id = $1 AND deleted_at IS NULL FOR UPDATE`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Machine{}, fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+		return store.Machine{}, fmt.Errorf("%w: machine %s", store.ErrNotFound, id)
 	}
 	return m, err
 }
 
-// lockTeam locks team name's row FOR SHARE (it must not be renamed or
-// deleted before the transaction ends) and reports whether it exists.
-func lockTeam(ctx context.Context, tx pgx.Tx, name string) (bool, error) {
-	return exists(ctx, tx, `SELECT 1 FROM teams WHERE name = $1 FOR SHARE`, name)
+// lockTeam locks the live team id's row FOR SHARE (it must not be deleted
+// before the transaction ends) and reports whether it exists.
+func lockTeam(ctx context.Context, tx pgx.Tx, id string) (bool, error) {
+	return exists(ctx, tx, `SELECT 1 FROM teams WHERE id = $1 AND deleted_at IS NULL FOR SHARE`, id)
 }
 
-// noUnfinished returns ErrMachineHasTasks when a task of machine is not
-// terminal.
-func noUnfinished(ctx context.Context, tx pgx.Tx, machine string) error {
-	var id, status string
+// noUnfinished returns ErrMachineHasTasks when a task of machine id (named
+// name) is not terminal.
+func noUnfinished(ctx context.Context, tx pgx.Tx, id, name string) error {
+	var tid, status string
 	err := tx.QueryRow(ctx, `SELECT id, status FROM tasks
-		WHERE machine = $1 AND status IN ('PENDING', 'ASSIGNED', 'PROCESSING') LIMIT 1`, machine).Scan(&id, &status)
+		WHERE machine_id = $1 AND status IN ('PENDING', 'ASSIGNED', 'PROCESSING') LIMIT 1`, id).Scan(&tid, &status)
 	switch {
 	case err == nil:
-		return fsm.MachineHasTasks(machine, id, store.Status(status))
+		return fsm.MachineHasTasks(name, tid, store.Status(status))
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil
 	}
 	return err
 }
 
-// CreateMachine inserts m. ErrExists; ErrNotFound (team); ErrInvalidArgument.
-func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) error {
+// CreateMachine inserts m. ErrExists (a live machine has the name, or the
+// id is taken); ErrNotFound (team); ErrInvalidArgument.
+func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) (store.Machine, error) {
 	m, err := fsm.NewMachine(m, time.Now())
 	if err != nil {
-		return err
+		return store.Machine{}, err
 	}
-	return e.write(ctx, func(tx pgx.Tx) error {
-		if ok, err := lockTeam(ctx, tx, m.Team); err != nil {
+	var out store.Machine
+	err = e.write(ctx, func(tx pgx.Tx) error {
+		if ok, err := lockTeam(ctx, tx, m.TeamID); err != nil {
 			return err
 		} else if !ok {
-			return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.Team, m.Name)
+			return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.TeamID, m.Name)
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO machines (`+machineCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL)
-			ON CONFLICT (name) DO NOTHING`,
-			m.Name, m.Team, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt))
+		// Both unique indexes (the id, the live name) reject a duplicate;
+		// ON CONFLICT DO NOTHING waits for a concurrent insert to settle.
+		tag, err := tx.Exec(ctx, `INSERT INTO machines (id, name, team_id, host, port, user_name, config, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
+			m.ID, m.Name, m.TeamID, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt))
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
+			if taken, err := exists(ctx, tx, `SELECT 1 FROM machines WHERE id = $1`, m.ID); err != nil {
+				return err
+			} else if taken {
+				return fmt.Errorf("%w: machine id %s", store.ErrExists, m.ID)
+			}
 			return fmt.Errorf("%w: machine %s", store.ErrExists, m.Name)
 		}
-		return nil
+		out, err = scanMachine(tx.QueryRow(ctx, `SELECT `+machineCols+` FROM machines WHERE id = $1`, m.ID))
+		return err
 	})
+	if err != nil {
+		return store.Machine{}, err
+	}
+	return out, nil
 }
 
-// UpdateMachine replaces the machine named m.Name, keeping its CreatedAt.
-// ErrNotFound; ErrMachineHasTasks; ErrInvalidArgument.
+// UpdateMachine replaces the live machine m.ID, keeping its CreatedAt.
+// ErrNotFound; ErrExists; ErrMachineHasTasks; ErrInvalidArgument.
 func (e *Engine) UpdateMachine(ctx context.Context, m store.Machine) error {
 	return e.write(ctx, func(tx pgx.Tx) error {
-		old, err := lockMachine(ctx, tx, m.Name)
+		old, err := lockMachine(ctx, tx, m.ID)
 		if err != nil {
 			return err
 		}
@@ -109,42 +124,59 @@ func (e *Engine) UpdateMachine(ctx context.Context, m store.Machine) error {
 		if err != nil {
 			return err
 		}
-		if m.Team != old.Team {
-			if ok, err := lockTeam(ctx, tx, m.Team); err != nil {
+		if m.TeamID != old.TeamID {
+			if ok, err := lockTeam(ctx, tx, m.TeamID); err != nil {
 				return err
 			} else if !ok {
-				return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.Team, m.Name)
+				return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.TeamID, m.Name)
 			}
-			if err := noUnfinished(ctx, tx, m.Name); err != nil {
+			if err := noUnfinished(ctx, tx, m.ID, m.Name); err != nil {
 				return err
 			}
 		}
-		_, err = tx.Exec(ctx, `UPDATE machines SET team = $1, host = $2, port = $3, user_name = $4, config = $5, created_at = $6, updated_at = $7
-			WHERE name = $8`, m.Team, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt), m.Name)
+		if m.Name != old.Name {
+			if taken, err := exists(ctx, tx, `SELECT 1 FROM machines WHERE name = $1 AND deleted_at IS NULL AND id <> $2`, m.Name, m.ID); err != nil {
+				return err
+			} else if taken {
+				return fmt.Errorf("%w: machine %s", store.ErrExists, m.Name)
+			}
+		}
+		_, err = tx.Exec(ctx, `UPDATE machines SET name = $1, team_id = $2, host = $3, port = $4, user_name = $5, config = $6,
+			created_at = $7, updated_at = $8 WHERE id = $9`,
+			m.Name, m.TeamID, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt), m.ID)
 		return err
 	})
 }
 
-// GetMachine returns one machine. ErrNotFound.
-func (e *Engine) GetMachine(ctx context.Context, name string) (store.Machine, error) {
+// GetMachine returns one machine by id, live or removed. ErrNotFound.
+func (e *Engine) GetMachine(ctx context.Context, id string) (store.Machine, error) {
+	return e.oneMachine(ctx, `id = $1`, id)
+}
+
+// MachineByName returns the live machine named name. ErrNotFound.
+func (e *Engine) MachineByName(ctx context.Context, name string) (store.Machine, error) {
+	return e.oneMachine(ctx, `name = $1 AND deleted_at IS NULL`, name)
+}
+
+func (e *Engine) oneMachine(ctx context.Context, where, arg string) (store.Machine, error) {
 	if err := e.check(ctx); err != nil {
 		return store.Machine{}, err
 	}
-	m, err := scanMachine(e.pool.QueryRow(ctx, `SELECT `+machineCols+` FROM machines WHERE name = $1`, name))
+	m, err := scanMachine(e.pool.QueryRow(ctx, `SELECT `+machineCols+` FROM machines WHERE `+where, arg))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Machine{}, fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+		return store.Machine{}, fmt.Errorf("%w: machine %s", store.ErrNotFound, arg)
 	}
 	return m, e.classify(err)
 }
 
-// ListMachines returns the machines matching f, ordered by name.
+// ListMachines returns the live machines matching f, ordered by name.
 func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]store.Machine, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	q, args := `SELECT `+machineCols+` FROM machines WHERE ($1 = '' OR team = $1)`, []any{f.Team}
-	if f.Teams != nil {
-		q, args = q+` AND team = ANY($2)`, append(args, f.Teams)
+	q, args := `SELECT `+machineCols+` FROM machines WHERE deleted_at IS NULL AND ($1 = '' OR team_id = $1)`, []any{f.TeamID}
+	if f.TeamIDs != nil {
+		q, args = q+` AND team_id = ANY($2)`, append(args, f.TeamIDs)
 	}
 	rows, err := e.pool.Query(ctx, q+` ORDER BY name`, args...)
 	if err != nil {
@@ -162,16 +194,22 @@ func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]sto
 	return out, e.classify(rows.Err())
 }
 
-// DeleteMachine removes a machine. ErrNotFound; ErrMachineHasTasks.
-func (e *Engine) DeleteMachine(ctx context.Context, name string) error {
+// DeleteMachine removes the live machine id, keeping its row.
+// ErrNotFound; ErrMachineHasTasks.
+func (e *Engine) DeleteMachine(ctx context.Context, id string, at time.Time) error {
+	at, err := fsm.DeleteTime("machine", id, at, time.Now())
+	if err != nil {
+		return err
+	}
 	return e.write(ctx, func(tx pgx.Tx) error {
-		if _, err := lockMachine(ctx, tx, name); err != nil {
+		m, err := lockMachine(ctx, tx, id)
+		if err != nil {
 			return err
 		}
-		if err := noUnfinished(ctx, tx, name); err != nil {
+		if err := noUnfinished(ctx, tx, id, m.Name); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM machines WHERE name = $1`, name)
+		_, err = tx.Exec(ctx, `UPDATE machines SET deleted_at = $1 WHERE id = $2`, nanos(at), id)
 		return err
 	})
 }
@@ -201,29 +239,40 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 		out     store.Task
 		created bool
 	)
-	err = e.write(ctx, func(tx pgx.Tx) error {
+	err = e.writeIf(ctx, func(tx pgx.Tx) (bool, error) {
 		created = false
 		// ON CONFLICT DO NOTHING waits for a concurrent insert of the same
 		// key or id to commit or roll back, then tells which.
 		tag, err := tx.Exec(ctx, sqlInsertTask+` ON CONFLICT DO NOTHING`, args...)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if tag.RowsAffected() == 1 {
-			out, created = t, true
-			return e.notify(ctx, tx)
+			if _, out, err = e.loadTask(ctx, tx, t.ID, false); err != nil {
+				return false, err
+			}
+			created = true
+			return true, e.notify(ctx, tx)
 		}
 		if t.IdempotencyKey != "" {
-			_, old, err := scanTask(tx.QueryRow(ctx, `SELECT `+taskCols+` FROM tasks WHERE idempotency_key = $1`, t.IdempotencyKey))
+			_, old, err := scanTask(tx.QueryRow(ctx, `SELECT `+taskCols+` FROM tasks WHERE team_id = $1 AND idempotency_key = $2`,
+				t.TeamID, t.IdempotencyKey))
 			if err == nil {
 				out = old
-				return nil
+				// The records about the task not created are dropped.
+				recs, err := fsm.CtxAudit(ctx)
+				if err == nil {
+					if keep := fsm.KeepAudit(recs, map[string]bool{t.ID: true}); len(keep) > 0 {
+						_, err = e.appendAudit(ctx, tx, keep)
+					}
+				}
+				return false, err
 			}
 			if !errors.Is(err, pgx.ErrNoRows) {
-				return err
+				return false, err
 			}
 		}
-		return fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
+		return false, fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
 	})
 	if err != nil {
 		return store.Task{}, false, err
@@ -290,14 +339,14 @@ func taskQuery(f store.TaskFilter) (string, []any) {
 		}
 		add(`status = ANY(?)`, ss)
 	}
-	if f.Team != "" {
-		add(`team = ?`, f.Team)
+	if f.TeamID != "" {
+		add(`team_id = ?`, f.TeamID)
 	}
-	if f.Teams != nil {
-		add(`team = ANY(?)`, f.Teams)
+	if f.TeamIDs != nil {
+		add(`team_id = ANY(?)`, f.TeamIDs)
 	}
-	if f.Machine != "" {
-		add(`machine = ?`, f.Machine)
+	if f.MachineID != "" {
+		add(`machine_id = ?`, f.MachineID)
 	}
 	if f.Priority != 0 {
 		add(`priority = ?`, f.Priority)
@@ -513,13 +562,16 @@ func (e *Engine) NextReady(ctx context.Context) (time.Time, bool, error) {
 	return fromNanos(n), n != nil, nil
 }
 
-// Depth counts tasks grouped by status, priority, team and machine, in the
-// order of fsm.SortDepth.
+// Depth counts tasks grouped by status, priority, team id and machine id,
+// in the order of fsm.SortDepth.
 func (e *Engine) Depth(ctx context.Context) ([]store.DepthRow, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := e.pool.Query(ctx, `SELECT status, priority, team, machine, count(*) FROM tasks GROUP BY status, priority, team, machine`)
+	rows, err := e.pool.Query(ctx, `SELECT status, priority, team_id, machine_id,
+		COALESCE((SELECT name FROM teams WHERE teams.id = d.team_id), d.team_id),
+		COALESCE((SELECT name FROM machines WHERE machines.id = d.machine_id), d.machine_id), n
+		FROM (SELECT status, priority, team_id, machine_id, count(*) AS n FROM tasks GROUP BY status, priority, team_id, machine_id) d`)
 	if err != nil {
 		return nil, e.classify(err)
 	}
@@ -532,7 +584,7 @@ func (e *Engine) Depth(ctx context.Context) ([]store.DepthRow, error) {
 			prio int16
 			n    int64
 		)
-		if err := rows.Scan(&s, &prio, &d.Team, &d.Machine, &n); err != nil {
+		if err := rows.Scan(&s, &prio, &d.TeamID, &d.MachineID, &d.Team, &d.Machine, &n); err != nil {
 			return nil, e.classify(err)
 		}
 		d.Status, d.Priority, d.Count = store.Status(s), int(prio), int(n)

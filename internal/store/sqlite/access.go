@@ -17,54 +17,80 @@ import (
 
 // ---- teams
 
+const teamCols = `id, name, description, created_at, deleted_at`
+
 // CreateTeam inserts t. ErrExists; ErrInvalidArgument.
-func (e *Engine) CreateTeam(ctx context.Context, t store.Team) error {
+func (e *Engine) CreateTeam(ctx context.Context, t store.Team) (store.Team, error) {
 	t, err := fsm.NewTeam(t, time.Now())
 	if err != nil {
-		return err
+		return store.Team{}, err
 	}
-	return e.write(ctx, func(tx *sql.Tx) error {
-		if ok, err := teamExists(ctx, tx, t.Name); err != nil {
+	err = e.write(ctx, func(tx *sql.Tx) error {
+		var byID, byName int
+		if err := tx.QueryRowContext(ctx, `SELECT
+			(SELECT count(*) FROM teams WHERE id = ?1),
+			(SELECT count(*) FROM teams WHERE name = ?2 AND deleted_at IS NULL)`, t.ID, t.Name).Scan(&byID, &byName); err != nil {
 			return err
-		} else if ok {
+		}
+		switch {
+		case byID > 0:
+			return fmt.Errorf("%w: team id %s", store.ErrExists, t.ID)
+		case byName > 0:
 			return fmt.Errorf("%w: team %s", store.ErrExists, t.Name)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO teams (name, description, created_at) VALUES (?, ?, ?)`,
-			t.Name, t.Description, nanos(t.CreatedAt))
+		_, err := tx.ExecContext(ctx, `INSERT INTO teams (id, name, description, created_at) VALUES (?, ?, ?, ?)`,
+			t.ID, t.Name, t.Description, nanos(t.CreatedAt))
 		return err
 	})
+	if err != nil {
+		return store.Team{}, err
+	}
+	return t, nil
 }
 
 func scanTeam(s scanner) (store.Team, error) {
 	var (
-		t       store.Team
-		created sql.NullInt64
+		t                store.Team
+		created, deleted sql.NullInt64
 	)
-	if err := s.Scan(&t.Name, &t.Description, &created); err != nil {
+	if err := s.Scan(&t.ID, &t.Name, &t.Description, &created, &deleted); err != nil {
 		return store.Team{}, err
 	}
-	t.CreatedAt = fromNanos(created)
+	t.CreatedAt, t.DeletedAt = fromNanos(created), fromNanos(deleted)
 	return t, nil
 }
 
-// GetTeam returns one team. ErrNotFound.
-func (e *Engine) GetTeam(ctx context.Context, name string) (store.Team, error) {
+// GetTeam returns one team by id, live or deleted. ErrNotFound.
+func (e *Engine) GetTeam(ctx context.Context, id string) (store.Team, error) {
 	if err := e.check(ctx); err != nil {
 		return store.Team{}, err
 	}
-	t, err := scanTeam(e.r.QueryRowContext(ctx, `SELECT name, description, created_at FROM teams WHERE name = ?`, name))
+	t, err := scanTeam(e.r.QueryRowContext(ctx, `SELECT `+teamCols+` FROM teams WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Team{}, fmt.Errorf("%w: team id %s", store.ErrNotFound, id)
+	}
+	return t, e.classify(err)
+}
+
+// TeamByName returns the live team named name. ErrNotFound.
+func (e *Engine) TeamByName(ctx context.Context, name string) (store.Team, error) {
+	if err := e.check(ctx); err != nil {
+		return store.Team{}, err
+	}
+	t, err := scanTeam(e.r.QueryRowContext(ctx, `SELECT `+teamCols+` FROM teams WHERE name = ? AND deleted_at IS NULL`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Team{}, fmt.Errorf("%w: team %s", store.ErrNotFound, name)
 	}
 	return t, e.classify(err)
 }
 
-// ListTeams returns all teams ordered by name.
-func (e *Engine) ListTeams(ctx context.Context) ([]store.Team, error) {
+// ListTeams returns the live teams (and the deleted ones with
+// f.IncludeDeleted) ordered by name, then id.
+func (e *Engine) ListTeams(ctx context.Context, f store.TeamFilter) ([]store.Team, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := e.r.QueryContext(ctx, `SELECT name, description, created_at FROM teams ORDER BY name`)
+	rows, err := e.r.QueryContext(ctx, `SELECT `+teamCols+` FROM teams WHERE ? OR deleted_at IS NULL ORDER BY name, id`, f.IncludeDeleted)
 	if err != nil {
 		return nil, e.classify(err)
 	}
@@ -80,66 +106,58 @@ func (e *Engine) ListTeams(ctx context.Context) ([]store.Team, error) {
 	return out, e.classify(rows.Err())
 }
 
-// RenameTeam renames a team and, in the same transaction, every machine,
-// task and member reference to it. ErrNotFound; ErrExists;
-// ErrInvalidArgument.
-func (e *Engine) RenameTeam(ctx context.Context, oldName, newName string) error {
-	if err := fsm.CheckRename(oldName, newName); err != nil {
+// RenameTeam renames the live team id: every reference is by id, so this
+// changes one row. ErrNotFound; ErrExists; ErrInvalidArgument.
+func (e *Engine) RenameTeam(ctx context.Context, id, newName string) error {
+	if err := fsm.CheckRename(id, newName); err != nil {
 		return err
 	}
 	return e.write(ctx, func(tx *sql.Tx) error {
-		if ok, err := teamExists(ctx, tx, oldName); err != nil {
+		if ok, err := teamLive(ctx, tx, id); err != nil {
 			return err
 		} else if !ok {
-			return fmt.Errorf("%w: team %s", store.ErrNotFound, oldName)
+			return fmt.Errorf("%w: team %s", store.ErrNotFound, id)
 		}
-		if ok, err := teamExists(ctx, tx, newName); err != nil {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM teams WHERE name = ? AND deleted_at IS NULL`, newName).Scan(&n); err != nil {
 			return err
-		} else if ok {
+		} else if n > 0 {
 			return fmt.Errorf("%w: team %s", store.ErrExists, newName)
 		}
-		// members follow through ON UPDATE CASCADE; set explicitly as well,
-		// so the rename does not depend on foreign_keys being on.
-		for _, q := range []string{
-			`UPDATE teams SET name = ?2 WHERE name = ?1`,
-			`UPDATE members SET team = ?2 WHERE team = ?1`,
-			`UPDATE machines SET team = ?2 WHERE team = ?1`,
-			`UPDATE tasks SET team = ?2 WHERE team = ?1`,
-		} {
-			if _, err := tx.ExecContext(ctx, q, oldName, newName); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err := tx.ExecContext(ctx, `UPDATE teams SET name = ? WHERE id = ?`, newName, id)
+		return err
 	})
 }
 
-// DeleteTeam deletes a team and its members. ErrNotFound; ErrTeamNotEmpty;
-// ErrInvalidArgument.
-func (e *Engine) DeleteTeam(ctx context.Context, name string) error {
-	if err := fsm.CheckDeleteTeam(name); err != nil {
+// DeleteTeam deletes the live team id and its members, keeping its row.
+// ErrNotFound; ErrTeamNotEmpty; ErrInvalidArgument.
+func (e *Engine) DeleteTeam(ctx context.Context, id string, at time.Time) error {
+	at, err := fsm.DeleteTime("team", id, at, time.Now())
+	if err != nil {
 		return err
 	}
 	return e.write(ctx, func(tx *sql.Tx) error {
-		if ok, err := teamExists(ctx, tx, name); err != nil {
+		var name string
+		err := tx.QueryRowContext(ctx, `SELECT name FROM teams WHERE id = ? AND deleted_at IS NULL`, id).Scan(&name)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: team %s", store.ErrNotFound, id)
+		} else if err != nil {
 			return err
-		} else if !ok {
-			return fmt.Errorf("%w: team %s", store.ErrNotFound, name)
 		}
 		var machines, tasks int
 		if err := tx.QueryRowContext(ctx, `SELECT
-			(SELECT count(*) FROM machines WHERE team = ?1),
-			(SELECT count(*) FROM tasks WHERE team = ?1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED'))`,
-			name).Scan(&machines, &tasks); err != nil {
+			(SELECT count(*) FROM machines WHERE team_id = ?1 AND deleted_at IS NULL),
+			(SELECT count(*) FROM tasks WHERE team_id = ?1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED'))`,
+			id).Scan(&machines, &tasks); err != nil {
 			return err
 		}
 		if err := fsm.TeamNotEmpty(name, machines, tasks); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM members WHERE team = ?`, name); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM members WHERE team_id = ?`, id); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM teams WHERE name = ?`, name)
+		_, err = tx.ExecContext(ctx, `UPDATE teams SET deleted_at = ? WHERE id = ?`, nanos(at), id)
 		return err
 	})
 }
@@ -155,12 +173,12 @@ func (e *Engine) PutMember(ctx context.Context, m store.Member) (bool, error) {
 	}
 	var created bool
 	err = e.write(ctx, func(tx *sql.Tx) error {
-		if ok, err := teamExists(ctx, tx, m.Team); err != nil {
+		if ok, err := teamLive(ctx, tx, m.TeamID); err != nil {
 			return err
 		} else if !ok {
-			return fmt.Errorf("%w: team %s", store.ErrNotFound, m.Team)
+			return fmt.Errorf("%w: team %s", store.ErrNotFound, m.TeamID)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE members SET role = ? WHERE team = ? AND user_name = ?`, m.Role, m.Team, m.User)
+		res, err := tx.ExecContext(ctx, `UPDATE members SET role = ? WHERE team_id = ? AND user_name = ?`, m.Role, m.TeamID, m.User)
 		if err != nil {
 			return err
 		}
@@ -169,8 +187,8 @@ func (e *Engine) PutMember(ctx context.Context, m store.Member) (bool, error) {
 			return err
 		}
 		created = true
-		_, err = tx.ExecContext(ctx, `INSERT INTO members (team, user_name, role, added_at) VALUES (?, ?, ?, ?)`,
-			m.Team, m.User, m.Role, nanos(m.AddedAt))
+		_, err = tx.ExecContext(ctx, `INSERT INTO members (team_id, user_name, role, added_at) VALUES (?, ?, ?, ?)`,
+			m.TeamID, m.User, m.Role, nanos(m.AddedAt))
 		return err
 	})
 	if err != nil {
@@ -180,29 +198,29 @@ func (e *Engine) PutMember(ctx context.Context, m store.Member) (bool, error) {
 }
 
 // DeleteMember removes a user from a team. ErrNotFound.
-func (e *Engine) DeleteMember(ctx context.Context, team, user string) error {
+func (e *Engine) DeleteMember(ctx context.Context, teamID, user string) error {
 	return e.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM members WHERE team = ? AND user_name = ?`, team, user)
+		res, err := tx.ExecContext(ctx, `DELETE FROM members WHERE team_id = ? AND user_name = ?`, teamID, user)
 		if err != nil {
 			return err
 		}
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n == 0 {
-			return fmt.Errorf("%w: member %s of team %s", store.ErrNotFound, user, team)
+			return fmt.Errorf("%w: member %s of team %s", store.ErrNotFound, user, teamID)
 		}
 		return nil
 	})
 }
 
 // ListMembers returns a team's members ordered by user, or every member
-// ordered by team then user when team is "".
-func (e *Engine) ListMembers(ctx context.Context, team string) ([]store.Member, error) {
+// ordered by team id then user when teamID is "".
+func (e *Engine) ListMembers(ctx context.Context, teamID string) ([]store.Member, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := e.r.QueryContext(ctx, `SELECT team, user_name, role, added_at FROM members
-		WHERE ?1 = '' OR team = ?1 ORDER BY team, user_name`, team)
+	rows, err := e.r.QueryContext(ctx, `SELECT team_id, COALESCE((SELECT name FROM teams WHERE teams.id = members.team_id), team_id),
+		user_name, role, added_at FROM members WHERE ?1 = '' OR team_id = ?1 ORDER BY team_id, user_name`, teamID)
 	if err != nil {
 		return nil, e.classify(err)
 	}
@@ -213,7 +231,7 @@ func (e *Engine) ListMembers(ctx context.Context, team string) ([]store.Member, 
 			m     store.Member
 			added sql.NullInt64
 		)
-		if err := rows.Scan(&m.Team, &m.User, &m.Role, &added); err != nil {
+		if err := rows.Scan(&m.TeamID, &m.Team, &m.User, &m.Role, &added); err != nil {
 			return nil, e.classify(err)
 		}
 		m.AddedAt = fromNanos(added)
@@ -222,12 +240,12 @@ func (e *Engine) ListMembers(ctx context.Context, team string) ([]store.Member, 
 	return out, e.classify(rows.Err())
 }
 
-// MemberRoles returns team -> role for each team user belongs to.
+// MemberRoles returns team id -> role for each team user belongs to.
 func (e *Engine) MemberRoles(ctx context.Context, user string) (map[string]string, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := e.r.QueryContext(ctx, `SELECT team, role FROM members WHERE user_name = ?`, user)
+	rows, err := e.r.QueryContext(ctx, `SELECT team_id, role FROM members WHERE user_name = ?`, user)
 	if err != nil {
 		return nil, e.classify(err)
 	}
@@ -337,33 +355,30 @@ func (e *Engine) InitOwner(ctx context.Context, user string, at time.Time) (bool
 	return made, nil
 }
 
-// MoveMachine assigns a machine to another team. ErrNotFound;
-// ErrMachineHasTasks; ErrInvalidArgument.
-func (e *Engine) MoveMachine(ctx context.Context, name, team string) error {
-	if err := fsm.CheckMove(name, team); err != nil {
+// MoveMachine assigns the live machine id to the live team teamID.
+// ErrNotFound; ErrMachineHasTasks; ErrInvalidArgument.
+func (e *Engine) MoveMachine(ctx context.Context, id, teamID string) error {
+	if err := fsm.CheckMove(id, teamID); err != nil {
 		return err
 	}
 	return e.write(ctx, func(tx *sql.Tx) error {
-		var cur string
-		err := tx.QueryRowContext(ctx, `SELECT team FROM machines WHERE name = ?`, name).Scan(&cur)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
-		} else if err != nil {
+		m, err := liveMachine(ctx, tx, id)
+		if err != nil {
 			return err
 		}
-		if ok, err := teamExists(ctx, tx, team); err != nil {
+		if ok, err := teamLive(ctx, tx, teamID); err != nil {
 			return err
 		} else if !ok {
-			return fmt.Errorf("%w: team %s", store.ErrNotFound, team)
+			return fmt.Errorf("%w: team %s", store.ErrNotFound, teamID)
 		}
-		if cur == team {
+		if m.TeamID == teamID {
 			return nil
 		}
-		if err := noUnfinished(ctx, tx, name); err != nil {
+		if err := noUnfinished(ctx, tx, id, m.Name); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE machines SET team = ?, updated_at = ? WHERE name = ?`,
-			team, nanos(fsm.Time(time.Now())), name)
+		_, err = tx.ExecContext(ctx, `UPDATE machines SET team_id = ?, updated_at = ? WHERE id = ?`,
+			teamID, nanos(fsm.Time(time.Now())), id)
 		return err
 	})
 }
@@ -475,7 +490,7 @@ func auditQuery(f audit.Filter) (string, []any) {
 	}
 	for _, c := range []struct{ col, v string }{
 		{"actor", f.Actor}, {"entity_type", f.EntityType}, {"entity_id", f.EntityID},
-		{"team", f.Team}, {"result", f.Result},
+		{"team", f.Team}, {"team", f.TeamID}, {"result", f.Result},
 	} {
 		if c.v != "" {
 			add(c.col+` = ?`, c.v)

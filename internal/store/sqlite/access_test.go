@@ -48,7 +48,7 @@ func TestMultiProcessAudit(t *testing.T) {
 			if _, err := e.AppendAudit(ctx, r); err != nil {
 				t.Fatal(err)
 			}
-		} else if err := e.CreateTeam(store.WithAudit(ctx, r), store.Team{Name: fmt.Sprint("parent-", i)}); err != nil {
+		} else if _, err := e.CreateTeam(store.WithAudit(ctx, r), store.Team{Name: fmt.Sprint("parent-", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -83,7 +83,7 @@ func auditHelper(e *sqlite.Engine) error {
 			if _, err := e.AppendAudit(ctx, r); err != nil {
 				return err
 			}
-		} else if err := e.CreateTeam(store.WithAudit(ctx, r), store.Team{Name: fmt.Sprint("child-", i)}); err != nil {
+		} else if _, err := e.CreateTeam(store.WithAudit(ctx, r), store.Team{Name: fmt.Sprint("child-", i)}); err != nil {
 			return err
 		}
 	}
@@ -106,7 +106,7 @@ func tamperStore(t *testing.T, n int) (string, []audit.Record) {
 			if _, err := e.AppendAudit(ctx, r); err != nil {
 				t.Fatal(err)
 			}
-		} else if _, _, err := e.CreateTask(store.WithAudit(ctx, r), store.Task{Machine: "m", Team: "prod", Priority: 3}); err != nil {
+		} else if _, _, err := e.CreateTask(store.WithAudit(ctx, r), store.Task{MachineID: "m", TeamID: "prod", Priority: 3}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -313,17 +313,17 @@ func TestReopenAccess(t *testing.T) {
 	r := func(action string) audit.Record {
 		return audit.Record{Time: at(0), Actor: "alice", Action: action, Result: audit.ResultOK, Details: map[string]string{"k": "v"}}
 	}
-	if err := e.CreateTeam(store.WithAudit(ctx, r("team.create")), store.Team{Name: "prod", Description: "Production"}); err != nil {
+	if _, err := e.CreateTeam(store.WithAudit(ctx, r("team.create")), store.Team{ID: "prod", Name: "prod", Description: "Production"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.PutMember(store.WithAudit(ctx, r("team.member.add")), store.Member{Team: "prod", User: "bob", Role: "admin"}); err != nil {
+	if _, err := e.PutMember(store.WithAudit(ctx, r("team.member.add")), store.Member{TeamID: "prod", User: "bob", Role: "admin"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.InitOwner(store.WithAudit(ctx, r("store.init")), "alice", at(0)); err != nil {
 		t.Fatal(err)
 	}
 	snap := func(e *sqlite.Engine) []any {
-		teams, _ := e.ListTeams(ctx)
+		teams, _ := e.ListTeams(ctx, store.TeamFilter{IncludeDeleted: true})
 		members, _ := e.ListMembers(ctx, "")
 		roles, _ := e.StoreRoles(ctx, "")
 		head, _ := e.AuditHead(ctx)
@@ -336,4 +336,14 @@ func TestReopenAccess(t *testing.T) {
 	if diff := cmp.Diff(before, snap(e)); diff != "" {
 		t.Fatalf("after reopen (-before +after):\n%s", diff)
 	}
+}
+
+// TestGuardAcrossEngines races a guarded CreateTask against MoveMachine
+// through two engines (as two processes would) on one file.
+func TestGuardAcrossEngines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	e1, e2 := open(t, path), open(t, path)
+	defer e1.Close()
+	defer e2.Close()
+	storetest.RaceCreateVsMove(t, e1, e2, 200)
 }

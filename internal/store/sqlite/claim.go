@@ -12,7 +12,7 @@ import (
 	"github.com/rediacc/rediacc/internal/store/fsm"
 )
 
-// Claim's statements. tasks_pending (machine, priority, enqueued_at, and
+// Claim's statements. tasks_pending (machine_id, priority, enqueued_at, and
 // the rowid seq, over PENDING rows only) serves the machines with pending
 // work (a loose index scan: one seek per machine), the head of each
 // (machine, priority) FIFO (one seek each) and the next task of a FIFO
@@ -20,17 +20,17 @@ import (
 // plus tasks it looks at, never the backlog. fair_teams and fair_machines
 // hold sched's tags; their max() comes from their indexes.
 const (
-	candCols = `seq, id, team, machine, priority, enqueued_at, ready_at`
+	candCols = `seq, id, team_id, machine_id, priority, enqueued_at, ready_at`
 	// sqlHeads and sqlHeadsOf read the head (the first ready task in FIFO
 	// order) of every (machine, priority): of every machine with PENDING
-	// tasks (found by a loose index scan), or of the machines in ?1 (a JSON
+	// tasks (found by a loose index scan), or of the machines (ids) in ?1 (a JSON
 	// list); ?2 the machines to leave out (JSON list), ?3 now. Two
 	// statements: one with a "?1 IS NULL" switch would be prepared again at
 	// every call.
 	sqlHeads = `WITH RECURSIVE scan(m) AS (
-		SELECT (SELECT machine FROM tasks INDEXED BY tasks_pending WHERE status = 'PENDING' ORDER BY machine LIMIT 1)
+		SELECT (SELECT machine_id FROM tasks INDEXED BY tasks_pending WHERE status = 'PENDING' ORDER BY machine_id LIMIT 1)
 		UNION ALL
-		SELECT (SELECT machine FROM tasks INDEXED BY tasks_pending WHERE status = 'PENDING' AND machine > scan.m ORDER BY machine LIMIT 1)
+		SELECT (SELECT machine_id FROM tasks INDEXED BY tasks_pending WHERE status = 'PENDING' AND machine_id > scan.m ORDER BY machine_id LIMIT 1)
 		FROM scan WHERE scan.m IS NOT NULL),
 	ms(m) AS (SELECT m FROM scan WHERE m IS NOT NULL),` + sqlHeadsTail
 	sqlHeadsOf   = `WITH ms(m) AS (SELECT DISTINCT value FROM json_each(?1)),` + sqlHeadsTail
@@ -38,7 +38,7 @@ const (
 	lv(p) AS (VALUES (1), (2), (3), (4), (5)),
 	heads(s) AS (
 		SELECT (SELECT seq FROM tasks INDEXED BY tasks_pending
-			WHERE status = 'PENDING' AND machine = ms.m AND priority = lv.p AND ready_at <= ?3
+			WHERE status = 'PENDING' AND machine_id = ms.m AND priority = lv.p AND ready_at <= ?3
 			ORDER BY enqueued_at, seq LIMIT 1)
 		FROM ms, lv WHERE ms.m NOT IN (SELECT value FROM json_each(?2)))
 	SELECT ` + candCols + ` FROM heads JOIN tasks ON tasks.seq = heads.s`
@@ -48,11 +48,11 @@ const (
 	// one seek each, because a row-value comparison would seek on
 	// enqueued_at only and walk a batch row by row.
 	sqlNext = `SELECT * FROM (SELECT ` + candCols + ` FROM tasks INDEXED BY tasks_pending
-			WHERE status = 'PENDING' AND machine = ?1 AND priority = ?2 AND enqueued_at = ?3 AND seq > ?4 AND ready_at <= ?5
+			WHERE status = 'PENDING' AND machine_id = ?1 AND priority = ?2 AND enqueued_at = ?3 AND seq > ?4 AND ready_at <= ?5
 			ORDER BY seq LIMIT 1)
 		UNION ALL
 		SELECT * FROM (SELECT ` + candCols + ` FROM tasks INDEXED BY tasks_pending
-			WHERE status = 'PENDING' AND machine = ?1 AND priority = ?2 AND enqueued_at > ?3 AND ready_at <= ?5
+			WHERE status = 'PENDING' AND machine_id = ?1 AND priority = ?2 AND enqueued_at > ?3 AND ready_at <= ?5
 			ORDER BY enqueued_at, seq LIMIT 1)
 		ORDER BY 6, 1 LIMIT 1`
 	// sqlTags: the clocks, then the tags of the teams ?1 and machines ?2

@@ -32,34 +32,40 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 	if err != nil {
 		return nil, err
 	}
+	recs, err := fsm.CtxAudit(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []store.Task
-	err = e.write(ctx, func(tx *sql.Tx) error {
+	err = e.tx(ctx, nil, func(tx *sql.Tx) (bool, error) {
 		out = make([]store.Task, len(in))
 		ins := stmt(ctx, tx, e.st.batchInsert)
-		keys := make(map[string]int) // key -> index of the batch task holding it
+		type key struct{ team, key string }
+		keys := make(map[key]int) // key -> index of the batch task holding it
+		hits := map[string]bool{} // given ids of the tasks not inserted
 		for i := range in {
 			t := &in[i]
-			if j, ok := keys[t.IdempotencyKey]; ok && t.IdempotencyKey != "" {
-				out[i] = fsm.CloneTask(out[j])
+			if j, ok := keys[key{t.TeamID, t.IdempotencyKey}]; ok && t.IdempotencyKey != "" {
+				out[i], hits[t.ID] = fsm.CloneTask(out[j]), true
 				continue
 			}
 			h, err := encodeHistory(t.History)
 			if err != nil {
-				return fsm.BatchErr(i, err)
+				return false, fsm.BatchErr(i, err)
 			}
 			res, err := ins.ExecContext(ctx,
-				t.ID, t.IdempotencyKey, t.Team, t.Machine, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
+				t.ID, t.IdempotencyKey, t.TeamID, t.MachineID, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
 				nanos(t.CreatedAt), nanos(t.EnqueuedAt), nanos(t.ReadyAt), nanos(t.StartedAt), nanos(t.CompletedAt),
 				t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
 				nullInt(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error)
 			if err != nil {
-				return fsm.BatchErr(i, err)
+				return false, fsm.BatchErr(i, err)
 			}
 			if n, err := res.RowsAffected(); err != nil {
-				return err
+				return false, err
 			} else if n == 1 {
 				if t.IdempotencyKey != "" {
-					keys[t.IdempotencyKey] = i
+					keys[key{t.TeamID, t.IdempotencyKey}] = i
 				}
 				out[i] = fsm.CloneTask(*t)
 				continue
@@ -68,18 +74,26 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 			// (already in the table): the key first (CreateTask returns the
 			// holder of the key even when the id is taken too), else the id.
 			if t.IdempotencyKey != "" {
-				_, old, err := scanTask(stmt(ctx, tx, e.st.taskByKey).QueryRowContext(ctx, t.IdempotencyKey))
+				_, old, err := scanTask(stmt(ctx, tx, e.st.taskByKey).QueryRowContext(ctx, t.TeamID, t.IdempotencyKey))
 				if err == nil {
-					out[i] = old
+					out[i], hits[t.ID] = old, true
 					continue
 				}
 				if !errors.Is(err, sql.ErrNoRows) {
-					return fsm.BatchErr(i, err)
+					return false, fsm.BatchErr(i, err)
 				}
 			}
-			return fsm.BatchErr(i, fmt.Errorf("%w: task %s", store.ErrExists, t.ID))
+			return false, fsm.BatchErr(i, fmt.Errorf("%w: task %s", store.ErrExists, t.ID))
 		}
-		return nil
+		if err := e.fillNames(ctx, tx, out); err != nil {
+			return false, err
+		}
+		if keep := fsm.KeepAudit(recs, hits); len(keep) > 0 {
+			if _, err := e.appendAudit(ctx, tx, keep); err != nil {
+				return false, err
+			}
+		}
+		return false, nil
 	})
 	if err != nil {
 		return nil, err
@@ -87,22 +101,51 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 	return out, nil
 }
 
-// SetMachineHealth stores a machine's last health sample. ErrNotFound;
-// ErrInvalidArgument.
-func (e *Engine) SetMachineHealth(ctx context.Context, name string, sample []byte, at time.Time) error {
-	at, err := fsm.HealthTime(name, at, time.Now())
+// fillNames fills the Team and Machine names of ts (see store.Task) with
+// one query per distinct team and machine.
+func (e *Engine) fillNames(ctx context.Context, q querier, ts []store.Task) error {
+	teams, machines := map[string]string{}, map[string]string{}
+	for _, t := range ts {
+		teams[t.TeamID], machines[t.MachineID] = t.TeamID, t.MachineID
+	}
+	for _, lk := range []struct {
+		names map[string]string
+		query string
+	}{{teams, `SELECT name FROM teams WHERE id = ?`}, {machines, `SELECT name FROM machines WHERE id = ?`}} {
+		for id := range lk.names {
+			var name string
+			err := q.QueryRowContext(ctx, lk.query, id).Scan(&name)
+			switch {
+			case err == nil:
+				lk.names[id] = name
+			case !errors.Is(err, sql.ErrNoRows):
+				return err
+			}
+		}
+	}
+	for i := range ts {
+		ts[i].Team, ts[i].Machine = teams[ts[i].TeamID], machines[ts[i].MachineID]
+	}
+	return nil
+}
+
+// SetMachineHealth stores a live machine's last health sample.
+// ErrNotFound; ErrInvalidArgument.
+func (e *Engine) SetMachineHealth(ctx context.Context, id string, sample []byte, at time.Time) error {
+	at, err := fsm.HealthTime(id, at, time.Now())
 	if err != nil {
 		return err
 	}
 	return e.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE machines SET health = ?, health_at = ? WHERE name = ?`, blob(sample), nanos(at), name)
+		res, err := tx.ExecContext(ctx, `UPDATE machines SET health = ?, health_at = ? WHERE id = ? AND deleted_at IS NULL`,
+			blob(sample), nanos(at), id)
 		if err != nil {
 			return err
 		}
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n == 0 {
-			return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
+			return fmt.Errorf("%w: machine %s", store.ErrNotFound, id)
 		}
 		return nil
 	})
@@ -118,10 +161,10 @@ func (e *Engine) QueuedByMachine(ctx context.Context, machines []string) (map[st
 	if machines != nil && len(machines) == 0 {
 		return out, nil
 	}
-	q, args := `SELECT machine, count(*) FROM tasks WHERE status IN `+sqlQueued+` GROUP BY machine`, []any(nil)
+	q, args := `SELECT machine_id, count(*) FROM tasks WHERE status IN `+sqlQueued+` GROUP BY machine_id`, []any(nil)
 	if machines != nil {
-		q = `SELECT machine, count(*) FROM tasks INDEXED BY tasks_machine
-			WHERE machine IN (SELECT value FROM json_each(?)) AND status IN ` + sqlQueued + ` GROUP BY machine`
+		q = `SELECT machine_id, count(*) FROM tasks INDEXED BY tasks_machine
+			WHERE machine_id IN (SELECT value FROM json_each(?)) AND status IN ` + sqlQueued + ` GROUP BY machine_id`
 		args = []any{jsonList(machines)}
 	}
 	rows, err := e.r.QueryContext(ctx, q, args...)

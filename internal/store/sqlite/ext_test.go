@@ -138,9 +138,9 @@ func TestExtQueryPlans(t *testing.T) {
 		name, q, want string
 		args          []any
 	}{
-		{"QueuedByMachine(machines)", `SELECT machine, count(*) FROM tasks INDEXED BY tasks_machine
-			WHERE machine IN (SELECT value FROM json_each(?)) AND status IN ` + sqlQueued + ` GROUP BY machine`,
-			"USING COVERING INDEX tasks_machine (machine=? AND status=?)", []any{`["a"]`}},
+		{"QueuedByMachine(machines)", `SELECT machine_id, count(*) FROM tasks INDEXED BY tasks_machine
+			WHERE machine_id IN (SELECT value FROM json_each(?)) AND status IN ` + sqlQueued + ` GROUP BY machine_id`,
+			"USING COVERING INDEX tasks_machine (machine_id=? AND status=?)", []any{`["a"]`}},
 		{"ListPrunable", `SELECT ` + taskCols + ` FROM tasks INDEXED BY tasks_completed
 			WHERE completed_at < ? AND status IN ` + sqlTerminal + ` ORDER BY completed_at, seq LIMIT ?`,
 			"USING INDEX tasks_completed (completed_at<?)", []any{1, 10}},
@@ -162,7 +162,7 @@ func TestExtQueryPlans(t *testing.T) {
 	for _, f := range []store.TaskFilter{
 		{CompletedAfter: time.Unix(60, 0)},
 		{CompletedAfter: time.Unix(60, 0), Statuses: []store.Status{store.Completed, store.Failed, store.Cancelled}},
-		{CompletedAfter: time.Unix(60, 0), Team: "prod", Limit: 10},
+		{CompletedAfter: time.Unix(60, 0), TeamID: "prod", Limit: 10},
 	} {
 		q, args := taskQuery(f)
 		p := plan(t, e, `SELECT `+taskCols+` FROM tasks `+q, args...)
@@ -184,7 +184,7 @@ func BenchmarkClaimBusyBacklog(b *testing.B) {
 	t0 := storetest.T0
 	backlog := make([]store.Task, 10000)
 	for i := range backlog {
-		backlog[i] = store.Task{Machine: "hot", Priority: 3, CreatedAt: t0.Add(time.Duration(i))}
+		backlog[i] = store.Task{MachineID: "hot", Priority: 3, CreatedAt: t0.Add(time.Duration(i))}
 	}
 	if _, err := e.CreateTasks(ctx, backlog); err != nil {
 		b.Fatal(err)
@@ -200,7 +200,7 @@ func BenchmarkClaimBusyBacklog(b *testing.B) {
 			}
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				if _, _, err := e.CreateTask(ctx, store.Task{Machine: "cool", Priority: 3, CreatedAt: now}); err != nil {
+				if _, _, err := e.CreateTask(ctx, store.Task{MachineID: "cool", Priority: 3, CreatedAt: now}); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()

@@ -16,8 +16,9 @@ var _ store.KeyEngine = (*Engine)(nil)
 
 const keyColumns = `k.id, k.team_id, k.fingerprint, k.data, k.revision, k.created_at, k.updated_at`
 
-// keyTeamName is the SQL of a key's team name.
-const keyTeamName = `k.team_id`
+// keyTeamName is the SQL of a key's team name (its id when the team row
+// is gone).
+const keyTeamName = `COALESCE((SELECT t.name FROM teams t WHERE t.id = k.team_id), k.team_id)`
 
 func scanKey(s scanner) (store.Key, error) {
 	var (

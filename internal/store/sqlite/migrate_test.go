@@ -49,7 +49,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 	if err := e.r.QueryRowContext(ctx, `SELECT version FROM rediacc_schema`).Scan(&v); err != nil || v != SchemaVersion() {
 		t.Fatalf("schema version %d, %v; want %d", v, err, SchemaVersion())
 	}
-	teams, err := e.ListTeams(ctx)
+	teams, err := e.ListTeams(ctx, store.TeamFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,17 +59,20 @@ func TestMigrateFromVersion1(t *testing.T) {
 			t.Errorf("team %s created at %v", tm.Name, tm.CreatedAt)
 		}
 		names = append(names, tm.Name)
+		if tm.ID != tm.Name {
+			t.Errorf("team %s got the id %q, want its name", tm.Name, tm.ID)
+		}
 	}
 	if fmt.Sprint(names) != "[default prod staging]" {
 		t.Fatalf("teams after migration: %v", names)
 	}
 	for name, want := range map[string]string{"web": "prod", "box": store.DefaultTeam} {
-		if m, err := e.GetMachine(ctx, name); err != nil || m.Team != want {
+		if m, err := e.GetMachine(ctx, name); err != nil || m.TeamID != want || m.Team != want || m.ID != name {
 			t.Fatalf("machine %s: %+v, %v; want team %s", name, m, err, want)
 		}
 	}
 	for id, want := range map[string]string{"t1": "staging", "t2": store.DefaultTeam, "t3": "prod"} {
-		if tk, err := e.GetTask(ctx, id); err != nil || tk.Team != want {
+		if tk, err := e.GetTask(ctx, id); err != nil || tk.TeamID != want || tk.Team != want {
 			t.Fatalf("task %s: %+v, %v; want team %s", id, tk, err, want)
 		}
 	}
@@ -78,10 +81,10 @@ func TestMigrateFromVersion1(t *testing.T) {
 	}
 	// The upgraded store works: members, the trail, claims.
 	if _, err := e.PutMember(store.WithAudit(ctx, audit.Record{Time: time.Now(), Actor: "a", Action: "team.member.add", Result: audit.ResultOK}),
-		store.Member{Team: "staging", User: "bob", Role: "viewer"}); err != nil {
+		store.Member{TeamID: "staging", User: "bob", Role: "viewer"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.DeleteTeam(ctx, "staging"); err == nil {
+	if err := e.DeleteTeam(ctx, "staging", time.Time{}); err == nil {
 		t.Fatal("deleted a team with a pending task")
 	}
 	now := time.Unix(0, 10).UTC()

@@ -192,7 +192,73 @@ CREATE TABLE ssh_keys (
 CREATE INDEX ssh_keys_team ON ssh_keys (team_id);
 `,
 
-	// 7: blobs (store.BlobEngine): machines' host keys, encrypted team
+	// 7: identity. Teams and machines get immutable ids (an existing team or
+	// machine gets its name as its id, so vault files, HashiCorp paths and
+	// audit records written with a team's name keep matching it); names are
+	// unique among live rows only (deleted_at IS NULL) and every reference
+	// is by id: members.team_id, machines.team_id, tasks.team_id and
+	// tasks.machine_id (the old name columns, whose values are the ids now).
+	// Deleting a team or a machine keeps its row (deleted_at), so its tasks
+	// and audit records still name it. Idempotency keys are unique per team.
+	// The columns renamed here keep their indexes (tasks_pending of
+	// migration 5 now orders by machine_id); fair_teams.team and
+	// fair_machines.machine hold ids from now on (the names they held are
+	// the ids the migration gives), and so does ssh_keys.team_id (migration
+	// 6: it held team names).
+	// members is rebuilt before teams (its old foreign key names teams), and
+	// no foreign key is declared: the engine keeps the references.
+	`
+CREATE TABLE teams_v7 (
+	id          TEXT PRIMARY KEY,
+	name        TEXT NOT NULL,
+	description TEXT NOT NULL DEFAULT '',
+	created_at  INTEGER NOT NULL,
+	deleted_at  INTEGER
+) STRICT;
+INSERT INTO teams_v7 (id, name, description, created_at) SELECT name, name, description, created_at FROM teams;
+CREATE TABLE members_v7 (
+	team_id   TEXT NOT NULL,
+	user_name TEXT NOT NULL,
+	role      TEXT NOT NULL,
+	added_at  INTEGER NOT NULL,
+	PRIMARY KEY (team_id, user_name)
+) STRICT;
+INSERT INTO members_v7 (team_id, user_name, role, added_at) SELECT team, user_name, role, added_at FROM members;
+DROP TABLE members;
+DROP TABLE teams;
+ALTER TABLE teams_v7 RENAME TO teams;
+ALTER TABLE members_v7 RENAME TO members;
+CREATE UNIQUE INDEX teams_live_name ON teams (name) WHERE deleted_at IS NULL;
+CREATE INDEX members_user ON members (user_name);
+
+CREATE TABLE machines_v7 (
+	id         TEXT PRIMARY KEY,
+	name       TEXT NOT NULL,
+	team_id    TEXT NOT NULL,
+	host       TEXT NOT NULL,
+	port       INTEGER NOT NULL,
+	user_name  TEXT NOT NULL,
+	config     BLOB,
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL,
+	health     BLOB,
+	health_at  INTEGER,
+	deleted_at INTEGER
+) STRICT;
+INSERT INTO machines_v7 (id, name, team_id, host, port, user_name, config, created_at, updated_at, health, health_at)
+	SELECT name, name, team, host, port, user_name, config, created_at, updated_at, health, health_at FROM machines;
+DROP TABLE machines;
+ALTER TABLE machines_v7 RENAME TO machines;
+CREATE UNIQUE INDEX machines_live_name ON machines (name) WHERE deleted_at IS NULL;
+CREATE INDEX machines_team ON machines (team_id, name) WHERE deleted_at IS NULL;
+
+ALTER TABLE tasks RENAME COLUMN team TO team_id;
+ALTER TABLE tasks RENAME COLUMN machine TO machine_id;
+DROP INDEX tasks_idempotency_key;
+CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (team_id, idempotency_key) WHERE idempotency_key <> '';
+`,
+
+	// 8: blobs (store.BlobEngine): machines' host keys, encrypted team
 	// vaults; revision serves check-and-set puts.
 	`
 CREATE TABLE blobs (

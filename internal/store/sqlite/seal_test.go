@@ -24,7 +24,7 @@ func TestKeyNotInStore(t *testing.T) {
 	ring := storetest.Keyring(t, 1)
 	e.SetAuditKeyring(ring)
 	for i := range 20 {
-		if err := e.CreateTeam(store.WithAudit(ctx, audit.Record{Time: at(time.Duration(i)), Actor: "a", Action: "team.create",
+		if _, err := e.CreateTeam(store.WithAudit(ctx, audit.Record{Time: at(time.Duration(i)), Actor: "a", Action: "team.create",
 			Result: audit.ResultOK}), store.Team{Name: string(rune('a'+i)) + "-team"}); err != nil {
 			t.Fatal(err)
 		}

@@ -328,10 +328,15 @@ func (e *Engine) writeIf(ctx context.Context, fn func(tx *sql.Tx) (bool, error))
 }
 
 // tx runs fn in one BEGIN IMMEDIATE transaction on the write connection,
-// appends recs when fn returns true and no error, and commits; on error
+// after evaluating the guard conditions ctx carries (store.WithGuard) in
+// it, appends recs when fn returns true and no error, and commits; on error
 // nothing is written.
 func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx *sql.Tx) (bool, error)) error {
 	if err := e.check(ctx); err != nil {
+		return err
+	}
+	conds, err := fsm.CtxGuard(ctx)
+	if err != nil {
 		return err
 	}
 	if err := e.gate.lock(ctx); err != nil {
@@ -343,6 +348,10 @@ func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx *sql.Tx
 	defer e.gate.unlock()
 	tx, err := e.w.BeginTx(ctx, nil)
 	if err != nil {
+		return e.classify(err)
+	}
+	if err := guard(ctx, tx, conds); err != nil {
+		_ = tx.Rollback()
 		return e.classify(err)
 	}
 	changed, err := fn(tx)
@@ -451,9 +460,21 @@ func decodeHistory(s sql.NullString) ([]store.Attempt, error) {
 	return h, nil
 }
 
-const taskCols = `seq, id, idempotency_key, team, machine, priority, spec, status, attempts, history,
+// taskCols are the columns scanTask reads, ending with the names of the
+// task's team and machine (the ids themselves when no such row exists),
+// read by scalar subqueries so that the list serves SELECT … FROM tasks
+// and UPDATE tasks … RETURNING alike.
+const taskCols = `seq, id, idempotency_key, team_id, machine_id, priority, spec, status, attempts, history,
 	created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
-	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error`
+	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error,
+	` + teamNameOf + `, ` + machineNameOf
+
+// teamNameOf and machineNameOf are the names of tasks.team_id and
+// tasks.machine_id.
+const (
+	teamNameOf    = `COALESCE((SELECT name FROM teams WHERE teams.id = tasks.team_id), tasks.team_id)`
+	machineNameOf = `COALESCE((SELECT name FROM machines WHERE machines.id = tasks.machine_id), tasks.machine_id)`
+)
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -466,9 +487,9 @@ func scanTask(s scanner) (int64, store.Task, error) {
 		created, enqueued, ready, started, completed, le sql.NullInt64
 		exit                                             sql.NullInt64
 	)
-	err := s.Scan(&seq, &t.ID, &t.IdempotencyKey, &t.Team, &t.Machine, &t.Priority, &t.Spec, &status, &t.Attempts, &history,
+	err := s.Scan(&seq, &t.ID, &t.IdempotencyKey, &t.TeamID, &t.MachineID, &t.Priority, &t.Spec, &status, &t.Attempts, &history,
 		&created, &enqueued, &ready, &started, &completed, &t.LeaseOwner, &le, &t.CancelRequested,
-		&exit, &t.Stdout, &t.Stderr, &t.StdoutTruncated, &t.StderrTruncated, &t.Error)
+		&exit, &t.Stdout, &t.Stderr, &t.StdoutTruncated, &t.StderrTruncated, &t.Error, &t.Team, &t.Machine)
 	if err != nil {
 		return 0, store.Task{}, err
 	}
@@ -531,7 +552,7 @@ func (e *Engine) insertTask(ctx context.Context, tx *sql.Tx, t *store.Task) erro
 		return err
 	}
 	_, err = stmt(ctx, tx, e.st.insertTask).ExecContext(ctx,
-		t.ID, t.IdempotencyKey, t.Team, t.Machine, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
+		t.ID, t.IdempotencyKey, t.TeamID, t.MachineID, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
 		nanos(t.CreatedAt), nanos(t.EnqueuedAt), nanos(t.ReadyAt), nanos(t.StartedAt), nanos(t.CompletedAt),
 		t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
 		nullInt(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error)
@@ -597,125 +618,173 @@ func jsonList(ss []string) string {
 // ---- machines
 
 // machineCols are the columns CreateMachine writes; machineSelect adds the
-// health sample (SetMachineHealth), which scanMachine reads.
+// owning team's name, the health sample (SetMachineHealth) and deleted_at,
+// which scanMachine reads.
 const (
-	machineCols   = `name, team, host, port, user_name, config, created_at, updated_at`
-	machineSelect = machineCols + `, health, health_at`
+	machineCols   = `id, name, team_id, host, port, user_name, config, created_at, updated_at`
+	machineSelect = `id, name, team_id, COALESCE((SELECT name FROM teams WHERE teams.id = machines.team_id), machines.team_id),
+		host, port, user_name, config, created_at, updated_at, health, health_at, deleted_at`
 )
 
 func scanMachine(s scanner) (store.Machine, error) {
 	var (
-		m                          store.Machine
-		created, updated, healthAt sql.NullInt64
+		m                                   store.Machine
+		created, updated, healthAt, deleted sql.NullInt64
 	)
-	if err := s.Scan(&m.Name, &m.Team, &m.Host, &m.Port, &m.User, &m.Config, &created, &updated, &m.Health, &healthAt); err != nil {
+	if err := s.Scan(&m.ID, &m.Name, &m.TeamID, &m.Team, &m.Host, &m.Port, &m.User, &m.Config, &created, &updated,
+		&m.Health, &healthAt, &deleted); err != nil {
 		return store.Machine{}, err
 	}
 	m.Config, m.Health = fsm.Bytes(m.Config), fsm.Bytes(m.Health)
 	m.CreatedAt, m.UpdatedAt, m.HealthAt = fromNanos(created), fromNanos(updated), fromNanos(healthAt)
+	m.DeletedAt = fromNanos(deleted)
 	return m, nil
 }
 
-func machineExists(ctx context.Context, tx *sql.Tx, name string) (bool, error) {
+// liveMachineID returns the id of the live machine named name ("" when none).
+func liveMachineID(ctx context.Context, q querier, name string) (string, error) {
+	var id string
+	err := q.QueryRowContext(ctx, `SELECT id FROM machines WHERE name = ? AND deleted_at IS NULL`, name).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return id, err
+}
+
+// liveMachine loads the live machine id. ErrNotFound.
+func liveMachine(ctx context.Context, q querier, id string) (store.Machine, error) {
+	m, err := scanMachine(q.QueryRowContext(ctx, `SELECT `+machineSelect+` FROM machines WHERE id = ? AND deleted_at IS NULL`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Machine{}, fmt.Errorf("%w: machine %s", store.ErrNotFound, id)
+	}
+	return m, err
+}
+
+// teamLive reports whether team id exists and is not deleted.
+func teamLive(ctx context.Context, q querier, id string) (bool, error) {
 	var n int
-	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM machines WHERE name = ?`, name).Scan(&n)
+	err := q.QueryRowContext(ctx, `SELECT count(*) FROM teams WHERE id = ? AND deleted_at IS NULL`, id).Scan(&n)
 	return n > 0, err
 }
 
-func teamExists(ctx context.Context, tx *sql.Tx, name string) (bool, error) {
-	var n int
-	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM teams WHERE name = ?`, name).Scan(&n)
-	return n > 0, err
-}
-
-// noUnfinished returns ErrMachineHasTasks when a task of machine is not
-// terminal.
-func noUnfinished(ctx context.Context, tx *sql.Tx, machine string) error {
-	var id, status string
+// noUnfinished returns ErrMachineHasTasks when a task of machine (id,
+// named name) is not terminal.
+func noUnfinished(ctx context.Context, tx *sql.Tx, id, name string) error {
+	var tid, status string
 	err := tx.QueryRowContext(ctx, `SELECT id, status FROM tasks
-		WHERE machine = ? AND status IN ('PENDING', 'ASSIGNED', 'PROCESSING') LIMIT 1`, machine).Scan(&id, &status)
+		WHERE machine_id = ? AND status IN ('PENDING', 'ASSIGNED', 'PROCESSING') LIMIT 1`, id).Scan(&tid, &status)
 	switch {
 	case err == nil:
-		return fsm.MachineHasTasks(machine, id, store.Status(status))
+		return fsm.MachineHasTasks(name, tid, store.Status(status))
 	case errors.Is(err, sql.ErrNoRows):
 		return nil
 	}
 	return err
 }
 
-// CreateMachine inserts m. ErrExists; ErrInvalidArgument.
-func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) error {
+// CreateMachine inserts m. ErrExists; ErrNotFound; ErrInvalidArgument.
+func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) (store.Machine, error) {
 	m, err := fsm.NewMachine(m, time.Now())
 	if err != nil {
-		return err
+		return store.Machine{}, err
 	}
-	return e.write(ctx, func(tx *sql.Tx) error {
-		if ok, err := machineExists(ctx, tx, m.Name); err != nil {
+	var out store.Machine
+	err = e.write(ctx, func(tx *sql.Tx) error {
+		if id, err := liveMachineID(ctx, tx, m.Name); err != nil {
 			return err
-		} else if ok {
+		} else if id != "" {
 			return fmt.Errorf("%w: machine %s", store.ErrExists, m.Name)
 		}
-		if ok, err := teamExists(ctx, tx, m.Team); err != nil {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM machines WHERE id = ?`, m.ID).Scan(&n); err != nil {
+			return err
+		} else if n > 0 {
+			return fmt.Errorf("%w: machine id %s", store.ErrExists, m.ID)
+		}
+		if ok, err := teamLive(ctx, tx, m.TeamID); err != nil {
 			return err
 		} else if !ok {
-			return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.Team, m.Name)
+			return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.TeamID, m.Name)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			m.Name, m.Team, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt))
+		if _, err := tx.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			m.ID, m.Name, m.TeamID, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt)); err != nil {
+			return err
+		}
+		out, err = liveMachine(ctx, tx, m.ID)
 		return err
 	})
+	if err != nil {
+		return store.Machine{}, err
+	}
+	return out, nil
 }
 
-// UpdateMachine replaces the machine named m.Name, keeping its CreatedAt.
-// ErrNotFound; ErrInvalidArgument.
+// UpdateMachine replaces the live machine m.ID, keeping its CreatedAt.
+// ErrNotFound; ErrExists; ErrMachineHasTasks; ErrInvalidArgument.
 func (e *Engine) UpdateMachine(ctx context.Context, m store.Machine) error {
 	return e.write(ctx, func(tx *sql.Tx) error {
-		old, err := scanMachine(tx.QueryRowContext(ctx, `SELECT `+machineSelect+` FROM machines WHERE name = ?`, m.Name))
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: machine %s", store.ErrNotFound, m.Name)
-		} else if err != nil {
+		old, err := liveMachine(ctx, tx, m.ID)
+		if err != nil {
 			return err
 		}
 		m, err := fsm.UpdateMachine(old, m, time.Now())
 		if err != nil {
 			return err
 		}
-		if m.Team != old.Team {
-			if ok, err := teamExists(ctx, tx, m.Team); err != nil {
+		if id, err := liveMachineID(ctx, tx, m.Name); err != nil {
+			return err
+		} else if id != "" && id != m.ID {
+			return fmt.Errorf("%w: machine %s", store.ErrExists, m.Name)
+		}
+		if m.TeamID != old.TeamID {
+			if ok, err := teamLive(ctx, tx, m.TeamID); err != nil {
 				return err
 			} else if !ok {
-				return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.Team, m.Name)
+				return fmt.Errorf("%w: team %s (of machine %s)", store.ErrNotFound, m.TeamID, m.Name)
 			}
-			if err := noUnfinished(ctx, tx, m.Name); err != nil {
+			if err := noUnfinished(ctx, tx, m.ID, m.Name); err != nil {
 				return err
 			}
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE machines SET team = ?, host = ?, port = ?, user_name = ?, config = ?, created_at = ?, updated_at = ?
-			WHERE name = ?`, m.Team, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt), m.Name)
+		_, err = tx.ExecContext(ctx, `UPDATE machines SET name = ?, team_id = ?, host = ?, port = ?, user_name = ?, config = ?,
+			created_at = ?, updated_at = ? WHERE id = ?`,
+			m.Name, m.TeamID, m.Host, m.Port, m.User, blob(m.Config), nanos(m.CreatedAt), nanos(m.UpdatedAt), m.ID)
 		return err
 	})
 }
 
-// GetMachine returns one machine. ErrNotFound.
-func (e *Engine) GetMachine(ctx context.Context, name string) (store.Machine, error) {
+// GetMachine returns one machine by id, live or removed. ErrNotFound.
+func (e *Engine) GetMachine(ctx context.Context, id string) (store.Machine, error) {
 	if err := e.check(ctx); err != nil {
 		return store.Machine{}, err
 	}
-	m, err := scanMachine(e.r.QueryRowContext(ctx, `SELECT `+machineSelect+` FROM machines WHERE name = ?`, name))
+	m, err := scanMachine(e.r.QueryRowContext(ctx, `SELECT `+machineSelect+` FROM machines WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Machine{}, fmt.Errorf("%w: machine id %s", store.ErrNotFound, id)
+	}
+	return m, e.classify(err)
+}
+
+// MachineByName returns the live machine named name. ErrNotFound.
+func (e *Engine) MachineByName(ctx context.Context, name string) (store.Machine, error) {
+	if err := e.check(ctx); err != nil {
+		return store.Machine{}, err
+	}
+	m, err := scanMachine(e.r.QueryRowContext(ctx, `SELECT `+machineSelect+` FROM machines WHERE name = ? AND deleted_at IS NULL`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Machine{}, fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
 	}
 	return m, e.classify(err)
 }
 
-// ListMachines returns the machines matching f, ordered by name.
+// ListMachines returns the live machines matching f, ordered by name.
 func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]store.Machine, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	q, args := `SELECT `+machineSelect+` FROM machines WHERE (?1 = '' OR team = ?1)`, []any{f.Team}
-	if f.Teams != nil {
-		q, args = q+` AND team IN (SELECT value FROM json_each(?2))`, append(args, jsonList(f.Teams))
+	q, args := `SELECT `+machineSelect+` FROM machines WHERE deleted_at IS NULL AND (?1 = '' OR team_id = ?1)`, []any{f.TeamID}
+	if f.TeamIDs != nil {
+		q, args = q+` AND team_id IN (SELECT value FROM json_each(?2))`, append(args, jsonList(f.TeamIDs))
 	}
 	rows, err := e.r.QueryContext(ctx, q+` ORDER BY name`, args...)
 	if err != nil {
@@ -733,18 +802,22 @@ func (e *Engine) ListMachines(ctx context.Context, f store.MachineFilter) ([]sto
 	return out, e.classify(rows.Err())
 }
 
-// DeleteMachine removes a machine. ErrNotFound; ErrMachineHasTasks.
-func (e *Engine) DeleteMachine(ctx context.Context, name string) error {
+// DeleteMachine removes the live machine id, keeping its row.
+// ErrNotFound; ErrMachineHasTasks.
+func (e *Engine) DeleteMachine(ctx context.Context, id string, at time.Time) error {
+	at, err := fsm.DeleteTime("machine", id, at, time.Now())
+	if err != nil {
+		return err
+	}
 	return e.write(ctx, func(tx *sql.Tx) error {
-		if ok, err := machineExists(ctx, tx, name); err != nil {
-			return err
-		} else if !ok {
-			return fmt.Errorf("%w: machine %s", store.ErrNotFound, name)
-		}
-		if err := noUnfinished(ctx, tx, name); err != nil {
+		m, err := liveMachine(ctx, tx, id)
+		if err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM machines WHERE name = ?`, name)
+		if err := noUnfinished(ctx, tx, id, m.Name); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE machines SET deleted_at = ? WHERE id = ?`, nanos(at), id)
 		return err
 	})
 }
@@ -762,29 +835,40 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 		out     store.Task
 		created bool
 	)
-	err = e.write(ctx, func(tx *sql.Tx) error {
+	err = e.writeIf(ctx, func(tx *sql.Tx) (bool, error) {
 		if t.IdempotencyKey != "" {
-			_, old, err := scanTask(stmt(ctx, tx, e.st.taskByKey).QueryRowContext(ctx, t.IdempotencyKey))
+			_, old, err := scanTask(stmt(ctx, tx, e.st.taskByKey).QueryRowContext(ctx, t.TeamID, t.IdempotencyKey))
 			if err == nil {
 				out = old
-				return nil
+				// The records about the task not created are dropped.
+				recs, err := fsm.CtxAudit(ctx)
+				if err == nil {
+					if keep := fsm.KeepAudit(recs, map[string]bool{t.ID: true}); len(keep) > 0 {
+						_, err = e.appendAudit(ctx, tx, keep)
+					}
+				}
+				return false, err
 			}
 			if !errors.Is(err, sql.ErrNoRows) {
-				return err
+				return false, err
 			}
 		}
 		var n int
 		if err := stmt(ctx, tx, e.st.taskExists).QueryRowContext(ctx, t.ID).Scan(&n); err != nil {
-			return err
+			return false, err
 		}
 		if n > 0 {
-			return fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
+			return false, fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
 		}
 		if err := e.insertTask(ctx, tx, &t); err != nil {
-			return err
+			return false, err
 		}
-		out, created = t, true
-		return nil
+		_, stored, err := loadTask(ctx, tx, t.ID)
+		if err != nil {
+			return false, err
+		}
+		out, created = stored, true
+		return true, nil
 	})
 	if err != nil {
 		return store.Task{}, false, err
@@ -834,14 +918,14 @@ func taskQuery(f store.TaskFilter) (string, []any) {
 		}
 		where, args = append(where, `status IN (SELECT value FROM json_each(?))`), append(args, jsonList(ss))
 	}
-	if f.Team != "" {
-		where, args = append(where, `team = ?`), append(args, f.Team)
+	if f.TeamID != "" {
+		where, args = append(where, `team_id = ?`), append(args, f.TeamID)
 	}
-	if f.Teams != nil {
-		where, args = append(where, `team IN (SELECT value FROM json_each(?))`), append(args, jsonList(f.Teams))
+	if f.TeamIDs != nil {
+		where, args = append(where, `team_id IN (SELECT value FROM json_each(?))`), append(args, jsonList(f.TeamIDs))
 	}
-	if f.Machine != "" {
-		where, args = append(where, `machine = ?`), append(args, f.Machine)
+	if f.MachineID != "" {
+		where, args = append(where, `machine_id = ?`), append(args, f.MachineID)
 	}
 	if f.Priority != 0 {
 		where, args = append(where, `priority = ?`), append(args, f.Priority)
@@ -1004,7 +1088,10 @@ func (e *Engine) Depth(ctx context.Context) ([]store.DepthRow, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := e.r.QueryContext(ctx, `SELECT status, priority, team, machine, count(*) FROM tasks GROUP BY status, priority, team, machine`)
+	rows, err := e.r.QueryContext(ctx, `SELECT status, priority, team_id, machine_id,
+		COALESCE((SELECT name FROM teams WHERE teams.id = d.team_id), d.team_id),
+		COALESCE((SELECT name FROM machines WHERE machines.id = d.machine_id), d.machine_id), n
+		FROM (SELECT status, priority, team_id, machine_id, count(*) AS n FROM tasks GROUP BY status, priority, team_id, machine_id) d`)
 	if err != nil {
 		return nil, e.classify(err)
 	}
@@ -1015,7 +1102,7 @@ func (e *Engine) Depth(ctx context.Context) ([]store.DepthRow, error) {
 			d store.DepthRow
 			s string
 		)
-		if err := rows.Scan(&s, &d.Priority, &d.Team, &d.Machine, &d.Count); err != nil {
+		if err := rows.Scan(&s, &d.Priority, &d.TeamID, &d.MachineID, &d.Team, &d.Machine, &d.Count); err != nil {
 			return nil, e.classify(err)
 		}
 		d.Status = store.Status(s)

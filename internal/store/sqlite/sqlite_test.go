@@ -52,15 +52,15 @@ func at(d time.Duration) time.Time { return storetest.T0.Add(d) }
 func TestReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "store.db")
 	e := open(t, path)
-	if err := e.CreateTeam(ctx, store.Team{Name: "prod", CreatedAt: at(0)}); err != nil {
+	if _, err := e.CreateTeam(ctx, store.Team{ID: "prod", Name: "prod", CreatedAt: at(0)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.CreateMachine(ctx, store.Machine{Name: "web", Team: "prod", Host: "h", Port: 22, User: "u",
+	if _, err := e.CreateMachine(ctx, store.Machine{ID: "web", Name: "web", TeamID: "prod", Host: "h", Port: 22, User: "u",
 		Config: []byte(`{"a":1}`), CreatedAt: at(0)}); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(id string, prio int) {
-		if _, _, err := e.CreateTask(ctx, store.Task{ID: id, IdempotencyKey: "k-" + id, Team: "prod", Machine: "web",
+		if _, _, err := e.CreateTask(ctx, store.Task{ID: id, IdempotencyKey: "k-" + id, TeamID: "prod", MachineID: "web",
 			Priority: prio, Spec: []byte(`{"id":"` + id + `"}`), CreatedAt: at(time.Duration(len(id)))}); err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +115,7 @@ func TestReopen(t *testing.T) {
 		t.Errorf("unexpected tasks after reopen: %+v", gotTasks)
 	}
 	// The idempotency key survives too.
-	again, created, err := e.CreateTask(ctx, store.Task{IdempotencyKey: "k-a", Machine: "web", Priority: 3})
+	again, created, err := e.CreateTask(ctx, store.Task{IdempotencyKey: "k-a", TeamID: "prod", MachineID: "web", Priority: 3})
 	if err != nil || created || again.ID != "a" {
 		t.Errorf("idempotency after reopen: %v %v %v", again.ID, created, err)
 	}
@@ -126,7 +126,7 @@ func TestFileModes(t *testing.T) {
 	path := filepath.Join(dir, "store.db")
 	e := open(t, path)
 	defer e.Close()
-	if _, _, err := e.CreateTask(ctx, store.Task{Machine: "m", Priority: 3}); err != nil {
+	if _, _, err := e.CreateTask(ctx, store.Task{MachineID: "m", Priority: 3}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-lock"} {
@@ -246,12 +246,12 @@ func TestClaimOrderMatchesSched(t *testing.T) {
 			if rng.IntN(4) == 0 {
 				ready = now.Add(time.Duration(rng.Int64N(int64(time.Hour))) - 30*time.Minute)
 			}
-			tk, _, err := e.CreateTask(ctx, store.Task{ID: fmt.Sprintf("t%03d", i), Machine: fmt.Sprint("m", rng.IntN(4)),
+			tk, _, err := e.CreateTask(ctx, store.Task{ID: fmt.Sprintf("t%03d", i), MachineID: fmt.Sprint("m", rng.IntN(4)),
 				Priority: 1 + rng.IntN(5), CreatedAt: enq, EnqueuedAt: enq, ReadyAt: ready})
 			if err != nil {
 				t.Fatal(err)
 			}
-			cands = append(cands, sched.Candidate{ID: tk.ID, Seq: int64(i + 1), Machine: tk.Machine, Priority: tk.Priority,
+			cands = append(cands, sched.Candidate{ID: tk.ID, Seq: int64(i + 1), Machine: tk.MachineID, Priority: tk.Priority,
 				EnqueuedAt: tk.EnqueuedAt, ReadyAt: tk.ReadyAt})
 		}
 		r := store.ClaimRequest{Owner: "w", Now: now, LeaseUntil: now.Add(time.Hour), Max: 1 + rng.IntN(250),
@@ -353,7 +353,7 @@ func helper(mode, path string) error {
 		out.Flush()
 		// Keep writing until killed: the kill lands mid-transaction sometimes.
 		for i := 0; ; i++ {
-			if _, _, err := e.CreateTask(ctx, store.Task{Machine: "busy", Priority: 5, CreatedAt: at(time.Duration(i))}); err != nil {
+			if _, _, err := e.CreateTask(ctx, store.Task{MachineID: "busy", Priority: 5, CreatedAt: at(time.Duration(i))}); err != nil {
 				return err
 			}
 		}
@@ -472,8 +472,8 @@ func TestMultiProcess(t *testing.T) {
 			}
 			per := map[string]int{}
 			for _, tk := range active {
-				if per[tk.Machine]++; per[tk.Machine] > perMach {
-					monitorErr <- fmt.Errorf("machine %s runs %d tasks", tk.Machine, per[tk.Machine])
+				if per[tk.MachineID]++; per[tk.MachineID] > perMach {
+					monitorErr <- fmt.Errorf("machine %s runs %d tasks", tk.MachineID, per[tk.MachineID])
 					return
 				}
 			}

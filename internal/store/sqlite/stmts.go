@@ -15,9 +15,9 @@ import (
 // about a third of the CPU of a task's trip through the queue.
 const (
 	sqlLoadTask   = `SELECT ` + taskCols + ` FROM tasks WHERE id = ?`
-	sqlTaskByKey  = `SELECT ` + taskCols + ` FROM tasks WHERE idempotency_key = ?`
+	sqlTaskByKey  = `SELECT ` + taskCols + ` FROM tasks WHERE team_id = ? AND idempotency_key = ?`
 	sqlTaskExists = `SELECT count(*) FROM tasks WHERE id = ?`
-	sqlInsertTask = `INSERT INTO tasks (id, idempotency_key, team, machine, priority, spec, status, attempts, history,
+	sqlInsertTask = `INSERT INTO tasks (id, idempotency_key, team_id, machine_id, priority, spec, status, attempts, history,
 		created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
 		exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
@@ -25,7 +25,7 @@ const (
 		started_at = ?, completed_at = ?, lease_owner = ?, lease_expires_at = ?, cancel_requested = ?,
 		exit_code = ?, stdout = ?, stderr = ?, stdout_truncated = ?, stderr_truncated = ?, error = ?
 		WHERE seq = ? AND status = ? AND lease_owner = ?`
-	sqlRunning  = `SELECT machine, count(*) FROM tasks WHERE status IN ('ASSIGNED', 'PROCESSING') GROUP BY machine`
+	sqlRunning  = `SELECT machine_id, count(*) FROM tasks WHERE status IN ('ASSIGNED', 'PROCESSING') GROUP BY machine_id`
 	sqlClaimRow = `UPDATE tasks SET status = 'ASSIGNED', lease_owner = ?, lease_expires_at = ?
 		WHERE seq = ? AND status = 'PENDING' RETURNING ` + taskCols
 	sqlHeartbeat = `UPDATE tasks SET lease_expires_at = ?

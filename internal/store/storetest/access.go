@@ -171,40 +171,47 @@ func actions(rs []audit.Record) []string {
 }
 
 func testTeamDefault(t *testing.T, f *fixture) {
-	teams, err := f.a.ListTeams(f.ctx)
-	if err != nil || len(teams) != 1 || teams[0].Name != store.DefaultTeam || teams[0].CreatedAt.IsZero() {
+	teams, err := f.a.ListTeams(f.ctx, store.TeamFilter{})
+	if err != nil || len(teams) != 1 || teams[0].Name != store.DefaultTeam || teams[0].ID != store.DefaultTeam || teams[0].CreatedAt.IsZero() {
 		t.Fatalf("a new store's teams: %+v, %v; want only %q", teams, err, store.DefaultTeam)
 	}
 	if d, err := f.a.GetTeam(f.ctx, store.DefaultTeam); err != nil || d.Name != store.DefaultTeam {
 		t.Fatalf("GetTeam(default): %+v, %v", d, err)
 	}
-	wantErr(t, "CreateTeam(default)", f.a.CreateTeam(f.ctx, store.Team{Name: store.DefaultTeam}), store.ErrExists)
-	wantErr(t, "DeleteTeam(default)", f.a.DeleteTeam(f.ctx, store.DefaultTeam), store.ErrInvalidArgument)
+	if d, err := f.a.TeamByName(f.ctx, store.DefaultTeam); err != nil || d.ID != store.DefaultTeam {
+		t.Fatalf("TeamByName(default): %+v, %v", d, err)
+	}
+	_, err = f.a.CreateTeam(f.ctx, store.Team{Name: store.DefaultTeam})
+	wantErr(t, "CreateTeam(default)", err, store.ErrExists)
+	wantErr(t, "DeleteTeam(default)", f.a.DeleteTeam(f.ctx, store.DefaultTeam, time.Time{}), store.ErrInvalidArgument)
 	wantErr(t, "RenameTeam(default)", f.a.RenameTeam(f.ctx, store.DefaultTeam, "x"), store.ErrInvalidArgument)
-	if _, err := f.a.GetTeam(f.ctx, "x"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := f.a.TeamByName(f.ctx, "x"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the failed rename created a team: %v", err)
 	}
 	// A machine and a task with no team join the default team.
-	if err := f.e.CreateMachine(f.ctx, store.Machine{Name: "m"}); err != nil {
-		t.Fatal(err)
-	}
-	tk, _, err := f.e.CreateTask(f.ctx, store.Task{Machine: "m", Priority: 3, CreatedAt: at(0)})
-	if err != nil || tk.Team != store.DefaultTeam || f.get(tk.ID).Team != store.DefaultTeam {
+	m := f.machine(store.Machine{Name: "m"})
+	tk, _, err := f.e.CreateTask(f.ctx, store.Task{MachineID: m.ID, Priority: 3, CreatedAt: at(0)})
+	if err != nil || tk.TeamID != store.DefaultTeam || tk.Team != store.DefaultTeam || tk.Machine != "m" || f.get(tk.ID).TeamID != store.DefaultTeam {
 		t.Fatalf("task without a team: %+v, %v", tk, err)
 	}
 }
 
 func testTeamCRUD(t *testing.T, f *fixture) {
-	prod := store.Team{Name: "prod", Description: "production", CreatedAt: at(time.Second)}
-	if err := f.a.CreateTeam(f.ctx, prod); err != nil {
-		t.Fatalf("CreateTeam: %v", err)
+	prod := store.Team{ID: "prod-id", Name: "prod", Description: "production", CreatedAt: at(time.Second)}
+	if got, err := f.a.CreateTeam(f.ctx, prod); err != nil || got != prod {
+		t.Fatalf("CreateTeam: %+v, %v", got, err)
 	}
-	if err := f.a.CreateTeam(f.ctx, store.Team{Name: "dev"}); err != nil {
-		t.Fatalf("CreateTeam: %v", err)
+	dev, err := f.a.CreateTeam(f.ctx, store.Team{Name: "dev"})
+	if err != nil || dev.ID == "" || dev.ID == "dev" || dev.CreatedAt.IsZero() {
+		t.Fatalf("CreateTeam without an id: %+v, %v (want a new id and CreatedAt)", dev, err)
 	}
-	wantErr(t, "CreateTeam duplicate", f.a.CreateTeam(f.ctx, store.Team{Name: "prod"}), store.ErrExists)
-	wantErr(t, "CreateTeam empty", f.a.CreateTeam(f.ctx, store.Team{}), store.ErrInvalidArgument)
-	got, err := f.a.GetTeam(f.ctx, "prod")
+	_, err = f.a.CreateTeam(f.ctx, store.Team{Name: "prod"})
+	wantErr(t, "CreateTeam duplicate name", err, store.ErrExists)
+	_, err = f.a.CreateTeam(f.ctx, store.Team{ID: "prod-id", Name: "other"})
+	wantErr(t, "CreateTeam duplicate id", err, store.ErrExists)
+	_, err = f.a.CreateTeam(f.ctx, store.Team{})
+	wantErr(t, "CreateTeam empty", err, store.ErrInvalidArgument)
+	got, err := f.a.GetTeam(f.ctx, "prod-id")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,13 +221,19 @@ func testTeamCRUD(t *testing.T, f *fixture) {
 	if got.CreatedAt.Location() != time.UTC {
 		t.Fatalf("CreatedAt not UTC: %v", got.CreatedAt)
 	}
-	dev, _ := f.a.GetTeam(f.ctx, "dev")
-	if dev.CreatedAt.IsZero() {
-		t.Fatal("zero CreatedAt was not filled in")
+	if byName, err := f.a.TeamByName(f.ctx, "prod"); err != nil || byName != prod {
+		t.Fatalf("TeamByName(prod) = %+v, %v", byName, err)
+	}
+	if again, err := f.a.GetTeam(f.ctx, dev.ID); err != nil || again != dev {
+		t.Fatalf("GetTeam(%s) = %+v, %v; want %+v", dev.ID, again, err, dev)
 	}
 	_, err = f.a.GetTeam(f.ctx, "nope")
 	wantErr(t, "GetTeam missing", err, store.ErrNotFound)
-	teams, _ := f.a.ListTeams(f.ctx)
+	_, err = f.a.GetTeam(f.ctx, "prod")
+	wantErr(t, "GetTeam by name", err, store.ErrNotFound)
+	_, err = f.a.TeamByName(f.ctx, "prod-id")
+	wantErr(t, "TeamByName by id", err, store.ErrNotFound)
+	teams, _ := f.a.ListTeams(f.ctx, store.TeamFilter{})
 	var names []string
 	for _, tm := range teams {
 		names = append(names, tm.Name)
@@ -232,20 +245,16 @@ func testTeamCRUD(t *testing.T, f *fixture) {
 
 func testTeamRename(t *testing.T, f *fixture) {
 	f.team("prod", "dev")
-	if err := f.e.CreateMachine(f.ctx, store.Machine{Name: "web", Team: "prod"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.e.CreateMachine(f.ctx, store.Machine{Name: "box", Team: "dev"}); err != nil {
-		t.Fatal(err)
-	}
-	team := func(tm string) func(*store.Task) { return func(t *store.Task) { t.Team = tm } }
+	f.machine(store.Machine{ID: "web", Name: "web", TeamID: "prod"})
+	f.machine(store.Machine{ID: "box", Name: "box", TeamID: "dev"})
+	team := func(tm string) func(*store.Task) { return func(t *store.Task) { t.TeamID = tm } }
 	f.task("web", 3, at(0), named("p1"), team("prod"))
 	f.task("web", 3, at(1), named("p2"), team("prod"))
 	f.task("box", 3, at(2), named("d1"), team("dev"))
-	if _, err := f.e.Cancel(f.ctx, "p2", at(time.Minute)); err != nil { // a finished task is renamed too
+	if _, err := f.e.Cancel(f.ctx, "p2", at(time.Minute)); err != nil { // a finished task follows too
 		t.Fatal(err)
 	}
-	for _, m := range []store.Member{{Team: "prod", User: "alice", Role: "admin"}, {Team: "dev", User: "alice", Role: "viewer"}} {
+	for _, m := range []store.Member{{TeamID: "prod", User: "alice", Role: "admin"}, {TeamID: "dev", User: "alice", Role: "viewer"}} {
 		if _, err := f.a.PutMember(f.ctx, m); err != nil {
 			t.Fatal(err)
 		}
@@ -262,36 +271,49 @@ func testTeamRename(t *testing.T, f *fixture) {
 	if err := f.a.RenameTeam(ctx, "prod", "production"); err != nil {
 		t.Fatalf("RenameTeam: %v", err)
 	}
-	_, err := f.a.GetTeam(f.ctx, "prod")
+	_, err := f.a.TeamByName(f.ctx, "prod")
 	wantErr(t, "old name after rename", err, store.ErrNotFound)
-	after, err := f.a.GetTeam(f.ctx, "production")
-	if err != nil || after.Description != before.Description || !after.CreatedAt.Equal(before.CreatedAt) {
+	after, err := f.a.TeamByName(f.ctx, "production")
+	if err != nil || after.ID != "prod" || after.Description != before.Description || !after.CreatedAt.Equal(before.CreatedAt) {
 		t.Fatalf("renamed team: %+v, %v (before %+v)", after, err, before)
 	}
-	if m, _ := f.e.GetMachine(f.ctx, "web"); m.Team != "production" {
-		t.Fatalf("machine team after rename: %q", m.Team)
+	// Everything stays with the id and shows the new name.
+	if m, _ := f.e.GetMachine(f.ctx, "web"); m.TeamID != "prod" || m.Team != "production" {
+		t.Fatalf("machine team after rename: %q (%q)", m.TeamID, m.Team)
 	}
-	if m, _ := f.e.GetMachine(f.ctx, "box"); m.Team != "dev" {
+	if m, _ := f.e.GetMachine(f.ctx, "box"); m.TeamID != "dev" || m.Team != "dev" {
 		t.Fatalf("other machine's team changed: %q", m.Team)
 	}
 	for id, want := range map[string]string{"p1": "production", "p2": "production", "d1": "dev"} {
-		if got := f.get(id).Team; got != want {
-			t.Fatalf("task %s team %q, want %q", id, got, want)
+		if got := f.get(id); got.Team != want {
+			t.Fatalf("task %s team %q (%s), want %q", id, got.Team, got.TeamID, want)
 		}
 	}
 	roles, _ := f.a.MemberRoles(f.ctx, "alice")
-	if diff := cmp.Diff(map[string]string{"production": "admin", "dev": "viewer"}, roles); diff != "" {
+	if diff := cmp.Diff(map[string]string{"prod": "admin", "dev": "viewer"}, roles); diff != "" {
 		t.Fatalf("member roles after rename (-want +got):\n%s", diff)
 	}
-	if ms, _ := f.a.ListMembers(f.ctx, "prod"); len(ms) != 0 {
-		t.Fatalf("members left under the old name: %+v", ms)
+	if ms, _ := f.a.ListMembers(f.ctx, "prod"); len(ms) != 1 || ms[0].Team != "production" || ms[0].TeamID != "prod" {
+		t.Fatalf("members after rename: %+v", ms)
 	}
-	wantIDs(t, "tasks of production", mustList(t, f, store.TaskFilter{Team: "production"}), "p1", "p2")
+	wantIDs(t, "tasks of the renamed team", mustList(t, f, store.TaskFilter{TeamID: "prod"}), "p1", "p2")
+	rows, _ := f.e.Depth(f.ctx)
+	for _, r := range rows {
+		if want := map[string]string{"prod": "production", "dev": "dev"}[r.TeamID]; r.Team != want || r.Machine != r.MachineID {
+			t.Fatalf("Depth row %+v: want team name %q and machine name %q", r, want, r.MachineID)
+		}
+	}
 	if got := actions(VerifyAudit(t, f.a)); fmt.Sprint(got) != "[team.rename]" {
 		t.Fatalf("audit after rename: %v", got)
 	}
-	// The old name is free again.
-	f.team("prod")
+	// The old name is free again, for a new team with a new id.
+	fresh, err := f.a.CreateTeam(f.ctx, store.Team{Name: "prod"})
+	if err != nil || fresh.ID == "prod" {
+		t.Fatalf("a new team of the old name: %+v, %v", fresh, err)
+	}
+	if ms, _ := f.a.ListMembers(f.ctx, fresh.ID); len(ms) != 0 {
+		t.Fatalf("the new team of the old name has members: %+v", ms)
+	}
 }
 
 func mustList(t *testing.T, f *fixture, fl store.TaskFilter) []store.Task {
@@ -305,24 +327,22 @@ func mustList(t *testing.T, f *fixture, fl store.TaskFilter) []store.Task {
 
 func testTeamDelete(t *testing.T, f *fixture) {
 	f.team("prod", "dev")
-	wantErr(t, "delete missing", f.a.DeleteTeam(f.ctx, "nope"), store.ErrNotFound)
-	wantErr(t, "delete empty name", f.a.DeleteTeam(f.ctx, ""), store.ErrInvalidArgument)
-	if err := f.e.CreateMachine(f.ctx, store.Machine{Name: "web", Team: "prod"}); err != nil {
+	wantErr(t, "delete missing", f.a.DeleteTeam(f.ctx, "nope", time.Time{}), store.ErrNotFound)
+	wantErr(t, "delete empty id", f.a.DeleteTeam(f.ctx, "", time.Time{}), store.ErrInvalidArgument)
+	f.machine(store.Machine{ID: "web", Name: "web", TeamID: "prod"})
+	if _, err := f.a.PutMember(f.ctx, store.Member{TeamID: "prod", User: "bob", Role: "operator"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.a.PutMember(f.ctx, store.Member{Team: "prod", User: "bob", Role: "operator"}); err != nil {
-		t.Fatal(err)
-	}
-	err := f.a.DeleteTeam(f.ctx, "prod")
+	err := f.a.DeleteTeam(f.ctx, "prod", time.Time{})
 	wantErr(t, "delete with a machine", err, store.ErrTeamNotEmpty)
 	if !strings.Contains(err.Error(), "prod") || !strings.Contains(err.Error(), "1 machine") || !strings.Contains(err.Error(), "0 unfinished") {
 		t.Fatalf("error should name the team and the counts: %v", err)
 	}
 	// Tasks count by their own team, whatever their machine.
-	f.task("elsewhere", 3, at(0), named("t1"), func(t *store.Task) { t.Team = "prod" })
-	f.task("elsewhere", 3, at(1), named("t2"), func(t *store.Task) { t.Team = "prod" })
+	f.task("elsewhere", 3, at(0), named("t1"), func(t *store.Task) { t.TeamID = "prod" })
+	f.task("elsewhere", 3, at(1), named("t2"), func(t *store.Task) { t.TeamID = "prod" })
 	f.claimOne("t1", "w1", at(time.Hour))
-	err = f.a.DeleteTeam(f.ctx, "prod")
+	err = f.a.DeleteTeam(f.ctx, "prod", time.Time{})
 	wantErr(t, "delete with tasks", err, store.ErrTeamNotEmpty)
 	if !strings.Contains(err.Error(), "2 unfinished") {
 		t.Fatalf("error should count the unfinished tasks: %v", err)
@@ -330,7 +350,7 @@ func testTeamDelete(t *testing.T, f *fixture) {
 	if err := f.a.MoveMachine(f.ctx, "web", "dev"); err != nil {
 		t.Fatal(err)
 	}
-	wantErr(t, "delete with tasks only", f.a.DeleteTeam(f.ctx, "prod"), store.ErrTeamNotEmpty)
+	wantErr(t, "delete with tasks only", f.a.DeleteTeam(f.ctx, "prod", time.Time{}), store.ErrTeamNotEmpty)
 	if _, err := f.e.Cancel(f.ctx, "t2", at(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -340,79 +360,108 @@ func testTeamDelete(t *testing.T, f *fixture) {
 	}
 
 	ctx := store.WithAudit(f.ctx, rec(0, "root", "team.delete"))
-	if err := f.a.DeleteTeam(ctx, "prod"); err != nil {
+	if err := f.a.DeleteTeam(ctx, "prod", at(3*time.Hour)); err != nil {
 		t.Fatalf("DeleteTeam with only finished tasks: %v", err)
 	}
-	_, err = f.a.GetTeam(f.ctx, "prod")
-	wantErr(t, "GetTeam after delete", err, store.ErrNotFound)
+	// A deleted team keeps its record by id, leaves the lists and frees
+	// its name.
+	gone, err := f.a.GetTeam(f.ctx, "prod")
+	if err != nil || gone.Name != "prod" || !gone.DeletedAt.Equal(at(3*time.Hour)) {
+		t.Fatalf("GetTeam after delete: %+v, %v", gone, err)
+	}
+	_, err = f.a.TeamByName(f.ctx, "prod")
+	wantErr(t, "TeamByName after delete", err, store.ErrNotFound)
+	if live, _ := f.a.ListTeams(f.ctx, store.TeamFilter{}); len(live) != 2 {
+		t.Fatalf("ListTeams after delete: %+v", live)
+	}
+	if all, _ := f.a.ListTeams(f.ctx, store.TeamFilter{IncludeDeleted: true}); len(all) != 3 {
+		t.Fatalf("ListTeams(IncludeDeleted) after delete: %+v", all)
+	}
+	wantErr(t, "delete twice", f.a.DeleteTeam(f.ctx, "prod", time.Time{}), store.ErrNotFound)
+	wantErr(t, "rename a deleted team", f.a.RenameTeam(f.ctx, "prod", "zombie"), store.ErrNotFound)
+	_, err = f.a.PutMember(f.ctx, store.Member{TeamID: "prod", User: "eve", Role: "admin"})
+	wantErr(t, "member of a deleted team", err, store.ErrNotFound)
 	if ms, _ := f.a.ListMembers(f.ctx, ""); len(ms) != 0 {
 		t.Fatalf("members of the deleted team remain: %+v", ms)
 	}
 	if roles, _ := f.a.MemberRoles(f.ctx, "bob"); len(roles) != 0 {
 		t.Fatalf("bob's roles after delete: %v", roles)
 	}
-	// Finished tasks stay, under the name they ran with.
-	if got := f.get("t1"); got.Team != "prod" || got.Status != store.Failed {
+	// Finished tasks stay, under the team (id and name) they ran with.
+	if got := f.get("t1"); got.TeamID != "prod" || got.Team != "prod" || got.Status != store.Failed {
 		t.Fatalf("finished task after its team was deleted: %+v", got)
 	}
-	wantErr(t, "machine into the deleted team", f.e.CreateMachine(f.ctx, store.Machine{Name: "n", Team: "prod"}), store.ErrNotFound)
+	_, err = f.e.CreateMachine(f.ctx, store.Machine{Name: "n", TeamID: "prod"})
+	wantErr(t, "machine into the deleted team", err, store.ErrNotFound)
+	if err := f.a.MoveMachine(f.ctx, "web", "prod"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("move into the deleted team: %v", err)
+	}
 	if got := actions(VerifyAudit(t, f.a)); fmt.Sprint(got) != "[team.delete]" {
 		t.Fatalf("audit: %v", got)
 	}
-	// A new team of the same name starts empty.
-	f.team("prod")
-	if ms, _ := f.a.ListMembers(f.ctx, "prod"); len(ms) != 0 {
+	// A new team of the same name gets a new id and starts empty.
+	fresh, err := f.a.CreateTeam(f.ctx, store.Team{Name: "prod"})
+	if err != nil || fresh.ID == "prod" {
+		t.Fatalf("recreate prod: %+v, %v", fresh, err)
+	}
+	if ms, _ := f.a.ListMembers(f.ctx, fresh.ID); len(ms) != 0 {
 		t.Fatalf("recreated team inherited members: %+v", ms)
+	}
+	wantIDs(t, "tasks of the new prod", mustList(t, f, store.TaskFilter{TeamID: fresh.ID}))
+	wantIDs(t, "tasks of the old prod (by id)", mustList(t, f, store.TaskFilter{TeamID: "prod"}), "t1", "t2")
+	if got, err := f.a.TeamByName(f.ctx, "prod"); err != nil || got.ID != fresh.ID {
+		t.Fatalf("TeamByName(prod) after recreating: %+v, %v", got, err)
 	}
 }
 
 func testMachineNeedsTeam(t *testing.T, f *fixture) {
-	err := f.e.CreateMachine(f.ctx, store.Machine{Name: "web", Team: "prod"})
+	_, err := f.e.CreateMachine(f.ctx, store.Machine{Name: "web", TeamID: "prod"})
 	wantErr(t, "CreateMachine in a missing team", err, store.ErrNotFound)
 	if !strings.Contains(err.Error(), "prod") {
 		t.Fatalf("error should name the team: %v", err)
 	}
-	if _, err := f.e.GetMachine(f.ctx, "web"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := f.e.MachineByName(f.ctx, "web"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the machine was stored: %v", err)
 	}
 	f.team("prod", "dev")
-	m := store.Machine{Name: "web", Team: "prod", Host: "h", Port: 22}
-	if err := f.e.CreateMachine(f.ctx, m); err != nil {
-		t.Fatal(err)
-	}
+	m := f.machine(store.Machine{ID: "web", Name: "web", TeamID: "prod", Host: "h", Port: 22})
 	// UpdateMachine: the team must exist, and a change of team needs no
 	// unfinished tasks (as MoveMachine).
-	m.Team = "nope"
+	m.TeamID = "nope"
 	wantErr(t, "UpdateMachine into a missing team", f.e.UpdateMachine(f.ctx, m), store.ErrNotFound)
-	f.task("web", 3, at(0), named("x"), func(t *store.Task) { t.Team = "prod" })
-	m.Team = "dev"
+	f.task("web", 3, at(0), named("x"), func(t *store.Task) { t.TeamID = "prod" })
+	m.TeamID = "dev"
 	wantErr(t, "UpdateMachine team with a pending task", f.e.UpdateMachine(f.ctx, m), store.ErrMachineHasTasks)
-	m.Team, m.Host = "prod", "h2"
+	m.TeamID, m.Host = "prod", "h2"
 	if err := f.e.UpdateMachine(f.ctx, m); err != nil {
 		t.Fatalf("UpdateMachine keeping the team: %v", err)
 	}
 	if _, err := f.e.Cancel(f.ctx, "x", at(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	m.Team = "dev"
+	m.TeamID = "dev"
 	if err := f.e.UpdateMachine(f.ctx, m); err != nil {
 		t.Fatalf("UpdateMachine team once the tasks finished: %v", err)
 	}
-	if got, _ := f.e.GetMachine(f.ctx, "web"); got.Team != "dev" || got.Host != "h2" {
+	if got, _ := f.e.GetMachine(f.ctx, "web"); got.TeamID != "dev" || got.Team != "dev" || got.Host != "h2" {
 		t.Fatalf("machine: %+v", got)
 	}
-	// Tasks are not checked against teams (like machines).
-	if _, _, err := f.e.CreateTask(f.ctx, store.Task{Machine: "web", Team: "ghost", Priority: 3}); err != nil {
+	// Tasks are not checked against teams (like machines) unless a guard
+	// asks (see Guard/*).
+	if _, _, err := f.e.CreateTask(f.ctx, store.Task{MachineID: "web", TeamID: "ghost", Priority: 3}); err != nil {
 		t.Fatalf("CreateTask in an unknown team: %v", err)
 	}
 }
 
 func testMachineFilterTeams(t *testing.T, f *fixture) {
 	f.team("a", "b", "c")
-	for _, m := range []store.Machine{{Name: "a1", Team: "a"}, {Name: "a2", Team: "a"}, {Name: "b1", Team: "b"},
-		{Name: "c1", Team: "c"}, {Name: "d1"}} {
-		if err := f.e.CreateMachine(f.ctx, m); err != nil {
-			t.Fatal(err)
+	for _, m := range []store.Machine{{Name: "a1", TeamID: "a"}, {Name: "a2", TeamID: "a"}, {Name: "b1", TeamID: "b"},
+		{Name: "c1", TeamID: "c"}, {Name: "d1"}, {Name: "gone", TeamID: "a"}} {
+		m := f.machine(m)
+		if m.Name == "gone" {
+			if err := f.e.DeleteMachine(f.ctx, m.ID, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	for _, tc := range []struct {
@@ -420,13 +469,13 @@ func testMachineFilterTeams(t *testing.T, f *fixture) {
 		want string
 	}{
 		{store.MachineFilter{}, "[a1 a2 b1 c1 d1]"},
-		{store.MachineFilter{Teams: []string{}}, "[]"},
-		{store.MachineFilter{Teams: []string{"a", "c"}}, "[a1 a2 c1]"},
-		{store.MachineFilter{Teams: []string{"default"}}, "[d1]"},
-		{store.MachineFilter{Teams: []string{"nope"}}, "[]"},
-		{store.MachineFilter{Team: "a", Teams: []string{"a", "b"}}, "[a1 a2]"},
-		{store.MachineFilter{Team: "c", Teams: []string{"a", "b"}}, "[]"},
-		{store.MachineFilter{Team: "b"}, "[b1]"},
+		{store.MachineFilter{TeamIDs: []string{}}, "[]"},
+		{store.MachineFilter{TeamIDs: []string{"a", "c"}}, "[a1 a2 c1]"},
+		{store.MachineFilter{TeamIDs: []string{"default"}}, "[d1]"},
+		{store.MachineFilter{TeamIDs: []string{"nope"}}, "[]"},
+		{store.MachineFilter{TeamID: "a", TeamIDs: []string{"a", "b"}}, "[a1 a2]"},
+		{store.MachineFilter{TeamID: "c", TeamIDs: []string{"a", "b"}}, "[]"},
+		{store.MachineFilter{TeamID: "b"}, "[b1]"},
 	} {
 		ms, err := f.e.ListMachines(f.ctx, tc.f)
 		if err != nil {
@@ -443,7 +492,7 @@ func testMachineFilterTeams(t *testing.T, f *fixture) {
 }
 
 func testTaskFilterTeams(t *testing.T, f *fixture) {
-	team := func(tm string) func(*store.Task) { return func(t *store.Task) { t.Team = tm } }
+	team := func(tm string) func(*store.Task) { return func(t *store.Task) { t.TeamID = tm } }
 	f.task("m", 3, at(0), named("a1"), team("a"))
 	f.task("m", 1, at(1), named("b1"), team("b"))
 	f.task("m", 3, at(2), named("c1"), team("c"))
@@ -451,23 +500,21 @@ func testTaskFilterTeams(t *testing.T, f *fixture) {
 	f.claim(store.ClaimRequest{Max: 1}) // b1
 	list := func(fl store.TaskFilter) []store.Task { return mustList(t, f, fl) }
 	wantIDs(t, "nil teams", list(store.TaskFilter{}), "a1", "b1", "c1", "a2")
-	wantIDs(t, "empty teams", list(store.TaskFilter{Teams: []string{}}))
-	wantIDs(t, "teams a, b", list(store.TaskFilter{Teams: []string{"a", "b"}}), "a1", "b1", "a2")
-	wantIDs(t, "teams a, b, pending", list(store.TaskFilter{Teams: []string{"a", "b"}, Statuses: []store.Status{store.Pending}}), "a1", "a2")
-	wantIDs(t, "team c within a, b", list(store.TaskFilter{Team: "c", Teams: []string{"a", "b"}}))
-	wantIDs(t, "teams a, c limit 2", list(store.TaskFilter{Teams: []string{"c", "a"}, Limit: 2}), "a1", "c1")
-	wantIDs(t, "teams b, priority 1", list(store.TaskFilter{Teams: []string{"b"}, Priority: 1}), "b1")
+	wantIDs(t, "empty teams", list(store.TaskFilter{TeamIDs: []string{}}))
+	wantIDs(t, "teams a, b", list(store.TaskFilter{TeamIDs: []string{"a", "b"}}), "a1", "b1", "a2")
+	wantIDs(t, "teams a, b, pending", list(store.TaskFilter{TeamIDs: []string{"a", "b"}, Statuses: []store.Status{store.Pending}}), "a1", "a2")
+	wantIDs(t, "team c within a, b", list(store.TaskFilter{TeamID: "c", TeamIDs: []string{"a", "b"}}))
+	wantIDs(t, "teams a, c limit 2", list(store.TaskFilter{TeamIDs: []string{"c", "a"}, Limit: 2}), "a1", "c1")
+	wantIDs(t, "teams b, priority 1", list(store.TaskFilter{TeamIDs: []string{"b"}, Priority: 1}), "b1")
 }
 
 func testMoveMachine(t *testing.T, f *fixture) {
 	f.team("prod", "dev")
-	if err := f.e.CreateMachine(f.ctx, store.Machine{Name: "web", Team: "dev", CreatedAt: at(0)}); err != nil {
-		t.Fatal(err)
-	}
+	f.machine(store.Machine{ID: "web", Name: "web", TeamID: "dev", CreatedAt: at(0)})
 	wantErr(t, "move missing machine", f.a.MoveMachine(f.ctx, "nope", "prod"), store.ErrNotFound)
 	wantErr(t, "move to missing team", f.a.MoveMachine(f.ctx, "web", "nope"), store.ErrNotFound)
 	wantErr(t, "move to empty team", f.a.MoveMachine(f.ctx, "web", ""), store.ErrInvalidArgument)
-	f.task("web", 3, at(0), named("x"), func(t *store.Task) { t.Team = "dev" })
+	f.task("web", 3, at(0), named("x"), func(t *store.Task) { t.TeamID = "dev" })
 	f.claimOne("x", "w1", at(time.Hour))
 	ctx := store.WithAudit(f.ctx, rec(0, "root", "machine.move.denied"))
 	err := f.a.MoveMachine(ctx, "web", "prod")
@@ -485,37 +532,42 @@ func testMoveMachine(t *testing.T, f *fixture) {
 		t.Fatalf("MoveMachine: %v", err)
 	}
 	after, _ := f.e.GetMachine(f.ctx, "web")
-	if after.Team != "prod" || !after.CreatedAt.Equal(before.CreatedAt) || after.UpdatedAt.Equal(before.UpdatedAt) ||
+	if after.TeamID != "prod" || after.Team != "prod" || !after.CreatedAt.Equal(before.CreatedAt) || after.UpdatedAt.Equal(before.UpdatedAt) ||
 		after.Host != before.Host {
 		t.Fatalf("moved machine %+v (before %+v)", after, before)
 	}
-	if got := f.get("x"); got.Team != "dev" {
-		t.Fatalf("a finished task followed its machine: team %q", got.Team)
+	if got := f.get("x"); got.TeamID != "dev" {
+		t.Fatalf("a finished task followed its machine: team %q", got.TeamID)
 	}
 	if got := actions(VerifyAudit(t, f.a)); fmt.Sprint(got) != "[machine.move]" {
 		t.Fatalf("audit: %v", got)
 	}
+	// A removed machine cannot be moved.
+	if err := f.e.DeleteMachine(f.ctx, "web", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "move a removed machine", f.a.MoveMachine(f.ctx, "web", "dev"), store.ErrNotFound)
 }
 
 func testMembers(t *testing.T, f *fixture) {
 	f.team("prod", "dev")
-	created, err := f.a.PutMember(f.ctx, store.Member{Team: "prod", User: "bob", Role: "viewer", AddedAt: at(time.Second)})
+	created, err := f.a.PutMember(f.ctx, store.Member{TeamID: "prod", User: "bob", Role: "viewer", AddedAt: at(time.Second)})
 	if err != nil || !created {
 		t.Fatalf("PutMember: %v, %v", created, err)
 	}
-	created, err = f.a.PutMember(f.ctx, store.Member{Team: "prod", User: "bob", Role: "admin", AddedAt: at(time.Hour)})
+	created, err = f.a.PutMember(f.ctx, store.Member{TeamID: "prod", User: "bob", Role: "admin", AddedAt: at(time.Hour)})
 	if err != nil || created {
 		t.Fatalf("PutMember changing the role: created %v, %v", created, err)
 	}
-	for _, m := range []store.Member{{Team: "prod", User: "alice", Role: "operator"}, {Team: "dev", User: "bob", Role: "operator", AddedAt: at(0)}} {
+	for _, m := range []store.Member{{TeamID: "prod", User: "alice", Role: "operator"}, {TeamID: "dev", User: "bob", Role: "operator", AddedAt: at(0)}} {
 		if _, err := f.a.PutMember(f.ctx, m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err = f.a.PutMember(f.ctx, store.Member{Team: "nope", User: "bob", Role: "viewer"})
+	_, err = f.a.PutMember(f.ctx, store.Member{TeamID: "nope", User: "bob", Role: "viewer"})
 	wantErr(t, "PutMember missing team", err, store.ErrNotFound)
-	for _, m := range []store.Member{{Team: "prod", User: "bob", Role: "owner"}, {Team: "prod", User: "bob", Role: "root"},
-		{Team: "prod", User: "", Role: "viewer"}, {Team: "", User: "bob", Role: "viewer"}} {
+	for _, m := range []store.Member{{TeamID: "prod", User: "bob", Role: "owner"}, {TeamID: "prod", User: "bob", Role: "root"},
+		{TeamID: "prod", User: "", Role: "viewer"}, {TeamID: "", User: "bob", Role: "viewer"}} {
 		_, err = f.a.PutMember(f.ctx, m)
 		wantErr(t, fmt.Sprintf("PutMember(%+v)", m), err, store.ErrInvalidArgument)
 	}
@@ -531,9 +583,9 @@ func testMembers(t *testing.T, f *fixture) {
 	all, _ := f.a.ListMembers(f.ctx, "")
 	var got []string
 	for _, m := range all {
-		got = append(got, m.Team+"/"+m.User+"/"+m.Role)
+		got = append(got, m.TeamID+"/"+m.Team+"/"+m.User+"/"+m.Role)
 	}
-	if fmt.Sprint(got) != "[dev/bob/operator prod/alice/operator prod/bob/admin]" {
+	if fmt.Sprint(got) != "[dev/dev/bob/operator prod/prod/alice/operator prod/prod/bob/admin]" {
 		t.Fatalf("ListMembers(\"\") = %v", got)
 	}
 	roles, err := f.a.MemberRoles(f.ctx, "bob")
@@ -759,9 +811,9 @@ func testAuditInvalid(t *testing.T, f *fixture) {
 	} {
 		_, err := f.a.AppendAudit(f.ctx, good, bad)
 		wantErr(t, "AppendAudit "+name, err, store.ErrInvalidArgument)
-		err = f.a.CreateTeam(store.WithAudit(f.ctx, good, bad), store.Team{Name: "t"})
+		_, err = f.a.CreateTeam(store.WithAudit(f.ctx, good, bad), store.Team{ID: "t", Name: "t"})
 		wantErr(t, "CreateTeam with an invalid audit record: "+name, err, store.ErrInvalidArgument)
-		_, _, err = f.e.CreateTask(store.WithAudit(f.ctx, bad), store.Task{ID: "x", Machine: "m", Priority: 3})
+		_, _, err = f.e.CreateTask(store.WithAudit(f.ctx, bad), store.Task{ID: "x", MachineID: "m", Priority: 3})
 		wantErr(t, "CreateTask with an invalid audit record: "+name, err, store.ErrInvalidArgument)
 	}
 	if _, err := f.a.GetTeam(f.ctx, "t"); !errors.Is(err, store.ErrNotFound) {
@@ -794,15 +846,19 @@ func (f *fixture) mutations() []mutation {
 	e, a := f.e, f.a
 	now := at(time.Hour)
 	task := func(id, key string) store.Task {
-		return store.Task{ID: id, IdempotencyKey: key, Team: "prod", Machine: "web", Priority: 3, CreatedAt: at(0)}
+		return store.Task{ID: id, IdempotencyKey: key, TeamID: "prod", MachineID: "web", Priority: 3, CreatedAt: at(0)}
 	}
 	return []mutation{
-		{"CreateTeam", func(ctx context.Context) error { return a.CreateTeam(ctx, store.Team{Name: "prod"}) }},
+		{"CreateTeam", func(ctx context.Context) error {
+			_, err := a.CreateTeam(ctx, store.Team{ID: "prod", Name: "prod"})
+			return err
+		}},
 		{"CreateMachine", func(ctx context.Context) error {
-			return e.CreateMachine(ctx, store.Machine{Name: "web", Team: "prod", Host: "h", Port: 22})
+			_, err := e.CreateMachine(ctx, store.Machine{ID: "web", Name: "web", TeamID: "prod", Host: "h", Port: 22})
+			return err
 		}},
 		{"UpdateMachine", func(ctx context.Context) error {
-			return e.UpdateMachine(ctx, store.Machine{Name: "web", Team: "prod", Host: "h2", Port: 22})
+			return e.UpdateMachine(ctx, store.Machine{ID: "web", Name: "web", TeamID: "prod", Host: "h2", Port: 22})
 		}},
 		{"CreateTask", func(ctx context.Context) error { _, _, err := e.CreateTask(ctx, task("t1", "k1")); return err }},
 		{"CreateTask/existing", func(ctx context.Context) error {
@@ -851,11 +907,11 @@ func (f *fixture) mutations() []mutation {
 			return err
 		}},
 		{"PutMember", func(ctx context.Context) error {
-			_, err := a.PutMember(ctx, store.Member{Team: "prod", User: "bob", Role: "viewer"})
+			_, err := a.PutMember(ctx, store.Member{TeamID: "prod", User: "bob", Role: "viewer"})
 			return err
 		}},
 		{"RenameTeam", func(ctx context.Context) error { return a.RenameTeam(ctx, "prod", "production") }},
-		{"DeleteMember", func(ctx context.Context) error { return a.DeleteMember(ctx, "production", "bob") }},
+		{"DeleteMember", func(ctx context.Context) error { return a.DeleteMember(ctx, "prod", "bob") }},
 		{"PutStoreRole", func(ctx context.Context) error {
 			return a.PutStoreRole(ctx, store.StoreRole{User: "aud", Role: "auditor"})
 		}},
@@ -868,8 +924,8 @@ func (f *fixture) mutations() []mutation {
 		}},
 		{"DeleteStoreRole", func(ctx context.Context) error { return a.DeleteStoreRole(ctx, "aud", "auditor") }},
 		{"MoveMachine", func(ctx context.Context) error { return a.MoveMachine(ctx, "web", store.DefaultTeam) }},
-		{"DeleteTeam", func(ctx context.Context) error { return a.DeleteTeam(ctx, "production") }},
-		{"DeleteMachine", func(ctx context.Context) error { return e.DeleteMachine(ctx, "web") }},
+		{"DeleteTeam", func(ctx context.Context) error { return a.DeleteTeam(ctx, "prod", now) }},
+		{"DeleteMachine", func(ctx context.Context) error { return e.DeleteMachine(ctx, "web", now) }},
 	}
 }
 
@@ -899,7 +955,7 @@ func testAuditEveryMutation(t *testing.T, f *fixture) {
 		t.Fatalf("first record: %+v", all[0])
 	}
 	// Calls without records append nothing.
-	if err := f.a.CreateTeam(f.ctx, store.Team{Name: "quiet"}); err != nil {
+	if _, err := f.a.CreateTeam(f.ctx, store.Team{Name: "quiet"}); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(AllAudit(t, f.a)); n != len(want) {
@@ -910,11 +966,9 @@ func testAuditEveryMutation(t *testing.T, f *fixture) {
 func testAuditFailedMutations(t *testing.T, f *fixture) {
 	e, a, now := f.e, f.a, at(time.Hour)
 	f.team("prod")
-	if err := e.CreateMachine(f.ctx, store.Machine{Name: "web", Team: "prod"}); err != nil {
-		t.Fatal(err)
-	}
-	f.task("web", 3, at(0), named("busy"), func(t *store.Task) { t.Team = "prod" })
-	f.task("web", 3, at(1), named("done"), func(t *store.Task) { t.Team = "prod" })
+	f.machine(store.Machine{ID: "web", Name: "web", TeamID: "prod"})
+	f.task("web", 3, at(0), named("busy"), func(t *store.Task) { t.TeamID = "prod" })
+	f.task("web", 3, at(1), named("done"), func(t *store.Task) { t.TeamID = "prod" })
 	f.claim(store.ClaimRequest{Owner: "w1", Max: 1}) // busy
 	if _, err := e.Cancel(f.ctx, "done", now); err != nil {
 		t.Fatal(err)
@@ -928,21 +982,27 @@ func testAuditFailedMutations(t *testing.T, f *fixture) {
 		call func(ctx context.Context) error
 		want error
 	}{
-		{"CreateMachine duplicate", func(ctx context.Context) error { return e.CreateMachine(ctx, store.Machine{Name: "web"}) }, store.ErrExists},
+		{"CreateMachine duplicate", func(ctx context.Context) error {
+			_, err := e.CreateMachine(ctx, store.Machine{Name: "web"})
+			return err
+		}, store.ErrExists},
 		{"CreateMachine missing team", func(ctx context.Context) error {
-			return e.CreateMachine(ctx, store.Machine{Name: "new", Team: "nope"})
+			_, err := e.CreateMachine(ctx, store.Machine{Name: "new", TeamID: "nope"})
+			return err
 		}, store.ErrNotFound},
-		{"UpdateMachine missing", func(ctx context.Context) error { return e.UpdateMachine(ctx, store.Machine{Name: "nope"}) }, store.ErrNotFound},
+		{"UpdateMachine missing", func(ctx context.Context) error {
+			return e.UpdateMachine(ctx, store.Machine{ID: "nope", Name: "nope"})
+		}, store.ErrNotFound},
 		{"UpdateMachine team with tasks", func(ctx context.Context) error {
-			return e.UpdateMachine(ctx, store.Machine{Name: "web", Team: store.DefaultTeam})
+			return e.UpdateMachine(ctx, store.Machine{ID: "web", Name: "web", TeamID: store.DefaultTeam})
 		}, store.ErrMachineHasTasks},
-		{"DeleteMachine with tasks", func(ctx context.Context) error { return e.DeleteMachine(ctx, "web") }, store.ErrMachineHasTasks},
+		{"DeleteMachine with tasks", func(ctx context.Context) error { return e.DeleteMachine(ctx, "web", now) }, store.ErrMachineHasTasks},
 		{"CreateTask invalid", func(ctx context.Context) error {
-			_, _, err := e.CreateTask(ctx, store.Task{Machine: "web", Priority: 9})
+			_, _, err := e.CreateTask(ctx, store.Task{MachineID: "web", Priority: 9})
 			return err
 		}, store.ErrInvalidArgument},
 		{"CreateTask duplicate id", func(ctx context.Context) error {
-			_, _, err := e.CreateTask(ctx, store.Task{ID: "busy", Machine: "web", Priority: 3})
+			_, _, err := e.CreateTask(ctx, store.Task{ID: "busy", MachineID: "web", Priority: 3})
 			return err
 		}, store.ErrExists},
 		{"Claim invalid", func(ctx context.Context) error {
@@ -963,11 +1023,11 @@ func testAuditFailedMutations(t *testing.T, f *fixture) {
 		}, store.ErrLeaseLost},
 		{"Cancel missing", func(ctx context.Context) error { _, err := e.Cancel(ctx, "nope", now); return err }, store.ErrNotFound},
 		{"CreateTasks invalid", func(ctx context.Context) error {
-			_, err := e.CreateTasks(ctx, []store.Task{{Machine: "web", Priority: 3}, {Machine: "web", Priority: 9}})
+			_, err := e.CreateTasks(ctx, []store.Task{{MachineID: "web", Priority: 3}, {MachineID: "web", Priority: 9}})
 			return err
 		}, store.ErrInvalidArgument},
 		{"CreateTasks duplicate id", func(ctx context.Context) error {
-			_, err := e.CreateTasks(ctx, []store.Task{{Machine: "web", Priority: 3}, {ID: "busy", Machine: "web", Priority: 3}})
+			_, err := e.CreateTasks(ctx, []store.Task{{MachineID: "web", Priority: 3}, {ID: "busy", MachineID: "web", Priority: 3}})
 			return err
 		}, store.ErrExists},
 		{"SetMachineHealth missing", func(ctx context.Context) error {
@@ -975,12 +1035,15 @@ func testAuditFailedMutations(t *testing.T, f *fixture) {
 		}, store.ErrNotFound},
 		{"TrimAudit past head", func(ctx context.Context) error { return a.TrimAudit(ctx, 1000) }, store.ErrInvalidArgument},
 		{"Rescue invalid", func(ctx context.Context) error { _, err := e.Rescue(ctx, store.RescueRequest{}); return err }, store.ErrInvalidArgument},
-		{"CreateTeam duplicate", func(ctx context.Context) error { return a.CreateTeam(ctx, store.Team{Name: "prod"}) }, store.ErrExists},
+		{"CreateTeam duplicate", func(ctx context.Context) error {
+			_, err := a.CreateTeam(ctx, store.Team{Name: "prod"})
+			return err
+		}, store.ErrExists},
 		{"RenameTeam default", func(ctx context.Context) error { return a.RenameTeam(ctx, store.DefaultTeam, "x") }, store.ErrInvalidArgument},
 		{"RenameTeam missing", func(ctx context.Context) error { return a.RenameTeam(ctx, "nope", "x") }, store.ErrNotFound},
-		{"DeleteTeam not empty", func(ctx context.Context) error { return a.DeleteTeam(ctx, "prod") }, store.ErrTeamNotEmpty},
+		{"DeleteTeam not empty", func(ctx context.Context) error { return a.DeleteTeam(ctx, "prod", now) }, store.ErrTeamNotEmpty},
 		{"PutMember missing team", func(ctx context.Context) error {
-			_, err := a.PutMember(ctx, store.Member{Team: "nope", User: "bob", Role: "viewer"})
+			_, err := a.PutMember(ctx, store.Member{TeamID: "nope", User: "bob", Role: "viewer"})
 			return err
 		}, store.ErrNotFound},
 		{"DeleteMember missing", func(ctx context.Context) error { return a.DeleteMember(ctx, "prod", "nobody") }, store.ErrNotFound},
@@ -994,7 +1057,7 @@ func testAuditFailedMutations(t *testing.T, f *fixture) {
 	headBefore, _ := a.AuditHead(f.ctx)
 	busy, done := f.get("busy"), f.get("done")
 	machine, _ := e.GetMachine(f.ctx, "web")
-	teams, _ := a.ListTeams(f.ctx)
+	teams, _ := a.ListTeams(f.ctx, store.TeamFilter{IncludeDeleted: true})
 	for _, tc := range failing {
 		ctx := store.WithAudit(f.ctx, rec(time.Minute, "tester", "should.not.appear"))
 		wantErr(t, tc.name, tc.call(ctx), tc.want)
@@ -1015,7 +1078,7 @@ func testAuditFailedMutations(t *testing.T, f *fixture) {
 	if m, _ := e.GetMachine(f.ctx, "web"); !cmp.Equal(m, machine) {
 		t.Fatalf("failed calls changed the machine: %+v", m)
 	}
-	if ts, _ := a.ListTeams(f.ctx); !cmp.Equal(ts, teams) {
+	if ts, _ := a.ListTeams(f.ctx, store.TeamFilter{IncludeDeleted: true}); !cmp.Equal(ts, teams) {
 		t.Fatalf("failed calls changed the teams: %+v", ts)
 	}
 	if rs, _ := a.StoreRoles(f.ctx, ""); len(rs) != 1 {
@@ -1240,7 +1303,7 @@ func testAuditMixed(t *testing.T, f *fixture) {
 	}
 	f.team("prod", "dev")
 	for _, m := range []string{"m0", "m1", "m2"} {
-		if err := f.e.CreateMachine(ctxFor(0, "machine.add"), store.Machine{Name: m, Team: "prod"}); err != nil {
+		if _, err := f.e.CreateMachine(ctxFor(0, "machine.add"), store.Machine{ID: m, Name: m, TeamID: "prod"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1250,7 +1313,7 @@ func testAuditMixed(t *testing.T, f *fixture) {
 		var err error
 		switch rng.IntN(7) {
 		case 0, 1:
-			_, _, err = f.e.CreateTask(ctxFor(i, "task.create"), store.Task{Machine: fmt.Sprint("m", rng.IntN(3)), Team: "prod",
+			_, _, err = f.e.CreateTask(ctxFor(i, "task.create"), store.Task{MachineID: fmt.Sprint("m", rng.IntN(3)), TeamID: "prod",
 				Priority: 1 + rng.IntN(5), CreatedAt: at(time.Duration(i))})
 		case 2:
 			var ts []store.Task
@@ -1265,13 +1328,13 @@ func testAuditMixed(t *testing.T, f *fixture) {
 				}
 			}
 		case 3:
-			_, err = f.a.PutMember(ctxFor(i, "team.member.add"), store.Member{Team: "dev", User: fmt.Sprint("u", rng.IntN(5)), Role: "viewer"})
+			_, err = f.a.PutMember(ctxFor(i, "team.member.add"), store.Member{TeamID: "dev", User: fmt.Sprint("u", rng.IntN(5)), Role: "viewer"})
 		case 4:
 			err = f.a.DeleteMember(ctxFor(i, "team.member.remove"), "dev", fmt.Sprint("u", rng.IntN(5))) // often ErrNotFound
 		case 5:
 			_, err = f.a.AppendAudit(f.ctx, rec(time.Duration(i), "mallory", "vault.read"), rec(time.Duration(i), "mallory", "vault.list"))
 		case 6:
-			err = f.a.CreateTeam(ctxFor(i, "team.create"), store.Team{Name: fmt.Sprint("t", rng.IntN(30))}) // sometimes ErrExists
+			_, err = f.a.CreateTeam(ctxFor(i, "team.create"), store.Team{Name: fmt.Sprint("t", rng.IntN(30))}) // sometimes ErrExists
 		}
 		if err == nil {
 			ok++
@@ -1331,9 +1394,9 @@ func ConcurrentAudit(t *testing.T, engines []store.Access, goroutines, n int) {
 				var err error
 				switch {
 				case i%4 == 1:
-					err = a.CreateTeam(store.WithAudit(ctx, r), store.Team{Name: fmt.Sprintf("%s-%d", actor, i)})
+					_, err = a.CreateTeam(store.WithAudit(ctx, r), store.Team{Name: fmt.Sprintf("%s-%d", actor, i)})
 				case i%4 == 2 && e != nil:
-					_, _, err = e.CreateTask(store.WithAudit(ctx, r), store.Task{Machine: actor, Priority: 3})
+					_, _, err = e.CreateTask(store.WithAudit(ctx, r), store.Task{MachineID: actor, Priority: 3})
 				case i%4 == 3:
 					r2 := r
 					r2.Action += ".b"
@@ -1388,13 +1451,14 @@ func testAccessClose(t *testing.T, f *fixture) {
 	}
 	ctx, a := f.ctx, f.a
 	calls := map[string]func() error{
-		"CreateTeam": func() error { return a.CreateTeam(ctx, store.Team{Name: "x"}) },
+		"CreateTeam": func() error { _, err := a.CreateTeam(ctx, store.Team{Name: "x"}); return err },
 		"GetTeam":    func() error { _, err := a.GetTeam(ctx, store.DefaultTeam); return err },
-		"ListTeams":  func() error { _, err := a.ListTeams(ctx); return err },
+		"TeamByName": func() error { _, err := a.TeamByName(ctx, store.DefaultTeam); return err },
+		"ListTeams":  func() error { _, err := a.ListTeams(ctx, store.TeamFilter{}); return err },
 		"RenameTeam": func() error { return a.RenameTeam(ctx, "x", "y") },
-		"DeleteTeam": func() error { return a.DeleteTeam(ctx, "x") },
+		"DeleteTeam": func() error { return a.DeleteTeam(ctx, "x", time.Time{}) },
 		"PutMember": func() error {
-			_, err := a.PutMember(ctx, store.Member{Team: "x", User: "u", Role: "viewer"})
+			_, err := a.PutMember(ctx, store.Member{TeamID: "x", User: "u", Role: "viewer"})
 			return err
 		},
 		"DeleteMember": func() error { return a.DeleteMember(ctx, "x", "u") },

@@ -66,7 +66,7 @@ func Bench(b *testing.B, open func(b *testing.B) store.Engine) {
 			b.ResetTimer()
 			cpu.start()
 			for i := 0; i < b.N; i++ {
-				if _, _, err := e.CreateTask(actx("task.create"), store.Task{Machine: fmt.Sprint("m", i%10), Priority: 1 + i%5,
+				if _, _, err := e.CreateTask(actx("task.create"), store.Task{MachineID: fmt.Sprint("m", i%10), Priority: 1 + i%5,
 					Spec: []byte(`{"command":"true"}`), CreatedAt: T0.Add(time.Duration(i))}); err != nil {
 					b.Fatal(err)
 				}
@@ -99,7 +99,7 @@ func Bench(b *testing.B, open func(b *testing.B) store.Engine) {
 		b.ResetTimer()
 		cpu.start()
 		for i := 0; i < b.N; i++ {
-			if _, _, err := e.CreateTask(ctx, store.Task{Machine: fmt.Sprint("m", i%10), Priority: 1 + i%5,
+			if _, _, err := e.CreateTask(ctx, store.Task{MachineID: fmt.Sprint("m", i%10), Priority: 1 + i%5,
 				Spec: []byte(`{"command":"true"}`), CreatedAt: T0.Add(time.Duration(i))}); err != nil {
 				b.Fatal(err)
 			}

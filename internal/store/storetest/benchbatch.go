@@ -20,7 +20,7 @@ const BatchBenchTasks = 10000
 func BenchBatch(b *testing.B, open func(b *testing.B) store.Engine) {
 	ctx := context.Background()
 	mk := func(iter, i int) store.Task {
-		return store.Task{ID: fmt.Sprintf("i%d-%05d", iter, i), Team: "team", Machine: fmt.Sprint("m", i%10), Priority: 1 + i%5,
+		return store.Task{ID: fmt.Sprintf("i%d-%05d", iter, i), TeamID: "team", MachineID: fmt.Sprint("m", i%10), Priority: 1 + i%5,
 			Spec: []byte(`{"command":"true"}`), CreatedAt: T0.Add(time.Duration(iter*BatchBenchTasks + i))}
 	}
 	report := func(b *testing.B) {

@@ -28,8 +28,8 @@ func CreateTasks(tb testing.TB, e store.Engine, prefix string, n, machines int) 
 	for i := range n {
 		t, _, err := e.CreateTask(context.Background(), store.Task{
 			ID:        fmt.Sprintf("%s-%05d", prefix, i),
-			Team:      "team",
-			Machine:   fmt.Sprintf("m%d", i%machines),
+			TeamID:    "team",
+			MachineID: fmt.Sprintf("m%d", i%machines),
 			Priority:  1 + i%5,
 			Spec:      []byte(`{}`),
 			CreatedAt: T0.Add(time.Duration(i)),

@@ -38,7 +38,7 @@ var extTests = []struct {
 // batchTask is a PENDING task for CreateTasks on machine with priority prio
 // enqueued at enq.
 func batchTask(id, machine string, prio int, enq time.Time) store.Task {
-	return store.Task{ID: id, Team: "team-a", Machine: machine, Priority: prio, Spec: []byte(`{"id":"` + id + `"}`),
+	return store.Task{ID: id, TeamID: "team-a", MachineID: machine, Priority: prio, Spec: []byte(`{"id":"` + id + `"}`),
 		CreatedAt: enq, EnqueuedAt: enq, ReadyAt: enq}
 }
 
@@ -66,12 +66,13 @@ func testBatchCreate(t *testing.T, f *fixture) {
 		batchTask("c", "m", 3, at(0)),
 		batchTask("a", "m", 3, at(0)),
 		batchTask("b", "m", 3, at(0)),
-		{Machine: "m2", Priority: 1, Spec: []byte(`{}`), Status: store.Completed, LeaseOwner: "x"}, // defaults
+		{MachineID: "m2", Priority: 1, Spec: []byte(`{}`), Status: store.Completed, LeaseOwner: "x"}, // defaults
 	}
 	out := f.batch(in...)
 	for i, got := range out[:3] {
 		want := in[i]
 		want.Status = store.Pending
+		want.Team, want.Machine = want.TeamID, want.MachineID // no such team or machine: the ids
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Fatalf("out[%d] (-want +got):\n%s", i, diff)
 		}
@@ -80,7 +81,7 @@ func testBatchCreate(t *testing.T, f *fixture) {
 		}
 	}
 	d := out[3]
-	if len(d.ID) != 36 || d.Team != store.DefaultTeam || d.Status != store.Pending || d.LeaseOwner != "" ||
+	if len(d.ID) != 36 || d.TeamID != store.DefaultTeam || d.Team != store.DefaultTeam || d.Status != store.Pending || d.LeaseOwner != "" ||
 		d.CreatedAt.IsZero() || !d.EnqueuedAt.Equal(d.CreatedAt) || !d.ReadyAt.Equal(d.EnqueuedAt) {
 		t.Fatalf("defaults not applied: %+v", d)
 	}
@@ -252,17 +253,13 @@ func testClaimBusy(t *testing.T, f *fixture) {
 
 func testMachineHealth(t *testing.T, f *fixture) {
 	f.team("prod", "dev")
-	m := store.Machine{Name: "web", Team: "prod", Host: "h", Port: 22, User: "u", Config: []byte(`{"c":1}`), CreatedAt: at(0),
-		Health: []byte(`{"ignored":true}`), HealthAt: at(time.Hour)} // CreateMachine ignores them
-	if err := f.e.CreateMachine(f.ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.e.CreateMachine(f.ctx, store.Machine{Name: "db", Team: "prod", CreatedAt: at(0)}); err != nil {
-		t.Fatal(err)
-	}
+	f.machine(store.Machine{ID: "web", Name: "web", TeamID: "prod", Host: "h", Port: 22, User: "u", Config: []byte(`{"c":1}`), CreatedAt: at(0),
+		Health: []byte(`{"ignored":true}`), HealthAt: at(time.Hour)}) // CreateMachine ignores them
+	f.machine(store.Machine{ID: "db", Name: "db", TeamID: "prod", CreatedAt: at(0)})
+	id := "web"
 	get := func() store.Machine {
 		t.Helper()
-		got, err := f.e.GetMachine(f.ctx, "web")
+		got, err := f.e.GetMachine(f.ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -288,7 +285,7 @@ func testMachineHealth(t *testing.T, f *fixture) {
 		t.Fatalf("HealthAt not UTC: %v", got.HealthAt)
 	}
 	got.Health[0] = 'Y'
-	ms, err := f.e.ListMachines(f.ctx, store.MachineFilter{Team: "prod"})
+	ms, err := f.e.ListMachines(f.ctx, store.MachineFilter{TeamID: "prod"})
 	if err != nil || len(ms) != 2 || ms[0].Name != "db" || ms[0].Health != nil {
 		t.Fatalf("ListMachines: %+v, %v", ms, err)
 	}
@@ -308,7 +305,7 @@ func testMachineHealth(t *testing.T, f *fixture) {
 	if err := f.a.MoveMachine(f.ctx, "web", "dev"); err != nil {
 		t.Fatal(err)
 	}
-	if got := get(); got.Team != "dev" || string(got.Health) != string(want.Health) {
+	if got := get(); got.TeamID != "dev" || string(got.Health) != string(want.Health) {
 		t.Fatalf("after MoveMachine: %+v", got)
 	}
 
@@ -331,19 +328,17 @@ func testMachineHealth(t *testing.T, f *fixture) {
 
 	// Errors, and no audit record without records in the context.
 	wantErr(t, "missing machine", f.e.SetMachineHealth(f.ctx, "nope", []byte(`{}`), at(0)), store.ErrNotFound)
-	wantErr(t, "empty name", f.e.SetMachineHealth(f.ctx, "", []byte(`{}`), at(0)), store.ErrInvalidArgument)
+	wantErr(t, "empty id", f.e.SetMachineHealth(f.ctx, "", []byte(`{}`), at(0)), store.ErrInvalidArgument)
 	wantErr(t, "time out of range", f.e.SetMachineHealth(f.ctx, "web", []byte(`{}`), time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)),
 		store.ErrInvalidArgument)
 	if all := AllAudit(t, f.a); len(all) != 0 {
 		t.Fatalf("health samples appended audit records: %v", actions(all))
 	}
 	// A deleted and re-created machine starts without a sample.
-	if err := f.e.DeleteMachine(f.ctx, "web"); err != nil {
+	if err := f.e.DeleteMachine(f.ctx, "web", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.e.CreateMachine(f.ctx, store.Machine{Name: "web"}); err != nil {
-		t.Fatal(err)
-	}
+	id = f.machine(store.Machine{Name: "web"}).ID
 	if got := get(); got.Health != nil || !got.HealthAt.IsZero() {
 		t.Fatalf("re-created machine has health %s at %v", got.Health, got.HealthAt)
 	}
@@ -476,7 +471,7 @@ func testPrune(t *testing.T, f *fixture) {
 		t.Fatalf("audit after DeleteTasks: %v", got)
 	}
 	// The idempotency key of a deleted task is free again.
-	again, created, err := f.e.CreateTask(f.ctx, store.Task{IdempotencyKey: "key-fail1", Machine: "m", Priority: 3})
+	again, created, err := f.e.CreateTask(f.ctx, store.Task{TeamID: "team-a", IdempotencyKey: "key-fail1", MachineID: "m", Priority: 3})
 	if err != nil || !created || again.ID == "fail1" {
 		t.Fatalf("CreateTask with a pruned task's key: %s created=%v %v", again.ID, created, err)
 	}
@@ -663,7 +658,7 @@ func testCompletedAfter(t *testing.T, f *fixture) {
 	wantIDs(t, "after 3h+2ns", list(store.TaskFilter{CompletedAfter: at(3*time.Hour + 2)}))
 	wantIDs(t, "after 0, completed", list(store.TaskFilter{CompletedAfter: at(0), Statuses: []store.Status{store.Completed}}), "d1", "d3")
 	wantIDs(t, "after 2h, limit 1", list(store.TaskFilter{CompletedAfter: at(2 * time.Hour), Limit: 1}), "c2")
-	wantIDs(t, "machine", list(store.TaskFilter{CompletedAfter: at(0), Machine: "m-f2"}), "f2")
+	wantIDs(t, "machine", list(store.TaskFilter{CompletedAfter: at(0), MachineID: "m-f2"}), "f2")
 	_, err := f.e.ListTasks(f.ctx, store.TaskFilter{CompletedAfter: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)})
 	wantErr(t, "out of range", err, store.ErrInvalidArgument)
 }

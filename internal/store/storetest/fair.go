@@ -29,7 +29,7 @@ var fairTests = []struct {
 	{"Claim/NoStarvation/BusyMachine", testStarveBusyMachine},
 }
 
-func inTeam(team string) func(*store.Task) { return func(t *store.Task) { t.Team = team } }
+func inTeam(team string) func(*store.Task) { return func(t *store.Task) { t.TeamID = team } }
 
 func testFairTeams(t *testing.T, f *fixture) {
 	for i := range 3 {
@@ -139,7 +139,7 @@ func testClaimMatchesSched(t *testing.T, f *fixture) {
 		team := fmt.Sprint("T", mach%3)
 		tk := f.task(fmt.Sprint("m", mach), 1+rng.IntN(5), enq, named(fmt.Sprintf("t%03d", i)), inTeam(team),
 			func(t *store.Task) { t.ReadyAt = ready })
-		m.cands = append(m.cands, sched.Candidate{ID: tk.ID, Seq: int64(i + 1), Team: tk.Team, Machine: tk.Machine,
+		m.cands = append(m.cands, sched.Candidate{ID: tk.ID, Seq: int64(i + 1), Team: tk.TeamID, Machine: tk.MachineID,
 			Priority: tk.Priority, EnqueuedAt: tk.EnqueuedAt, ReadyAt: tk.ReadyAt})
 	}
 	for round := range 25 {

@@ -450,7 +450,7 @@ func testDepth(t *testing.T, f *fixture) {
 	if rows, err := f.e.Depth(f.ctx); err != nil || len(rows) != 0 {
 		t.Fatalf("Depth on an empty store: %v, %v", rows, err)
 	}
-	team := func(tm string) func(*store.Task) { return func(t *store.Task) { t.Team = tm } }
+	team := func(tm string) func(*store.Task) { return func(t *store.Task) { t.TeamID = tm } }
 	f.task("m1", 3, at(0), team("prod"))
 	f.task("m1", 3, at(1), team("prod"))
 	f.task("m2", 3, at(2), team("prod"))
@@ -465,10 +465,10 @@ func testDepth(t *testing.T, f *fixture) {
 		t.Fatal(err)
 	}
 	want := []store.DepthRow{
-		{Status: store.Pending, Priority: 3, Team: "prod", Machine: "m1", Count: 2},
-		{Status: store.Pending, Priority: 3, Team: "prod", Machine: "m2", Count: 1},
-		{Status: store.Assigned, Priority: 1, Team: "dev", Machine: "m1", Count: 1},
-		{Status: store.Cancelled, Priority: 5, Team: "prod", Machine: "m1", Count: 1},
+		{Status: store.Pending, Priority: 3, TeamID: "prod", MachineID: "m1", Team: "prod", Machine: "m1", Count: 2},
+		{Status: store.Pending, Priority: 3, TeamID: "prod", MachineID: "m2", Team: "prod", Machine: "m2", Count: 1},
+		{Status: store.Assigned, Priority: 1, TeamID: "dev", MachineID: "m1", Team: "dev", Machine: "m1", Count: 1},
+		{Status: store.Cancelled, Priority: 5, TeamID: "prod", MachineID: "m1", Team: "prod", Machine: "m1", Count: 1},
 	}
 	if diff := cmp.Diff(want, rows); diff != "" {
 		t.Fatalf("Depth (-want +got):\n%s", diff)
@@ -482,13 +482,14 @@ func testClose(t *testing.T, f *fixture) {
 	}
 	ctx, now := f.ctx, at(time.Hour)
 	calls := map[string]func() error{
-		"CreateMachine": func() error { return f.e.CreateMachine(ctx, store.Machine{Name: "m"}) },
-		"UpdateMachine": func() error { return f.e.UpdateMachine(ctx, store.Machine{Name: "m"}) },
+		"CreateMachine": func() error { _, err := f.e.CreateMachine(ctx, store.Machine{Name: "m"}); return err },
+		"UpdateMachine": func() error { return f.e.UpdateMachine(ctx, store.Machine{ID: "m", Name: "m"}) },
 		"GetMachine":    func() error { _, err := f.e.GetMachine(ctx, "m"); return err },
+		"MachineByName": func() error { _, err := f.e.MachineByName(ctx, "m"); return err },
 		"ListMachines":  func() error { _, err := f.e.ListMachines(ctx, store.MachineFilter{}); return err },
-		"DeleteMachine": func() error { return f.e.DeleteMachine(ctx, "m") },
+		"DeleteMachine": func() error { return f.e.DeleteMachine(ctx, "m", now) },
 		"CreateTask": func() error {
-			_, _, err := f.e.CreateTask(ctx, store.Task{Machine: "m", Priority: 3})
+			_, _, err := f.e.CreateTask(ctx, store.Task{MachineID: "m", Priority: 3})
 			return err
 		},
 		"GetTask":   func() error { _, err := f.e.GetTask(ctx, "x"); return err },
@@ -511,7 +512,7 @@ func testClose(t *testing.T, f *fixture) {
 		"NextReady": func() error { _, _, err := f.e.NextReady(ctx); return err },
 		"Depth":     func() error { _, err := f.e.Depth(ctx); return err },
 		"CreateTasks": func() error {
-			_, err := f.e.CreateTasks(ctx, []store.Task{{Machine: "m", Priority: 3}})
+			_, err := f.e.CreateTasks(ctx, []store.Task{{MachineID: "m", Priority: 3}})
 			return err
 		},
 		"CreateTasks/none":  func() error { _, err := f.e.CreateTasks(ctx, nil); return err },

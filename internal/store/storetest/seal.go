@@ -145,7 +145,7 @@ func testKeyRotation(t *testing.T, f *fixture) {
 		t.Fatal(err)
 	}
 	f.a.SetAuditKeyring(ringAB)
-	if err := f.a.CreateTeam(store.WithAudit(f.ctx, rec(time.Minute, "u", "b.1"), rec(time.Minute, "u", "b.2")), store.Team{Name: "dev"}); err != nil {
+	if _, err := f.a.CreateTeam(store.WithAudit(f.ctx, rec(time.Minute, "u", "b.1"), rec(time.Minute, "u", "b.2")), store.Team{Name: "dev"}); err != nil {
 		t.Fatal(err)
 	}
 	all := VerifyAudit(t, f.a)

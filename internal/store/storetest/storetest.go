@@ -76,6 +76,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Engine) {
 	tests = append(tests, sealTests...)
 	tests = append(tests, fairTests...)
 	tests = append(tests, keyTests...)
+	tests = append(tests, identityTests...)
 	tests = append(tests, blobTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,11 +100,11 @@ type fixture struct {
 	n   int
 }
 
-// team creates the teams named.
+// team creates the teams named, each with its name as its id.
 func (f *fixture) team(names ...string) {
 	f.t.Helper()
 	for _, n := range names {
-		if err := f.a.CreateTeam(f.ctx, store.Team{Name: n, Description: "team " + n, CreatedAt: T0}); err != nil {
+		if _, err := f.a.CreateTeam(f.ctx, store.Team{ID: n, Name: n, Description: "team " + n, CreatedAt: T0}); err != nil {
 			f.t.Fatalf("CreateTeam(%s): %v", n, err)
 		}
 	}
@@ -119,8 +120,8 @@ func (f *fixture) task(machine string, prio int, enq time.Time, mods ...func(*st
 	f.n++
 	t := store.Task{
 		ID:         fmt.Sprintf("task-%03d", f.n),
-		Team:       "team-a",
-		Machine:    machine,
+		TeamID:     "team-a",
+		MachineID:  machine,
 		Priority:   prio,
 		Spec:       []byte(fmt.Sprintf(`{"n":%d}`, f.n)),
 		CreatedAt:  enq,

@@ -605,8 +605,21 @@ func (b *Backend) List(ctx context.Context, team string) ([]string, error) {
 	return keys, nil
 }
 
-// walk lists base+dir and recurses into sub-folders.
+// walk lists base+dir and recurses into sub-folders, collecting the
+// entries whose names are valid keys.
 func (b *Backend) walk(ctx context.Context, base, dir string, keys *[]string) error {
+	return b.walkEntries(ctx, base, dir, func(k string) {
+		if vault.ValidateKey(k) == nil {
+			*keys = append(*keys, k)
+		} else {
+			b.logger.Debug("skipping a KV entry whose name is not a valid key", "path", base+k)
+		}
+	})
+}
+
+// walkEntries lists base+dir and recurses into sub-folders, calling visit
+// with each entry's path relative to base, whatever its name.
+func (b *Backend) walkEntries(ctx context.Context, base, dir string, visit func(rel string)) error {
 	p := b.mount + "/metadata/" + base + dir
 	s, err := b.client.Logical().ListWithContext(ctx, p)
 	if err != nil {
@@ -622,16 +635,12 @@ func (b *Backend) walk(ctx context.Context, base, dir string, keys *[]string) er
 			continue
 		}
 		if strings.HasSuffix(name, "/") {
-			if err := b.walk(ctx, base, dir+name, keys); err != nil {
+			if err := b.walkEntries(ctx, base, dir+name, visit); err != nil {
 				return err
 			}
 			continue
 		}
-		if k := dir + name; vault.ValidateKey(k) == nil {
-			*keys = append(*keys, k)
-		} else {
-			b.logger.Debug("skipping a KV entry whose name is not a valid key", "path", base+k)
-		}
+		visit(dir + name)
 	}
 	return nil
 }

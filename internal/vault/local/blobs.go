@@ -23,6 +23,8 @@ type Blobs interface {
 	Save(ctx context.Context, team string, raw []byte, revision int64) error
 	// Teams returns the teams that have a file.
 	Teams(ctx context.Context) ([]string, error)
+	// Delete removes team's file (nil when it has none).
+	Delete(ctx context.Context, team string) error
 	// String names where the files are, in messages (e.g. "the store").
 	String() string
 }
@@ -124,5 +126,22 @@ func (v *Vault) checkUnlockBlobs() error {
 			v.logger.Warn("local vault: cannot check team file", "team", team, "where", v.cfg.blobs.String(), "err", err)
 		}
 	}
+	return nil
+}
+
+// purgeBlob is Purge on b.
+func (v *Vault) purgeBlob(ctx context.Context, team string) error {
+	if err := v.begin(ctx); err != nil {
+		return err
+	}
+	v.writeMu.Lock()
+	defer v.writeMu.Unlock()
+	if err := v.cfg.blobs.Delete(ctx, team); err != nil {
+		return fmt.Errorf("local vault: removing %s: %w", v.blobName(team), err)
+	}
+	v.mu.Lock()
+	delete(v.cache, team)
+	v.mu.Unlock()
+	v.logger.Info("local vault purged", "team", team, "where", v.cfg.blobs.String())
 	return nil
 }

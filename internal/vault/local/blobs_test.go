@@ -55,6 +55,14 @@ func (m *memBlobs) Teams(context.Context) ([]string, error) {
 	return out, nil
 }
 
+func (m *memBlobs) Delete(_ context.Context, team string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.files, team)
+	delete(m.revs, team)
+	return nil
+}
+
 func (m *memBlobs) String() string { return "the test store" }
 
 func TestConformanceBlobs(t *testing.T) {

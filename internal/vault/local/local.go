@@ -515,20 +515,14 @@ func (v *Vault) Restore(ctx context.Context, team string) error {
 	if err := vault.ValidateTeam(team); err != nil {
 		return err
 	}
-	if err := v.begin(ctx); err != nil {
-		return err
-	}
-	v.writeMu.Lock()
-	defer v.writeMu.Unlock()
 	if v.cfg.blobs != nil {
 		return fmt.Errorf("local vault: team %s: %w: its file is kept in the store, whose writes are transactional, so no backup is kept", team, fs.ErrNotExist)
 	}
-	unlock, err := v.lock(ctx, team)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	return v.locked(ctx, team, func() error { return v.restore(team) })
+}
 
+// restore is Restore under the team's writer locks.
+func (v *Vault) restore(team string) error {
 	bak := v.bakPath(team)
 	raw, err := safefs.ReadFile(bak)
 	if err != nil {
@@ -571,17 +565,14 @@ func (v *Vault) wipeLocked() {
 	clear(v.cfg.passphrase)
 }
 
-// update runs fn on a private copy of team's entries under the writer locks,
-// then writes the result back. fn's error aborts the write.
-func (v *Vault) update(ctx context.Context, team string, fn func(map[string]entry) error) error {
+// locked runs fn under team's writer locks (the process's and the
+// cross-process flock), unless the vault is closed.
+func (v *Vault) locked(ctx context.Context, team string, fn func() error) error {
 	if err := v.begin(ctx); err != nil {
 		return err
 	}
 	v.writeMu.Lock()
 	defer v.writeMu.Unlock()
-	if v.cfg.blobs != nil {
-		return v.updateBlob(ctx, team, fn)
-	}
 	unlock, err := v.lock(ctx, team)
 	if err != nil {
 		return err
@@ -590,8 +581,25 @@ func (v *Vault) update(ctx context.Context, team string, fn func(map[string]entr
 	if err := v.begin(ctx); err != nil { // closed while waiting?
 		return err
 	}
+	return fn()
+}
 
-	entries, oldRaw, err := v.load(ctx, team)
+// update runs fn on a private copy of team's entries under the writer locks,
+// then writes the result back. fn's error aborts the write.
+func (v *Vault) update(ctx context.Context, team string, fn func(map[string]entry) error) error {
+	if v.cfg.blobs != nil {
+		if err := v.begin(ctx); err != nil {
+			return err
+		}
+		v.writeMu.Lock()
+		defer v.writeMu.Unlock()
+		return v.updateBlob(ctx, team, fn) // blobs.go: check-and-set, no file lock
+	}
+	return v.locked(ctx, team, func() error { return v.updateLocked(team, fn) })
+}
+
+func (v *Vault) updateLocked(team string, fn func(map[string]entry) error) error {
+	entries, oldRaw, err := v.load(context.Background(), team)
 	if err != nil {
 		return err
 	}

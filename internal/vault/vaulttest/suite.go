@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) vault.Backend) {
 		{"ConcurrentCAS", testConcurrentCAS},
 		{"CanceledContext", testCanceledContext},
 		{"Closed", testClosed},
+		{"Purge", testPurge},
 	}, versionTests...) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := open(t)

@@ -1,0 +1,83 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/rediacc/rediacc/internal/store"
+	"github.com/rediacc/rediacc/internal/store/fsm"
+)
+
+// guard evaluates the conditions of store.WithGuard inside the write
+// transaction tx, before the change: BEGIN IMMEDIATE holds the write lock,
+// so what it reads cannot change before the commit.
+func guard(ctx context.Context, tx *sql.Tx, conds []store.Condition) error {
+	for _, c := range conds {
+		if err := guardOne(ctx, tx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func guardOne(ctx context.Context, tx *sql.Tx, c store.Condition) error {
+	switch c.Kind {
+	case store.CondRole:
+		var held []string
+		rows, err := tx.QueryContext(ctx, `SELECT role FROM store_roles WHERE user_name = ?`, c.User)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var r string
+			if err := rows.Scan(&r); err != nil {
+				rows.Close()
+				return err
+			}
+			held = append(held, r)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		role := ""
+		if c.TeamID != "" {
+			err := tx.QueryRowContext(ctx, `SELECT m.role FROM members m JOIN teams t ON t.id = m.team_id
+				WHERE m.team_id = ? AND m.user_name = ? AND t.deleted_at IS NULL`, c.TeamID, c.User).Scan(&role)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
+		if !fsm.Granted(c, held, role) {
+			return fsm.GuardFailed(c, "%s", fsm.DescribeRoles(c.User, held, role, c.TeamID))
+		}
+	case store.CondMachineInTeam:
+		var (
+			team    string
+			deleted sql.NullInt64
+		)
+		err := tx.QueryRowContext(ctx, `SELECT team_id, deleted_at FROM machines WHERE id = ?`, c.MachineID).Scan(&team, &deleted)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fsm.GuardFailed(c, "no such machine")
+		case err != nil:
+			return err
+		case deleted.Valid:
+			return fsm.GuardFailed(c, "the machine was removed")
+		case team != c.TeamID:
+			return fsm.GuardFailed(c, "the machine is in team %q", team)
+		}
+	case store.CondTeamLive:
+		var deleted sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT deleted_at FROM teams WHERE id = ?`, c.TeamID).Scan(&deleted)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fsm.GuardFailed(c, "no such team")
+		case err != nil:
+			return err
+		case deleted.Valid:
+			return fsm.GuardFailed(c, "the team was deleted")
+		}
+	}
+	return nil
+}
