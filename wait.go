@@ -80,6 +80,10 @@ type HeldError struct {
 	Tasks []HeldTask
 	// More counts the held tasks beyond Tasks.
 	More int
+	// Hidden counts the held tasks of teams whose queue the worker's user
+	// may not list (authz task.list): they are counted, never named, so
+	// the error tells nothing about another team's tasks, machines or name.
+	Hidden int
 }
 
 // HeldTask is one task of a HeldError.
@@ -95,12 +99,15 @@ type HeldTask struct {
 // first.
 func (e *HeldError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d task(s) left that this worker cannot run:", len(e.Tasks)+e.More)
+	fmt.Fprintf(&b, "%d task(s) left that this worker cannot run:", len(e.Tasks)+e.More+e.Hidden)
 	for _, t := range e.Tasks {
 		fmt.Fprintf(&b, "\n  %s (team %s, machine %s, priority %d): %s", t.ID, t.Team, t.Machine, t.Priority, joinWaiting(t.Waiting))
 	}
 	if e.More > 0 {
 		fmt.Fprintf(&b, "\n  … and %d more", e.More)
+	}
+	if e.Hidden > 0 {
+		fmt.Fprintf(&b, "\n  %d task(s) of teams whose queue this worker's user may not see: a worker acting as a member of their team (operator or admin) runs them", e.Hidden)
 	}
 	return b.String()
 }
@@ -264,11 +271,18 @@ const (
 // *HeldError). Otherwise it goes on and wait says why (for the log) and
 // next is the earliest instant a held task frees by time alone (zero: none).
 func (c *Client) untilEmpty(ctx context.Context, actor string) (done bool, wait string, next time.Time, err error) {
+	g, err := c.grants(ctx, actor)
+	if err != nil {
+		return false, "", time.Time{}, err
+	}
 	active, err := c.engine.ListTasks(ctx, store.TaskFilter{Statuses: []store.Status{store.Assigned, store.Processing}, Limit: 1})
 	if err != nil {
 		return false, "", time.Time{}, err
 	}
 	if len(active) > 0 {
+		if !authz.Allowed(g, authz.TaskList, active[0].TeamID) {
+			return false, "a task of a team this worker's user may not see is running", time.Time{}, nil
+		}
 		return false, fmt.Sprintf("task %s is %s on %s", active[0].ID, active[0].Status, active[0].Machine), time.Time{}, nil
 	}
 	pending, err := c.engine.ListTasks(ctx, store.TaskFilter{Statuses: []store.Status{store.Pending}, Limit: heldScan + 1})
@@ -278,10 +292,6 @@ func (c *Client) untilEmpty(ctx context.Context, actor string) (done bool, wait 
 	if len(pending) == 0 {
 		return true, "", time.Time{}, nil
 	}
-	g, err := c.grants(ctx, actor)
-	if err != nil {
-		return false, "", time.Time{}, err
-	}
 	w := c.newWaitView(ctx)
 	held := &HeldError{}
 	for i, r := range pending {
@@ -290,6 +300,10 @@ func (c *Client) untilEmpty(ctx context.Context, actor string) (done bool, wait 
 			break
 		}
 		var ws []WaitReason
+		if !authz.Allowed(g, authz.TaskList, r.TeamID) {
+			held.Hidden++ // counted, never named: another team's ids and names stay its own
+			continue
+		}
 		if !authz.Allowed(g, authz.TaskRun, r.TeamID) {
 			ws = []WaitReason{{Code: WaitNotRunnable, Message: fmt.Sprintf(
 				"this worker (acting as %s) may not run team %s's tasks: it needs the operator or admin role in that team", actor, r.Team)}}

@@ -30,7 +30,8 @@ func ExampleClient_Get_waiting() {
 }
 
 // RunUntilEmpty stops with a *HeldError when the tasks left are ones its
-// worker may never run: here another team's.
+// worker may never run: here another team's, whose queue bob may see (a
+// team he may not see would only be counted, in HeldError.Hidden).
 func ExampleHeldError() {
 	dir, _ := os.MkdirTemp("", "rediacc-example-")
 	defer os.RemoveAll(dir)
@@ -42,6 +43,7 @@ func ExampleHeldError() {
 	_, _ = c.CreateTeam(owner, "web", "")
 	_, _ = c.CreateTeam(owner, "batch", "")
 	_, _ = c.SetMember(owner, "batch", "bob", rediacc.RoleOperator)
+	_, _ = c.SetMember(owner, "web", "bob", rediacc.RoleViewer) // sees web's queue; may not run it
 	machine.Team = "web"
 	_, _ = c.AddMachine(owner, machine)
 	_, _ = c.Submit(owner, rediacc.TaskSpec{Machine: "web-01", Command: "true"})

@@ -164,17 +164,31 @@ func TestRunUntilEmptyHeld(t *testing.T) {
 	inProcessTeamMachine(t, c, "web-1", "web")
 	mine := submit(t, c, rediacc.TaskSpec{Machine: "ops-1", Command: "true"})
 	theirs := submit(t, c, rediacc.TaskSpec{Machine: "web-1", Command: "true"})
+	// olga is not in team web: its task is counted, never named (no id,
+	// team or machine name of a team she may not see).
 	err := c.RunUntilEmpty(rediacc.WithActor(ctxTimeout(t, time.Minute), "olga"))
 	var held *rediacc.HeldError
-	if !errors.Is(err, rediacc.ErrTasksHeld) || !errors.As(err, &held) || len(held.Tasks) != 1 || held.Tasks[0].ID != theirs.ID ||
-		held.Tasks[0].Waiting[0].Code != rediacc.WaitNotRunnable {
+	if !errors.Is(err, rediacc.ErrTasksHeld) || !errors.As(err, &held) || len(held.Tasks) != 0 || held.Hidden != 1 {
 		t.Fatalf("RunUntilEmpty: %v", err)
 	}
-	if !strings.Contains(err.Error(), theirs.ID+" (team web, machine web-1, priority 3): this worker (acting as olga) may not run team web's tasks") {
-		t.Fatalf("error text: %v", err)
+	if msg := err.Error(); strings.Contains(msg, theirs.ID) || strings.Contains(msg, "web") ||
+		!strings.Contains(msg, "1 task(s) of teams whose queue this worker's user may not see") {
+		t.Fatalf("error text names what olga may not see: %v", err)
 	}
 	if got := get(t, c, mine.ID); got.Status != rediacc.StatusCompleted {
 		t.Fatalf("the worker's own task: %s", got.Status)
+	}
+	// As a viewer of web she may see its queue but not run it: named.
+	if _, err := c.SetMember(asOwner(), "web", "olga", rediacc.RoleViewer); err != nil {
+		t.Fatal(err)
+	}
+	err = c.RunUntilEmpty(rediacc.WithActor(ctxTimeout(t, time.Minute), "olga"))
+	if !errors.Is(err, rediacc.ErrTasksHeld) || !errors.As(err, &held) || len(held.Tasks) != 1 || held.Tasks[0].ID != theirs.ID ||
+		held.Hidden != 0 || held.Tasks[0].Waiting[0].Code != rediacc.WaitNotRunnable {
+		t.Fatalf("RunUntilEmpty as a viewer: %v", err)
+	}
+	if !strings.Contains(err.Error(), theirs.ID+" (team web, machine web-1, priority 3): this worker (acting as olga) may not run team web's tasks") {
+		t.Fatalf("error text: %v", err)
 	}
 	if _, err := c.Cancel(asOwner(), theirs.ID); err != nil {
 		t.Fatal(err)

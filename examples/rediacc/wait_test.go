@@ -55,8 +55,13 @@ func TestCLIUntilEmptyHeld(t *testing.T) {
 	}
 	code, _, errs := c.run("--as", "olga", "worker", "--until-empty")
 	if code != exitError || !strings.Contains(errs, "1 task(s) left that this worker cannot run") ||
-		!strings.Contains(errs, id+" (team web, machine web-1, priority 3): this worker (acting as olga) may not run team web's tasks") {
-		t.Errorf("worker --until-empty with another team's task: exit %d\n%s", code, errs)
+		!strings.Contains(errs, "1 task(s) of teams whose queue this worker's user may not see") || strings.Contains(errs, id) || strings.Contains(errs, "web") {
+		t.Errorf("worker --until-empty with the task of a team olga may not see: exit %d\n%s", code, errs)
+	}
+	c.ok("team", "member", "add", "web", "olga", "--role", "viewer")
+	code, _, errs = c.run("--as", "olga", "worker", "--until-empty")
+	if code != exitError || !strings.Contains(errs, id+" (team web, machine web-1, priority 3): this worker (acting as olga) may not run team web's tasks") {
+		t.Errorf("worker --until-empty with the task of a team olga views: exit %d\n%s", code, errs)
 	}
 	c.ok("worker", "--until-empty") // the owner runs it
 }
