@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -243,13 +244,30 @@ func TestBusyAndUnhealthyAlerts(t *testing.T) {
 	})
 	srv := teamMachine(t, c, "h2", "", nil, 45)
 	ctx := ctxTimeout(t, time.Minute)
+	// The machine is this host: keep one core busy while it is probed, so
+	// that its CPU samples are above the tiny threshold even when the host
+	// is otherwise idle.
+	stopBurn := make(chan struct{})
+	var burning sync.WaitGroup
+	burning.Add(1)
+	go func() {
+		defer burning.Done()
+		for {
+			select {
+			case <-stopBurn:
+				return
+			default:
+			}
+		}
+	}()
+	defer func() { close(stopBurn); burning.Wait() }()
 	if _, err := c.ProbeMachine(ctx, "h2"); err != nil {
 		t.Fatal(err)
 	}
 	if st := statusOf(t, c, ctx, "h2"); st.Busy || len(sink.kinds()) != 0 {
 		t.Fatalf("busy on one sample: %+v, alerts %v", st, sink.kinds())
 	}
-	// Loaded for real: the probe's CPU sample must be above the tiny threshold.
+	// Loaded for real (the burner above): the probe's CPU sample is above the tiny threshold.
 	if _, err := c.ProbeMachine(ctx, "h2"); err != nil {
 		t.Fatal(err)
 	}
