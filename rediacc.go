@@ -279,6 +279,8 @@ type Client struct {
 	changed  chan struct{} // closed and replaced on every local state change
 	wake     chan struct{} // a submit nudges the worker
 	running  map[string]context.CancelCauseFunc
+	remotes  map[string]store.AttemptRemote // noted by runs, recorded by the next heartbeat (execution.go)
+	spool    *resultSpool                   // results not recorded yet (spool.go)
 	runCount int
 	runStop  context.CancelFunc // stops the running worker (Close)
 	runDone  chan struct{}      // closed when it has returned
@@ -419,6 +421,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		pool: rssh.NewPool(sshCfg), alerter: cfg.Alerter, id: cfg.WorkerID,
 		changed: make(chan struct{}), wake: make(chan struct{}, 1),
 		running: map[string]context.CancelCauseFunc{},
+		remotes: map[string]store.AttemptRemote{},
+		spool:   newResultSpool(cfg.DataDir),
 		metrics: newMetrics(),
 	}
 	c.limiter = c.newAlertLimiter()

@@ -83,7 +83,10 @@ type ExitError struct {
 
 // Error describes the exit, naming the machine and its address.
 func (e *ExitError) Error() string {
-	where := fmt.Sprintf("machine %q (%s)", e.Machine, e.Address)
+	where := fmt.Sprintf("machine %q", e.Machine)
+	if e.Address != "" {
+		where += " (" + e.Address + ")"
+	}
 	if e.Signal != "" {
 		s := fmt.Sprintf("ssh: %s: command killed by signal %s", where, e.Signal)
 		if e.Msg != "" {

@@ -262,4 +262,11 @@ ALTER TABLE tasks RENAME COLUMN machine TO machine_id;
 DROP INDEX tasks_idempotency_key;
 CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (team_id, idempotency_key) WHERE idempotency_key <> '';
 `,
+
+	// 6: the kind of a task's error, stored next to its text (opaque to
+	// the engine; '' when none), as in the SQLite engine's migration 8.
+	// Attempts keep theirs (and their remote process) in history.
+	`
+ALTER TABLE tasks ADD COLUMN error_kind text COLLATE "C" NOT NULL DEFAULT '';
+`,
 }

@@ -257,4 +257,10 @@ ALTER TABLE tasks RENAME COLUMN machine TO machine_id;
 DROP INDEX tasks_idempotency_key;
 CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (team_id, idempotency_key) WHERE idempotency_key <> '';
 `,
+
+	// 8: the kind of a task's error, stored next to its text (opaque to
+	// the engine; '' when none). Attempts keep theirs in history.
+	`
+ALTER TABLE tasks ADD COLUMN error_kind TEXT NOT NULL DEFAULT '';
+`,
 }
