@@ -1,7 +1,7 @@
 package postgres
 
 import (
-		"fmt"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
