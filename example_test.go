@@ -50,7 +50,7 @@ func newExampleEnv(tune func(*rediacc.Config)) *exampleEnv {
 		panic(err)
 	}
 	e := &exampleEnv{dir: dir, ctx: rediacc.WithActor(context.Background(), "ops")}
-	cfg := rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), HealthInterval: -1, PollInterval: 10 * time.Millisecond}
+	cfg := rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), Health: rediacc.HealthConfig{Interval: -1}, PollInterval: 10 * time.Millisecond}
 	if tune != nil {
 		tune(&cfg)
 	}

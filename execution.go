@@ -63,27 +63,24 @@ func unsettled(rec store.Task) int {
 	return 0
 }
 
-// waitReason says why a PENDING task waits for something other than a
-// slot: an earlier copy whose fate is not known yet. (The hook other wait
-// reasons join.)
-func waitReason(r store.Task) string {
-	if r.Status != store.Pending {
-		return ""
-	}
+// earlierCopyWait explains a PENDING task with an attempt of unknown fate
+// (wait.go's WaitEarlierCopy); ok is false for other tasks.
+func earlierCopyWait(r store.Task, clock func(time.Time) string) (w WaitReason, ok bool) {
 	n := unsettled(r)
-	if n == 0 {
-		return ""
+	if r.Status != store.Pending || n == 0 {
+		return WaitReason{}, false
 	}
 	a := r.History[n-1]
 	what := "waiting"
 	if r.CancelRequested {
 		what = "cancel requested; waiting"
 	}
-	s := fmt.Sprintf("%s for machine %s to confirm that attempt %d's copy has stopped (its fate is unknown: %s)", what, r.Machine, a.Number, a.Error)
+	msg := fmt.Sprintf("%s for machine %s to confirm that attempt %d's copy has stopped (its fate is unknown: %s)",
+		what, r.Machine, a.Number, clipLine(a.Error, 200))
 	if r.ReadyAt.After(a.EndedAt) {
-		s += "; next check at " + r.ReadyAt.UTC().Format(time.RFC3339)
+		msg += "; next check at " + clock(r.ReadyAt)
 	}
-	return s
+	return WaitReason{Code: WaitEarlierCopy, Message: msg, Until: r.ReadyAt}, true
 }
 
 // settleRecheck is when to ask the machine again about a copy lost at

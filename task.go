@@ -197,7 +197,7 @@ const (
 	// OutcomeUnknown: its worker (or its connection) was lost while it
 	// ran, and whether its copy still runs on the machine has not been
 	// learned yet. The task does not run again before it is: it waits
-	// (Task.WaitReason) until a worker reaches the machine, stops that copy
+	// (Task.Waiting, WaitEarlierCopy) until a worker reaches the machine, stops that copy
 	// or reads its result. Not counted.
 	OutcomeUnknown Outcome = store.OutcomeUnknown
 	// OutcomeLost: its copy is gone but ended without recording how (killed
@@ -268,9 +268,6 @@ type Task struct {
 	// ErrorKind is the stable kind of Error ("" when none); Err turns both
 	// into an error for errors.Is and errors.As.
 	ErrorKind ErrorKind
-	// WaitReason says why a PENDING task is not running yet, when it waits
-	// for something other than a free slot: "" otherwise.
-	WaitReason string
 
 	CreatedAt     time.Time
 	StartedAt     time.Time // first attempt's start; zero before
@@ -323,7 +320,6 @@ type taskJSON struct {
 	StderrTruncated bool              `json:"stderrTruncated,omitempty"`
 	Error           string            `json:"error"`
 	ErrorKind       ErrorKind         `json:"errorKind,omitempty"`
-	WaitReason      string            `json:"waitReason,omitempty"`
 	CreatedAt       *time.Time        `json:"createdAt"`
 	StartedAt       *time.Time        `json:"startedAt"`
 	CompletedAt     *time.Time        `json:"completedAt"`
@@ -363,7 +359,7 @@ func (t Task) MarshalJSON() ([]byte, error) {
 		Attempts: t.Attempts, History: t.History, ExitCode: t.ExitCode,
 		Stdout: t.Stdout, Stderr: t.Stderr,
 		StdoutTruncated: t.StdoutTruncated, StderrTruncated: t.StderrTruncated,
-		Error: t.Error, ErrorKind: t.ErrorKind, WaitReason: t.WaitReason,
+		Error: t.Error, ErrorKind: t.ErrorKind,
 		CreatedAt: timePtr(t.CreatedAt), StartedAt: timePtr(t.StartedAt),
 		CompletedAt: timePtr(t.CompletedAt), NextAttemptAt: timePtr(t.NextAttemptAt),
 		WaitReason: t.WaitMessage(), WaitReasons: t.Waiting, Kind: t.Kind,
@@ -410,7 +406,7 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 		Team: j.Team, TeamID: j.TeamID, MachineID: j.MachineID, Status: j.Status, Attempts: j.Attempts, History: j.History,
 		ExitCode: j.ExitCode, Stdout: j.Stdout, Stderr: j.Stderr,
 		StdoutTruncated: j.StdoutTruncated, StderrTruncated: j.StderrTruncated,
-		Error: j.Error, ErrorKind: j.ErrorKind, WaitReason: j.WaitReason,
+		Error: j.Error, ErrorKind: j.ErrorKind,
 		CreatedAt: timeVal(j.CreatedAt), StartedAt: timeVal(j.StartedAt),
 		CompletedAt: timeVal(j.CompletedAt), NextAttemptAt: timeVal(j.NextAttemptAt),
 		Waiting: j.WaitReasons,
@@ -473,7 +469,6 @@ func taskFromRecord(r store.Task) (*Task, error) {
 	for _, a := range r.History {
 		t.History = append(t.History, attemptFromRecord(a))
 	}
-	t.WaitReason = waitReason(r) // execution.go
 	return t, nil
 }
 

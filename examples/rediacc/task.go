@@ -236,9 +236,6 @@ func newInspectQueue(g *globals) *cobra.Command {
 					row("Error", t.Error)
 					row("Error kind", string(t.ErrorKind))
 				}
-				if t.WaitReason != "" {
-					row("Waiting", t.WaitReason)
-				}
 				if err := tw.Flush(); err != nil {
 					return err
 				}
