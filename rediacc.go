@@ -88,7 +88,9 @@ type Config struct {
 	// or others, nor may any directory on the way to it (unless sticky, as
 	// /tmp) be writable by others or owned by another user than root (New
 	// returns ErrUnsafePath saying how to fix it); files in it are opened
-	// without following links.
+	// without following links. A worker keeps there, in spool/, the results
+	// its store could not take yet (files 0600), so that they survive a
+	// restart; without a DataDir such results are kept in memory only.
 	DataDir string
 	// Logger receives structured logs; every record about a task carries
 	// task_id, machine, priority and attempt. Default: slog.Default().
@@ -118,8 +120,11 @@ type Config struct {
 	// LeaseDuration is how long a claimed task stays with its worker without
 	// a heartbeat; a worker renews it every LeaseDuration/3. A task whose
 	// worker died is rescued when its lease runs out, or at once when the
-	// worker was a process on this host that no longer exists. Default 30s;
-	// at least MinLeaseDuration (New returns ErrInvalidArgument).
+	// worker was a process on this host that no longer exists; before it
+	// runs again, its earlier copy is stopped on the machine or its result
+	// read there (see "Execution guarantee" in the README). A worker never
+	// rescues a task it still holds. Default 30s; at least MinLeaseDuration
+	// (New returns ErrInvalidArgument).
 	LeaseDuration time.Duration
 	// PollInterval is how often a worker looks for tasks submitted by other
 	// processes. In-process submits wake it at once. Default 500ms.

@@ -707,8 +707,12 @@ func (c *Client) Wait(ctx context.Context, id string) (*Task, error) {
 
 // Cancel cancels a task. A PENDING task becomes CANCELLED at once; an
 // ASSIGNED or PROCESSING one has its remote command stopped by its worker
-// and then becomes CANCELLED (Wait for it). Cancelling a CANCELLED task
-// returns it unchanged. Needs operator (or admin) of the task's team.
+// and then becomes CANCELLED (Wait for it). So does a PENDING task whose
+// earlier copy may still run on its machine (an attempt of OutcomeUnknown,
+// see Task.WaitReason): it becomes CANCELLED once a worker has stopped that
+// copy, so CANCELLED always means that no copy runs. Cancelling a
+// CANCELLED task returns it unchanged. Needs operator (or admin) of the
+// task's team.
 //
 // Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound; ErrNotCancellable
 // for COMPLETED and FAILED tasks.
