@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rediacc/rediacc/internal/audit"
+	"github.com/rediacc/rediacc/internal/safefs"
 	"github.com/rediacc/rediacc/internal/store"
 	rssh "github.com/rediacc/rediacc/ssh"
 )
@@ -114,6 +115,12 @@ func (s *resultSpool) orphans() ([]*spooled, []error) {
 	if s.dir == "" {
 		return nil, nil
 	}
+	if err := unsafeErr(safefs.CheckDir(s.dir)); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, []error{fmt.Errorf("spool %s: %w", s.dir, err)}
+	}
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -134,7 +141,7 @@ func (s *resultSpool) orphans() ([]*spooled, []error) {
 		if known {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(s.dir, name))
+		b, err := readFileNoFollow(filepath.Join(s.dir, name))
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -158,10 +165,11 @@ func (s *resultSpool) orphans() ([]*spooled, []error) {
 	return out, errs
 }
 
-// writeFileAtomic writes name in dir (created 0700) through a temporary
-// file, fsynced and renamed, mode 0600.
+// writeFileAtomic writes name in dir (created 0700 and checked like the
+// data dir, datadir.go) through a new temporary file (O_EXCL: a planted
+// link is never followed), fsynced and renamed, mode 0600.
 func writeFileAtomic(dir, name string, b []byte) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirPrivate(dir); err != nil {
 		return err
 	}
 	tmp, err := os.CreateTemp(dir, "."+name+".*")
