@@ -49,6 +49,10 @@ const (
 	settleRecheckMax = time.Minute
 )
 
+// longestRunID is as long as any run id runIDFor makes (a UUID, a dot and
+// six digits), for the submit-time size check of the command line.
+const longestRunID = "00000000-0000-0000-0000-000000000000.999999"
+
 // runIDFor names the marker of the attempt Start will append to rec.
 func runIDFor(rec store.Task) string { return rec.ID + "." + strconv.Itoa(len(rec.History)+1) }
 
