@@ -39,6 +39,9 @@ const (
 	// ErrorKindUnknownHostKey: the machine's host key is not known
 	// (ErrUnknownHostKey).
 	ErrorKindUnknownHostKey ErrorKind = "unknown_host_key"
+	// ErrorKindAlgorithmNegotiation: the machine's sshd and this client
+	// share no algorithm of one kind (ErrAlgorithmNegotiation).
+	ErrorKindAlgorithmNegotiation ErrorKind = "algorithm_negotiation"
 	// ErrorKindKeyFile: the machine's identity file is missing, unreadable
 	// or not a key (ErrKeyFile).
 	ErrorKindKeyFile ErrorKind = "key_file"
@@ -96,6 +99,8 @@ func (k ErrorKind) sentinel() error {
 		return ErrHostKeyMismatch
 	case ErrorKindUnknownHostKey:
 		return ErrUnknownHostKey
+	case ErrorKindAlgorithmNegotiation:
+		return ErrAlgorithmNegotiation
 	case ErrorKindKeyFile:
 		return ErrKeyFile
 	case ErrorKindWrongPassphrase:
@@ -136,6 +141,8 @@ func errorKindOf(err error) ErrorKind {
 		return ErrorKindUnknownHostKey
 	case errors.Is(err, ErrAuthFailed):
 		return ErrorKindAuthFailed
+	case errors.Is(err, ErrAlgorithmNegotiation):
+		return ErrorKindAlgorithmNegotiation
 	case errors.Is(err, ErrSecretNotFound):
 		return ErrorKindSecretNotFound
 	case errors.Is(err, ErrWrongPassphrase):
@@ -238,7 +245,7 @@ func signalNumber(name string) int {
 // has not run yet). Its message is Task.Error. errors.Is matches the
 // sentinel of Task.ErrorKind — ErrTimeout, ErrTaskCancelled (ErrCancelled),
 // ErrConnect, ErrAuthFailed, ErrHostKeyMismatch, ErrUnknownHostKey,
-// ErrKeyFile, ErrWrongPassphrase, ErrSecretNotFound, ErrVault,
+// ErrAlgorithmNegotiation, ErrKeyFile, ErrWrongPassphrase, ErrSecretNotFound, ErrVault,
 // ErrPermissionDenied, ErrInvalidTask, ErrFateUnknown, ErrShutdown — and,
 // for ErrorKindExit, errors.As finds an *ExitError with the exit code and,
 // when the command was killed, the signal (Code is then 128 plus the

@@ -59,6 +59,11 @@ func TestTaskErrKinds(t *testing.T) {
 	add("unknown", srv.Port, empty, srv.ClientKeyPath)
 	add("wrongkey", srv.Port, srv.KnownHostsPath, other.ClientKeyPath)
 	add("down", freeTCPPort(t), srv.KnownHostsPath, srv.ClientKeyPath)
+	if _, err := c.AddMachine(asOwner(), rediacc.Machine{Name: "oldcipher", Host: srv.Host, Port: srv.Port, User: srv.User,
+		IdentityFile: srv.ClientKeyPath, KnownHostsFile: srv.KnownHostsPath,
+		Algorithms: rediacc.SSHAlgorithms{Ciphers: []string{"aes128-cbc"}}}); err != nil { // OpenSSH 9 offers no CBC cipher
+		t.Fatal(err)
+	}
 
 	type check func(t *testing.T, err error)
 	is := func(target error) check {
@@ -90,14 +95,24 @@ func TestTaskErrKinds(t *testing.T) {
 		{"unknown host key", rediacc.TaskSpec{Machine: "unknown", Command: "true"}, rediacc.ErrorKindUnknownHostKey, rediacc.OutcomeFailed, is(rediacc.ErrUnknownHostKey)},
 		{"auth failed", rediacc.TaskSpec{Machine: "wrongkey", Command: "true"}, rediacc.ErrorKindAuthFailed, rediacc.OutcomeFailed, is(rediacc.ErrAuthFailed)},
 		{"connect", rediacc.TaskSpec{Machine: "down", Command: "true"}, rediacc.ErrorKindConnect, rediacc.OutcomeFailed, is(rediacc.ErrConnect)},
+		{"algorithm negotiation", rediacc.TaskSpec{Machine: "oldcipher", Command: "true"}, rediacc.ErrorKindAlgorithmNegotiation,
+			rediacc.OutcomeFailed, is(rediacc.ErrAlgorithmNegotiation)},
 		{"secret not found", rediacc.TaskSpec{Machine: "ok", Command: "true", Secrets: map[string]string{"PW": "db/missing"}},
 			rediacc.ErrorKindSecretNotFound, rediacc.OutcomeFailed, is(rediacc.ErrSecretNotFound)},
+	}
+	if _, err := c.SetSecret(asOwner(), "default", "db/missing", []byte("pw"), nil); err != nil {
+		t.Fatal(err)
 	}
 	ids := map[string]string{}
 	for _, tc := range cases {
 		ids[tc.name] = submit(t, c, tc.spec).ID
 	}
 	okID := submit(t, c, rediacc.TaskSpec{Machine: "ok", Command: "echo fine"}).ID
+	// The missing secret was there at submit (a missing one is refused
+	// then) and deleted before the task ran.
+	if err := c.DeleteSecret(asOwner(), "default", "db/missing"); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.RunUntilEmpty(ctxTimeout(t, 2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}

@@ -175,8 +175,10 @@ func ExampleTask_Err() {
 	defer e.close()
 	e.machine("web-01", "", nil)
 	exit, _ := e.c.Submit(e.ctx, rediacc.TaskSpec{Machine: "web-01", Command: "exit 3", FailureAction: rediacc.FailureNone})
+	_, _ = e.c.SetSecret(e.ctx, "default", "db/password", []byte("s3cret"), nil)
 	secret, _ := e.c.Submit(e.ctx, rediacc.TaskSpec{Machine: "web-01", Command: "true", FailureAction: rediacc.FailureNone,
 		Secrets: map[string]string{"DB_PASSWORD": "db/password"}})
+	_ = e.c.DeleteSecret(e.ctx, "default", "db/password") // gone before the task runs
 	if err := e.c.RunUntilEmpty(e.ctx); err != nil {
 		panic(err)
 	}
