@@ -34,7 +34,8 @@ import (
 //     gone) or never started (then it runs again, interrupted), or that it
 //     ended without saying how (OutcomeLost: it runs again, at-least-once).
 //     While the machine cannot be reached the task stays PENDING with a
-//     WaitReason and is checked again later; a cancel waits for the same.
+//     wait reason (WaitEarlierCopy) and is checked again later; a cancel
+//     waits for the same.
 //   - A result that cannot be recorded (the store fails) stays with the
 //     worker, in memory and in the spool (spool.go), and is retried with
 //     backoff while the lease is renewed; the worker never rescues a task
