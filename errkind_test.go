@@ -105,9 +105,10 @@ func TestTaskErrKinds(t *testing.T) {
 	}
 	ids := map[string]string{}
 	for _, tc := range cases {
+		tc.spec.Priority = rediacc.High // a busy-judged test host holds no priority 1–2 work
 		ids[tc.name] = submit(t, c, tc.spec).ID
 	}
-	okID := submit(t, c, rediacc.TaskSpec{Machine: "ok", Command: "echo fine"}).ID
+	okID := submit(t, c, rediacc.TaskSpec{Machine: "ok", Command: "echo fine", Priority: rediacc.High}).ID
 	// The missing secret was there at submit (a missing one is refused
 	// then) and deleted before the task ran.
 	if err := c.DeleteSecret(asOwner(), "default", "db/missing"); err != nil {
@@ -157,7 +158,7 @@ func TestTaskErrKinds(t *testing.T) {
 	}
 
 	// A cancelled task.
-	running := submit(t, c, rediacc.TaskSpec{Machine: "ok", Command: "sleep 30"})
+	running := submit(t, c, rediacc.TaskSpec{Machine: "ok", Command: "sleep 30", Priority: rediacc.High})
 	runWorker(t, c)
 	waitStatus(t, c, running.ID, rediacc.StatusProcessing)
 	if _, err := c.Cancel(asOwner(), running.ID); err != nil {

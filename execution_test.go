@@ -26,7 +26,9 @@ import (
 // The execution guarantee, against real sshd: at most one copy of a task
 // runs at a time; a result the worker holds is never dropped and never
 // causes a re-run; at-least-once only when a previous copy's fate cannot be
-// learned.
+// learned. The tasks are priority 2: the machines are this host, which a
+// health probe may judge busy (then it holds priority 3–5 work for
+// minutes), and that gate is not what these tests are about.
 
 // requireTmpfsEnv, set to "1" (CI), turns a tmpfs that cannot be mounted
 // into a test failure instead of a skip.
@@ -137,7 +139,7 @@ func TestResultKeptWhileDiskFull(t *testing.T) {
 	marker := filepath.Join(shared, "marker")
 	c := newClient(t, func(cfg *rediacc.Config) { cfg.DataDir = dir })
 	addRealMachine(t, c, "m1", srv, 0)
-	task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: "sleep 4; echo ran >> " + marker + "; echo done"})
+	task := submit(t, c, rediacc.TaskSpec{Priority: rediacc.High, Machine: "m1", Command: "sleep 4; echo ran >> " + marker + "; echo done"})
 	runWorker(t, c)
 	waitStatus(t, c, task.ID, rediacc.StatusProcessing)
 	free := fillDisk(t, dir)
@@ -204,7 +206,7 @@ func TestSpooledResultRecordedAfterRestart(t *testing.T) {
 	}
 	c := newClient(t, func(cfg *rediacc.Config) { cfg.DataDir, cfg.Store = dataDir, st })
 	addRealMachine(t, c, "m1", srv, 0)
-	task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: "sleep 2; echo ran >> " + marker + "; echo done"})
+	task := submit(t, c, rediacc.TaskSpec{Priority: rediacc.High, Machine: "m1", Command: "sleep 2; echo ran >> " + marker + "; echo done"})
 	child := startChild(t, dataDir, storePath)
 	waitStatus(t, c, task.ID, rediacc.StatusProcessing)
 	free := fillDisk(t, storeDir)
@@ -305,7 +307,7 @@ func waitTask(t *testing.T, c *rediacc.Client, id, what string, cond func(*redia
 			return got
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("task never %s: %s %+v", what, got.Status, got.History)
+			t.Fatalf("task never %s: %s %+v waiting %+v", what, got.Status, got.History, got.Waiting)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -326,7 +328,7 @@ func TestNoSecondCopyAfterWorkerKilled(t *testing.T) {
 	mon := watchCopies(t, cmd)
 
 	t.Run("rescue", func(t *testing.T) {
-		task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: cmd})
+		task := submit(t, c, rediacc.TaskSpec{Priority: rediacc.High, Machine: "m1", Command: cmd})
 		child := startChild(t, dir, "")
 		waitCopies(t, cmd, 1)
 		killChild(t, child)
@@ -355,7 +357,7 @@ func TestNoSecondCopyAfterWorkerKilled(t *testing.T) {
 	})
 
 	t.Run("cancel while its worker is dead", func(t *testing.T) {
-		task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: cmd})
+		task := submit(t, c, rediacc.TaskSpec{Priority: rediacc.High, Machine: "m1", Command: cmd})
 		child := startChild(t, dir, "")
 		waitCopies(t, cmd, 1)
 		killChild(t, child)
@@ -461,7 +463,7 @@ func TestRescuedTaskWaitsForUnreachableMachine(t *testing.T) {
 	})
 	addRealMachine(t, c, "m1", srv, proxy.port)
 	mon := watchCopies(t, cmd)
-	task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: cmd})
+	task := submit(t, c, rediacc.TaskSpec{Priority: rediacc.High, Machine: "m1", Command: cmd})
 	child := startChild(t, dir, "")
 	waitCopies(t, cmd, 1)
 	killChild(t, child)
@@ -522,7 +524,7 @@ func TestNoOverlapUnderRepeatedSIGKILL(t *testing.T) {
 		// a killed worker writes to a dead pipe (the shell's "Terminated"
 		// message) and would die before its trap.
 		cmd := fmt.Sprintf(`trap '' PIPE; f=%s; echo "start $(date +%%s%%N) $$" >> $f; trap 'trap "" TERM; echo "end $(date +%%s%%N) $$" >> $f' EXIT; trap 'exit 143' TERM; sleep 3`, f)
-		ids = append(ids, submit(t, c, rediacc.TaskSpec{Machine: fmt.Sprintf("m%d", 1+i%2), Command: cmd}).ID)
+		ids = append(ids, submit(t, c, rediacc.TaskSpec{Priority: rediacc.High, Machine: fmt.Sprintf("m%d", 1+i%2), Command: cmd}).ID)
 	}
 	children := []*exec.Cmd{startChild(t, dir, ""), startChild(t, dir, "")}
 	kills := 0
@@ -548,6 +550,9 @@ func TestNoOverlapUnderRepeatedSIGKILL(t *testing.T) {
 			t.Errorf("task %d: %s %+v", i, got.Status, got.History)
 		}
 		for _, a := range got.History {
+			if a.Outcome == rediacc.OutcomeLost && outcomes[a.Outcome] == 0 {
+				t.Logf("a lost attempt: %s", a.Error)
+			}
 			outcomes[a.Outcome]++
 			if a.Recovered {
 				recovered++

@@ -105,7 +105,7 @@ func markerPrelude(runID string) string {
 		`echo "$$ $_rediacc_b $_rediacc_s" >` + d + `/pid; elif [ -d ` + d + ` ]; then _rediacc_m=t; else _rediacc_m=n; fi` + "\n" +
 		`printf '\036rediacc-pid %s %s %s %s\n' "$$" "$_rediacc_b" "$_rediacc_s" "$_rediacc_m" >&2` + "\n" +
 		`case $_rediacc_m in t) exit 0;; esac` + "\n" +
-		`case $_rediacc_m$$ in m*[05]0) (find "$_rediacc_d" -mindepth 2 -maxdepth 2 \( -name status -o -name claimed \) -mtime +6 2>/dev/null | ` +
+		`case $_rediacc_m$$ in m*[05]0) (find "$_rediacc_d" -mindepth 2 -maxdepth 2 \( -name status -o -name claimed -o -name stopped \) -mtime +6 2>/dev/null | ` +
 		`while IFS= read -r _rediacc_f; do rm -rf "${_rediacc_f%/*}"; done) </dev/null >/dev/null 2>&1 & ;; esac` + "\n"
 }
 
@@ -201,9 +201,14 @@ fi
 _pb=${_pb:--} _ps=${_ps:--}
 status
 [ "$_pb" != - ] && [ "$_b" != - ] && [ "$_pb" != "$_b" ] && fate gone "$_p" "$_pb" "$_ps" the machine rebooted since it started
-if ! alive; then status; fate gone "$_p" "$_pb" "$_ps" it ended without recording its exit status; fi
+if ! alive; then
+  status
+  [ -d "$_d" ] && [ -f "$_d/stopped" ] && fate stopped "$_p" "$_pb" "$_ps"
+  fate gone "$_p" "$_pb" "$_ps" it ended without recording its exit status
+fi
 stop || fate running "$_p" "$_pb" "$_ps" its process group survived KILL
 status
+[ -d "$_d" ] && echo "$_b" >"$_d/stopped"
 fate stopped "$_p" "$_pb" "$_ps"
 `
 }
@@ -304,8 +309,8 @@ func clip(b []byte, n int) string {
 // stopped — the machine is unreachable (the error also wraps ErrConnect,
 // ErrAuthFailed, ErrHostKeyMismatch… as Run's would), the process group
 // survived KILL, or there is neither a marker nor a known process id.
-// Settle is idempotent: settling a settled run gives the same state, except
-// that a stopped run is then reported gone.
+// Settle is idempotent: settling a settled run gives the same state (a
+// Settle that stops a run records so in its marker).
 func (p *Pool) Settle(ctx context.Context, t Target, runID string, known Remote) (Fate, error) {
 	if err := validateTarget(&t); err != nil {
 		return Fate{}, err

@@ -157,7 +157,7 @@ func TestMarkerLocally(t *testing.T) {
 			if live := liveInGroup(c.Process.Pid); len(live) > 0 {
 				t.Errorf("processes of the stopped run's group survive: %v", live)
 			}
-			if f, err := localSettle(t, home, "long", Remote{}); err != nil || f.State != FateGone {
+			if f, err := localSettle(t, home, "long", Remote{}); err != nil || f.State != FateStopped {
 				t.Errorf("settling a stopped run again = %+v, %v", f, err)
 			}
 		})
