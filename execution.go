@@ -105,9 +105,16 @@ func (c *Client) settle(ctx context.Context, rec store.Task, t *Task, n int) {
 		fate rssh.Fate
 		err  error
 	)
-	if prev.RunID == "" {
+	maintenance := maintenanceOf(rec) != nil
+	switch {
+	case maintenance:
+		// A maintenance job (key rotation) runs inside its worker, in
+		// steps that each leave the machine in a known state: nothing of
+		// it outlives the worker, and the next attempt resumes it.
+		fate = rssh.Fate{State: rssh.FateStopped, Detail: "a maintenance job runs inside its worker"}
+	case prev.RunID == "":
 		fate = rssh.Fate{State: rssh.FateGone, Detail: "the attempt kept no marker on the machine (started by an older worker)"}
-	} else {
+	default:
 		var m Machine
 		if m, err = c.machine(ctx, t.Machine); err == nil {
 			var target rssh.Target
@@ -168,6 +175,9 @@ func (c *Client) settle(ctx context.Context, rec store.Task, t *Task, n int) {
 		switch fate.State {
 		case rssh.FateStopped:
 			runErr = fmt.Errorf("%w: attempt %d was still running after %s: stopped on the machine (TERM, then KILL; confirmed gone); it may have run partly", ErrShutdown, prev.Number, lostBy)
+			if maintenance {
+				runErr = fmt.Errorf("%w: attempt %d (%s, run inside its worker) stopped when %s; the next attempt resumes it", ErrShutdown, prev.Number, t.Kind, lostBy)
+			}
 		case rssh.FateNotStarted:
 			runErr = fmt.Errorf("%w: attempt %d never started on the machine (%s before it did)", ErrShutdown, prev.Number, lostBy)
 		default:

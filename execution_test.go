@@ -63,11 +63,11 @@ func smallTmpfs(t *testing.T, size string) string {
 	return dir
 }
 
-// fillDisk writes zeros into dir/fill until the file system is full, and
+// fillDisk writes zeros into dir/filler until the file system is full, and
 // returns a function that frees the space again.
 func fillDisk(t *testing.T, dir string) (free func()) {
 	t.Helper()
-	p := filepath.Join(dir, "fill")
+	p := filepath.Join(dir, "filler")
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		t.Fatal(err)

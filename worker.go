@@ -406,6 +406,9 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 	}
 	started := c.clock.Now().UTC()
 	attempt := store.Attempt{Number: attemptNo, Worker: c.id, StartedAt: started, RunID: runIDFor(rec)}
+	if maintenanceOf(rec) != nil {
+		attempt.RunID = "" // it runs in this worker: no copy on the machine to mark
+	}
 	startCtx := store.WithAudit(bg, c.taskEvent(rec, "task.start", map[string]string{"attempt": strconv.Itoa(attemptNo)}))
 	if _, err := c.engine.Start(startCtx, rec.ID, c.id, attempt); err != nil {
 		log.WarnContext(bg, "task not started", "error", err)
