@@ -110,7 +110,9 @@ func (c *Client) settle(ctx context.Context, rec store.Task, t *Task, n int) {
 	case maintenance:
 		// A maintenance job (key rotation) runs inside its worker, in
 		// steps that each leave the machine in a known state: nothing of
-		// it outlives the worker, and the next attempt resumes it.
+		// it outlives the worker, and the next attempt resumes it. A
+		// worker only presumed lost still holds the key's rotation lock
+		// (rotation.go), so the two never overlap.
 		fate = rssh.Fate{State: rssh.FateStopped, Detail: "a maintenance job runs inside its worker"}
 	case prev.RunID == "":
 		fate = rssh.Fate{State: rssh.FateGone, Detail: "the attempt kept no marker on the machine (started by an older worker)"}
