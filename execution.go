@@ -118,7 +118,7 @@ func (c *Client) settle(ctx context.Context, rec store.Task, t *Task, n int) {
 		fate = rssh.Fate{State: rssh.FateGone, Detail: "the attempt kept no marker on the machine (started by an older worker)"}
 	default:
 		var m Machine
-		if m, err = c.machine(ctx, t.Machine); err == nil {
+		if m, err = c.copyMachine(ctx, rec); err == nil {
 			var target rssh.Target
 			if target, err = c.machineTarget(ctx, m); err == nil {
 				fate, err = c.pool.Settle(ctx, target, prev.RunID, remoteOf(prev))
@@ -198,6 +198,17 @@ func (c *Client) settle(ctx context.Context, rec store.Task, t *Task, n int) {
 		c.settleLater(ctx, rec, t, n, fmt.Errorf("unexpected fate %q", fate.State), now, log)
 	}
 	c.notify()
+}
+
+// copyMachine returns the machine rec's earlier copies ran on, by id: the
+// same host even if the machine was renamed or moved to another team since.
+// (A machine with unfinished tasks cannot be removed.)
+func (c *Client) copyMachine(ctx context.Context, rec store.Task) (Machine, error) {
+	r, err := c.engine.GetMachine(ctx, rec.MachineID)
+	if err != nil {
+		return Machine{}, fmt.Errorf("machine %s (id %s): %w", rec.Machine, rec.MachineID, mapStoreErr(err))
+	}
+	return machineFromRecord(r)
 }
 
 // settleLater puts a task whose earlier copy could not be settled back to
