@@ -92,7 +92,11 @@ type Alert struct {
 	Command   string
 	Attempts  int
 	ExitCode  *int   // nil when the command never exited
+	Signal    string // the signal that killed the command ("TERM"), "" otherwise
 	Error     string // the last attempt's error
+	// ErrorKind is the stable kind of Error; Err turns both into an error
+	// for errors.Is and errors.As (as Task.Err does).
+	ErrorKind ErrorKind
 	// Message is a one-line human-readable summary.
 	Message string
 	// Suppressed is how many alerts for the same condition were held back
@@ -332,9 +336,16 @@ func VerifyWebhookSignature(secret, body []byte, signature string) bool {
 func toInternalAlert(a Alert) alert.Alert {
 	return alert.Alert{
 		Kind: a.Kind, Severity: a.severity(), TaskID: a.TaskID, Team: a.Team, Machine: a.Machine, TeamID: a.TeamID, MachineID: a.MachineID, Priority: int(a.Priority),
-		Attempts: a.Attempts, ExitCode: a.ExitCode, Error: a.Error, Message: a.Message,
-		Suppressed: a.Suppressed, Time: a.Time,
+		Attempts: a.Attempts, ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error, ErrorKind: string(a.ErrorKind),
+		Message: a.Message, Suppressed: a.Suppressed, Time: a.Time,
 	}
+}
+
+// Err returns the failed task's error (AlertTaskFailed) as Task.Err does:
+// errors.Is matches the sentinel of ErrorKind, errors.As finds an
+// *ExitError for ErrorKindExit. Nil for alerts without an error.
+func (a Alert) Err() error {
+	return storedErr(a.Error, a.ErrorKind, a.ExitCode, a.Signal, "", a.Machine)
 }
 
 // FanoutAlerter returns an Alerter that passes every alert to each of

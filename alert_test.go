@@ -450,25 +450,50 @@ func ExampleNewWebhookAlerter() {
 	// {Delivered:1 Failed:0 Dropped:0 Retries:0 Queued:0}
 }
 
-// Alerts go to the log and to a webhook; queue thresholds are checked by
-// the worker every AlertInterval.
+// Alerts go to several places: here a function of the program and a
+// signed webhook. Queue thresholds (AlertRules) are checked by the worker
+// every AlertInterval.
 func ExampleFanoutAlerter() {
-	wh, err := rediacc.NewWebhookAlerter(rediacc.WebhookConfig{
-		URL: "https://alerts.example.com/rediacc", Secret: []byte(os.Getenv("REDIACC_ALERT_WEBHOOK_SECRET")),
-	})
+	secret := []byte("shared-secret") // in practice from a vault
+	delivered := make(chan struct{})
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var a struct {
+			Machine   string `json:"machine"`
+			ErrorKind string `json:"errorKind"`
+		}
+		_ = json.Unmarshal(body, &a)
+		fmt.Println("webhook:", r.Header.Get(rediacc.WebhookEventHeader), a.Machine, a.ErrorKind,
+			rediacc.VerifyWebhookSignature(secret, body, r.Header.Get(rediacc.WebhookSignatureHeader)))
+		close(delivered)
+	}))
+	defer receiver.Close()
+	wh, err := rediacc.NewWebhookAlerter(rediacc.WebhookConfig{URL: receiver.URL, Secret: secret})
 	if err != nil {
 		fmt.Println(err) // no secret: unsigned webhooks are refused
 		return
 	}
-	c, err := rediacc.New(context.Background(), rediacc.Config{
-		Alerter: rediacc.FanoutAlerter(&rediacc.LogAlerter{}, wh),
-		AlertRules: []rediacc.AlertRule{
-			{Priority: rediacc.Critical, MaxPending: 10},
-			{MaxPendingAge: 30 * time.Minute},
-		},
+	page := rediacc.AlerterFunc(func(_ context.Context, a rediacc.Alert) error {
+		var exit *rediacc.ExitError
+		if errors.As(a.Err(), &exit) {
+			fmt.Println("page:", a.Kind, a.Machine, "exit", exit.Code)
+		}
+		return nil
 	})
-	if err != nil {
+	e := newExampleEnv(func(cfg *rediacc.Config) {
+		cfg.Alerter = rediacc.FanoutAlerter(page, wh)
+		cfg.AlertRules = []rediacc.AlertRule{{Priority: rediacc.Critical, MaxPending: 10}, {MaxPendingAge: 30 * time.Minute}}
+	})
+	defer e.close()
+	e.machine("db-01", "", nil)
+	if _, err := e.c.Submit(e.ctx, rediacc.TaskSpec{Machine: "db-01", Command: "exit 4"}); err != nil {
 		panic(err)
 	}
-	defer c.Close() // drains the webhook's queue
+	if err := e.c.RunUntilEmpty(e.ctx); err != nil {
+		panic(err)
+	}
+	<-delivered
+	// Output:
+	// page: task.failed db-01 exit 4
+	// webhook: task.failed db-01 exit true
 }

@@ -3,6 +3,7 @@ package rediacc_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"syscall"
@@ -17,15 +18,32 @@ import (
 )
 
 // crashChildEnv, when set to a data dir, makes the test binary run a worker
-// on that store forever (until killed).
-const crashChildEnv = "REDIACC_CRASH_CHILD_DIR"
+// on that store forever (until killed); crashChildStoreEnv, when set, names
+// the SQLite file of its store (default: in the data dir).
+const (
+	crashChildEnv      = "REDIACC_CRASH_CHILD_DIR"
+	crashChildStoreEnv = "REDIACC_CRASH_CHILD_STORE"
+)
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(rotateChildDirEnv); dir != "" {
 		rotationChild(dir) // rotation_failure_test.go
 	}
 	if dir := os.Getenv(crashChildEnv); dir != "" {
-		c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: testLogger(nil), PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute})
+		log := testLogger(nil)
+		if os.Getenv("REDIACC_TEST_LOG") == "1" {
+			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("pid", os.Getpid())
+		}
+		cfg := rediacc.Config{DataDir: dir, Logger: log, PollInterval: 20 * time.Millisecond, LeaseDuration: time.Minute}
+		if path := os.Getenv(crashChildStoreEnv); path != "" {
+			st, err := rediacc.OpenSQLite(asOwner(), path)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "child:", err)
+				os.Exit(2)
+			}
+			cfg.Store = st
+		}
+		c, err := rediacc.New(asOwner(), cfg)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			os.Exit(2)

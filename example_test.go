@@ -33,6 +33,56 @@ func exampleMachine(dir string) (*sshtest.Server, rediacc.Machine) {
 		IdentityFile: key, KnownHostsFile: known}
 }
 
+// exampleEnv is what the runnable examples share: a client on a fresh data
+// dir (removed by close) and in-process SSH servers standing for machines.
+type exampleEnv struct {
+	dir     string
+	ctx     context.Context
+	c       *rediacc.Client
+	servers []*sshtest.Server
+}
+
+// newExampleEnv opens a client as the owner "ops" on a temporary data dir;
+// tune adjusts its Config.
+func newExampleEnv(tune func(*rediacc.Config)) *exampleEnv {
+	dir, err := os.MkdirTemp("", "rediacc-example-")
+	if err != nil {
+		panic(err)
+	}
+	e := &exampleEnv{dir: dir, ctx: rediacc.WithActor(context.Background(), "ops")}
+	cfg := rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), Health: rediacc.HealthConfig{Interval: -1}, PollInterval: 10 * time.Millisecond}
+	if tune != nil {
+		tune(&cfg)
+	}
+	if e.c, err = rediacc.New(e.ctx, cfg); err != nil {
+		panic(err)
+	}
+	return e
+}
+
+// machine starts an in-process SSH server and registers it as name in
+// team (when not "") with labels.
+func (e *exampleEnv) machine(name, team string, labels map[string]string) {
+	sub, err := os.MkdirTemp(e.dir, "machine-")
+	if err != nil {
+		panic(err)
+	}
+	srv, m := exampleMachine(sub)
+	e.servers = append(e.servers, srv)
+	m.Name, m.Team, m.Labels = name, team, labels
+	if _, err := e.c.AddMachine(e.ctx, m); err != nil {
+		panic(err)
+	}
+}
+
+func (e *exampleEnv) close() {
+	e.c.Close()
+	for _, s := range e.servers {
+		s.Close()
+	}
+	os.RemoveAll(e.dir)
+}
+
 // Submit a task, run the worker until the queue is empty, and wait for the
 // result. Every call names its actor; the first one owns the new store.
 func ExampleClient_Submit() {
@@ -116,4 +166,36 @@ func ExampleOpenStore() {
 	// Output:
 	// memory <nil>
 	// true
+}
+
+// A failed task's error is a value: errors.Is and errors.As tell failures
+// apart, and the kind is stored with the task ("errorKind" in its JSON).
+func ExampleTask_Err() {
+	e := newExampleEnv(nil)
+	defer e.close()
+	e.machine("web-01", "", nil)
+	exit, _ := e.c.Submit(e.ctx, rediacc.TaskSpec{Machine: "web-01", Command: "exit 3", FailureAction: rediacc.FailureNone})
+	_, _ = e.c.SetSecret(e.ctx, "default", "db/password", []byte("s3cret"), nil)
+	secret, _ := e.c.Submit(e.ctx, rediacc.TaskSpec{Machine: "web-01", Command: "true", FailureAction: rediacc.FailureNone,
+		Secrets: map[string]string{"DB_PASSWORD": "db/password"}})
+	_ = e.c.DeleteSecret(e.ctx, "default", "db/password") // gone before the task runs
+	if err := e.c.RunUntilEmpty(e.ctx); err != nil {
+		panic(err)
+	}
+	for _, id := range []string{exit.ID, secret.ID} {
+		t, _ := e.c.Get(e.ctx, id)
+		err := t.Err()
+		var ee *rediacc.ExitError
+		switch {
+		case errors.As(err, &ee):
+			fmt.Println(t.Status, t.ErrorKind, "exit code", ee.Code)
+		case errors.Is(err, rediacc.ErrSecretNotFound):
+			fmt.Println(t.Status, t.ErrorKind, "add the secret to the team's vault")
+		case errors.Is(err, rediacc.ErrConnect), errors.Is(err, rediacc.ErrTimeout):
+			fmt.Println(t.Status, t.ErrorKind, "retry later")
+		}
+	}
+	// Output:
+	// FAILED exit exit code 3
+	// FAILED secret_not_found add the secret to the team's vault
 }

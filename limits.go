@@ -102,7 +102,7 @@ func (s TaskSpec) checkSpecLimits() error {
 			return fmt.Errorf("environment variable %s is %d bytes, more than MaxEnvValueBytes (%d): pass large data in a file on the machine", k, len(v), MaxEnvValueBytes)
 		}
 	}
-	cmd := rssh.Command{Cmd: s.Command, Env: s.Env}
+	cmd := rssh.Command{Cmd: s.Command, Env: s.Env, RunID: longestRunID} // every attempt runs with a marker (execution.go)
 	if len(s.Secrets) > 0 {
 		cmd.Secrets = make(map[string][]byte, len(s.Secrets))
 		for k := range s.Secrets {

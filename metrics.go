@@ -26,7 +26,7 @@ var AttemptDurationBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 12
 // first event.
 var (
 	finishOutcomes   = []string{"completed", "failed", "cancelled"}
-	attemptOutcomes  = []string{"succeeded", "failed", "timeout", "interrupted", "cancelled"}
+	attemptOutcomes  = []string{"succeeded", "failed", "timeout", "interrupted", "cancelled", "unknown", "lost"}
 	deliveryOutcomes = []string{"delivered", "failed", "dropped"}
 	alertKinds       = []string{AlertTaskFailed, AlertQueueDepth, AlertQueueAge, AlertMachineUnhealthy, AlertMachineBusy, AlertKeyOverdue}
 )

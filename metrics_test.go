@@ -1,7 +1,7 @@
 package rediacc_test
 
 import (
-	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -194,15 +194,40 @@ func TestCollectorRegisters(t *testing.T) {
 // A service registers the collector in its registry, or serves
 // MetricsHandler (/metrics and /healthz) on a protected address.
 func ExampleClient_Collector() {
-	ctx := context.Background()
-	c, err := rediacc.New(ctx, rediacc.Config{})
+	e := newExampleEnv(nil)
+	defer e.close()
+	e.machine("web-01", "", nil)
+	reg := prometheus.NewRegistry() // or prometheus.DefaultRegisterer
+	reg.MustRegister(e.c.Collector())
+	if _, err := e.c.Submit(e.ctx, rediacc.TaskSpec{Machine: "web-01", Command: "true"}); err != nil {
+		panic(err)
+	}
+	if err := e.c.RunUntilEmpty(e.ctx); err != nil {
+		panic(err)
+	}
+	families, err := reg.Gather()
 	if err != nil {
 		panic(err)
 	}
-	defer c.Close()
-	prometheus.MustRegister(c.Collector())
-	srv := &http.Server{Addr: "127.0.0.1:9464", Handler: c.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.ListenAndServe() }()
-	defer srv.Shutdown(ctx)
-	_ = c.Run(rediacc.WithActor(ctx, "worker"))
+	for _, f := range families {
+		if f.GetName() == "rediacc_tasks_finished_total" {
+			for _, m := range f.GetMetric() {
+				fmt.Println(f.GetName(), m.GetLabel()[0].GetValue(), m.GetCounter().GetValue())
+			}
+		}
+	}
+	srv := httptest.NewServer(e.c.MetricsHandler()) // in production: 127.0.0.1:9464 behind a proxy
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/healthz") // 200 "ok" while Run works and the store answers
+	if err != nil {
+		panic(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	fmt.Println("/healthz", res.StatusCode, strings.TrimSpace(string(body)))
+	// Output:
+	// rediacc_tasks_finished_total cancelled 0
+	// rediacc_tasks_finished_total completed 1
+	// rediacc_tasks_finished_total failed 0
+	// /healthz 503 unhealthy: worker loop not running
 }

@@ -88,7 +88,9 @@ type Config struct {
 	// or others, nor may any directory on the way to it (unless sticky, as
 	// /tmp) be writable by others or owned by another user than root (New
 	// returns ErrUnsafePath saying how to fix it); files in it are opened
-	// without following links.
+	// without following links. A worker keeps there, in spool/, the results
+	// its store could not take yet (files 0600), so that they survive a
+	// restart; without a DataDir such results are kept in memory only.
 	DataDir string
 	// Logger receives structured logs; every record about a task carries
 	// task_id, machine, priority and attempt. Default: slog.Default().
@@ -118,8 +120,11 @@ type Config struct {
 	// LeaseDuration is how long a claimed task stays with its worker without
 	// a heartbeat; a worker renews it every LeaseDuration/3. A task whose
 	// worker died is rescued when its lease runs out, or at once when the
-	// worker was a process on this host that no longer exists. Default 30s;
-	// at least MinLeaseDuration (New returns ErrInvalidArgument).
+	// worker was a process on this host that no longer exists; before it
+	// runs again, its earlier copy is stopped on the machine or its result
+	// read there (see "Execution guarantee" in the README). A worker never
+	// rescues a task it still holds. Default 30s; at least MinLeaseDuration
+	// (New returns ErrInvalidArgument).
 	LeaseDuration time.Duration
 	// PollInterval is how often a worker looks for tasks submitted by other
 	// processes. In-process submits wake it at once. Default 500ms.
@@ -281,6 +286,8 @@ type Client struct {
 	changed  chan struct{} // closed and replaced on every local state change
 	wake     chan struct{} // a submit nudges the worker
 	running  map[string]context.CancelCauseFunc
+	remotes  map[string]store.AttemptRemote // noted by runs, recorded by the next heartbeat (execution.go)
+	spool    *resultSpool                   // results not recorded yet (spool.go)
 	runCount int
 	runStop  context.CancelFunc // stops the running worker (Close)
 	runDone  chan struct{}      // closed when it has returned
@@ -421,6 +428,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		pool: rssh.NewPool(sshCfg), alerter: cfg.Alerter, id: cfg.WorkerID,
 		changed: make(chan struct{}), wake: make(chan struct{}, 1),
 		running: map[string]context.CancelCauseFunc{},
+		remotes: map[string]store.AttemptRemote{},
+		spool:   newResultSpool(cfg.DataDir),
 		metrics: newMetrics(),
 	}
 	c.limiter = c.newAlertLimiter()

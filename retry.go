@@ -175,7 +175,9 @@ const (
 	kindExit                    // the command ran and exited non-zero / by signal
 	kindPermanent               // auth, host key, key file, invalid task: never retried
 	kindCancelled               // the task was cancelled
-	kindInterrupted             // the worker shut down: requeue, no attempt used
+	kindInterrupted             // the worker shut down, or its lost copy was stopped: requeue, no attempt used
+	kindLost                    // a lost copy's fate cannot be learned: requeue (at-least-once), no attempt used
+	kindFateUnknown             // the copy may still run and its machine cannot tell: wait, no attempt used
 )
 
 // classify maps an attempt's error onto the retry engine's kinds.
@@ -190,6 +192,8 @@ func classify(err error) failureKind {
 		return kindConnection
 	case errors.Is(err, ErrTaskCancelled), errors.Is(err, context.Canceled):
 		return kindCancelled
+	case errors.Is(err, ErrFateUnknown):
+		return kindFateUnknown
 	case errors.Is(err, ErrHostKeyMismatch), errors.Is(err, ErrUnknownHostKey),
 		errors.Is(err, ErrAuthFailed), errors.Is(err, ErrWrongPassphrase),
 		errors.Is(err, ErrKeyFile), errors.Is(err, ErrInvalidArgument):

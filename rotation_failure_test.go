@@ -31,6 +31,9 @@ const (
 	rotateChildDirEnv  = "REDIACC_ROTATE_CHILD_DIR"
 	rotateChildStepEnv = "REDIACC_ROTATE_CHILD_STEP"
 	rotateChildKeyEnv  = "REDIACC_ROTATE_CHILD_MACHINE"
+	// rotateChildQueueEnv, when set, makes the child run a worker (the
+	// rotation comes from a queued task) instead of calling RotateKey.
+	rotateChildQueueEnv = "REDIACC_ROTATE_CHILD_QUEUE"
 )
 
 // rotationChild runs in the test binary's child process (see TestMain).
@@ -47,7 +50,11 @@ func rotationChild(dir string) {
 			select {} // the signal is on its way
 		}
 	})
-	_, err = c.RotateKey(asOwner(), rediacc.KeyRotationOptions{Machine: machine})
+	if os.Getenv(rotateChildQueueEnv) != "" {
+		err = c.Run(asOwner())
+	} else {
+		_, err = c.RotateKey(asOwner(), rediacc.KeyRotationOptions{Machine: machine})
+	}
 	fmt.Fprintln(os.Stderr, "rotation child: the step never came:", err)
 	os.Exit(3)
 }
@@ -125,7 +132,7 @@ func TestRotationSurvivesFailureAtEveryStep(t *testing.T) {
 			inject: func(t *testing.T, f *keyFixture, i int) { os.Chmod(f.srvs[i].AuthorizedKeysPath, 0o400) },
 			heal:   func(t *testing.T, f *keyFixture, i int) { os.Chmod(f.srvs[i].AuthorizedKeysPath, 0o600) }},
 		{name: "disk-full",
-			inject: func(t *testing.T, f *keyFixture, i int) { fillDisk(filepath.Dir(f.srvs[i].AuthorizedKeysPath)) },
+			inject: func(t *testing.T, f *keyFixture, i int) { fillDisk(t, filepath.Dir(f.srvs[i].AuthorizedKeysPath)) },
 			heal: func(t *testing.T, f *keyFixture, i int) {
 				os.Remove(filepath.Join(filepath.Dir(f.srvs[i].AuthorizedKeysPath), "filler"))
 			}},
@@ -183,21 +190,6 @@ func (f *keyFixture) killChild(t *testing.T, step string) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("the rotation child was not killed after %s: %v\n%s", step, err, out)
-	}
-}
-
-// fillDisk fills the file system of dir (a small tmpfs).
-func fillDisk(dir string) {
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	buf := make([]byte, 512)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			return
-		}
 	}
 }
 

@@ -140,17 +140,31 @@ func TestQueueStats(t *testing.T) {
 	}
 }
 
+// Queue depth by status and priority, and throughput, for the teams the
+// actor may list.
 func ExampleClient_QueueStats() {
-	ctx := rediacc.WithActor(context.Background(), "alice")
-	c, err := rediacc.New(ctx, rediacc.Config{})
+	e := newExampleEnv(nil)
+	defer e.close()
+	e.machine("db-01", "", nil)
+	for _, p := range []rediacc.Priority{rediacc.Critical, rediacc.Critical, rediacc.Normal} {
+		if _, err := e.c.Submit(e.ctx, rediacc.TaskSpec{Machine: "db-01", Command: "true", Priority: p}); err != nil {
+			panic(err)
+		}
+	}
+	s, err := e.c.QueueStats(e.ctx, rediacc.StatsFilter{})
 	if err != nil {
 		panic(err)
 	}
-	defer c.Close()
-	s, err := c.QueueStats(ctx, rediacc.StatsFilter{Team: "prod"})
-	if err != nil {
+	fmt.Printf("pending: %d (critical %d), running: %d, oldest pending known: %v\n",
+		s.Pending, s.ByStatus[rediacc.StatusPending][rediacc.Critical], s.Running, s.OldestPendingID != "")
+	if err := e.c.RunUntilEmpty(e.ctx); err != nil {
 		panic(err)
 	}
-	fmt.Printf("critical pending: %d, oldest pending: %s, running: %d, finished/min: %.1f\n",
-		s.ByStatus[rediacc.StatusPending][rediacc.Critical], s.OldestPendingAge, s.Running, s.FinishedPerMinute)
+	if s, err = e.c.QueueStats(e.ctx, rediacc.StatsFilter{}); err != nil {
+		panic(err)
+	}
+	fmt.Printf("pending: %d, finished in the last %s: %d completed\n", s.Pending, s.Window, s.Finished.Completed)
+	// Output:
+	// pending: 3 (critical 2), running: 0, oldest pending known: true
+	// pending: 0, finished in the last 5m0s: 3 completed
 }

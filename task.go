@@ -174,6 +174,39 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 	return s, nil
 }
 
+// Outcome is how an attempt ended (Attempt.Outcome); "" while it runs.
+type Outcome string
+
+// Outcomes of an attempt.
+const (
+	// OutcomeSucceeded: the command exited 0.
+	OutcomeSucceeded Outcome = store.OutcomeSucceeded
+	// OutcomeFailed: the attempt failed (non-zero exit, signal, connection,
+	// credentials…; see Attempt.ErrorKind). Counted.
+	OutcomeFailed Outcome = store.OutcomeFailed
+	// OutcomeTimeout: the command ran past the task's timeout and was
+	// stopped. Counted.
+	OutcomeTimeout Outcome = store.OutcomeTimeout
+	// OutcomeCancelled: the task was cancelled during the attempt.
+	OutcomeCancelled Outcome = store.OutcomeCancelled
+	// OutcomeInterrupted: the attempt was stopped (its copy on the machine
+	// confirmed gone) or never started, without a result: by its worker's
+	// shutdown, or after its worker was lost. Not counted; the task runs
+	// again.
+	OutcomeInterrupted Outcome = store.OutcomeInterrupted
+	// OutcomeUnknown: its worker (or its connection) was lost while it
+	// ran, and whether its copy still runs on the machine has not been
+	// learned yet. The task does not run again before it is: it waits
+	// (Task.Waiting, WaitEarlierCopy) until a worker reaches the machine, stops that copy
+	// or reads its result. Not counted.
+	OutcomeUnknown Outcome = store.OutcomeUnknown
+	// OutcomeLost: its copy is gone but ended without recording how (killed
+	// by a signal, the machine rebooted, no marker could be kept): whether
+	// it completed cannot be learned, so the task ran again — the one case
+	// of at-least-once. Not counted.
+	OutcomeLost Outcome = store.OutcomeLost
+)
+
 // Attempt is one try of a task.
 type Attempt struct {
 	Number    int       `json:"number"` // 1-based; an interrupted try reruns under the same number
@@ -181,11 +214,29 @@ type Attempt struct {
 	StartedAt time.Time `json:"startedAt"`
 	EndedAt   time.Time `json:"endedAt,omitzero"`
 	ExitCode  *int      `json:"exitCode,omitempty"`
+	// Signal is the signal that killed the command ("TERM"), "" otherwise.
+	Signal    string    `json:"signal,omitempty"`
 	Error     string    `json:"error,omitempty"`
-	// Outcome is "succeeded", "failed", "timeout", "cancelled",
-	// "interrupted" (worker shutdown or crash: not counted), or "" while
-	// running.
-	Outcome string `json:"outcome,omitempty"`
+	ErrorKind ErrorKind `json:"errorKind,omitempty"`
+	// Outcome is one of the Outcome constants, or "" while running.
+	Outcome Outcome `json:"outcome,omitempty"`
+	// Recovered: the result was read from the run's marker on the machine
+	// after the attempt's worker or connection was lost; its output is
+	// missing or partial.
+	Recovered bool `json:"recovered,omitempty"`
+	// RunID names the attempt's marker on its machine
+	// (~/.cache/rediacc/run/RUNID, see package ssh) and PGID its process
+	// group there (0 until known); RemoteID ("boot-id/start-time") tells
+	// that group apart from a later one reusing its id.
+	RunID    string `json:"runId,omitempty"`
+	PGID     int    `json:"pgid,omitempty"`
+	RemoteID string `json:"remoteId,omitempty"`
+}
+
+func attemptFromRecord(a store.Attempt) Attempt {
+	return Attempt{Number: a.Number, Worker: a.Worker, StartedAt: a.StartedAt, EndedAt: a.EndedAt,
+		ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error, ErrorKind: ErrorKind(a.ErrorKind),
+		Outcome: Outcome(a.Outcome), Recovered: a.Recovered, RunID: a.RunID, PGID: a.PGID, RemoteID: a.RemoteID}
 }
 
 // Task is a queued task and what is known of its runs.
@@ -214,6 +265,9 @@ type Task struct {
 	StdoutTruncated bool
 	StderrTruncated bool
 	Error           string
+	// ErrorKind is the stable kind of Error ("" when none); Err turns both
+	// into an error for errors.Is and errors.As.
+	ErrorKind ErrorKind
 
 	CreatedAt     time.Time
 	StartedAt     time.Time // first attempt's start; zero before
@@ -265,6 +319,7 @@ type taskJSON struct {
 	StdoutTruncated bool              `json:"stdoutTruncated,omitempty"`
 	StderrTruncated bool              `json:"stderrTruncated,omitempty"`
 	Error           string            `json:"error"`
+	ErrorKind       ErrorKind         `json:"errorKind,omitempty"`
 	CreatedAt       *time.Time        `json:"createdAt"`
 	StartedAt       *time.Time        `json:"startedAt"`
 	CompletedAt     *time.Time        `json:"completedAt"`
@@ -304,7 +359,8 @@ func (t Task) MarshalJSON() ([]byte, error) {
 		Attempts: t.Attempts, History: t.History, ExitCode: t.ExitCode,
 		Stdout: t.Stdout, Stderr: t.Stderr,
 		StdoutTruncated: t.StdoutTruncated, StderrTruncated: t.StderrTruncated,
-		Error: t.Error, CreatedAt: timePtr(t.CreatedAt), StartedAt: timePtr(t.StartedAt),
+		Error: t.Error, ErrorKind: t.ErrorKind,
+		CreatedAt: timePtr(t.CreatedAt), StartedAt: timePtr(t.StartedAt),
 		CompletedAt: timePtr(t.CompletedAt), NextAttemptAt: timePtr(t.NextAttemptAt),
 		WaitReason: t.WaitMessage(), WaitReasons: t.Waiting, Kind: t.Kind,
 	})
@@ -350,7 +406,8 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 		Team: j.Team, TeamID: j.TeamID, MachineID: j.MachineID, Status: j.Status, Attempts: j.Attempts, History: j.History,
 		ExitCode: j.ExitCode, Stdout: j.Stdout, Stderr: j.Stderr,
 		StdoutTruncated: j.StdoutTruncated, StderrTruncated: j.StderrTruncated,
-		Error: j.Error, CreatedAt: timeVal(j.CreatedAt), StartedAt: timeVal(j.StartedAt),
+		Error: j.Error, ErrorKind: j.ErrorKind,
+		CreatedAt: timeVal(j.CreatedAt), StartedAt: timeVal(j.StartedAt),
 		CompletedAt: timeVal(j.CompletedAt), NextAttemptAt: timeVal(j.NextAttemptAt),
 		Waiting: j.WaitReasons,
 	}
@@ -400,7 +457,8 @@ func taskFromRecord(r store.Task) (*Task, error) {
 		Team: r.Team, TeamID: r.TeamID, MachineID: r.MachineID, Status: Status(r.Status), Attempts: r.Attempts,
 		ExitCode: r.ExitCode, Stdout: string(r.Stdout), Stderr: string(r.Stderr),
 		StdoutTruncated: r.StdoutTruncated, StderrTruncated: r.StderrTruncated,
-		Error: r.Error, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, CompletedAt: r.CompletedAt,
+		Error: r.Error, ErrorKind: ErrorKind(r.ErrorKind),
+		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, CompletedAt: r.CompletedAt,
 	}
 	if r.Status == store.Pending && r.ReadyAt.After(r.CreatedAt) {
 		t.NextAttemptAt = r.ReadyAt
@@ -409,7 +467,7 @@ func taskFromRecord(r store.Task) (*Task, error) {
 		t.Kind = sj.Maintenance.Op
 	}
 	for _, a := range r.History {
-		t.History = append(t.History, Attempt(a))
+		t.History = append(t.History, attemptFromRecord(a))
 	}
 	return t, nil
 }
@@ -649,8 +707,12 @@ func (c *Client) Wait(ctx context.Context, id string) (*Task, error) {
 
 // Cancel cancels a task. A PENDING task becomes CANCELLED at once; an
 // ASSIGNED or PROCESSING one has its remote command stopped by its worker
-// and then becomes CANCELLED (Wait for it). Cancelling a CANCELLED task
-// returns it unchanged. Needs operator (or admin) of the task's team.
+// and then becomes CANCELLED (Wait for it). So does a PENDING task whose
+// earlier copy may still run on its machine (an attempt of OutcomeUnknown,
+// see Task.WaitReason): it becomes CANCELLED once a worker has stopped that
+// copy, so CANCELLED always means that no copy runs. Cancelling a
+// CANCELLED task returns it unchanged. Needs operator (or admin) of the
+// task's team.
 //
 // Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound; ErrNotCancellable
 // for COMPLETED and FAILED tasks.

@@ -43,6 +43,13 @@ const (
 	// actor has no operator (or admin) role in its team. Only
 	// RunUntilEmpty's HeldError, which speaks for its worker, reports it.
 	WaitNotRunnable WaitCode = "not-runnable"
+	// WaitEarlierCopy: an earlier attempt's copy may still run on the
+	// machine (its worker or its connection was lost, see OutcomeUnknown)
+	// and the machine could not tell yet: the task runs, or finishes with
+	// that copy's result, once a worker has reached the machine and
+	// stopped the copy or read how it ended. A cancel waits for it too.
+	// Until is the next check.
+	WaitEarlierCopy WaitCode = "earlier-copy"
 	// WaitQueued: nothing holds the task back; it waits its turn (higher
 	// priorities first, then teams take turns by weight, then the team's
 	// machines, then FIFO) for a worker with a free slot.
@@ -176,6 +183,9 @@ func (w *waitView) policy(m *waitMachine, id string) sched.Policy {
 func (w *waitView) reasons(r store.Task) []WaitReason {
 	if r.Status != store.Pending {
 		return nil
+	}
+	if er, ok := earlierCopyWait(r, w.clock); ok { // execution.go
+		return []WaitReason{er}
 	}
 	m := w.machine(r.MachineID)
 	p := w.policy(m, r.MachineID)

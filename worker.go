@@ -84,8 +84,11 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 	log := c.log.With(slog.String("worker", c.id))
 	log.InfoContext(ctx, "worker started", "concurrency", c.cfg.Concurrency, "per_machine_limit", c.cfg.PerMachineLimit)
 
+	liveWorkers.Store(c.id, struct{}{})
+	defer liveWorkers.Delete(c.id)
 	c.beatWorker(ctx, log) // the workers registry of a shared store (cluster.go)
 	defer c.unregisterWorker(ctx)
+	c.adoptSpooled(ctx, log) // results a gone worker kept, before any rescue (execution.go)
 	if c.leads(ctx, log) {
 		c.rescue(ctx, log)
 	}
@@ -178,6 +181,7 @@ loop:
 			c.heartbeat(base, log)
 			c.beatWorker(ctx, log)
 		case <-rescue.C:
+			c.adoptSpooled(ctx, log)
 			if c.leads(ctx, log) {
 				c.rescue(ctx, log)
 			}
@@ -312,6 +316,7 @@ func (c *Client) heartbeat(ctx context.Context, log *slog.Logger) {
 	if len(ids) == 0 {
 		return
 	}
+	c.flushRemotes(ctx, log) // execution.go
 	hb, err := c.engine.Heartbeat(ctx, c.id, ids, c.clock.Now().UTC().Add(c.cfg.LeaseDuration))
 	if err != nil {
 		log.ErrorContext(ctx, "lease renewal failed", "error", err, "tasks", len(ids))
@@ -331,9 +336,10 @@ func (c *Client) heartbeat(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// rescue takes back tasks whose worker is gone.
+// rescue takes back tasks whose worker is gone, never those this worker
+// holds (execution.go).
 func (c *Client) rescue(ctx context.Context, log *slog.Logger) {
-	rescued, err := c.engine.Rescue(ctx, store.RescueRequest{Now: c.clock.Now().UTC(), OwnerDead: ownerDead})
+	rescued, err := c.engine.Rescue(ctx, store.RescueRequest{Now: c.clock.Now().UTC(), OwnerDead: ownerDead, Held: c.held()})
 	if err != nil {
 		if ctx.Err() == nil {
 			log.ErrorContext(ctx, "rescue failed", "error", err)
@@ -367,7 +373,8 @@ func ownerDead(owner string) bool {
 	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }
 
-// execute runs one attempt of a claimed task and records its outcome.
+// execute runs one attempt of a claimed task and records its outcome. A
+// task with an attempt of unknown fate is settled instead (execution.go).
 func (c *Client) execute(ctx context.Context, rec store.Task) {
 	bg := context.WithoutCancel(ctx)
 	t, err := taskFromRecord(rec)
@@ -375,6 +382,10 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 	if err != nil {
 		c.log.ErrorContext(bg, "unreadable task", "task_id", rec.ID, "error", err)
 		c.finish(bg, rec, nil, attemptNo, store.Attempt{}, err, kindPermanent)
+		return
+	}
+	if n := unsettled(rec); n > 0 {
+		c.settle(bg, rec, t, n)
 		return
 	}
 	log := c.taskLog(t, attemptNo)
@@ -394,7 +405,10 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 		return
 	}
 	started := c.clock.Now().UTC()
-	attempt := store.Attempt{Number: attemptNo, Worker: c.id, StartedAt: started}
+	attempt := store.Attempt{Number: attemptNo, Worker: c.id, StartedAt: started, RunID: runIDFor(rec)}
+	if maintenanceOf(rec) != nil {
+		attempt.RunID = "" // it runs in this worker: no copy on the machine to mark
+	}
 	startCtx := store.WithAudit(bg, c.taskEvent(rec, "task.start", map[string]string{"attempt": strconv.Itoa(attemptNo)}))
 	if _, err := c.engine.Start(startCtx, rec.ID, c.id, attempt); err != nil {
 		log.WarnContext(bg, "task not started", "error", err)
@@ -414,7 +428,7 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 	if ms := maintenanceOf(rec); ms != nil {
 		res, runErr = c.runMaintenance(ctx, t, ms) // maintenance.go
 	} else {
-		res, red, runErr = c.runRemote(ctx, rec, t, m, attemptNo)
+		res, red, runErr = c.runRemote(ctx, rec, t, m, attemptNo, attempt.RunID)
 	}
 	if runErr != nil && ctx.Err() != nil {
 		runErr = fmt.Errorf("%w (%v)", context.Cause(ctx), runErr)
@@ -428,14 +442,17 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 		case errors.As(runErr, &exit) && exit.Signal == "":
 			code := exit.Code
 			attempt.ExitCode = &code
+		case errors.As(runErr, &exit):
+			attempt.Signal = exit.Signal
 		}
+		attempt.PGID, attempt.RemoteID, attempt.Recovered = res.Remote.PGID, remoteID(res.Remote), res.Recovered
 	}
 	kind := classify(runErr)
-	if errors.Is(runErr, errLeaseLost) {
+	if errors.Is(runErr, errLeaseLost) || errors.Is(runErr, rssh.ErrRunTaken) {
 		log.WarnContext(bg, "attempt abandoned: lease lost", "error", runErr)
 		return
 	}
-	c.finishWith(bg, rec, t, attemptNo, attempt, res, runErr, kind, red)
+	c.finishWith(bg, rec, t, attemptNo, attempt, res, runErr, kind, red, 0)
 }
 
 // taskMachine returns the machine of a claimed task, checking that it is
@@ -469,7 +486,7 @@ func (c *Client) taskMachine(ctx context.Context, rec store.Task) (Machine, erro
 // The task's secrets come from its own team's vault (rec.TeamID: the team
 // it was queued in, which owns m). The redactor masks the task's secret
 // values (nil when it has none); the result's output is already masked.
-func (c *Client) runRemote(ctx context.Context, rec store.Task, t *Task, m Machine, attemptNo int) (*rssh.Result, *redact.Redactor, error) {
+func (c *Client) runRemote(ctx context.Context, rec store.Task, t *Task, m Machine, attemptNo int, runID string) (*rssh.Result, *redact.Redactor, error) {
 	secrets, err := c.resolveSecrets(ctx, teamScope(rec.TeamID, rec.Team), t.Secrets)
 	if err != nil {
 		return nil, nil, err
@@ -482,7 +499,7 @@ func (c *Client) runRemote(ctx context.Context, rec store.Task, t *Task, m Machi
 		}
 		red = redact.NewSecrets(values...) // each value and the forms a shell prints it in
 	}
-	res, err := c.runOn(ctx, m, t, attemptNo, secrets, red)
+	res, err := c.runOn(ctx, m, t, attemptNo, runID, secrets, red)
 	if red != nil && res != nil {
 		res.Stdout = maskCapped(red, res.Stdout, res.StdoutTruncated)
 		res.Stderr = maskCapped(red, res.Stderr, res.StderrTruncated)
@@ -500,7 +517,7 @@ func maskCapped(red *redact.Redactor, b []byte, truncated bool) []byte {
 	return b
 }
 
-func (c *Client) runOn(ctx context.Context, m Machine, t *Task, attemptNo int, secrets map[string][]byte, red *redact.Redactor) (*rssh.Result, error) {
+func (c *Client) runOn(ctx context.Context, m Machine, t *Task, attemptNo int, runID string, secrets map[string][]byte, red *redact.Redactor) (*rssh.Result, error) {
 	target, err := c.machineTarget(ctx, m) // health.go
 	if err != nil {
 		return nil, err
@@ -509,7 +526,8 @@ func (c *Client) runOn(ctx context.Context, m Machine, t *Task, attemptNo int, s
 	if timeout == 0 {
 		timeout = c.cfg.DefaultTimeout
 	}
-	cmd := rssh.Command{Cmd: t.Command, Env: t.Env, Secrets: secrets, Timeout: timeout, OutputLimit: c.cfg.OutputLimit}
+	cmd := rssh.Command{Cmd: t.Command, Env: t.Env, Secrets: secrets, Timeout: timeout, OutputLimit: c.cfg.OutputLimit,
+		RunID: runID, OnStart: func(r rssh.Remote) { c.noteRemote(t.ID, runID, r) }}
 	if c.cfg.Output != nil {
 		var out, errw io.Writer = liveWriter{f: c.cfg.Output, id: t.ID, attempt: attemptNo, stream: "stdout"},
 			liveWriter{f: c.cfg.Output, id: t.ID, attempt: attemptNo, stream: "stderr"}
@@ -531,14 +549,17 @@ func (c *Client) finish(ctx context.Context, rec store.Task, t *Task, attemptNo 
 	if attempt.EndedAt.IsZero() && !attempt.StartedAt.IsZero() {
 		attempt.EndedAt = c.clock.Now().UTC()
 	}
-	c.finishWith(ctx, rec, t, attemptNo, attempt, nil, err, kind, nil)
+	c.finishWith(ctx, rec, t, attemptNo, attempt, nil, err, kind, nil, 0)
 }
 
 // finishWith decides the task's next state from the attempt's outcome and
-// records it.
-func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemptNo int, attempt store.Attempt, res *rssh.Result, runErr error, kind failureKind, red *redact.Redactor) {
+// records it (keeping the result when the store fails, execution.go).
+// settles > 0 records the settling of the unknown attempt at that History
+// position instead of closing an open one.
+func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemptNo int, attempt store.Attempt, res *rssh.Result, runErr error, kind failureKind, red *redact.Redactor, settles int) {
 	now := c.clock.Now().UTC()
-	f := store.Finish{ID: rec.ID, Owner: c.id, At: now, CountAttempt: true, Error: trimErr(runErr)}
+	f := store.Finish{ID: rec.ID, Owner: c.id, At: now, CountAttempt: true, Error: trimErr(runErr),
+		ErrorKind: string(errorKindOf(runErr)), Settles: settles}
 	if red != nil {
 		f.Error = red.String(f.Error) // errors may quote output
 	}
@@ -547,7 +568,7 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 		f.StdoutTruncated, f.StderrTruncated = res.StdoutTruncated, res.StderrTruncated
 	}
 	f.ExitCode = attempt.ExitCode
-	attempt.Error = f.Error
+	attempt.Error, attempt.ErrorKind = f.Error, f.ErrorKind
 	var policy RetryPolicy
 	if t != nil {
 		policy = t.Retry
@@ -555,15 +576,22 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	alert := false
 	switch kind {
 	case kindSuccess:
-		f.Next, attempt.Outcome = store.Completed, "succeeded"
+		f.Next, attempt.Outcome = store.Completed, store.OutcomeSucceeded
 	case kindInterrupted:
-		f.Next, attempt.Outcome, f.CountAttempt, f.ReadyAt = store.Pending, "interrupted", false, now
+		f.Next, attempt.Outcome, f.CountAttempt, f.ReadyAt = store.Pending, store.OutcomeInterrupted, false, now
+	case kindLost:
+		f.Next, attempt.Outcome, f.CountAttempt, f.ReadyAt = store.Pending, store.OutcomeLost, false, now
+	case kindFateUnknown:
+		// The copy may still run: settled by the next claim, once the
+		// machine answers.
+		f.Next, attempt.Outcome, f.CountAttempt = store.Pending, store.OutcomeUnknown, false
+		f.ReadyAt = settleRecheck(now, now)
 	case kindCancelled:
-		f.Next, attempt.Outcome = store.Cancelled, "cancelled"
+		f.Next, attempt.Outcome = store.Cancelled, store.OutcomeCancelled
 	default:
-		attempt.Outcome = "failed"
+		attempt.Outcome = store.OutcomeFailed
 		if kind == kindTimeout {
-			attempt.Outcome = "timeout"
+			attempt.Outcome = store.OutcomeTimeout
 		}
 		if policy.retryable(kind) && attemptNo < 1+policy.RetryCount {
 			f.Next = store.Pending
@@ -590,7 +618,7 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 		events = append(events, c.taskEvent(rec, "task.complete", details))
 	case f.Next == store.Cancelled:
 		events = append(events, c.taskEvent(rec, "task.cancelled", details))
-	case kind == kindInterrupted:
+	case kind == kindInterrupted, kind == kindLost, kind == kindFateUnknown:
 		events = append(events, c.taskEvent(rec, "task.interrupt", details))
 	case f.Next == store.Pending:
 		events = append(events, c.taskEvent(rec, "task.attempt.failed", details),
@@ -598,11 +626,22 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	default:
 		events = append(events, c.taskEvent(rec, "task.attempt.failed", details), c.taskEvent(rec, "task.fail", nil))
 	}
-	done, err := c.engine.Finish(store.WithAudit(ctx, events...), f)
+	var al *Alert
+	if alert {
+		al = &Alert{Kind: AlertTaskFailed, // alert.go: rate limited, counted
+			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, TeamID: rec.TeamID, MachineID: rec.MachineID, Priority: Priority(rec.Priority),
+			Command: t.Command, Attempts: rec.Attempts + 1, ExitCode: f.ExitCode, Signal: attempt.Signal,
+			Error: f.Error, ErrorKind: ErrorKind(f.ErrorKind), Time: now,
+			Message: fmt.Sprintf("task %s on %s failed after %d attempt(s): %s", rec.ID, rec.Machine, rec.Attempts+1, clipLine(f.Error, 200)),
+		}
+	}
+	done, err := c.record(ctx, f, events, al, log) // execution.go: kept and retried when the store fails
 	if err != nil {
-		if errors.Is(err, store.ErrLeaseLost) {
+		switch {
+		case errors.Is(err, store.ErrLeaseLost):
 			log.WarnContext(ctx, "result discarded: the task was taken back by another worker", "outcome", attempt.Outcome)
-		} else {
+		case errors.Is(err, errResultKept):
+		default:
 			log.ErrorContext(ctx, "recording the attempt failed", "error", err)
 		}
 		return
@@ -614,8 +653,10 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	switch {
 	case f.Next == store.Completed:
 		log.InfoContext(ctx, "task completed", "duration", attempt.EndedAt.Sub(attempt.StartedAt))
-	case f.Next == store.Pending && kind == kindInterrupted:
-		log.InfoContext(ctx, "attempt interrupted; task requeued without using an attempt")
+	case f.Next == store.Pending && kind == kindFateUnknown:
+		log.WarnContext(ctx, "attempt's fate unknown: the task waits until its machine can tell", "error", f.Error)
+	case f.Next == store.Pending && (kind == kindInterrupted || kind == kindLost):
+		log.InfoContext(ctx, "attempt interrupted; task requeued without using an attempt", "outcome", attempt.Outcome)
 	case f.Next == store.Pending:
 		log.WarnContext(ctx, "attempt failed; retrying", "error", f.Error, "retry_at", f.ReadyAt, "retries_left", policy.RetryCount+1-attemptNo)
 	case f.Next == store.Cancelled:
@@ -623,13 +664,9 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	default:
 		log.ErrorContext(ctx, "task failed", "error", f.Error, "attempts", done.Attempts)
 	}
-	if alert {
+	if al != nil && done.Status == store.Failed {
 		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := c.raiseAlert(actx, Alert{Kind: AlertTaskFailed, // alert.go: rate limited, counted
-			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, TeamID: rec.TeamID, MachineID: rec.MachineID, Priority: Priority(rec.Priority),
-			Command: t.Command, Attempts: done.Attempts, ExitCode: f.ExitCode, Error: f.Error, Time: now,
-			Message: fmt.Sprintf("task %s on %s failed after %d attempt(s): %s", rec.ID, rec.Machine, done.Attempts, clipLine(f.Error, 200)),
-		})
+		err := c.raiseAlert(actx, *al)
 		cancel()
 		if err != nil {
 			log.ErrorContext(ctx, "alert delivery failed", "error", err)

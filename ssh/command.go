@@ -76,6 +76,25 @@ type Command struct {
 	// ErrTimeout. Connection and session setup are bounded by ctx and the
 	// Config timeouts, not by Timeout.
 	Timeout time.Duration
+	// RunID, when set, makes the run findable on the machine, so that at
+	// most one copy of it ever runs and its fate can be learned later,
+	// from any process, with Pool.Settle (see "Runs that can be found
+	// again" in the package doc). The login shell creates the marker
+	// directory RunDirBase/RunID in the login user's home (atomically:
+	// when it exists already the run was taken, and Run returns an error
+	// wrapping ErrRunTaken without running Cmd), records its process
+	// group, the boot id and its start time there, and, when Cmd ends, its
+	// exit status. Cmd then runs in a subshell. When the directory cannot
+	// be created (the home is not writable) Cmd runs without a marker
+	// (Result.Remote.RunDir is ""). A connection lost while such a run is
+	// under way is settled before Run returns (see Run). 1..MaxRunIDLen
+	// bytes of [A-Za-z0-9._-], not starting with '.'; use a new id for
+	// every run.
+	RunID string
+	// OnStart, when set, is called once, from one of Run's goroutines,
+	// when the remote shell has reported its process (before Cmd runs),
+	// with that process's identity. It must not block for long.
+	OnStart func(Remote)
 }
 
 // Result is the outcome of a command.
@@ -96,6 +115,13 @@ type Result struct {
 	// Started is when the command started on the remote host (zero when it
 	// never started); Ended is when Run saw it end.
 	Started, Ended time.Time
+	// Remote identifies the command's processes on the machine (zero when
+	// its shell never reported them).
+	Remote Remote
+	// Recovered reports a result whose exit status was read from the
+	// run's marker after the connection was lost: the output after the
+	// loss is missing.
+	Recovered bool
 }
 
 // Duration returns Ended - Started, or 0 when the command never started.
@@ -232,14 +258,24 @@ func buildRemote(cmd *Command) (remote string, block []byte, err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	if len(cmd.Secrets) == 0 {
+	if cmd.RunID != "" && !ValidRunID(cmd.RunID) {
+		return "", nil, fmt.Errorf("Command.RunID %q is not 1..%d bytes of [A-Za-z0-9._-] not starting with '.'", cmd.RunID, MaxRunIDLen)
+	}
+	prelude := ""
+	if len(cmd.Secrets) > 0 {
+		var end string
+		if end, block, err = buildSecrets(cmd); err != nil {
+			return "", nil, err
+		}
+		prelude = secretsPrelude(end)
+	}
+	if cmd.RunID != "" {
+		return markerPrelude(cmd.RunID) + prelude + markerRun(cmd.RunID, ShellQuote(script)), block, nil
+	}
+	if prelude == "" {
 		return wrapperPrefix + ShellQuote(script), nil, nil
 	}
-	end, block, err := buildSecrets(cmd)
-	if err != nil {
-		return "", nil, err
-	}
-	return pidReport + secretsPrelude(end) + "eval " + ShellQuote(script), block, nil
+	return pidReport + prelude + "eval " + ShellQuote(script), block, nil
 }
 
 // secretsEndPrefix starts the line that ends the secrets block on stdin;
@@ -322,20 +358,6 @@ func buildSecrets(cmd *Command) (end string, block []byte, err error) {
 	return end, block, nil
 }
 
-// killScript returns the remote script that stops process group pid:
-// TERM, up to grace for it to exit, then KILL.
-func killScript(pid int, grace time.Duration) string {
-	steps := int(grace / (100 * time.Millisecond))
-	p := strconv.Itoa(pid)
-	return "kill -TERM -" + p + " 2>/dev/null || kill -TERM " + p + " 2>/dev/null\n" +
-		"i=0\n" +
-		"while [ $i -lt " + strconv.Itoa(steps) + " ] && { kill -0 -" + p + " 2>/dev/null || kill -0 " + p + " 2>/dev/null; }; do\n" +
-		"  sleep 0.1 2>/dev/null || sleep 1; i=$((i+1))\n" +
-		"done\n" +
-		"kill -KILL -" + p + " 2>/dev/null; kill -KILL " + p + " 2>/dev/null\n" +
-		"exit 0\n"
-}
-
 // capture is an io.Writer that keeps the first limit bytes (limit < 0:
 // everything), sets truncated past it, and copies everything to live.
 type capture struct {
@@ -368,8 +390,16 @@ func (c *capture) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// runInfo is what the pid line reports: the remote process and, for runs
+// with a RunID, whether the marker was kept or the run was taken.
+type runInfo struct {
+	pid    int // 0 when the line was not found
+	remote Remote
+	taken  bool // the run's marker existed: the command did not run
+}
+
 // pidFilter strips the wrapper's pid line from the start of stderr and
-// reports the pid once (0 when it was not found). Lines before the marker
+// reports it once (pid 0 when it was not found). Lines before the marker
 // (e.g. noise from the login shell's start-up files) pass through.
 type pidFilter struct {
 	dst     io.Writer
@@ -377,14 +407,60 @@ type pidFilter struct {
 	done    bool
 	lines   int
 	once    sync.Once
-	pidCh   chan int // buffered, receives exactly one value
+	pidCh   chan runInfo // buffered, receives exactly one value
+	runID   string
+	onStart func(Remote)
+	mu      sync.Mutex
+	seen    runInfo
 }
 
 func newPidFilter(dst io.Writer) *pidFilter {
-	return &pidFilter{dst: dst, pidCh: make(chan int, 1)}
+	return &pidFilter{dst: dst, pidCh: make(chan runInfo, 1)}
 }
 
-func (f *pidFilter) report(pid int) { f.once.Do(func() { f.pidCh <- pid }) }
+// info returns what the pid line reported (zero before it was seen).
+func (f *pidFilter) info() runInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.seen
+}
+
+func (f *pidFilter) report(ri runInfo) {
+	f.once.Do(func() {
+		f.mu.Lock()
+		f.seen = ri
+		f.mu.Unlock()
+		if ri.pid > 0 && !ri.taken && f.onStart != nil {
+			f.onStart(ri.remote)
+		}
+		f.pidCh <- ri
+	})
+}
+
+// parsePidLine reads "PID [BOOT START FLAG]" (after the marker).
+func (f *pidFilter) parsePidLine(rest []byte) runInfo {
+	fields := strings.Fields(string(rest))
+	if len(fields) == 0 {
+		return runInfo{}
+	}
+	pid, err := strconv.Atoi(fields[0])
+	if err != nil || pid <= 1 {
+		return runInfo{}
+	}
+	ri := runInfo{pid: pid, remote: Remote{PGID: pid}}
+	if len(fields) == 4 {
+		ri.remote.BootID, ri.remote.StartTime = undash(fields[1]), undash(fields[2])
+		switch fields[3] {
+		case "m":
+			if f.runID != "" {
+				ri.remote.RunDir = RunDirBase + "/" + f.runID
+			}
+		case "t":
+			ri.taken = true
+		}
+	}
+	return ri
+}
 
 func (f *pidFilter) Write(p []byte) (int, error) {
 	if f.done {
@@ -401,11 +477,7 @@ func (f *pidFilter) Write(p []byte) (int, error) {
 		}
 		line := f.pending[:i+1]
 		if rest, ok := bytes.CutPrefix(line, []byte(pidMarker)); ok {
-			pid, err := strconv.Atoi(string(bytes.TrimSpace(rest)))
-			if err != nil || pid <= 1 {
-				pid = 0
-			}
-			f.report(pid)
+			f.report(f.parsePidLine(rest))
 			f.done = true
 			tail := f.pending[i+1:]
 			f.pending = nil
@@ -429,7 +501,7 @@ func (f *pidFilter) giveUp() {
 		f.dst.Write(f.pending)
 	}
 	f.pending = nil
-	f.report(0)
+	f.report(runInfo{})
 }
 
 // finish flushes what is pending at EOF.

@@ -142,7 +142,7 @@ func TestBuildRemoteLocally(t *testing.T) {
 	f := newPidFilter(new(bytes.Buffer))
 	f.Write(stderr.Bytes())
 	f.finish()
-	if pid := <-f.pidCh; pid <= 1 {
+	if pid := (<-f.pidCh).pid; pid <= 1 {
 		t.Errorf("pid = %d from stderr %q", pid, stderr.String())
 	}
 	if got := f.dst.(*bytes.Buffer).String(); got != "oops\n" {
@@ -202,7 +202,7 @@ func TestPidFilter(t *testing.T) {
 				f.Write([]byte(c))
 			}
 			f.finish()
-			if pid := <-f.pidCh; pid != tc.pid {
+			if pid := (<-f.pidCh).pid; pid != tc.pid {
 				t.Errorf("pid = %d, want %d", pid, tc.pid)
 			}
 			if out.String() != tc.out {

@@ -50,7 +50,8 @@
 //	printf '\036rediacc-pid %s\n' "$$" >&2; eval '<exports>; <Cmd>'
 //
 // so the shell writes its process id as a first, stripped line on stderr
-// and then runs the script itself: no extra process, and the command keeps
+// and then runs the script itself (in a subshell when the Command has a
+// RunID, see below): no extra process, and the command keeps
 // the process group that OpenSSH creates for every session. On timeout or
 // cancellation Run sends a "signal" request, then, from a second session,
 // TERM to that process group and KILL after Config.KillGrace, so background
@@ -84,6 +85,45 @@
 // run. Commands the script starts inherit the secrets in their environment,
 // as with any exported variable. If stdin ends before the end line, the
 // script does not run and the exit status is 125.
+//
+// # Runs that can be found again
+//
+// A Command with a RunID leaves a marker on the machine, so that at most
+// one copy of the run ever runs and any process can later learn what
+// became of it, even when the process that started it died. The exec
+// string then starts with a prelude that creates the directory
+// ~/.cache/rediacc/run/RUNID (RunDirBase) with mkdir — atomic: of the run
+// and a Pool.Settle, exactly one creates it — and writes into it the
+// shell's process group id, the machine's boot id and the shell's start
+// time (Linux /proc; "-" elsewhere). When the directory already exists the
+// run was taken: the shell reports so on its pid line and exits without
+// running anything (ErrRunTaken). The script then runs in a subshell,
+//
+//	(eval '<exports>; <Cmd>'); s=$?; echo $s >RUNDIR/status; exit $s
+//
+// so its exit status is recorded whatever it does (exit, exec, traps).
+// It costs a fork and a mkdir per run. Markers of runs that ended more
+// than six days ago are removed by a later run (in the background, one
+// run in fifty); a machine that cannot write ~/.cache runs the command
+// without a marker (Result.Remote.RunDir is "").
+//
+// Pool.Settle(ctx, target, runID, known) runs a second script that claims
+// the directory when it does not exist (the run never started, and now
+// never will), or reads the run's identity and status from it: an exit
+// status gives FateExited; a process group still alive (zombies aside;
+// the leader's start time guards against a reused pid; another boot id
+// means it is gone) is stopped — TERM, KILL after Config.KillGrace — and
+// seen gone (FateStopped); a group gone without a status gives FateGone.
+// When the machine cannot be reached, or the group survives KILL, Settle
+// returns an error wrapping ErrFateUnknown: the run may still be running.
+//
+// Run settles its own run when its connection is lost under it (declared
+// dead by keepalive, or dropped), and when a session that timed out while
+// opening turns out to have started the command: it returns the exit
+// status read from the marker (Result.Recovered), or a retryable
+// ErrConnect once the copy is stopped or known never to have run, or an
+// error wrapping ErrFateUnknown (not retryable) when the machine cannot
+// tell — never a retryable error while a copy may still run.
 //
 // Subpackage sshtest starts an in-process SSH server and real OpenSSH sshd
 // processes for tests.

@@ -51,6 +51,18 @@ var (
 	// MaxSecretsBytes together, missing host or user, no auth method).
 	// Nothing is sent to the server. Not retryable.
 	ErrInvalidCommand = errors.New("ssh: invalid command")
+
+	// ErrFateUnknown: whether a run (Command.RunID) still runs, or how it
+	// ended, cannot be learned for now — its machine cannot be reached
+	// after the connection was lost, or its process group survived KILL.
+	// It may still be running: do not start it again before Pool.Settle
+	// succeeds. Not retryable.
+	ErrFateUnknown = errors.New("ssh: the run's fate is unknown")
+
+	// ErrRunTaken: the marker of the run (Command.RunID) existed already on
+	// the machine: a Pool.Settle claimed it, or the run was started
+	// before. The command was not run. Not retryable.
+	ErrRunTaken = errors.New("ssh: the run was taken on the machine")
 )
 
 // ExitError reports a remote command that ended with a non-zero exit status
@@ -65,13 +77,16 @@ type ExitError struct {
 	Signal string
 	// Msg is the error message the server sent with exit-signal, if any.
 	Msg string
-
-	machine, where string // Target.Name and "user@host:port"
+	// Machine is the Target's Name and Address its "user@host:port".
+	Machine, Address string
 }
 
 // Error describes the exit, naming the machine and its address.
 func (e *ExitError) Error() string {
-	where := fmt.Sprintf("machine %q (%s)", e.machine, e.where)
+	where := fmt.Sprintf("machine %q", e.Machine)
+	if e.Address != "" {
+		where += " (" + e.Address + ")"
+	}
 	if e.Signal != "" {
 		s := fmt.Sprintf("ssh: %s: command killed by signal %s", where, e.Signal)
 		if e.Msg != "" {
@@ -85,15 +100,16 @@ func (e *ExitError) Error() string {
 // IsRetryable reports whether err is a transient connection problem that a
 // caller may retry: true for errors wrapping ErrConnect, false for nil,
 // authentication failures, host key problems, key file and passphrase
-// problems, invalid commands, a closed pool, command timeouts, non-zero exits
-// (*ExitError) and context cancellation.
+// problems, invalid commands, a closed pool, command timeouts, runs whose
+// fate is unknown or that were taken (ErrFateUnknown, ErrRunTaken),
+// non-zero exits (*ExitError) and context cancellation.
 func IsRetryable(err error) bool {
 	if err == nil {
 		return false
 	}
 	for _, permanent := range []error{
 		ErrHostKeyMismatch, ErrUnknownHostKey, ErrAuthFailed, ErrWrongPassphrase,
-		ErrKeyFile, ErrPoolClosed, ErrInvalidCommand, ErrTimeout,
+		ErrKeyFile, ErrPoolClosed, ErrInvalidCommand, ErrTimeout, ErrFateUnknown, ErrRunTaken,
 	} {
 		if errors.Is(err, permanent) {
 			return false

@@ -140,15 +140,24 @@ func freePort(t testing.TB) int {
 
 // freezeProxy forwards TCP to a target until frozen; then it holds every
 // byte (and new connections) without forwarding: a host that went dark.
+// Thaw lets new connections through again (held ones stay dark);
+// HoldReplies holds the server's bytes on the connections open now while
+// the client's still reach the server (a request that arrives but whose
+// answer never does).
 type freezeProxy struct {
 	ln     net.Listener
 	target string
 	frozen atomic.Bool
 	mu     sync.Mutex
 	conns  []net.Conn
+	links  []*proxyLink
 	wg     sync.WaitGroup
 	done   chan struct{}
 }
+
+// proxyLink is one proxied connection: up carries the client's bytes,
+// down the server's.
+type proxyLink struct{ up, down atomic.Bool }
 
 func newFreezeProxy(t testing.TB, target string) *freezeProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -164,7 +173,28 @@ func newFreezeProxy(t testing.TB, target string) *freezeProxy {
 
 func (p *freezeProxy) Port() int { return p.ln.Addr().(*net.TCPAddr).Port }
 
-func (p *freezeProxy) Freeze() { p.frozen.Store(true) }
+// Freeze holds every byte of every connection, and new connections.
+func (p *freezeProxy) Freeze() {
+	p.frozen.Store(true)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.links {
+		l.up.Store(true)
+		l.down.Store(true)
+	}
+}
+
+// Thaw lets new connections through; those held stay held.
+func (p *freezeProxy) Thaw() { p.frozen.Store(false) }
+
+// HoldReplies holds the server's bytes on the connections open now.
+func (p *freezeProxy) HoldReplies() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.links {
+		l.down.Store(true)
+	}
+}
 
 func (p *freezeProxy) track(c net.Conn) {
 	p.mu.Lock()
@@ -189,24 +219,28 @@ func (p *freezeProxy) serve() {
 			continue
 		}
 		p.track(up)
+		l := &proxyLink{}
+		p.mu.Lock()
+		p.links = append(p.links, l)
+		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(c, up)
-		go p.pipe(up, c)
+		go p.pipe(c, up, &l.down)
+		go p.pipe(up, c, &l.up)
 	}
 }
 
-func (p *freezeProxy) pipe(dst, src net.Conn) {
+func (p *freezeProxy) pipe(dst, src net.Conn, held *atomic.Bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 && !p.frozen.Load() {
+		if n > 0 && !held.Load() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
 		}
 		if err != nil {
-			if err == io.EOF && !p.frozen.Load() {
+			if err == io.EOF && !held.Load() {
 				if tc, ok := dst.(*net.TCPConn); ok {
 					tc.CloseWrite()
 				}

@@ -40,7 +40,8 @@ const (
 // CommandLineSize returns the length in bytes of the command line Run
 // would send for cmd, which must not exceed MaxCommandLineBytes: Cmd and
 // the Env exports after shell quoting, inside the wrapper that reports the
-// remote pid and, when cmd.Secrets is not empty, reads them from stdin.
+// remote pid and, when cmd.Secrets is not empty, reads them from stdin
+// (and, when cmd.RunID is set, keeps the run's marker).
 // The secrets' values do not count (they travel on stdin); only whether
 // there are any. It returns an error wrapping ErrInvalidCommand when cmd
 // is malformed (see Run).

@@ -96,6 +96,9 @@ type started struct {
 	stdout io.Reader
 	stderr io.Reader
 	stdin  io.WriteCloser
+	// retried: an earlier exec of the same command failed on a broken
+	// connection and may have started on the server all the same.
+	retried bool
 }
 
 // start opens a session on c and starts remote on it, within timeout; on
@@ -166,6 +169,7 @@ func (p *Pool) startSession(ctx context.Context, t *Target, hp *hostPool, remote
 		}
 		st, err := c.start(remote, wantStdin, p.cfg.SessionOpenTimeout)
 		if err == nil {
+			st.retried = retried
 			return st, c, nil
 		}
 		var oce *xssh.OpenChannelError
@@ -231,6 +235,7 @@ func (p *Pool) runStarted(ctx context.Context, t *Target, hp *hostPool, c *conn,
 	outCap := &capture{limit: limit, live: cmd.Stdout}
 	errCap := &capture{limit: limit, live: cmd.Stderr}
 	filter := newPidFilter(errCap)
+	filter.runID, filter.onStart = cmd.RunID, cmd.OnStart
 	var readers sync.WaitGroup
 	readers.Add(2)
 	go func() {
@@ -291,6 +296,17 @@ func (p *Pool) runStarted(ctx context.Context, t *Target, hp *hostPool, c *conn,
 		res.ExitCode = xe.ExitStatus()
 		res.Signal = xe.Signal()
 	}
+	info := filter.info()
+	res.Remote = info.remote
+	if info.taken {
+		res.ExitCode = -1
+		if st.retried {
+			// The exec was retried after a broken connection: the first
+			// one started after all (or a Settle claimed the run).
+			return p.afterLoss(ctx, t, hp, cmd, res, nil, "a session that failed to open started the command after all")
+		}
+		return res, targetErr(t, ErrRunTaken, nil, "run %s was taken on the machine (settled by another worker, or started before): the command did not run", cmd.RunID)
+	}
 
 	if stopped {
 		if ctx.Err() == nil && errors.Is(context.Cause(runCtx), errCmdTimeout) {
@@ -303,14 +319,60 @@ func (p *Pool) runStarted(ctx context.Context, t *Target, hp *hostPool, c *conn,
 	case waitErr == nil:
 		return res, nil
 	case xe != nil:
-		return res, &ExitError{Code: res.ExitCode, Signal: res.Signal, Msg: xe.Msg(), machine: t.Name, where: t.User + "@" + hp.addr}
+		return res, &ExitError{Code: res.ExitCode, Signal: res.Signal, Msg: xe.Msg(), Machine: t.Name, Address: t.User + "@" + hp.addr}
 	default:
 		reason := c.closeReason()
 		if reason == nil {
 			reason = waitErr
 		}
+		if cmd.RunID != "" {
+			return p.afterLoss(ctx, t, hp, cmd, res, reason, "connection lost while the command ran")
+		}
 		return res, targetErr(t, ErrConnect, reason,
 			"connection lost while the command ran (it may have run partly or completely)")
+	}
+}
+
+// afterLoss settles a run (cmd.RunID) whose own session was lost, on a
+// fresh connection: it returns the run's exit status when it ended (with
+// what output arrived), or ErrConnect once it is stopped or known not to
+// have run (a retry is then safe), or an error wrapping ErrConnect and
+// ErrFateUnknown when the machine cannot tell.
+func (p *Pool) afterLoss(ctx context.Context, t *Target, hp *hostPool, cmd *Command, res *Result, reason error, what string) (*Result, error) {
+	fate, err := p.settle(context.WithoutCancel(ctx), t, hp, cmd.RunID, res.Remote)
+	if err != nil {
+		return res, targetErr(t, ErrConnect, err, "%s, and whether it still runs cannot be learned: do not run it again before it is settled", what)
+	}
+	if fate.Remote.PGID > 0 {
+		res.Remote = fate.Remote
+	}
+	cause := func() error {
+		if reason != nil {
+			return fmt.Errorf("%v; %s", reason, fate.Detail)
+		}
+		return errors.New(fate.Detail)
+	}
+	switch fate.State {
+	case FateExited:
+		if fate.ExitCode == 141 {
+			// SIGPIPE: it died writing output that nobody read any more.
+			return res, targetErr(t, ErrConnect, cause(), "%s; then the command died writing output nobody read (exit 141, SIGPIPE)", what)
+		}
+		res.ExitCode, res.Signal, res.Recovered = fate.ExitCode, "", true
+		if fate.ExitCode == 0 {
+			return res, nil
+		}
+		return res, &ExitError{Code: fate.ExitCode, Msg: "exit status read from the run's marker after the connection was lost",
+			Machine: t.Name, Address: t.User + "@" + hp.addr}
+	case FateNotStarted:
+		if reason == nil {
+			return res, targetErr(t, ErrRunTaken, nil, "run %s was claimed on the machine by another worker: the command did not run", cmd.RunID)
+		}
+		return res, targetErr(t, ErrConnect, cause(), "%s before it started; it will not start any more", what)
+	case FateStopped:
+		return res, targetErr(t, ErrConnect, cause(), "%s; the command was stopped on the machine", what)
+	default: // FateGone
+		return res, targetErr(t, ErrConnect, cause(), "%s; it ended without recording whether it completed", what)
 	}
 }
 
@@ -324,7 +386,8 @@ func (p *Pool) stop(t *Target, hp *hostPool, c *conn, st *started, filter *pidFi
 	pid := 0
 	timer := time.NewTimer(grace)
 	select {
-	case pid = <-filter.pidCh:
+	case ri := <-filter.pidCh:
+		pid = ri.pid
 	case err := <-waitCh:
 		timer.Stop()
 		return err

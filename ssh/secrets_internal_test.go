@@ -145,7 +145,7 @@ func runLocally(t *testing.T, shell string, cmd *Command, stdin string, truncate
 	f := newPidFilter(new(bytes.Buffer))
 	f.Write(stderr.Bytes())
 	f.finish()
-	if pid := <-f.pidCh; pid <= 1 {
+	if pid := (<-f.pidCh).pid; pid <= 1 {
 		t.Errorf("%s: no pid line first on stderr %q", shell, stderr.String())
 	}
 	return stdout.String(), f.dst.(*bytes.Buffer).String(), code

@@ -91,7 +91,10 @@ progress bar follows the tasks, then a table shows each machine's result.`,
 					fmt.Fprintln(g.stdout, t.ID)
 				}
 				if wait && t.Status != rediacc.StatusCompleted {
-					return fmt.Errorf("task %s %s: %s", t.ID, t.Status, orDefault(t.Error, "see rediacc inspect queue "+t.ID))
+					if err := t.Err(); err != nil {
+						return fmt.Errorf("task %s %s: %w", t.ID, t.Status, err)
+					}
+					return fmt.Errorf("task %s %s: see rediacc inspect queue %s", t.ID, t.Status, t.ID)
 				}
 				return nil
 			})
@@ -231,12 +234,13 @@ func newInspectQueue(g *globals) *cobra.Command {
 				}
 				if t.Error != "" {
 					row("Error", t.Error)
+					row("Error kind", string(t.ErrorKind))
 				}
 				if err := tw.Flush(); err != nil {
 					return err
 				}
 				for _, a := range t.History {
-					fmt.Fprintf(g.stdout, "  attempt %d: %s  %s → %s  exit %s  %s\n", a.Number, orDefault(a.Outcome, "running"),
+					fmt.Fprintf(g.stdout, "  attempt %d: %s  %s → %s  exit %s  %s\n", a.Number, orDefault(string(a.Outcome), "running"),
 						fmtTime(a.StartedAt), fmtTime(a.EndedAt), exitStr(a.ExitCode), a.Error)
 				}
 				printStream(g, "stdout", t.Stdout, t.StdoutTruncated)

@@ -72,9 +72,14 @@ type Alert struct {
 	// ExitCode of the last attempt's command; nil (JSON null) when it never
 	// exited (connection error, timeout) or the alert is not about a task.
 	ExitCode *int `json:"exitCode"`
+	// Signal that killed the command ("TERM"); omitted when none.
+	Signal string `json:"signal,omitempty"`
 	// Error is the last attempt's error. Senders with a redactor mask
 	// secrets in it.
 	Error string `json:"error"`
+	// ErrorKind is the stable kind of Error ("exit", "timeout",
+	// "auth_failed"…, see rediacc.ErrorKind); omitted when none.
+	ErrorKind string `json:"errorKind,omitempty"`
 	// Message is a human-readable summary (redacted like Error).
 	Message string `json:"message"`
 	// Key, when set, names the condition for [RateLimiter] instead of the

@@ -51,6 +51,9 @@ var (
 	ErrInvalidArgument  = errors.New("store: invalid argument")
 	ErrMachineHasTasks  = errors.New("store: machine has unfinished tasks")
 	ErrDuplicateAttempt = errors.New("store: attempt already recorded")
+	// ErrUnsettled: the task has an attempt whose outcome is unknown (its
+	// copy may still run); it must be settled (Finish.Settles) first.
+	ErrUnsettled = errors.New("store: an earlier attempt of the task is not settled")
 )
 
 // Identity. Teams, machines and tasks have immutable opaque string ids
@@ -105,6 +108,22 @@ type MachineFilter struct {
 	TeamIDs []string // any of these teams (ids); nil = any
 }
 
+// Outcomes of an attempt (Attempt.Outcome; "" while it runs).
+const (
+	OutcomeSucceeded   = "succeeded"
+	OutcomeFailed      = "failed"
+	OutcomeTimeout     = "timeout"
+	OutcomeCancelled   = "cancelled"
+	OutcomeInterrupted = "interrupted" // stopped (or never started) without a result: not counted
+	// OutcomeUnknown: its worker was lost while it ran (Rescue), or its
+	// connection was; its copy may still run on the machine. The task must
+	// not run again before a worker settles this entry (Finish.Settles).
+	OutcomeUnknown = "unknown"
+	// OutcomeLost: settled, but its fate could not be learned (it ended
+	// without recording a status): the task ran again (at-least-once).
+	OutcomeLost = "lost"
+)
+
 // Attempt is one try of a task on its machine.
 type Attempt struct {
 	Number    int // 1-based; an interrupted try is rerun under the same number
@@ -112,9 +131,34 @@ type Attempt struct {
 	StartedAt time.Time
 	EndedAt   time.Time // zero while running
 	ExitCode  *int      // nil when the command did not exit (connection error, signal, timeout)
+	Signal    string    // the signal that killed the command ("TERM"), "" otherwise
 	Error     string    // "" on success
-	Outcome   string    // "", "succeeded", "failed", "interrupted", "cancelled", "timeout"
+	ErrorKind string    // the kind of Error (opaque to engines), "" on success
+	Outcome   string    // "" while running, else one of the Outcome constants
+	// Recovered: the result was read from the run's marker on the machine
+	// after its worker or connection was lost (output is missing).
+	Recovered bool
+
+	// Where it ran (opaque to engines): RunID names its marker on the
+	// machine, PGID its process group there, RemoteID ("boot-id/start-time")
+	// tells that group apart from a later one reusing the id.
+	RunID    string
+	PGID     int
+	RemoteID string
 }
+
+// AttemptRemote is the process an open attempt runs as on its machine
+// (Engine.SetAttemptRemote).
+type AttemptRemote struct {
+	TaskID   string
+	RunID    string // must equal the open attempt's RunID
+	PGID     int
+	RemoteID string
+}
+
+// Hold names a task that a worker still holds under Owner, for
+// RescueRequest.Held.
+type Hold struct{ ID, Owner string }
 
 // Task is one queued task.
 type Task struct {
@@ -152,6 +196,7 @@ type Task struct {
 	StdoutTruncated bool
 	StderrTruncated bool
 	Error           string
+	ErrorKind       string // the kind of Error (opaque to engines)
 }
 
 // TaskFilter narrows ListTasks. Zero fields match everything.
@@ -217,6 +262,13 @@ type Finish struct {
 	// Attempt is the try being closed; it replaces the open History entry
 	// (the one with zero EndedAt) or is appended when there is none.
 	Attempt Attempt
+	// Settles, when > 0, is the 1-based History position of an entry whose
+	// Outcome is OutcomeUnknown: Attempt replaces that entry instead
+	// (unset fields taken from it: Number, Worker, StartedAt, EndedAt, RunID,
+	// PGID, RemoteID), and may keep OutcomeUnknown to update its Error only.
+	// ErrInvalidArgument when there is no such entry or the task has an
+	// open one.
+	Settles int
 	// CountAttempt adds one to Task.Attempts (false for interrupted tries).
 	CountAttempt bool
 
@@ -235,6 +287,7 @@ type Finish struct {
 	StdoutTruncated bool
 	StderrTruncated bool
 	Error           string
+	ErrorKind       string
 }
 
 // RescueRequest asks the engine to take back tasks whose worker is gone.
@@ -243,6 +296,10 @@ type RescueRequest struct {
 	// OwnerDead, when not nil, is asked about each owner of an ASSIGNED or
 	// PROCESSING task whose lease has not expired yet; true rescues it now.
 	OwnerDead func(owner string) bool
+	// Held lists tasks the calling worker still holds (it is recording
+	// their result): a task leased by a Hold's Owner under its ID is never
+	// rescued by this call, expired lease or not.
+	Held []Hold
 }
 
 // DepthRow is one group of Engine.Depth: tasks grouped by status,
@@ -324,33 +381,46 @@ type Engine interface {
 	// Start moves an ASSIGNED task leased by owner to PROCESSING and appends
 	// an open History entry a (a.StartedAt required; Number defaults to
 	// Attempts+1, Worker to owner). ErrLeaseLost; ErrNotFound;
-	// ErrDuplicateAttempt when owner already started it.
+	// ErrDuplicateAttempt when owner already started it; ErrUnsettled when
+	// an entry of its History is OutcomeUnknown.
 	Start(ctx context.Context, id, owner string, a Attempt) (Task, error)
 	// Heartbeat extends owner's leases on ids to until and reports ids that
 	// are lost (unknown, finished, rescued or leased by another) or whose
 	// cancellation was asked. The context's audit records, if any, are
 	// appended even when nothing was renewed.
 	Heartbeat(ctx context.Context, owner string, ids []string, until time.Time) (Heartbeat, error)
-	// Finish closes the current attempt and moves the task to f.Next, only if
-	// f.Owner still holds it (ASSIGNED or PROCESSING); otherwise ErrLeaseLost
-	// and nothing changes. The lease is cleared. A zero f.Attempt with no
-	// open History entry records nothing; a task whose cancellation was
-	// asked becomes CANCELLED when f.Next is PENDING. ErrNotFound;
-	// ErrInvalidArgument.
+	// Finish closes the current attempt (or settles an unknown one, see
+	// Finish.Settles) and moves the task to f.Next, only if f.Owner still
+	// holds it (ASSIGNED or PROCESSING); otherwise ErrLeaseLost and nothing
+	// changes. The lease is cleared. A zero f.Attempt with no open History
+	// entry records nothing; a task whose cancellation was asked becomes
+	// CANCELLED when f.Next is PENDING, unless an entry of its History is
+	// still OutcomeUnknown (its copy may run: it stays PENDING until a
+	// worker settles it). ErrNotFound; ErrInvalidArgument.
 	Finish(ctx context.Context, f Finish) (Task, error)
-	// Cancel cancels a task: PENDING becomes CANCELLED at once;
-	// ASSIGNED/PROCESSING get CancelRequested (their worker ends them);
-	// CANCELLED is returned unchanged; COMPLETED/FAILED give
-	// ErrNotCancellable. ErrNotFound.
+	// Cancel cancels a task: PENDING becomes CANCELLED at once, unless an
+	// entry of its History is OutcomeUnknown (an earlier copy may still run
+	// on the machine): then, like ASSIGNED/PROCESSING, it gets
+	// CancelRequested and a worker ends it; CANCELLED is returned unchanged;
+	// COMPLETED/FAILED give ErrNotCancellable. ErrNotFound.
 	Cancel(ctx context.Context, id string, at time.Time) (Task, error)
 	// Rescue takes back ASSIGNED/PROCESSING tasks whose lease expired
-	// (LeaseExpiresAt <= r.Now) or whose owner is dead (see RescueRequest):
-	// those with CancelRequested become CANCELLED, the others PENDING, ready
-	// at once (ReadyAt = r.Now), keeping EnqueuedAt, with no attempt counted;
-	// an open History entry is closed with outcome "interrupted". It returns
-	// the rescued tasks ordered like ListTasks. OwnerDead is called outside
-	// any lock or transaction.
+	// (LeaseExpiresAt <= r.Now) or whose owner is dead (see RescueRequest),
+	// except those r.Held names: they become PENDING, ready at once
+	// (ReadyAt = r.Now), keeping EnqueuedAt, with no attempt counted; an
+	// open History entry (its copy may still run) is closed with outcome
+	// OutcomeUnknown and the rescue reason as its Error; a task with
+	// CancelRequested and no such entry becomes CANCELLED instead (nothing
+	// of it runs). It returns the rescued tasks ordered like ListTasks.
+	// OwnerDead is called outside any lock or transaction.
 	Rescue(ctx context.Context, r RescueRequest) ([]Task, error)
+	// SetAttemptRemote records, for each r, where the open attempt of task
+	// r.TaskID runs (PGID, RemoteID), when the task is PROCESSING under
+	// owner and its open attempt's RunID is r.RunID; it returns the task ids
+	// it did not update (lost, finished, another run), in the order given.
+	// The context's audit records, if any, are appended even when nothing
+	// was updated. ErrInvalidArgument (empty owner).
+	SetAttemptRemote(ctx context.Context, owner string, rs []AttemptRemote) (lost []string, err error)
 
 	// NextReady returns the earliest ReadyAt among PENDING tasks, and false
 	// when no task is PENDING.

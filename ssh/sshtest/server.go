@@ -51,13 +51,16 @@ type Options struct {
 	// ServerConfig.PublicKeyAuthAlgorithms), e.g. only "ssh-rsa" to act as
 	// a server that accepts SHA-1 signatures alone. Default: x/crypto's.
 	PublicKeyAuthAlgorithms []string
-	// Home, when set, is the login user's home directory, as sshd would
-	// set it: commands run with HOME=Home in that directory, and the keys
-	// in Home/.ssh/authorized_keys (OpenSSH's default AuthorizedKeysFile),
-	// read again at every authentication, log in too, so that editing the
-	// file (adding or revoking a key) takes effect as with sshd. Key
-	// options (from=, command=, …) are not enforced. With Home set and
-	// AuthorizedKeys empty, no client key is generated.
+	// Home is the login user's home directory, as sshd would set it:
+	// commands run with HOME=Home (runs with a RunID keep their markers
+	// there, under ssh.RunDirBase). When set by the caller, commands also
+	// run in that directory, and the keys in Home/.ssh/authorized_keys
+	// (OpenSSH's default AuthorizedKeysFile), read again at every
+	// authentication, log in too, so that editing the file (adding or
+	// revoking a key) takes effect as with sshd. Key options (from=,
+	// command=, …) are not enforced. With Home set and AuthorizedKeys
+	// empty, no client key is generated. Default: a new temporary
+	// directory, removed by Close (HOME only: its keys are not read).
 	Home string
 	// ServerVersion is the identification string the server sends
 	// (default x/crypto's "SSH-2.0-Go"), e.g. "SSH-2.0-OpenSSH_6.2" to
@@ -88,6 +91,7 @@ type Server struct {
 	procs    map[*os.Process]struct{}
 	closeErr error
 	once     sync.Once
+	ownHome  bool // Options.Home was made by Start: Close removes it
 }
 
 // GenerateSigner returns a new ed25519 signer and its private key in
@@ -121,11 +125,24 @@ func Start(opts Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	if s.opts.Home == "" {
+		home, err := os.MkdirTemp("", "sshtest-home-")
+		if err != nil {
+			return nil, err
+		}
+		s.opts.Home, s.ownHome = home, true
+	}
+	fail := func(err error) (*Server, error) {
+		if s.ownHome {
+			_ = os.RemoveAll(s.opts.Home)
+		}
+		return nil, err
+	}
 	s.hostKey = opts.HostKey
 	if s.hostKey == nil {
 		k, _, err := GenerateSigner(nil)
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		s.hostKey = k
 	}
@@ -133,7 +150,7 @@ func Start(opts Options) (*Server, error) {
 	if len(authorized) == 0 && !opts.NoClientAuth && opts.Home == "" {
 		k, _, err := GenerateSigner(nil)
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		s.client = k
 		authorized = append(authorized, k.PublicKey())
@@ -163,7 +180,7 @@ func Start(opts Options) (*Server, error) {
 	s.config.AddHostKey(s.hostKey)
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	s.ln = ln
 	s.wg.Add(1)
@@ -240,9 +257,15 @@ func (s *Server) Close() error {
 		}
 		s.mu.Unlock()
 		s.wg.Wait()
+		if s.ownHome {
+			_ = os.RemoveAll(s.opts.Home)
+		}
 	})
 	return s.closeErr
 }
+
+// Home returns the HOME of the server's commands (Options.Home).
+func (s *Server) Home() string { return s.opts.Home }
 
 func (s *Server) serve() {
 	defer s.wg.Done()
@@ -386,8 +409,8 @@ func (s *Server) handleSession(user string, ch ssh.Channel, reqs <-chan *ssh.Req
 }
 
 func (ss *session) baseEnv() []string {
-	env := []string{"SHELL=" + ss.s.opts.Shell}
-	for _, k := range []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "TMPDIR"} {
+	env := []string{"SHELL=" + ss.s.opts.Shell, "HOME=" + ss.s.opts.Home}
+	for _, k := range []string{"PATH", "USER", "LOGNAME", "LANG", "TMPDIR"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
@@ -405,8 +428,7 @@ func (ss *session) start(args []string, req *ssh.Request) error {
 	s := ss.s
 	cmd := exec.Command(s.opts.Shell, args...)
 	cmd.Env = ss.baseEnv()
-	if s.opts.Home != "" {
-		cmd.Env = append(cmd.Env, "HOME="+s.opts.Home)
+	if !s.ownHome {
 		cmd.Dir = s.opts.Home
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

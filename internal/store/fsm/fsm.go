@@ -21,8 +21,19 @@ import (
 // DefaultTeam is a machine's or task's team when none was given.
 const DefaultTeam = store.DefaultTeam
 
-// Outcome of an attempt closed by Rescue.
-const OutcomeInterrupted = "interrupted"
+// Outcome of an attempt closed by Rescue: its copy may still run.
+const OutcomeUnknown = store.OutcomeUnknown
+
+// Unsettled returns the 1-based History position of the last entry whose
+// outcome is unknown, or 0.
+func Unsettled(t *store.Task) int {
+	for i := len(t.History) - 1; i >= 0; i-- {
+		if t.History[i].Outcome == store.OutcomeUnknown {
+			return i + 1
+		}
+	}
+	return 0
+}
 
 // Storable times: engines may store instants as int64 unix nanoseconds.
 var (
@@ -314,6 +325,9 @@ func Start(t *store.Task, owner string, a store.Attempt) error {
 	if t.Status != store.Assigned || t.LeaseOwner != owner {
 		return leaseLost(t, owner)
 	}
+	if n := Unsettled(t); n > 0 {
+		return fmt.Errorf("%w: task %s: attempt %d (history entry %d) may still run on the machine", store.ErrUnsettled, t.ID, t.History[n-1].Number, n)
+	}
 	a = CloneAttempt(a)
 	if a.Number == 0 {
 		a.Number = t.Attempts + 1
@@ -365,6 +379,9 @@ func CheckFinish(f store.Finish) error {
 	default:
 		return fmt.Errorf("%w: finish %s: next status %q", store.ErrInvalidArgument, f.ID, f.Next)
 	}
+	if f.Settles < 0 {
+		return fmt.Errorf("%w: finish %s: settles %d", store.ErrInvalidArgument, f.ID, f.Settles)
+	}
 	return checkTimes("finish At", f.At, "finish ReadyAt", f.ReadyAt, "finish EnqueuedAt", f.EnqueuedAt,
 		"attempt StartedAt", f.Attempt.StartedAt, "attempt EndedAt", f.Attempt.EndedAt)
 }
@@ -397,7 +414,35 @@ func Finish(t *store.Task, f store.Finish) error {
 			break
 		}
 	}
+	if f.Settles > 0 {
+		if open >= 0 || f.Settles > len(t.History) || t.History[f.Settles-1].Outcome != store.OutcomeUnknown {
+			return fmt.Errorf("%w: finish %s: history entry %d is not an unknown attempt to settle (or one is open)", store.ErrInvalidArgument, t.ID, f.Settles)
+		}
+		old := t.History[f.Settles-1]
+		a = CloneAttempt(f.Attempt)
+		if a.Number == 0 {
+			a.Number = old.Number
+		}
+		if a.Worker == "" {
+			a.Worker = old.Worker
+		}
+		if a.StartedAt.IsZero() {
+			a.StartedAt = old.StartedAt
+		}
+		if a.EndedAt.IsZero() {
+			a.EndedAt = old.EndedAt
+		}
+		if a.RunID == "" {
+			a.RunID = old.RunID
+		}
+		if a.PGID == 0 {
+			a.PGID, a.RemoteID = old.PGID, old.RemoteID
+		}
+		t.History[f.Settles-1] = a
+		open = -2 // settled: nothing else is recorded
+	}
 	switch {
+	case open == -2:
 	case open >= 0:
 		if a.Number == 0 {
 			a.Number = t.History[open].Number
@@ -416,7 +461,7 @@ func Finish(t *store.Task, f store.Finish) error {
 		t.Attempts++
 	}
 	next := f.Next
-	if next == store.Pending && t.CancelRequested {
+	if next == store.Pending && t.CancelRequested && Unsettled(t) == 0 {
 		next = store.Cancelled
 	}
 	t.Status = next
@@ -436,13 +481,50 @@ func Finish(t *store.Task, f store.Finish) error {
 	t.ExitCode = intPtr(f.ExitCode)
 	t.Stdout, t.Stderr = Bytes(f.Stdout), Bytes(f.Stderr)
 	t.StdoutTruncated, t.StderrTruncated = f.StdoutTruncated, f.StderrTruncated
-	t.Error = f.Error
+	t.Error, t.ErrorKind = f.Error, f.ErrorKind
 	return nil
 }
 
 func isZeroAttempt(a store.Attempt) bool {
 	return a.Number == 0 && a.Worker == "" && a.StartedAt.IsZero() && a.EndedAt.IsZero() &&
-		a.ExitCode == nil && a.Error == "" && a.Outcome == ""
+		a.ExitCode == nil && a.Signal == "" && a.Error == "" && a.ErrorKind == "" && a.Outcome == "" &&
+		!a.Recovered && a.RunID == "" && a.PGID == 0 && a.RemoteID == ""
+}
+
+// CheckSetRemote checks SetAttemptRemote's owner.
+func CheckSetRemote(owner string) error {
+	if owner == "" {
+		return fmt.Errorf("%w: set attempt remote: owner is empty", store.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// SetRemote records r on t's open attempt if t is PROCESSING under owner
+// and that attempt's RunID is r.RunID; it reports whether t changed.
+func SetRemote(t *store.Task, owner string, r store.AttemptRemote) bool {
+	if t.Status != store.Processing || t.LeaseOwner != owner || r.RunID == "" {
+		return false
+	}
+	for i := len(t.History) - 1; i >= 0; i-- {
+		if a := &t.History[i]; a.EndedAt.IsZero() {
+			if a.RunID != r.RunID {
+				return false
+			}
+			a.PGID, a.RemoteID = r.PGID, r.RemoteID
+			return true
+		}
+	}
+	return false
+}
+
+// Held reports whether t is leased under one of hs.
+func Held(t *store.Task, hs []store.Hold) bool {
+	for _, h := range hs {
+		if h.ID == t.ID && h.Owner == t.LeaseOwner {
+			return true
+		}
+	}
+	return false
 }
 
 // Cancel applies a cancellation at instant at and reports whether t changed:
@@ -454,6 +536,14 @@ func Cancel(t *store.Task, at time.Time) (changed bool, err error) {
 	}
 	switch t.Status {
 	case store.Pending:
+		if Unsettled(t) > 0 {
+			// An earlier copy may still run: a worker settles it first.
+			if t.CancelRequested {
+				return false, nil
+			}
+			t.CancelRequested = true
+			return true, nil
+		}
 		t.Status = store.Cancelled
 		t.CompletedAt = Time(at)
 		return true, nil
@@ -483,22 +573,23 @@ func CheckRescue(r store.RescueRequest) error {
 	return checkTimes("rescue Now", r.Now)
 }
 
-// Rescue takes t back from its worker at instant now: CANCELLED when its
-// cancellation was asked, else PENDING and ready at now, EnqueuedAt and
-// Attempts unchanged; an open History entry is closed as interrupted with
-// reason as its error.
+// Rescue takes t back from its worker at instant now: an open History
+// entry is closed as unknown (its copy may still run) with reason as its
+// error; then CANCELLED when its cancellation was asked and no entry is
+// unknown, else PENDING and ready at now, EnqueuedAt and Attempts
+// unchanged.
 func Rescue(t *store.Task, now time.Time, reason string) {
 	now = Time(now)
 	for i := range t.History {
 		if t.History[i].EndedAt.IsZero() {
 			t.History[i].EndedAt = now
-			t.History[i].Outcome = OutcomeInterrupted
+			t.History[i].Outcome = OutcomeUnknown
 			if t.History[i].Error == "" {
 				t.History[i].Error = reason
 			}
 		}
 	}
-	if t.CancelRequested {
+	if t.CancelRequested && Unsettled(t) == 0 {
 		t.Status = store.Cancelled
 		t.CompletedAt = now
 	} else {

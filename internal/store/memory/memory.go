@@ -570,7 +570,7 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 	var out []store.Task
 	for _, en := range e.active {
 		t := fsm.CloneTask(en.task)
-		if !(fsm.Expired(&t, r.Now) || dead[t.LeaseOwner]) {
+		if !(fsm.Expired(&t, r.Now) || dead[t.LeaseOwner]) || fsm.Held(&t, r.Held) {
 			continue
 		}
 		fsm.Rescue(&t, r.Now, fsm.RescueReason(&t, r.Now))
@@ -580,6 +580,35 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 	fsm.SortTasks(out)
 	e.record(recs)
 	return out, nil
+}
+
+// SetAttemptRemote records where the open attempts of owner's tasks run;
+// it returns the ids it did not update.
+func (e *Engine) SetAttemptRemote(ctx context.Context, owner string, rs []store.AttemptRemote) ([]string, error) {
+	if err := fsm.CheckSetRemote(owner); err != nil {
+		return nil, err
+	}
+	recs, err := e.lockAudit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	var lost []string
+	for _, r := range rs {
+		en, ok := e.tasks[r.TaskID]
+		if !ok {
+			lost = append(lost, r.TaskID)
+			continue
+		}
+		t := fsm.CloneTask(en.task)
+		if !fsm.SetRemote(&t, owner, r) {
+			lost = append(lost, r.TaskID)
+			continue
+		}
+		e.set(en, t)
+	}
+	e.record(recs)
+	return lost, nil
 }
 
 // NextReady returns the earliest ReadyAt among PENDING tasks; false when

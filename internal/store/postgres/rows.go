@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -35,48 +34,10 @@ func blob(b []byte) []byte {
 	return b
 }
 
-// attemptRow is one History entry in the JSON array of tasks.history.
-type attemptRow struct {
-	Number    int    `json:"number"`
-	Worker    string `json:"worker,omitempty"`
-	StartedAt *int64 `json:"started_at,omitempty"`
-	EndedAt   *int64 `json:"ended_at,omitempty"`
-	ExitCode  *int   `json:"exit_code,omitempty"`
-	Error     string `json:"error,omitempty"`
-	Outcome   string `json:"outcome,omitempty"`
-}
-
 // historyJSON encodes h for the history column (nil for none).
-func historyJSON(h []store.Attempt) ([]byte, error) {
-	if len(h) == 0 {
-		return nil, nil
-	}
-	rows := make([]attemptRow, len(h))
-	for i, a := range h {
-		rows[i] = attemptRow{Number: a.Number, Worker: a.Worker, StartedAt: nanos(a.StartedAt), EndedAt: nanos(a.EndedAt),
-			ExitCode: a.ExitCode, Error: a.Error, Outcome: a.Outcome}
-	}
-	return json.Marshal(rows)
-}
+func historyJSON(h []store.Attempt) ([]byte, error) { return fsm.HistoryJSON(h) }
 
-func historyFromJSON(b []byte) ([]store.Attempt, error) {
-	if len(b) == 0 {
-		return nil, nil
-	}
-	var rows []attemptRow
-	if err := json.Unmarshal(b, &rows); err != nil {
-		return nil, fmt.Errorf("task history: %w", err)
-	}
-	if len(rows) == 0 {
-		return nil, nil
-	}
-	h := make([]store.Attempt, len(rows))
-	for i, r := range rows {
-		h[i] = store.Attempt{Number: r.Number, Worker: r.Worker, StartedAt: fromNanos(r.StartedAt), EndedAt: fromNanos(r.EndedAt),
-			ExitCode: r.ExitCode, Error: r.Error, Outcome: r.Outcome}
-	}
-	return h, nil
-}
+func historyFromJSON(b []byte) ([]store.Attempt, error) { return fsm.HistoryFromJSON(b) }
 
 // taskCols are the columns scanTask reads, ending with the names of the
 // task's team and machine (the ids themselves when no such row exists),
@@ -84,7 +45,7 @@ func historyFromJSON(b []byte) ([]store.Attempt, error) {
 // and UPDATE tasks … RETURNING alike.
 const taskCols = `seq, id, idempotency_key, team_id, machine_id, priority, spec, status, attempts, history,
 	created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
-	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error,
+	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error, error_kind,
 	COALESCE((SELECT name FROM teams WHERE teams.id = tasks.team_id), tasks.team_id),
 	COALESCE((SELECT name FROM machines WHERE machines.id = tasks.machine_id), tasks.machine_id)`
 
@@ -101,7 +62,7 @@ func scanTask(row pgx.Row) (int64, store.Task, error) {
 	)
 	err := row.Scan(&seq, &t.ID, &t.IdempotencyKey, &t.TeamID, &t.MachineID, &prio, &t.Spec, &status, &t.Attempts, &history,
 		&created, &enqueued, &ready, &started, &completed, &t.LeaseOwner, &le, &t.CancelRequested,
-		&exit, &t.Stdout, &t.Stderr, &t.StdoutTruncated, &t.StderrTruncated, &t.Error, &t.Team, &t.Machine)
+		&exit, &t.Stdout, &t.Stderr, &t.StdoutTruncated, &t.StderrTruncated, &t.Error, &t.ErrorKind, &t.Team, &t.Machine)
 	if err != nil {
 		return 0, store.Task{}, err
 	}
@@ -157,10 +118,10 @@ func taskArgs(t *store.Task) ([]any, error) {
 	return []any{t.ID, t.IdempotencyKey, t.TeamID, t.MachineID, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
 		nanos(t.CreatedAt), nanos(t.EnqueuedAt), nanos(t.ReadyAt), nanos(t.StartedAt), nanos(t.CompletedAt),
 		t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
-		exitCode(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error}, nil
+		exitCode(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error, t.ErrorKind}, nil
 }
 
 const sqlInsertTask = `INSERT INTO tasks (id, idempotency_key, team_id, machine_id, priority, spec, status, attempts, history,
 	created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
-	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)`
+	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error, error_kind)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)`

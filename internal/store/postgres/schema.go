@@ -264,4 +264,11 @@ CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (team_id, idempotency_key) WH
 `,
 	// 6: blobs: host keys and encrypted vaults (schema_fleet.go).
 	migrationBlobs,
+
+	// 7: the kind of a task's error, stored next to its text (opaque to
+	// the engine; '' when none), as in the SQLite engine's migration 9.
+	// Attempts keep theirs (and their remote process) in history.
+	`
+ALTER TABLE tasks ADD COLUMN error_kind text COLLATE "C" NOT NULL DEFAULT '';
+`,
 }

@@ -374,11 +374,12 @@ func saveTask(ctx context.Context, tx pgx.Tx, seq int64, t *store.Task) error {
 	}
 	_, err = tx.Exec(ctx, `UPDATE tasks SET status = $1, attempts = $2, history = $3, enqueued_at = $4, ready_at = $5,
 		started_at = $6, completed_at = $7, lease_owner = $8, lease_expires_at = $9, cancel_requested = $10,
-		exit_code = $11, stdout = $12, stderr = $13, stdout_truncated = $14, stderr_truncated = $15, error = $16
-		WHERE seq = $17`,
+		exit_code = $11, stdout = $12, stderr = $13, stdout_truncated = $14, stderr_truncated = $15, error = $16,
+		error_kind = $17
+		WHERE seq = $18`,
 		string(t.Status), t.Attempts, h, nanos(t.EnqueuedAt), nanos(t.ReadyAt),
 		nanos(t.StartedAt), nanos(t.CompletedAt), t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
-		exitCode(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error, seq)
+		exitCode(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error, t.ErrorKind, seq)
 	return err
 }
 
@@ -529,24 +530,61 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 		}
 		for i := range ts {
 			t := &ts[i]
+			if fsm.Held(t, r.Held) {
+				continue
+			}
 			fsm.Rescue(t, r.Now, fsm.RescueReason(t, r.Now))
 			if err := saveTask(ctx, tx, seqs[i], t); err != nil {
 				return err
 			}
+			out = append(out, *t)
 		}
-		if len(ts) > 0 {
+		if len(out) > 0 {
 			if err := e.notify(ctx, tx); err != nil {
 				return err
 			}
 		}
-		fsm.SortTasks(ts)
-		out = ts
+		fsm.SortTasks(out)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// SetAttemptRemote records where the open attempts of owner's tasks run,
+// in one transaction; it returns the ids it did not update.
+func (e *Engine) SetAttemptRemote(ctx context.Context, owner string, rs []store.AttemptRemote) ([]string, error) {
+	if err := fsm.CheckSetRemote(owner); err != nil {
+		return nil, err
+	}
+	var lost []string
+	err := e.write(ctx, func(tx pgx.Tx) error {
+		lost = nil
+		for _, r := range rs {
+			seq, t, err := e.loadTask(ctx, tx, r.TaskID, true)
+			if errors.Is(err, store.ErrNotFound) {
+				lost = append(lost, r.TaskID)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !fsm.SetRemote(&t, owner, r) {
+				lost = append(lost, r.TaskID)
+				continue
+			}
+			if err := saveTask(ctx, tx, seq, &t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return lost, nil
 }
 
 // NextReady returns the earliest ReadyAt among PENDING tasks; false when

@@ -53,11 +53,7 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 			if err != nil {
 				return false, fsm.BatchErr(i, err)
 			}
-			res, err := ins.ExecContext(ctx,
-				t.ID, t.IdempotencyKey, t.TeamID, t.MachineID, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
-				nanos(t.CreatedAt), nanos(t.EnqueuedAt), nanos(t.ReadyAt), nanos(t.StartedAt), nanos(t.CompletedAt),
-				t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
-				nullInt(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error)
+			res, err := ins.ExecContext(ctx, insertArgs(t, h)...)
 			if err != nil {
 				return false, fsm.BatchErr(i, err)
 			}

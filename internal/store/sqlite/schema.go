@@ -270,4 +270,10 @@ CREATE TABLE blobs (
 	PRIMARY KEY (kind, key)
 ) STRICT;
 `,
+
+	// 9: the kind of a task's error, stored next to its text (opaque to
+	// the engine; '' when none). Attempts keep theirs in history.
+	`
+ALTER TABLE tasks ADD COLUMN error_kind TEXT NOT NULL DEFAULT '';
+`,
 }

@@ -403,61 +403,19 @@ func blob(b []byte) any {
 	return b
 }
 
-type attemptRow struct {
-	Number    int    `json:"number"`
-	Worker    string `json:"worker,omitempty"`
-	StartedAt *int64 `json:"started_at,omitempty"`
-	EndedAt   *int64 `json:"ended_at,omitempty"`
-	ExitCode  *int   `json:"exit_code,omitempty"`
-	Error     string `json:"error,omitempty"`
-	Outcome   string `json:"outcome,omitempty"`
-}
-
-func nsPtr(t time.Time) *int64 {
-	if t.IsZero() {
-		return nil
-	}
-	n := t.UnixNano()
-	return &n
-}
-
-func fromNsPtr(p *int64) time.Time {
-	if p == nil {
-		return time.Time{}
-	}
-	return time.Unix(0, *p).UTC()
-}
-
 func encodeHistory(h []store.Attempt) (any, error) {
-	if len(h) == 0 {
-		return nil, nil
+	b, err := fsm.HistoryJSON(h)
+	if b == nil || err != nil {
+		return nil, err
 	}
-	rows := make([]attemptRow, len(h))
-	for i, a := range h {
-		rows[i] = attemptRow{Number: a.Number, Worker: a.Worker, StartedAt: nsPtr(a.StartedAt), EndedAt: nsPtr(a.EndedAt),
-			ExitCode: a.ExitCode, Error: a.Error, Outcome: a.Outcome}
-	}
-	b, err := json.Marshal(rows)
-	return string(b), err
+	return string(b), nil
 }
 
 func decodeHistory(s sql.NullString) ([]store.Attempt, error) {
-	if !s.Valid || s.String == "" {
+	if !s.Valid {
 		return nil, nil
 	}
-	var rows []attemptRow
-	if err := json.Unmarshal([]byte(s.String), &rows); err != nil {
-		return nil, fmt.Errorf("task history: %w", err)
-	}
-	if len(rows) == 0 {
-		return nil, nil
-	}
-	h := make([]store.Attempt, len(rows))
-	for i, r := range rows {
-		h[i] = store.Attempt{Number: r.Number, Worker: r.Worker, StartedAt: fromNsPtr(r.StartedAt), EndedAt: fromNsPtr(r.EndedAt),
-			ExitCode: r.ExitCode, Error: r.Error, Outcome: r.Outcome}
-	}
-	return h, nil
+	return fsm.HistoryFromJSON([]byte(s.String))
 }
 
 // taskCols are the columns scanTask reads, ending with the names of the
@@ -466,7 +424,7 @@ func decodeHistory(s sql.NullString) ([]store.Attempt, error) {
 // and UPDATE tasks … RETURNING alike.
 const taskCols = `seq, id, idempotency_key, team_id, machine_id, priority, spec, status, attempts, history,
 	created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
-	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error,
+	exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error, error_kind,
 	` + teamNameOf + `, ` + machineNameOf
 
 // teamNameOf and machineNameOf are the names of tasks.team_id and
@@ -489,7 +447,7 @@ func scanTask(s scanner) (int64, store.Task, error) {
 	)
 	err := s.Scan(&seq, &t.ID, &t.IdempotencyKey, &t.TeamID, &t.MachineID, &t.Priority, &t.Spec, &status, &t.Attempts, &history,
 		&created, &enqueued, &ready, &started, &completed, &t.LeaseOwner, &le, &t.CancelRequested,
-		&exit, &t.Stdout, &t.Stderr, &t.StdoutTruncated, &t.StderrTruncated, &t.Error, &t.Team, &t.Machine)
+		&exit, &t.Stdout, &t.Stderr, &t.StdoutTruncated, &t.StderrTruncated, &t.Error, &t.ErrorKind, &t.Team, &t.Machine)
 	if err != nil {
 		return 0, store.Task{}, err
 	}
@@ -551,12 +509,16 @@ func (e *Engine) insertTask(ctx context.Context, tx *sql.Tx, t *store.Task) erro
 	if err != nil {
 		return err
 	}
-	_, err = stmt(ctx, tx, e.st.insertTask).ExecContext(ctx,
-		t.ID, t.IdempotencyKey, t.TeamID, t.MachineID, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
+	_, err = stmt(ctx, tx, e.st.insertTask).ExecContext(ctx, insertArgs(t, h)...)
+	return err
+}
+
+// insertArgs are the arguments of sqlInsertTask for t with encoded history h.
+func insertArgs(t *store.Task, h any) []any {
+	return []any{t.ID, t.IdempotencyKey, t.TeamID, t.MachineID, t.Priority, blob(t.Spec), string(t.Status), t.Attempts, h,
 		nanos(t.CreatedAt), nanos(t.EnqueuedAt), nanos(t.ReadyAt), nanos(t.StartedAt), nanos(t.CompletedAt),
 		t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
-		nullInt(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error)
-	return err
+		nullInt(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error, t.ErrorKind}
 }
 
 // saveTask writes t's mutable fields over row seq, only if the row is still
@@ -569,7 +531,7 @@ func (e *Engine) saveTask(ctx context.Context, tx *sql.Tx, seq int64, was store.
 	res, err := stmt(ctx, tx, e.st.saveTask).ExecContext(ctx,
 		string(t.Status), t.Attempts, h, nanos(t.EnqueuedAt), nanos(t.ReadyAt),
 		nanos(t.StartedAt), nanos(t.CompletedAt), t.LeaseOwner, nanos(t.LeaseExpiresAt), t.CancelRequested,
-		nullInt(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error,
+		nullInt(t.ExitCode), blob(t.Stdout), blob(t.Stderr), t.StdoutTruncated, t.StderrTruncated, t.Error, t.ErrorKind,
 		seq, string(was), wasOwner)
 	if err != nil {
 		return err
@@ -1054,19 +1016,57 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 		}
 		for i := range ts {
 			t := &ts[i]
+			if fsm.Held(t, r.Held) {
+				continue
+			}
 			was, wasOwner := t.Status, t.LeaseOwner
 			fsm.Rescue(t, r.Now, fsm.RescueReason(t, r.Now))
 			if err := e.saveTask(ctx, tx, seqs[i], was, wasOwner, t); err != nil {
 				return err
 			}
+			out = append(out, *t)
 		}
-		out = ts
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// SetAttemptRemote records where the open attempts of owner's tasks run,
+// in one transaction; it returns the ids it did not update.
+func (e *Engine) SetAttemptRemote(ctx context.Context, owner string, rs []store.AttemptRemote) ([]string, error) {
+	if err := fsm.CheckSetRemote(owner); err != nil {
+		return nil, err
+	}
+	var lost []string
+	err := e.write(ctx, func(tx *sql.Tx) error {
+		lost = nil
+		for _, r := range rs {
+			seq, t, err := loadedTask(r.TaskID)(scanTask(stmt(ctx, tx, e.st.loadTask).QueryRowContext(ctx, r.TaskID)))
+			if errors.Is(err, store.ErrNotFound) {
+				lost = append(lost, r.TaskID)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			was, wasOwner := t.Status, t.LeaseOwner
+			if !fsm.SetRemote(&t, owner, r) {
+				lost = append(lost, r.TaskID)
+				continue
+			}
+			if err := e.saveTask(ctx, tx, seq, was, wasOwner, &t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return lost, nil
 }
 
 // NextReady returns the earliest ReadyAt among PENDING tasks; false when

@@ -572,7 +572,7 @@ func TestKilledProcess(t *testing.T) {
 		t.Fatalf("Claim after rescue: %d tasks, %v", len(again), err)
 	}
 	for _, tk := range again {
-		if tk.Attempts != 0 || len(tk.History) != 1 || tk.History[0].Outcome != "interrupted" {
+		if tk.Attempts != 0 || len(tk.History) != 1 || tk.History[0].Outcome != store.OutcomeUnknown {
 			t.Fatalf("rescued task %s: attempts %d history %+v", tk.ID, tk.Attempts, tk.History)
 		}
 	}

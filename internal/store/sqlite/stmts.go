@@ -19,11 +19,11 @@ const (
 	sqlTaskExists = `SELECT count(*) FROM tasks WHERE id = ?`
 	sqlInsertTask = `INSERT INTO tasks (id, idempotency_key, team_id, machine_id, priority, spec, status, attempts, history,
 		created_at, enqueued_at, ready_at, started_at, completed_at, lease_owner, lease_expires_at, cancel_requested,
-		exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error, error_kind)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlSaveTask = `UPDATE tasks SET status = ?, attempts = ?, history = ?, enqueued_at = ?, ready_at = ?,
 		started_at = ?, completed_at = ?, lease_owner = ?, lease_expires_at = ?, cancel_requested = ?,
-		exit_code = ?, stdout = ?, stderr = ?, stdout_truncated = ?, stderr_truncated = ?, error = ?
+		exit_code = ?, stdout = ?, stderr = ?, stdout_truncated = ?, stderr_truncated = ?, error = ?, error_kind = ?
 		WHERE seq = ? AND status = ? AND lease_owner = ?`
 	sqlRunning  = `SELECT machine_id, count(*) FROM tasks WHERE status IN ('ASSIGNED', 'PROCESSING') GROUP BY machine_id`
 	sqlClaimRow = `UPDATE tasks SET status = 'ASSIGNED', lease_owner = ?, lease_expires_at = ?

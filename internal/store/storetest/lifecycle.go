@@ -320,14 +320,20 @@ func testRescueExpired(t *testing.T, f *fixture) {
 	got := rescued[0]
 	if got.Status != store.Pending || got.Attempts != 0 || got.LeaseOwner != "" || !got.LeaseExpiresAt.IsZero() ||
 		!got.ReadyAt.Equal(now) || !got.EnqueuedAt.Equal(at(0)) || len(got.History) != 1 ||
-		got.History[0].Outcome != "interrupted" || !got.History[0].EndedAt.Equal(now) || got.History[0].Error == "" {
+		got.History[0].Outcome != store.OutcomeUnknown || !got.History[0].EndedAt.Equal(now) || got.History[0].Error == "" {
 		t.Fatalf("rescued task: %+v", got)
 	}
 	if diff := cmp.Diff(got, f.get("proc")); diff != "" {
 		t.Fatalf("Rescue result differs from the stored task:\n%s", diff)
 	}
-	// Rescued: claimable again at once, no attempt counted; the rerun keeps number 1.
-	wantIDs(t, "claim after rescue", f.claim(store.ClaimRequest{Owner: "w2", Now: now, Max: 1, Machines: []string{"m-proc"}}), "proc")
+	// Rescued: claimable again at once, no attempt counted; it runs again
+	// once its unknown attempt is settled, under the same number.
+	claimProc := func() {
+		wantIDs(t, "claim after rescue", f.claim(store.ClaimRequest{Owner: "w2", Now: now, Max: 1, Machines: []string{"m-proc"}}), "proc")
+	}
+	claimProc()
+	f.settleInterrupted("proc", "w2", 1, now)
+	claimProc()
 	if got := f.start("proc", "w2", now); got.Attempts != 0 || got.History[1].Number != 1 {
 		t.Fatalf("rerun after rescue: %+v", got)
 	}
@@ -367,7 +373,7 @@ func testRescueOwnerDead(t *testing.T, f *fixture) {
 		t.Fatalf("live worker's task: %+v", got)
 	}
 	for _, id := range []string{"a", "c"} {
-		if got := f.get(id); got.Status != store.Pending || got.History[0].Outcome != "interrupted" || got.Attempts != 0 {
+		if got := f.get(id); got.Status != store.Pending || got.History[0].Outcome != store.OutcomeUnknown || got.Attempts != 0 {
 			t.Fatalf("dead worker's task %s: %+v", id, got)
 		}
 	}
@@ -384,11 +390,29 @@ func testRescueCancelRequested(t *testing.T, f *fixture) {
 		t.Fatal(err)
 	}
 	wantIDs(t, "rescued", rescued, "x")
-	if got := f.get("x"); got.Status != store.Cancelled || !got.CompletedAt.Equal(now) || got.LeaseOwner != "" ||
-		got.History[0].Outcome != "interrupted" || got.Attempts != 0 {
+	// Its copy may still run: PENDING until a worker settles it, then
+	// CANCELLED.
+	if got := f.get("x"); got.Status != store.Pending || !got.CancelRequested || got.LeaseOwner != "" ||
+		got.History[0].Outcome != store.OutcomeUnknown || got.Attempts != 0 {
 		t.Fatalf("rescued cancel-requested task: %+v", got)
 	}
+	f.claimOne("x", "w2", now)
+	f.settleInterrupted("x", "w2", 1, now)
+	if got := f.get("x"); got.Status != store.Cancelled || !got.CompletedAt.Equal(now) || got.History[0].Outcome != store.OutcomeInterrupted {
+		t.Fatalf("settled cancel-requested task: %+v", got)
+	}
 	wantIDs(t, "not claimable", f.claim(store.ClaimRequest{Now: now}))
+
+	// ASSIGNED, never started: nothing of it runs, CANCELLED at once.
+	f.task("m-y", 3, at(0), named("y"))
+	f.claim(store.ClaimRequest{Owner: "w1", Machines: []string{"m-y"}, Now: at(time.Hour)})
+	if _, err := f.e.Cancel(f.ctx, "y", at(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "rescued", f.rescue(now), "y")
+	if got := f.get("y"); got.Status != store.Cancelled || len(got.History) != 0 {
+		t.Fatalf("rescued cancel-requested ASSIGNED task: %+v", got)
+	}
 }
 
 // A worker that was presumed dead finishes late: its Finish must not
@@ -406,6 +430,8 @@ func testRescueLateFinish(t *testing.T, f *fixture) {
 	wantErr(t, "late Finish after Rescue", err, store.ErrLeaseLost)
 	f.unchanged("late Finish after Rescue", rescued)
 
+	f.claimOne("x", "w2", now)
+	f.settleInterrupted("x", "w2", 1, now)
 	f.claimOne("x", "w2", now)
 	f.start("x", "w2", now)
 	running := f.get("x")

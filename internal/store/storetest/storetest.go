@@ -78,6 +78,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Engine) {
 	tests = append(tests, keyTests...)
 	tests = append(tests, identityTests...)
 	tests = append(tests, blobTests...)
+	tests = append(tests, executionTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := open(t)

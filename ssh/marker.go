@@ -1,0 +1,374 @@
+package ssh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// RunDirBase is where, relative to the login user's home directory, a run
+// with a Command.RunID keeps its marker directory: RunDirBase/RUNID.
+const RunDirBase = ".cache/rediacc/run"
+
+// MaxRunIDLen bounds Command.RunID.
+const MaxRunIDLen = 128
+
+// ValidRunID reports whether id can name a run's marker directory: 1 to
+// MaxRunIDLen bytes of [A-Za-z0-9._-], not starting with '.'.
+func ValidRunID(id string) bool {
+	if id == "" || len(id) > MaxRunIDLen || id[0] == '.' {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Remote identifies a command's processes on its machine.
+type Remote struct {
+	// PGID is the process group (and session) id of the command: the pid
+	// of the login shell that runs it. 0 when unknown.
+	PGID int
+	// BootID is the machine's boot id (Linux: /proc/sys/kernel/random/boot_id),
+	// "" when unknown. A different boot id means the process is gone.
+	BootID string
+	// StartTime is the login shell's start time in clock ticks since boot
+	// (Linux: field 22 of /proc/PGID/stat), "" when unknown. With BootID it
+	// tells the process apart from a later one that reuses the pid.
+	StartTime string
+	// RunDir is the run's marker directory, relative to the login user's
+	// home (RunDirBase/RUNID); "" when the command had no RunID or the
+	// directory could not be created (the home is not writable).
+	RunDir string
+}
+
+// FateState says what became of a run (see Pool.Settle).
+type FateState string
+
+// Fates of a run.
+const (
+	// FateNotStarted: the run never started, and never will: Settle (or an
+	// earlier Settle) claimed its marker directory, so an exec request for
+	// it still in flight finds the run taken and does not run the command.
+	FateNotStarted FateState = "not-started"
+	// FateExited: the command ended by itself; Fate.ExitCode is its status.
+	FateExited FateState = "exited"
+	// FateStopped: the command was running; Settle stopped its process
+	// group (TERM, then KILL after Config.KillGrace) and saw every process
+	// of it end. It may have done part of its work.
+	FateStopped FateState = "stopped"
+	// FateGone: the command no longer runs but ended without recording its
+	// exit status (it was killed by a signal, the machine rebooted, or it
+	// ran without a marker directory): whether it completed cannot be
+	// learned.
+	FateGone FateState = "gone"
+)
+
+// Fate is what Pool.Settle learned of a run.
+type Fate struct {
+	State FateState
+	// ExitCode is the command's exit status (FateExited only).
+	ExitCode int
+	// Remote is the run's process as its marker recorded it (zero when it
+	// never started).
+	Remote Remote
+	// Detail says how the fate was learned, in words.
+	Detail string
+}
+
+// markerPrelude is the start of the exec string of a run with a RunID:
+// the login shell creates the run's marker directory with mkdir (atomic:
+// of the run itself and a Settle, exactly one creates it), records its
+// process id, the boot id and its start time there, and reports them on
+// stderr (the pid line). When the directory exists already the run was
+// taken (by a Settle, or an earlier exec of the same run): the shell
+// reports that and exits without running anything. When it cannot be
+// created (the home is not writable) the command runs without a marker.
+// One run in fifty also removes the markers of runs ended more than six
+// days ago, in the background.
+func markerPrelude(runID string) string {
+	d := `"$_rediacc_d/` + runID + `"`
+	return `_rediacc_d=$HOME/` + RunDirBase + ` _rediacc_m=m _rediacc_b=- _rediacc_s=-` + "\n" +
+		`read -r _rediacc_b 2>/dev/null </proc/sys/kernel/random/boot_id || _rediacc_b=-` + "\n" +
+		`if read -r _rediacc_s 2>/dev/null </proc/$$/stat; then _rediacc_s=${_rediacc_s##*) }; set -- $_rediacc_s; _rediacc_s=${20:--}; set --; else _rediacc_s=-; fi` + "\n" +
+		`if mkdir ` + d + ` 2>/dev/null || { mkdir -p "$_rediacc_d" 2>/dev/null && mkdir ` + d + ` 2>/dev/null; }; then ` +
+		`echo "$$ $_rediacc_b $_rediacc_s" >` + d + `/pid; elif [ -d ` + d + ` ]; then _rediacc_m=t; else _rediacc_m=n; fi` + "\n" +
+		`printf '\036rediacc-pid %s %s %s %s\n' "$$" "$_rediacc_b" "$_rediacc_s" "$_rediacc_m" >&2` + "\n" +
+		`case $_rediacc_m in t) exit 0;; esac` + "\n" +
+		`case $_rediacc_m$$ in m*[05]0) (find "$_rediacc_d" -mindepth 2 -maxdepth 2 \( -name status -o -name claimed -o -name stopped \) -mtime +6 2>/dev/null | ` +
+		`while IFS= read -r _rediacc_f; do rm -rf "${_rediacc_f%/*}"; done) </dev/null >/dev/null 2>&1 & ;; esac` + "\n"
+}
+
+// markerRun runs the script in a subshell, so that whatever it does (exit,
+// exec, traps) the login shell records its exit status in the marker
+// directory afterwards.
+func markerRun(runID, quotedScript string) string {
+	return `(unset _rediacc_d _rediacc_m _rediacc_b _rediacc_s; eval ` + quotedScript + `); _rediacc_x=$?` + "\n" +
+		`case $_rediacc_m in m) echo "$_rediacc_x" >"$_rediacc_d/` + runID + `/status";; esac` + "\n" +
+		`exit $_rediacc_x`
+}
+
+// groupLib defines the shell functions alive and stop for process group
+// $_p whose leader started at $_ps ("-" when unknown). alive fails when no
+// process of the group is left; zombies (on Linux) do not count, and a
+// leader pid that now belongs to a younger process means the group is
+// gone (a pid is not reused while it is a process group id). stop sends
+// TERM to the group, waits up to grace, sends KILL and waits up to 5 s;
+// it fails when the group survives.
+func groupLib(grace time.Duration) string {
+	steps := strconv.Itoa(max(1, int(grace/(100*time.Millisecond))))
+	return `_zz() { sleep 0.1 2>/dev/null || sleep 1; }` + "\n" +
+		`alive() {
+  kill -0 -"$_p" 2>/dev/null || return 1
+  [ -r /proc/self/stat ] || return 0
+  if [ "$_ps" != - ] && read -r _l 2>/dev/null </proc/"$_p"/stat; then
+    _l=${_l##*) }; set -- $_l; [ "${20}" = "$_ps" ] || return 1
+  fi
+  for _f in /proc/[0-9]*/stat; do
+    read -r _l 2>/dev/null <"$_f" || continue
+    _l=${_l##*) }; set -- $_l
+    if [ "$3" = "$_p" ]; then case $1 in Z|X|x) ;; *) return 0;; esac; fi
+  done
+  return 1
+}
+stop() {
+  kill -TERM -"$_p" 2>/dev/null
+  _i=0; while alive && [ $_i -lt ` + steps + ` ]; do _zz; _i=$((_i+1)); done
+  alive || return 0
+  kill -KILL -"$_p" 2>/dev/null
+  _i=0; while alive && [ $_i -lt 50 ]; do _zz; _i=$((_i+1)); done
+  ! alive
+}
+`
+}
+
+// killScript returns the remote script that stops process group pid:
+// TERM, up to grace for it to exit, then KILL; it exits 0 once no process
+// of the group is left, 1 when some survived KILL.
+func killScript(pid int, grace time.Duration) string {
+	return "_p=" + strconv.Itoa(pid) + " _ps=-\n" + groupLib(grace) + "stop\n"
+}
+
+// fateMarker starts the line the settle script prints its verdict on.
+const fateMarker = "\x1erediacc-fate "
+
+// settleScript returns the remote script of Settle: it claims the marker
+// directory of run runID when it does not exist yet (the run never
+// started), else reads the run's process identity from it (or uses known
+// when the run kept no marker) and its exit status, and stops the run's
+// process group if it still runs. It prints one fate line.
+func settleScript(runID string, known Remote, grace time.Duration) string {
+	dash := func(s string) string {
+		if s == "" || !shellSafe(s) {
+			return "-"
+		}
+		return s
+	}
+	kp := "-"
+	if known.PGID > 1 {
+		kp = strconv.Itoa(known.PGID)
+	}
+	return `_d=$HOME/` + RunDirBase + `/` + runID + ` _b=- _p= _pb= _ps= _x=` + "\n" +
+		`read -r _b 2>/dev/null </proc/sys/kernel/random/boot_id || _b=-` + "\n" +
+		`fate() { printf '\036rediacc-fate %s\n' "$*"; exit 0; }` + "\n" +
+		`status() {
+  _j=0
+  while [ -f "$_d/status" ] && [ $_j -lt 20 ]; do
+    _x=; read -r _x 2>/dev/null <"$_d/status"
+    case $_x in ''|*[!0-9]*) _zz; _j=$((_j+1));; *) fate exited "$_x" "${_p:--}" "${_pb:--}" "${_ps:--}";; esac
+  done
+}
+` + groupLib(grace) +
+		`if mkdir "$_d" 2>/dev/null || { mkdir -p "${_d%/*}" 2>/dev/null && mkdir "$_d" 2>/dev/null; }; then echo "$_b" >"$_d/claimed"; fate not-started claimed; fi
+if [ -d "$_d" ]; then
+  _i=0; while [ ! -f "$_d/pid" ] && [ ! -f "$_d/claimed" ] && [ $_i -lt 30 ]; do _zz; _i=$((_i+1)); done
+  [ -f "$_d/pid" ] || { [ -f "$_d/claimed" ] && fate not-started claimed-before; fate gone - - - its shell ended before recording its process id; }
+  read -r _p _pb _ps <"$_d/pid"
+else
+  _p=` + kp + ` _pb=` + dash(known.BootID) + ` _ps=` + dash(known.StartTime) + `
+  case $_p in ''|-|0|1|*[!0-9]*) fate unknown - - - no marker directory and no process id to go by;; esac
+fi
+_pb=${_pb:--} _ps=${_ps:--}
+status
+[ "$_pb" != - ] && [ "$_b" != - ] && [ "$_pb" != "$_b" ] && fate gone "$_p" "$_pb" "$_ps" the machine rebooted since it started
+if ! alive; then
+  status
+  [ -d "$_d" ] && [ -f "$_d/stopped" ] && fate stopped "$_p" "$_pb" "$_ps"
+  fate gone "$_p" "$_pb" "$_ps" it ended without recording its exit status
+fi
+stop || fate running "$_p" "$_pb" "$_ps" its process group survived KILL
+status
+[ -d "$_d" ] && echo "$_b" >"$_d/stopped"
+fate stopped "$_p" "$_pb" "$_ps"
+`
+}
+
+// parseFate reads the settle script's verdict from its stdout.
+func parseFate(out []byte, runID string) (Fate, error) {
+	i := bytes.LastIndex(out, []byte(fateMarker))
+	if i < 0 {
+		return Fate{}, fmt.Errorf("no verdict in the settle script's output %q", clip(out, 200))
+	}
+	line, _, _ := strings.Cut(string(out[i+len(fateMarker):]), "\n")
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return Fate{}, fmt.Errorf("empty verdict")
+	}
+	fate := Fate{Remote: Remote{RunDir: RunDirBase + "/" + runID}}
+	remote := func() {
+		if len(f) >= 4 {
+			fate.Remote.PGID, _ = strconv.Atoi(f[1])
+			fate.Remote.BootID, fate.Remote.StartTime = undash(f[2]), undash(f[3])
+		}
+		if len(f) > 4 {
+			fate.Detail = strings.Join(f[4:], " ")
+		}
+	}
+	switch f[0] {
+	case "not-started":
+		fate.State, fate.Remote = FateNotStarted, Remote{}
+		fate.Detail = "the run never started; its marker is now claimed, so it never will"
+		if len(f) > 1 && f[1] == "claimed-before" {
+			fate.Detail = "the run never started; its marker was claimed before"
+		}
+	case "exited":
+		if len(f) < 2 {
+			return Fate{}, fmt.Errorf("verdict %q lacks the exit status", line)
+		}
+		code, err := strconv.Atoi(f[1])
+		if err != nil {
+			return Fate{}, fmt.Errorf("verdict %q: %v", line, err)
+		}
+		fate.State, fate.ExitCode = FateExited, code
+		if len(f) >= 5 {
+			fate.Remote.PGID, _ = strconv.Atoi(f[2])
+			fate.Remote.BootID, fate.Remote.StartTime = undash(f[3]), undash(f[4])
+		}
+		fate.Detail = fmt.Sprintf("the command exited with status %d (read from its marker)", code)
+	case "stopped":
+		fate.State = FateStopped
+		remote()
+		fate.Detail = "the command was running; its process group was stopped (TERM, then KILL) and is gone"
+	case "gone":
+		fate.State = FateGone
+		remote()
+	case "running":
+		remote()
+		return fate, fmt.Errorf("%w: process group %d of run %s survived TERM and KILL", ErrFateUnknown, fate.Remote.PGID, runID)
+	case "unknown":
+		remote()
+		return fate, fmt.Errorf("%w: run %s: %s", ErrFateUnknown, runID, fate.Detail)
+	default:
+		return Fate{}, fmt.Errorf("unknown verdict %q", line)
+	}
+	return fate, nil
+}
+
+func undash(s string) string {
+	if s == "-" {
+		return ""
+	}
+	return s
+}
+
+func clip(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
+}
+
+// Settle learns the fate of the run of a Command with RunID runID on t and
+// makes sure it no longer runs, from any process: the run's own Pool may be
+// gone (its worker crashed). known is what the caller recorded of the run's
+// process (Result.Remote, or Command.OnStart's argument); it is used only
+// when the run kept no marker directory.
+//
+// The verdicts (Fate.State):
+//   - FateNotStarted: the marker directory did not exist; Settle created it,
+//     so the run can no longer start (its exec request, if still in
+//     flight, finds it taken);
+//   - FateExited: the command ended by itself with Fate.ExitCode;
+//   - FateStopped: it was running and Settle stopped its process group
+//     (TERM, KILL after Config.KillGrace), then saw it gone;
+//   - FateGone: it ended without recording a status, or the machine
+//     rebooted: whether it completed cannot be learned.
+//
+// Errors: ErrInvalidCommand (bad runID or Target); errors wrapping
+// ErrFateUnknown when the fate cannot be learned or the run cannot be
+// stopped — the machine is unreachable (the error also wraps ErrConnect,
+// ErrAuthFailed, ErrHostKeyMismatch… as Run's would), the process group
+// survived KILL, or there is neither a marker nor a known process id.
+// Settle is idempotent: settling a settled run gives the same state (a
+// Settle that stops a run records so in its marker).
+func (p *Pool) Settle(ctx context.Context, t Target, runID string, known Remote) (Fate, error) {
+	if err := validateTarget(&t); err != nil {
+		return Fate{}, err
+	}
+	if !ValidRunID(runID) {
+		return Fate{}, targetErr(&t, ErrInvalidCommand, nil, "run id %q is not 1..%d bytes of [A-Za-z0-9._-] not starting with '.'", runID, MaxRunIDLen)
+	}
+	if !p.enter() {
+		return Fate{}, targetErr(&t, ErrPoolClosed, nil, "pool closed")
+	}
+	defer p.wg.Done()
+	hp := p.hostPool(&t)
+	return p.settle(ctx, &t, hp, runID, known)
+}
+
+// settle runs the settle script on a session of its own (allowed past the
+// session limits, like a kill helper).
+func (p *Pool) settle(ctx context.Context, t *Target, hp *hostPool, runID string, known Remote) (Fate, error) {
+	fail := func(err error) (Fate, error) {
+		return Fate{}, &wrapError{msg: fmt.Sprintf("ssh: machine %q (%s@%s): the fate of run %s cannot be learned: %v",
+			t.Name, t.User, t.addr(), runID, err), errs: []error{ErrFateUnknown, err}}
+	}
+	grace := p.cfg.KillGrace
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout+p.cfg.HandshakeTimeout+p.cfg.SessionOpenTimeout+grace+20*time.Second)
+	defer cancel()
+	st, c, err := p.startSession(ctx, t, hp, settleScript(runID, known, grace), false, true)
+	if err != nil {
+		return fail(err)
+	}
+	defer p.release(c)
+	defer st.sess.Close()
+	out, errOut := &capture{limit: 64 << 10}, &capture{limit: 64 << 10}
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() { defer readers.Done(); _, _ = io.Copy(out, st.stdout) }()
+	go func() { defer readers.Done(); _, _ = io.Copy(errOut, st.stderr) }()
+	waitCh := make(chan error, 1)
+	go func() { waitCh <- st.sess.Wait() }()
+	var werr error
+	select {
+	case werr = <-waitCh:
+	case <-ctx.Done():
+		st.sess.Close()
+		c.drop(errors.New("settle session did not end"))
+		<-waitCh
+		readers.Wait()
+		return fail(ctxErr(t, ctx, "settling"))
+	}
+	readers.Wait()
+	f, perr := parseFate(out.buf.Bytes(), runID)
+	if perr != nil {
+		if werr != nil {
+			perr = fmt.Errorf("%v (session: %v; stderr %q)", perr, werr, clip(errOut.buf.Bytes(), 200))
+		}
+		if errors.Is(perr, ErrFateUnknown) {
+			return f, targetErr(t, nil, perr, "settling run %s", runID)
+		}
+		return fail(perr)
+	}
+	return f, nil
+}
