@@ -193,7 +193,7 @@ func TestSSHCAExpiredAndRefused(t *testing.T) {
 	}
 	signer := clock.Now().UTC().Format("2006-01-02 15:04")
 	machine := time.Now().UTC().Format("2006-01-02 15:04")
-	for _, want := range []string{`machine "late"`, "had expired by the machine's clock", signer, machine, "ahead of the signer's"} {
+	for _, want := range []string{`machine "late`, "had expired by the machine's clock", signer, machine, "ahead of the signer's"} {
 		if !strings.Contains(got.Error, want) {
 			t.Errorf("error lacks %q: %s", want, got.Error)
 		}
@@ -203,8 +203,8 @@ func TestSSHCAExpiredAndRefused(t *testing.T) {
 		t.Errorf("after the clock fix: %d attempts", task.Attempts)
 	}
 	for name, wants := range map[string][]string{
-		"untrusting": {`machine "untrusting"`, "accepts no certificate of CA " + ca.Active().Fingerprint, "TrustedUserCAKeys"},
-		"principals": {`machine "principals"`, "principals [" + untrusting.User + "]", "AuthorizedPrincipalsFile"},
+		"untrusting": {`machine "untrusting`, "accepts no certificate of CA " + ca.Active().Fingerprint, "TrustedUserCAKeys"},
+		"principals": {`machine "principals`, "principals [" + untrusting.User + "]", "AuthorizedPrincipalsFile"},
 	} {
 		task := waitStatus(t, c, submit(t, c, rediacc.TaskSpec{Machine: name, Command: "true", Retry: retry}).ID, rediacc.StatusFailed)
 		if task.Attempts != 1 {
@@ -696,7 +696,7 @@ func TestSSHCARevoked(t *testing.T) {
 	if got.Attempts != 1 {
 		t.Errorf("revoked certificate: %d attempts, want 1 (not retried)", got.Attempts)
 	}
-	for _, want := range []string{`machine "revoked"`, fmt.Sprintf("key ID %q", keyID), "RevokedKeys", "refused this certificate itself"} {
+	for _, want := range []string{`machine "revoked`, fmt.Sprintf("key ID %q", keyID), "RevokedKeys", "refused this certificate itself"} {
 		if !strings.Contains(got.Error, want) {
 			t.Errorf("error lacks %q: %s", want, got.Error)
 		}
