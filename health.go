@@ -265,6 +265,12 @@ func (c *Client) viewHealth(m store.Machine, now time.Time) healthView {
 // one before it (keys.go: a machine a rotation has not reached yet still
 // takes the previous key, so tasks run through every step of a rotation).
 func (c *Client) machineTarget(ctx context.Context, m Machine) (rssh.Target, error) {
+	return c.machineTargetFor(ctx, m, "probe=health")
+}
+
+// machineTargetFor is machineTarget for a connection made for purpose,
+// which an ssh-ca machine's certificates name in their key ID ("task=ID").
+func (c *Client) machineTargetFor(ctx context.Context, m Machine, purpose string) (rssh.Target, error) {
 	pass, err := c.passphrase(ctx, m)
 	if err != nil {
 		return rssh.Target{}, fmt.Errorf("%w: passphrase for %s: %v", ErrWrongPassphrase, m.IdentityFile, err)
@@ -275,6 +281,7 @@ func (c *Client) machineTarget(ctx context.Context, m Machine) (rssh.Target, err
 	}
 	t := m.target(pass, keys...)
 	t.HostKey = c.hostKeyPolicy(m) // hostkeys.go: the store's lines for m
+	c.teamSSH(ctx, &t, m, purpose) // sshca_sign.go
 	return t, nil
 }
 
@@ -323,6 +330,7 @@ func (c *Client) probeAndRecord(ctx context.Context, m Machine) (HealthSample, e
 	if perr != nil && ctx.Err() != nil {
 		return s, perr // stopped (the worker is shutting down): not the machine's fault
 	}
+	c.checkMachineCAs(ctx, m, perr) // sshca_sign.go: which SSH CA an ssh-ca machine trusts
 	var prev healthRecord
 	if pm, err := c.engine.GetMachine(ctx, m.ID); err == nil && len(pm.Health) > 0 {
 		_ = json.Unmarshal(pm.Health, &prev) // unreadable: judged afresh
@@ -459,6 +467,10 @@ type MachineStatus struct {
 	KeyAge         time.Duration `json:"-"`
 	KeyAgeSeconds  int64         `json:"keyAgeSeconds,omitempty"`
 	KeyOverdue     bool          `json:"keyOverdue"`
+	// SSHCA lists, for a machine with Auth AuthSSHCA, its team's active
+	// and next CAs and whether the machine accepted a certificate of each
+	// at its last login probe (sshca.go).
+	SSHCA []SSHCACheck `json:"sshCa,omitempty"`
 }
 
 // MachineStatus reports, by name, the health and load of the machines of
@@ -502,6 +514,7 @@ func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineS
 	}
 	now := c.clock.Now().UTC()
 	out := make([]MachineStatus, 0, len(rs))
+	caStates := map[string]*caState{}
 	for _, r := range rs {
 		m, err := machineFromRecord(r)
 		if err != nil {
@@ -511,6 +524,7 @@ func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineS
 		st := MachineStatus{
 			Name: m.Name, ID: m.ID, Team: m.Team, TeamID: m.TeamID, Labels: m.Labels, Running: running[m.ID], Queued: queued[m.ID],
 			LastProbe: v.at, ProbeError: v.rec.Error, Healthy: !v.failed, Busy: v.busy,
+			SSHCA: c.machineCAChecks(ctx, m, caStates), // sshca_sign.go
 		}
 		if j := v.rec.Judged; j != nil {
 			st.AvgCPUPercent, st.AvgMemPercent = j.CPUPercent, j.MemPercent

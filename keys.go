@@ -72,7 +72,16 @@ const (
 	KeyInFile KeySource = "file"
 	// KeyInAgent: the keys of the ssh-agent; rediacc cannot rotate them.
 	KeyInAgent KeySource = "agent"
+	// KeyBySSHCA: no long-lived key at all: the machines (Auth AuthSSHCA)
+	// log in with a key made for each connection and certified by the
+	// team's SSH CA (sshca.go). Nothing to rotate here: rotate the CA
+	// (RotateSSHCA).
+	KeyBySSHCA KeySource = "ssh-ca"
 )
+
+// rotatable reports whether rediacc holds the private key, so that
+// RotateKey can replace it.
+func (s KeySource) rotatable() bool { return s == KeyInVault || s == KeyInFile }
 
 // SSHKey is one entry of the key inventory: an SSH client key that one or
 // more machines of a team log in with. It never holds key material.
@@ -334,6 +343,8 @@ func parseSigner(pemBytes, pass []byte) (gossh.Signer, error) {
 
 func keySource(m Machine) KeySource {
 	switch {
+	case m.Auth == AuthSSHCA:
+		return KeyBySSHCA
 	case m.IdentitySecret != "":
 		return KeyInVault
 	case m.IdentityFile != "":
@@ -373,7 +384,9 @@ func (c *Client) inventory(ctx context.Context, teams []string, derive bool) ([]
 		if sk, ok := recs[id]; ok && sk.TeamID != m.TeamID {
 			id = "" // moved from another team: a key of its new team
 		}
-		if im.src == KeyInAgent {
+		if im.src == KeyBySSHCA {
+			id = derivedKeyID(m.Team, "ssh-ca") // one entry per team: its certificates
+		} else if im.src == KeyInAgent {
 			if id == "" { // one entry per pinned agent key, one for "any agent key"
 				id = derivedKeyID(m.TeamID, "agent:"+m.AgentKey)
 			}
@@ -435,7 +448,7 @@ func (c *Client) view(k *invKey, now time.Time) SSHKey {
 		s.Age = max(now.Sub(s.CreatedAt), 0)
 		s.AgeSeconds = int64(s.Age / time.Second)
 	}
-	if max := c.cfg.KeyRotation.MaxAge; max > 0 && k.src != KeyInAgent && s.Age > max {
+	if max := c.cfg.KeyRotation.MaxAge; max > 0 && k.src.rotatable() && s.Age > max {
 		s.Overdue = true
 	}
 	return s

@@ -108,6 +108,17 @@ type Machine struct {
 	// lines for the machine's address into the store; workers also read it
 	// where it exists on their host.
 	KnownHostsFile string `json:"knownHostsFile,omitempty"`
+	// Auth is how the machine's connections authenticate: AuthKey
+	// (IdentityFile), AuthAgent (UseAgent, AgentKey) or AuthSSHCA
+	// (short-lived certificates of the team's SSH CA, sshca.go; the
+	// machine then has no identity of its own). Empty: AuthKey with an
+	// identity, AuthAgent with the agent.
+	Auth MachineAuth `json:"auth,omitempty"`
+	// CertExtensions are the certificate extensions an AuthSSHCA
+	// machine's certificates carry (permit-pty, permit-port-forwarding,
+	// permit-agent-forwarding, permit-X11-forwarding, permit-user-rc).
+	// Default none: no pty, no forwarding, no ~/.ssh/rc.
+	CertExtensions []string `json:"certExtensions,omitempty"`
 	// Labels are key=value tags that TaskSpec.Selector matches: at most
 	// MaxLabels; keys 1..63 characters of letters, digits, '.', '_', '/',
 	// '-', starting with a letter or digit; values at most
@@ -219,7 +230,10 @@ func (m Machine) normalize() (Machine, error) {
 	if strings.ContainsRune(m.AuthorizedKeysFile, 0) || strings.ContainsRune(m.AuthorizedKeysFile, '\n') {
 		return bad("authorized_keys path %q contains a NUL or newline", m.AuthorizedKeysFile)
 	}
-	if m.IdentityFile == "" && m.IdentitySecret == "" && !m.UseAgent {
+	if err := m.normalizeAuth(); err != nil { // sshca.go
+		return bad("%v", err)
+	}
+	if m.Auth != AuthSSHCA && m.IdentityFile == "" && m.IdentitySecret == "" && !m.UseAgent {
 		return bad("no identity: give an identity (private key) file or use the ssh-agent")
 	}
 	if m.IdentityFile != "" {
@@ -245,9 +259,11 @@ type machineConfig struct {
 	Labels         map[string]string `json:"labels,omitempty"`
 	// Key inventory (keys.go): the key's id, its public key (authorized_keys
 	// form, no comment) and where authorized_keys is on the machine.
-	KeyID              string `json:"keyId,omitempty"`
-	PublicKey          string `json:"publicKey,omitempty"`
-	AuthorizedKeysFile string `json:"authorizedKeysFile,omitempty"`
+	KeyID              string      `json:"keyId,omitempty"`
+	PublicKey          string      `json:"publicKey,omitempty"`
+	AuthorizedKeysFile string      `json:"authorizedKeysFile,omitempty"`
+	Auth               MachineAuth `json:"auth,omitempty"`
+	CertExtensions     []string    `json:"certExtensions,omitempty"`
 }
 
 func (m Machine) record() (store.Machine, error) {
@@ -256,6 +272,7 @@ func (m Machine) record() (store.Machine, error) {
 		AgentKey: m.AgentKey, Legacy: m.LegacyAlgorithms, Algorithms: m.Algorithms,
 		HostKeyPolicy: m.HostKeyPolicy, KnownHostsFile: m.KnownHostsFile, Labels: m.Labels,
 		KeyID: m.KeyID, PublicKey: m.publicKey, AuthorizedKeysFile: m.AuthorizedKeysFile,
+		Auth: m.Auth, CertExtensions: m.CertExtensions,
 	})
 	if err != nil {
 		return store.Machine{}, err
@@ -275,6 +292,7 @@ func machineFromRecord(r store.Machine) (Machine, error) {
 		KnownHostsFile: c.KnownHostsFile, Labels: c.Labels, CreatedAt: r.CreatedAt,
 		KeyID: c.KeyID, publicKey: c.PublicKey, KeyFingerprint: fingerprintOf(c.PublicKey),
 		AuthorizedKeysFile: c.AuthorizedKeysFile,
+		Auth:               c.Auth, CertExtensions: c.CertExtensions,
 	}, nil
 }
 
@@ -393,6 +411,9 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		return Machine{}, o.fail(ctx, fmt.Errorf("machine %q: %w (remove it first or pick another name)", m.Name, ErrExists))
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return Machine{}, o.fail(ctx, mapStoreErr(err))
+	}
+	if err := c.checkMachineCA(ctx, m, sc); err != nil { // sshca.go: an ssh-ca machine needs its team's CA
+		return Machine{}, o.fail(ctx, err)
 	}
 	var imported bool                       // this call wrote the identity into the vault
 	hostLines, err := c.machineHostLines(m) // hostkeys.go: the file's lines for m, copied into the store

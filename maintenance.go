@@ -81,7 +81,7 @@ func (c *Client) SubmitKeyRotation(ctx context.Context, opts KeyRotationOptions)
 		guards   []store.Condition // each task's machine is still its team's, checked in the write
 	)
 	for _, k := range keys {
-		if k.src == KeyInAgent {
+		if !k.src.rotatable() {
 			continue
 		}
 		fp := k.fingerprint()
@@ -325,7 +325,7 @@ func (c *Client) checkKeyAges(ctx context.Context, actor string, log *slog.Logge
 		return
 	}
 	for _, k := range overdue {
-		if !authz.Allowed(g, authz.KeyRotate, k.TeamID) || k.Source == KeyInAgent {
+		if !authz.Allowed(g, authz.KeyRotate, k.TeamID) || !k.Source.rotatable() {
 			log.WarnContext(ctx, "overdue key not rotated: the worker's actor may not rotate keys of its team", "team", k.Team, "fingerprint", k.Fingerprint, "actor", actor)
 			continue
 		}

@@ -312,6 +312,8 @@ type Client struct {
 	// runCmd, when set (tests and benchmarks only: SetRunnerForTest), runs
 	// attempts instead of the SSH pool.
 	runCmd func(ctx context.Context, t rssh.Target, cmd rssh.Command) (*rssh.Result, error)
+
+	ca caClientState // SSH CA keys, certificate serials and their audit (sshca_sign.go)
 }
 
 // DefaultDataDir returns $REDIACC_HOME, else ~/.rediacc.
@@ -495,6 +497,7 @@ func (c *Client) Close() error {
 		verr = c.vlt.Close()
 	}
 	c.vaultMu.Unlock()
+	c.ca.audit.flush(c, context.Background()) // the signed certificates' last window (sshca_sign.go)
 	// The audit trail's head this client leaves, checkpointed (auditkey.go).
 	c.checkpointQuietly(context.Background(), "close")
 	aerr := c.closeAlerter()   // drains queued alert deliveries (alert.go)

@@ -206,12 +206,16 @@ func (c *Client) RotateKey(ctx context.Context, opts KeyRotationOptions) ([]KeyR
 		causes  []error
 	)
 	for _, k := range keys {
-		if k.src == KeyInAgent {
+		if !k.src.rotatable() {
+			note := "the ssh-agent's keys are not held by rediacc"
+			if k.src == KeyBySSHCA {
+				note = "certificates of the team's SSH CA, a key per connection: rotate the CA (team ssh-ca rotate)"
+			}
 			results = append(results, KeyRotationResult{KeyID: k.id, Team: k.teamName, TeamID: k.team, Action: KeyActionSkipped,
-				Note: "the ssh-agent's keys are not held by rediacc", Machines: k.states(KeyStatePending)})
+				Note: note, Machines: k.states(KeyStatePending)})
 			continue
 		}
-		r := &rotation{c: c, k: k, opts: opts, typ: typ, actor: actor,
+		r := &rotation{c: c, k: k, opts: opts, typ: typ, actor: actor, hostCAs: c.ca.hosts.get(ctx, c, teamScope(k.team, k.teamName)), // sshca_sign.go
 			log: c.log.With(slog.String("key_id", k.id), slog.String("team", k.teamName), slog.String("fingerprint", k.fingerprint()))}
 		res, err := r.run(ctx)
 		results = append(results, res)
@@ -330,6 +334,10 @@ func (c *Client) selectKeys(ctx context.Context, opts KeyRotationOptions) ([]*in
 	if len(keys) == 0 {
 		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: no key %q in team %q (see rediacc machine keys)", ErrNotFound, opts.Key+opts.Machine, sc.label()))
 	}
+	if !opts.All && keys[0].src == KeyBySSHCA {
+		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: machine(s) %s have no long-lived key: they log in with certificates of team %q's SSH CA, made for each connection; rotate the CA instead (rediacc team ssh-ca rotate %s)",
+			ErrInvalidArgument, strings.Join(keys[0].names(), ", "), keys[0].teamName, keys[0].teamName))
+	}
 	if !opts.All && keys[0].src == KeyInAgent {
 		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: machine(s) %s log in with the ssh-agent's keys, which rediacc does not hold: rotate the agent's key yourself, or import a key file (machine add --identity)",
 			ErrInvalidArgument, strings.Join(keys[0].names(), ", ")))
@@ -395,6 +403,9 @@ type rotation struct {
 	log   *slog.Logger
 	ke    store.KeyEngine
 	owner string
+	// hostCAs are the team's host CAs (SetSSHHostCAs): machines are
+	// verified as for tasks.
+	hostCAs []gossh.PublicKey
 
 	mu     sync.Mutex // guards stored, rec (and st within it), done, causes
 	stored store.Key
@@ -730,6 +741,9 @@ func newCred(pemBytes, pass []byte) (cred, error) {
 func (r *rotation) target(m Machine, role string, creds ...cred) rssh.Target {
 	t := m.target(nil, nil)
 	t.Name, t.Auth, t.HostKey = m.Name, nil, r.c.hostKeyPolicy(m)
+	if len(r.hostCAs) > 0 {
+		t.HostKey = t.HostKey.WithHostCAs(r.hostCAs...)
+	}
 	for _, cr := range creds {
 		if cr.pem != nil {
 			t.Auth = append(t.Auth, rssh.PrivateKey(cr.pem, cr.pass))
@@ -1218,6 +1232,9 @@ func (r *rotation) storeNew(ctx context.Context) error {
 		}); err != nil {
 			return err
 		}
+		// The steps after this one (revoke) read the key where the machine
+		// now points: the vault (an identity file's machine moved to it).
+		im.m.IdentitySecret, im.m.IdentityFile, im.m.KeyID = ref, "", r.k.id
 		c.pool.Forget(m.poolName()) // new connections use the new key; in-flight sessions finish
 	}
 	now := c.clock.Now().UTC()

@@ -164,8 +164,8 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 		if err := vault.ValidateKey(key); err != nil {
 			return bad("secret %s: %v", k, err)
 		}
-		if strings.HasPrefix(key, MachineSecretPrefix) {
-			return bad("secret %s: keys under %q hold machines' SSH identities and cannot be handed to tasks", k, MachineSecretPrefix)
+		if why, reserved := isReservedSecret(key); reserved { // sshca.go
+			return bad("secret %s: %s and cannot be handed to tasks", k, why)
 		}
 	}
 	if err := s.checkSpecLimits(); err != nil { // limits.go

@@ -533,6 +533,11 @@ func (c *Client) MoveMachine(ctx context.Context, name, team string) error {
 	if err != nil {
 		return o.fail(ctx, err)
 	}
+	if dst.id != src.id { // an ssh-ca machine needs a CA in its new team (sshca.go)
+		if err := c.checkMachineCA(ctx, mm, dst); err != nil {
+			return o.fail(ctx, err)
+		}
+	}
 	// Checks before side effects: a busy machine is refused before its
 	// identity is copied (the store checks again in the move).
 	if q, err := c.engine.QueuedByMachine(ctx, []string{m.ID}); err != nil {

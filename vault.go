@@ -226,6 +226,9 @@ func (c *Client) vaultOp(ctx context.Context, action authz.Action, team, key str
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := checkCASecretKey(key); err != nil { // sshca.go: the CA key never leaves the vault
+		return nil, nil, o.fail(ctx, err)
+	}
 	v, err := c.vault()
 	if err != nil {
 		return nil, nil, o.fail(ctx, err)

@@ -518,7 +518,7 @@ func maskCapped(red *redact.Redactor, b []byte, truncated bool) []byte {
 }
 
 func (c *Client) runOn(ctx context.Context, m Machine, t *Task, attemptNo int, runID string, secrets map[string][]byte, red *redact.Redactor) (*rssh.Result, error) {
-	target, err := c.machineTarget(ctx, m) // health.go
+	target, err := c.machineTargetFor(ctx, m, "task="+t.ID) // health.go; an ssh-ca machine's certificate names the task
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package ssh
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
@@ -15,7 +16,8 @@ import (
 )
 
 // Auth is one source of client credentials for a Target. Build it with
-// KeyFile, PrivateKey, Signers, Agent or Password; the zero value is invalid
+// KeyFile, PrivateKey, Signers, Agent, AgentKeys, Certificate or Password;
+// the zero value is invalid
 // (Run fails with ErrInvalidCommand).
 //
 // Credentials are loaded before each dial (so a bad key file fails fast,
@@ -23,8 +25,9 @@ import (
 // connection). All public keys of a Target's Auth list are offered in one
 // "publickey" method, in list order, followed by passwords.
 type Auth struct {
-	desc string
-	load func() (authParts, error)
+	desc    string
+	load    func() (authParts, error)
+	loadCtx func(ctx context.Context, t *Target) (authParts, error) // per-connection credentials (Certificate)
 }
 
 type authParts struct {
@@ -32,6 +35,7 @@ type authParts struct {
 	password string
 	hasPass  bool
 	release  func()
+	cert     *certUse // the certificate offered (Certificate), to explain a refusal
 }
 
 // String describes the credential source without secrets, e.g.
@@ -241,7 +245,8 @@ func parseKey(pemBytes, passphrase []byte, what string) (xssh.Signer, error) {
 
 // loadAuth loads all credentials of t into client auth methods. release
 // must be called after the handshake.
-func loadAuth(t *Target) (methods []xssh.AuthMethod, release func(), err error) {
+// certs are the certificates offered (Certificate), to explain a refusal.
+func loadAuth(ctx context.Context, t *Target) (methods []xssh.AuthMethod, release func(), certs []*certUse, err error) {
 	var releases []func()
 	release = func() {
 		for _, r := range releases {
@@ -251,17 +256,30 @@ func loadAuth(t *Target) (methods []xssh.AuthMethod, release func(), err error) 
 	var signers []xssh.Signer
 	var passwords []string
 	for i, a := range t.Auth {
-		if a.load == nil {
+		var p authParts
+		var err error
+		switch {
+		case a.loadCtx != nil:
+			p, err = a.loadCtx(ctx, t)
+			if err != nil {
+				release()
+				return nil, nil, nil, err // names the machine already
+			}
+		case a.load != nil:
+			p, err = a.load()
+		default:
 			release()
-			return nil, nil, targetErr(t, ErrInvalidCommand, nil, "Target.Auth[%d] is the zero Auth: build it with KeyFile, PrivateKey, Signers, Agent or Password", i)
+			return nil, nil, nil, targetErr(t, ErrInvalidCommand, nil, "Target.Auth[%d] is the zero Auth: build it with KeyFile, PrivateKey, Signers, Agent, Certificate or Password", i)
 		}
-		p, err := a.load()
 		if err != nil {
 			release()
-			return nil, nil, targetErr(t, nil, err, "load credentials")
+			return nil, nil, nil, targetErr(t, nil, err, "load credentials")
 		}
 		if p.release != nil {
 			releases = append(releases, p.release)
+		}
+		if p.cert != nil {
+			certs = append(certs, p.cert)
 		}
 		signers = append(signers, p.signers...)
 		if p.hasPass {
@@ -286,12 +304,12 @@ func loadAuth(t *Target) (methods []xssh.AuthMethod, release func(), err error) 
 	}
 	if len(methods) == 0 && len(dropped) > 0 {
 		release()
-		return nil, nil, targetErr(t, ErrAlgorithmNegotiation, nil,
+		return nil, nil, nil, targetErr(t, ErrAlgorithmNegotiation, nil,
 			"no credentials to offer: the keys %s can sign with none of Target.Algorithms.PublicKeyAuths", strings.Join(dropped, ", "))
 	}
 	if len(methods) == 0 {
 		release()
-		return nil, nil, targetErr(t, ErrAuthFailed, nil, "no credentials to offer (Target.Auth is empty or the agent holds no keys)")
+		return nil, nil, nil, targetErr(t, ErrAuthFailed, nil, "no credentials to offer (Target.Auth is empty or the agent holds no keys)")
 	}
-	return methods, release, nil
+	return methods, release, certs, nil
 }

@@ -9,8 +9,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -37,15 +39,20 @@ type HostKeyPolicy struct {
 	mode  hostKeyMode
 	files []string
 	src   KnownHostsSource // lines kept outside files (hostkeysource.go)
+	cas   []xssh.PublicKey // host CAs trusted for every host (WithHostCAs)
 }
 
 // KnownHosts returns a strict policy: the host's key must be listed in one of
-// files (OpenSSH known_hosts format, hashed names and @revoked supported).
-// With no files it uses ~/.ssh/known_hosts. Missing files count as empty.
+// files (OpenSSH known_hosts format, hashed names supported), or be certified
+// by a CA a @cert-authority line trusts for the host (see hostcert.go; host
+// certificates are then asked for first); @revoked keys are refused, also
+// inside a certificate or as its CA. With no files it uses
+// ~/.ssh/known_hosts. Missing files count as empty.
 //
 // Dialing fails with ErrUnknownHostKey when no line names the host and with
 // ErrHostKeyMismatch when lines name the host but none has the presented key
-// (or the key is @revoked).
+// (or the key is @revoked, or a certificate expected for the host is missing
+// or invalid).
 func KnownHosts(files ...string) HostKeyPolicy {
 	return HostKeyPolicy{mode: modeKnownHosts, files: append([]string(nil), files...)}
 }
@@ -148,21 +155,39 @@ func (p HostKeyPolicy) prepare(ctx context.Context, t *Target) (*hostKeyCheck, e
 	if err != nil {
 		return nil, err
 	}
-	base, names, err := knownHostsCallback(files, texts)
+	known, names, err := knownHostsCallback(files, texts)
+	var marks *hostMarks
+	if err == nil {
+		marks, err = scanHostMarks(files, texts) // hostcert.go
+	}
 	if err != nil {
 		return nil, targetErr(t, ErrUnknownHostKey, err,
 			"cannot read known_hosts (%s): fix the file or its permissions", strings.Join(where, ", "))
 	}
-	hc.algos = recordedAlgorithms(base, addr)
+	base := func(host string, remote net.Addr, key xssh.PublicKey) error {
+		return renameKnownKeys(known(host, remote, key), names) // the sources' names, not their pipes
+	}
+	v := &hostVerifier{base: base, marks: marks, cas: marks.authoritiesFor(lookupName(addr)), now: time.Now}
+	for _, k := range p.cas {
+		v.cas = append(v.cas, caLine{key: k, where: "the policy's host CAs"})
+	}
+	hc.algos = recordedAlgorithms(v.plain, addr)
+	if len(v.cas) > 0 { // certificates first, as OpenSSH orders them when it knows a CA
+		plain := hc.algos
+		if len(plain) == 0 {
+			plain = plainHostAlgos
+		}
+		hc.algos = append(slices.Clone(hostCertAlgos), plain...)
+	}
 	hc.callback = func(_ string, remote net.Addr, key xssh.PublicKey) error {
-		err := renameKnownKeys(base(addr, remote, key), names)
+		err := v.check(addr, remote, key)
 		if err != nil && p.mode == modeAcceptNew {
 			var ke *knownhosts.KeyError
 			if errors.As(err, &ke) && len(ke.Want) == 0 {
 				if p.src != nil {
-					err = p.acceptNewInSource(ctx, addr, remote, key)
+					err = p.acceptNewInSource(ctx, addr, remote, recordable(key))
 				} else {
-					err = appendKnownHost(files[0], addr, remote, key)
+					err = appendKnownHost(files[0], addr, remote, recordable(key))
 				}
 			}
 		}
@@ -213,9 +238,16 @@ func classifyHostKeyErr(t *Target, files []string, hint string, removeHint map[s
 	addr := t.addr()
 	norm := knownhosts.Normalize(addr)
 	presented := key.Type() + " " + xssh.FingerprintSHA256(key)
+	if c, ok := key.(*xssh.Certificate); ok {
+		presented = fmt.Sprintf("%s %s, in a certificate of CA %s that no @cert-authority line trusts for it",
+			c.Key.Type(), xssh.FingerprintSHA256(c.Key), xssh.FingerprintSHA256(c.SignatureKey))
+	}
 	var ke *knownhosts.KeyError
 	var re *knownhosts.RevokedError
+	var ce *hostCertError
 	switch {
+	case errors.As(err, &ce):
+		return targetErr(t, ErrHostKeyMismatch, nil, "host key for %s refused: %s", addr, ce.msg)
 	case errors.As(err, &re):
 		return targetErr(t, ErrHostKeyMismatch, nil,
 			"host key for %s (%s) is marked @revoked in %s line %d: refusing to connect; the host must get a new key",

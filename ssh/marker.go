@@ -217,7 +217,7 @@ fate stopped "$_p" "$_pb" "$_ps"
 func parseFate(out []byte, runID string) (Fate, error) {
 	i := bytes.LastIndex(out, []byte(fateMarker))
 	if i < 0 {
-		return Fate{}, fmt.Errorf("no verdict in the settle script's output %q", clip(out, 200))
+		return Fate{}, fmt.Errorf("no verdict in the settle script's output %q", clip(string(out), 200))
 	}
 	line, _, _ := strings.Cut(string(out[i+len(fateMarker):]), "\n")
 	f := strings.Fields(line)
@@ -279,13 +279,6 @@ func undash(s string) string {
 		return ""
 	}
 	return s
-}
-
-func clip(b []byte, n int) string {
-	if len(b) > n {
-		return string(b[:n]) + "…"
-	}
-	return string(b)
 }
 
 // Settle learns the fate of the run of a Command with RunID runID on t and
@@ -363,7 +356,7 @@ func (p *Pool) settle(ctx context.Context, t *Target, hp *hostPool, runID string
 	f, perr := parseFate(out.buf.Bytes(), runID)
 	if perr != nil {
 		if werr != nil {
-			perr = fmt.Errorf("%v (session: %v; stderr %q)", perr, werr, clip(errOut.buf.Bytes(), 200))
+			perr = fmt.Errorf("%v (session: %v; stderr %q)", perr, werr, clip(errOut.buf.String(), 200))
 		}
 		if errors.Is(perr, ErrFateUnknown) {
 			return f, targetErr(t, nil, perr, "settling run %s", runID)

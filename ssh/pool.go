@@ -417,7 +417,7 @@ func (p *Pool) dial(ctx context.Context, t *Target, hp *hostPool) (*conn, error)
 func (p *Pool) dialOnce(dctx context.Context, t *Target, hp *hostPool, abandoned func(string) error) (_ *xssh.Client, earlyDrop bool, _ error) {
 	addr := hp.addr
 	// Credentials and host key files first: they fail fast, without I/O.
-	methods, releaseAuth, err := loadAuth(t)
+	methods, releaseAuth, certs, err := loadAuth(dctx, t)
 	if err != nil {
 		return nil, false, err
 	}
@@ -462,6 +462,9 @@ func (p *Pool) dialOnce(dctx context.Context, t *Target, hp *hostPool, abandoned
 		}
 		if nerr := negotiationErr(t, err); nerr != nil {
 			return nil, false, nerr
+		}
+		if isAuthError(err) && len(certs) > 0 {
+			return nil, false, p.certRejected(dctx, t, certs[0]) // cert.go: why, with both clocks
 		}
 		if isAuthError(err) {
 			return nil, false, targetErr(t, ErrAuthFailed, err,

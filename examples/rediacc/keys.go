@@ -117,7 +117,9 @@ func keysTable(w io.Writer, ks []rediacc.SSHKey) error {
 	fmt.Fprintln(tw, "TEAM\tTYPE\tFINGERPRINT\tSOURCE\tAGE\tROTATED\tMACHINES\tSTATE")
 	for _, k := range ks {
 		typ, fp := k.Type, k.Fingerprint
-		if k.Source == rediacc.KeyInAgent {
+		if k.Source == rediacc.KeyBySSHCA {
+			typ, fp = "-", "(a certificate per connection)"
+		} else if k.Source == rediacc.KeyInAgent {
 			typ = "-"
 			if fp == "" {
 				fp = "(any ssh-agent key)"

@@ -20,9 +20,10 @@ func newMachineAdd(g *globals) *cobra.Command {
 		insecure  bool
 		labels    []string
 		output    string
+		auth      string
 	)
 	c := &cobra.Command{
-		Use:   "add NAME --host H [--team TEAM] [--port P] [--user U] [--identity FILE | --agent [--agent-key SHA256:…]] [--known-hosts FILE | --accept-new-host-key] [--legacy-algorithms]",
+		Use:   "add NAME --host H [--team TEAM] [--port P] [--user U] [--auth key|agent|ssh-ca] [--identity FILE | --agent [--agent-key SHA256:…] | --cert-extension E...] [--known-hosts FILE | --accept-new-host-key] [--legacy-algorithms]",
 		Short: "Register a machine",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -31,6 +32,7 @@ func newMachineAdd(g *globals) *cobra.Command {
 			}
 			m.Name = args[0]
 			m.ImportIdentity = m.IdentityFile != "" // the key lives in the team vault, the store keeps a reference
+			m.Auth = rediacc.MachineAuth(auth)
 			switch {
 			case acceptNew && insecure:
 				return usagef("--accept-new-host-key and --insecure-ignore-host-key exclude each other")
@@ -51,7 +53,7 @@ func newMachineAdd(g *globals) *cobra.Command {
 				if output == "json" {
 					return writeJSON(g, added)
 				}
-				fmt.Fprintf(g.stdout, "machine %s added (%s@%s:%d, host key: %s)\n", added.Name, added.User, added.Host, added.Port, added.HostKeyPolicy)
+				fmt.Fprintf(g.stdout, "machine %s added (%s@%s:%d, host key: %s, auth: %s)\n", added.Name, added.User, added.Host, added.Port, added.HostKeyPolicy, added.AuthMode())
 				return nil
 			})
 		},
@@ -61,6 +63,8 @@ func newMachineAdd(g *globals) *cobra.Command {
 	f.StringVar(&m.Host, "host", "", "host name or address (required)")
 	f.IntVar(&m.Port, "port", 22, "SSH port")
 	f.StringVar(&m.User, "user", "", "login user (default: the current user)")
+	f.StringVar(&auth, "auth", "", "key, agent or ssh-ca (short-lived certificates of the team's SSH CA: no key of its own; see rediacc team ssh-ca); default: key with --identity, agent with --agent")
+	f.StringArrayVar(&m.CertExtensions, "cert-extension", nil, "with --auth ssh-ca: a certificate extension the machine's certificates carry (permit-pty, permit-port-forwarding, permit-agent-forwarding, permit-X11-forwarding, permit-user-rc; repeatable; default none)")
 	f.StringVar(&m.IdentityFile, "identity", "", "private key file (passphrase: --identity-passphrase-file or env REDIACC_SSH_KEY_PASSPHRASE)")
 	f.BoolVar(&m.UseAgent, "agent", false, "authenticate with the ssh-agent at $SSH_AUTH_SOCK (every key it holds, unless --agent-key)")
 	f.StringVar(&m.AgentKey, "agent-key", "", "offer only this agent key, by SHA256 fingerprint as ssh-add -l prints it (implies --agent)")
@@ -118,6 +122,9 @@ func newMachineList(g *globals) *cobra.Command {
 					}
 					if m.UseAgent {
 						id = strings.TrimPrefix(id+" +agent", " ")
+					}
+					if m.Auth == rediacc.AuthSSHCA {
+						id = "ssh-ca certificates"
 					}
 					fp, kage := "-", "-"
 					if k, ok := keyOf[m.Name]; ok && k.Fingerprint != "" {

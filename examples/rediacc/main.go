@@ -278,7 +278,7 @@ var readOnlyCommands = map[string]bool{
 	"rediacc team list": true, "rediacc team member list": true, "rediacc audit verify": true,
 	"rediacc audit checkpoint": true, "rediacc audit key list": true, "rediacc audit key rotate": true,
 	"rediacc role list": true, "rediacc vault get": true, "rediacc vault list": true, "rediacc cancel": true,
-	"rediacc list workers": true,
+	"rediacc list workers": true, "rediacc team ssh-ca show": true,
 }
 
 // withClient opens the SDK client for one command, runs fn and closes the

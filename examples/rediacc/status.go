@@ -102,6 +102,9 @@ func statusTable(w io.Writer, sts []rediacc.MachineStatus, now time.Time) error 
 		if s.Busy {
 			fmt.Fprintf(w, "%s: busy since %s: %s (averages)\n", s.Name, fmtTime(s.BusySince), s.BusyReason)
 		}
+		if len(s.SSHCA) > 0 {
+			fmt.Fprintf(w, "%s: %s\n", s.Name, caChecks(s.SSHCA)) // sshca.go: which CA it trusts
+		}
 	}
 	return nil
 }

@@ -128,6 +128,7 @@ deleted earlier (a purge that failed).`,
 	del.Flags().BoolVar(&purge, "purge-vault", false, "destroy the team's vault (every secret and version) with the team")
 	del.Flags().StringVar(&teamID, "team-id", "", "with --purge-vault: destroy the vault of the deleted team of this id")
 	team.AddCommand(create, list, rename, del, newMember(g))
+	team.AddCommand(newTeamSSHCA(g)) // sshca.go
 	return team
 }
 

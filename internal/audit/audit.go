@@ -103,6 +103,9 @@ const (
 	// EntityKey: an SSH key of the key inventory; EntityID is its id
 	// (records carry fingerprints and machine names, never key material).
 	EntityKey = "key"
+	// EntitySSHCA: a team's SSH certificate authority; EntityID is the
+	// CA's id (records carry fingerprints, never key material).
+	EntitySSHCA = "ssh-ca"
 )
 
 // ErrInvalidRecord is returned, wrapped with the field at fault, by

@@ -57,6 +57,14 @@ const (
 	// KeyRotate rotates a team's SSH key on every machine that uses it,
 	// resumes or rolls back a rotation (and queues rotation tasks).
 	KeyRotate Action = "key.rotate"
+	// CARead shows a team's SSH certificate authority: its public keys,
+	// the TrustedUserCAKeys line, which CA each machine trusts.
+	CARead Action = "ca.read"
+	// CAInit creates a team's SSH certificate authority.
+	CAInit Action = "ca.init"
+	// CARotate starts, finishes or aborts a rotation of a team's SSH CA,
+	// and sets the host CAs its machines trust.
+	CARotate Action = "ca.rotate"
 	// TaskCreate submits a task to a machine of a team.
 	TaskCreate Action = "task.create"
 	// TaskCancel cancels a task.
@@ -128,6 +136,7 @@ var order = []Action{
 	OwnerAdd, OwnerRemove, AuditorAdd, AuditorRemove,
 	MachineAdd, MachineRemove, MachineMove, MachineHostKeys, MachineList, MachineRead, MachineStatus,
 	KeyList, KeyRotate,
+	CARead, CAInit, CARotate,
 	TaskCreate, TaskCancel, TaskList, TaskRead, TaskOutput, TaskRun,
 	VaultRead, VaultWrite, VaultDelete, VaultList, VaultUse,
 	AuditRead, AuditVerify,
@@ -162,6 +171,11 @@ var rules = map[Action]rule{
 	KeyList:       {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "list SSH keys: type, fingerprint, age, machines", "never key material"},
 	KeyRotate: {ScopeTeam, allow(Owner, Admin), "rotate an SSH key on its machines, resume or roll back a rotation",
 		"rotation by policy: the worker's actor needs it to queue and run rotation tasks"},
+	CARead: {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "show the team's SSH CA: public keys, TrustedUserCAKeys, which CA each machine trusts",
+		"never key material"},
+	CAInit: {ScopeTeam, allow(Owner, Admin), "create the team's SSH certificate authority (key in the team vault, or HashiCorp Vault's SSH engine)", ""},
+	CARotate: {ScopeTeam, allow(Owner, Admin), "start, finish or abort a rotation of the team's SSH CA; set the host CAs its machines trust",
+		"finishing retires the old CA only when every ssh-ca machine accepts the new one; certificates themselves are signed by workers for the tasks they run (task.run), audited as cert.sign"},
 
 	TaskCreate: {ScopeTeam, allow(Owner, Admin, Operator), "submit a task", ""},
 	TaskCancel: {ScopeTeam, allow(Owner, Admin, Operator), "cancel a task", ""},

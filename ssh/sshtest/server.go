@@ -46,6 +46,10 @@ type Options struct {
 	MaxSessions int
 	// Logger receives debug records. Default: discard.
 	Logger *slog.Logger
+	// UserCAs, when set, makes the server accept user certificates signed
+	// by one of them, for any user listed as a principal and valid now
+	// (as sshd's TrustedUserCAKeys does; see cert.go).
+	UserCAs []ssh.PublicKey
 	// PublicKeyAuthAlgorithms are the signature algorithms the server
 	// accepts and announces in server-sig-algs (x/crypto's
 	// ServerConfig.PublicKeyAuthAlgorithms), e.g. only "ssh-rsa" to act as
@@ -160,6 +164,9 @@ func Start(opts Options) (*Server, error) {
 		PublicKeyAuthAlgorithms: opts.PublicKeyAuthAlgorithms,
 		ServerVersion:           opts.ServerVersion,
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			if cert, ok := key.(*ssh.Certificate); ok && len(opts.UserCAs) > 0 {
+				return checkUserCert(opts.UserCAs, meta, cert) // cert.go
+			}
 			for _, t := range opts.RefuseKeyTypes {
 				if key.Type() == t {
 					return nil, fmt.Errorf("sshtest: key type %s is not accepted", t)
