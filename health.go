@@ -457,6 +457,10 @@ type MachineStatus struct {
 	KeyAge         time.Duration `json:"-"`
 	KeyAgeSeconds  int64         `json:"keyAgeSeconds,omitempty"`
 	KeyOverdue     bool          `json:"keyOverdue"`
+
+	// Draining is set while the machine is drained (DrainMachine): no new
+	// task starts on it. It says since when, by whom and why.
+	Draining *Gate `json:"draining,omitempty"`
 }
 
 // MachineStatus reports, by name, the health and load of the machines of
@@ -526,6 +530,7 @@ func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineS
 	if err := c.keyStatus(ctx, teams, out); err != nil { // keys.go
 		return nil, err
 	}
+	c.markDraining(ctx, out) // gate.go
 	o.done(ctx)
 	return out, nil
 }

@@ -303,6 +303,8 @@ type Client struct {
 	// runCmd, when set (tests and benchmarks only: SetRunnerForTest), runs
 	// attempts instead of the SSH pool.
 	runCmd func(ctx context.Context, t rssh.Target, cmd rssh.Command) (*rssh.Result, error)
+
+	sched scheduleState // firing schedules (schedule_fire.go)
 }
 
 // DefaultDataDir returns $REDIACC_HOME, else ~/.rediacc.
@@ -421,6 +423,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		running: map[string]context.CancelCauseFunc{},
 		metrics: newMetrics(),
 	}
+	c.sched.fires = newScheduleFires()
 	c.limiter = c.newAlertLimiter()
 	if cfg.ArchiveDir != "" {
 		if _, err := c.checkArchive(ctx); err != nil { // archive.go: never another store's archive

@@ -111,6 +111,7 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 
 loop:
 	for ctx.Err() == nil {
+		nextFire := c.fireDue(ctx, log) // schedules (schedule_fire.go)
 		c.mu.Lock()
 		free := c.cfg.Concurrency - len(c.running)
 		c.mu.Unlock()
@@ -166,6 +167,9 @@ loop:
 			if d := next.Sub(c.clock.Now()); d > 0 && d < wait {
 				wait = max(d, time.Millisecond)
 			}
+		}
+		if d := nextFire.Sub(c.clock.Now()); !nextFire.IsZero() && d > 0 && d < wait {
+			wait = max(d, time.Millisecond)
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -626,7 +630,7 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	if alert {
 		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := c.raiseAlert(actx, Alert{Kind: AlertTaskFailed, // alert.go: rate limited, counted
-			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, TeamID: rec.TeamID, MachineID: rec.MachineID, Priority: Priority(rec.Priority),
+			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, TeamID: rec.TeamID, MachineID: rec.MachineID, Priority: Priority(rec.Priority), Schedule: t.Schedule,
 			Command: t.Command, Attempts: done.Attempts, ExitCode: f.ExitCode, Error: f.Error, Time: now,
 			Message: fmt.Sprintf("task %s on %s failed after %d attempt(s): %s", rec.ID, rec.Machine, done.Attempts, clipLine(f.Error, 200)),
 		})

@@ -102,6 +102,9 @@ func statusTable(w io.Writer, sts []rediacc.MachineStatus, now time.Time) error 
 		if s.Busy {
 			fmt.Fprintf(w, "%s: busy since %s: %s (averages)\n", s.Name, fmtTime(s.BusySince), s.BusyReason)
 		}
+		if d := s.Draining; d != nil { // window.go
+			fmt.Fprintf(w, "%s: draining since %s by %s%s (rediacc machine resume %s)\n", s.Name, fmtTime(d.Since), d.By, reasonSuffix(d.Reason), s.Name)
+		}
 	}
 	return nil
 }
@@ -134,6 +137,8 @@ func state(s rediacc.MachineStatus) string {
 
 func healthState(s rediacc.MachineStatus) string {
 	switch {
+	case s.Draining != nil:
+		return "draining"
 	case !s.Healthy:
 		return "unhealthy (see below)"
 	case s.Busy:

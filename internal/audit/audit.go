@@ -103,6 +103,10 @@ const (
 	// EntityKey: an SSH key of the key inventory; EntityID is its id
 	// (records carry fingerprints and machine names, never key material).
 	EntityKey = "key"
+	// EntitySchedule: a schedule (recurring task); EntityID is its id.
+	EntitySchedule = "schedule"
+	// EntityWindow: a maintenance window; EntityID is its id.
+	EntityWindow = "window"
 )
 
 // ErrInvalidRecord is returned, wrapped with the field at fault, by

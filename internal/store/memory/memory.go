@@ -38,7 +38,9 @@ type Engine struct {
 	head    audit.Head
 	base    audit.Head // last trimmed record (TrimAudit); zero when none
 
-	keys map[string]store.Key // SSH key inventory (keys.go)
+	keys  map[string]store.Key // SSH key inventory (keys.go)
+	sch   scheduleState        // schedules and their fires (schedule.go)
+	gates gateState            // gates and maintenance windows (window.go)
 }
 
 type entry struct {
@@ -435,7 +437,7 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 		return nil, err
 	}
 	defer e.mu.Unlock()
-	p := fsm.Policy(r)
+	p := fsm.GatedPolicy(r, e.listGates(), e.listWindows(store.WindowFilter{})) // window.go
 	running := make(map[string]int)
 	var cands []sched.Candidate
 	for _, en := range e.active {

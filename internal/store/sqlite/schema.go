@@ -257,4 +257,8 @@ ALTER TABLE tasks RENAME COLUMN machine TO machine_id;
 DROP INDEX tasks_idempotency_key;
 CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (team_id, idempotency_key) WHERE idempotency_key <> '';
 `,
+	// 8: schedules and their fires (schema_schedule.go).
+	migrationSchedules,
+	// 9: gates and maintenance windows (schema_schedule.go).
+	migrationGates,
 }
