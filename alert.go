@@ -103,6 +103,11 @@ type Alert struct {
 	// by the rate limit (Config.AlertRateWindow) since the previous one.
 	Suppressed int
 	Time       time.Time
+
+	// Schedule names the schedule concerned (AlertScheduleMissed,
+	// AlertScheduleFailed, and AlertTaskFailed for a task it submitted);
+	// "" otherwise.
+	Schedule string
 }
 
 // Alerter is told about alerts: when a task finally fails and its
@@ -334,11 +339,15 @@ func VerifyWebhookSignature(secret, body []byte, signature string) bool {
 }
 
 func toInternalAlert(a Alert) alert.Alert {
-	return alert.Alert{
+	ia := alert.Alert{
 		Kind: a.Kind, Severity: a.severity(), TaskID: a.TaskID, Team: a.Team, Machine: a.Machine, TeamID: a.TeamID, MachineID: a.MachineID, Priority: int(a.Priority),
 		Attempts: a.Attempts, ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error, ErrorKind: string(a.ErrorKind),
-		Message: a.Message, Suppressed: a.Suppressed, Time: a.Time,
+		Message: a.Message, Suppressed: a.Suppressed, Time: a.Time, Schedule: a.Schedule,
 	}
+	if a.Schedule != "" && a.TaskID == "" { // each schedule is its own condition
+		ia.Key = alert.DefaultKey(ia) + "\x00" + a.Schedule
+	}
+	return ia
 }
 
 // Err returns the failed task's error (AlertTaskFailed) as Task.Err does:

@@ -471,6 +471,10 @@ type MachineStatus struct {
 	// and next CAs and whether the machine accepted a certificate of each
 	// at its last login probe (sshca.go).
 	SSHCA []SSHCACheck `json:"sshCa,omitempty"`
+
+	// Draining is set while the machine is drained (DrainMachine): no new
+	// task starts on it. It says since when, by whom and why.
+	Draining *Gate `json:"draining,omitempty"`
 }
 
 // MachineStatus reports, by name, the health and load of the machines of
@@ -542,6 +546,7 @@ func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineS
 	if err := c.keyStatus(ctx, teams, out); err != nil { // keys.go
 		return nil, err
 	}
+	c.markDraining(ctx, out) // gate.go
 	o.done(ctx)
 	return out, nil
 }

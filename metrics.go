@@ -28,7 +28,7 @@ var (
 	finishOutcomes   = []string{"completed", "failed", "cancelled"}
 	attemptOutcomes  = []string{"succeeded", "failed", "timeout", "interrupted", "cancelled", "unknown", "lost"}
 	deliveryOutcomes = []string{"delivered", "failed", "dropped"}
-	alertKinds       = []string{AlertTaskFailed, AlertQueueDepth, AlertQueueAge, AlertMachineUnhealthy, AlertMachineBusy, AlertKeyOverdue}
+	alertKinds       = []string{AlertTaskFailed, AlertQueueDepth, AlertQueueAge, AlertMachineUnhealthy, AlertMachineBusy, AlertKeyOverdue, AlertScheduleMissed, AlertScheduleFailed}
 )
 
 // metrics holds the counters the worker increments. Its methods do nothing
@@ -164,6 +164,7 @@ func (k collector) Describe(ch chan<- *prometheus.Desc) {
 		descKeyAge, descKeyOverdue} {
 		ch <- d
 	}
+	k.c.describeSchedules(ch) // schedule_fire.go
 	m := k.c.metrics
 	m.finished.Describe(ch)
 	m.attempts.Describe(ch)
@@ -204,6 +205,9 @@ func (k collector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		up = 0
 		c.log.Warn("metrics: store query failed", "error", err)
+	}
+	if !c.collectSchedules(ctx, ch) { // schedule_fire.go
+		up = 0
 	}
 	gauge(descStoreUp, up)
 	c.mu.Lock()

@@ -313,7 +313,8 @@ type Client struct {
 	// attempts instead of the SSH pool.
 	runCmd func(ctx context.Context, t rssh.Target, cmd rssh.Command) (*rssh.Result, error)
 
-	ca caClientState // SSH CA keys, certificate serials and their audit (sshca_sign.go)
+	ca    caClientState // SSH CA keys, certificate serials and their audit (sshca_sign.go)
+	sched scheduleState // firing schedules (schedule_fire.go)
 }
 
 // DefaultDataDir returns $REDIACC_HOME, else ~/.rediacc.
@@ -434,6 +435,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		spool:   newResultSpool(cfg.DataDir),
 		metrics: newMetrics(),
 	}
+	c.sched.fires = newScheduleFires()
 	c.limiter = c.newAlertLimiter()
 	if cfg.ArchiveDir != "" {
 		if _, err := c.checkArchive(ctx); err != nil { // archive.go: never another store's archive

@@ -282,6 +282,14 @@ type Task struct {
 	// runs itself ("key.rotate": SubmitKeyRotation); Command then
 	// describes it.
 	Kind string
+
+	// ScheduleID, Schedule and ScheduledAt link a task a schedule
+	// submitted to it: the schedule's id, its name when it fired, and the
+	// fire's scheduled time (for a manual fire, when it was asked). Empty
+	// for other tasks.
+	ScheduleID  string
+	Schedule    string
+	ScheduledAt time.Time
 }
 
 // WaitMessage returns Waiting's messages joined with "; " ("" when none):
@@ -327,6 +335,9 @@ type taskJSON struct {
 	WaitReason      string            `json:"waitReason,omitempty"`
 	WaitReasons     []WaitReason      `json:"waitReasons,omitempty"`
 	Kind            string            `json:"kind,omitempty"`
+	ScheduleID      string            `json:"scheduleId,omitempty"`
+	Schedule        string            `json:"schedule,omitempty"`
+	ScheduledAt     *time.Time        `json:"scheduledAt,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -363,6 +374,7 @@ func (t Task) MarshalJSON() ([]byte, error) {
 		CreatedAt: timePtr(t.CreatedAt), StartedAt: timePtr(t.StartedAt),
 		CompletedAt: timePtr(t.CompletedAt), NextAttemptAt: timePtr(t.NextAttemptAt),
 		WaitReason: t.WaitMessage(), WaitReasons: t.Waiting, Kind: t.Kind,
+		ScheduleID: t.ScheduleID, Schedule: t.Schedule, ScheduledAt: timePtr(t.ScheduledAt),
 	})
 }
 
@@ -409,7 +421,7 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 		Error: j.Error, ErrorKind: j.ErrorKind,
 		CreatedAt: timeVal(j.CreatedAt), StartedAt: timeVal(j.StartedAt),
 		CompletedAt: timeVal(j.CompletedAt), NextAttemptAt: timeVal(j.NextAttemptAt),
-		Waiting: j.WaitReasons,
+		Waiting: j.WaitReasons, ScheduleID: j.ScheduleID, Schedule: j.Schedule, ScheduledAt: timeVal(j.ScheduledAt),
 	}
 	return nil
 }
@@ -428,6 +440,10 @@ type specJSON struct {
 	Selector       map[string]string `json:"selector,omitempty"` // placement's selector, if any
 	// Maintenance is a job the worker runs itself (maintenance.go).
 	Maintenance *maintenanceSpec `json:"maintenance,omitempty"`
+	// The schedule that submitted the task, if any (schedule_fire.go).
+	ScheduleID   string    `json:"scheduleId,omitempty"`
+	ScheduleName string    `json:"schedule,omitempty"`
+	ScheduledAt  time.Time `json:"scheduledAt,omitzero"`
 }
 
 func encodeSpec(s TaskSpec) ([]byte, error) {
@@ -459,6 +475,7 @@ func taskFromRecord(r store.Task) (*Task, error) {
 		StdoutTruncated: r.StdoutTruncated, StderrTruncated: r.StderrTruncated,
 		Error: r.Error, ErrorKind: ErrorKind(r.ErrorKind),
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, CompletedAt: r.CompletedAt,
+		ScheduleID: sj.ScheduleID, Schedule: sj.ScheduleName, ScheduledAt: sj.ScheduledAt,
 	}
 	if r.Status == store.Pending && r.ReadyAt.After(r.CreatedAt) {
 		t.NextAttemptAt = r.ReadyAt

@@ -137,6 +137,7 @@ type waitView struct {
 	ctx      context.Context
 	now      time.Time
 	machines map[string]*waitMachine
+	gates    *gateView // drains, pauses, windows (gate.go)
 }
 
 type waitMachine struct {
@@ -176,6 +177,7 @@ func (w *waitView) policy(m *waitMachine, id string) sched.Policy {
 	if m.h.busy {
 		p.BusyMachines = []string{id}
 	}
+	p.Gates = w.gateState() // gate.go
 	return p
 }
 
@@ -222,6 +224,8 @@ func (w *waitView) reasons(r store.Task) []WaitReason {
 			msg += fmt.Sprintf("; this task may take it from %s (fully aged)", w.clock(until))
 		}
 		add(WaitReservedSlot, until, "%s", msg)
+	case sched.HoldDraining, sched.HoldPaused, sched.HoldWindow:
+		out = append(out, w.gateReason(h, until, r)) // gate.go
 	case sched.HoldNone:
 		msg := "ready: waiting for a worker with a free slot"
 		if !m.known {

@@ -114,6 +114,7 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 
 loop:
 	for ctx.Err() == nil {
+		nextFire := c.fireDue(ctx, log) // schedules (schedule_fire.go)
 		c.mu.Lock()
 		free := c.cfg.Concurrency - len(c.running)
 		c.mu.Unlock()
@@ -169,6 +170,9 @@ loop:
 			if d := next.Sub(c.clock.Now()); d > 0 && d < wait {
 				wait = max(d, time.Millisecond)
 			}
+		}
+		if d := nextFire.Sub(c.clock.Now()); !nextFire.IsZero() && d > 0 && d < wait {
+			wait = max(d, time.Millisecond)
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -629,7 +633,7 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	var al *Alert
 	if alert {
 		al = &Alert{Kind: AlertTaskFailed, // alert.go: rate limited, counted
-			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, TeamID: rec.TeamID, MachineID: rec.MachineID, Priority: Priority(rec.Priority),
+			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, TeamID: rec.TeamID, MachineID: rec.MachineID, Priority: Priority(rec.Priority), Schedule: t.Schedule,
 			Command: t.Command, Attempts: rec.Attempts + 1, ExitCode: f.ExitCode, Signal: attempt.Signal,
 			Error: f.Error, ErrorKind: ErrorKind(f.ErrorKind), Time: now,
 			Message: fmt.Sprintf("task %s on %s failed after %d attempt(s): %s", rec.ID, rec.Machine, rec.Attempts+1, clipLine(f.Error, 200)),

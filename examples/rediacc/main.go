@@ -169,6 +169,9 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g), newTeam(g), newAudit(g), newVault(g), newRole(g))
 	root.AddCommand(newLogs(g), newPrune(g)) // logs.go
 	root.AddCommand(newStore(g))             // storecmd.go
+	// schedule.go, window.go
+	root.AddCommand(newSchedule(g), newWindow(g), newQueue(g))
+	machine.AddCommand(newMachineGate(g, true), newMachineGate(g, false))
 	for _, c := range []*cobra.Command{machine, create, list, inspect} {
 		c.Args = cobra.NoArgs
 		c.RunE = func(c *cobra.Command, args []string) error {
@@ -279,6 +282,9 @@ var readOnlyCommands = map[string]bool{
 	"rediacc audit checkpoint": true, "rediacc audit key list": true, "rediacc audit key rotate": true,
 	"rediacc role list": true, "rediacc vault get": true, "rediacc vault list": true, "rediacc cancel": true,
 	"rediacc list workers": true, "rediacc team ssh-ca show": true,
+	// schedule.go, window.go
+	"rediacc schedule list": true, "rediacc schedule show": true, "rediacc schedule history": true,
+	"rediacc window list": true, "rediacc queue status": true,
 }
 
 // withClient opens the SDK client for one command, runs fn and closes the

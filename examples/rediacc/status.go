@@ -105,6 +105,9 @@ func statusTable(w io.Writer, sts []rediacc.MachineStatus, now time.Time) error 
 		if len(s.SSHCA) > 0 {
 			fmt.Fprintf(w, "%s: %s\n", s.Name, caChecks(s.SSHCA)) // sshca.go: which CA it trusts
 		}
+		if d := s.Draining; d != nil { // window.go
+			fmt.Fprintf(w, "%s: draining since %s by %s%s (rediacc machine resume %s)\n", s.Name, fmtTime(d.Since), d.By, reasonSuffix(d.Reason), s.Name)
+		}
 	}
 	return nil
 }
@@ -137,6 +140,8 @@ func state(s rediacc.MachineStatus) string {
 
 func healthState(s rediacc.MachineStatus) string {
 	switch {
+	case s.Draining != nil:
+		return "draining"
 	case !s.Healthy:
 		return "unhealthy (see below)"
 	case s.Busy:

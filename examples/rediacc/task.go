@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,16 +14,9 @@ import (
 
 func newCreateTask(g *globals) *cobra.Command {
 	var (
-		spec          rediacc.TaskSpec
-		priority      string
-		retryDelay    float64
-		failureAction string
-		env           []string
-		secrets       []string
-		output        string
-		wait          bool
-		selector      []string // batch.go: placement and fan-out
-		all           bool
+		tf     taskFlags // taskflags.go
+		output string
+		wait   bool
 	)
 	c := &cobra.Command{
 		Use:   "task (--machine NAME | --team TEAM [--selector K=V] [--all]) --priority N --command CMD [flags]",
@@ -38,34 +30,18 @@ progress bar follows the tasks, then a table shows each machine's result.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			var err error
-			if spec.Priority, err = rediacc.ParsePriority(priority); err != nil {
-				return err
-			}
-			if retryDelay < 0 || retryDelay > 1e9 || math.IsNaN(retryDelay) {
-				return usagef("--retry-delay %g: use a number of seconds >= 0", retryDelay)
-			}
-			spec.Retry.RetryDelay = time.Duration(retryDelay * float64(time.Second))
-			if spec.FailureAction, err = rediacc.ParseFailureAction(failureAction); err != nil {
-				return err
-			}
-			if spec.Env, err = parseKV("--env", env); err != nil {
-				return err
-			}
-			if spec.Secrets, err = parseKV("--secret", secrets); err != nil {
-				return err
-			}
-			if spec.Selector, err = parseKV("--selector", selector); err != nil {
+			spec, err := tf.build()
+			if err != nil {
 				return err
 			}
 			if spec.Machine == "" && spec.Team == "" {
 				return usagef("--machine (or --team) is required")
 			}
-			if all && (spec.Machine != "" || spec.Team == "") {
+			if tf.all && (spec.Machine != "" || spec.Team == "") {
 				return usagef("--all needs --team and no --machine")
 			}
 			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
-				if all {
+				if tf.all {
 					return createMany(c.Context(), g, cl, spec, wait, output) // batch.go
 				}
 				t, err := cl.Submit(ctx, spec)
@@ -101,21 +77,8 @@ progress bar follows the tasks, then a table shows each machine's result.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&spec.Machine, "machine", "", "machine name (or --team)")
-	f.StringVar(&spec.Team, "team", "", "place the task on the least loaded healthy machine of this team")
-	f.StringArrayVar(&selector, "selector", nil, "with --team: only machines with label KEY=VALUE (repeatable)")
-	f.BoolVar(&all, "all", false, "with --team: one task on every machine of the team and selector")
-	f.StringVar(&priority, "priority", "3", "1 (critical) .. 5 (minimal), or a level name")
-	f.StringVar(&spec.Command, "command", "", "shell command to run (required)")
-	f.IntVar(&spec.Retry.RetryCount, "retry-count", 0, "retries after a failed attempt (0..100)")
-	f.Float64Var(&retryDelay, "retry-delay", 30, "seconds before the first retry")
-	f.StringVar(&spec.Retry.Backoff, "retry-backoff", "exponential", "retry delay shape: exponential or constant")
-	f.StringVar(&spec.Retry.RetryOn, "retry-on", "failure", "what is retried: failure (connection errors, timeouts, non-zero exits) or connection")
-	f.StringVar(&failureAction, "failure-action", "alert", "after the last failed attempt: alert or none")
-	durationFlag(f, &spec.Timeout, "timeout", 0, "", true, "time limit of one attempt, e.g. 90s or 10m (default 1h)")
-	f.StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE for the command (repeatable; not for secrets)")
-	f.StringArrayVar(&secrets, "secret", nil, "ENV=KEY: hand the team vault's KEY to the command as $ENV (repeatable; never on a command line, masked in output)")
-	f.StringVar(&spec.IdempotencyKey, "idempotency-key", "", "a second create with the same key returns the first task")
+	tf.register(f)
+	f.StringVar(&tf.spec.IdempotencyKey, "idempotency-key", "", "a second create with the same key returns the first task")
 	f.BoolVar(&wait, "wait", false, "wait until a worker has finished the task (with --all: a progress bar, then a result table)")
 	f.StringVarP(&output, "output", "o", "", "output format: id (default) or json")
 	_ = c.MarkFlagRequired("command")
@@ -231,6 +194,9 @@ func newInspectQueue(g *globals) *cobra.Command {
 				}
 				for _, w := range t.Waiting {
 					row("Waiting", w.Message)
+				}
+				if t.ScheduleID != "" { // schedule.go
+					row("Schedule", fmt.Sprintf("%s (%s), fire of %s", t.Schedule, t.ScheduleID, fmtTime(t.ScheduledAt)))
 				}
 				if t.Error != "" {
 					row("Error", t.Error)

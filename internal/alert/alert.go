@@ -58,6 +58,9 @@ type Alert struct {
 	Severity string `json:"severity"`
 	// TaskID is the failed task's id (task.failed); empty otherwise.
 	TaskID string `json:"taskId"`
+	// Schedule is the schedule's name (schedule.missed, schedule.failed,
+	// and task.failed for a task a schedule submitted).
+	Schedule string `json:"schedule,omitempty"`
 	// Team and Machine the alert is about, when it is about one (names),
 	// and their ids (a team or machine keeps its id across renames; a
 	// later one of the same name has another).

@@ -106,6 +106,10 @@ const (
 	// EntitySSHCA: a team's SSH certificate authority; EntityID is the
 	// CA's id (records carry fingerprints, never key material).
 	EntitySSHCA = "ssh-ca"
+	// EntitySchedule: a schedule (recurring task); EntityID is its id.
+	EntitySchedule = "schedule"
+	// EntityWindow: a maintenance window; EntityID is its id.
+	EntityWindow = "window"
 )
 
 // ErrInvalidRecord is returned, wrapped with the field at fault, by

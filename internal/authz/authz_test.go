@@ -53,6 +53,17 @@ var want = []struct {
 	{"vault.use", ScopeTeam, "xxx--"},
 	{"audit.read", ScopeTeam, "xx--x"},
 	{"audit.verify", ScopeStore, "x---x"},
+	{"schedule.create", ScopeTeam, "xxx--"},
+	{"schedule.update", ScopeTeam, "xxx--"},
+	{"schedule.delete", ScopeTeam, "xxx--"},
+	{"schedule.pause", ScopeTeam, "xxx--"},
+	{"schedule.trigger", ScopeTeam, "xxx--"},
+	{"schedule.list", ScopeTeam, "xxxx-"},
+	{"window.create", ScopeTeam, "xx---"},
+	{"window.delete", ScopeTeam, "xx---"},
+	{"window.list", ScopeTeam, "xxxx-"},
+	{"machine.drain", ScopeTeam, "xx---"},
+	{"queue.pause", ScopeTeam, "xx---"},
 }
 
 var columns = []Role{Owner, Admin, Operator, Viewer, Auditor}

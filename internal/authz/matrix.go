@@ -91,6 +91,31 @@ const (
 	AuditRead Action = "audit.read"
 	// AuditVerify verifies the audit trail's hash chain.
 	AuditVerify Action = "audit.verify"
+
+	// ScheduleCreate creates a schedule (a recurring task) of a team; the
+	// task it submits needs task.create (and vault.use for secrets) too.
+	ScheduleCreate Action = "schedule.create"
+	// ScheduleUpdate changes a schedule; the updater becomes its owner.
+	ScheduleUpdate Action = "schedule.update"
+	// ScheduleDelete deletes a schedule (its tasks stay).
+	ScheduleDelete Action = "schedule.delete"
+	// SchedulePause pauses or resumes a schedule.
+	SchedulePause Action = "schedule.pause"
+	// ScheduleTrigger runs a schedule's task now, as the caller.
+	ScheduleTrigger Action = "schedule.trigger"
+	// ScheduleList lists and shows a team's schedules and their fires.
+	ScheduleList Action = "schedule.list"
+
+	// WindowCreate creates a maintenance window of a team or machine.
+	WindowCreate Action = "window.create"
+	// WindowDelete deletes a maintenance window.
+	WindowDelete Action = "window.delete"
+	// WindowList lists a team's maintenance windows.
+	WindowList Action = "window.list"
+	// MachineDrain drains a machine (no new task starts on it) or resumes it.
+	MachineDrain Action = "machine.drain"
+	// QueuePause pauses a team's queue (nothing is claimed) or resumes it.
+	QueuePause Action = "queue.pause"
 )
 
 // Scope says what the team argument of a check means for an action.
@@ -140,6 +165,8 @@ var order = []Action{
 	TaskCreate, TaskCancel, TaskList, TaskRead, TaskOutput, TaskRun,
 	VaultRead, VaultWrite, VaultDelete, VaultList, VaultUse,
 	AuditRead, AuditVerify,
+	ScheduleCreate, ScheduleUpdate, ScheduleDelete, SchedulePause, ScheduleTrigger, ScheduleList,
+	WindowCreate, WindowDelete, WindowList, MachineDrain, QueuePause,
 }
 
 // rules is the matrix. Deny by default: a role not listed is denied.
@@ -193,6 +220,20 @@ var rules = map[Action]rule{
 	AuditRead: {ScopeTeam, allow(Owner, Admin, Auditor), "read audit records",
 		"admin: records of their team only; all teams (empty team): owner, auditor"},
 	AuditVerify: {ScopeStore, allow(Owner, Auditor), "verify the hash chain", ""},
+
+	ScheduleCreate: {ScopeTeam, allow(Owner, Admin, Operator), "create a schedule (recurring task)",
+		"also needs task.create (and vault.use for secrets); the creator becomes the schedule's owner, whose roles are checked again at every fire"},
+	ScheduleUpdate:  {ScopeTeam, allow(Owner, Admin, Operator), "change a schedule", "as schedule.create; the updater becomes its owner"},
+	ScheduleDelete:  {ScopeTeam, allow(Owner, Admin, Operator), "delete a schedule", "its tasks stay"},
+	SchedulePause:   {ScopeTeam, allow(Owner, Admin, Operator), "pause or resume a schedule", ""},
+	ScheduleTrigger: {ScopeTeam, allow(Owner, Admin, Operator), "run a schedule's task now", "as the caller: also needs task.create (and vault.use)"},
+	ScheduleList:    {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "list schedules and their fires", ""},
+
+	WindowCreate: {ScopeTeam, allow(Owner, Admin), "create a maintenance window", "tasks of priority 4–5 (configurable) of its machines wait for it to open"},
+	WindowDelete: {ScopeTeam, allow(Owner, Admin), "delete a maintenance window", ""},
+	WindowList:   {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "list maintenance windows", ""},
+	MachineDrain: {ScopeTeam, allow(Owner, Admin), "drain or resume a machine", "draining: no new task starts on it; running ones finish"},
+	QueuePause:   {ScopeTeam, allow(Owner, Admin), "pause or resume a team's queue", "paused: tasks are accepted, none is claimed"},
 }
 
 // Actions returns every action, in the matrix's row order.

@@ -118,6 +118,9 @@ type Policy struct {
 	// weight, 1..MaxWeight). A team not listed, or with a weight < 1, has
 	// weight 1; weights above MaxWeight count as MaxWeight.
 	Weights map[string]int
+	// Gates are the drains, pauses and maintenance windows in force at
+	// Now (gate.go); engines read them in the claim's transaction.
+	Gates Gates
 }
 
 // BusyFrom is the highest priority (numerically the lowest level) a busy
@@ -182,9 +185,12 @@ const (
 	HoldBusy                 // its machine is busy and its effective priority is BusyFrom..5
 	HoldFull                 // its machine has no free slot
 	HoldReserved             // its machine's only free slot is held for priority 1
+	HoldDraining             // its machine is draining (Policy.Gates)
+	HoldPaused               // its team's queue is paused (Policy.Gates)
+	HoldWindow               // its machine's maintenance windows are closed (Policy.Gates)
 )
 
-var holdNames = [...]string{"none", "not-ready", "machine", "busy", "full", "reserved"}
+var holdNames = [...]string{"none", "not-ready", "machine", "busy", "full", "reserved", "draining", "paused", "window"}
 
 func (h Hold) String() string {
 	if h >= 0 && int(h) < len(holdNames) {
@@ -237,6 +243,11 @@ func (p Policy) Check(c Candidate, running int) (h Hold, until time.Time) {
 		return HoldNotReady, c.ReadyAt
 	case p.Machines != nil && !slices.Contains(p.Machines, c.Machine):
 		return HoldMachine, time.Time{}
+	}
+	if h, until := p.gate(c); h != HoldNone { // gate.go
+		return h, until
+	}
+	switch {
 	case p.Busy(c.Machine) && EffectivePriority(c.Priority, c.EnqueuedAt, p.Now, p.Aging) >= BusyFrom:
 		if end := p.BusyGateEnd(c); !reached(end, p.Now) {
 			return HoldBusy, end
@@ -332,7 +343,7 @@ func Claim(p Policy, running map[string]int, src Source) (Result, error) {
 	for m, n := range running {
 		run[m] = n
 	}
-	var skip []string
+	skip := slices.Clone(p.Gates.Draining) // draining: none of its tasks may be taken
 	if p.PerMachine > 0 {
 		for m, n := range run {
 			if n >= p.PerMachine {

@@ -287,6 +287,14 @@ func Policy(r store.ClaimRequest) sched.Policy {
 	}
 }
 
+// GatedPolicy is Policy(r) with the gates and windows in force, as the
+// engine read them in the claim's transaction (window.go).
+func GatedPolicy(r store.ClaimRequest, gates []store.Gate, windows []store.Window) sched.Policy {
+	p := Policy(r)
+	p.Gates = GateState(gates, windows, r.Now)
+	return p
+}
+
 // Candidate is t as the scheduler sees it; seq is its creation sequence.
 func Candidate(t *store.Task, seq int64) sched.Candidate {
 	return sched.Candidate{ID: t.ID, Seq: seq, Team: t.TeamID, Machine: t.MachineID, Priority: t.Priority, EnqueuedAt: t.EnqueuedAt, ReadyAt: t.ReadyAt}

@@ -40,6 +40,8 @@ type Engine struct {
 
 	keys  map[string]store.Key     // SSH key inventory (keys.go)
 	blobs map[[2]string]store.Blob // (kind, key) → blob (blob.go); nil until the first put
+	sch   scheduleState            // schedules and their fires (schedule.go)
+	gates gateState                // gates and maintenance windows (window.go)
 }
 
 type entry struct {
@@ -436,7 +438,7 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 		return nil, err
 	}
 	defer e.mu.Unlock()
-	p := fsm.Policy(r)
+	p := fsm.GatedPolicy(r, e.listGates(), e.listWindows(store.WindowFilter{})) // window.go
 	running := make(map[string]int)
 	var cands []sched.Candidate
 	for _, en := range e.active {

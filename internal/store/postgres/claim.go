@@ -40,8 +40,12 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 		if err := countRunning(ctx, tx, nil, running); err != nil {
 			return err
 		}
+		gates, windows, err := gatesTx(ctx, tx) // window.go
+		if err != nil {
+			return err
+		}
 		src := &source{ctx: ctx, tx: tx, now: r.Now.UnixNano()}
-		res, err := sched.Claim(fsm.Policy(r), running, src)
+		res, err := sched.Claim(fsm.GatedPolicy(r, gates, windows), running, src)
 		if err != nil || len(res.Picked) == 0 {
 			return err
 		}

@@ -271,4 +271,7 @@ CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (team_id, idempotency_key) WH
 	`
 ALTER TABLE tasks ADD COLUMN error_kind text COLLATE "C" NOT NULL DEFAULT '';
 `,
+
+	// 8: schedules, gates and maintenance windows (schema_schedule.go).
+	migrationSchedules,
 }

@@ -276,4 +276,9 @@ CREATE TABLE blobs (
 	`
 ALTER TABLE tasks ADD COLUMN error_kind TEXT NOT NULL DEFAULT '';
 `,
+
+	// 10: schedules and their fires (schema_schedule.go).
+	migrationSchedules,
+	// 11: gates and maintenance windows (schema_schedule.go).
+	migrationGates,
 }

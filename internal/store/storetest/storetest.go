@@ -79,6 +79,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Engine) {
 	tests = append(tests, identityTests...)
 	tests = append(tests, blobTests...)
 	tests = append(tests, executionTests...)
+	tests = append(tests, scheduleTests...)
+	tests = append(tests, windowTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := open(t)
