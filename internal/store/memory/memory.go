@@ -39,6 +39,7 @@ type Engine struct {
 	base    audit.Head // last trimmed record (TrimAudit); zero when none
 
 	keys map[string]store.Key // SSH key inventory (keys.go)
+	ob outbox // the alert outbox (outbox.go)
 }
 
 type entry struct {
@@ -82,12 +83,17 @@ func (e *Engine) set(en *entry, t store.Task) {
 	}
 }
 
-// lockAudit checks the audit records and guard conditions ctx carries,
-// locks like lock and evaluates the conditions (store.WithGuard); on error
-// the mutex is not held. The caller appends the records (e.record) once
-// its change is made.
+// lockAudit checks the audit records, alert requests and guard conditions
+// ctx carries, locks like lock and evaluates the conditions
+// (store.WithGuard); on error the mutex is not held. The caller appends
+// the records, and so enqueues the alerts (e.record), once its change is
+// made.
 func (e *Engine) lockAudit(ctx context.Context) ([]audit.Record, error) {
 	recs, err := fsm.CtxAudit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	alerts, err := fsm.CtxAlerts(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -102,6 +108,7 @@ func (e *Engine) lockAudit(ctx context.Context) ([]audit.Record, error) {
 		e.mu.Unlock()
 		return nil, err
 	}
+	e.ob.pending = alerts // enqueued by record (outbox.go)
 	return recs, nil
 }
 
@@ -203,6 +210,7 @@ func (e *Engine) record(recs []audit.Record) {
 		e.trail = append(e.trail, r)
 		e.head = audit.HeadOf(r)
 	}
+	e.flushAlerts() // the alerts of the change (outbox.go)
 }
 
 // unfinished returns a task of machine (id) that is not terminal, or nil.
@@ -226,6 +234,7 @@ func (e *Engine) lock(ctx context.Context) error {
 		e.mu.Unlock()
 		return store.ErrClosed
 	}
+	e.ob.pending = nil // a previous write's alerts never outlive it
 	return nil
 }
 
