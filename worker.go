@@ -89,6 +89,7 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 	if c.leads(ctx, log) {
 		c.rescue(ctx, log)
 	}
+	c.dispatcher()                                  // delivers the alert outbox until Close (outbox.go)
 	stopProber := c.startProber(ctx, o.actor, log)  // health probes (health.go)
 	stopKeys := c.startKeyPolicy(ctx, o.actor, log) // key ages (maintenance.go)
 	// Heartbeats renew leases and pick up cancellations asked from other
@@ -598,7 +599,22 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	default:
 		events = append(events, c.taskEvent(rec, "task.attempt.failed", details), c.taskEvent(rec, "task.fail", nil))
 	}
-	done, err := c.engine.Finish(store.WithAudit(ctx, events...), f)
+	fctx := store.WithAudit(ctx, events...)
+	var alertRes store.AlertResult
+	if alert {
+		// Stored with the FAILED state, in its transaction (outbox.go).
+		req, err := c.alertRequest(Alert{Kind: AlertTaskFailed,
+			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, TeamID: rec.TeamID, MachineID: rec.MachineID, Priority: Priority(rec.Priority),
+			Command: t.Command, Attempts: rec.Attempts + 1, ExitCode: f.ExitCode, Error: f.Error, Time: now,
+			Message: fmt.Sprintf("task %s on %s failed after %d attempt(s): %s", rec.ID, rec.Machine, rec.Attempts+1, clipLine(f.Error, 200)),
+		}, &alertRes)
+		if err != nil {
+			log.ErrorContext(ctx, "alert not stored", "error", err)
+		} else {
+			fctx = store.WithAlerts(fctx, req)
+		}
+	}
+	done, err := c.engine.Finish(fctx, f)
 	if err != nil {
 		if errors.Is(err, store.ErrLeaseLost) {
 			log.WarnContext(ctx, "result discarded: the task was taken back by another worker", "outcome", attempt.Outcome)
@@ -623,16 +639,7 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	default:
 		log.ErrorContext(ctx, "task failed", "error", f.Error, "attempts", done.Attempts)
 	}
-	if alert {
-		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := c.raiseAlert(actx, Alert{Kind: AlertTaskFailed, // alert.go: rate limited, counted
-			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, TeamID: rec.TeamID, MachineID: rec.MachineID, Priority: Priority(rec.Priority),
-			Command: t.Command, Attempts: done.Attempts, ExitCode: f.ExitCode, Error: f.Error, Time: now,
-			Message: fmt.Sprintf("task %s on %s failed after %d attempt(s): %s", rec.ID, rec.Machine, done.Attempts, clipLine(f.Error, 200)),
-		})
-		cancel()
-		if err != nil {
-			log.ErrorContext(ctx, "alert delivery failed", "error", err)
-		}
+	if alert && alertRes.ID != "" {
+		c.alertStored(AlertTaskFailed, alertRes) // counted; the dispatcher delivers it
 	}
 }

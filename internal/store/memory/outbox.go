@@ -99,6 +99,11 @@ func (e *Engine) EnqueueAlerts(ctx context.Context, reqs ...store.AlertRequest) 
 		e.ob.pending = append(e.ob.pending, r)
 	}
 	e.record(recs)
+	for i, r := range reqs {
+		if r.Result != nil {
+			*r.Result = out[i]
+		}
+	}
 	return out, nil
 }
 

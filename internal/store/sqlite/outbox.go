@@ -160,6 +160,11 @@ func (e *Engine) EnqueueAlerts(ctx context.Context, reqs ...store.AlertRequest) 
 	if err != nil {
 		return nil, err
 	}
+	for i, r := range reqs {
+		if r.Result != nil {
+			*r.Result = out[i]
+		}
+	}
 	return out, nil
 }
 

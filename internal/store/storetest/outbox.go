@@ -187,9 +187,12 @@ func testOutboxRateLimit(t *testing.T, f *fixture) {
 	if res[0].Suppressed || !res[1].Suppressed || res[1].Count != 1 || res[2].Suppressed {
 		t.Fatalf("results: %+v", res)
 	}
-	res = f.enqueue(req("a3", 2*time.Minute, "k"))
-	if !res[0].Suppressed || res[0].Count != 2 {
-		t.Fatalf("second repeat: %+v", res)
+	var own store.AlertResult
+	r3 := req("a3", 2*time.Minute, "k")
+	r3.Result = &own
+	res = f.enqueue(r3)
+	if !res[0].Suppressed || res[0].Count != 2 || own != res[0] {
+		t.Fatalf("second repeat: %+v (the request's own result: %+v)", res, own)
 	}
 	res = f.enqueue(req("a4", w, "k")) // exactly one window after a1: goes out
 	if res[0].Suppressed || res[0].Count != 2 {
