@@ -120,7 +120,14 @@ func (r AlertRecord) MarshalJSON() ([]byte, error) {
 		alert.Alert
 		Command    string          `json:"command,omitempty"`
 		Deliveries []AlertDelivery `json:"deliveries"`
-	}{toInternalAlert(r.Alert), r.Command, r.Deliveries})
+	}{internalAlert(r.Alert), r.Command, r.Deliveries})
+}
+
+// internalAlert is a as a webhook body, with its ID.
+func internalAlert(a Alert) alert.Alert {
+	ia := toInternalAlert(a)
+	ia.ID = a.ID
+	return ia
 }
 
 // AlertFilter narrows ListAlerts. Zero fields match everything.
@@ -336,7 +343,7 @@ func (w *WebhookAlerter) urlHash() string {
 // endpoint as a whole failed; retryAfter is the receiver's hint.
 func (t *alertTarget) attempt(ctx context.Context, a Alert, number int) (err error, permanent, unavailable bool, retryAfter time.Duration) {
 	if t.webhook != nil {
-		err = t.webhook.Attempt(ctx, toInternalAlert(a), number)
+		err = t.webhook.Attempt(ctx, internalAlert(a), number)
 		var ae *alert.AttemptError
 		if errors.As(err, &ae) {
 			return ae.Err, ae.Permanent, ae.Unavailable, ae.RetryAfter
@@ -773,22 +780,28 @@ func (c *Client) closeOutbox(deadline time.Time) {
 	}
 }
 
-// alertsDue reports whether this client's endpoints have deliveries due
-// now or in flight (RunUntilEmpty waits for them).
+// alertsDue reports whether this client's endpoints that are not backing
+// off have deliveries due now or in flight (RunUntilEmpty waits for them;
+// an endpoint that is down keeps its alerts stored, it does not hold the
+// run).
 func (c *Client) alertsDue(ctx context.Context) (bool, error) {
 	c.ob.mu.Lock()
-	started := c.ob.d != nil
+	d := c.ob.d
 	c.ob.mu.Unlock()
-	if !started {
+	if d == nil {
 		return false, nil
 	}
-	bs, err := c.ob.engine.AlertBacklog(ctx, time.Now())
+	now := time.Now()
+	bs, err := c.ob.engine.AlertBacklog(ctx, now)
 	if err != nil {
 		return false, err
 	}
-	for _, b := range bs {
-		for _, n := range c.ob.names {
-			if b.Endpoint == n && b.Due > 0 {
+	for _, r := range d.runners {
+		r.mu.Lock()
+		down := r.gateUntil.After(now) && r.inflight == 0
+		r.mu.Unlock()
+		for _, b := range bs {
+			if b.Endpoint == r.t.name && b.Due > 0 && !down {
 				return true, nil
 			}
 		}
