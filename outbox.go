@@ -646,7 +646,7 @@ func (r *endpointRunner) drained(now, gate time.Time, claimed int) (bool, time.T
 		return false, deadline
 	}
 	if gate.After(now) {
-		return !gate.Before(deadline), gate // the endpoint is down: its deliveries stay stored
+		return true, now // the endpoint is down: its deliveries stay stored, Close does not wait for it
 	}
 	ctx, cancel := context.WithTimeout(d.hard, 5*time.Second)
 	defer cancel()
