@@ -226,9 +226,10 @@ type WebhookConfig struct {
 	// Timeout bounds each HTTP attempt, from dialing to reading the
 	// response. Default DefaultWebhookTimeout (10 s).
 	Timeout time.Duration
-	// MaxElapsed bounds the time spent retrying one alert from its first
-	// attempt; then the delivery counts as failed and is logged.
-	// Default DefaultWebhookMaxElapsed (1 min).
+	// MaxElapsed bounds the time spent retrying one alert given to Alert
+	// directly, from its first attempt; then the delivery counts as failed
+	// and is logged. Default DefaultWebhookMaxElapsed (1 min). A Client's
+	// outbox retries until Config.AlertMaxAge instead.
 	MaxElapsed time.Duration
 	// InitialInterval and MaxInterval shape the exponential backoff
 	// between attempts (github.com/cenkalti/backoff: factor 1.5, ±50 %
@@ -237,10 +238,13 @@ type WebhookConfig struct {
 	// honoured up to MaxInterval. Network errors, timeouts, 408, 429 and
 	// 5xx are retried; other 4xx, 3xx and TLS verification errors are not.
 	InitialInterval, MaxInterval time.Duration
-	// QueueSize is how many alerts may wait for delivery; when full, Alert
-	// drops new ones (ErrAlertDropped). Default DefaultWebhookQueueSize.
+	// QueueSize is how many alerts given to Alert directly may wait in
+	// memory for delivery; when full, Alert drops new ones
+	// (ErrAlertDropped). Default DefaultWebhookQueueSize. A Client's alerts
+	// wait in its store's outbox, which has no such limit.
 	QueueSize int
-	// Redact masks secrets in Error and Message when an alert is queued
+	// Redact masks secrets in Error and Message when an alert is queued,
+	// and, for a Client's alerts, before they are stored in the outbox
 	// (the worker has already masked the task's vault secrets; use this for
 	// alerts of your own). Default: none.
 	Redact func(string) string

@@ -362,6 +362,13 @@ func TestAlertOutboxReceiverDownThenUp(t *testing.T) {
 			t.Errorf("received body for %s: %+v", r.ID, b)
 		}
 	}
+	// Delivered alerts leave the store with Prune.
+	if res, err := c.Prune(asOwner(), 0); err != nil || res.AlertsDeleted != 20 {
+		t.Errorf("Prune: %+v, %v; want 20 alerts deleted", res, err)
+	}
+	if rs, err := c.ListAlerts(asOwner(), rediacc.AlertFilter{}); err != nil || len(rs) != 0 {
+		t.Errorf("alerts after Prune: %d, %v", len(rs), err)
+	}
 }
 
 // A worker stopped while the receiver is down leaves its alerts in the
