@@ -22,6 +22,7 @@ import (
 	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/authz"
 	"github.com/rediacc/rediacc/internal/store"
+	"github.com/rediacc/rediacc/internal/store/fsm"
 )
 
 // The alert outbox. Every alert is written to the store first: a failed
@@ -232,11 +233,25 @@ func (c *Client) alertRequest(a Alert, res *store.AlertResult) (store.AlertReque
 	if err != nil {
 		return store.AlertRequest{}, fmt.Errorf("rediacc: encoding an alert: %w", err)
 	}
-	return store.AlertRequest{
-		Alert: store.Alert{ID: a.ID, Kind: a.Kind, Key: alert.DefaultKey(toInternalAlert(a)), Team: a.Team, TaskID: a.TaskID,
+	req := store.AlertRequest{
+		Alert: store.Alert{ID: a.ID, Kind: a.Kind, Key: conditionKey(a), Team: a.Team, TaskID: a.TaskID,
 			Payload: payload, CreatedAt: a.Time},
 		Window: c.cfg.AlertRateWindow, Endpoints: c.ob.names, Result: res,
-	}, nil
+	}
+	// Checked here, so that a bad alert never fails the write it rides on
+	// (a task's Finish).
+	if err := fsm.CheckAlertRequests([]store.AlertRequest{req}); err != nil {
+		return store.AlertRequest{}, fmt.Errorf("rediacc: a %s alert: %w", a.Kind, mapStoreErr(err))
+	}
+	return req, nil
+}
+
+// conditionKey names a's condition for the rate limit: the kind, then a
+// hash of alert.DefaultKey (its fields joined by NUL bytes, which no
+// engine's text needs to hold).
+func conditionKey(a Alert) string {
+	h := sha256.Sum256([]byte(alert.DefaultKey(toInternalAlert(a))))
+	return a.Kind + "/" + hex.EncodeToString(h[:16])
 }
 
 // alertStored counts an alert the outbox took (or held back), and wakes

@@ -800,3 +800,35 @@ func TestListAlertsAuthorization(t *testing.T) {
 		}
 	}
 }
+
+// Two workers of different hosts (two clients, two connection pools) on
+// one PostgreSQL store: alerts raised while the receiver is down wait in
+// the database; once it recovers, each is delivered once, never by both at
+// the same time.
+func TestAlertOutboxPostgresWorkers(t *testing.T) {
+	f := newFleet(t, 1, 3*time.Second)
+	sink := newOutboxSink(t, "pg-secret")
+	sink.status.Store(http.StatusServiceUnavailable)
+	sink.delay = 30 * time.Millisecond
+	clients := make([]*rediacc.Client, 2)
+	for i := range clients {
+		clients[i] = f.client(func(cfg *rediacc.Config) {
+			cfg.WorkerID = fmt.Sprintf("host-%d/%d/alerts", 50+i, 5000+i) // other hosts: leases, not local pids
+			cfg.Alerter = outboxWebhook(t, sink)
+			cfg.AlertConcurrency = 3
+		})
+	}
+	failingTasks(t, f.c, f.machines[0], 20)
+	for _, c := range clients {
+		startWorker(t, c)
+	}
+	waitFailed(t, f.c, 20)
+	waitFor(t, "the receiver to refuse a delivery", func() bool { n, _ := sink.count(); return n >= 1 })
+	if rs := undelivered(t, f.c); len(rs) != 20 {
+		t.Fatalf("%d undelivered alerts in the database while the receiver is down, want 20", len(rs))
+	}
+	sink.status.Store(http.StatusOK)
+	waitFor(t, "all 20 alerts", func() bool { return sink.delivered() == 20 })
+	waitSettled(t, f.c)
+	sink.check(t, true)
+}

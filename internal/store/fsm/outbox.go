@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
+	"unicode/utf8"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,12 +41,16 @@ func CloneDelivery(d store.AlertDelivery) store.AlertDelivery {
 // CheckEndpoints checks alert endpoint names.
 func CheckEndpoints(names []string) error {
 	for _, n := range names {
-		if n == "" || len(n) > MaxEndpointName {
-			return fmt.Errorf("%w: alert endpoint name %q: empty or longer than %d bytes", store.ErrInvalidArgument, n, MaxEndpointName)
+		if n == "" || len(n) > MaxEndpointName || !cleanText(n) {
+			return fmt.Errorf("%w: alert endpoint name %q: empty, longer than %d bytes, or not clean UTF-8 text", store.ErrInvalidArgument, n, MaxEndpointName)
 		}
 	}
 	return nil
 }
+
+// cleanText reports whether s is valid UTF-8 without NUL bytes: text every
+// engine stores as it is (PostgreSQL's text refuses NUL).
+func cleanText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // CheckAlertRequests checks alert requests before anything changes.
 func CheckAlertRequests(reqs []store.AlertRequest) error {
@@ -54,6 +60,11 @@ func CheckAlertRequests(reqs []store.AlertRequest) error {
 			return fmt.Errorf("%w: alert %d: kind is empty", store.ErrInvalidArgument, i)
 		case r.Window < 0:
 			return fmt.Errorf("%w: alert %d: negative rate window %s", store.ErrInvalidArgument, i, r.Window)
+		}
+		for _, f := range []string{r.Alert.ID, r.Alert.Kind, r.Alert.Key, r.Alert.Team, r.Alert.TaskID} {
+			if !cleanText(f) {
+				return fmt.Errorf("%w: alert %d: %q holds a NUL byte or invalid UTF-8", store.ErrInvalidArgument, i, f)
+			}
 		}
 		if err := checkTimes("alert CreatedAt", r.Alert.CreatedAt); err != nil {
 			return fmt.Errorf("alert %d: %w", i, err)

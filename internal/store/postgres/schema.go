@@ -262,4 +262,6 @@ ALTER TABLE tasks RENAME COLUMN machine TO machine_id;
 DROP INDEX tasks_idempotency_key;
 CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (team_id, idempotency_key) WHERE idempotency_key <> '';
 `,
+	// 6: the alert outbox (schema_outbox.go).
+	migrationOutbox,
 }

@@ -266,6 +266,9 @@ func testOutboxInvalid(t *testing.T, f *fixture) {
 		{Alert: store.Alert{Kind: "k"}, Window: -time.Second},
 		{Alert: store.Alert{Kind: "k"}, Endpoints: []string{""}},
 		{Alert: store.Alert{Kind: "k", CreatedAt: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)}},
+		{Alert: store.Alert{Kind: "k", Key: "a\x00b"}},
+		{Alert: store.Alert{Kind: "k", Team: "\xff"}},
+		{Alert: store.Alert{Kind: "k"}, Endpoints: []string{"x\x00"}},
 	}
 	for _, r := range bad {
 		_, err := f.e.Finish(store.WithAlerts(f.ctx, r), store.Finish{ID: "x", Owner: "w1", At: at(2 * time.Hour), Next: store.Failed})
