@@ -498,8 +498,9 @@ func (d *dispatcher) register() {
 	}
 }
 
-// housekeeping renews the endpoints' registration and expires what is
-// older than Config.AlertMaxAge, every minute (or tenth of the age).
+// housekeeping renews the endpoints' registration and, on the leader,
+// expires what is older than Config.AlertMaxAge, every minute (or tenth of
+// the age).
 func (d *dispatcher) housekeeping() {
 	defer d.wg.Done()
 	every := min(time.Minute, d.c.cfg.AlertMaxAge/10)
@@ -512,6 +513,9 @@ func (d *dispatcher) housekeeping() {
 		case <-t.C:
 		}
 		d.register()
+		if !d.c.leadingNow() {
+			continue // on a shared store, the leader expires for all
+		}
 		cfg := d.c.cfg
 		qnow := d.c.clock.Now().UTC()
 		ctx, cancel := context.WithTimeout(d.hard, 30*time.Second)
@@ -529,6 +533,18 @@ func (d *dispatcher) housekeeping() {
 				"deliveries", n, "max_age", cfg.AlertMaxAge)
 		}
 	}
+}
+
+// leadingNow reports whether this client's worker runs the periodic duties
+// (cluster.go): always on a store of one host, else while its worker loop
+// holds the store's leadership.
+func (c *Client) leadingNow() bool {
+	if c.clusterEngine() == nil {
+		return true
+	}
+	c.cstate.mu.Lock()
+	defer c.cstate.mu.Unlock()
+	return c.cstate.leading
 }
 
 // nudge wakes every runner (an alert was stored).
