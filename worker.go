@@ -44,6 +44,9 @@ func (c *Client) Run(ctx context.Context) error { return c.run(ctx, false) }
 // *HeldError (errors.Is ErrTasksHeld) naming them and why, instead of
 // waiting forever. While a held task frees by time alone (a retry delay,
 // the end of a busy machine's gate), it waits, and logs why at INFO.
+// Before it returns, the alerts due at this client's alert endpoints are
+// delivered (an endpoint that is down keeps them stored: it does not hold
+// the return).
 func (c *Client) RunUntilEmpty(ctx context.Context) error { return c.run(ctx, true) }
 
 func (c *Client) run(ctx context.Context, untilEmpty bool) error {
