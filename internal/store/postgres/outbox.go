@@ -215,6 +215,16 @@ func (e *Engine) ClaimAlerts(ctx context.Context, r store.AlertClaim) ([]store.A
 			}
 		}
 	}
+	// Most polls find nothing: look before opening a write transaction.
+	var found bool
+	if err := e.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM alert_deliveries
+		WHERE endpoint = $1 AND state = 'pending' AND next_attempt_at <= $2
+		AND (lease_owner = '' OR lease_expires_at <= $2 OR lease_owner = ANY($3)))`, r.Endpoint, now, dead).Scan(&found); err != nil {
+		return nil, e.classify(err)
+	}
+	if !found {
+		return nil, nil
+	}
 	var out []store.Alert
 	err := e.writeIf(ctx, func(tx pgx.Tx) (bool, error) {
 		out = nil

@@ -212,8 +212,20 @@ func (e *Engine) ClaimAlerts(ctx context.Context, r store.AlertClaim) ([]store.A
 			}
 		}
 	}
+	// Most polls find nothing: ask the read pool before taking the write lock.
+	var found int
+	err := e.r.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM alert_deliveries INDEXED BY alert_deliveries_due
+		WHERE endpoint = ?1 AND state = 'pending' AND next_attempt_at <= ?2
+		AND (lease_owner = '' OR lease_expires_at <= ?2 OR lease_owner IN (SELECT value FROM json_each(?3))) LIMIT 1)`,
+		r.Endpoint, now, jsonList(dead)).Scan(&found)
+	if err != nil {
+		return nil, e.classify(err)
+	}
+	if found == 0 {
+		return nil, nil
+	}
 	var out []store.Alert
-	err := e.writeIf(ctx, func(tx *sql.Tx) (bool, error) {
+	err = e.writeIf(ctx, func(tx *sql.Tx) (bool, error) {
 		out = nil
 		rows, err := tx.QueryContext(ctx, `UPDATE alert_deliveries SET lease_owner = ?1, lease_expires_at = ?2
 			WHERE endpoint = ?3 AND alert_seq IN (
