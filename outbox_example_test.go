@@ -25,7 +25,8 @@ func ExampleClient_ListAlerts() {
 	defer c.Close()
 	_, _ = c.AddMachine(ctx, machine)
 	task, _ := c.Submit(ctx, rediacc.TaskSpec{Machine: "web-01", Command: "exit 3"}) // FailureAlert by default
-	if err := c.RunUntilEmpty(ctx); err != nil { // returns once the alert is delivered
+	// RunUntilEmpty returns once the task failed and its alert is delivered.
+	if err := c.RunUntilEmpty(ctx); err != nil {
 		fmt.Println(err)
 		return
 	}
