@@ -17,7 +17,7 @@ func ExampleClient_ListAlerts() {
 	srv, machine := exampleMachine(dir)
 	defer srv.Close()
 	ctx := rediacc.WithActor(context.Background(), "ops")
-	c, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), HealthInterval: -1})
+	c, err := rediacc.New(ctx, rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), Health: rediacc.HealthConfig{Interval: -1}})
 	if err != nil {
 		fmt.Println(err)
 		return
