@@ -94,6 +94,12 @@ type AlertDelivery struct {
 	NextAttemptAt time.Time `json:"nextAttemptAt,omitzero"`
 	// DoneAt is when it was delivered or given up (zero while pending).
 	DoneAt time.Time `json:"doneAt,omitzero"`
+	// Worker is the worker (Config.WorkerID) holding the pending
+	// delivery's lease while it attempts it, until LeaseExpiresAt; ""
+	// when none. A lease that has expired (its worker died or lost the
+	// store) is free: another worker takes the delivery over.
+	Worker         string    `json:"worker,omitempty"`
+	LeaseExpiresAt time.Time `json:"leaseExpiresAt,omitzero"`
 }
 
 // AlertRecord is an alert in the outbox with its deliveries (ListAlerts).
@@ -181,6 +187,9 @@ func (c *Client) ListAlerts(ctx context.Context, f AlertFilter) ([]AlertRecord, 
 				LastAttemptAt: d.LastAttemptAt, DoneAt: d.DoneAt}
 			if d.State == store.DeliveryPending {
 				ad.NextAttemptAt = d.NextAttemptAt
+				if d.LeaseOwner != "" {
+					ad.Worker, ad.LeaseExpiresAt = d.LeaseOwner, d.LeaseExpiresAt
+				}
 			}
 			rec.Deliveries = append(rec.Deliveries, ad)
 		}

@@ -28,11 +28,19 @@ import (
 // by workers sharing a store; a backlog shows in the metrics and in
 // ListAlerts.
 
-// Environment of the killed worker process (TestAlertOutboxSurvivesSIGKILL).
+// Environment of the killed worker process (TestAlertOutboxSurvivesSIGKILL,
+// TestAlertOutboxPostgresWorkerKilled).
 const (
 	outboxChildDir    = "REDIACC_OUTBOX_CHILD_DIR"
 	outboxChildURL    = "REDIACC_OUTBOX_CHILD_URL"
 	outboxChildSecret = "REDIACC_OUTBOX_CHILD_SECRET"
+	// Optional: a store URL (PostgreSQL), the worker id, the audit keyring
+	// file, and the worker's lease, also its webhook's timeout (a
+	// time.Duration string; default 1m).
+	outboxChildStore    = "REDIACC_OUTBOX_CHILD_STORE"
+	outboxChildWorkerID = "REDIACC_OUTBOX_CHILD_WORKER_ID"
+	outboxChildAuditKey = "REDIACC_OUTBOX_CHILD_AUDIT_KEY"
+	outboxChildLease    = "REDIACC_OUTBOX_CHILD_LEASE"
 )
 
 // init turns the test binary into a worker that delivers alerts to a
@@ -42,14 +50,23 @@ func init() {
 	if dir == "" {
 		return
 	}
+	lease := time.Minute
+	if v := os.Getenv(outboxChildLease); v != "" {
+		var err error
+		if lease, err = time.ParseDuration(v); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(2)
+		}
+	}
 	wh, err := rediacc.NewWebhookAlerter(rediacc.WebhookConfig{URL: os.Getenv(outboxChildURL), Secret: []byte(os.Getenv(outboxChildSecret)),
-		InitialInterval: 50 * time.Millisecond, MaxInterval: 300 * time.Millisecond, Timeout: time.Minute})
+		InitialInterval: 50 * time.Millisecond, MaxInterval: 300 * time.Millisecond, Timeout: lease})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		os.Exit(2)
 	}
-	c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), PollInterval: 20 * time.Millisecond,
-		LeaseDuration: time.Minute, Health: rediacc.HealthConfig{Interval: -1}, Alerter: wh})
+	c, err := rediacc.New(asOwner(), rediacc.Config{DataDir: dir, StoreURL: os.Getenv(outboxChildStore), WorkerID: os.Getenv(outboxChildWorkerID),
+		AuditKeyFile: os.Getenv(outboxChildAuditKey), Logger: slog.New(slog.DiscardHandler), PollInterval: 20 * time.Millisecond,
+		LeaseDuration: lease, Health: rediacc.HealthConfig{Interval: -1}, Alerter: wh})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		os.Exit(2)
@@ -449,13 +466,13 @@ func TestAlertOutboxSurvivesSIGKILL(t *testing.T) {
 		defer sink.mu.Unlock()
 		return sink.inflight >= 2
 	})
+	sink.mu.Lock()
+	held := sink.inflight
+	sink.mu.Unlock()
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	_ = child.Wait()
-	sink.mu.Lock()
-	held := sink.inflight
-	sink.mu.Unlock()
 	sink.status.Store(http.StatusOK)
 	sink.release() // the dead worker's requests end with 503
 	if rs := undelivered(t, c); len(rs) != 20 {
@@ -853,4 +870,92 @@ func TestAlertOutboxPostgresWorkers(t *testing.T) {
 	waitFor(t, "all 20 alerts", func() bool { return sink.delivered() == 20 })
 	waitSettled(t, f.c)
 	sink.check(t, true)
+}
+
+// Two workers of different hosts on one PostgreSQL store, one of them a
+// separate process killed with SIGKILL while its deliveries hang at the
+// receiver: the other worker delivers the alerts nobody held at once, and
+// each alert the dead worker held only once that lease has expired (it
+// cannot see the process of another host die); every alert is
+// acknowledged once, never by both at the same time.
+func TestAlertOutboxPostgresWorkerKilled(t *testing.T) {
+	const n = 12
+	f := newFleet(t, 1, 3*time.Second)
+	sink := newOutboxSink(t, "pg-kill-secret")
+	sink.status.Store(0) // hang: the first worker's deliveries stay in flight
+	var ackMu sync.Mutex
+	acked := map[string]time.Time{}
+	sink.seen = func(b hookBody, status int) {
+		if status == http.StatusOK {
+			ackMu.Lock()
+			acked[b.ID] = time.Now()
+			ackMu.Unlock()
+		}
+	}
+	hook := sink.srv.URL + "/hook?token=abc"
+	failingTasks(t, f.c, f.machines[0], n)
+
+	// Another host: its leases end only by expiry, 16 s after its claims
+	// (the webhook's timeout, 8 s, and its LeaseDuration, 8 s).
+	const deadID = "host-70/7000/alerts"
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), outboxChildDir+"="+t.TempDir(), outboxChildURL+"="+hook, outboxChildSecret+"=pg-kill-secret",
+		outboxChildStore+"="+f.url, outboxChildWorkerID+"="+deadID, outboxChildAuditKey+"="+f.auditKey, outboxChildLease+"=8s")
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	waitFailed(t, f.c, n)
+	waitFor(t, "deliveries in flight at the receiver", func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return sink.inflight >= 2
+	})
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
+	// The leases the dead worker left, as the store records them.
+	rs := undelivered(t, f.c)
+	if len(rs) != n {
+		t.Fatalf("after SIGKILL: %d undelivered alerts, want %d", len(rs), n)
+	}
+	held := map[string]time.Time{}
+	for _, r := range rs {
+		for _, d := range r.Deliveries {
+			if d.Worker == deadID && d.LeaseExpiresAt.After(time.Now()) {
+				held[r.ID] = d.LeaseExpiresAt
+			}
+		}
+	}
+	if len(held) == 0 || len(held) == n {
+		t.Fatalf("%d of %d deliveries leased by the killed worker, want some but not all", len(held), n)
+	}
+	sink.status.Store(http.StatusOK)
+	sink.release() // the dead worker's requests end with 503
+
+	survivor := f.client(func(cfg *rediacc.Config) {
+		cfg.WorkerID = "host-71/7100/alerts"
+		wh, err := rediacc.NewWebhookAlerter(rediacc.WebhookConfig{URL: hook, Secret: sink.secret,
+			InitialInterval: 50 * time.Millisecond, MaxInterval: 300 * time.Millisecond, Timeout: 10 * time.Second, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Alerter = wh
+	})
+	stop := startWorker(t, survivor)
+	waitFor(t, fmt.Sprintf("all %d alerts", n), func() bool { return sink.delivered() == n })
+	waitSettled(t, survivor)
+	stop()
+	sink.check(t, true)
+	ackMu.Lock()
+	defer ackMu.Unlock()
+	for id, until := range held {
+		if at := acked[id]; at.Before(until) {
+			t.Errorf("alert %s, leased by the killed worker until %s, acknowledged at %s: before its lease expired",
+				id, until.Format(time.StampMilli), at.Format(time.StampMilli))
+		}
+	}
+	t.Logf("killed the worker holding %d of %d deliveries", len(held), n)
 }

@@ -61,7 +61,7 @@ func newListAlerts(g *globals) *cobra.Command {
 
 // printAlerts prints one line per alert, then, for the deliveries that
 // did not arrive, one line each: endpoint, state, attempts, next attempt,
-// last error.
+// the worker attempting it now (with its lease's end), last error.
 func printAlerts(g *globals, rs []rediacc.AlertRecord) error {
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ALERT ID\tKIND\tTEAM\tABOUT\tRAISED\tDELIVERED\tMESSAGE")
@@ -77,8 +77,12 @@ func printAlerts(g *globals, rs []rediacc.AlertRecord) error {
 				n++
 				continue
 			}
-			waiting = append(waiting, fmt.Sprintf("%s\t%s\t%s\t%d\t%s\t%s", r.ID, printable(d.Endpoint), d.State, d.Attempts,
-				fmtTime(d.NextAttemptAt), orDefault(clip(d.LastError, 80), "-")))
+			worker := "-"
+			if d.Worker != "" {
+				worker = printable(d.Worker) + " until " + fmtTime(d.LeaseExpiresAt)
+			}
+			waiting = append(waiting, fmt.Sprintf("%s\t%s\t%s\t%d\t%s\t%s\t%s", r.ID, printable(d.Endpoint), d.State, d.Attempts,
+				fmtTime(d.NextAttemptAt), worker, orDefault(clip(d.LastError, 80), "-")))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n", r.ID, r.Kind, orDefault(r.Team, "-"), orDefault(about, "-"),
 			r.Time.Local().Format(time.DateTime), n, len(r.Deliveries), clip(r.Message, 60))
@@ -88,7 +92,7 @@ func printAlerts(g *globals, rs []rediacc.AlertRecord) error {
 	}
 	fmt.Fprintln(g.stdout)
 	tw = tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NOT DELIVERED\tENDPOINT\tSTATE\tATTEMPTS\tNEXT ATTEMPT\tLAST ERROR")
+	fmt.Fprintln(tw, "NOT DELIVERED\tENDPOINT\tSTATE\tATTEMPTS\tNEXT ATTEMPT\tIN FLIGHT AT\tLAST ERROR")
 	for _, w := range waiting {
 		fmt.Fprintln(tw, w)
 	}

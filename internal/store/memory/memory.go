@@ -39,7 +39,7 @@ type Engine struct {
 	base    audit.Head // last trimmed record (TrimAudit); zero when none
 
 	keys map[string]store.Key // SSH key inventory (keys.go)
-	ob outbox // the alert outbox (outbox.go)
+	ob   outbox               // the alert outbox (outbox.go)
 }
 
 type entry struct {

@@ -13,7 +13,7 @@ import (
 	"github.com/rediacc/rediacc/internal/store/fsm"
 )
 
-// The alert outbox (schema migration 5). Alerts are enqueued by e.tx in the
+// The alert outbox (schema migration 7). Alerts are enqueued by e.tx in the
 // write transaction of the change whose context carries them
 // (store.WithAlerts), or by EnqueueAlerts in one of their own; deliveries
 // are claimed and settled in BEGIN IMMEDIATE transactions like tasks, so
