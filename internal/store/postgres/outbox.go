@@ -14,7 +14,7 @@ import (
 	"github.com/rediacc/rediacc/internal/store/fsm"
 )
 
-// The alert outbox (schema migration 3). Alerts are enqueued by e.tx in the
+// The alert outbox (schema migration 5). Alerts are enqueued by e.tx in the
 // transaction of the change whose context carries them (store.WithAlerts),
 // or by EnqueueAlerts in one of their own. The rate limit's decision for a
 // condition is serialized by a transaction-scoped advisory lock on its key,
