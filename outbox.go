@@ -139,8 +139,10 @@ func internalAlert(a Alert) alert.Alert {
 
 // AlertFilter narrows ListAlerts. Zero fields match everything.
 type AlertFilter struct {
-	// Team keeps one team's alerts; "" every team the actor may list the
-	// tasks of (and, for owners, the store-wide alerts).
+	// Team keeps the alerts of the live team of that name (by its id: not
+	// those of an earlier, deleted team of the same name); "" every team
+	// the actor may list the tasks of (and, for owners, the store-wide
+	// alerts).
 	Team string
 	// Kind keeps one kind (AlertTaskFailed, …).
 	Kind string
@@ -166,7 +168,14 @@ func (c *Client) ListAlerts(ctx context.Context, f AlertFilter) ([]AlertRecord, 
 	if f.Limit < 0 {
 		return nil, fmt.Errorf("%w: alert filter: negative limit %d", ErrInvalidArgument, f.Limit)
 	}
-	teams, o, err := c.scopeTeams(ctx, authz.TaskList, f.Team, audit.EntityTask)
+	var sc scope
+	if f.Team != "" {
+		var err error
+		if sc, err = c.resolveTeam(ctx, f.Team); err != nil {
+			return nil, err
+		}
+	}
+	teams, o, err := c.scopeTeams(ctx, authz.TaskList, sc, audit.EntityTask)
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +252,7 @@ func (c *Client) alertRequest(a Alert, res *store.AlertResult) (store.AlertReque
 		return store.AlertRequest{}, fmt.Errorf("rediacc: encoding an alert: %w", err)
 	}
 	req := store.AlertRequest{
-		Alert: store.Alert{ID: a.ID, Kind: a.Kind, Key: conditionKey(a), Team: a.Team, TaskID: a.TaskID,
+		Alert: store.Alert{ID: a.ID, Kind: a.Kind, Key: conditionKey(a), Team: a.TeamID, TaskID: a.TaskID,
 			Payload: payload, CreatedAt: a.Time},
 		Window: c.cfg.AlertRateWindow, Endpoints: c.ob.names, Result: res,
 	}

@@ -838,6 +838,24 @@ func TestListAlertsAuthorization(t *testing.T) {
 			t.Errorf("alert JSON lacks %s: %s", k, b)
 		}
 	}
+	// Alerts belong to the team's id: renamed, the team keeps them (and its
+	// members keep seeing them); a new team of the old name has none.
+	prodAlert := rs[0].ID
+	if err := c.RenameTeam(owner, "prod", "production"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTeam(owner, "prod", "a new team of the old name"); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := c.ListAlerts(owner, rediacc.AlertFilter{Team: "production"}); err != nil || len(rs) != 1 || rs[0].ID != prodAlert {
+		t.Errorf("alerts of the renamed team: %+v, %v; want %s", rs, err, prodAlert)
+	}
+	if rs, err := c.ListAlerts(as("vera"), rediacc.AlertFilter{}); err != nil || len(rs) != 1 || rs[0].ID != prodAlert {
+		t.Errorf("alerts the renamed team's viewer sees: %+v, %v; want %s", rs, err, prodAlert)
+	}
+	if rs, err := c.ListAlerts(owner, rediacc.AlertFilter{Team: "prod"}); err != nil || len(rs) != 0 {
+		t.Errorf("alerts of the new team named prod: %+v, %v; want none", rs, err)
+	}
 }
 
 // Two workers of different hosts (two clients, two connection pools) on
