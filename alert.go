@@ -62,8 +62,8 @@ const (
 	// DefaultAlertRateWindow is Config.AlertRateWindow's default: one alert
 	// per condition per 5 minutes.
 	DefaultAlertRateWindow = alert.DefaultWindow
-	// DefaultAlertDrainTimeout bounds how long Close waits for an
-	// Alerter's queued deliveries.
+	// DefaultAlertDrainTimeout bounds how long Close goes on delivering
+	// the alert outbox.
 	DefaultAlertDrainTimeout = 10 * time.Second
 )
 
@@ -77,6 +77,11 @@ var ErrAlertDropped = errors.New("alert dropped: the webhook delivery queue is f
 // (AlertMachineUnhealthy). Secrets of the task's vault are already masked
 // in Error and Message.
 type Alert struct {
+	// ID identifies the alert in the outbox (a UUID): the same on every
+	// delivery attempt, by any worker, so that a receiver can drop the
+	// duplicates at-least-once delivery may bring (webhooks also send it
+	// as WebhookDeliveryHeader). "" for an alert that was never stored.
+	ID string
 	// Kind is one of the Alert* kind constants.
 	Kind string
 	// Severity is SeverityWarning or SeverityError ("" counts as error).
@@ -111,12 +116,24 @@ type Alert struct {
 }
 
 // Alerter is told about alerts: when a task finally fails and its
-// FailureAction is FailureAlert, and when an AlertRule's threshold is
-// crossed. Alert is called from the worker; it should return quickly
-// (WebhookAlerter queues its deliveries). An error is logged, never retried
-// by the worker. An Alerter that also has a method
-// Close(ctx context.Context) error is closed by Client.Close, with a
-// deadline of Config.AlertDrainTimeout.
+// FailureAction is FailureAlert, when an AlertRule's threshold is crossed,
+// when a machine fails its health probe. Every alert goes through the
+// client's alert outbox (outbox.go): it is stored first, then the outbox
+// dispatcher of a client that uses this Alerter (a worker's, or the
+// raising client's) calls Alert: concurrently (up to
+// Config.AlertConcurrency calls at once), with a ctx whose deadline is
+// DefaultAlertTimeout, possibly in another process than the one that
+// raised it, and at least once. A nil error acknowledges the alert; an
+// error is retried with exponential backoff until Config.AlertMaxAge, or
+// never when it wraps a *backoff.PermanentError
+// (github.com/cenkalti/backoff/v4's backoff.Permanent). Alert.ID is the
+// same on every call for one alert: drop duplicates by it.
+//
+// Each alerter is one endpoint of the outbox, named as NameAlerter says;
+// a FanoutAlerter is split into its alerters, each its own endpoint, so a
+// failing one neither blocks nor repeats the others. An Alerter that also
+// has a method Close(ctx context.Context) error is closed by Client.Close
+// once the outbox is drained.
 type Alerter interface {
 	Alert(ctx context.Context, a Alert) error
 }
@@ -218,9 +235,10 @@ type WebhookConfig struct {
 	// Timeout bounds each HTTP attempt, from dialing to reading the
 	// response. Default DefaultWebhookTimeout (10 s).
 	Timeout time.Duration
-	// MaxElapsed bounds the time spent retrying one alert from its first
-	// attempt; then the delivery counts as failed and is logged.
-	// Default DefaultWebhookMaxElapsed (1 min).
+	// MaxElapsed bounds the time spent retrying one alert given to Alert
+	// directly, from its first attempt; then the delivery counts as failed
+	// and is logged. Default DefaultWebhookMaxElapsed (1 min). A Client's
+	// outbox retries until Config.AlertMaxAge instead.
 	MaxElapsed time.Duration
 	// InitialInterval and MaxInterval shape the exponential backoff
 	// between attempts (github.com/cenkalti/backoff: factor 1.5, ±50 %
@@ -229,10 +247,13 @@ type WebhookConfig struct {
 	// honoured up to MaxInterval. Network errors, timeouts, 408, 429 and
 	// 5xx are retried; other 4xx, 3xx and TLS verification errors are not.
 	InitialInterval, MaxInterval time.Duration
-	// QueueSize is how many alerts may wait for delivery; when full, Alert
-	// drops new ones (ErrAlertDropped). Default DefaultWebhookQueueSize.
+	// QueueSize is how many alerts given to Alert directly may wait in
+	// memory for delivery; when full, Alert drops new ones
+	// (ErrAlertDropped). Default DefaultWebhookQueueSize. A Client's alerts
+	// wait in its store's outbox, which has no such limit.
 	QueueSize int
-	// Redact masks secrets in Error and Message when an alert is queued
+	// Redact masks secrets in Error and Message when an alert is queued,
+	// and, for a Client's alerts, before they are stored in the outbox
 	// (the worker has already masked the task's vault secrets; use this for
 	// alerts of your own). Default: none.
 	Redact func(string) string
@@ -268,20 +289,33 @@ type deliveryStatser interface {
 }
 
 // WebhookAlerter POSTs each alert as JSON to a URL, signed with
-// HMAC-SHA256 of a shared secret. Alert only queues the alert, so the
-// worker never waits on the receiver; one goroutine delivers the queue in
-// order, retrying with exponential backoff; a delivery that finally fails is
-// logged and counted (Stats), never returned to the worker.
+// HMAC-SHA256 of a shared secret.
 //
-// The body is a JSON object: kind, taskId, team, machine, priority,
-// attempts, exitCode (null when the command never exited), error, message,
-// time (RFC 3339), and suppressed when the rate limit held some back.
-// Headers: WebhookSignatureHeader, WebhookTimestampHeader,
-// WebhookDeliveryHeader, WebhookEventHeader. Make one with
-// NewWebhookAlerter; Close it (Client.Close does when it is, or is in,
-// Config.Alerter).
+// As (or in) Config.Alerter, it is an endpoint of the client's alert
+// outbox: the outbox dispatcher makes each attempt (Timeout each, up to
+// Config.AlertConcurrency at once), retries failed ones with the backoff
+// of InitialInterval and MaxInterval until Config.AlertMaxAge (MaxElapsed
+// and QueueSize do not apply), backs off the whole endpoint while it is
+// down (no connection, 429, 502, 503, 504, honouring Retry-After), and
+// gives an alert up at once on a 3xx, a 4xx other than 408 and 429, or a
+// TLS verification error. Undelivered alerts wait in the store, not in
+// memory: nothing is dropped.
+//
+// Called directly, Alert only queues the alert in memory: one goroutine
+// delivers the queue in order, retrying with exponential backoff for up to
+// MaxElapsed; a delivery that finally fails is logged and counted (Stats),
+// and a full queue drops alerts (ErrAlertDropped).
+//
+// The body is a JSON object: id (Alert.ID), kind, taskId, team, machine,
+// priority, attempts, exitCode (null when the command never exited),
+// error, message, time (RFC 3339), and suppressed when the rate limit held
+// some back. Headers: WebhookSignatureHeader, WebhookTimestampHeader,
+// WebhookDeliveryHeader (the alert's ID), WebhookEventHeader. Make one
+// with NewWebhookAlerter; Close it (Client.Close does when it is, or is
+// in, Config.Alerter).
 type WebhookAlerter struct {
-	w *alert.Webhook
+	w   *alert.Webhook
+	url string
 }
 
 // NewWebhookAlerter validates cfg and starts the delivery goroutine.
@@ -300,12 +334,13 @@ func NewWebhookAlerter(cfg WebhookConfig) (*WebhookAlerter, error) {
 		}
 		return nil, fmt.Errorf("%w: webhook alerter: %v", ErrInvalidArgument, err)
 	}
-	return &WebhookAlerter{w: w}, nil
+	return &WebhookAlerter{w: w, url: cfg.URL}, nil
 }
 
 // Alert queues a for delivery and returns at once; ctx is not used
 // (delivery outlives the caller). Errors: ErrAlertDropped when the queue is
-// full, ErrClosed after Close.
+// full, ErrClosed after Close. A Client's outbox does not call it: it makes
+// its attempts itself (see WebhookAlerter).
 func (w *WebhookAlerter) Alert(ctx context.Context, a Alert) error {
 	err := w.w.Send(ctx, toInternalAlert(a))
 	switch {
@@ -447,8 +482,8 @@ func (r AlertRule) validate() error {
 // alertingDefaults validates the alerting fields of cfg and fills their
 // defaults.
 func alertingDefaults(cfg *Config) error {
-	if cfg.AlertInterval < 0 || cfg.AlertRateWindow < 0 || cfg.AlertDrainTimeout < 0 {
-		return fmt.Errorf("%w: negative AlertInterval, AlertRateWindow or AlertDrainTimeout", ErrInvalidArgument)
+	if cfg.AlertInterval < 0 || cfg.AlertRateWindow < 0 || cfg.AlertDrainTimeout < 0 || cfg.AlertMaxAge < 0 || cfg.AlertConcurrency < 0 {
+		return fmt.Errorf("%w: negative AlertInterval, AlertRateWindow, AlertDrainTimeout, AlertMaxAge or AlertConcurrency", ErrInvalidArgument)
 	}
 	for _, r := range cfg.AlertRules {
 		if err := r.validate(); err != nil {
@@ -464,49 +499,51 @@ func alertingDefaults(cfg *Config) error {
 	if cfg.AlertDrainTimeout == 0 {
 		cfg.AlertDrainTimeout = DefaultAlertDrainTimeout
 	}
+	if cfg.AlertMaxAge == 0 {
+		cfg.AlertMaxAge = DefaultAlertMaxAge
+	}
+	if cfg.AlertConcurrency == 0 {
+		cfg.AlertConcurrency = DefaultAlertConcurrency
+	}
 	return nil
 }
 
-// alertCarrier carries the public alert through the internal rate limiter
-// (which only sees its condition key) to c.alerter.
-type alertCarrier struct{}
-
-// newAlertLimiter builds the rate limiter every alert of c goes through.
-func (c *Client) newAlertLimiter() *alert.RateLimiter {
-	next := alert.SenderFunc(func(ctx context.Context, ia alert.Alert) error {
-		a, _ := ctx.Value(alertCarrier{}).(*Alert)
-		if a == nil {
-			return nil
-		}
-		a.Suppressed = ia.Suppressed
-		c.metrics.alertRaised(a.Kind)
-		return c.alerter.Alert(ctx, *a)
-	})
-	return alert.NewRateLimiter(next, alert.RateLimitConfig{Window: c.cfg.AlertRateWindow, Clock: c.clock.Now})
-}
-
-// raiseAlert passes a to Config.Alerter unless an alert for the same
-// condition went through less than Config.AlertRateWindow ago (then it is
-// counted as suppressed and nil is returned). The condition is a's Kind,
-// Team, Machine, Priority and TaskID: every failed task is its own
-// condition. a.Time defaults to now. It returns the Alerter's error; it
-// does not log it. For the worker, the threshold rules and the health
-// prober (Kind AlertMachineUnhealthy); not a public operation: no actor.
+// raiseAlert stores a in the alert outbox (outbox.go), in a transaction of
+// its own, unless an alert for the same condition was stored less than
+// Config.AlertRateWindow ago (then it is counted as suppressed, durably,
+// and nil is returned); the outbox dispatcher delivers it. The condition
+// is a's Kind, Team, Machine, Priority and TaskID (alert.DefaultKey):
+// every failed task is its own condition. a.Time defaults to now. It
+// returns the store's error; it does not log it. For the threshold rules,
+// the health prober and other periodic checks (a failed task's alert is
+// stored with its Finish, worker.go); not a public operation: no actor.
 func (c *Client) raiseAlert(ctx context.Context, a Alert) error {
-	if a.Time.IsZero() {
-		a.Time = c.clock.Now().UTC()
+	var res store.AlertResult
+	req, err := c.alertRequest(a, &res)
+	if err != nil {
+		return err
 	}
-	return c.limiter.Send(context.WithValue(ctx, alertCarrier{}, &a), toInternalAlert(a))
+	if _, err := c.ob.engine.EnqueueAlerts(store.WithoutAlerts(ctx), req); err != nil {
+		return fmt.Errorf("rediacc: storing a %s alert: %w", a.Kind, mapStoreErr(err))
+	}
+	c.alertStored(a.Kind, res)
+	return nil
 }
 
-// closeAlerter drains Config.Alerter, when it can be closed, within
-// Config.AlertDrainTimeout.
+// closeAlerter drains the alert outbox within Config.AlertDrainTimeout
+// (what is left stays stored for the next worker), then closes
+// Config.Alerter when it can be closed.
 func (c *Client) closeAlerter() error {
+	deadline := time.Now().Add(c.cfg.AlertDrainTimeout)
+	c.closeOutbox(deadline)
 	cl, ok := c.alerter.(alerterCloser)
 	if !ok {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.AlertDrainTimeout)
+	if soon := time.Now().Add(time.Second); deadline.Before(soon) {
+		deadline = soon // the outbox used the drain time: a moment for the alerter's own goroutines
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := cl.Close(ctx); err != nil {
 		return fmt.Errorf("rediacc: closing the alerter: %w", err)

@@ -402,6 +402,10 @@ type PruneResult struct {
 	TasksDeleted int `json:"tasksDeleted"`
 	// AuditArchived counts the audit records moved to the archive.
 	AuditArchived int `json:"auditArchived"`
+	// AlertsDeleted counts the alerts raised before Before, delivered or
+	// given up at every endpoint, removed from the alert outbox (alerts
+	// are not archived: the tasks they are about are).
+	AlertsDeleted int `json:"alertsDeleted"`
 	// SegmentsRemoved lists the task archive segments removed by
 	// Config.ArchiveRetention.
 	SegmentsRemoved []string `json:"segmentsRemoved,omitempty"`
@@ -432,6 +436,8 @@ func (c *Client) authorizeOwner(ctx context.Context, action, etype string, detai
 //   - audit records written more than olderThan ago are appended to the
 //     audit archive, then removed from the store; the hash chain goes on
 //     from the archive into the store;
+//   - alerts raised more than olderThan ago that every endpoint acknowledged
+//     or gave up on are deleted from the alert outbox;
 //   - with Config.ArchiveRetention set, task archive segments older than it
 //     are removed. Archived audit records are never removed: the chain is
 //     verified from its first record.
@@ -462,6 +468,10 @@ func (c *Client) Prune(ctx context.Context, olderThan time.Duration) (PruneResul
 	if err := c.pruneTasks(ctx, o, tasks, &res); err != nil {
 		return res, o.fail(ctx, err)
 	}
+	if res.AlertsDeleted, err = c.ob.engine.DeleteAlerts(ctx, res.Before); err != nil { // outbox.go
+		return res, o.fail(ctx, mapStoreErr(err))
+	}
+	o.detail["alerts_deleted"] = strconv.Itoa(res.AlertsDeleted)
 	trimmed, err := c.pruneAudit(ctx, o, trail, &res)
 	if err != nil {
 		return res, o.fail(ctx, err)
@@ -479,7 +489,8 @@ func (c *Client) Prune(ctx context.Context, olderThan time.Duration) (PruneResul
 		o.done(ctx)
 	}
 	c.log.InfoContext(ctx, "pruned", "before", res.Before, "tasks_deleted", res.TasksDeleted,
-		"tasks_archived", res.TasksArchived, "audit_archived", res.AuditArchived, "segments_removed", len(res.SegmentsRemoved))
+		"tasks_archived", res.TasksArchived, "audit_archived", res.AuditArchived, "alerts_deleted", res.AlertsDeleted,
+		"segments_removed", len(res.SegmentsRemoved))
 	c.checkpointQuietly(ctx, "prune") // the head after the trim (auditkey.go)
 	return res, nil
 }

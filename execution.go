@@ -258,6 +258,24 @@ func retryableStoreErr(err error) bool {
 	return true
 }
 
+// finishCtx is the context of a Finish: its audit records and, when the
+// attempt fails the task with an alert, the alert, stored in the Finish's
+// transaction (the outbox, outbox.go) so that it exists exactly when the
+// FAILED state does. res receives the stored alert's id (or that the rate
+// limit held it back).
+func (c *Client) finishCtx(base context.Context, events []audit.Record, alert *Alert, res *store.AlertResult, log *slog.Logger) context.Context {
+	ctx := store.WithAudit(base, events...)
+	if alert == nil {
+		return ctx
+	}
+	req, err := c.alertRequest(*alert, res)
+	if err != nil {
+		log.ErrorContext(base, "alert not stored", "error", err)
+		return ctx
+	}
+	return store.WithAlerts(ctx, req)
+}
+
 // errResultKept: the result could not be recorded before the worker shut
 // down; it stays in the spool (or, without one, is lost from memory: the
 // machine's marker still has the exit status).
@@ -268,9 +286,9 @@ var errResultKept = errors.New("result kept for a later worker")
 // store refuses it for good, or the worker shuts down. The task stays in
 // the running set meanwhile, so its lease is renewed and never rescued by
 // this worker.
-func (c *Client) record(ctx context.Context, f store.Finish, events []audit.Record, alert *Alert, log *slog.Logger) (store.Task, error) {
+func (c *Client) record(ctx context.Context, f store.Finish, events []audit.Record, alert *Alert, res *store.AlertResult, log *slog.Logger) (store.Task, error) {
 	bg := context.WithoutCancel(ctx)
-	done, err := c.engine.Finish(store.WithAudit(bg, events...), f)
+	done, err := c.engine.Finish(c.finishCtx(bg, events, alert, res, log), f)
 	if err == nil || !retryableStoreErr(err) {
 		return done, err
 	}
@@ -307,7 +325,7 @@ func (c *Client) record(ctx context.Context, f store.Finish, events []audit.Reco
 			_ = c.spool.put(e)
 		}
 		tries++
-		done, err = c.engine.Finish(store.WithAudit(bg, events...), f)
+		done, err = c.engine.Finish(c.finishCtx(bg, events, alert, res, log), f)
 		switch {
 		case err == nil:
 			c.spool.remove(e)
@@ -339,7 +357,8 @@ func (c *Client) adoptSpooled(ctx context.Context, log *slog.Logger) {
 	c.spool.mu.Unlock()
 	for _, e := range es {
 		lg := log.With(slog.String("task_id", e.TaskID), slog.String("run_id", e.RunID), slog.String("dead_worker", e.Owner))
-		done, err := c.engine.Finish(store.WithAudit(ctx, e.Events...), e.Finish)
+		var alertRes store.AlertResult
+		done, err := c.engine.Finish(c.finishCtx(ctx, e.Events, e.Alert, &alertRes, lg), e.Finish)
 		switch {
 		case err == nil:
 			c.spool.remove(e)
@@ -347,10 +366,8 @@ func (c *Client) adoptSpooled(ctx context.Context, log *slog.Logger) {
 			if done.Status.Terminal() {
 				c.archiveFinished(ctx, done)
 			}
-			if e.Alert != nil && done.Status == store.Failed {
-				if err := c.raiseAlert(ctx, *e.Alert); err != nil {
-					lg.ErrorContext(ctx, "alert delivery failed", "error", err)
-				}
+			if e.Alert != nil && done.Status == store.Failed && alertRes.ID != "" {
+				c.alertStored(e.Alert.Kind, alertRes) // stored with the FAILED state (outbox.go)
 			}
 			c.notify()
 		case retryableStoreErr(err):

@@ -340,16 +340,6 @@ func (c *Client) probeAndRecord(ctx context.Context, m Machine) (HealthSample, e
 	if perr == nil {
 		now = s.At
 	}
-	raw, err := json.Marshal(rec)
-	if err == nil {
-		err = c.engine.SetMachineHealth(context.WithoutCancel(ctx), m.ID, raw, now)
-	}
-	if err != nil {
-		c.log.ErrorContext(ctx, "storing a health sample failed", "machine", m.Name, "error", err)
-	}
-	c.hstate.mu.Lock()
-	c.hstate.busyAt = time.Time{} // reload the busy list at the next claim
-	c.hstate.mu.Unlock()
 	var a *Alert
 	switch {
 	case perr != nil:
@@ -360,13 +350,34 @@ func (c *Client) probeAndRecord(ctx context.Context, m Machine) (HealthSample, e
 			Message: fmt.Sprintf("machine %s is busy: %s (averages over %s): it takes no new priority 3-5 work until every average is %.0f points below its threshold; held tasks pass once aged to priority 2 or after %s",
 				m.Name, rec.Judged.Why, c.cfg.Health.Smoothing, max(c.cfg.Health.Hysteresis, 0), fmtHold(c.maxHold()))}
 	}
+	// The alert is stored with the sample, in its transaction (outbox.go):
+	// a machine's new state is never recorded without its alert, nor the
+	// alert without the state (a failed write leaves both for the next
+	// probe, which judges the same transition again).
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var alertRes store.AlertResult
 	if a != nil {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		if err := c.raiseAlert(actx, *a); err != nil {
-			c.log.ErrorContext(ctx, "alert delivery failed", "kind", a.Kind, "machine", m.Name, "error", err)
+		req, err := c.alertRequest(*a, &alertRes)
+		if err != nil {
+			c.log.ErrorContext(ctx, "alert not stored", "kind", a.Kind, "machine", m.Name, "error", err)
+			a = nil
+		} else {
+			wctx = store.WithAlerts(wctx, req)
 		}
-		cancel()
 	}
+	raw, err := json.Marshal(rec)
+	if err == nil {
+		err = c.engine.SetMachineHealth(wctx, m.ID, raw, now)
+	}
+	if err != nil {
+		c.log.ErrorContext(ctx, "storing a health sample failed", "machine", m.Name, "error", err)
+	} else if a != nil {
+		c.alertStored(a.Kind, alertRes) // counted; the dispatcher delivers it
+	}
+	c.hstate.mu.Lock()
+	c.hstate.busyAt = time.Time{} // reload the busy list at the next claim
+	c.hstate.mu.Unlock()
 	return s, perr
 }
 

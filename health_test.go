@@ -124,6 +124,8 @@ func TestProbeMachineOnRealSSHD(t *testing.T) {
 	if st.Healthy || st.ProbeError == "" || st.Sample == nil || st.LastSeen.IsZero() || !st.LastProbe.After(st.LastSeen) {
 		t.Errorf("status after a failed probe: %+v", st)
 	}
+	// The alert is stored, then delivered by the client's outbox dispatcher.
+	waitFor(t, "the unhealthy machine's alert", func() bool { return len(sink.kinds()) > 0 })
 	if k := sink.kinds(); len(k) != 1 || k[0] != rediacc.AlertMachineUnhealthy+":h1" {
 		t.Errorf("alerts: %v, want one %s for h1", k, rediacc.AlertMachineUnhealthy)
 	}

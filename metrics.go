@@ -165,6 +165,7 @@ func (k collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	k.c.describeSchedules(ch) // schedule_fire.go
+	k.c.describeOutbox(ch) // outbox.go
 	m := k.c.metrics
 	m.finished.Describe(ch)
 	m.attempts.Describe(ch)
@@ -202,6 +203,9 @@ func (k collector) Collect(ch chan<- prometheus.Metric) {
 	if err == nil {
 		err = c.collectKeys(ctx, ch) // SSH key ages (maintenance.go)
 	}
+	if err == nil {
+		err = c.collectOutbox(ctx, ch) // outbox.go: backlog and oldest undelivered alert by endpoint
+	}
 	if err != nil {
 		up = 0
 		c.log.Warn("metrics: store query failed", "error", err)
@@ -230,7 +234,7 @@ func (k collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDeliveries, float64(v), r)
 	}
 	counter(descDeliveryRetries, float64(ds.Retries))
-	counter(descSuppressed, float64(c.limiter.Suppressed()))
+	counter(descSuppressed, float64(c.ob.suppressed.Load()))
 
 	m := c.metrics
 	m.finished.Collect(ch)

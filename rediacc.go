@@ -47,7 +47,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rediacc/rediacc/internal/alert"
 	"github.com/rediacc/rediacc/internal/store"
 	rssh "github.com/rediacc/rediacc/ssh"
 )
@@ -148,10 +147,13 @@ type Config struct {
 	// the key file to each host), unlocked by the age identity file DataDir/vault.key
 	// (created 0600 on first use). The Client closes it on Close.
 	Vault Vault
-	// Alerter is told when a task with FailureAlert finally fails, and of
-	// AlertRules crossed, both rate limited by AlertRateWindow.
-	// Default: a LogAlerter on Logger. When it has a Close(ctx) error
-	// method (WebhookAlerter, FanoutAlerter), Close drains it.
+	// Alerter is told when a task with FailureAlert finally fails, of
+	// AlertRules crossed and of unhealthy machines, rate limited by
+	// AlertRateWindow, through the alert outbox in the store (see Alerter):
+	// each of its alerters (a FanoutAlerter's, split) is an endpoint that
+	// every alert is delivered to, at least once, retried until
+	// AlertMaxAge. Default: a LogAlerter on Logger. When it has a Close(ctx)
+	// error method (WebhookAlerter, FanoutAlerter), Close closes it.
 	Alerter Alerter
 	// AllowedKeyPaths lists the files, or directories (every file below
 	// them), that an actor who is not an owner may name as a machine's
@@ -185,15 +187,24 @@ type Config struct {
 	// Default DefaultAlertInterval (1 min).
 	AlertInterval time.Duration
 	// AlertRateWindow: after an alert for a condition (its kind, team,
-	// machine, priority and task) goes to Alerter, repeats of it are held
-	// back and counted until this much time has passed. Failures of
-	// different tasks are different conditions. Default
+	// machine, priority and task) is stored for Alerter, repeats of it are
+	// held back and counted until this much time has passed (on Clock).
+	// The decision is the store's, so it holds across restarts and workers.
+	// Failures of different tasks are different conditions. Default
 	// DefaultAlertRateWindow (5 min).
 	AlertRateWindow time.Duration
-	// AlertDrainTimeout bounds how long Close waits for Alerter's queued
-	// deliveries (when Alerter has a Close(ctx) error method).
-	// Default DefaultAlertDrainTimeout (10 s).
+	// AlertDrainTimeout bounds how long Close goes on delivering the alert
+	// outbox's due alerts; those left stay in the store for the next
+	// worker (none is dropped). Default DefaultAlertDrainTimeout (10 s).
 	AlertDrainTimeout time.Duration
+	// AlertMaxAge is how long an undelivered alert is retried (from its
+	// Time, on Clock), and how long an endpoint no worker serves any more
+	// keeps its deliveries; then they are given up (AlertExpired).
+	// Default DefaultAlertMaxAge (24 h).
+	AlertMaxAge time.Duration
+	// AlertConcurrency bounds the deliveries this client attempts at once
+	// per alert endpoint. Default DefaultAlertConcurrency (8).
+	AlertConcurrency int
 	// ScrapeTimeout bounds the store queries of one scrape of Collector
 	// and of one /healthz check. Default DefaultScrapeTimeout (5 s).
 	ScrapeTimeout time.Duration
@@ -299,8 +310,8 @@ type Client struct {
 	ownerKnown  atomic.Bool // the store has an owner
 	workerActor string      // the actor Run works as (set before tasks start)
 
-	metrics *metrics           // worker counters (metrics.go)
-	limiter *alert.RateLimiter // every alert goes through it (alert.go)
+	metrics *metrics    // worker counters (metrics.go)
+	ob      outboxState // the alert outbox (outbox.go)
 
 	hstate  healthState  // busy machines for claims (health.go)
 	idleWhy string       // why RunUntilEmpty last said it waits (wait.go)
@@ -436,7 +447,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		metrics: newMetrics(),
 	}
 	c.sched.fires = newScheduleFires()
-	c.limiter = c.newAlertLimiter()
+	if err := c.initOutbox(st.e); err != nil { // outbox.go
+		if cfg.Store == nil {
+			_ = st.e.Close()
+		}
+		_ = c.pool.Close()
+		return nil, err
+	}
 	if cfg.ArchiveDir != "" {
 		if _, err := c.checkArchive(ctx); err != nil { // archive.go: never another store's archive
 			if cfg.Store == nil {
@@ -475,8 +492,9 @@ func (c *Client) WorkerID() string { return c.id }
 // Store returns the client's store.
 func (c *Client) Store() *Store { return c.st }
 
-// Close drains and closes the Alerter (when it has a Close(ctx) error
-// method, within Config.AlertDrainTimeout), seals the log archive's open
+// Close drains the alert outbox (delivering due alerts for up to
+// Config.AlertDrainTimeout; the rest stay stored for the next worker),
+// closes the Alerter when it has a Close(ctx) error method, seals the log archive's open
 // segments, stops the SSH pool and closes the store. A worker still running
 // (Run) is stopped first, as if its context had ended, and Close waits for
 // it to return. Later calls return ErrClosed.
@@ -502,7 +520,7 @@ func (c *Client) Close() error {
 	c.ca.audit.flush(c, context.Background()) // the signed certificates' last window (sshca_sign.go)
 	// The audit trail's head this client leaves, checkpointed (auditkey.go).
 	c.checkpointQuietly(context.Background(), "close")
-	aerr := c.closeAlerter()   // drains queued alert deliveries (alert.go)
+	aerr := c.closeAlerter()   // drains the alert outbox (alert.go)
 	arerr := c.closeArchives() // seals open archive segments (archive.go)
 	return errors.Join(aerr, arerr, c.pool.Close(), c.engine.Close(), verr)
 }

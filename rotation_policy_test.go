@@ -210,6 +210,20 @@ func TestKeyAgePolicy(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // more checks: the new key is not overdue
 	waitIdle(t, c)
 	stop()
+	// Stored by the check, delivered by the client's outbox dispatcher.
+	if got := storedAlerts(t, c, rediacc.AlertKeyOverdue); len(got) != 1 {
+		t.Fatalf("%d key.overdue alerts stored, want 1 (rate limited)", len(got))
+	}
+	waitFor(t, "the key.overdue alert's delivery", func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		for _, a := range sink.alerts {
+			if a.Kind == rediacc.AlertKeyOverdue {
+				return true
+			}
+		}
+		return false
+	})
 	overdue := 0
 	sink.mu.Lock()
 	for _, a := range sink.alerts {

@@ -356,6 +356,11 @@ func (c *Client) idleUntilEmpty(ctx context.Context, actor string, log interface
 		return false, nil
 	}
 	done, why, at, err := c.untilEmpty(ctx, actor)
+	if done {
+		if due, aerr := c.alertsDue(ctx); aerr == nil && due { // outbox.go: the run's alerts go out first
+			return false, nil
+		}
+	}
 	switch {
 	case done:
 		return true, err

@@ -264,8 +264,8 @@ func TestBusyAndUnhealthyAlerts(t *testing.T) {
 	if _, err := c.ProbeMachine(ctx, "h2"); err != nil {
 		t.Fatal(err)
 	}
-	if st := statusOf(t, c, ctx, "h2"); st.Busy || len(sink.kinds()) != 0 {
-		t.Fatalf("busy on one sample: %+v, alerts %v", st, sink.kinds())
+	if st := statusOf(t, c, ctx, "h2"); st.Busy || len(storedAlerts(t, c, "")) != 0 {
+		t.Fatalf("busy on one sample: %+v, alerts %v", st, storedAlerts(t, c, ""))
 	}
 	// Loaded for real (the burner above): the probe's CPU sample is above the tiny threshold.
 	if _, err := c.ProbeMachine(ctx, "h2"); err != nil {
@@ -275,6 +275,11 @@ func TestBusyAndUnhealthyAlerts(t *testing.T) {
 	if !st.Busy || st.BusySince.IsZero() || !strings.HasPrefix(st.BusyReason, "CPU ") || st.AvgCPUPercent <= 0 {
 		t.Fatalf("two probes of a loaded host (this test runs on it) did not make it busy: %+v", st)
 	}
+	// Stored with the busy state, in its transaction, then delivered.
+	if got := storedAlerts(t, c, ""); len(got) != 1 || got[0] != rediacc.AlertMachineBusy {
+		t.Fatalf("stored alerts once busy: %v", got)
+	}
+	waitFor(t, "the busy alert", func() bool { return len(sink.kinds()) >= 1 })
 	sink.mu.Lock()
 	alerts := append([]rediacc.Alert(nil), sink.alerts...)
 	sink.mu.Unlock()
@@ -290,6 +295,10 @@ func TestBusyAndUnhealthyAlerts(t *testing.T) {
 	if _, err := c.ProbeMachine(ctx, "h2"); err == nil {
 		t.Fatal("probe of a stopped sshd succeeded")
 	}
+	if got := storedAlerts(t, c, ""); len(got) != 2 || got[1] != rediacc.AlertMachineUnhealthy {
+		t.Fatalf("stored alerts after a failed probe: %v", got)
+	}
+	waitFor(t, "the unhealthy alert", func() bool { return len(sink.kinds()) >= 2 })
 	sink.mu.Lock()
 	alerts = append([]rediacc.Alert(nil), sink.alerts...)
 	sink.mu.Unlock()
@@ -345,4 +354,19 @@ func TestDeprecatedHealthFields(t *testing.T) {
 	if st := statusOf(t, c, asOwner(), "m1"); !st.Busy || st.BusyReason != "CPU 60 % > 50 %" {
 		t.Fatalf("HealthThresholds{CPUPercent: 50} ignored: %+v", st)
 	}
+}
+
+// storedAlerts lists the kinds of the alerts in c's outbox (of one kind
+// when kind is not ""), oldest first, as the owner.
+func storedAlerts(t *testing.T, c *rediacc.Client, kind string) []string {
+	t.Helper()
+	rs, err := c.ListAlerts(asOwner(), rediacc.AlertFilter{Kind: kind})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Kind)
+	}
+	return out
 }

@@ -44,6 +44,9 @@ func (c *Client) Run(ctx context.Context) error { return c.run(ctx, false) }
 // *HeldError (errors.Is ErrTasksHeld) naming them and why, instead of
 // waiting forever. While a held task frees by time alone (a retry delay,
 // the end of a busy machine's gate), it waits, and logs why at INFO.
+// Before it returns, the alerts due at this client's alert endpoints are
+// delivered (an endpoint that is down keeps them stored: it does not hold
+// the return).
 func (c *Client) RunUntilEmpty(ctx context.Context) error { return c.run(ctx, true) }
 
 func (c *Client) run(ctx context.Context, untilEmpty bool) error {
@@ -92,6 +95,7 @@ func (c *Client) run(ctx context.Context, untilEmpty bool) error {
 	if c.leads(ctx, log) {
 		c.rescue(ctx, log)
 	}
+	c.dispatcher()                                  // delivers the alert outbox until Close (outbox.go)
 	stopProber := c.startProber(ctx, o.actor, log)  // health probes (health.go)
 	stopKeys := c.startKeyPolicy(ctx, o.actor, log) // key ages (maintenance.go)
 	// Heartbeats renew leases and pick up cancellations asked from other
@@ -632,14 +636,15 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	}
 	var al *Alert
 	if alert {
-		al = &Alert{Kind: AlertTaskFailed, // alert.go: rate limited, counted
+		al = &Alert{Kind: AlertTaskFailed, // alert.go: rate limited, counted; stored with the FAILED state, in its transaction (outbox.go)
 			TaskID: rec.ID, Team: rec.Team, Machine: rec.Machine, TeamID: rec.TeamID, MachineID: rec.MachineID, Priority: Priority(rec.Priority), Schedule: t.Schedule,
 			Command: t.Command, Attempts: rec.Attempts + 1, ExitCode: f.ExitCode, Signal: attempt.Signal,
 			Error: f.Error, ErrorKind: ErrorKind(f.ErrorKind), Time: now,
 			Message: fmt.Sprintf("task %s on %s failed after %d attempt(s): %s", rec.ID, rec.Machine, rec.Attempts+1, clipLine(f.Error, 200)),
 		}
 	}
-	done, err := c.record(ctx, f, events, al, log) // execution.go: kept and retried when the store fails
+	var alertRes store.AlertResult
+	done, err := c.record(ctx, f, events, al, &alertRes, log) // execution.go: kept and retried when the store fails
 	if err != nil {
 		switch {
 		case errors.Is(err, store.ErrLeaseLost):
@@ -668,12 +673,7 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 	default:
 		log.ErrorContext(ctx, "task failed", "error", f.Error, "attempts", done.Attempts)
 	}
-	if al != nil && done.Status == store.Failed {
-		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := c.raiseAlert(actx, *al)
-		cancel()
-		if err != nil {
-			log.ErrorContext(ctx, "alert delivery failed", "error", err)
-		}
+	if al != nil && done.Status == store.Failed && alertRes.ID != "" {
+		c.alertStored(AlertTaskFailed, alertRes) // counted; the dispatcher delivers it
 	}
 }

@@ -164,6 +164,7 @@ func newRoot(g *globals) *cobra.Command {
 	list := &cobra.Command{Use: "list", Short: "List the queue"}
 	list.AddCommand(newListQueue(g), newListAudit(g))
 	list.AddCommand(newListWorkers(g)) // workers.go
+	list.AddCommand(newListAlerts(g))  // alerts.go
 	inspect := &cobra.Command{Use: "inspect", Short: "Inspect a task"}
 	inspect.AddCommand(newInspectQueue(g))
 	root.AddCommand(machine, create, list, inspect, newCancel(g), newWorker(g), newQuickstart(g), newTeam(g), newAudit(g), newVault(g), newRole(g))

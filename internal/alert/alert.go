@@ -52,6 +52,10 @@ const (
 // Alert is one alert. Its JSON form (the webhook body) uses the field names
 // in the tags; fields without omitempty are always present.
 type Alert struct {
+	// ID identifies the alert: the same for every delivery attempt, by
+	// any worker (receivers drop duplicates by it; also sent as
+	// [HeaderDelivery]). Empty for an alert that was never stored.
+	ID string `json:"id,omitempty"`
 	// Kind is one of the Kind* constants.
 	Kind string `json:"kind"`
 	// Severity is SeverityWarning or SeverityError.

@@ -34,7 +34,9 @@ const (
 	// was sent (not signed: the signed body has the alert's time).
 	HeaderTimestamp = "X-Rediacc-Timestamp"
 	// HeaderDelivery carries an id that is the same for every attempt to
-	// deliver one alert, so a receiver can drop duplicates after a retry.
+	// deliver one alert, so a receiver can drop duplicates after a retry:
+	// the alert's ID when it has one (an alert from an outbox: the same on
+	// every worker), else one made for the delivery.
 	HeaderDelivery = "X-Rediacc-Delivery"
 	// HeaderEvent carries the alert's Kind.
 	HeaderEvent = "X-Rediacc-Event"
@@ -304,7 +306,10 @@ func (w *Webhook) deliver(a Alert) {
 		return
 	}
 	sig := Sign(w.cfg.Secret, body)
-	id := rand.Text()
+	id := a.ID
+	if id == "" {
+		id = rand.Text()
+	}
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(w.cfg.InitialInterval),
 		backoff.WithMaxInterval(w.cfg.MaxInterval),
@@ -312,7 +317,7 @@ func (w *Webhook) deliver(a Alert) {
 	)
 	b.Reset()
 	for attempt := 1; ; attempt++ {
-		retryAfter, err := w.post(body, sig, id, a.Kind)
+		_, retryAfter, err := w.post(w.ctx, body, sig, id, a.Kind)
 		if err == nil {
 			w.delivered.Add(1)
 			return
@@ -349,14 +354,15 @@ func (w *Webhook) deliver(a Alert) {
 	}
 }
 
-// post makes one attempt. A permanent failure is a *backoff.PermanentError;
-// retryAfter is the server's Retry-After (0 if none).
-func (w *Webhook) post(body []byte, sig, id, kind string) (retryAfter time.Duration, err error) {
-	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.Timeout)
+// post makes one attempt under ctx and Timeout. A permanent failure is a
+// *backoff.PermanentError; code is the HTTP status (0 when there was no
+// response); retryAfter is the server's Retry-After (0 if none).
+func (w *Webhook) post(ctx context.Context, body []byte, sig, id, kind string) (code int, retryAfter time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, backoff.Permanent(err)
+		return 0, 0, backoff.Permanent(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "rediacc-alert/1")
@@ -368,26 +374,102 @@ func (w *Webhook) post(body []byte, sig, id, kind string) (retryAfter time.Durat
 	if err != nil {
 		var cv *tls.CertificateVerificationError
 		if errors.As(err, &cv) {
-			return 0, backoff.Permanent(err)
+			return 0, 0, backoff.Permanent(err)
 		}
-		return 0, err
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // reuse the connection
-	code := resp.StatusCode
+	code = resp.StatusCode
 	if code >= 200 && code < 300 {
-		return 0, nil
+		return code, 0, nil
 	}
 	err = fmt.Errorf("HTTP %d: %s", code, strings.TrimSpace(strings.ToValidUTF8(string(snippet), "?")))
 	switch {
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
-		return parseRetryAfter(resp.Header.Get("Retry-After")), err
+		return code, parseRetryAfter(resp.Header.Get("Retry-After")), err
 	case code == http.StatusRequestTimeout || code >= 500:
-		return 0, err
+		return code, 0, err
 	default:
-		return 0, backoff.Permanent(err)
+		return code, 0, backoff.Permanent(err)
 	}
+}
+
+// AttemptError is a failed [Webhook.Attempt]: its error and how to retry.
+type AttemptError struct {
+	Err error
+	// Permanent: the receiver refused the alert for good (3xx, 4xx other
+	// than 408 and 429, a TLS verification error): do not retry it.
+	Permanent bool
+	// Unavailable: the receiver as a whole is failing (no connection, a
+	// timeout, 429, 502, 503, 504): back off every delivery to it, not
+	// only this one.
+	Unavailable bool
+	// RetryAfter is the receiver's Retry-After (429, 503), 0 when none.
+	RetryAfter time.Duration
+}
+
+func (e *AttemptError) Error() string { return e.Err.Error() }
+func (e *AttemptError) Unwrap() error { return e.Err }
+
+// Attempt makes one delivery attempt of a, now, under ctx and Timeout: the
+// same redaction, truncation, body and headers as the queued deliveries,
+// with a.ID as the [HeaderDelivery] id when set (a new one otherwise). It
+// returns nil when the receiver accepted it (2xx), else an
+// [*AttemptError]; it does not retry (the caller, such as an outbox,
+// does) and does not use the queue, so it works after [Webhook.Close] too.
+// Counted in [Webhook.Stats]: Delivered, Failed (a permanent error), and
+// Retries for attempts whose number (1-based) is above 1.
+func (w *Webhook) Attempt(ctx context.Context, a Alert, number int) error {
+	if w.cfg.Redact != nil {
+		a.Error = w.cfg.Redact(a.Error)
+		a.Message = w.cfg.Redact(a.Message)
+	}
+	a.Error, a.Message = truncate(a.Error), truncate(a.Message)
+	if number > 1 {
+		w.retries.Add(1)
+	}
+	body, err := json.Marshal(a)
+	if err != nil {
+		w.failed.Add(1)
+		return &AttemptError{Err: err, Permanent: true}
+	}
+	id := a.ID
+	if id == "" {
+		id = rand.Text()
+	}
+	code, retryAfter, err := w.post(ctx, body, Sign(w.cfg.Secret, body), id, a.Kind)
+	if err == nil {
+		w.delivered.Add(1)
+		return nil
+	}
+	var perm *backoff.PermanentError
+	if errors.As(err, &perm) {
+		w.failed.Add(1)
+		return &AttemptError{Err: perm.Err, Permanent: true}
+	}
+	unavailable := code == 0 || code == http.StatusTooManyRequests || code == http.StatusBadGateway ||
+		code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
+	return &AttemptError{Err: err, Unavailable: unavailable, RetryAfter: min(retryAfter, w.cfg.MaxInterval)}
+}
+
+// Endpoint returns the scheme and host of the webhook's URL (what logs
+// show of it).
+func (w *Webhook) Endpoint() string { return w.endpoint }
+
+// Backoff returns the webhook's initial and maximum intervals between
+// attempts and its attempt timeout (the configured values or defaults).
+func (w *Webhook) Backoff() (initial, maxInterval, timeout time.Duration) {
+	return w.cfg.InitialInterval, w.cfg.MaxInterval, w.cfg.Timeout
+}
+
+// Redact applies the webhook's redactor to s (s itself when it has none).
+func (w *Webhook) Redact(s string) string {
+	if w.cfg.Redact == nil {
+		return s
+	}
+	return w.cfg.Redact(s)
 }
 
 func parseRetryAfter(v string) time.Duration {

@@ -42,6 +42,7 @@ type Engine struct {
 	blobs map[[2]string]store.Blob // (kind, key) → blob (blob.go); nil until the first put
 	sch   scheduleState            // schedules and their fires (schedule.go)
 	gates gateState                // gates and maintenance windows (window.go)
+	ob    outbox                   // the alert outbox (outbox.go)
 }
 
 type entry struct {
@@ -85,12 +86,17 @@ func (e *Engine) set(en *entry, t store.Task) {
 	}
 }
 
-// lockAudit checks the audit records and guard conditions ctx carries,
-// locks like lock and evaluates the conditions (store.WithGuard); on error
-// the mutex is not held. The caller appends the records (e.record) once
-// its change is made.
+// lockAudit checks the audit records, alert requests and guard conditions
+// ctx carries, locks like lock and evaluates the conditions
+// (store.WithGuard); on error the mutex is not held. The caller appends
+// the records, and so enqueues the alerts (e.record), once its change is
+// made.
 func (e *Engine) lockAudit(ctx context.Context) ([]audit.Record, error) {
 	recs, err := fsm.CtxAudit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	alerts, err := fsm.CtxAlerts(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +111,7 @@ func (e *Engine) lockAudit(ctx context.Context) ([]audit.Record, error) {
 		e.mu.Unlock()
 		return nil, err
 	}
+	e.ob.pending = alerts // enqueued by record (outbox.go)
 	return recs, nil
 }
 
@@ -206,6 +213,7 @@ func (e *Engine) record(recs []audit.Record) {
 		e.trail = append(e.trail, r)
 		e.head = audit.HeadOf(r)
 	}
+	e.flushAlerts() // the alerts of the change (outbox.go)
 }
 
 // unfinished returns a task of machine (id) that is not terminal, or nil.
@@ -229,6 +237,7 @@ func (e *Engine) lock(ctx context.Context) error {
 		e.mu.Unlock()
 		return store.ErrClosed
 	}
+	e.ob.pending = nil // a previous write's alerts never outlive it
 	return nil
 }
 

@@ -81,6 +81,7 @@ var (
 	_ store.Engine  = (*Engine)(nil)
 	_ store.Access  = (*Engine)(nil)
 	_ store.Cluster = (*Engine)(nil)
+	_ store.Outbox  = (*Engine)(nil) // outbox.go
 )
 
 // Open connects to the database named by dsn (a postgres:// URL or a
@@ -302,9 +303,9 @@ func retryable(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
 }
 
-// write runs fn in one transaction and, when fn returns nil, appends the
-// audit records ctx carries (store.WithAudit) in the same transaction and
-// commits.
+// write runs fn in one transaction and, when fn returns nil, enqueues the
+// alerts (store.WithAlerts) and appends the audit records ctx carries
+// (store.WithAudit) in the same transaction and commits.
 func (e *Engine) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return e.writeIf(ctx, func(tx pgx.Tx) (bool, error) { return true, fn(tx) })
 }
@@ -316,6 +317,9 @@ func (e *Engine) writeIf(ctx context.Context, fn func(tx pgx.Tx) (bool, error)) 
 	if err != nil {
 		return err
 	}
+	if _, err := fsm.CtxAlerts(ctx); err != nil {
+		return err
+	}
 	return e.tx(ctx, recs, fn)
 }
 
@@ -323,10 +327,11 @@ func (e *Engine) writeIf(ctx context.Context, fn func(tx pgx.Tx) (bool, error)) 
 const maxTries = 8
 
 // tx runs fn in one READ COMMITTED transaction, after evaluating the guard
-// conditions ctx carries (store.WithGuard, guard.go) in it, appends recs when fn
-// returns true and no error, and commits; on error nothing is written. A
-// transaction aborted by a deadlock or a serialization failure is run again
-// (fn must start from scratch each time).
+// conditions ctx carries (store.WithGuard, guard.go) in it, enqueues the
+// alerts ctx carries and appends recs when fn returns true and no error,
+// and commits; on error nothing is written. A transaction aborted by a
+// deadlock or a serialization failure is run again (fn must start from
+// scratch each time).
 func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx pgx.Tx) (bool, error)) error {
 	conds, err := fsm.CtxGuard(ctx)
 	if err != nil {
@@ -341,6 +346,9 @@ func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx pgx.Tx)
 				return err
 			}
 			changed, err := fn(tx)
+			if alerts := store.AlertsFrom(ctx); err == nil && changed && len(alerts) > 0 {
+				err = e.enqueueAlerts(ctx, tx, alerts) // the change's alerts (outbox.go)
+			}
 			if err == nil && changed && len(recs) > 0 {
 				_, err = e.appendAudit(ctx, tx, recs)
 			}

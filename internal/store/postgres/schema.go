@@ -274,4 +274,7 @@ ALTER TABLE tasks ADD COLUMN error_kind text COLLATE "C" NOT NULL DEFAULT '';
 
 	// 8: schedules, gates and maintenance windows (schema_schedule.go).
 	migrationSchedules,
+
+	// 9: the alert outbox (schema_outbox.go).
+	migrationOutbox,
 }

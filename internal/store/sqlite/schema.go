@@ -281,4 +281,58 @@ ALTER TABLE tasks ADD COLUMN error_kind TEXT NOT NULL DEFAULT '';
 	migrationSchedules,
 	// 11: gates and maintenance windows (schema_schedule.go).
 	migrationGates,
+
+	// 12: the alert outbox (outbox.go). alerts holds each alert once (its
+	// payload is opaque JSON of the root package); alert_deliveries its
+	// delivery to each endpoint, leased like tasks while being attempted;
+	// alert_endpoints the endpoints new alerts are delivered to, with when
+	// a worker last served each; alert_conditions the rate limit's memory
+	// per condition key (last alert sent, repeats held back since).
+	// alert_deliveries_due serves claims (earliest due first) and the
+	// backlog; rows of delivered, failed and expired deliveries leave it.
+	`
+CREATE TABLE alerts (
+	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+	id         TEXT NOT NULL UNIQUE,
+	kind       TEXT NOT NULL,
+	cond_key   TEXT NOT NULL,
+	team       TEXT NOT NULL DEFAULT '',
+	task_id    TEXT NOT NULL DEFAULT '',
+	payload    BLOB,
+	created_at INTEGER NOT NULL,
+	suppressed INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX alerts_created ON alerts (created_at);
+CREATE INDEX alerts_team ON alerts (team, seq);
+CREATE INDEX alerts_task ON alerts (task_id) WHERE task_id <> '';
+
+CREATE TABLE alert_deliveries (
+	alert_seq        INTEGER NOT NULL REFERENCES alerts (seq) ON DELETE CASCADE,
+	endpoint         TEXT NOT NULL,
+	state            TEXT NOT NULL CHECK (state IN ('pending','delivered','failed','expired')),
+	attempts         INTEGER NOT NULL DEFAULT 0,
+	next_attempt_at  INTEGER NOT NULL,
+	last_attempt_at  INTEGER,
+	done_at          INTEGER,
+	last_error       TEXT NOT NULL DEFAULT '',
+	lease_owner      TEXT NOT NULL DEFAULT '',
+	lease_expires_at INTEGER,
+	PRIMARY KEY (alert_seq, endpoint)
+) STRICT;
+CREATE INDEX alert_deliveries_due ON alert_deliveries (endpoint, next_attempt_at, alert_seq) WHERE state = 'pending';
+
+CREATE TABLE alert_endpoints (
+	name          TEXT PRIMARY KEY,
+	registered_at INTEGER NOT NULL,
+	last_seen_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE alert_conditions (
+	cond_key     TEXT PRIMARY KEY,
+	last_sent_at INTEGER NOT NULL,
+	last_seen_at INTEGER NOT NULL,
+	suppressed   INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX alert_conditions_seen ON alert_conditions (last_seen_at);
+`,
 }

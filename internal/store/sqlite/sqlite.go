@@ -312,7 +312,8 @@ func (e *Engine) check(ctx context.Context) error {
 
 // write runs fn in one BEGIN IMMEDIATE transaction on the write connection
 // and, when fn returns nil, appends the audit records ctx carries
-// (store.WithAudit) in the same transaction and commits.
+// (store.WithAudit) and enqueues its alerts (store.WithAlerts) in the same
+// transaction and commits.
 func (e *Engine) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return e.writeIf(ctx, func(tx *sql.Tx) (bool, error) { return true, fn(tx) })
 }
@@ -324,13 +325,16 @@ func (e *Engine) writeIf(ctx context.Context, fn func(tx *sql.Tx) (bool, error))
 	if err != nil {
 		return err
 	}
+	if _, err := fsm.CtxAlerts(ctx); err != nil {
+		return err
+	}
 	return e.tx(ctx, recs, fn)
 }
 
 // tx runs fn in one BEGIN IMMEDIATE transaction on the write connection,
 // after evaluating the guard conditions ctx carries (store.WithGuard) in
-// it, appends recs when fn returns true and no error, and commits; on error
-// nothing is written.
+// it, appends recs and enqueues the alerts ctx carries when fn returns true
+// and no error, and commits; on error nothing is written.
 func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx *sql.Tx) (bool, error)) error {
 	if err := e.check(ctx); err != nil {
 		return err
@@ -357,6 +361,9 @@ func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx *sql.Tx
 	changed, err := fn(tx)
 	if err == nil && changed && len(recs) > 0 {
 		_, err = e.appendAudit(ctx, tx, recs)
+	}
+	if alerts := store.AlertsFrom(ctx); err == nil && changed && len(alerts) > 0 {
+		err = e.enqueueAlerts(ctx, tx, alerts) // the change's alerts (outbox.go)
 	}
 	if err != nil {
 		_ = tx.Rollback()

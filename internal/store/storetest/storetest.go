@@ -1,5 +1,5 @@
 // Package storetest is the conformance suite every store engine passes (its
-// store.Engine and store.Access methods): the in-memory engine, the SQLite
+// store.Engine, store.Access and store.Outbox methods): the in-memory engine, the SQLite
 // engine and any later one run the same subtests, so they agree on every
 // method, state transition and audit record.
 //
@@ -81,6 +81,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Engine) {
 	tests = append(tests, executionTests...)
 	tests = append(tests, scheduleTests...)
 	tests = append(tests, windowTests...)
+	tests = append(tests, outboxTests...) // outbox.go
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := open(t)
