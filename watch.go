@@ -111,7 +111,7 @@ type TaskEvent struct {
 }
 
 // Watch streams the status changes of the tasks of ids: first one event per
-// task with its current status, then one per change (PENDING → ASSIGNED →
+// task with its status when Watch is called (read before it returns), then one per change (PENDING → ASSIGNED →
 // PROCESSING → COMPLETED, a retry back to PENDING …), in the order seen.
 // The caller does not poll: Watch follows this process's changes at once
 // and other processes' within Config.PollInterval. A very short state (a
@@ -131,6 +131,19 @@ func (c *Client) Watch(ctx context.Context, ids []string) (<-chan TaskEvent, err
 	if err != nil {
 		return nil, err
 	}
+	// The first event of each task is its status when Watch is called:
+	// read here, before Watch returns, so that a change made after the
+	// call (a worker claiming the task) is always a change.
+	type read struct {
+		t   *Task
+		err error
+	}
+	initial := make(map[string]read, len(uniq))
+	ch0 := c.changes()
+	for _, id := range uniq {
+		t, err := c.getTask(ctx, id)
+		initial[id] = read{t, err}
+	}
 	out := make(chan TaskEvent, min(len(uniq), 1024))
 	go func() {
 		defer close(out)
@@ -138,10 +151,19 @@ func (c *Client) Watch(ctx context.Context, ids []string) (<-chan TaskEvent, err
 		open := uniq
 		for len(open) > 0 {
 			ch := c.changes()
+			if initial != nil {
+				ch = ch0 // a change since the initial reads is seen
+			}
 			next := open[:0:0]
 			for _, id := range open {
 				ev := TaskEvent{TaskID: id, Previous: last[id]}
-				t, err := c.getTask(ctx, id)
+				var t *Task
+				var err error
+				if r, ok := initial[id]; ok {
+					t, err = r.t, r.err
+				} else {
+					t, err = c.getTask(ctx, id)
+				}
 				if ctx.Err() != nil {
 					return
 				}
@@ -166,6 +188,7 @@ func (c *Client) Watch(ctx context.Context, ids []string) (<-chan TaskEvent, err
 					return
 				}
 			}
+			initial = nil
 			open = next
 			if len(open) == 0 || c.waitChange(ctx, ch) != nil {
 				return
