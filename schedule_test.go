@@ -224,6 +224,7 @@ func testScheduleMissedRunsAfterOutage(t *testing.T, store func(*rediacc.Config)
 				if fires[0].Outcome != rediacc.FireMissed || len(tasks) != 0 || !strings.Contains(fires[0].Reason, "2031-05-08 02:00 UTC") {
 					t.Fatalf("skip: fire %+v, %d tasks", fires[0], len(tasks))
 				}
+				waitFor(t, "the missed alert", func() bool { return len(alerts.kinds(rediacc.AlertScheduleMissed)) >= 1 }) // delivered from the outbox
 				as := alerts.kinds(rediacc.AlertScheduleMissed)
 				if len(as) != 1 || as[0].Schedule != "nightly" || as[0].Team != rediacc.DefaultTeam || !strings.Contains(as[0].Message, "missed") {
 					t.Fatalf("missed alerts: %+v", as)
@@ -284,6 +285,7 @@ func testScheduleOverlapPolicies(t *testing.T, store func(*rediacc.Config)) {
 	if n := len(scheduledTasks(t, c, "o-skip")); n != 1 {
 		t.Fatalf("skip: %d tasks", n)
 	}
+	waitFor(t, "the skipped fire's alert", func() bool { return len(alerts.kinds(rediacc.AlertScheduleMissed)) >= 1 }) // delivered from the outbox
 	if as := alerts.kinds(rediacc.AlertScheduleMissed); len(as) != 1 || as[0].Schedule != "o-skip" {
 		t.Fatalf("skipped fire alerts: %+v", as)
 	}
@@ -448,6 +450,7 @@ func testScheduleRechecksAuthorityAtFire(t *testing.T, store func(*rediacc.Confi
 	if fires[0].Outcome != rediacc.FireFailed || !strings.Contains(fires[0].Reason, "permission denied") || !strings.Contains(fires[0].Reason, "olga") {
 		t.Fatalf("fire after olga left prod: %+v", fires[0])
 	}
+	waitFor(t, "the failed fire's alert", func() bool { return len(alerts.kinds(rediacc.AlertScheduleFailed)) >= 1 }) // delivered from the outbox
 	as := alerts.kinds(rediacc.AlertScheduleFailed)
 	if len(as) != 1 || as[0].Schedule != "hourly" || as[0].Team != "prod" {
 		t.Fatalf("failed-fire alerts: %+v", as)

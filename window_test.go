@@ -364,6 +364,7 @@ func testSchedulesAndGatesFollowIDs(t *testing.T, store func(*rediacc.Config)) {
 	if err != nil || len(fires) != 1 || fires[0].Outcome != rediacc.FireFailed || !strings.Contains(fires[0].Reason, "no longer registered") {
 		t.Fatalf("the schedule pinned to the removed db: %+v %v", fires, err)
 	}
+	waitFor(t, "the schedule.failed alert", func() bool { return len(alerts.kinds(rediacc.AlertScheduleFailed)) >= 1 }) // delivered from the outbox
 	if as := alerts.kinds(rediacc.AlertScheduleFailed); len(as) != 1 || as[0].Team != "platform" {
 		t.Fatalf("schedule.failed alerts: %+v", as)
 	}
