@@ -165,7 +165,7 @@ func (k collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	k.c.describeSchedules(ch) // schedule_fire.go
-	k.c.describeOutbox(ch) // outbox.go
+	k.c.describeOutbox(ch)    // outbox.go
 	m := k.c.metrics
 	m.finished.Describe(ch)
 	m.attempts.Describe(ch)
