@@ -221,12 +221,20 @@ func (c *Client) appendAudit(ctx context.Context, recs ...audit.Record) {
 }
 
 // actor returns the actor of ctx (WithActor), else Config.DefaultActor,
-// and who impersonates it (WithImpersonation; "" when no one). ErrNoActor
-// when there is none; ErrInvalidArgument for a malformed user name.
+// else (PostgreSQL) the rediacc user the database login is mapped to, and
+// who impersonates it (WithImpersonation; "" when no one). ErrNoActor
+// when there is none; ErrInvalidArgument for a malformed user name;
+// ErrPermissionDenied (a *LoginError) on PostgreSQL for an unmapped login
+// or another user without the login's impersonation grant.
 func (c *Client) actor(ctx context.Context) (user, via string, err error) {
 	user, ok := ActorFrom(ctx)
 	if !ok {
 		user = c.cfg.DefaultActor
+	}
+	if c.login != nil { // PostgreSQL: the database login's user (login.go)
+		if user, err = c.loginActor(user); err != nil {
+			return "", "", err
+		}
 	}
 	if user == "" {
 		return "", "", ErrNoActor

@@ -308,6 +308,7 @@ type Client struct {
 
 	access      store.Access
 	ownerKnown  atomic.Bool // the store has an owner
+	login       *store.Login // the database login and its user (PostgreSQL; nil for other engines): login.go
 	workerActor string      // the actor Run works as (set before tasks start)
 
 	metrics *metrics    // worker counters (metrics.go)
@@ -462,6 +463,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			_ = c.pool.Close()
 			return nil, err
 		}
+	}
+	if err := c.readLogin(ctx); err != nil { // login.go
+		if cfg.Store == nil {
+			_ = st.e.Close()
+		}
+		_ = c.pool.Close()
+		return nil, err
 	}
 	if err := c.openAuditKeyring(ctx); err != nil { // auditkey.go
 		if cfg.Store == nil {

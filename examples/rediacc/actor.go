@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 
 	"github.com/rediacc/rediacc"
 )
@@ -17,7 +18,10 @@ import (
 // process, which the kernel vouches for. Acting as another user (--as,
 // REDIACC_USER) is impersonation: allowed only to root and to the account
 // that owns the data dir (who can read and rewrite the store file anyway),
-// and recorded in the audit trail as the user with via=<login>.
+// and recorded in the audit trail as the user with via=<login>. On a
+// PostgreSQL store (--store postgres://...) the database login decides
+// instead: without --as the actor is the rediacc user the login is mapped
+// to, and --as needs the login's impersonation grant (docs/POSTGRES.md).
 
 // errImpersonation: --as or REDIACC_USER named another user and the OS
 // login may not act as others. It reads as a permission error (exit 3).
@@ -45,8 +49,17 @@ func (g *globals) requestedActor() string {
 // user --as/REDIACC_USER names when the OS login may impersonate (root, or
 // the data dir's owner), marked as impersonation.
 func (g *globals) actorContext(ctx context.Context) (context.Context, error) {
-	login, uid := osLogin()
 	want := g.requestedActor()
+	if strings.HasPrefix(g.storeURL, "postgres://") || strings.HasPrefix(g.storeURL, "postgresql://") {
+		// PostgreSQL: the database login vouches, not the OS login. No --as
+		// acts as the login's mapped user; --as needs the login's
+		// impersonation grant (the SDK refuses otherwise: rediacc.LoginError).
+		if want == "" {
+			return ctx, nil
+		}
+		return rediacc.WithActor(ctx, want), nil
+	}
+	login, uid := osLogin()
 	if want == "" || want == login {
 		return rediacc.WithActor(ctx, login), nil
 	}

@@ -150,7 +150,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	g.vault.register(pf)
-	pf.StringVar(&g.as, "as", "", "act as this user (env REDIACC_USER): only root or the data dir's owner may, audited as impersonation; default: your OS login")
+	pf.StringVar(&g.as, "as", "", "act as this user (env REDIACC_USER): only root or the data dir's owner may, audited as impersonation; default: your OS login; on a PostgreSQL store the database login's mapped user, and --as needs the login's impersonation grant")
 	pf.StringVar(&g.passphraseFile, "identity-passphrase-file", "", "file holding the passphrase of identity files (else env REDIACC_SSH_KEY_PASSPHRASE)")
 	pf.StringVar(&g.auditKeyFile, "audit-key-file", os.Getenv("REDIACC_AUDIT_KEY_FILE"), "audit keyring file (env REDIACC_AUDIT_KEY_FILE; default DATA-DIR/audit.key, created 0600)")
 
