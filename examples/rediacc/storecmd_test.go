@@ -38,11 +38,16 @@ func TestCLIMigrateFromSQLite(t *testing.T) {
 		t.Fatalf("no store in DIR: exit %d %s", code, errs)
 	}
 	key := filepath.Join(src.dir, "audit.key")
-	if out := other.ok("--store", url, "--audit-key-file", key, "audit", "verify"); !strings.Contains(strings.ToLower(out), "intact") && !strings.Contains(out, "ok") {
+	// The copy's owner is the OS login that ran the SQLite CLI; on
+	// PostgreSQL the actor defaults to the database login's user, so act
+	// as the owner with --as (the schema's creator login holds the
+	// impersonation grant).
+	me, _ := osLogin()
+	if out := other.ok("--store", url, "--as", me, "--audit-key-file", key, "audit", "verify"); !strings.Contains(strings.ToLower(out), "intact") && !strings.Contains(out, "ok") {
 		t.Fatalf("audit verify on the copy: %s", out)
 	}
 	var task map[string]any
-	if err := json.Unmarshal([]byte(other.ok("--store", url, "--audit-key-file", key, "inspect", "queue", id, "-o", "json")), &task); err != nil || task["stdout"] != "migrated\n" {
+	if err := json.Unmarshal([]byte(other.ok("--store", url, "--as", me, "--audit-key-file", key, "inspect", "queue", id, "-o", "json")), &task); err != nil || task["stdout"] != "migrated\n" {
 		t.Fatalf("the copied task: %v %v", task, err)
 	}
 }
