@@ -307,9 +307,9 @@ type Client struct {
 	vlt     Vault
 
 	access      store.Access
-	ownerKnown  atomic.Bool // the store has an owner
+	ownerKnown  atomic.Bool  // the store has an owner
 	login       *store.Login // the database login and its user (PostgreSQL; nil for other engines): login.go
-	workerActor string      // the actor Run works as (set before tasks start)
+	workerActor string       // the actor Run works as (set before tasks start)
 
 	metrics *metrics    // worker counters (metrics.go)
 	ob      outboxState // the alert outbox (outbox.go)
