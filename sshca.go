@@ -509,26 +509,38 @@ func (c *Client) InitSSHCA(ctx context.Context, team string, opts SSHCAOptions) 
 	return st.public(team, nil), nil
 }
 
+// openCA is the start of an operation on team's CA: the team resolved,
+// the actor authorized for action (the op then records the outcome), the
+// vault and the CA's state loaded. An error after the authorization is
+// already recorded as the op's failure.
+func (c *Client) openCA(ctx context.Context, team string, action authz.Action, detail map[string]string) (scope, *op, Vault, *caState, error) {
+	sc, err := c.resolveTeam(ctx, team)
+	if err != nil {
+		return scope{}, nil, nil, nil, err
+	}
+	o, _, err := c.authorize(ctx, action, sc, audit.EntitySSHCA, "", detail)
+	if err != nil {
+		return scope{}, nil, nil, nil, err
+	}
+	v, err := c.vault()
+	if err != nil {
+		return scope{}, nil, nil, nil, o.fail(ctx, err)
+	}
+	st, err := c.loadCA(ctx, v, sc)
+	if err != nil {
+		return scope{}, nil, nil, nil, o.fail(ctx, err)
+	}
+	return sc, o, v, st, nil
+}
+
 // SSHCA returns team's SSH certificate authority: its CAs, the
 // certificates' TTL and, per machine probed, which CA it trusts. Any
 // member of the team. Errors: ErrNoActor, ErrPermissionDenied, ErrNoSSHCA
 // (wraps ErrNotFound), the vault's errors.
 func (c *Client) SSHCA(ctx context.Context, team string) (TeamSSHCA, error) {
-	sc, err := c.resolveTeam(ctx, team)
+	sc, o, v, st, err := c.openCA(ctx, team, authz.CARead, nil)
 	if err != nil {
 		return TeamSSHCA{}, err
-	}
-	o, _, err := c.authorize(ctx, authz.CARead, sc, audit.EntitySSHCA, "", nil)
-	if err != nil {
-		return TeamSSHCA{}, err
-	}
-	v, err := c.vault()
-	if err != nil {
-		return TeamSSHCA{}, o.fail(ctx, err)
-	}
-	st, err := c.loadCA(ctx, v, sc)
-	if err != nil {
-		return TeamSSHCA{}, o.fail(ctx, err)
 	}
 	machines, err := c.caMachines(ctx, sc)
 	if err != nil {
@@ -614,21 +626,9 @@ func (c *Client) RotateSSHCA(ctx context.Context, team string, opts SSHCAOptions
 // Errors: ErrNoActor, ErrPermissionDenied, ErrNoSSHCA, ErrSSHCARotation (no
 // rotation under way), ErrSSHCANotTrusted, the vault's errors.
 func (c *Client) FinishSSHCARotation(ctx context.Context, team string) (TeamSSHCA, error) {
-	sc, err := c.resolveTeam(ctx, team)
+	sc, o, v, st, err := c.openCA(ctx, team, authz.CARotate, map[string]string{"step": "finish"})
 	if err != nil {
 		return TeamSSHCA{}, err
-	}
-	o, _, err := c.authorize(ctx, authz.CARotate, sc, audit.EntitySSHCA, "", map[string]string{"step": "finish"})
-	if err != nil {
-		return TeamSSHCA{}, err
-	}
-	v, err := c.vault()
-	if err != nil {
-		return TeamSSHCA{}, o.fail(ctx, err)
-	}
-	st, err := c.loadCA(ctx, v, sc)
-	if err != nil {
-		return TeamSSHCA{}, o.fail(ctx, err)
 	}
 	next := st.ca(SSHCANext)
 	if next == nil {
@@ -700,21 +700,9 @@ func (c *Client) FinishSSHCARotation(ctx context.Context, team string) (TeamSSHC
 // and owners; audited as ca.rotate (step abort). Errors: as for
 // FinishSSHCARotation, without ErrSSHCANotTrusted.
 func (c *Client) AbortSSHCARotation(ctx context.Context, team string) (TeamSSHCA, error) {
-	sc, err := c.resolveTeam(ctx, team)
+	sc, o, v, st, err := c.openCA(ctx, team, authz.CARotate, map[string]string{"step": "abort"})
 	if err != nil {
 		return TeamSSHCA{}, err
-	}
-	o, _, err := c.authorize(ctx, authz.CARotate, sc, audit.EntitySSHCA, "", map[string]string{"step": "abort"})
-	if err != nil {
-		return TeamSSHCA{}, err
-	}
-	v, err := c.vault()
-	if err != nil {
-		return TeamSSHCA{}, o.fail(ctx, err)
-	}
-	st, err := c.loadCA(ctx, v, sc)
-	if err != nil {
-		return TeamSSHCA{}, o.fail(ctx, err)
 	}
 	i := slices.IndexFunc(st.CAs, func(ca SSHCA) bool { return ca.State == SSHCANext })
 	if i < 0 {
