@@ -67,7 +67,7 @@ BEGIN
 	END IF;
 	RAISE EXCEPTION 'rediacc: database login % acts as user %, but it may act only as % (it holds no impersonation grant)', session_user, NEW.actor, u
 		USING ERRCODE = 'insufficient_privilege',
-		HINT = 'act as ' || u || ' (no --as, no WithActor), or have an owner grant the login impersonation: rediacc store login set ' || session_user || ' --user ' || u || ' --impersonate';
+		HINT = 'act as ' || u || ' (no --as, no WithActor), or have the store''s owner login grant impersonation: UPDATE logins SET impersonate = true WHERE login = ''' || session_user || ''' (docs/POSTGRES.md)';
 END;
 $$;
 CREATE TRIGGER audit_actor BEFORE INSERT ON audit
