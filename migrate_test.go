@@ -39,6 +39,24 @@ func TestMigrateFromSQLite(t *testing.T) {
 	if _, err := src.SetSecret(asOwner(), "ops", "db/password", []byte("moved-secret"), nil); err != nil {
 		t.Fatal(err)
 	}
+	// A schedule with a fire, a maintenance window, a paused queue.
+	srcSched, err := src.CreateSchedule(asOwner(), rediacc.Schedule{Name: "nightly", Cron: "0 2 * * *", TimeZone: "Europe/Paris",
+		Task: rediacc.TaskSpec{Machine: "web-1", Command: "echo nightly"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.TriggerSchedule(asOwner(), "nightly"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.CreateWindow(asOwner(), rediacc.MaintenanceWindow{Machine: "web-1", Cron: "0 3 * * *", Duration: time.Hour, HoldFrom: rediacc.Minimal}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.CreateTeam(asOwner(), "frozen", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.PauseQueue(asOwner(), "frozen", "migration"); err != nil {
+		t.Fatal(err)
+	}
 	done := submit(t, src, rediacc.TaskSpec{Machine: "web-1", Command: "echo before-move", Priority: 2})
 	failed := submit(t, src, rediacc.TaskSpec{Machine: "web-1", Command: "echo oops >&2; exit 3"})
 	if err := src.RunUntilEmpty(ctxTimeout(t, time.Minute)); err != nil {
@@ -69,11 +87,11 @@ func TestMigrateFromSQLite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Teams != 2 || rep.Members != 1 || rep.Machines != 1 || rep.Tasks != 3 || rep.HostKeys != 1 || rep.VaultTeams != 1 ||
+	if rep.Teams != 3 || rep.Members != 1 || rep.Machines != 1 || rep.Tasks != 4 || rep.HostKeys != 1 || rep.VaultTeams != 1 ||
 		rep.AuditRecords < len(srcTrail) || rep.StoreRoles < 2 {
 		t.Fatalf("report %+v (source trail %d records)", rep, len(srcTrail))
 	}
-	if _, err := rediacc.MigrateFromSQLite(ctxTimeout(t, time.Minute), dirA, dst); !errors.Is(err, rediacc.ErrExists) || !strings.Contains(err.Error(), "3 tasks") {
+	if _, err := rediacc.MigrateFromSQLite(ctxTimeout(t, time.Minute), dirA, dst); !errors.Is(err, rediacc.ErrExists) || !strings.Contains(err.Error(), "4 tasks") {
 		t.Fatalf("second migration into the same store: %v, want ErrExists naming what it holds", err)
 	}
 	_ = dst.Close()
@@ -127,6 +145,19 @@ func TestMigrateFromSQLite(t *testing.T) {
 	}
 	if keys, err := pg.HostKeys(asOwner(), "web-1"); err != nil || len(keys) != 1 || keys[0] != srcKeys[0] {
 		t.Fatalf("host keys in the copy: %q, %v", keys, err)
+	}
+	if s, err := pg.GetSchedule(asOwner(), "nightly"); err != nil || s.ID != srcSched.ID || !s.NextFireAt.Equal(srcSched.NextFireAt) ||
+		s.LastFire == nil || !s.LastFire.Manual || s.LastStatus != "COMPLETED" || s.TimeZone != "Europe/Paris" {
+		t.Fatalf("schedule in the copy: %+v, %v", s, err)
+	}
+	if fs, err := pg.ScheduleFires(asOwner(), "nightly", 0); err != nil || len(fs) != 1 || len(fs[0].TaskIDs) != 1 {
+		t.Fatalf("fires in the copy: %+v, %v", fs, err)
+	}
+	if ws, err := pg.ListWindows(asOwner(), rediacc.WindowFilter{}); err != nil || len(ws) != 1 || ws[0].Machine != "web-1" || ws[0].HoldFrom != rediacc.Minimal {
+		t.Fatalf("windows in the copy: %+v, %v", ws, err)
+	}
+	if gs, err := pg.Gates(asOwner()); err != nil || len(gs) != 1 || gs[0].Team != "frozen" || gs[0].Reason != "migration" {
+		t.Fatalf("gates in the copy: %+v, %v", gs, err)
 	}
 	if err := pg.RunUntilEmpty(ctxTimeout(t, time.Minute)); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,10 @@ type Snapshot struct {
 	Audit      []audit.Record // the trail after AuditBase, in Seq order
 	Keys       []Key          // the SSH key inventory (KeyEngine)
 	Blobs      []Blob         // host keys, encrypted vaults (BlobEngine)
+	Schedules  []Schedule     // with their state (Schedules; snapshot_schedule.go)
+	Fires      []Fire         // the schedules' kept fires, oldest first per schedule
+	Gates      []Gate         // drains and pauses in force (Gates)
+	Windows    []Window       // maintenance windows (Gates)
 }
 
 // Importer is implemented by engines that can take a Snapshot.
@@ -29,9 +33,10 @@ type Importer interface {
 	// Import writes s into the store in one transaction, records kept as
 	// they are (the audit trail is not sealed again: its seals stay
 	// verifiable with the keyring that made them). The store must be
-	// empty: no tasks, machines, members, roles, audit records, keys or
-	// blobs, and no team but DefaultTeam; ErrExists otherwise, naming what
-	// it holds. A failed Import writes nothing.
+	// empty: no tasks, machines, members, roles, audit records, keys,
+	// blobs, schedules, gates or windows, and no team but DefaultTeam;
+	// ErrExists otherwise, naming what it holds. A failed Import writes
+	// nothing.
 	Import(ctx context.Context, s Snapshot) error
 }
 
@@ -39,7 +44,8 @@ type Importer interface {
 var blobKinds = []string{BlobHostKeys, BlobVault}
 
 // ReadSnapshot reads the whole content of e (which must implement Access;
-// keys and blobs are read when it implements KeyEngine and BlobEngine).
+// keys and blobs are read when it implements KeyEngine and BlobEngine,
+// schedules, gates and windows when it implements Schedules and Gates).
 // It reads while others may write: take it from a store nothing else uses.
 func ReadSnapshot(ctx context.Context, e Engine) (Snapshot, error) {
 	var s Snapshot
@@ -104,6 +110,9 @@ func ReadSnapshot(ctx context.Context, e Engine) (Snapshot, error) {
 		if s.Keys, err = ke.ListKeys(ctx, KeyFilter{}); err != nil {
 			return s, fmt.Errorf("reading the key inventory: %w", err)
 		}
+	}
+	if err := readScheduleSnapshot(ctx, e, &s); err != nil {
+		return s, err
 	}
 	if be, ok := e.(BlobEngine); ok {
 		for _, kind := range blobKinds {

@@ -34,6 +34,9 @@ func (e *Engine) Import(ctx context.Context, s store.Snapshot) error {
 			{"teams other than default", `SELECT count(*) FROM teams WHERE id <> 'default'`},
 			{"SSH keys", `SELECT count(*) FROM ssh_keys`},
 			{"host keys or vault files", `SELECT count(*) FROM blobs`},
+			{"schedules", `SELECT count(*) FROM schedules`},
+			{"gates", `SELECT count(*) FROM gates`},
+			{"maintenance windows", `SELECT count(*) FROM windows`},
 			{"audit records", `SELECT seq FROM audit_head WHERE id = 1`},
 		} {
 			var n int64
@@ -98,6 +101,9 @@ func (e *Engine) Import(ctx context.Context, s store.Snapshot) error {
 				b.Kind, b.Key, data, b.Revision, nanos(b.UpdatedAt)); err != nil {
 				return false, fmt.Errorf("%s blob %s: %w", b.Kind, b.Key, err)
 			}
+		}
+		if err := importSchedules(ctx, tx, s); err != nil { // schedule.go
+			return false, err
 		}
 		// The trail as it is: its base, records and head.
 		h := s.AuditBase

@@ -331,10 +331,7 @@ func (e *Engine) FireSchedule(ctx context.Context, f store.ScheduleFire) (store.
 		}
 		fire := fsm.NewFire(f, outcome, reason, created, cancelled)
 		fsm.AfterFire(&s, f, fire, fsm.StillOpen(open))
-		if _, err := tx.Exec(ctx, `INSERT INTO schedule_fires (schedule_id, scheduled_at, manual, fired_at, outcome, reason,
-			task_ids, cancelled_ids, missed_from, missed_to, catch_up) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-			fire.ScheduleID, fire.ScheduledAt.UnixNano(), fire.Manual, fire.FiredAt.UnixNano(), fire.Outcome, fire.Reason,
-			ids(fire.TaskIDs), ids(fire.CancelledIDs), nanos(fire.MissedFrom), nanos(fire.MissedTo), fire.CatchUp); err != nil {
+		if err := insertFire(ctx, tx, fire); err != nil {
 			return false, err
 		}
 		if err := saveSchedule(ctx, tx, &s, false); err != nil {
@@ -417,4 +414,41 @@ func (e *Engine) ListFires(ctx context.Context, scheduleID string, limit int) ([
 		out = nil
 	}
 	return out, e.classify(err)
+}
+
+// insertFire records one fire.
+func insertFire(ctx context.Context, tx pgx.Tx, fire store.Fire) error {
+	_, err := tx.Exec(ctx, `INSERT INTO schedule_fires (schedule_id, scheduled_at, manual, fired_at, outcome, reason,
+		task_ids, cancelled_ids, missed_from, missed_to, catch_up) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		fire.ScheduleID, fire.ScheduledAt.UnixNano(), fire.Manual, fire.FiredAt.UnixNano(), fire.Outcome, fire.Reason,
+		ids(fire.TaskIDs), ids(fire.CancelledIDs), nanos(fire.MissedFrom), nanos(fire.MissedTo), fire.CatchUp)
+	return err
+}
+
+// importSchedules writes a snapshot's schedules (state and version as
+// they are), their fires, gates and windows within Import's transaction.
+func importSchedules(ctx context.Context, tx pgx.Tx, s store.Snapshot) error {
+	for i := range s.Schedules {
+		if err := saveSchedule(ctx, tx, &s.Schedules[i], true); err != nil {
+			return fmt.Errorf("schedule %s: %w", s.Schedules[i].Name, err)
+		}
+	}
+	for _, f := range s.Fires {
+		if err := insertFire(ctx, tx, f); err != nil {
+			return fmt.Errorf("a fire of schedule %s at %s: %w", f.ScheduleID, f.ScheduledAt, err)
+		}
+	}
+	for _, g := range s.Gates {
+		if _, err := tx.Exec(ctx, `INSERT INTO gates (kind, target, since, actor, reason) VALUES ($1, $2, $3, $4, $5)`,
+			string(g.Kind), g.Target, nanos(g.Since), g.Actor, g.Reason); err != nil {
+			return fmt.Errorf("%s gate of %s: %w", g.Kind, g.Target, err)
+		}
+	}
+	for _, w := range s.Windows {
+		if _, err := tx.Exec(ctx, `INSERT INTO windows (`+windowCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			w.ID, w.TeamID, w.MachineID, w.Cron, w.TimeZone, int64(w.Duration), w.HoldFrom, nanos(w.CreatedAt), w.Actor); err != nil {
+			return fmt.Errorf("maintenance window %s: %w", w.ID, err)
+		}
+	}
+	return nil
 }
