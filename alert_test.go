@@ -455,7 +455,9 @@ func ExampleNewWebhookAlerter() {
 // every AlertInterval.
 func ExampleFanoutAlerter() {
 	secret := []byte("shared-secret") // in practice from a vault
-	delivered := make(chan struct{})
+	// The endpoints are delivered to concurrently (the outbox): each
+	// reports on its own channel, printed in a fixed order below.
+	webhookSaw, pageSaw := make(chan string, 1), make(chan string, 1)
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		var a struct {
@@ -463,9 +465,8 @@ func ExampleFanoutAlerter() {
 			ErrorKind string `json:"errorKind"`
 		}
 		_ = json.Unmarshal(body, &a)
-		fmt.Println("webhook:", r.Header.Get(rediacc.WebhookEventHeader), a.Machine, a.ErrorKind,
+		webhookSaw <- fmt.Sprintln("webhook:", r.Header.Get(rediacc.WebhookEventHeader), a.Machine, a.ErrorKind,
 			rediacc.VerifyWebhookSignature(secret, body, r.Header.Get(rediacc.WebhookSignatureHeader)))
-		close(delivered)
 	}))
 	defer receiver.Close()
 	wh, err := rediacc.NewWebhookAlerter(rediacc.WebhookConfig{URL: receiver.URL, Secret: secret})
@@ -476,7 +477,7 @@ func ExampleFanoutAlerter() {
 	page := rediacc.AlerterFunc(func(_ context.Context, a rediacc.Alert) error {
 		var exit *rediacc.ExitError
 		if errors.As(a.Err(), &exit) {
-			fmt.Println("page:", a.Kind, a.Machine, "exit", exit.Code)
+			pageSaw <- fmt.Sprintln("page:", a.Kind, a.Machine, "exit", exit.Code)
 		}
 		return nil
 	})
@@ -492,7 +493,8 @@ func ExampleFanoutAlerter() {
 	if err := e.c.RunUntilEmpty(e.ctx); err != nil {
 		panic(err)
 	}
-	<-delivered
+	fmt.Print(<-pageSaw)
+	fmt.Print(<-webhookSaw)
 	// Output:
 	// page: task.failed db-01 exit 4
 	// webhook: task.failed db-01 exit true

@@ -168,7 +168,19 @@ func (e *Engine) prepareSchema(ctx context.Context, cc *pgx.ConnConfig) error {
 			!(errors.As(err, &pe) && pe.Code == "23505") {
 			return fmt.Errorf("postgres store %s: creating schema %s: %w", e.desc, name, err)
 		}
-		schema = &name
+		// This session resolved search_path before the schema existed
+		// (and, when another process created it, may not have seen the
+		// catalog change yet): setting search_path again makes it resolve
+		// anew, so that the migrations create their tables in the schema.
+		if _, err := conn.Exec(ctx, `SELECT set_config('search_path', current_setting('search_path'), false)`); err != nil {
+			return fmt.Errorf("postgres store %s: %w", e.desc, err)
+		}
+		if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+			return fmt.Errorf("postgres store %s: %w", e.desc, err)
+		}
+		if schema == nil || *schema != name {
+			return fmt.Errorf("postgres store %s: schema %s was created but search_path %q does not select it; check the schema's privileges (CREATE and USAGE for this login)", e.desc, name, sp)
+		}
 	}
 	if err := e.probe(ctx, conn, *schema); err != nil {
 		return err
