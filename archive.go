@@ -763,6 +763,7 @@ func (c *Client) verifyOnce(ctx context.Context, in verifyInput) (n int64, moved
 	after := base.Seq
 	var head audit.Head
 	for {
+		before := after
 		for {
 			page, err := c.access.ListAudit(ctx, audit.Filter{AfterSeq: after, Limit: audit.MaxLimit})
 			if err != nil {
@@ -786,7 +787,11 @@ func (c *Client) verifyOnce(ctx context.Context, in verifyInput) (n int64, moved
 		if head, err = c.access.AuditHead(ctx); err != nil {
 			return v.Count(), false, mapStoreErr(err)
 		}
-		if head.Seq <= after {
+		// Done when the head is reached, or when a pass read nothing new
+		// although the head is further on: the records up to the head are
+		// missing (a truncated trail, reported below), not yet to come (a
+		// record and the head it moves are written in one transaction).
+		if head.Seq <= after || after == before {
 			break
 		}
 	}

@@ -662,3 +662,39 @@ func TestAuditKeyWithoutKeyFile(t *testing.T) {
 		t.Fatalf("checkpoints without an archive dir: %v", err)
 	}
 }
+
+// Records deleted at the end of the trail while its head stays: VerifyAudit
+// reports them missing (it once read the store again and again, waiting
+// for the records up to the head).
+func TestAuditTailDeletedHeadKept(t *testing.T) {
+	dir := t.TempDir()
+	c := keyedClient(t, dir, nil)
+	auditActivity(t, c, 2)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(dir, "rediacc.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var maxSeq int64
+	if err := db.QueryRow(`SELECT max(seq) FROM audit`).Scan(&maxSeq); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DELETE FROM audit WHERE seq > ?`, maxSeq-3); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	c = keyedClient(t, dir, nil)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(asOwner(), time.Minute)
+	defer cancel()
+	_, err = c.VerifyAudit(ctx)
+	if ctx.Err() != nil {
+		t.Fatal("VerifyAudit did not return")
+	}
+	te := wantTamper(t, err, audit.KindDeleted, maxSeq-2)
+	if !strings.Contains(te.Detail, "truncated") {
+		t.Fatalf("detail: %s", te.Detail)
+	}
+}
