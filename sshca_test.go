@@ -58,7 +58,9 @@ func waitLog(t *testing.T, o *sshtest.OpenSSH, re string) []string {
 // the signatures are audited in aggregate.
 func TestSSHCATasks(t *testing.T) {
 	dir := t.TempDir()
-	c := newClient(t, func(cfg *rediacc.Config) { cfg.DataDir = dir })
+	// No background health probe: a task would reuse its pooled connection
+	// (key ID probe=health) instead of opening one that names the task.
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.DataDir = dir; cfg.Health.Interval = -1 })
 	ca, err := c.InitSSHCA(asOwner(), rediacc.DefaultTeam, rediacc.SSHCAOptions{})
 	if err != nil {
 		t.Fatal(err)
