@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,19 +37,28 @@ func BenchmarkFanOut(b *testing.B) {
 	for i := range servers {
 		servers[i] = sshtest.StartOpenSSH(b, sshtest.OpenSSHOptions{Loopback: 20 + i})
 	}
-	var bareTotal, sdkTotal time.Duration
+	var bareTotal, sdkTotal, bareSelf, sdkSelf time.Duration
 	var bareCPU, sdkCPU int64
 	for i := 0; i < b.N; i++ {
-		j := busyJiffies()
+		j, js := busyJiffies(), selfCPU()
 		bareTotal += bareFanOut(b, servers)
-		k := busyJiffies()
-		sdkTotal += sdkFanOut(b, servers)
+		k, ks := busyJiffies(), selfCPU()
+		elapsed, self := sdkFanOut(b, servers)
+		sdkTotal += elapsed
+		sdkSelf += self
 		bareCPU += k - j
+		bareSelf += ks - js
 		sdkCPU += busyJiffies() - k
 	}
 	// CPU time of the whole machine (client, sshd and the commands) per task.
 	b.ReportMetric(float64(bareCPU)*10/float64(fanOutTasks*b.N), "bare-cpu-ms/task")
 	b.ReportMetric(float64(sdkCPU)*10/float64(fanOutTasks*b.N), "sdk-cpu-ms/task")
+	// CPU time of the client alone (this process: user + system; the sshd
+	// processes are its children, which RUSAGE_SELF leaves out) per task.
+	perTask := func(d time.Duration) float64 { return float64(d) / 1e6 / float64(fanOutTasks*b.N) }
+	b.ReportMetric(perTask(bareSelf), "bare-client-cpu-ms/task")
+	b.ReportMetric(perTask(sdkSelf), "sdk-client-cpu-ms/task")
+	b.ReportMetric(float64(sdkSelf)/float64(bareSelf), "sdk/bare-client-cpu")
 	bare := float64(fanOutTasks*b.N) / bareTotal.Seconds()
 	sdk := float64(fanOutTasks*b.N) / sdkTotal.Seconds()
 	b.ReportMetric(bare, "bare-tasks/s")
@@ -127,7 +137,13 @@ func bareFanOut(b *testing.B, servers []*sshtest.OpenSSH) time.Duration {
 	return elapsed
 }
 
-func sdkFanOut(b *testing.B, servers []*sshtest.OpenSSH) time.Duration {
+// sdkFanOut runs the SDK's side and returns its elapsed time and the
+// process CPU time it took: from the first submit to the end of Close
+// (which seals the archive segment), the worker and the submitter
+// together; with REDIACC_BENCH_SUBMIT=before, the tasks are submitted in
+// batches before the clock starts, so both measure the worker alone (as
+// `rediacc create batch` then `rediacc worker --until-empty` do).
+func sdkFanOut(b *testing.B, servers []*sshtest.OpenSSH) (time.Duration, time.Duration) {
 	ctx := asOwner()
 	dir, err := os.MkdirTemp("", "rediacc-bench-")
 	if err != nil {
@@ -144,21 +160,39 @@ func sdkFanOut(b *testing.B, servers []*sshtest.OpenSSH) time.Duration {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
+	closed := false
+	defer func() {
+		if !closed {
+			c.Close()
+		}
+	}()
 	for i, s := range servers {
 		if _, err := c.AddMachine(ctx, rediacc.Machine{Name: fmt.Sprintf("m%02d", i), Host: s.Host, Port: s.Port, User: s.User,
 			IdentityFile: s.ClientKeyPath, KnownHostsFile: s.KnownHostsPath}); err != nil {
 			b.Fatal(err)
 		}
 	}
+	spec := func(n int) rediacc.TaskSpec {
+		return rediacc.TaskSpec{Machine: fmt.Sprintf("m%02d", n%len(servers)), Command: "true"}
+	}
+	before := os.Getenv("REDIACC_BENCH_SUBMIT") == "before"
+	if before {
+		specs := make([]rediacc.TaskSpec, fanOutTasks)
+		for n := range specs {
+			specs[n] = spec(n)
+		}
+		if _, err := c.SubmitBatch(ctx, specs); err != nil {
+			b.Fatal(err)
+		}
+	}
 	// The worker runs while the tasks are submitted, as in a service. The
 	// clock stops when the worker finds the queue empty after the last
 	// submit (RunUntilEmpty's check is internal, not an audited read).
-	start := time.Now()
+	start, cpu := time.Now(), selfCPU()
 	submitted := make(chan error, 1)
 	go func() {
-		for n := 0; n < fanOutTasks; n++ {
-			if _, err := c.Submit(ctx, rediacc.TaskSpec{Machine: fmt.Sprintf("m%02d", n%len(servers)), Command: "true"}); err != nil {
+		for n := 0; n < fanOutTasks && !before; n++ {
+			if _, err := c.Submit(ctx, spec(n)); err != nil {
 				submitted <- err
 				return
 			}
@@ -184,11 +218,27 @@ func sdkFanOut(b *testing.B, servers []*sshtest.OpenSSH) time.Duration {
 		b.Fatal(err)
 	}
 	elapsed := time.Since(start)
+	checkFrom := selfCPU() // the check below is not the worker's
 	completed, err := c.List(ctx, rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusCompleted}})
 	if err != nil || len(completed) != fanOutTasks {
 		b.Fatalf("%d of %d tasks completed (%v)", len(completed), fanOutTasks, err)
 	}
-	return elapsed
+	cpu += selfCPU() - checkFrom
+	closed = true
+	if err := c.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return elapsed, selfCPU() - cpu
+}
+
+// selfCPU returns this process's CPU time so far (user + system, all
+// threads; children such as the sshd processes are not included).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // busyJiffies returns the machine's non-idle CPU time from /proc/stat

@@ -25,13 +25,21 @@
 //
 // # Durability
 //
-// While a segment is open for appending, every record is written as its own
-// gzip member (concatenated gzip members are one valid gzip stream, readable
-// by zcat) with a single write, followed by fsync. A crash loses at most the
-// record being written; a torn last member is reported as a
-// [*CorruptSegmentError] by readers and everything before it stays readable.
-// Readers in the same process never see a half-written record of a segment
-// that is still open: they read only up to the last fsynced member.
+// While a segment is open for appending, records are written in batches
+// (group commit): the records of every [Archive.Append] of a kind that
+// arrived while the previous batch was being written are written together as
+// one gzip member (concatenated gzip members are one valid gzip stream,
+// readable by zcat; a member holds at most 1 MiB of lines, or one larger
+// record) with a single write, followed by one fsync. Append returns only
+// once its own record is fsynced, so a record whose Append returned nil
+// survives a crash (kill -9, and a power cut as far as fsync holds). There
+// is no timer: a batch is what queued up during one write and fsync, so no
+// record waits longer than the batch before it plus its own. A crash loses
+// at most the batch being written, none of whose Appends had returned; its
+// torn member is reported as a [*CorruptSegmentError] by readers and
+// everything before it stays readable. Readers in the same process never see
+// a half-written record of a segment that is still open: they read only up
+// to the last fsynced member.
 //
 // A segment is rolled over (closed, and a new one started) when the next
 // record would take it past [Options].SegmentMaxBytes of uncompressed JSON
@@ -168,7 +176,13 @@ type writer struct {
 	kind string
 	kdir string
 
-	mu     sync.Mutex // serializes appends and rollover
+	// qmu guards the records waiting for the next batch (queue) and
+	// whether an Append is leading a batch (leading).
+	qmu     sync.Mutex
+	queue   []*pending
+	leading bool
+
+	mu     sync.Mutex // serializes batches and rollover
 	closed bool
 	f      *os.File // nil when no segment is open
 	path   string
@@ -178,6 +192,8 @@ type writer struct {
 	broken bool  // the open segment's tail is unknown: roll over
 
 	committed atomic.Int64 // compressed bytes fsynced in the open segment
+
+	block, member bytes.Buffer // a batch's lines and their gzip member (reused; w.mu)
 }
 
 var kindRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
@@ -244,11 +260,12 @@ type envelope struct {
 
 // Append archives v (anything encoding/json can marshal; normally a JSON
 // object or a json.RawMessage) under kind and key, with time at (stored in
-// UTC). It returns once the record is fsynced. Errors: [ErrInvalidKind],
-// [ErrEmptyKey], [ErrTooLarge], [ErrClosed], the marshalling error, ctx's
-// error if it is done before the write starts, or an I/O error — after an
-// fsync error the record may or may not be in the archive (a retry can
-// store it twice; readers then see both).
+// UTC). It returns once the record is fsynced; concurrent Appends of a kind
+// share one write and one fsync (see "Durability" in the package doc).
+// Errors: [ErrInvalidKind], [ErrEmptyKey], [ErrTooLarge], [ErrClosed], the
+// marshalling error, ctx's error if it is done before the record is queued
+// for writing, or an I/O error — after an fsync error the record may or may
+// not be in the archive (a retry can store it twice; readers then see both).
 func (a *Archive) Append(ctx context.Context, kind, key string, at time.Time, v any) error {
 	if err := checkKind(kind); err != nil {
 		return err
@@ -260,42 +277,132 @@ func (a *Archive) Append(ctx context.Context, kind, key string, at time.Time, v 
 	if err != nil {
 		return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
 	}
-	line, err := json.Marshal(envelope{Key: key, At: at.UTC(), V: raw})
-	if err != nil {
-		return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
+	if y := at.UTC().Year(); y < 0 || y > 9999 { // as encoding/json refuses it
+		return fmt.Errorf("archive: append %s %q: time %v: year outside of range [0,9999]", kind, key, at)
 	}
-	line = append(line, '\n')
+	line := appendEnvelope(make([]byte, 0, len(raw)+len(key)+64), key, at, raw)
 	if int64(len(line)) > a.opts.SegmentMaxBytes {
 		return fmt.Errorf("%w: %s %q is %d bytes, limit %d", ErrTooLarge, kind, key, len(line), a.opts.SegmentMaxBytes)
-	}
-	member, err := gzipMember(line)
-	if err != nil {
-		return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-
 	w, err := a.writer(kind)
 	if err != nil {
 		return err
 	}
+	if err := a.commit(w, &pending{line: line, done: make(chan bool, 1)}); err != nil {
+		return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
+	}
+	return nil
+}
+
+// appendEnvelope appends the JSON Lines envelope of a record, newline
+// included, to b: exactly what encoding/json makes of envelope{key, at,
+// raw} (raw is json.Marshal's output: compact, HTML-escaped), without
+// scanning raw again.
+func appendEnvelope(b []byte, key string, at time.Time, raw []byte) []byte {
+	qkey, _ := json.Marshal(key) // a string always marshals
+	b = append(b, `{"key":`...)
+	b = append(b, qkey...)
+	b = append(b, `,"at":"`...)
+	b = at.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","v":`...)
+	b = append(b, raw...)
+	return append(b, "}\n"...)
+}
+
+// pending is a record waiting for its batch.
+type pending struct {
+	line []byte
+	err  error     // the batch's outcome, set before done receives false
+	done chan bool // true: lead the next batch; false: written (or failed)
+}
+
+// commit queues p for the next batch of w and waits until it is fsynced:
+// the first caller with no batch under way leads one (it writes every
+// record queued so far), the others wait; a leader that finishes hands
+// the lead to the oldest record queued meanwhile, so each caller returns
+// as soon as its own batch is done.
+func (a *Archive) commit(w *writer, p *pending) error {
+	w.qmu.Lock()
+	w.queue = append(w.queue, p)
+	lead := !w.leading
+	w.leading = true
+	w.qmu.Unlock()
+	if !lead && !<-p.done {
+		return p.err
+	}
+	w.qmu.Lock()
+	batch := w.queue
+	w.queue = nil
+	w.qmu.Unlock()
+	err := a.writeBatch(w, batch)
+	for _, q := range batch {
+		if q != p {
+			q.err = err
+			q.done <- false
+		}
+	}
+	w.qmu.Lock()
+	if len(w.queue) > 0 {
+		w.queue[0].done <- true
+	} else {
+		w.leading = false
+	}
+	w.qmu.Unlock()
+	return err
+}
+
+// writeBatch writes the lines of batch to w's open segment (rolling over
+// as needed) and fsyncs them. Lines go into gzip members of at most
+// compactBlockBytes (or one line when larger), one per segment at most in
+// the usual case; a member is written and fsynced before the segment rolls
+// over.
+func (a *Archive) writeBatch(w *writer, batch []*pending) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return ErrClosed
 	}
 	day := a.opts.Clock().UTC().Format(dayLayout)
-	if w.f == nil || w.broken || w.day != day || w.size+int64(len(line)) > a.opts.SegmentMaxBytes {
-		if err := a.rollover(w, day); err != nil {
-			return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
+	block := &w.block
+	block.Reset()
+	defer func() {
+		if block.Cap() > 2*compactBlockBytes { // do not keep a huge record's buffers
+			w.block, w.member = bytes.Buffer{}, bytes.Buffer{}
 		}
+	}()
+	flush := func() error {
+		if block.Len() == 0 {
+			return nil
+		}
+		w.member.Reset()
+		if err := gzipMember(&w.member, block.Bytes()); err != nil {
+			return err
+		}
+		if err := w.write(w.member.Bytes()); err != nil {
+			return fmt.Errorf("%s: %w", w.path, err)
+		}
+		w.size += int64(block.Len())
+		block.Reset()
+		return nil
 	}
-	if err := w.write(member); err != nil {
-		return fmt.Errorf("archive: append %s %q to %s: %w", kind, key, w.path, err)
+	for _, p := range batch {
+		n := int64(len(p.line))
+		if block.Len() > 0 && (w.size+int64(block.Len())+n > a.opts.SegmentMaxBytes || block.Len()+len(p.line) > compactBlockBytes) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if w.f == nil || w.broken || w.day != day || block.Len() == 0 && w.size+n > a.opts.SegmentMaxBytes {
+			if err := a.rollover(w, day); err != nil {
+				return err
+			}
+		}
+		block.Write(p.line)
 	}
-	w.size += int64(len(line))
-	return nil
+	return flush()
 }
 
 // write appends one member and fsyncs it. On failure it cuts the file back
@@ -439,22 +546,24 @@ func (a *Archive) Close() error {
 	return errors.Join(errs...)
 }
 
-var gzipPool = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+// gzipPool holds the writers of appended members. They compress at
+// gzip.BestSpeed: a batch is compressed while its callers wait, and
+// compaction recompresses a closed segment at the default level anyway.
+var gzipPool = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed) // a valid level: no error
+	return zw
+}}
 
-// gzipMember compresses b as one complete gzip member.
-func gzipMember(b []byte) ([]byte, error) {
-	var buf bytes.Buffer
+// gzipMember compresses b as one complete gzip member into buf.
+func gzipMember(buf *bytes.Buffer, b []byte) error {
 	buf.Grow(len(b)/2 + 64)
 	zw := gzipPool.Get().(*gzip.Writer)
 	defer gzipPool.Put(zw)
-	zw.Reset(&buf)
+	zw.Reset(buf)
 	if _, err := zw.Write(b); err != nil {
-		return nil, err
+		return err
 	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return zw.Close()
 }
 
 func syncDir(dir string) error {

@@ -20,7 +20,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(appendChildEnv); dir != "" {
+		appendChild(dir) // batch_test.go: appends until killed
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // clock is a settable test clock.
 type clock struct {
@@ -317,11 +322,9 @@ func writeSegment(t *testing.T, path string, lines ...string) []int64 {
 	var offsets []int64
 	for _, l := range lines {
 		offsets = append(offsets, int64(buf.Len()))
-		m, err := gzipMember([]byte(l + "\n"))
-		if err != nil {
+		if err := gzipMember(&buf, []byte(l+"\n")); err != nil {
 			t.Fatal(err)
 		}
-		buf.Write(m)
 	}
 	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
