@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/authz"
@@ -166,26 +168,45 @@ func (o *op) guard() store.Condition {
 // roleGuard requires actor to hold a role allowing action in team s (or a
 // store-wide role allowing it).
 func roleGuard(actor string, action authz.Action, s scope) store.Condition {
-	var teamRoles, storeRoles []string
+	rs, ok := guardRoles()[action]
+	if !ok { // outside the matrix (store.prune): owners only
+		return store.HasRole(actor, s.id, nil, []string{string(authz.Owner)})
+	}
+	var teamRoles []string
+	if s.id != "" {
+		teamRoles = rs.team
+	}
+	if teamRoles == nil && rs.store == nil {
+		return store.HasRole(actor, s.id, nil, []string{string(authz.Owner)})
+	}
+	return store.HasRole(actor, s.id, teamRoles, rs.store)
+}
+
+// roleSets are the roles that allow an action: team-scoped roles (for an
+// action done in a team) and store-wide ones.
+type roleSets struct{ team, store []string }
+
+// guardRoles is the role matrix by action, built once: roleGuard runs for
+// every guarded write (each Submit), and authz.Matrix copies the matrix.
+// The slices are shared: never appended to (their capacity is clipped).
+var guardRoles = sync.OnceValue(func() map[authz.Action]roleSets {
+	m := map[authz.Action]roleSets{}
 	for _, row := range authz.Matrix() {
-		if row.Action != action {
-			continue
-		}
+		var rs roleSets
 		for _, r := range authz.Roles() {
 			switch {
 			case !row.Allowed[r]:
 			case r.StoreWide():
-				storeRoles = append(storeRoles, string(r))
-			case s.id != "" && row.Scope == authz.ScopeTeam:
-				teamRoles = append(teamRoles, string(r))
+				rs.store = append(rs.store, string(r))
+			case row.Scope == authz.ScopeTeam:
+				rs.team = append(rs.team, string(r))
 			}
 		}
+		rs.team, rs.store = slices.Clip(rs.team), slices.Clip(rs.store)
+		m[row.Action] = rs
 	}
-	if teamRoles == nil && storeRoles == nil { // outside the matrix (store.prune): owners only
-		storeRoles = []string{string(authz.Owner)}
-	}
-	return store.HasRole(actor, s.id, teamRoles, storeRoles)
-}
+	return m
+})
 
 // ctx returns a context carrying the operation's "ok" audit record and its
 // guard (the actor's role, plus conds), so the store checks the guard and

@@ -2,6 +2,7 @@ package rediacc_test
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lmittmann/tint"
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
@@ -150,7 +152,7 @@ func sdkFanOut(b *testing.B, servers []*sshtest.OpenSSH) (time.Duration, time.Du
 		b.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	cfg := rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler),
+	cfg := rediacc.Config{DataDir: dir, Logger: benchLogger(),
 		Concurrency: fanOutMachines * fanOutPerHost, PerMachineLimit: fanOutPerHost, NoCriticalReserve: true,
 		Health: rediacc.HealthConfig{Interval: -1}} // no health probes: the benchmark times the queue and SSH path alone
 	if os.Getenv("REDIACC_BENCH_STORE") == "memory" {
@@ -229,6 +231,20 @@ func sdkFanOut(b *testing.B, servers []*sshtest.OpenSSH) (time.Duration, time.Du
 		b.Fatal(err)
 	}
 	return elapsed, selfCPU() - cpu
+}
+
+// benchLogger is the SDK's logger in BenchmarkFanOut: none, or with
+// REDIACC_BENCH_LOG=json or text the CLI's handlers at INFO (JSON, or
+// tint without colour) writing to io.Discard, to measure what logging
+// costs per task.
+func benchLogger() *slog.Logger {
+	switch os.Getenv("REDIACC_BENCH_LOG") {
+	case "json":
+		return slog.New(slog.NewJSONHandler(io.Discard, nil))
+	case "text":
+		return slog.New(tint.NewHandler(io.Discard, &tint.Options{TimeFormat: time.TimeOnly, NoColor: true}))
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 // selfCPU returns this process's CPU time so far (user + system, all

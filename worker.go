@@ -414,7 +414,8 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 	}
 	started := c.clock.Now().UTC()
 	attempt := store.Attempt{Number: attemptNo, Worker: c.id, StartedAt: started, RunID: runIDFor(rec)}
-	if maintenanceOf(rec) != nil {
+	ms := maintenanceOf(rec) // parsed once: it reads the whole spec
+	if ms != nil {
 		attempt.RunID = "" // it runs in this worker: no copy on the machine to mark
 	}
 	startCtx := store.WithAudit(bg, c.taskEvent(rec, "task.start", map[string]string{"attempt": strconv.Itoa(attemptNo)}))
@@ -433,7 +434,7 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 		red    *redact.Redactor
 		runErr error
 	)
-	if ms := maintenanceOf(rec); ms != nil {
+	if ms != nil {
 		res, runErr = c.runMaintenance(ctx, t, ms) // maintenance.go
 	} else {
 		res, red, runErr = c.runRemote(ctx, rec, t, m, attemptNo, attempt.RunID)

@@ -198,8 +198,15 @@ type writer struct {
 
 var kindRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
 
+// checkKind matches kind against kindRE without the regexp engine (it
+// runs for every Append).
 func checkKind(kind string) error {
-	if !kindRE.MatchString(kind) {
+	ok := len(kind) >= 1 && len(kind) <= 32 && 'a' <= kind[0] && kind[0] <= 'z'
+	for i := 1; ok && i < len(kind); i++ {
+		c := kind[i]
+		ok = 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+	}
+	if !ok {
 		return fmt.Errorf("%w: %q", ErrInvalidKind, kind)
 	}
 	return nil

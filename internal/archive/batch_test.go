@@ -255,3 +255,14 @@ func TestAcknowledgedRecordsSurviveSIGKILL(t *testing.T) {
 		})
 	}
 }
+
+// checkKind agrees with the documented pattern [a-z][a-z0-9_-]{0,31}.
+func TestCheckKindMatchesPattern(t *testing.T) {
+	cases := []string{"", "a", "task", "audit", "a-b_c9", "9a", "-a", "_a", "A", "aB", "a.b", "a/b", "a b", "é", "aé",
+		"a" + string(make([]byte, 3)), "abcdefghijklmnopqrstuvwxyz012345", "abcdefghijklmnopqrstuvwxyz0123456", "z"}
+	for _, k := range cases {
+		if got, want := checkKind(k) == nil, kindRE.MatchString(k); got != want {
+			t.Errorf("checkKind(%q) ok = %v, pattern says %v", k, got, want)
+		}
+	}
+}

@@ -36,7 +36,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 	defer a.Close()
 	var n atomic.Int64
 	at := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
-	b.SetParallelism(40) // × GOMAXPROCS goroutines
+	b.SetParallelism(benchParallelism) // × GOMAXPROCS goroutines
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu := processCPU()
@@ -60,3 +60,5 @@ func processCPU() int64 {
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+var benchParallelism = 40
