@@ -82,7 +82,7 @@ func finishMany(ctx context.Context, g *globals, cl *rediacc.Client, ts []*redia
 // isTerminal reports whether w is a terminal of a known width (a progress
 // bar needs both).
 func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+	f, ok := rawWriter(w).(*os.File)
 	if !ok || !(isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())) {
 		return false
 	}
@@ -154,7 +154,7 @@ func progress(ctx context.Context, g *globals, cl *rediacc.Client, ids []string)
 		return ctx.Err()
 	}
 	var running, failed atomic.Int64 // read by the bar's renderer
-	p := mpb.NewWithContext(ctx, mpb.WithOutput(g.stdout), mpb.WithWidth(40), mpb.WithRefreshRate(100*time.Millisecond))
+	p := mpb.NewWithContext(ctx, mpb.WithOutput(g.rawStdout), mpb.WithWidth(40), mpb.WithRefreshRate(100*time.Millisecond))
 	bar := p.AddBar(int64(len(ids)),
 		mpb.PrependDecorators(decor.Name("tasks "), decor.CountersNoUnit("%d/%d", decor.WCSyncWidth)),
 		mpb.AppendDecorators(decor.Percentage(decor.WCSyncSpace),

@@ -269,7 +269,7 @@ func rotationProgress(ctx context.Context, g *globals, o *rediacc.KeyRotationOpt
 	if quiet || !isTerminal(g.stdout) {
 		return func() {}
 	}
-	p := mpb.NewWithContext(ctx, mpb.WithOutput(g.stdout), mpb.WithWidth(40), mpb.WithRefreshRate(100*time.Millisecond))
+	p := mpb.NewWithContext(ctx, mpb.WithOutput(g.rawStdout), mpb.WithWidth(40), mpb.WithRefreshRate(100*time.Millisecond))
 	var (
 		bar   *mpb.Bar
 		step  atomic.Value

@@ -12,12 +12,20 @@ import (
 )
 
 func newLogs(g *globals) *cobra.Command {
-	var output string
+	var (
+		output string
+		raw    bool
+	)
 	c := &cobra.Command{
-		Use:   "logs TASK_ID [-o json]",
+		Use:   "logs TASK_ID [-o json] [--raw]",
 		Short: "Print a task's output (from the log archive once the queue has pruned it)",
 		Long: `Print a task's stdout (to stdout) and stderr (to stderr), read from the
 queue or, once prune has removed the task from it, from the log archive.
+Control characters in the output (terminal escape sequences, carriage
+returns, bidirectional overrides) are shown escaped (\x1b, \r, \u202e):
+the output comes from the machine, and a terminal would act on them. With
+--raw the output is written byte for byte (for a file or a program; it
+may hold any escape sequence the task printed).
 With -o json, print the task's whole record (attempts, exit code, output).`,
 		Args: exactArgs(1, "TASK_ID"),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -32,8 +40,12 @@ With -o json, print the task's whole record (attempts, exit code, output).`,
 				if output == "json" {
 					return writeJSON(g, t)
 				}
-				fmt.Fprint(g.stdout, t.Stdout)
-				fmt.Fprint(g.stderr, t.Stderr)
+				stdout, stderr := g.stdout, g.stderr
+				if raw {
+					stdout, stderr = g.rawStdout, g.rawStderr
+				}
+				fmt.Fprint(stdout, t.Stdout)
+				fmt.Fprint(stderr, t.Stderr)
 				if t.StdoutTruncated || t.StderrTruncated {
 					fmt.Fprintln(g.stderr, "(output truncated at the output limit)")
 				}
@@ -42,6 +54,7 @@ With -o json, print the task's whole record (attempts, exit code, output).`,
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "", "output format: text (default) or json")
+	c.Flags().BoolVar(&raw, "raw", false, "write the output byte for byte, control characters included (for a file or a program; default: escaped)")
 	return c
 }
 

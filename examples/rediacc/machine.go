@@ -192,9 +192,13 @@ func parseKV(flag string, kvs []string) (map[string]string, error) {
 }
 
 func writeJSON(g *globals, v any) error {
-	enc := json.NewEncoder(g.stdout)
+	w, flush := jsonOut(g.rawStdout) // termsafe.go: the same JSON value, safe on a terminal
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	return flush()
 }
 
 func sortStrings(s []string) { slices.Sort(s) }

@@ -90,8 +90,11 @@ type globals struct {
 	as             string
 	logLevelSet    bool // --log-level was given
 	vault          vaultFlags
-	stdout         io.Writer
-	stderr         io.Writer
+	// stdout and stderr escape control characters (termsafe.go): what
+	// the CLI prints for people. rawStdout and rawStderr are the files
+	// themselves, for output read by programs (JSON, logs --raw).
+	stdout, stderr       io.Writer
+	rawStdout, rawStderr io.Writer
 }
 
 func main() {
@@ -103,18 +106,21 @@ func main() {
 
 // run executes the CLI with args and returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	g := &globals{stdout: stdout, stderr: stderr}
+	tout, terr := newTermWriter(stdout), newTermWriter(stderr) // termsafe.go
+	g := &globals{stdout: tout, stderr: terr, rawStdout: stdout, rawStderr: stderr}
 	root := newRoot(g)
 	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(tout)
+	root.SetErr(terr)
 	err := root.ExecuteContext(ctx)
 	if err != nil && isCobraUsageError(err) {
 		err = usageError{err}
 	}
+	_ = tout.Flush()
 	if err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
+		fmt.Fprintf(terr, "error: %v\n", err)
 	}
+	_ = terr.Flush()
 	return exitCode(err)
 }
 
@@ -191,13 +197,17 @@ func (g *globals) logger() (*slog.Logger, error) {
 	}
 	switch g.logFormat {
 	case "json":
-		return slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: level})), nil
+		// The same JSON values, safe on a terminal (termsafe.go). Each
+		// record is one Write: nothing is held back.
+		return slog.New(slog.NewJSONHandler(newJSONWriter(g.rawStderr), &slog.HandlerOptions{Level: level})), nil
 	case "text":
 		noColor := true
-		if f, ok := g.stderr.(*os.File); ok {
+		if f, ok := g.rawStderr.(*os.File); ok {
 			noColor = !isatty.IsTerminal(f.Fd())
 		}
-		h := slog.Handler(tint.NewHandler(g.stderr, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: noColor}))
+		// tint writes the colours' escape sequences itself: it writes to
+		// the file, and safeHandler escapes the records' text first.
+		h := slog.Handler(safeHandler{tint.NewHandler(g.rawStderr, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: noColor})})
 		if !g.logLevelSet {
 			h = quietCheckpoints{h} // audit.go
 		}

@@ -175,7 +175,7 @@ func newInspectQueue(g *globals) *cobra.Command {
 					return writeJSON(g, t)
 				}
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+				row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, cell(v)) }
 				row("Task", t.ID)
 				row("Status", string(t.Status))
 				row("Priority", fmt.Sprintf("%d (%s)", t.Priority, t.Priority))
@@ -207,7 +207,7 @@ func newInspectQueue(g *globals) *cobra.Command {
 				}
 				for _, a := range t.History {
 					fmt.Fprintf(g.stdout, "  attempt %d: %s  %s → %s  exit %s  %s\n", a.Number, orDefault(string(a.Outcome), "running"),
-						fmtTime(a.StartedAt), fmtTime(a.EndedAt), exitStr(a.ExitCode), a.Error)
+						fmtTime(a.StartedAt), fmtTime(a.EndedAt), exitStr(a.ExitCode), cell(a.Error))
 				}
 				printStream(g, "stdout", t.Stdout, t.StdoutTruncated)
 				printStream(g, "stderr", t.Stderr, t.StderrTruncated)
@@ -338,13 +338,7 @@ func printStream(g *globals, name, s string, truncated bool) {
 	}
 }
 
-// printable replaces control characters (terminal escape sequences a task's
-// command or output may hold) with U+FFFD before they reach a terminal.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '\t' || (r >= 0x20 && r != 0x7f && !(r >= 0x80 && r < 0xa0)) {
-			return r
-		}
-		return '\ufffd'
-	}, s)
-}
+// printable escapes control characters (terminal escape sequences a task's
+// command or output may hold), tabs and newlines: one line or table cell
+// (termsafe.go).
+func printable(s string) string { return cell(s) }

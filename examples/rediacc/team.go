@@ -246,7 +246,11 @@ func newListAudit(g *globals) *cobra.Command {
 			f.Action = actionFilter
 			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
 				if output == "jsonl" {
-					return cl.ExportAudit(ctx, g.stdout, f)
+					w, flush := jsonOut(g.rawStdout) // termsafe.go: the same JSON values, safe on a terminal
+					if err := cl.ExportAudit(ctx, w, f); err != nil {
+						return err
+					}
+					return flush()
 				}
 				recs, err := cl.AuditLog(ctx, f)
 				if err != nil {

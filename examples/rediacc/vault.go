@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -96,12 +97,21 @@ func (v *vaultFlags) passphrase(stderr io.Writer) ([]byte, error) {
 	return nil, nil
 }
 
+// fdOf returns w's file descriptor, or an invalid one when w is no file.
+func fdOf(w io.Writer) uintptr {
+	if f, ok := w.(*os.File); ok {
+		return f.Fd()
+	}
+	return ^uintptr(0)
+}
+
 func newVault(g *globals) *cobra.Command {
 	vc := &cobra.Command{Use: "vault", Short: "Manage team secrets", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			return usagef("%s needs a subcommand (see --help)", c.CommandPath())
 		}}
 	var team, valueFile string
+	var rawGet bool
 	set := &cobra.Command{
 		Use:   "set --team TEAM KEY [--value-file F]",
 		Short: "Write a secret (the value comes from a file or stdin, never a flag)",
@@ -139,7 +149,13 @@ func newVault(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				_, err = g.stdout.Write(s.Value)
+				// Exact into a file or a program; escaped on a terminal
+				// (another admin of the team may have written it).
+				w := g.stdout
+				if rawGet || !isatty.IsTerminal(fdOf(g.rawStdout)) {
+					w = g.rawStdout
+				}
+				_, err = w.Write(s.Value)
 				return err
 			})
 		},
@@ -171,6 +187,7 @@ func newVault(g *globals) *cobra.Command {
 			})
 		},
 	}
+	get.Flags().BoolVar(&rawGet, "raw", false, "on a terminal too, write the value byte for byte (default: control characters escaped on a terminal, exact into a pipe or file)")
 	for _, sc := range []*cobra.Command{set, get, list, rm} {
 		sc.Flags().StringVar(&team, "team", "", "the team whose vault to use (required)")
 		_ = sc.MarkFlagRequired("team")
