@@ -357,7 +357,8 @@ func (c *Client) archivedTask(ctx context.Context, id string) (*Task, error) {
 // Reading the archive decompresses the task segments newest first:
 // O(archived bytes) for a task not found.
 //
-// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound; ErrArchiveCorrupt
+// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound, ErrInvalidArgument
+// (id is not a UUID); ErrArchiveCorrupt
 // (with ErrNotFound) when the task is not found and the archive has damaged
 // segments it may have been in.
 func (c *Client) TaskLog(ctx context.Context, id string) (*Task, error) {

@@ -254,7 +254,10 @@ func TestCancel(t *testing.T) {
 	if _, err := c.Cancel(ctx, done.ID); !errors.Is(err, rediacc.ErrNotCancellable) {
 		t.Errorf("cancel completed: %v, want ErrNotCancellable", err)
 	}
-	if _, err := c.Cancel(ctx, "no-such-task"); !errors.Is(err, rediacc.ErrNotFound) {
+	if _, err := c.Cancel(ctx, "no-such-task"); !errors.Is(err, rediacc.ErrInvalidArgument) {
+		t.Errorf("cancel of a malformed id: %v, want ErrInvalidArgument", err)
+	}
+	if _, err := c.Cancel(ctx, "00000000-0000-0000-0000-000000000000"); !errors.Is(err, rediacc.ErrNotFound) {
 		t.Errorf("cancel unknown: %v, want ErrNotFound", err)
 	}
 }

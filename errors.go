@@ -139,3 +139,10 @@ func (e *MachineChangedError) Error() string {
 
 // Is makes errors.Is(err, ErrMachineChanged) hold.
 func (e *MachineChangedError) Is(target error) bool { return target == ErrMachineChanged }
+
+// ErrCredentialsRefused: a service refused the client's own credentials
+// when it connected — HashiCorp Vault (token invalid or expired, AppRole
+// login refused) or PostgreSQL (wrong password, unknown role, no
+// pg_hba.conf entry). Like ErrWrongPassphrase and ErrAuthFailed it is an
+// authentication failure: the CLI exits 2.
+var ErrCredentialsRefused = errors.New("credentials refused")

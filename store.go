@@ -66,6 +66,8 @@ func mapStoreErr(err error) error {
 		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	case errors.Is(err, store.ErrForbidden):
 		return fmt.Errorf("%w: %v", ErrPermissionDenied, err)
+	case errors.Is(err, store.ErrUnauthenticated):
+		return fmt.Errorf("%w: %v", ErrCredentialsRefused, err)
 	case errors.Is(err, store.ErrGuard):
 		var ge *store.GuardError
 		if errors.As(err, &ge) && ge.Condition.Kind == store.CondRole {

@@ -577,6 +577,9 @@ func (c *Client) taskLog(t *Task, attempt int) *slog.Logger {
 
 // getTask loads a task without an access check.
 func (c *Client) getTask(ctx context.Context, id string) (*Task, error) {
+	if err := checkTaskID("task", id); err != nil { // input.go
+		return nil, err
+	}
 	r, err := c.engine.GetTask(ctx, id)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -619,7 +622,8 @@ func redactOutput(t *Task, g authz.Grants) {
 
 // Get returns a task; a PENDING one with Waiting filled (why it waits and
 // until when, see WaitReason). Viewers get it without its stdout and
-// stderr. Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound.
+// stderr. Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound,
+// ErrInvalidArgument (id is not a UUID).
 func (c *Client) Get(ctx context.Context, id string) (*Task, error) {
 	t, _, _, err := c.readTask(ctx, id, true)
 	if err == nil && t.Status == StatusPending {
@@ -694,7 +698,8 @@ func (c *Client) List(ctx context.Context, f ListFilter) ([]*Task, error) {
 // it, or until ctx ends (ctx.Err()). It sees changes made in this process at
 // once and those of other processes within Config.PollInterval. Access is
 // Get's, checked (and audited) when the wait starts.
-// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound.
+// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound, ErrInvalidArgument
+// (id is not a UUID).
 func (c *Client) Wait(ctx context.Context, id string) (*Task, error) {
 	_, _, g, err := c.readTask(ctx, id, true)
 	if err != nil {
@@ -731,7 +736,8 @@ func (c *Client) Wait(ctx context.Context, id string) (*Task, error) {
 // CANCELLED task returns it unchanged. Needs operator (or admin) of the
 // task's team.
 //
-// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound; ErrNotCancellable
+// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound, ErrInvalidArgument
+// (id is not a UUID); ErrNotCancellable
 // for COMPLETED and FAILED tasks.
 func (c *Client) Cancel(ctx context.Context, id string) (*Task, error) {
 	if _, _, err := c.actor(ctx); err != nil {

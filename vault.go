@@ -144,9 +144,13 @@ type HashiCorpVaultConfig = hashicorp.Config
 type HashiCorpAppRole = hashicorp.AppRole
 
 // NewHashiCorpVault connects to HashiCorp Vault (KV version 2) through
-// github.com/hashicorp/vault/api.
+// github.com/hashicorp/vault/api. Errors: ErrCredentialsRefused (the token
+// is invalid or expired, or the AppRole login was refused).
 func NewHashiCorpVault(ctx context.Context, cfg HashiCorpVaultConfig) (Vault, error) {
 	v, err := hashicorp.New(ctx, cfg)
+	if errors.Is(err, vault.ErrPermissionDenied) { // at connection: the token or the AppRole login
+		return nil, &isError{msg: err.Error() + " (check VAULT_TOKEN, or the AppRole role and secret ids)", err: err, is: ErrCredentialsRefused}
+	}
 	return v, vaultErr(err)
 }
 

@@ -177,9 +177,13 @@ func (c *Client) publicWindow(ctx context.Context, r store.Window) (*Maintenance
 
 // DeleteWindow deletes a maintenance window. Needs window.delete (team
 // admins, owners) in its team.
-// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound.
+// Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound, ErrInvalidArgument
+// (id is not a UUID).
 func (c *Client) DeleteWindow(ctx context.Context, id string) error {
 	if _, _, err := c.actor(ctx); err != nil {
+		return err
+	}
+	if err := checkTaskID("maintenance window", id); err != nil { // input.go
 		return err
 	}
 	g, err := c.gates()

@@ -3,8 +3,8 @@
 // of its own: every behaviour lives in the SDK; the CLI parses flags, calls
 // the SDK and prints.
 //
-// Exit codes: 0 ok, 1 error, 3 permission denied, 4 not found, 5 invalid
-// input.
+// Exit codes: 0 ok, 1 error, 2 authentication failed, 3 permission denied,
+// 4 not found, 5 invalid input.
 //
 // Every command acts as the OS login that runs it (actor.go): --as and
 // REDIACC_USER name another user only for root and the data dir's owner.
@@ -34,6 +34,7 @@ import (
 const (
 	exitOK         = 0
 	exitError      = 1
+	exitAuth       = 2
 	exitPermission = 3
 	exitNotFound   = 4
 	exitInvalid    = 5
@@ -55,6 +56,11 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
+	// Credentials: a wrong vault or identity passphrase (or vault key
+	// file), a machine refusing the identity, HashiCorp Vault or
+	// PostgreSQL refusing the login.
+	case errors.Is(err, rediacc.ErrWrongPassphrase), errors.Is(err, rediacc.ErrAuthFailed), errors.Is(err, rediacc.ErrCredentialsRefused):
+		return exitAuth
 	case errors.Is(err, rediacc.ErrPermissionDenied), errors.Is(err, rediacc.ErrUnsafePath):
 		return exitPermission
 	case errors.Is(err, rediacc.ErrNotFound), errors.Is(err, rediacc.ErrSecretNotFound):

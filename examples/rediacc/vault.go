@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
@@ -44,20 +45,25 @@ func (v *vaultFlags) register(pf interface {
 func (v *vaultFlags) open(ctx context.Context, dataDir string, st *rediacc.Store, stderr io.Writer, log *slog.Logger) (rediacc.Vault, error) {
 	switch v.backend {
 	case "local":
-		pass, err := v.passphrase(stderr)
-		if err != nil {
-			return nil, err
-		}
-		if st != nil && pass == nil && v.keyFile == "" {
+		if st != nil && v.passphraseFile == "" && os.Getenv("REDIACC_VAULT_PASSPHRASE") == "" && !v.prompt && v.keyFile == "" {
 			// The Client's default vault: the same files in the store and
 			// key file, opened on first use, so that commands that need no
 			// secret work on a host without the key.
 			return nil, nil
 		}
-		if err := os.MkdirAll(dataDir, 0o700); err != nil {
-			return nil, err
-		}
-		return rediacc.OpenLocalVault(filepath.Join(dataDir, "vault"), rediacc.LocalVaultOptions{Passphrase: pass, IdentityFile: v.keyFile, Logger: log, Store: st})
+		// Opened when a secret is first read or written: a command that
+		// needs none (list, inspect, logs, team list…) asks for no
+		// passphrase and works without the key.
+		return &lazyVault{open: func() (rediacc.Vault, error) {
+			pass, err := v.passphrase(stderr)
+			if err != nil {
+				return nil, err
+			}
+			if err := os.MkdirAll(dataDir, 0o700); err != nil {
+				return nil, err
+			}
+			return rediacc.OpenLocalVault(filepath.Join(dataDir, "vault"), rediacc.LocalVaultOptions{Passphrase: pass, IdentityFile: v.keyFile, Logger: log, Store: st})
+		}}, nil
 	case "hashicorp":
 		if v.addr == "" {
 			return nil, usagef("--vault-backend hashicorp needs --vault-addr or VAULT_ADDR")
@@ -95,6 +101,80 @@ func (v *vaultFlags) passphrase(stderr io.Writer) ([]byte, error) {
 		return p, err
 	}
 	return nil, nil
+}
+
+// lazyVault opens the local vault on the first call that reads or writes
+// a secret (once: a failure is kept, a prompt asked once).
+type lazyVault struct {
+	open func() (rediacc.Vault, error)
+	mu   sync.Mutex
+	v    rediacc.Vault
+	err  error
+	done bool
+}
+
+func (l *lazyVault) get() (rediacc.Vault, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		v, err := l.open()
+		if err == nil {
+			l.v = v
+		}
+		l.err, l.done = err, true
+	}
+	return l.v, l.err
+}
+
+func (l *lazyVault) Get(ctx context.Context, team, key string) (rediacc.Secret, error) {
+	v, err := l.get()
+	if err != nil {
+		return rediacc.Secret{}, err
+	}
+	return v.Get(ctx, team, key)
+}
+
+func (l *lazyVault) GetVersion(ctx context.Context, team, key string, version int) (rediacc.Secret, error) {
+	v, err := l.get()
+	if err != nil {
+		return rediacc.Secret{}, err
+	}
+	return v.GetVersion(ctx, team, key, version)
+}
+
+func (l *lazyVault) Put(ctx context.Context, team, key string, value []byte, opts rediacc.PutOptions) (int, error) {
+	v, err := l.get()
+	if err != nil {
+		return 0, err
+	}
+	return v.Put(ctx, team, key, value, opts)
+}
+
+func (l *lazyVault) Delete(ctx context.Context, team, key string) error {
+	v, err := l.get()
+	if err != nil {
+		return err
+	}
+	return v.Delete(ctx, team, key)
+}
+
+func (l *lazyVault) List(ctx context.Context, team string) ([]string, error) {
+	v, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return v.List(ctx, team)
+}
+
+// Close closes the vault if it was opened.
+func (l *lazyVault) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.done = true
+	if l.v == nil {
+		return nil
+	}
+	return l.v.Close()
 }
 
 // fdOf returns w's file descriptor, or an invalid one when w is no file.

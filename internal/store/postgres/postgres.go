@@ -141,6 +141,10 @@ func redactDSN(dsn string) string {
 // connection of its own.
 func (e *Engine) prepareSchema(ctx context.Context, cc *pgx.ConnConfig) error {
 	conn, err := pgx.ConnectConfig(ctx, cc)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && strings.HasPrefix(pe.Code, "28") { // invalid authorization, invalid password
+		return fmt.Errorf("postgres store %s: %w: %w (check the user and password in the store URL, and the server's pg_hba.conf)", e.desc, store.ErrUnauthenticated, err)
+	}
 	if err != nil {
 		return fmt.Errorf("postgres store %s: %w", e.desc, err)
 	}
