@@ -310,7 +310,7 @@ func (c *Client) currentKeyPEM(ctx context.Context, m Machine) ([]byte, []byte, 
 		}
 		s, err := v.Get(ctx, m.TeamID, m.IdentitySecret)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: machine %s's identity %q: %v", ErrKeyFile, m.Name, m.IdentitySecret, vaultErr(err))
+			return nil, nil, identityErr(m, err)
 		}
 		return s.Value, nil, nil
 	case m.IdentityFile != "":
@@ -570,11 +570,11 @@ func (c *Client) identityPEMs(ctx context.Context, m Machine) ([][]byte, error) 
 	}
 	v, err := c.vault()
 	if err != nil {
-		return nil, fmt.Errorf("%w: machine %s's identity is in the vault: %v", ErrKeyFile, m.Name, err)
+		return nil, identityErr(m, err)
 	}
 	s, err := v.Get(ctx, m.TeamID, m.IdentitySecret)
 	if err != nil {
-		return nil, fmt.Errorf("%w: machine %s's identity %q: %v", ErrKeyFile, m.Name, m.IdentitySecret, vaultErr(err))
+		return nil, identityErr(m, err)
 	}
 	out := [][]byte{s.Value}
 	if s.Version > 1 {
@@ -607,4 +607,16 @@ func (c *Client) keyStatus(ctx context.Context, teams []string, out []MachineSta
 		}
 	}
 	return nil
+}
+
+// identityErr is the error of a machine identity kept in the vault that
+// the vault did not give: ErrKeyFile, or — when the vault cannot be
+// unlocked — its ErrWrongPassphrase as it is: a credential failure (CLI
+// exit 2, ErrorKindWrongPassphrase), not a bad key.
+func identityErr(m Machine, err error) error {
+	err = vaultErr(err)
+	if errors.Is(err, ErrWrongPassphrase) {
+		return fmt.Errorf("machine %s's identity is in its team's vault, which cannot be unlocked: %w", m.Name, err)
+	}
+	return fmt.Errorf("%w: machine %s's identity %q: %v", ErrKeyFile, m.Name, m.IdentitySecret, err)
 }
