@@ -222,7 +222,7 @@ func newVault(g *globals) *cobra.Command {
 	}
 	set.Flags().StringVar(&valueFile, "value-file", "", "file holding the value (default: stdin)")
 	get := &cobra.Command{
-		Use: "get --team TEAM KEY", Short: "Print a secret's value (team admins)", Args: exactArgs(1, "KEY"),
+		Use: "get --team TEAM KEY [--raw]", Short: "Print a secret's value (team admins)", Args: exactArgs(1, "KEY"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
 				s, err := cl.GetSecret(ctx, team, args[0])

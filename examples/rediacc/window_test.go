@@ -73,7 +73,8 @@ func TestCLIWindowsDrainPause(t *testing.T) {
 		{[]string{"window", "create", "--machine", "db-01", "--cron", "@daily", "--duration", "9d"}, exitInvalid, "duration"},
 		{[]string{"window", "create", "--cron", "@daily", "--duration", "1h"}, exitInvalid, "--machine or --team"},
 		{[]string{"window", "create", "--machine", "ghost", "--cron", "@daily", "--duration", "1h"}, exitInvalid, "ghost"},
-		{[]string{"window", "delete", "nope"}, exitNotFound, "nope"},
+		{[]string{"window", "delete", "nope"}, exitInvalid, "nope"}, // not an id
+		{[]string{"window", "delete", "00000000-0000-0000-0000-000000000000"}, exitNotFound, "not found"},
 		{[]string{"machine", "drain", "ghost"}, exitNotFound, "ghost"},
 		{[]string{"queue", "pause", "--team", "nope"}, exitNotFound, "nope"},
 		{[]string{"queue", "pause"}, exitInvalid, "team"},
