@@ -91,69 +91,71 @@ func writeKey(t *testing.T) string {
 // passphrase or key file, identity passphrase, a machine refusing the
 // identity, HashiCorp Vault refusing the token, PostgreSQL refusing the
 // login), 5 for an id that is not an id, 4 for an id naming nothing; and
-// commands that use no secret need no vault passphrase.
+// commands that use no secret never unlock the vault.
 func TestCLIExitCodesAuthAndIDs(t *testing.T) {
+	// A data dir whose vault is locked by a passphrase (age scrypt: one
+	// write, one failed read).
+	locked := binCLI{t: t, dir: t.TempDir()}
+	if code, _, errs := locked.with("REDIACC_VAULT_PASSPHRASE=right horse").run("s3cret", "vault", "set", "--team", "default", "db/pw"); code != 0 {
+		t.Fatalf("vault set: exit %d: %s", code, errs)
+	}
+	locked.with("REDIACC_VAULT_PASSPHRASE=wrong").expect(exitAuth, "wrong passphrase", "vault", "list", "--team", "default")
+	locked.expect(exitAuth, "key file", "vault", "get", "--team", "default", "db/pw")
+	for _, args := range [][]string{{"list", "queue"}, {"team", "list"}, {"list", "audit-logs"}, {"role", "list"}} {
+		if code, _, errs := locked.run("", args...); code != 0 {
+			t.Errorf("%v needs no secret but exits %d without the vault passphrase: %s", args, code, errs)
+		}
+	}
+
+	// A fleet whose vault (holding the machines' keys) has a key file.
 	c := binCLI{t: t, dir: t.TempDir()}
-	right := c.with("REDIACC_VAULT_PASSPHRASE=right horse")
 	srv := sshtest.StartOpenSSH(t, sshtest.OpenSSHOptions{Loopback: 5})
-	machine := func(cl binCLI, name, key string) {
+	machine := func(name, key string) {
 		t.Helper()
-		if code, _, errs := cl.run("", "machine", "add", name, "--host", srv.Host, "--port", strconv.Itoa(srv.Port), "--user", srv.User,
+		if code, _, errs := c.run("", "machine", "add", name, "--host", srv.Host, "--port", strconv.Itoa(srv.Port), "--user", srv.User,
 			"--identity", key, "--known-hosts", srv.KnownHostsPath); code != 0 {
 			t.Fatalf("machine add %s: exit %d: %s", name, code, errs)
 		}
 	}
-	machine(right, "good", srv.ClientKeyPath)
-	machine(right, "stranger", writeKey(t))
-	if code, _, errs := right.run("s3cret", "vault", "set", "--team", "default", "db/pw"); code != 0 {
-		t.Fatalf("vault set: exit %d: %s", code, errs)
+	machine("good", srv.ClientKeyPath)
+	machine("stranger", writeKey(t))
+	pass := filepath.Join(t.TempDir(), "pass")
+	if err := os.WriteFile(pass, []byte("not it\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(exitAuth, "passphrase", "--identity-passphrase-file", pass, "machine", "add", "locked", "--host", srv.Host, "--port", strconv.Itoa(srv.Port),
+		"--user", srv.User, "--identity", srv.EncryptedClientKeyPath, "--known-hosts", srv.KnownHostsPath)
+
+	// A worker that cannot unlock the vault holding the machine's key fails
+	// the task as wrong_passphrase (it runs before any other worker).
+	noKey := cli{t: t, dir: c.dir}
+	id := strings.TrimSpace(noKey.ok("create", "task", "--machine", "good", "--command", "true"))
+	otherKey := filepath.Join(t.TempDir(), "other.key")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if code := run(ctx, []string{"--data-dir", c.dir, "--log-level", "error", "--vault-key-file", otherKey, "worker", "--until-empty"}, io.Discard, io.Discard); code != 0 {
+		t.Errorf("worker --until-empty: exit %d", code)
+	}
+	var task map[string]any
+	if err := json.Unmarshal([]byte(noKey.ok("inspect", "queue", id, "-o", "json")), &task); err != nil || task["errorKind"] != "wrong_passphrase" {
+		t.Errorf("a task whose worker cannot unlock the vault holding its machine's key: errorKind %v (%v), want wrong_passphrase", task["errorKind"], err)
 	}
 
-	// The vault opens only where a secret is used: no passphrase needed
-	// (and none asked for) to list, inspect, read logs.
-	id := ""
-	if code, out, errs := c.run("", "create", "task", "--machine", "good", "--command", "echo hi"); code != 0 {
-		t.Fatalf("create task without the vault passphrase: exit %d: %s", code, errs)
-	} else {
-		id = strings.TrimSpace(out)
-	}
-	t.Setenv("REDIACC_VAULT_PASSPHRASE", "right horse") // the worker's; the runs above and below set theirs
+	// The vault opens only where a secret is used: nothing asks for a
+	// passphrase (--vault-passphrase-prompt with no terminal is refused
+	// when it asks).
 	startWorker(t, cli{t: t, dir: c.dir})
-	prompt := c.with() // --vault-passphrase-prompt with no terminal: refused if asked
 	for _, args := range [][]string{
-		{"list", "queue"}, {"team", "list"}, {"machine", "list"}, {"list", "audit-logs"}, {"role", "list"},
-		{"create", "task", "--machine", "good", "--command", "true", "--wait"},
+		{"list", "queue"}, {"team", "list"}, {"machine", "list"}, {"create", "task", "--machine", "good", "--command", "true", "--wait"},
 		{"inspect", "queue", id}, {"logs", id}, {"machine", "status"}, {"queue", "status"},
 	} {
-		if code, _, errs := prompt.run("", append([]string{"--vault-passphrase-prompt"}, args...)...); code != 0 {
+		if code, _, errs := c.run("", append([]string{"--vault-passphrase-prompt"}, args...)...); code != 0 {
 			t.Errorf("%v needs no secret but exits %d: %s", args, code, errs)
 		}
 	}
 
 	// 2: authentication.
-	pass := filepath.Join(t.TempDir(), "pass")
-	if err := os.WriteFile(pass, []byte("not it\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c.expect(exitAuth, "key file", "vault", "get", "--team", "default", "db/pw")
-	c.with("REDIACC_VAULT_PASSPHRASE=wrong").expect(exitAuth, "wrong passphrase", "vault", "list", "--team", "default")
 	c.expect(exitAuth, "refused", "create", "task", "--machine", "stranger", "--command", "true", "--wait")
-	// A worker that cannot unlock the vault holding the machine's key.
-	noKey := cli{t: t, dir: c.dir}
-	id = strings.TrimSpace(noKey.ok("create", "task", "--machine", "good", "--command", "true"))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	t.Setenv("REDIACC_VAULT_PASSPHRASE", "")
-	if code := run(ctx, []string{"--data-dir", c.dir, "--log-level", "error", "--vault-passphrase-file", pass, "worker", "--until-empty"}, io.Discard, io.Discard); code != 0 {
-		t.Errorf("worker --until-empty: exit %d", code)
-	}
-	t.Setenv("REDIACC_VAULT_PASSPHRASE", "right horse")
-	var task map[string]any
-	if err := json.Unmarshal([]byte(noKey.ok("inspect", "queue", id, "-o", "json")), &task); err != nil || task["errorKind"] != "wrong_passphrase" {
-		t.Errorf("a task whose worker cannot unlock the vault holding its machine's key: errorKind %v (%v), want wrong_passphrase", task["errorKind"], err)
-	}
-	c.expect(exitAuth, "passphrase", "--identity-passphrase-file", pass, "machine", "add", "locked", "--host", srv.Host, "--port", strconv.Itoa(srv.Port),
-		"--user", srv.User, "--identity", srv.EncryptedClientKeyPath, "--known-hosts", srv.KnownHostsPath)
 	addr, _ := vaulttest.StartDevServer(t)
 	c.with("VAULT_TOKEN=not-a-token").expect(exitAuth, "VAULT_TOKEN", "--vault-backend", "hashicorp", "--vault-addr", addr, "vault", "list", "--team", "default")
 	u, err := url.Parse(pgtest.DSN(t))
