@@ -122,6 +122,8 @@ type Result struct {
 	// run's marker after the connection was lost: the output after the
 	// loss is missing.
 	Recovered bool
+
+	marker markerRef // the run's marker, for Pool.ReleaseRun (release.go)
 }
 
 // Duration returns Ended - Started, or 0 when the command never started.
@@ -395,7 +397,8 @@ func (c *capture) Write(p []byte) (int, error) {
 type runInfo struct {
 	pid    int // 0 when the line was not found
 	remote Remote
-	taken  bool // the run's marker existed: the command did not run
+	taken  bool   // the run's marker existed: the command did not run
+	swept  string // when the machine's markers were last swept (Unix seconds; "" unknown)
 }
 
 // pidFilter strips the wrapper's pid line from the start of stderr and
@@ -448,8 +451,11 @@ func (f *pidFilter) parsePidLine(rest []byte) runInfo {
 		return runInfo{}
 	}
 	ri := runInfo{pid: pid, remote: Remote{PGID: pid}}
-	if len(fields) == 4 {
+	if len(fields) >= 4 {
 		ri.remote.BootID, ri.remote.StartTime = undash(fields[1]), undash(fields[2])
+		if len(fields) >= 5 {
+			ri.swept = undash(fields[4])
+		}
 		switch fields[3] {
 		case "m":
 			if f.runID != "" {
