@@ -13,7 +13,9 @@ import (
 )
 
 // RunDirBase is where, relative to the login user's home directory, a run
-// with a Command.RunID keeps its marker directory: RunDirBase/RUNID.
+// with a Command.RunID keeps its marker: the file RunDirBase/RUNID (a
+// directory for runs started by older versions of this package, or claimed
+// by Pool.Settle). RunDirBase/.swept records the last sweep of leftovers.
 const RunDirBase = ".cache/rediacc/run"
 
 // MaxRunIDLen bounds Command.RunID.
@@ -46,9 +48,9 @@ type Remote struct {
 	// (Linux: field 22 of /proc/PGID/stat), "" when unknown. With BootID it
 	// tells the process apart from a later one that reuses the pid.
 	StartTime string
-	// RunDir is the run's marker directory, relative to the login user's
-	// home (RunDirBase/RUNID); "" when the command had no RunID or the
-	// directory could not be created (the home is not writable).
+	// RunDir is the path of the run's marker, relative to the login
+	// user's home (RunDirBase/RUNID); "" when the command had no RunID or
+	// the marker could not be created (the home is not writable).
 	RunDir string
 }
 
