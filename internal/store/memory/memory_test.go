@@ -15,3 +15,8 @@ func TestConformance(t *testing.T) {
 func BenchmarkEngine(b *testing.B) {
 	storetest.Bench(b, func(b *testing.B) store.Engine { return memory.New() })
 }
+
+// BenchmarkConcurrent: storetest.BenchConcurrent.
+func BenchmarkConcurrent(b *testing.B) {
+	storetest.BenchConcurrent(b, func(b *testing.B) store.Engine { return memory.New() })
+}
