@@ -460,15 +460,22 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 	if err != nil {
 		return nil, err
 	}
-	e.fair.Apply(res)
 	out := make([]store.Task, 0, len(res.Picked))
+	claimed := make([]store.Task, 0, len(res.Picked))
 	for _, c := range res.Picked {
-		en := e.tasks[c.ID]
-		t := en.task
+		t := e.tasks[c.ID].task
 		fsm.Claim(&t, r)
-		e.set(en, t)
-		out = append(out, e.out(t))
+		claimed, out = append(claimed, t), append(out, e.out(t))
 	}
+	own, err := fsm.ClaimAudit(r, out) // the claim's own records (task.assign)
+	if err != nil {
+		return nil, err
+	}
+	e.fair.Apply(res)
+	for _, t := range claimed {
+		e.set(e.tasks[t.ID], t)
+	}
+	e.record(own)
 	e.record(recs)
 	return out, nil
 }

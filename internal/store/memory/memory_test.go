@@ -16,7 +16,16 @@ func BenchmarkEngine(b *testing.B) {
 	storetest.Bench(b, func(b *testing.B) store.Engine { return memory.New() })
 }
 
-// BenchmarkConcurrent: storetest.BenchConcurrent.
+// BenchmarkConcurrent: storetest.BenchConcurrent with task.assign
+// appended after the claim (separate) and committed with it (fold).
 func BenchmarkConcurrent(b *testing.B) {
-	storetest.BenchConcurrent(b, func(b *testing.B) store.Engine { return memory.New() })
+	for _, fold := range []bool{false, true} {
+		name := "separate"
+		if fold {
+			name = "fold"
+		}
+		b.Run(name, func(b *testing.B) {
+			storetest.BenchConcurrent(b, func(b *testing.B) store.Engine { return memory.New() }, fold)
+		})
+	}
 }

@@ -61,10 +61,10 @@ type Engine struct {
 	fsm.AuditSeal // seals audit records (SetAuditKeyring)
 
 	path   string
-	w      *sql.DB // one connection; BEGIN IMMEDIATE transactions
-	r      *sql.DB // read-only pool
-	gate   *gate   // orders writers across processes (see gate.go)
-	st     *stmts  // prepared on w (see stmts.go)
+	w      *sql.DB   // one connection; BEGIN IMMEDIATE transactions
+	r      *sql.DB   // read-only pool
+	gate   *gate     // orders writers across processes (see gate.go)
+	st     *stmts    // prepared on w (see stmts.go)
 	gc     committer // group commit (group.go)
 	closed atomic.Bool
 }

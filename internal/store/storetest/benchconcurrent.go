@@ -24,13 +24,14 @@ const Submitters = 8
 // store: Submitters goroutines create the tasks one by one (CreateTask,
 // audit record task.create in its context, ten machines); a dispatcher
 // claims as many as it has free slots (Claim with Max = free slots,
-// PerMachine Slots; then the task.assign records appended by AppendAudit,
-// as the worker does) and runs each claimed task in a goroutine of its own
+// PerMachine Slots, and the task.assign records: appended by AppendAudit
+// after the claim, as the worker did, or, with foldAssign, given by
+// ClaimRequest.Audit and committed with the claim, as it does now) and runs each claimed task in a goroutine of its own
 // that starts it (task.start) and finishes it (task.complete), with no
 // command in between (a stub runner). Contexts are cancellable, as the
 // worker's are. It reports tasks/s and cpu-µs/task (the process's CPU time
 // per task, see Bench).
-func BenchConcurrent(b *testing.B, open func(b *testing.B) store.Engine) {
+func BenchConcurrent(b *testing.B, open func(b *testing.B) store.Engine, foldAssign bool) {
 	e := open(b)
 	defer e.Close()
 	acc, _ := e.(store.Access)
@@ -104,20 +105,29 @@ func BenchConcurrent(b *testing.B, open func(b *testing.B) store.Engine) {
 	}
 	for finished, running := 0, 0; finished < b.N && ctx.Err() == nil; {
 		if running < Slots {
-			ts, err := e.Claim(ctx, store.ClaimRequest{Owner: "bench", Now: now, LeaseUntil: now.Add(time.Hour),
-				Max: Slots - running, PerMachine: Slots, ReserveCritical: true, Aging: time.Minute})
+			assign := func(ts []store.Task) []audit.Record {
+				recs := make([]audit.Record, len(ts))
+				for i, t := range ts {
+					recs[i] = rec("task.assign", t.ID)
+				}
+				return recs
+			}
+			r := store.ClaimRequest{Owner: "bench", Now: now, LeaseUntil: now.Add(time.Hour),
+				Max: Slots - running, PerMachine: Slots, ReserveCritical: true, Aging: time.Minute}
+			if foldAssign {
+				r.Audit = assign
+			}
+			ts, err := e.Claim(ctx, r)
 			if err != nil {
 				fail(fmt.Errorf("claim: %w", err))
 				break
 			}
 			if len(ts) > 0 {
-				recs := make([]audit.Record, len(ts))
-				for i, t := range ts {
-					recs[i] = rec("task.assign", t.ID)
-				}
-				if _, err := acc.AppendAudit(ctx, recs...); err != nil {
-					fail(fmt.Errorf("audit: %w", err))
-					break
+				if !foldAssign {
+					if _, err := acc.AppendAudit(ctx, assign(ts)...); err != nil {
+						fail(fmt.Errorf("audit: %w", err))
+						break
+					}
 				}
 				running += len(ts)
 				for _, t := range ts {
