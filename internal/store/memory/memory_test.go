@@ -29,3 +29,8 @@ func BenchmarkConcurrent(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClaims: storetest.BenchClaims (claims alone, from a backlog).
+func BenchmarkClaims(b *testing.B) {
+	storetest.BenchClaims(b, func(b *testing.B) store.Engine { return memory.New() })
+}

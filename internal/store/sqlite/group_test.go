@@ -239,3 +239,8 @@ func TestGroupCommitKill9(t *testing.T) {
 		e.Close()
 	}
 }
+
+// BenchmarkClaims: storetest.BenchClaims (claims alone, from a backlog).
+func BenchmarkClaims(b *testing.B) {
+	storetest.BenchClaims(b, func(b *testing.B) store.Engine { return open(b, filepath.Join(b.TempDir(), "store.db")) })
+}
