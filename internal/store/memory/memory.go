@@ -463,7 +463,7 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 	}
 	defer e.mu.Unlock()
 	p := fsm.GatedPolicy(r, e.listGates(), e.listWindows(store.WindowFilter{})) // window.go
-	res, err := sched.Claim(p, e.running, e.queue.source(r.Now, e.fair)) // queue.go
+	res, err := sched.Claim(p, e.running, e.queue.source(r.Now, e.fair))        // queue.go
 	if err != nil {
 		return nil, err
 	}
