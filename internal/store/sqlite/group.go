@@ -104,23 +104,30 @@ func (c *committer) submit(e *Engine, o *op) error {
 	c.mu.Lock()
 	c.queue = append(c.queue, o)
 	for {
-		if o.taken {
-			c.mu.Unlock()
-			<-o.done
-			return o.err
-		}
-		if !c.leading && c.queue[0] == o {
+		if !o.taken && !c.leading && c.queue[0] == o {
 			c.leading = true
 			c.mu.Unlock()
 			e.lead(o)
-			return o.err
+			select {
+			case <-o.done:
+				return o.err
+			default: // put back by requeue: it runs again
+			}
+			c.mu.Lock()
+			continue
+		}
+		// A taken change may be put back (requeue) and woken to lead; its
+		// caller's context counts only while it waits untaken.
+		var cancel <-chan struct{}
+		if !o.taken {
+			cancel = o.ctx.Done()
 		}
 		c.mu.Unlock()
 		select {
 		case <-o.done:
 			return o.err
 		case <-o.wake:
-		case <-o.ctx.Done():
+		case <-cancel:
 			c.mu.Lock()
 			if !o.taken {
 				c.remove(o)
@@ -129,8 +136,6 @@ func (c *committer) submit(e *Engine, o *op) error {
 				return o.ctx.Err()
 			}
 			c.mu.Unlock()
-			<-o.done
-			return o.err
 		}
 		c.mu.Lock()
 	}
