@@ -286,16 +286,16 @@ func (c *Client) claim(ctx context.Context, actor string, n int) ([]store.Task, 
 		Aging: aging, Machines: machines,
 		BusyMachines: c.busyMachines(ctx), MaxHold: c.maxHold(), // judged busy; the gate's end (health.go)
 		Weights: c.claimWeights(ctx), // fair shares between teams, by team id (fair.go)
+		// task.assign records, committed with the claim.
+		Audit: func(claimed []store.Task) []audit.Record {
+			recs := make([]audit.Record, 0, len(claimed))
+			for _, t := range claimed {
+				recs = append(recs, c.taskEvent(t, "task.assign", nil))
+			}
+			return recs
+		},
 	})
-	if err != nil || len(tasks) == 0 {
-		return tasks, err
-	}
-	recs := make([]audit.Record, 0, len(tasks))
-	for _, t := range tasks {
-		recs = append(recs, c.taskEvent(t, "task.assign", nil))
-	}
-	c.appendAudit(ctx, recs...)
-	return tasks, nil
+	return tasks, err
 }
 
 // taskEvent is an audit record of a task lifecycle event done by this

@@ -15,6 +15,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/rediacc/rediacc/internal/audit"
 )
 
 // Status is a task's queue state.
@@ -245,6 +247,14 @@ type ClaimRequest struct {
 	// in proportion to them (sched's fair queueing, whose tags the engine
 	// stores with the claim).
 	Weights map[string]int
+	// Audit, when not nil, gives the audit records about the tasks claimed
+	// (called with them as Claim returns them, only when at least one was
+	// claimed); the engine appends them in the claim's transaction, before
+	// the records the context carries (store.WithAudit), so a claim and its
+	// records (the worker's task.assign) are committed together. Records
+	// that fail audit.Record.Validate fail the claim with
+	// ErrInvalidArgument, claiming nothing.
+	Audit func(claimed []Task) []audit.Record
 }
 
 // Heartbeat is the answer to Engine.Heartbeat.

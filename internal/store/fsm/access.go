@@ -37,6 +37,20 @@ func CheckAudit(recs []audit.Record) error {
 	return nil
 }
 
+// ClaimAudit returns the records r.Audit gives for the claimed tasks
+// (nil when r.Audit is nil or nothing was claimed), checked with
+// CheckAudit.
+func ClaimAudit(r store.ClaimRequest, claimed []store.Task) ([]audit.Record, error) {
+	if r.Audit == nil || len(claimed) == 0 {
+		return nil, nil
+	}
+	recs := r.Audit(claimed)
+	if err := CheckAudit(recs); err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	return recs, nil
+}
+
 // CtxAudit returns ctx's audit records (store.WithAudit), checked with
 // CheckAudit.
 func CtxAudit(ctx context.Context) ([]audit.Record, error) {

@@ -28,6 +28,8 @@ type Engine struct {
 	tasks    map[string]*entry
 	idem     map[idemKey]string // (team id, idempotency key) -> task id
 	pending  map[string]*entry  // PENDING tasks
+	queue    queueIndex         // PENDING tasks as claim candidates (queue.go)
+	running  map[string]int     // machine id -> its ASSIGNED and PROCESSING tasks
 	active   map[string]*entry  // ASSIGNED and PROCESSING tasks
 
 	teams   map[string]store.Team                 // by id, deleted ones included
@@ -75,14 +77,27 @@ func New() *Engine {
 
 // set stores t in en and keeps the status indexes current.
 func (e *Engine) set(en *entry, t store.Task) {
+	switch old := en.task; {
+	case old.Status == store.Pending:
+		e.queue.remove(fsm.Candidate(&old, en.seq))
+	case old.Status.Active():
+		if e.running[old.MachineID]--; e.running[old.MachineID] <= 0 {
+			delete(e.running, old.MachineID)
+		}
+	}
 	en.task = t
 	delete(e.pending, t.ID)
 	delete(e.active, t.ID)
 	switch {
 	case t.Status == store.Pending:
 		e.pending[t.ID] = en
+		e.queue.add(fsm.Candidate(&t, en.seq))
 	case t.Status.Active():
 		e.active[t.ID] = en
+		if e.running == nil {
+			e.running = map[string]int{}
+		}
+		e.running[t.MachineID]++
 	}
 }
 
@@ -448,27 +463,26 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 	}
 	defer e.mu.Unlock()
 	p := fsm.GatedPolicy(r, e.listGates(), e.listWindows(store.WindowFilter{})) // window.go
-	running := make(map[string]int)
-	var cands []sched.Candidate
-	for _, en := range e.active {
-		running[en.task.MachineID]++
+	res, err := sched.Claim(p, e.running, e.queue.source(r.Now, e.fair))        // queue.go
+	if err != nil {
+		return nil, err
 	}
-	for _, en := range e.pending {
-		cands = append(cands, fsm.Candidate(&en.task, en.seq))
+	out := make([]store.Task, 0, len(res.Picked))
+	claimed := make([]store.Task, 0, len(res.Picked))
+	for _, c := range res.Picked {
+		t := e.tasks[c.ID].task
+		fsm.Claim(&t, r)
+		claimed, out = append(claimed, t), append(out, e.out(t))
 	}
-	res, err := sched.Claim(p, running, sched.NewSliceSource(cands, r.Now, e.fair))
+	own, err := fsm.ClaimAudit(r, out) // the claim's own records (task.assign)
 	if err != nil {
 		return nil, err
 	}
 	e.fair.Apply(res)
-	out := make([]store.Task, 0, len(res.Picked))
-	for _, c := range res.Picked {
-		en := e.tasks[c.ID]
-		t := en.task
-		fsm.Claim(&t, r)
-		e.set(en, t)
-		out = append(out, e.out(t))
+	for _, t := range claimed {
+		e.set(e.tasks[t.ID], t)
 	}
+	e.record(own)
 	e.record(recs)
 	return out, nil
 }

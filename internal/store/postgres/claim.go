@@ -68,7 +68,11 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 		for _, s := range seqs {
 			out = append(out, bySeq[s])
 		}
-		return nil
+		recs, err := fsm.ClaimAudit(r, out) // the claim's own records (task.assign)
+		if err == nil && len(recs) > 0 {
+			_, err = e.appendAudit(ctx, tx, recs)
+		}
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -25,7 +25,7 @@ func (e *Engine) CreateTeam(ctx context.Context, t store.Team) (store.Team, erro
 	if err != nil {
 		return store.Team{}, err
 	}
-	err = e.write(ctx, func(tx *sql.Tx) error {
+	err = e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var byID, byName int
 		if err := tx.QueryRowContext(ctx, `SELECT
 			(SELECT count(*) FROM teams WHERE id = ?1),
@@ -112,7 +112,7 @@ func (e *Engine) RenameTeam(ctx context.Context, id, newName string) error {
 	if err := fsm.CheckRename(id, newName); err != nil {
 		return err
 	}
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if ok, err := teamLive(ctx, tx, id); err != nil {
 			return err
 		} else if !ok {
@@ -136,7 +136,7 @@ func (e *Engine) DeleteTeam(ctx context.Context, id string, at time.Time) error 
 	if err != nil {
 		return err
 	}
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var name string
 		err := tx.QueryRowContext(ctx, `SELECT name FROM teams WHERE id = ? AND deleted_at IS NULL`, id).Scan(&name)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -172,7 +172,7 @@ func (e *Engine) PutMember(ctx context.Context, m store.Member) (bool, error) {
 		return false, err
 	}
 	var created bool
-	err = e.write(ctx, func(tx *sql.Tx) error {
+	err = e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if ok, err := teamLive(ctx, tx, m.TeamID); err != nil {
 			return err
 		} else if !ok {
@@ -199,7 +199,7 @@ func (e *Engine) PutMember(ctx context.Context, m store.Member) (bool, error) {
 
 // DeleteMember removes a user from a team. ErrNotFound.
 func (e *Engine) DeleteMember(ctx context.Context, teamID, user string) error {
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM members WHERE team_id = ? AND user_name = ?`, teamID, user)
 		if err != nil {
 			return err
@@ -269,7 +269,7 @@ func (e *Engine) PutStoreRole(ctx context.Context, r store.StoreRole) error {
 	if err != nil {
 		return err
 	}
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO store_roles (user_name, role, added_at) VALUES (?, ?, ?)
 			ON CONFLICT (user_name, role) DO NOTHING`, r.User, r.Role, nanos(r.AddedAt))
 		return err
@@ -278,7 +278,7 @@ func (e *Engine) PutStoreRole(ctx context.Context, r store.StoreRole) error {
 
 // DeleteStoreRole revokes a store-wide role. ErrNotFound; ErrLastOwner.
 func (e *Engine) DeleteStoreRole(ctx context.Context, user, role string) error {
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var owners, has int
 		if err := tx.QueryRowContext(ctx, `SELECT
 			(SELECT count(*) FROM store_roles WHERE role = ?3),
@@ -333,7 +333,7 @@ func (e *Engine) InitOwner(ctx context.Context, user string, at time.Time) (bool
 		return false, err
 	}
 	var made bool
-	err = e.writeIf(ctx, func(tx *sql.Tx) (bool, error) {
+	err = e.writeIf(ctx, func(ctx context.Context, tx *sql.Tx) (bool, error) {
 		made = false
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM store_roles WHERE role = ?`, r.Role).Scan(&n); err != nil {
@@ -361,7 +361,7 @@ func (e *Engine) MoveMachine(ctx context.Context, id, teamID string) error {
 	if err := fsm.CheckMove(id, teamID); err != nil {
 		return err
 	}
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		m, err := liveMachine(ctx, tx, id)
 		if err != nil {
 			return err
@@ -436,7 +436,7 @@ func (e *Engine) AppendAudit(ctx context.Context, recs ...audit.Record) ([]audit
 		return nil, e.check(ctx)
 	}
 	var out []audit.Record
-	err := e.tx(ctx, nil, func(tx *sql.Tx) (bool, error) {
+	err := e.tx(ctx, nil, func(ctx context.Context, tx *sql.Tx) (bool, error) {
 		var err error
 		out, err = e.appendAudit(ctx, tx, recs)
 		return false, err

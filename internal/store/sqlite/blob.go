@@ -56,7 +56,7 @@ func (e *Engine) PutBlob(ctx context.Context, b store.Blob) (store.Blob, error) 
 		return store.Blob{}, err
 	}
 	var out store.Blob
-	err := e.write(ctx, func(tx *sql.Tx) error {
+	err := e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		cur, err := blobRevision(ctx, tx, b.Kind, b.Key)
 		if err != nil {
 			return err
@@ -83,7 +83,7 @@ func (e *Engine) PutBlob(ctx context.Context, b store.Blob) (store.Blob, error) 
 
 // DeleteBlob implements store.BlobEngine.
 func (e *Engine) DeleteBlob(ctx context.Context, kind, key string, revision int64) error {
-	return e.classify(e.write(ctx, func(tx *sql.Tx) error {
+	return e.classify(e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		cur, err := blobRevision(ctx, tx, kind, key)
 		if err != nil {
 			return err

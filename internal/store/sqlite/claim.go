@@ -74,13 +74,13 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 		return nil, err
 	}
 	var out []store.Task
-	err := e.write(ctx, func(tx *sql.Tx) error {
+	err := e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		out = nil
 		running, err := e.runningTx(ctx, tx)
 		if err != nil {
 			return err
 		}
-		gates, windows, err := gatesTx(ctx, tx) // window.go
+		gates, windows, err := gatesTx(ctx, e.cachedTx(tx)) // window.go
 		if err != nil {
 			return err
 		}
@@ -112,7 +112,11 @@ func (e *Engine) Claim(ctx context.Context, r store.ClaimRequest) ([]store.Task,
 			}
 			out = append(out, t)
 		}
-		return nil
+		recs, err := fsm.ClaimAudit(r, out) // the claim's own records (task.assign)
+		if err == nil && len(recs) > 0 {
+			_, err = e.appendAudit(ctx, tx, recs)
+		}
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -37,7 +37,7 @@ func (e *Engine) CreateTasks(ctx context.Context, ts []store.Task) ([]store.Task
 		return nil, err
 	}
 	var out []store.Task
-	err = e.tx(ctx, nil, func(tx *sql.Tx) (bool, error) {
+	err = e.tx(ctx, nil, func(ctx context.Context, tx *sql.Tx) (bool, error) {
 		out = make([]store.Task, len(in))
 		ins := stmt(ctx, tx, e.st.batchInsert)
 		type key struct{ team, key string }
@@ -132,7 +132,7 @@ func (e *Engine) SetMachineHealth(ctx context.Context, id string, sample []byte,
 	if err != nil {
 		return err
 	}
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE machines SET health = ?, health_at = ? WHERE id = ? AND deleted_at IS NULL`,
 			blob(sample), nanos(at), id)
 		if err != nil {
@@ -206,7 +206,7 @@ const sqlDeleteFinished = `DELETE FROM tasks
 // returns how many.
 func (e *Engine) DeleteTasks(ctx context.Context, ids []string) (int, error) {
 	var n int64
-	err := e.write(ctx, func(tx *sql.Tx) error {
+	err := e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		n = 0
 		if len(ids) == 0 {
 			return nil
@@ -237,7 +237,7 @@ func readHead(ctx context.Context, q querier, table string) (audit.Head, error) 
 // TrimAudit deletes the audit records with Seq <= uptoSeq and moves the
 // base, in one write transaction. ErrInvalidArgument; ErrCorrupt.
 func (e *Engine) TrimAudit(ctx context.Context, uptoSeq int64) error {
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		base, err := readHead(ctx, tx, "audit_base")
 		if err != nil {
 			return err

@@ -9,10 +9,19 @@ import (
 	"github.com/rediacc/rediacc/internal/store/fsm"
 )
 
+// The guard conditions' queries (run prepared: cachedQueries).
+const (
+	sqlGuardStoreRoles = `SELECT role FROM store_roles WHERE user_name = ?`
+	sqlGuardMember     = `SELECT m.role FROM members m JOIN teams t ON t.id = m.team_id
+		WHERE m.team_id = ? AND m.user_name = ? AND t.deleted_at IS NULL`
+	sqlGuardMachine = `SELECT team_id, deleted_at FROM machines WHERE id = ?`
+	sqlGuardTeam    = `SELECT deleted_at FROM teams WHERE id = ?`
+)
+
 // guard evaluates the conditions of store.WithGuard inside the write
 // transaction tx, before the change: BEGIN IMMEDIATE holds the write lock,
 // so what it reads cannot change before the commit.
-func guard(ctx context.Context, tx *sql.Tx, conds []store.Condition) error {
+func guard(ctx context.Context, tx querier, conds []store.Condition) error {
 	for _, c := range conds {
 		if err := guardOne(ctx, tx, c); err != nil {
 			return err
@@ -21,11 +30,11 @@ func guard(ctx context.Context, tx *sql.Tx, conds []store.Condition) error {
 	return nil
 }
 
-func guardOne(ctx context.Context, tx *sql.Tx, c store.Condition) error {
+func guardOne(ctx context.Context, tx querier, c store.Condition) error {
 	switch c.Kind {
 	case store.CondRole:
 		var held []string
-		rows, err := tx.QueryContext(ctx, `SELECT role FROM store_roles WHERE user_name = ?`, c.User)
+		rows, err := tx.QueryContext(ctx, sqlGuardStoreRoles, c.User)
 		if err != nil {
 			return err
 		}
@@ -42,8 +51,7 @@ func guardOne(ctx context.Context, tx *sql.Tx, c store.Condition) error {
 		}
 		role := ""
 		if c.TeamID != "" {
-			err := tx.QueryRowContext(ctx, `SELECT m.role FROM members m JOIN teams t ON t.id = m.team_id
-				WHERE m.team_id = ? AND m.user_name = ? AND t.deleted_at IS NULL`, c.TeamID, c.User).Scan(&role)
+			err := tx.QueryRowContext(ctx, sqlGuardMember, c.TeamID, c.User).Scan(&role)
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
@@ -56,7 +64,7 @@ func guardOne(ctx context.Context, tx *sql.Tx, c store.Condition) error {
 			team    string
 			deleted sql.NullInt64
 		)
-		err := tx.QueryRowContext(ctx, `SELECT team_id, deleted_at FROM machines WHERE id = ?`, c.MachineID).Scan(&team, &deleted)
+		err := tx.QueryRowContext(ctx, sqlGuardMachine, c.MachineID).Scan(&team, &deleted)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return fsm.GuardFailed(c, "no such machine")
@@ -69,7 +77,7 @@ func guardOne(ctx context.Context, tx *sql.Tx, c store.Condition) error {
 		}
 	case store.CondTeamLive:
 		var deleted sql.NullInt64
-		err := tx.QueryRowContext(ctx, `SELECT deleted_at FROM teams WHERE id = ?`, c.TeamID).Scan(&deleted)
+		err := tx.QueryRowContext(ctx, sqlGuardTeam, c.TeamID).Scan(&deleted)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return fsm.GuardFailed(c, "no such team")

@@ -38,7 +38,7 @@ func (e *Engine) CreateKey(ctx context.Context, k store.Key) (store.Key, error) 
 	if err != nil {
 		return store.Key{}, err
 	}
-	err = e.write(ctx, func(tx *sql.Tx) error {
+	err = e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO ssh_keys (id, team_id, fingerprint, data, revision, created_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
 			k.ID, k.TeamID, k.Fingerprint, k.Data, k.Revision, nanos(k.CreatedAt), nanos(k.UpdatedAt))
@@ -112,7 +112,7 @@ func (e *Engine) ListKeys(ctx context.Context, f store.KeyFilter) ([]store.Key, 
 
 // UpdateKey implements store.KeyEngine.
 func (e *Engine) UpdateKey(ctx context.Context, u store.Key) (store.Key, error) {
-	err := e.write(ctx, func(tx *sql.Tx) error {
+	err := e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		cur, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+`, `+keyTeamName+` FROM ssh_keys k WHERE k.id = ?`, u.ID))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: key %s", store.ErrNotFound, u.ID)
@@ -136,7 +136,7 @@ func (e *Engine) UpdateKey(ctx context.Context, u store.Key) (store.Key, error) 
 
 // DeleteKey implements store.KeyEngine.
 func (e *Engine) DeleteKey(ctx context.Context, id string, revision int64) error {
-	return e.classify(e.write(ctx, func(tx *sql.Tx) error {
+	return e.classify(e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var cur int64
 		err := tx.QueryRowContext(ctx, `SELECT revision FROM ssh_keys WHERE id = ?`, id).Scan(&cur)
 		if errors.Is(err, sql.ErrNoRows) {

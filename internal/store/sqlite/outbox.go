@@ -156,7 +156,7 @@ func (e *Engine) EnqueueAlerts(ctx context.Context, reqs ...store.AlertRequest) 
 		r.Result = &out[i]
 		with[i] = r
 	}
-	err := e.write(store.WithAlerts(ctx, with...), func(*sql.Tx) error { return nil })
+	err := e.write(store.WithAlerts(ctx, with...), func(context.Context, *sql.Tx) error { return nil })
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +176,7 @@ func (e *Engine) RegisterAlertEndpoints(ctx context.Context, names []string, at 
 	if at.IsZero() {
 		at = time.Now()
 	}
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for _, n := range names {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO alert_endpoints (name, registered_at, last_seen_at) VALUES (?1, ?2, ?2)
 				ON CONFLICT (name) DO UPDATE SET last_seen_at = excluded.last_seen_at`, n, at.UnixNano()); err != nil {
@@ -225,7 +225,7 @@ func (e *Engine) ClaimAlerts(ctx context.Context, r store.AlertClaim) ([]store.A
 		return nil, nil
 	}
 	var out []store.Alert
-	err = e.writeIf(ctx, func(tx *sql.Tx) (bool, error) {
+	err = e.writeIf(ctx, func(ctx context.Context, tx *sql.Tx) (bool, error) {
 		out = nil
 		rows, err := tx.QueryContext(ctx, `UPDATE alert_deliveries SET lease_owner = ?1, lease_expires_at = ?2
 			WHERE endpoint = ?3 AND alert_seq IN (
@@ -314,7 +314,7 @@ func (e *Engine) SettleAlert(ctx context.Context, r store.AlertSettle) error {
 	if err := fsm.CheckAlertSettle(r); err != nil {
 		return err
 	}
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		seq, d, err := scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryCols+` FROM alert_deliveries d
 			JOIN alerts a ON a.seq = d.alert_seq WHERE a.id = ? AND d.endpoint = ?`, r.AlertID, r.Endpoint))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -428,7 +428,7 @@ func (e *Engine) ExpireAlerts(ctx context.Context, r store.AlertExpiry) (int, er
 		return 0, err
 	}
 	var n int64
-	err = e.write(ctx, func(tx *sql.Tx) error {
+	err = e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		n = 0
 		expire := func(why, where string, args ...any) error {
 			res, err := tx.ExecContext(ctx, `UPDATE alert_deliveries SET state = 'expired', done_at = ?1, lease_owner = '',
@@ -478,7 +478,7 @@ func (e *Engine) DeleteAlerts(ctx context.Context, before time.Time) (int, error
 		return 0, err
 	}
 	var n int64
-	err := e.write(ctx, func(tx *sql.Tx) error {
+	err := e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM alerts WHERE created_at < ? AND NOT EXISTS
 			(SELECT 1 FROM alert_deliveries d WHERE d.alert_seq = alerts.seq AND d.state = 'pending')`, before.UnixNano())
 		if err != nil {

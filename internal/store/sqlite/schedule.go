@@ -162,7 +162,7 @@ func (e *Engine) CreateSchedule(ctx context.Context, s store.Schedule) (store.Sc
 	if err != nil {
 		return store.Schedule{}, err
 	}
-	err = e.write(ctx, func(tx *sql.Tx) error {
+	err = e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schedules WHERE id = ?`, s.ID).Scan(&n); err != nil {
 			return err
@@ -184,7 +184,7 @@ func (e *Engine) CreateSchedule(ctx context.Context, s store.Schedule) (store.Sc
 // ErrScheduleChanged; ErrExists; ErrInvalidArgument.
 func (e *Engine) UpdateSchedule(ctx context.Context, s store.Schedule, version int64) (store.Schedule, error) {
 	var out store.Schedule
-	err := e.write(ctx, func(tx *sql.Tx) error {
+	err := e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		old, err := loadSchedule(ctx, tx, "id", s.ID)
 		if err != nil {
 			return err
@@ -210,7 +210,7 @@ func (e *Engine) UpdateSchedule(ctx context.Context, s store.Schedule, version i
 
 // DeleteSchedule deletes a schedule and its fires. ErrNotFound.
 func (e *Engine) DeleteSchedule(ctx context.Context, id string) error {
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM schedules WHERE id = ?`, id)
 		if err != nil {
 			return err
@@ -295,7 +295,7 @@ func (e *Engine) FireSchedule(ctx context.Context, f store.ScheduleFire) (store.
 		return store.FireResult{}, err
 	}
 	var res store.FireResult
-	err = e.tx(ctx, nil, func(tx *sql.Tx) (bool, error) {
+	err = e.tx(ctx, nil, func(ctx context.Context, tx *sql.Tx) (bool, error) {
 		res = store.FireResult{}
 		s, err := loadSchedule(ctx, tx, "id", f.ScheduleID)
 		if err != nil {

@@ -61,10 +61,11 @@ type Engine struct {
 	fsm.AuditSeal // seals audit records (SetAuditKeyring)
 
 	path   string
-	w      *sql.DB // one connection; BEGIN IMMEDIATE transactions
-	r      *sql.DB // read-only pool
-	gate   *gate   // orders writers across processes (see gate.go)
-	st     *stmts  // prepared on w (see stmts.go)
+	w      *sql.DB   // one connection; BEGIN IMMEDIATE transactions
+	r      *sql.DB   // read-only pool
+	gate   *gate     // orders writers across processes (see gate.go)
+	st     *stmts    // prepared on w (see stmts.go)
+	gc     committer // group commit (group.go)
 	closed atomic.Bool
 }
 
@@ -77,8 +78,14 @@ var (
 // directory with mode 0700) and its schema when missing, and migrating an
 // older schema. A file that is not a SQLite database, or is one but not a
 // rediacc store, gives an error wrapping store.ErrCorrupt; a file written by
-// a newer rediacc gives store.ErrSchemaTooNew.
+// a newer rediacc gives store.ErrSchemaTooNew. It is OpenOptions with the
+// default Options (group commit on).
 func Open(ctx context.Context, path string) (*Engine, error) {
+	return OpenOptions(ctx, path, Options{})
+}
+
+// OpenOptions is Open with opts (see Options; group.go).
+func OpenOptions(ctx context.Context, path string, opts Options) (*Engine, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w: sqlite store path is empty", store.ErrInvalidArgument)
 	}
@@ -92,7 +99,7 @@ func Open(ctx context.Context, path string) (*Engine, error) {
 	busy := fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds())
 	w, err := sql.Open("sqlite", dsn(abs, url.Values{
 		"_txlock": {"immediate"},
-		"_pragma": {busy, "foreign_keys(1)", "synchronous(NORMAL)"},
+		"_pragma": {busy, "foreign_keys(1)", "synchronous(NORMAL)", "temp_store(MEMORY)"},
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store %s: %w", abs, err)
@@ -111,6 +118,7 @@ func Open(ctx context.Context, path string) (*Engine, error) {
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	e := &Engine{path: abs, w: w, r: r}
+	e.gc.init(opts)
 	fail := func(err error) (*Engine, error) {
 		w.Close()
 		r.Close()
@@ -241,7 +249,7 @@ func (e *Engine) probe(ctx context.Context) error {
 }
 
 func (e *Engine) migrate(ctx context.Context) error {
-	return e.tx(ctx, nil, func(tx *sql.Tx) (bool, error) { return false, e.migrateTx(ctx, tx) })
+	return e.tx(ctx, nil, func(ctx context.Context, tx *sql.Tx) (bool, error) { return false, e.migrateTx(ctx, tx) })
 }
 
 // migrateTx brings the schema to the latest version.
@@ -310,17 +318,20 @@ func (e *Engine) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// write runs fn in one BEGIN IMMEDIATE transaction on the write connection
+// write runs fn in a BEGIN IMMEDIATE transaction on the write connection
 // and, when fn returns nil, appends the audit records ctx carries
 // (store.WithAudit) and enqueues its alerts (store.WithAlerts) in the same
-// transaction and commits.
-func (e *Engine) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return e.writeIf(ctx, func(tx *sql.Tx) (bool, error) { return true, fn(tx) })
+// transaction and commits. The transaction may be shared with other
+// callers' changes (group commit, see group.go); fn runs in it with a ctx
+// that carries the caller's values but not its cancellation, and must use
+// that ctx.
+func (e *Engine) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return e.writeIf(ctx, func(ctx context.Context, tx *sql.Tx) (bool, error) { return true, fn(ctx, tx) })
 }
 
 // writeIf is write for a change that may turn out to be no change: the
 // audit records are appended only when fn returns true.
-func (e *Engine) writeIf(ctx context.Context, fn func(tx *sql.Tx) (bool, error)) error {
+func (e *Engine) writeIf(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) (bool, error)) error {
 	recs, err := fsm.CtxAudit(ctx)
 	if err != nil {
 		return err
@@ -331,11 +342,14 @@ func (e *Engine) writeIf(ctx context.Context, fn func(tx *sql.Tx) (bool, error))
 	return e.tx(ctx, recs, fn)
 }
 
-// tx runs fn in one BEGIN IMMEDIATE transaction on the write connection,
+// tx runs fn in a BEGIN IMMEDIATE transaction on the write connection,
 // after evaluating the guard conditions ctx carries (store.WithGuard) in
 // it, appends recs and enqueues the alerts ctx carries when fn returns true
-// and no error, and commits; on error nothing is written.
-func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx *sql.Tx) (bool, error)) error {
+// and no error, and commits; on error nothing of it is written. It returns
+// only once the transaction holding the change committed (or the change
+// failed). With group commit (the default) the transaction may hold the
+// changes of other callers too, each in its own savepoint (group.go).
+func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(ctx context.Context, tx *sql.Tx) (bool, error)) error {
 	if err := e.check(ctx); err != nil {
 		return err
 	}
@@ -343,10 +357,18 @@ func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx *sql.Tx
 	if err != nil {
 		return err
 	}
-	if err := e.gate.lock(ctx); err != nil {
-		if errors.Is(err, errGateClosed) {
-			return fmt.Errorf("%w: %s", store.ErrClosed, e.path)
-		}
+	o := &op{ctx: ctx, recs: recs, conds: conds, fn: fn}
+	if e.gc.maxOps <= 1 {
+		return e.txAlone(o)
+	}
+	return e.gc.submit(e, o)
+}
+
+// txAlone runs o in a transaction of its own (group commit off: one
+// transaction per change, with the caller's ctx).
+func (e *Engine) txAlone(o *op) error {
+	ctx := o.ctx
+	if err := e.lockGate(ctx); err != nil {
 		return err
 	}
 	defer e.gate.unlock()
@@ -354,22 +376,38 @@ func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(tx *sql.Tx
 	if err != nil {
 		return e.classify(err)
 	}
-	if err := guard(ctx, tx, conds); err != nil {
-		_ = tx.Rollback()
-		return e.classify(err)
-	}
-	changed, err := fn(tx)
-	if err == nil && changed && len(recs) > 0 {
-		_, err = e.appendAudit(ctx, tx, recs)
-	}
-	if alerts := store.AlertsFrom(ctx); err == nil && changed && len(alerts) > 0 {
-		err = e.enqueueAlerts(ctx, tx, alerts) // the change's alerts (outbox.go)
-	}
-	if err != nil {
+	if err := e.runOp(ctx, tx, o); err != nil {
 		_ = tx.Rollback()
 		return e.classify(err)
 	}
 	return e.classify(tx.Commit())
+}
+
+// lockGate takes the write gate; ErrClosed when the engine closed.
+func (e *Engine) lockGate(ctx context.Context) error {
+	if err := e.gate.lock(ctx); err != nil {
+		if errors.Is(err, errGateClosed) {
+			return fmt.Errorf("%w: %s", store.ErrClosed, e.path)
+		}
+		return err
+	}
+	return nil
+}
+
+// runOp applies o inside tx: its guard conditions, its change, and, when
+// the change changed something, its audit records and alerts.
+func (e *Engine) runOp(ctx context.Context, tx *sql.Tx, o *op) error {
+	if err := guard(ctx, e.cachedTx(tx), o.conds); err != nil {
+		return err
+	}
+	changed, err := o.fn(ctx, tx)
+	if err == nil && changed && len(o.recs) > 0 {
+		_, err = e.appendAudit(ctx, tx, o.recs)
+	}
+	if alerts := store.AlertsFrom(ctx); err == nil && changed && len(alerts) > 0 {
+		err = e.enqueueAlerts(ctx, tx, alerts) // the change's alerts (outbox.go)
+	}
+	return err
 }
 
 // ---- times and rows
@@ -555,7 +593,7 @@ func (e *Engine) saveTask(ctx context.Context, tx *sql.Tx, seq int64, was store.
 // result; nothing is written when fn fails.
 func (e *Engine) modify(ctx context.Context, id string, fn func(t *store.Task) error) (store.Task, error) {
 	var out store.Task
-	err := e.write(ctx, func(tx *sql.Tx) error {
+	err := e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		seq, t, err := loadedTask(id)(scanTask(stmt(ctx, tx, e.st.loadTask).QueryRowContext(ctx, id)))
 		if err != nil {
 			return err
@@ -658,7 +696,7 @@ func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) (store.Mach
 		return store.Machine{}, err
 	}
 	var out store.Machine
-	err = e.write(ctx, func(tx *sql.Tx) error {
+	err = e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if id, err := liveMachineID(ctx, tx, m.Name); err != nil {
 			return err
 		} else if id != "" {
@@ -691,7 +729,7 @@ func (e *Engine) CreateMachine(ctx context.Context, m store.Machine) (store.Mach
 // UpdateMachine replaces the live machine m.ID, keeping its CreatedAt.
 // ErrNotFound; ErrExists; ErrMachineHasTasks; ErrInvalidArgument.
 func (e *Engine) UpdateMachine(ctx context.Context, m store.Machine) error {
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		old, err := liveMachine(ctx, tx, m.ID)
 		if err != nil {
 			return err
@@ -778,7 +816,7 @@ func (e *Engine) DeleteMachine(ctx context.Context, id string, at time.Time) err
 	if err != nil {
 		return err
 	}
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		m, err := liveMachine(ctx, tx, id)
 		if err != nil {
 			return err
@@ -804,7 +842,7 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 		out     store.Task
 		created bool
 	)
-	err = e.writeIf(ctx, func(tx *sql.Tx) (bool, error) {
+	err = e.writeIf(ctx, func(ctx context.Context, tx *sql.Tx) (bool, error) {
 		if t.IdempotencyKey != "" {
 			_, old, err := scanTask(stmt(ctx, tx, e.st.taskByKey).QueryRowContext(ctx, t.TeamID, t.IdempotencyKey))
 			if err == nil {
@@ -832,7 +870,7 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 		if err := e.insertTask(ctx, tx, &t); err != nil {
 			return false, err
 		}
-		_, stored, err := loadTask(ctx, tx, t.ID)
+		_, stored, err := loadTask(ctx, e.cachedTx(tx), t.ID)
 		if err != nil {
 			return false, err
 		}
@@ -930,7 +968,7 @@ func (e *Engine) Heartbeat(ctx context.Context, owner string, ids []string, unti
 		return store.Heartbeat{}, err
 	}
 	var hb store.Heartbeat
-	err := e.write(ctx, func(tx *sql.Tx) error {
+	err := e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		hb = store.Heartbeat{}
 		if len(ids) == 0 {
 			return nil
@@ -1013,7 +1051,7 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 		}
 	}
 	var out []store.Task
-	err := e.write(ctx, func(tx *sql.Tx) error {
+	err := e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		out = nil
 		seqs, ts, err := queryTasks(ctx, tx, `WHERE status IN ('ASSIGNED', 'PROCESSING')
 			AND (lease_expires_at IS NULL OR lease_expires_at <= ? OR lease_owner IN (SELECT value FROM json_each(?)))
@@ -1048,7 +1086,7 @@ func (e *Engine) SetAttemptRemote(ctx context.Context, owner string, rs []store.
 		return nil, err
 	}
 	var lost []string
-	err := e.write(ctx, func(tx *sql.Tx) error {
+	err := e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		lost = nil
 		for _, r := range rs {
 			seq, t, err := loadedTask(r.TaskID)(scanTask(stmt(ctx, tx, e.st.loadTask).QueryRowContext(ctx, r.TaskID)))

@@ -48,8 +48,27 @@ type stmts struct {
 	heads, headsOf, next, tags, saveTeamTag *sql.Stmt
 	saveStamp                               *sql.Stmt
 	auditHead, auditInsert, auditMove       *sql.Stmt
+	// Group commit's savepoints (group.go).
+	savepoint, release, rollbackTo *sql.Stmt
+	// byQuery are the statements cachedTx serves, by their text.
+	byQuery map[string]*sql.Stmt
 
 	all []*sql.Stmt
+}
+
+// Savepoint statements (group.go).
+const (
+	sqlSavepoint  = `SAVEPOINT op`
+	sqlRelease    = `RELEASE op`
+	sqlRollbackTo = `ROLLBACK TO op`
+)
+
+// cachedQueries are read in write transactions on hot paths by code that
+// takes a querier (guard conditions, the gates and windows a claim reads,
+// the task CreateTask returns): cachedTx runs them prepared.
+var cachedQueries = []string{
+	sqlLoadTask, sqlGates, sqlWindows,
+	sqlGuardStoreRoles, sqlGuardMember, sqlGuardMachine, sqlGuardTeam,
 }
 
 // prepare prepares the statements on the write connection.
@@ -86,6 +105,15 @@ func (e *Engine) prepare(ctx context.Context) error {
 	prep(&s.auditHead, sqlAuditHead)
 	prep(&s.auditInsert, sqlAuditInsert)
 	prep(&s.auditMove, sqlAuditMove)
+	prep(&s.savepoint, sqlSavepoint)
+	prep(&s.release, sqlRelease)
+	prep(&s.rollbackTo, sqlRollbackTo)
+	s.byQuery = make(map[string]*sql.Stmt, len(cachedQueries))
+	for _, q := range cachedQueries {
+		var st *sql.Stmt
+		prep(&st, q)
+		s.byQuery[q] = st
+	}
 	if err != nil {
 		_ = s.close()
 		return err
@@ -100,4 +128,31 @@ func (s *stmts) close() error {
 		errs = append(errs, st.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// cachedTx is a querier over tx that runs the statements of
+// cachedQueries prepared, and any other as tx would.
+type cachedTx struct {
+	tx *sql.Tx
+	st *stmts
+}
+
+func (e *Engine) cachedTx(tx *sql.Tx) querier { return cachedTx{tx: tx, st: e.st} }
+
+func (c cachedTx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if c.st != nil {
+		if st := c.st.byQuery[q]; st != nil {
+			return stmt(ctx, c.tx, st).QueryContext(ctx, args...)
+		}
+	}
+	return c.tx.QueryContext(ctx, q, args...)
+}
+
+func (c cachedTx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	if c.st != nil {
+		if st := c.st.byQuery[q]; st != nil {
+			return stmt(ctx, c.tx, st).QueryRowContext(ctx, args...)
+		}
+	}
+	return c.tx.QueryRowContext(ctx, q, args...)
 }

@@ -22,7 +22,7 @@ func (e *Engine) PutGate(ctx context.Context, g store.Gate) (bool, error) {
 		return false, err
 	}
 	var created bool
-	err = e.write(ctx, func(tx *sql.Tx) error {
+	err = e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO gates (kind, target, since, actor, reason) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT DO NOTHING`, string(g.Kind), g.Target, nanos(g.Since), g.Actor, g.Reason)
 		if err != nil {
@@ -37,7 +37,7 @@ func (e *Engine) PutGate(ctx context.Context, g store.Gate) (bool, error) {
 
 // DeleteGate lifts a gate. ErrNotFound.
 func (e *Engine) DeleteGate(ctx context.Context, kind store.GateKind, target string) error {
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM gates WHERE kind = ? AND target = ?`, string(kind), target)
 		if err != nil {
 			return err
@@ -61,7 +61,7 @@ func (e *Engine) ListGates(ctx context.Context) ([]store.Gate, error) {
 }
 
 func listGates(ctx context.Context, q querier) ([]store.Gate, error) {
-	rows, err := q.QueryContext(ctx, `SELECT kind, target, since, actor, reason FROM gates ORDER BY kind, target`)
+	rows, err := q.QueryContext(ctx, sqlGates)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +82,11 @@ func listGates(ctx context.Context, q querier) ([]store.Gate, error) {
 	return out, rows.Err()
 }
 
-const windowCols = `id, team, machine, cron, time_zone, duration, hold_from, created_at, actor`
+const (
+	windowCols = `id, team, machine, cron, time_zone, duration, hold_from, created_at, actor`
+	sqlGates   = `SELECT kind, target, since, actor, reason FROM gates ORDER BY kind, target`
+	sqlWindows = `SELECT ` + windowCols + ` FROM windows ORDER BY team, machine, id`
+)
 
 func scanWindow(s scanner) (store.Window, error) {
 	var (
@@ -103,7 +107,7 @@ func (e *Engine) CreateWindow(ctx context.Context, w store.Window) (store.Window
 	if err != nil {
 		return store.Window{}, err
 	}
-	err = e.write(ctx, func(tx *sql.Tx) error {
+	err = e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO windows (`+windowCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 			w.ID, w.TeamID, w.MachineID, w.Cron, w.TimeZone, int64(w.Duration), w.HoldFrom, nanos(w.CreatedAt), w.Actor)
 		if err != nil {
@@ -124,7 +128,7 @@ func (e *Engine) CreateWindow(ctx context.Context, w store.Window) (store.Window
 
 // DeleteWindow deletes a window. ErrNotFound.
 func (e *Engine) DeleteWindow(ctx context.Context, id string) error {
-	return e.write(ctx, func(tx *sql.Tx) error {
+	return e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM windows WHERE id = ?`, id)
 		if err != nil {
 			return err
@@ -160,11 +164,12 @@ func (e *Engine) ListWindows(ctx context.Context, f store.WindowFilter) ([]store
 }
 
 func listWindows(ctx context.Context, q querier, f store.WindowFilter) ([]store.Window, error) {
-	query, args := `SELECT `+windowCols+` FROM windows`, []any(nil)
+	query, args := sqlWindows, []any(nil)
 	if f.TeamIDs != nil {
-		query, args = query+` WHERE team IN (SELECT value FROM json_each(?))`, append(args, jsonList(f.TeamIDs))
+		query, args = `SELECT `+windowCols+` FROM windows WHERE team IN (SELECT value FROM json_each(?)) ORDER BY team, machine, id`,
+			append(args, jsonList(f.TeamIDs))
 	}
-	rows, err := q.QueryContext(ctx, query+` ORDER BY team, machine, id`, args...)
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +187,7 @@ func listWindows(ctx context.Context, q querier, f store.WindowFilter) ([]store.
 
 // gatesTx reads the gates and windows in force within a claim's
 // transaction.
-func gatesTx(ctx context.Context, tx *sql.Tx) ([]store.Gate, []store.Window, error) {
+func gatesTx(ctx context.Context, tx querier) ([]store.Gate, []store.Window, error) {
 	gates, err := listGates(ctx, tx)
 	if err != nil {
 		return nil, nil, err
