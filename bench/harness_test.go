@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -170,3 +171,12 @@ func (c cliRun) addMachines(servers []*sshtest.OpenSSH, team string) {
 }
 
 func machineName(i int) string { return fmt.Sprintf("m%03d", i) }
+
+// osUser is the CLI's default actor: the OS login's name.
+func osUser(tb testing.TB) string {
+	u, err := user.Current()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return u.Username
+}

@@ -1090,15 +1090,13 @@ func (e *Engine) NextReady(ctx context.Context) (time.Time, bool, error) {
 }
 
 // Depth counts tasks grouped by status, priority, team and machine, in the
-// order of fsm.SortDepth.
+// order of fsm.SortDepth, from the task_counts table (migration 13): its
+// cost follows the number of groups, not of tasks.
 func (e *Engine) Depth(ctx context.Context) ([]store.DepthRow, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := e.r.QueryContext(ctx, `SELECT status, priority, team_id, machine_id,
-		COALESCE((SELECT name FROM teams WHERE teams.id = d.team_id), d.team_id),
-		COALESCE((SELECT name FROM machines WHERE machines.id = d.machine_id), d.machine_id), n
-		FROM (SELECT status, priority, team_id, machine_id, count(*) AS n FROM tasks GROUP BY status, priority, team_id, machine_id) d`)
+	rows, err := e.r.QueryContext(ctx, sqlDepth) // schema_counts.go
 	if err != nil {
 		return nil, e.classify(err)
 	}
