@@ -27,7 +27,7 @@ func backlogSize() int {
 
 const (
 	backlogMachines = 10
-	backlogFirst    = 229 // 127.0.0.230 … 127.0.0.239
+	backlogFirst    = 229  // 127.0.0.230 … 127.0.0.239
 	backlogBaseline = 2000 // tasks; the claims take 1,000 of them
 	backlogClaims   = 1000
 	backlogWorkFor  = 20 * time.Second

@@ -11,10 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/rediacc/rediacc"
 	"github.com/rediacc/rediacc/ssh/sshtest"
@@ -45,6 +48,8 @@ const fleetFirst = 154
 // BenchmarkFleet: 200 real sshd (127.0.0.155–254, 127.0.1.1–100) and one
 // worker.
 //
+//   - bare: x/crypto/ssh dials every machine at once and runs the command
+//     on each; the connections are held to measure their memory.
 //   - cli: the example CLI, 200 machines in team "fleet", `create task
 //     --team fleet --all --command 'date +%s%N'` (one task each), then the
 //     timed `worker --until-empty --concurrency 200 --health-interval -1s`;
@@ -73,10 +78,14 @@ func BenchmarkFleet(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		load := loadAvg()
 		c := cliRun{tb: b, bin: bin, dataDir: b.TempDir()}
+		br := bareFleet(b, servers)
 		cr := c.fleetFanOut(servers)
 		lr := libFleet(b, servers)
 		fmt.Printf("\n%d sshd started in %s; load average %s → %s\n", n, startup.Round(time.Millisecond), load, loadAvg())
 		fmt.Printf("| run | fan-out wall time | TTFB median | TTFB of the %dth machine | client CPU | memory |\n|---|---|---|---|---|---|\n", n)
+		fmt.Printf("| bare x/crypto/ssh, all at once | %s | %s | %s | %s (%.2f ms/task) | %d connections: heap +%.1f KB, RSS +%.1f KB per connection |\n",
+			br.elapsed.Round(time.Millisecond), br.ttfbMedian.Round(time.Millisecond), br.ttfbLast.Round(time.Millisecond),
+			br.cpu.Round(time.Millisecond), float64(br.cpu)/float64(time.Millisecond)/float64(n), br.conns, br.heapPerConn/1e3, br.rssPerConn/1e3)
 		fmt.Printf("| CLI worker --concurrency %d | %s | %s | %s | %s (%.2f ms/task) | peak RSS %.1f MB |\n", n,
 			cr.elapsed.Round(time.Millisecond), cr.ttfbMedian.Round(time.Millisecond), cr.ttfbLast.Round(time.Millisecond),
 			cr.cpu.Round(time.Millisecond), float64(cr.cpu)/float64(time.Millisecond)/float64(n), float64(cr.maxRSS)/1e6)
@@ -85,6 +94,11 @@ func BenchmarkFleet(b *testing.B) {
 			lr.cpu.Round(time.Millisecond), float64(lr.cpu)/float64(time.Millisecond)/float64(n),
 			lr.conns, lr.heapPerConn/1e3, lr.rssPerConn/1e3)
 		fmt.Printf("idle connections (IdleTimeout %s): all %d closed %s after the last task\n", lr.idleTimeout, lr.conns, lr.idleClosed.Round(time.Millisecond))
+		fmt.Printf("ratios to bare: TTFB of the last machine CLI %.2f×, library %.2f×; client CPU CLI %.2f×, library %.2f×; heap per connection library %.2f×\n",
+			float64(cr.ttfbLast)/float64(br.ttfbLast), float64(lr.ttfbLast)/float64(br.ttfbLast),
+			float64(cr.cpu)/float64(br.cpu), float64(lr.cpu)/float64(br.cpu), lr.heapPerConn/br.heapPerConn)
+		b.ReportMetric(br.ttfbLast.Seconds()*1e3, "bare-ttfb-last-ms")
+		b.ReportMetric(br.heapPerConn/1e3, "bare-heap-KB/conn")
 		b.ReportMetric(cr.elapsed.Seconds(), "cli-fanout-s")
 		b.ReportMetric(cr.ttfbLast.Seconds()*1e3, "cli-ttfb-last-ms")
 		b.ReportMetric(float64(cr.maxRSS)/1e6, "cli-maxrss-MB")
@@ -253,5 +267,67 @@ func libFleet(b *testing.B, servers []*sshtest.OpenSSH) fleetResult {
 		time.Sleep(100 * time.Millisecond)
 	}
 	r.idleClosed = time.Since(done)
+	return r
+}
+
+// bareFleet dials every server at once with x/crypto/ssh and runs
+// ttfbCommand on each, holding the connections to measure their memory.
+func bareFleet(b *testing.B, servers []*sshtest.OpenSSH) fleetResult {
+	heap0, rss0 := memNow()
+	cpu0 := cpuSelf()
+	start := time.Now()
+	clients := make([]*gossh.Client, len(servers))
+	outs := make([]string, len(servers))
+	errs := make(chan error, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cb, err := knownhosts.New(s.KnownHostsPath)
+			if err != nil {
+				errs <- err
+				return
+			}
+			c, err := gossh.Dial("tcp", s.Addr(), &gossh.ClientConfig{User: s.User, Auth: []gossh.AuthMethod{gossh.PublicKeys(s.ClientSigner)},
+				HostKeyCallback: cb, Timeout: time.Minute})
+			if err != nil {
+				errs <- fmt.Errorf("%s: %w", s.Addr(), err)
+				return
+			}
+			clients[i] = c
+			sess, err := c.NewSession()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer sess.Close()
+			out, err := sess.Output(ttfbCommand)
+			if err != nil {
+				errs <- err
+				return
+			}
+			outs[i] = string(out)
+		}()
+	}
+	wg.Wait()
+	r := fleetResult{elapsed: time.Since(start), cpu: cpuSelf() - cpu0}
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	heap1, rss1 := memNow()
+	r.conns = len(clients)
+	r.heapPerConn = (float64(heap1) - float64(heap0)) / float64(r.conns)
+	r.rssPerConn = (float64(rss1) - float64(rss0)) / float64(r.conns)
+	d := ttfbs(b, start, outs)
+	r.ttfbMedian, r.ttfbLast = d[len(d)/2], d[len(d)-1]
 	return r
 }

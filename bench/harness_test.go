@@ -94,6 +94,15 @@ func loopbackAddr(i int) string {
 	return fmt.Sprintf("127.0.%d.%d", i/254, 1+i%254)
 }
 
+// TestMain removes the CLI built by buildCLI when the benchmarks are done.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if cliPath != "" {
+		os.RemoveAll(filepath.Dir(cliPath))
+	}
+	os.Exit(code)
+}
+
 var (
 	cliOnce sync.Once
 	cliPath string
