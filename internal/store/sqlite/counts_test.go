@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,4 +168,45 @@ func TestTaskCountsBackfill(t *testing.T) {
 		t.Fatalf("Depth after the upgrade (-want +got):\n%s", diff)
 	}
 	sameCounts(t, e, "the upgrade")
+}
+
+// TestOldestPendingPlan: the oldest PENDING task (queue statistics) is read
+// from tasks_pending_created without sorting the pending tasks (it sorted
+// all of them: seconds with a million queued).
+func TestOldestPendingPlan(t *testing.T) {
+	ctx := context.Background()
+	e, err := Open(ctx, filepath.Join(t.TempDir(), "p.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ids := storetest.CreateTasks(t, e, "t", 50, 3)
+	for _, f := range []store.TaskFilter{
+		{Statuses: []store.Status{store.Pending}, Limit: 1},
+		{Statuses: []store.Status{store.Pending}, TeamIDs: []string{"team"}, Limit: 1},
+	} {
+		q, args := taskQuery(f)
+		rows, err := e.r.QueryContext(ctx, "EXPLAIN QUERY PLAN SELECT id FROM tasks "+q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		joined := fmt.Sprint(plan)
+		if !strings.Contains(joined, "tasks_pending_created") || strings.Contains(joined, "TEMP B-TREE") {
+			t.Errorf("%+v: plan %s, want tasks_pending_created without a sort", f, joined)
+		}
+		got, err := e.ListTasks(ctx, f)
+		if err != nil || len(got) != 1 || got[0].ID != ids[0] {
+			t.Errorf("%+v: %v, %v; want the first task %s", f, got, err, ids[0])
+		}
+	}
 }

@@ -1,5 +1,7 @@
 package sqlite
 
+import "github.com/rediacc/rediacc/internal/store"
+
 // migrationTaskCounts: task_counts holds the number of tasks per (status,
 // priority, team, machine), kept by triggers on tasks in the transaction
 // of every insert, delete and change of those columns, so Depth (queue
@@ -7,7 +9,12 @@ package sqlite
 // grouping every task: `rediacc list queue --stats` on a store of a
 // million tasks took seconds (issue 11). Rows whose count falls to 0 stay
 // (Depth skips them). The counts start from the tasks already stored.
+//
+// tasks_pending_created lists the PENDING tasks in ListTasks' order
+// (creation): the oldest pending task of queue statistics is its first
+// entry, where the query used to sort every pending task.
 const migrationTaskCounts = `
+CREATE INDEX tasks_pending_created ON tasks (created_at, id) WHERE status = 'PENDING';
 CREATE TABLE task_counts (
 	status     TEXT NOT NULL,
 	priority   INTEGER NOT NULL,
@@ -41,3 +48,12 @@ const sqlDepth = `SELECT status, priority, team_id, machine_id,
 	COALESCE((SELECT name FROM teams WHERE teams.id = d.team_id), d.team_id),
 	COALESCE((SELECT name FROM machines WHERE machines.id = d.machine_id), d.machine_id), n
 	FROM task_counts d WHERE n > 0`
+
+// pendingByCreation reports whether ListTasks(f) asks for PENDING tasks
+// only, in creation order, without a machine: it then walks the partial
+// index tasks_pending_created (the oldest pending task is its first entry)
+// instead of sorting every pending task. With a machine, tasks_machine
+// finds that machine's tasks first.
+func pendingByCreation(f store.TaskFilter) bool {
+	return len(f.Statuses) == 1 && f.Statuses[0] == store.Pending && f.MachineID == "" && f.CompletedAfter.IsZero()
+}

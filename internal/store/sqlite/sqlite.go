@@ -880,7 +880,11 @@ func taskQuery(f store.TaskFilter) (string, []any) {
 		where []string
 		args  []any
 	)
-	if len(f.Statuses) > 0 {
+	q := ""
+	if pendingByCreation(f) { // schema_counts.go
+		q = "INDEXED BY tasks_pending_created "
+		where = append(where, `status = 'PENDING'`)
+	} else if len(f.Statuses) > 0 {
 		ss := make([]string, len(f.Statuses))
 		for i, s := range f.Statuses {
 			ss[i] = string(s)
@@ -899,7 +903,6 @@ func taskQuery(f store.TaskFilter) (string, []any) {
 	if f.Priority != 0 {
 		where, args = append(where, `priority = ?`), append(args, f.Priority)
 	}
-	q := ""
 	if !f.CompletedAfter.IsZero() {
 		q = "INDEXED BY tasks_completed "
 		where, args = append(where, `completed_at >= ?`), append(args, f.CompletedAfter.UnixNano())
