@@ -84,7 +84,7 @@ func (c *Client) prepareTask(ctx context.Context, spec TaskSpec, p *placer, auth
 	var o *op
 	var err error
 	if spec.Machine != "" || spec.Team == "" {
-		m, err = c.engine.MachineByName(ctx, spec.Machine)
+		m, err = p.machineByName(ctx, spec.Machine) // placement.go
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				if spec.Machine == "" {

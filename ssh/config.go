@@ -83,9 +83,12 @@ type Config struct {
 	// drops during the handshake is retried twice after a short random
 	// pause. Default 3.
 	MaxStartupsPerHost int
-	// IdleTimeout closes pooled connections without sessions for this long
-	// (checked once per keepalive interval, or every IdleTimeout/2 when
-	// keepalives are disabled). Default 60s; negative keeps them forever.
+	// IdleTimeout closes a pooled connection that has had no session for
+	// this long: it is closed between IdleTimeout and 1.5×IdleTimeout after
+	// its last session ended (checked every IdleTimeout/2, independently of
+	// KeepaliveInterval), so a fleet's connections do not outlive a burst
+	// of work by much. Default 60s (DefaultIdleTimeout); negative keeps
+	// connections until Close or Forget.
 	IdleTimeout time.Duration
 	// OutputLimit caps the bytes kept per stream (stdout, stderr) in
 	// Result; the rest is read and discarded. Default 1 MiB; negative

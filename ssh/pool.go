@@ -34,7 +34,12 @@ import (
 // pooled connection is retried once on a fresh connection.
 //
 // New connections to one address are limited to Config.MaxStartupsPerHost
-// concurrent handshakes, below OpenSSH's MaxStartups throttling.
+// concurrent handshakes, below OpenSSH's MaxStartups throttling. A
+// connection is dialed only for callers that neither an open connection
+// nor one being dialed can serve, so the pool holds no more connections
+// to a Target than its sessions in flight need (ceil(sessions ÷
+// MaxSessionsPerConn)), plus, for up to Config.IdleTimeout, the ones a
+// past burst needed.
 type Pool struct {
 	cfg Config
 	log *slog.Logger
@@ -80,6 +85,7 @@ type hostPool struct {
 	key, name, addr string
 	conns           []*conn
 	dialing         int
+	waiting         int           // normal acquires waiting for a slot
 	changed         chan struct{} // closed and replaced on every change
 	dialErr         error         // last dial failure (not a caller's cancellation)
 	dialErrAt       time.Time
@@ -273,7 +279,12 @@ func (p *Pool) acquire(ctx context.Context, t *Target, hp *hostPool, mode acquir
 			p.mu.Unlock()
 			return nil, err
 		}
-		if mode != acquireNormal || len(hp.conns)+hp.dialing < p.cfg.MaxConnsPerHost {
+		// Dial only for callers the connections being dialed will not
+		// serve (each serves its dialer and MaxSessionsPerConn-1 waiters):
+		// a burst of N callers opens ceil(N/MaxSessionsPerConn)
+		// connections, not MaxConnsPerHost.
+		needed := hp.waiting >= hp.dialing*(p.cfg.MaxSessionsPerConn-1)
+		if mode != acquireNormal || (needed && len(hp.conns)+hp.dialing < p.cfg.MaxConnsPerHost) {
 			hp.dialing++
 			p.mu.Unlock()
 			c, err := p.dial(ctx, t, hp)
@@ -309,11 +320,15 @@ func (p *Pool) acquire(ctx context.Context, t *Target, hp *hostPool, mode acquir
 			waitingSince = now
 		}
 		ch := hp.changed
+		hp.waiting++
 		p.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
 		}
+		p.mu.Lock()
+		hp.waiting--
+		p.mu.Unlock()
 	}
 }
 
@@ -566,20 +581,23 @@ func (c *conn) waitClosed() {
 	c.drop(fmt.Errorf("connection lost: %w", err))
 }
 
-// monitor sends keepalives and closes c when idle for too long.
+// monitor sends keepalives and closes c when idle for too long: the idle
+// check runs every IdleTimeout/2, apart from the keepalives, so that an
+// IdleTimeout below KeepaliveInterval is kept.
 func (c *conn) monitor() {
 	defer c.p.wg.Done()
 	cfg := c.p.cfg
-	period := cfg.KeepaliveInterval
-	if period <= 0 {
-		if cfg.IdleTimeout <= 0 {
-			<-c.done
-			return
-		}
-		period = max(cfg.IdleTimeout/2, 10*time.Millisecond)
+	var keepalive, idleCheck <-chan time.Time // nil: never
+	if cfg.KeepaliveInterval > 0 {
+		t := time.NewTicker(cfg.KeepaliveInterval)
+		defer t.Stop()
+		keepalive = t.C
 	}
-	ticker := time.NewTicker(period)
-	defer ticker.Stop()
+	if cfg.IdleTimeout > 0 {
+		t := time.NewTicker(max(cfg.IdleTimeout/2, 10*time.Millisecond))
+		defer t.Stop()
+		idleCheck = t.C
+	}
 	var reply chan error // non-nil while a keepalive is outstanding
 	missed := 0
 	for {
@@ -595,32 +613,29 @@ func (c *conn) monitor() {
 			if err != nil {
 				c.drop(fmt.Errorf("keepalive failed: %w", err))
 			}
-		case <-ticker.C:
-			if cfg.KeepaliveInterval > 0 {
-				if reply != nil {
-					missed++
-					if missed >= cfg.KeepaliveMax {
-						c.drop(fmt.Errorf("keepalive: no reply for %s (%d intervals of %s)",
-							time.Duration(missed)*cfg.KeepaliveInterval, missed, cfg.KeepaliveInterval))
-					}
-				} else {
-					reply = make(chan error, 1)
-					go func(ch chan error) {
-						_, _, err := c.client.SendRequest("keepalive@openssh.com", true, nil)
-						ch <- err
-					}(reply)
+		case <-keepalive:
+			if reply != nil {
+				missed++
+				if missed >= cfg.KeepaliveMax {
+					c.drop(fmt.Errorf("keepalive: no reply for %s (%d intervals of %s)",
+						time.Duration(missed)*cfg.KeepaliveInterval, missed, cfg.KeepaliveInterval))
 				}
+			} else {
+				reply = make(chan error, 1)
+				go func(ch chan error) {
+					_, _, err := c.client.SendRequest("keepalive@openssh.com", true, nil)
+					ch <- err
+				}(reply)
 			}
-			if cfg.IdleTimeout > 0 {
-				c.p.mu.Lock()
-				idle := !c.dead && c.inflight == 0 && time.Since(c.lastUsed) >= cfg.IdleTimeout
-				if idle {
-					c.dead = true // no acquire may take it from now on
-				}
-				c.p.mu.Unlock()
-				if idle {
-					c.drop(errors.New("idle"))
-				}
+		case <-idleCheck:
+			c.p.mu.Lock()
+			idle := !c.dead && c.inflight == 0 && time.Since(c.lastUsed) >= cfg.IdleTimeout
+			if idle {
+				c.dead = true // no acquire may take it from now on
+			}
+			c.p.mu.Unlock()
+			if idle {
+				c.drop(errors.New("idle"))
 			}
 		}
 	}

@@ -44,6 +44,10 @@ type OpenSSHOptions struct {
 	// Loopback is N in the listen address 127.0.0.N, so several servers
 	// look like distinct machines. Range 1..254; default 1.
 	Loopback int
+	// Host, when set, is the listen address instead of 127.0.0.Loopback:
+	// any IPv4 loopback address (127.x.y.z, all of 127.0.0.0/8 is local on
+	// Linux), e.g. 127.0.1.7 for fleets of more than 254 machines.
+	Host string
 	// Port is the TCP port; 0 picks a free one.
 	Port int
 	// MaxSessions is sshd's MaxSessions. Default 10 (OpenSSH's default).
@@ -78,7 +82,7 @@ type OpenSSHOptions struct {
 type OpenSSH struct {
 	// Dir holds the generated files (inside tb.TempDir()).
 	Dir string
-	// Host is the listen IP address, 127.0.0.N.
+	// Host is the listen IP address, 127.0.0.N (or OpenSSHOptions.Host).
 	Host string
 	// Port is the TCP port sshd listens on.
 	Port int
@@ -162,6 +166,13 @@ func StartOpenSSH(tb testing.TB, opts OpenSSHOptions) *OpenSSH {
 	if opts.Loopback < 1 || opts.Loopback > 254 {
 		tb.Fatalf("sshtest: OpenSSHOptions.Loopback %d out of range 1..254", opts.Loopback)
 	}
+	host := fmt.Sprintf("127.0.0.%d", opts.Loopback)
+	if opts.Host != "" {
+		if ip := net.ParseIP(opts.Host); ip == nil || ip.To4() == nil || !ip.IsLoopback() {
+			tb.Fatalf("sshtest: OpenSSHOptions.Host %q is not an IPv4 loopback address (127.x.y.z)", opts.Host)
+		}
+		host = opts.Host
+	}
 	if opts.MaxSessions == 0 {
 		opts.MaxSessions = 10
 	}
@@ -176,7 +187,7 @@ func StartOpenSSH(tb testing.TB, opts OpenSSHOptions) *OpenSSH {
 		tb:         tb,
 		sshd:       sshd,
 		Dir:        tb.TempDir(),
-		Host:       fmt.Sprintf("127.0.0.%d", opts.Loopback),
+		Host:       host,
 		Passphrase: []byte(opts.Passphrase),
 	}
 	loginAsOther := false

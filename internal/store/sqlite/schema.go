@@ -335,4 +335,8 @@ CREATE TABLE alert_conditions (
 ) STRICT;
 CREATE INDEX alert_conditions_seen ON alert_conditions (last_seen_at);
 `,
+
+	// 13: task counts per status, priority, team and machine, kept by
+	// triggers, for Depth (schema_counts.go).
+	migrationTaskCounts,
 }

@@ -918,7 +918,11 @@ func taskQuery(f store.TaskFilter) (string, []any) {
 		where []string
 		args  []any
 	)
-	if len(f.Statuses) > 0 {
+	q := ""
+	if pendingByCreation(f) { // schema_counts.go
+		q = "INDEXED BY tasks_pending_created "
+		where = append(where, `status = 'PENDING'`)
+	} else if len(f.Statuses) > 0 {
 		ss := make([]string, len(f.Statuses))
 		for i, s := range f.Statuses {
 			ss[i] = string(s)
@@ -937,7 +941,6 @@ func taskQuery(f store.TaskFilter) (string, []any) {
 	if f.Priority != 0 {
 		where, args = append(where, `priority = ?`), append(args, f.Priority)
 	}
-	q := ""
 	if !f.CompletedAfter.IsZero() {
 		q = "INDEXED BY tasks_completed "
 		where, args = append(where, `completed_at >= ?`), append(args, f.CompletedAfter.UnixNano())
@@ -1128,15 +1131,13 @@ func (e *Engine) NextReady(ctx context.Context) (time.Time, bool, error) {
 }
 
 // Depth counts tasks grouped by status, priority, team and machine, in the
-// order of fsm.SortDepth.
+// order of fsm.SortDepth, from the task_counts table (migration 13): its
+// cost follows the number of groups, not of tasks.
 func (e *Engine) Depth(ctx context.Context) ([]store.DepthRow, error) {
 	if err := e.check(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := e.r.QueryContext(ctx, `SELECT status, priority, team_id, machine_id,
-		COALESCE((SELECT name FROM teams WHERE teams.id = d.team_id), d.team_id),
-		COALESCE((SELECT name FROM machines WHERE machines.id = d.machine_id), d.machine_id), n
-		FROM (SELECT status, priority, team_id, machine_id, count(*) AS n FROM tasks GROUP BY status, priority, team_id, machine_id) d`)
+	rows, err := e.r.QueryContext(ctx, sqlDepth) // schema_counts.go
 	if err != nil {
 		return nil, e.classify(err)
 	}

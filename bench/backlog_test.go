@@ -1,0 +1,201 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rediacc/rediacc"
+	"github.com/rediacc/rediacc/internal/store"
+	"github.com/rediacc/rediacc/internal/store/sqlite"
+	"github.com/rediacc/rediacc/ssh/sshtest"
+)
+
+// backlogSize is 1,000,000, or REDIACC_BENCH_BACKLOG.
+func backlogSize() int {
+	if n, err := strconv.Atoi(os.Getenv("REDIACC_BENCH_BACKLOG")); err == nil && n > 0 {
+		return n
+	}
+	return 1_000_000
+}
+
+const (
+	backlogMachines = 10
+	backlogFirst    = 229  // 127.0.0.230 … 127.0.0.239
+	backlogBaseline = 2000 // tasks; the claims take 1,000 of them
+	backlogClaims   = 1000
+	backlogWorkFor  = 20 * time.Second
+)
+
+// backlogResult is what one store (the backlog, or the small baseline)
+// measured.
+type backlogResult struct {
+	tasks                  int
+	submit                 time.Duration
+	firstRate, lastRate    float64 // tasks/s of the first and last batch
+	claimP50, claimP99     time.Duration
+	claimMax               time.Duration
+	workerRSS              int64
+	workerCPU              time.Duration
+	workerDone             int
+	statsCLI, statsLibrary time.Duration
+	dbBytes                int64
+}
+
+// BenchmarkBacklog: 1,000,000 PENDING tasks in the embedded SQLite store
+// (10 real sshd machines on 127.0.0.230–239), beside a store of 2,000
+// tasks measured the same way in the same run (the baseline: what a
+// small queue costs):
+//
+//   - submit: SubmitBatch of 10,000 tasks each (machines named; a
+//     task.create audit record per task), the total time and the rate of
+//     the first and last batch;
+//   - claim: 1,000 one-task claims on the store engine with the worker's
+//     request (PerMachine 8, critical reserve, aging 5 min), each
+//     finished untimed so the machines' slots free up: p50, p99, max;
+//   - worker: the CLI `worker --concurrency 80 --health-interval -1s` run
+//     for 20s on the store, then interrupted: peak RSS (it must never load
+//     the backlog), CPU and tasks done;
+//   - stats: `rediacc list queue --stats` (a process: start-up included)
+//     and Client.QueueStats in this process.
+//
+// Gated by REDIACC_BENCH_SCALE=1 (REDIACC_BENCH_BACKLOG=N for another size):
+//
+//	REDIACC_BENCH_SCALE=1 go test -run '^$' -bench Backlog -benchtime 1x -timeout 60m ./bench
+func BenchmarkBacklog(b *testing.B) {
+	requireScale(b)
+	servers := startFleet(b, backlogFirst, backlogMachines)
+	bin := buildCLI(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		load := loadAvg()
+		small := backlogRun(b, bin, servers, backlogBaseline)
+		big := backlogRun(b, bin, servers, backlogSize())
+		fmt.Printf("\nbacklog in SQLite, %d machines; load average %s → %s\n", backlogMachines, load, loadAvg())
+		fmt.Printf("| pending tasks | submit (batches of %d) | first / last batch tasks/s | claim p50 | claim p99 | claim max | worker peak RSS | worker %s: tasks done, CPU | list queue --stats (CLI) | QueueStats (library) | database |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+			rediacc.MaxBatchSize, backlogWorkFor)
+		for _, r := range []backlogResult{small, big} {
+			fmt.Printf("| %d | %s (%.0f tasks/s) | %.0f / %.0f | %s | %s | %s | %.1f MB | %d, %s | %s | %s | %.0f MB |\n",
+				r.tasks, r.submit.Round(time.Millisecond), float64(r.tasks)/r.submit.Seconds(), r.firstRate, r.lastRate,
+				r.claimP50.Round(time.Microsecond), r.claimP99.Round(time.Microsecond), r.claimMax.Round(time.Microsecond),
+				float64(r.workerRSS)/1e6, r.workerDone, r.workerCPU.Round(time.Millisecond),
+				r.statsCLI.Round(time.Millisecond), r.statsLibrary.Round(time.Millisecond), float64(r.dbBytes)/1e6)
+		}
+		fmt.Printf("ratios backlog/baseline: claim p99 %.2f×, worker RSS %.2f×, list queue --stats %.2f×\n",
+			float64(big.claimP99)/float64(small.claimP99), float64(big.workerRSS)/float64(small.workerRSS),
+			float64(big.statsCLI)/float64(small.statsCLI))
+		b.ReportMetric(big.submit.Seconds(), "submit-s")
+		b.ReportMetric(float64(big.claimP99.Microseconds())/1e3, "claim-p99-ms")
+		b.ReportMetric(float64(small.claimP99.Microseconds())/1e3, "baseline-claim-p99-ms")
+		b.ReportMetric(float64(big.workerRSS)/1e6, "worker-rss-MB")
+		b.ReportMetric(float64(big.statsCLI.Microseconds())/1e3, "stats-cli-ms")
+		b.ReportMetric(float64(small.statsCLI.Microseconds())/1e3, "baseline-stats-cli-ms")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+func backlogRun(b *testing.B, bin string, servers []*sshtest.OpenSSH, n int) backlogResult {
+	c := cliRun{tb: b, bin: bin, dataDir: b.TempDir()}
+	c.addMachines(servers, "") // the CLI's actor (the OS login) owns the store
+	r := backlogResult{tasks: n}
+	actor := rediacc.WithActor(context.Background(), osUser(b))
+
+	// Submit.
+	cl, err := rediacc.New(actor, rediacc.Config{DataDir: c.dataDir, Health: rediacc.HealthConfig{Interval: -1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	for done := 0; done < n; {
+		k := min(rediacc.MaxBatchSize, n-done)
+		specs := make([]rediacc.TaskSpec, k)
+		for j := range specs {
+			specs[j] = rediacc.TaskSpec{Machine: machineName((done + j) % len(servers)), Command: "true"}
+		}
+		t0 := time.Now()
+		if _, err := cl.SubmitBatch(actor, specs); err != nil {
+			b.Fatal(err)
+		}
+		rate := float64(k) / time.Since(t0).Seconds()
+		if done == 0 {
+			r.firstRate = rate
+		}
+		r.lastRate = rate
+		done += k
+	}
+	r.submit = time.Since(start)
+	if err := cl.Close(); err != nil {
+		b.Fatal(err)
+	}
+
+	// Claims on the engine.
+	db := filepath.Join(c.dataDir, "rediacc.db")
+	e, err := sqlite.Open(context.Background(), db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lat := make([]time.Duration, 0, backlogClaims)
+	for range backlogClaims {
+		now := time.Now()
+		ts, err := e.Claim(context.Background(), store.ClaimRequest{Owner: "bench", Now: now, LeaseUntil: now.Add(time.Minute),
+			Max: 1, PerMachine: rediacc.DefaultPerMachineLimit, ReserveCritical: true, Aging: rediacc.DefaultAgingInterval})
+		lat = append(lat, time.Since(now))
+		if err != nil || len(ts) != 1 {
+			b.Fatalf("claim: %d tasks, %v", len(ts), err)
+		}
+		if _, err := e.Finish(context.Background(), store.Finish{ID: ts[0].ID, Owner: "bench", At: time.Now(), Next: store.Completed}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := e.Close(); err != nil {
+		b.Fatal(err)
+	}
+	slices.Sort(lat)
+	r.claimP50, r.claimP99, r.claimMax = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+
+	// The CLI worker for a while.
+	w, _ := c.cmd("worker", "--concurrency", strconv.Itoa(tableWorkers), "--health-interval", "-1s")
+	if err := w.Start(); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(backlogWorkFor)
+	_ = w.Process.Signal(syscall.SIGINT)
+	_ = w.Wait() // interrupted: its exit status says so
+	r.workerRSS, r.workerCPU = maxRSSOf(w.ProcessState), cpuOf(w.ProcessState)
+
+	// Stats.
+	t0 := time.Now()
+	c.ok("list", "queue", "--stats")
+	r.statsCLI = time.Since(t0)
+	cl, err = rediacc.New(actor, rediacc.Config{DataDir: c.dataDir, Health: rediacc.HealthConfig{Interval: -1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	t0 = time.Now()
+	st, err := cl.QueueStats(actor, rediacc.StatsFilter{})
+	r.statsLibrary = time.Since(t0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.workerDone = st.ByStatus[rediacc.StatusCompleted][rediacc.Normal] - backlogClaims
+	total := 0
+	for _, byPrio := range st.ByStatus {
+		for _, k := range byPrio {
+			total += k
+		}
+	}
+	if total != n {
+		b.Fatalf("stats count %d tasks, want %d: %+v", total, n, st.ByStatus)
+	}
+	if fi, err := os.Stat(db); err == nil {
+		r.dbBytes = fi.Size()
+	}
+	return r
+}
