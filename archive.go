@@ -381,7 +381,7 @@ func (c *Client) TaskLog(ctx context.Context, id string) (*Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	o, g, err := c.authorize(ctx, authz.TaskRead, sc, audit.EntityTask, id, map[string]string{"source": src})
+	o, g, err := c.authorizeSeen(ctx, authz.TaskRead, taskNotFound(id), authz.TaskRead, sc, audit.EntityTask, id, map[string]string{"source": src})
 	if err != nil {
 		return nil, err
 	}

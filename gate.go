@@ -61,9 +61,13 @@ func (c *Client) setMachineGate(ctx context.Context, name, reason string, on boo
 	}
 	m, err := c.engine.MachineByName(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("machine %q: %w", name, ErrNotFound)
+		return machineNotFound(name)
 	} else if err != nil {
 		return mapStoreErr(err)
+	}
+	if err := c.requireSeen(ctx, authz.MachineDrain, authz.MachineRead, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID,
+		map[string]string{"machine": m.Name}, machineNotFound(name)); err != nil {
+		return err
 	}
 	return c.setGate(ctx, authz.MachineDrain, audit.EntityMachine, teamScope(m.TeamID, m.Team), store.GateDrain, m.ID, m.Name, reason, on,
 		store.Condition{Kind: store.CondMachineInTeam, MachineID: m.ID, TeamID: m.TeamID})

@@ -522,7 +522,7 @@ func (c *Client) machine(ctx context.Context, name string) (Machine, error) {
 	r, err := c.engine.MachineByName(ctx, name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return Machine{}, fmt.Errorf("machine %q: %w", name, ErrNotFound)
+			return Machine{}, machineNotFound(name)
 		}
 		return Machine{}, mapStoreErr(err)
 	}
@@ -539,7 +539,7 @@ func (c *Client) Machine(ctx context.Context, name string) (Machine, error) {
 	if err != nil {
 		return Machine{}, err
 	}
-	o, _, err := c.authorize(ctx, authz.MachineRead, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"machine": name})
+	o, _, err := c.authorizeSeen(ctx, authz.MachineRead, machineNotFound(name), authz.MachineRead, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"machine": name})
 	if err != nil {
 		return Machine{}, err
 	}
@@ -597,7 +597,7 @@ func (c *Client) RemoveMachine(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	o, _, err := c.authorize(ctx, authz.MachineRemove, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"machine": name})
+	o, _, err := c.authorizeSeen(ctx, authz.MachineRead, machineNotFound(name), authz.MachineRemove, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"machine": name})
 	if err != nil {
 		return err
 	}

@@ -279,6 +279,10 @@ func (c *Client) selectKeys(ctx context.Context, opts KeyRotationOptions) ([]*in
 		if err != nil {
 			return nil, "", nil, err
 		}
+		if err := c.requireSeen(ctx, authz.KeyRotate, authz.MachineRead, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID,
+			map[string]string{"machine": m.Name}, machineNotFound(opts.Machine)); err != nil {
+			return nil, "", nil, err // before naming the machine's team
+		}
 		if opts.Team != "" && sc.id != m.TeamID {
 			return nil, "", nil, fmt.Errorf("%w: machine %s is in team %q, not %q", ErrInvalidArgument, m.Name, m.Team, opts.Team)
 		}

@@ -515,7 +515,7 @@ func (c *Client) MoveMachine(ctx context.Context, name, team string) error {
 	if err != nil {
 		return err
 	}
-	o, g, err := c.authorize(ctx, authz.MachineMove, src, audit.EntityMachine, m.ID,
+	o, g, err := c.authorizeSeen(ctx, authz.MachineRead, machineNotFound(name), authz.MachineMove, src, audit.EntityMachine, m.ID,
 		map[string]string{"machine": name, "from": m.Team, "to": team, "to_team_id": dst.id})
 	if err != nil {
 		return err
