@@ -31,7 +31,7 @@ func TestHiddenEntitiesReadAsNotFound(t *testing.T) {
 		name string
 		// run calls the entry point on the prod entity (real) or on one
 		// that does not exist (the unknown name or id).
-		run           func(ctx context.Context, real bool) error
+		run            func(ctx context.Context, real bool) error
 		realID, fakeID string // the names or ids the messages hold
 	}
 	pick := func(real bool, a, b string) string {
