@@ -52,6 +52,13 @@ type authFunc func(ctx context.Context, action authz.Action, team scope, eid str
 // taskAuth loads the actor's roles once and returns an authFunc that checks
 // them (denials are audited as usual), for one or many submissions.
 func (c *Client) taskAuth(ctx context.Context) (authFunc, error) {
+	return c.taskAuthHiding(ctx, true)
+}
+
+// taskAuthHiding is taskAuth; with hide false a denial is never turned
+// into not found (a schedule's fire, whose reasons its team reads, not the
+// owner it acts as).
+func (c *Client) taskAuthHiding(ctx context.Context, hide bool) (authFunc, error) {
 	base, err := c.newOp(ctx, authz.TaskCreate, scope{}, audit.EntityTask, "", nil)
 	if err != nil {
 		return nil, err
@@ -62,7 +69,7 @@ func (c *Client) taskAuth(ctx context.Context) (authFunc, error) {
 		}
 		o := &op{c: c, actor: base.actor, via: base.via, action: action, etype: audit.EntityTask, eid: eid, team: team, detail: detail, grants: base.grants}
 		check := o.check
-		if len(hidden) > 0 {
+		if len(hidden) > 0 && hide {
 			check = func(ctx context.Context) error { return o.checkSeen(ctx, authz.MachineRead, hidden[0]) }
 		}
 		if err := check(ctx); err != nil {

@@ -146,7 +146,13 @@ func (c *Client) Gates(ctx context.Context) ([]Gate, error) {
 		return nil, mapStoreErr(err)
 	}
 	out := []Gate{}
+	live := c.newLiveness() // leftovers.go
 	for _, gt := range gs {
+		if ok, err := live.gateInForce(ctx, gt); err != nil {
+			return nil, err
+		} else if !ok {
+			continue // a removed machine's drain, a deleted team's pause
+		}
 		pg, err := c.publicGate(ctx, gt)
 		if err != nil {
 			return nil, err

@@ -594,7 +594,13 @@ func (c *Client) ListSchedules(ctx context.Context, f ScheduleFilter) ([]*Schedu
 		return nil, mapStoreErr(err)
 	}
 	out := make([]*Schedule, 0, len(rs))
+	live := c.newLiveness() // leftovers.go
 	for _, r := range rs {
+		if ok, err := live.team(ctx, r.TeamID); err != nil {
+			return nil, err
+		} else if !ok {
+			continue // of a deleted team
+		}
 		s, err := c.publicSchedule(ctx, r)
 		if err != nil {
 			return nil, err

@@ -243,7 +243,13 @@ func (c *Client) ListWindows(ctx context.Context, f WindowFilter) ([]*Maintenanc
 		return nil, mapStoreErr(err)
 	}
 	out := make([]*MaintenanceWindow, 0, len(rs))
+	live := c.newLiveness() // leftovers.go
 	for _, r := range rs {
+		if ok, err := live.windowInForce(ctx, r); err != nil {
+			return nil, err
+		} else if !ok {
+			continue // of a removed machine, a machine that left the team, a deleted team
+		}
 		w, err := c.publicWindow(ctx, r)
 		if err != nil {
 			return nil, err
