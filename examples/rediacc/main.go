@@ -123,6 +123,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = usageError{err}
 	}
 	_ = tout.Flush()
+	err = advise(err) // advice.go: the SDK's advice in the CLI's terms
 	if err != nil {
 		fmt.Fprintf(terr, "error: %v\n", err)
 	}
