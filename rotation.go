@@ -217,7 +217,7 @@ func (c *Client) RotateKey(ctx context.Context, opts KeyRotationOptions) ([]KeyR
 		}
 		r := &rotation{c: c, k: k, opts: opts, typ: typ, actor: actor, hostCAs: c.ca.hosts.get(ctx, c, teamScope(k.team, k.teamName)), // sshca_sign.go
 			guard: roleGuard(actor, authz.KeyRotate, teamScope(k.team, k.teamName)),
-			log: c.log.With(slog.String("key_id", k.id), slog.String("team", k.teamName), slog.String("fingerprint", k.fingerprint()))}
+			log:   c.log.With(slog.String("key_id", k.id), slog.String("team", k.teamName), slog.String("fingerprint", k.fingerprint()))}
 		res, err := r.run(ctx)
 		results = append(results, res)
 		if err != nil {
