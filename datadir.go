@@ -99,3 +99,22 @@ func (u *newUndo) run() {
 		_ = os.Remove(d) // only when empty
 	}
 }
+
+// absPaths makes the paths of cfg absolute, resolved against the working
+// directory New runs in: the data dir, the archive dir and the audit key
+// file are written long after New (the archive on first use), when an
+// embedding program may have changed its working directory; a relative
+// path would then put the client's files wherever it went.
+func absPaths(cfg *Config) error {
+	for _, p := range []*string{&cfg.DataDir, &cfg.ArchiveDir, &cfg.AuditKeyFile} {
+		if *p == "" || filepath.IsAbs(*p) {
+			continue
+		}
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return fmt.Errorf("rediacc: %s: %w", *p, err)
+		}
+		*p = abs
+	}
+	return nil
+}

@@ -411,6 +411,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if st == nil && cfg.DataDir == "" {
 		cfg.DataDir = DefaultDataDir()
 	}
+	if err := absPaths(&cfg); err != nil { // datadir.go: later writes never depend on the working directory
+		return nil, err
+	}
 	var undo newUndo // datadir.go: what New created, removed again if it fails
 	defer func() {
 		if !built {

@@ -45,3 +45,17 @@ func TestCLIOddStoreFiles(t *testing.T) {
 		t.Errorf("a store was created beside the archive: %v", err)
 	}
 }
+
+// An empty --data-dir is refused (exit 5) before anything is written: the
+// files would otherwise land in the working directory.
+func TestCLIEmptyDataDir(t *testing.T) {
+	t.Chdir(t.TempDir())
+	var out, errb strings.Builder
+	code := run(t.Context(), []string{"--data-dir", "", "team", "create", "x"}, &out, &errb)
+	if code != exitInvalid || !strings.Contains(errb.String(), "--data-dir") {
+		t.Fatalf("--data-dir \"\": exit %d %s", code, errb.String())
+	}
+	if ents, _ := os.ReadDir("."); len(ents) != 0 {
+		t.Fatalf("files written in the working directory: %v", ents)
+	}
+}
