@@ -68,11 +68,65 @@ type CorruptSegmentError = archive.CorruptSegmentError
 var ErrNoArchive = errors.New("no log archive: set Config.ArchiveDir (or Config.DataDir)")
 
 // ErrArchiveMismatch: Config.ArchiveDir holds the archive of another store,
-// or an archive of unknown origin (no store-id file). The client neither
-// reads it as its own history (VerifyAudit would report tampering) nor
-// moves or changes it: point Config.ArchiveDir elsewhere, or move the
-// archive away.
+// or an archive of unknown origin (no store-id file), or an archive with no
+// store beside it. The client neither reads it as its own history
+// (VerifyAudit would report tampering) nor moves or changes it: point
+// Config.ArchiveDir elsewhere, or move the archive away. The error is an
+// *ArchiveMismatchError.
 var ErrArchiveMismatch = errors.New("the log archive belongs to another store")
+
+// ArchiveMismatchError says why an archive directory is not this store's
+// (errors.Is(err, ErrArchiveMismatch) holds). Its Error speaks of Config
+// fields; a program with other names for them (a CLI's flags) builds its
+// own advice from the fields.
+type ArchiveMismatchError struct {
+	// Dir is the archive directory (Config.ArchiveDir).
+	Dir string
+	// Store is the store file that does not exist yet (New would create
+	// it); "" when the store exists.
+	Store string
+	// StoreID is this store's id; "" when the store does not exist yet.
+	StoreID string
+	// ArchiveStoreID is the store the archive names in its store-id
+	// file; "" when it has none (an archive of unknown origin).
+	ArchiveStoreID string
+}
+
+// Error implements error.
+func (e *ArchiveMismatchError) Error() string {
+	return e.Explain("point Config.ArchiveDir (or Config.DataDir) elsewhere")
+}
+
+// Explain is Error with elsewhere as the advice to use another archive
+// directory (a CLI: "use another --data-dir").
+func (e *ArchiveMismatchError) Explain(elsewhere string) string {
+	return fmt.Sprintf("%v: %s; it was left untouched and nothing was created: %s, or move the archive away%s", ErrArchiveMismatch, e.Finding(),
+		elsewhere, e.claimHint())
+}
+
+// Finding says what was found, without advice.
+func (e *ArchiveMismatchError) Finding() string {
+	switch {
+	case e.Store != "" && e.ArchiveStoreID != "":
+		return fmt.Sprintf("%s holds the log archive of store %s, but there is no store (%s) beside it: a new store would not own it", e.Dir, e.ArchiveStoreID, e.Store)
+	case e.Store != "":
+		return fmt.Sprintf("%s holds a log archive but there is no store (%s) beside it: a new store would not own it; if you lost the store file, restore it from a backup", e.Dir, e.Store)
+	case e.ArchiveStoreID != "":
+		return fmt.Sprintf("%s holds the archive of store %s, and this store is %s", e.Dir, e.ArchiveStoreID, e.StoreID)
+	}
+	return fmt.Sprintf("%s holds an archive of unknown origin (no %s file)", e.Dir, storeIDFile)
+}
+
+// claimHint is how to claim an archive of unknown origin for this store.
+func (e *ArchiveMismatchError) claimHint() string {
+	if e.Store == "" && e.ArchiveStoreID == "" {
+		return fmt.Sprintf("; if it is this store's archive, write the store's id into it (echo %s > %s)", e.StoreID, filepath.Join(e.Dir, storeIDFile))
+	}
+	return ""
+}
+
+// Is makes errors.Is(err, ErrArchiveMismatch) hold.
+func (e *ArchiveMismatchError) Is(target error) bool { return target == ErrArchiveMismatch }
 
 // pruneBatch is how many tasks Prune archives and deletes at a time.
 const pruneBatch = 500
@@ -180,17 +234,13 @@ func (c *Client) checkArchive(ctx context.Context) (missingID string, err error)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if holds {
-			return "", fmt.Errorf("%w: %s holds an archive of unknown origin (no %s file); it was left untouched: "+
-				"point Config.ArchiveDir (--data-dir) elsewhere or move it away; if it is this store's archive, "+
-				"write the store's id into it (echo %s > %s)", ErrArchiveMismatch, dir, storeIDFile, id, filepath.Join(dir, storeIDFile))
+			return "", &ArchiveMismatchError{Dir: dir, StoreID: id}
 		}
 		return id, nil
 	case err != nil:
 		return "", fmt.Errorf("rediacc: the log archive %s: %w", dir, err)
 	case strings.TrimSpace(string(b)) != id:
-		return "", fmt.Errorf("%w: %s holds the archive of store %s, and this store is %s; it was left untouched: "+
-			"point Config.ArchiveDir (--data-dir) elsewhere, or move that archive away if this store replaces that one",
-			ErrArchiveMismatch, dir, strings.TrimSpace(string(b)), id)
+		return "", &ArchiveMismatchError{Dir: dir, StoreID: id, ArchiveStoreID: strings.TrimSpace(string(b))}
 	}
 	return "", nil
 }
@@ -226,8 +276,9 @@ func scanArchiveDir(dir string) (holds bool, err error) {
 }
 
 // newStoreBesideArchive refuses to create a store at path (when no file is
-// there yet) beside an archive dir that holds records: they belong to
-// another store, and a new one could not own them. Nothing is written.
+// there yet) beside an archive dir that holds records or names a store
+// (its store-id file): they belong to another store, and a new one could
+// not own them. Nothing is written.
 func newStoreBesideArchive(path, archiveDir string) error {
 	if archiveDir == "" {
 		return nil
@@ -236,15 +287,22 @@ func newStoreBesideArchive(path, archiveDir string) error {
 		return nil
 	}
 	holds, err := scanArchiveDir(archiveDir)
-	if errors.Is(err, os.ErrNotExist) || err == nil && !holds {
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("rediacc: the log archive %s: %w", archiveDir, err)
 	}
-	return fmt.Errorf("%w: %s holds a log archive but there is no store (%s) beside it: a new store would not own it; "+
-		"nothing was created and the archive was left untouched: restore the store file, or move the archive away to start afresh",
-		ErrArchiveMismatch, archiveDir, path)
+	b, err := readFileNoFollow(filepath.Join(archiveDir, storeIDFile))
+	switch {
+	case err == nil:
+		return &ArchiveMismatchError{Dir: archiveDir, Store: path, ArchiveStoreID: strings.TrimSpace(string(b))}
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("rediacc: the log archive %s: %w", archiveDir, err)
+	case holds:
+		return &ArchiveMismatchError{Dir: archiveDir, Store: path}
+	}
+	return nil
 }
 
 // claimArchive binds the archive directory to this store (on first use):
@@ -381,7 +439,7 @@ func (c *Client) TaskLog(ctx context.Context, id string) (*Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	o, g, err := c.authorize(ctx, authz.TaskRead, sc, audit.EntityTask, id, map[string]string{"source": src})
+	o, g, err := c.authorizeSeen(ctx, authz.TaskRead, taskNotFound(id), authz.TaskRead, sc, audit.EntityTask, id, map[string]string{"source": src})
 	if err != nil {
 		return nil, err
 	}

@@ -44,22 +44,35 @@ func (e *BatchError) Error() string {
 func (e *BatchError) Unwrap() error { return e.Err }
 
 // authFunc authorizes one action of a submission on a team and returns the
-// operation to audit.
-type authFunc func(ctx context.Context, action authz.Action, team scope, eid string, detail map[string]string) (*op, error)
+// operation to audit. With hidden set, a denied actor who may not even see
+// the team's machines gets hidden instead (the named machine's unknown-
+// machine error; see checkSeen).
+type authFunc func(ctx context.Context, action authz.Action, team scope, eid string, detail map[string]string, hidden ...error) (*op, error)
 
 // taskAuth loads the actor's roles once and returns an authFunc that checks
 // them (denials are audited as usual), for one or many submissions.
 func (c *Client) taskAuth(ctx context.Context) (authFunc, error) {
+	return c.taskAuthHiding(ctx, true)
+}
+
+// taskAuthHiding is taskAuth; with hide false a denial is never turned
+// into not found (a schedule's fire, whose reasons its team reads, not the
+// owner it acts as).
+func (c *Client) taskAuthHiding(ctx context.Context, hide bool) (authFunc, error) {
 	base, err := c.newOp(ctx, authz.TaskCreate, scope{}, audit.EntityTask, "", nil)
 	if err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context, action authz.Action, team scope, eid string, detail map[string]string) (*op, error) {
+	return func(ctx context.Context, action authz.Action, team scope, eid string, detail map[string]string, hidden ...error) (*op, error) {
 		if detail == nil {
 			detail = map[string]string{}
 		}
 		o := &op{c: c, actor: base.actor, via: base.via, action: action, etype: audit.EntityTask, eid: eid, team: team, detail: detail, grants: base.grants}
-		if err := o.check(ctx); err != nil {
+		check := o.check
+		if len(hidden) > 0 && hide {
+			check = func(ctx context.Context) error { return o.checkSeen(ctx, authz.MachineRead, hidden[0]) }
+		}
+		if err := check(ctx); err != nil {
 			return nil, err
 		}
 		return o, nil
@@ -90,12 +103,12 @@ func (c *Client) prepareTask(ctx context.Context, spec TaskSpec, p *placer, auth
 				if spec.Machine == "" {
 					return prepared{}, fmt.Errorf("%w: a machine or a team is required", ErrInvalidTask)
 				}
-				return prepared{}, fmt.Errorf("%w: %q is not registered (add it first: rediacc machine add)", ErrUnknownMachine, spec.Machine)
+				return prepared{}, unknownMachine(spec.Machine)
 			}
 			return prepared{}, mapStoreErr(err)
 		}
 		o, err = auth(ctx, authz.TaskCreate, teamScope(m.TeamID, m.Team), id,
-			map[string]string{"machine": m.Name, "machine_id": m.ID, "priority": strconv.Itoa(int(spec.Priority))})
+			map[string]string{"machine": m.Name, "machine_id": m.ID, "priority": strconv.Itoa(int(spec.Priority))}, unknownMachine(spec.Machine))
 		if err != nil {
 			return prepared{}, err
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/rediacc/rediacc/internal/safefs"
 	"github.com/rediacc/rediacc/internal/store/memory"
@@ -61,4 +62,59 @@ func openDataDir(cfg *Config) error {
 func (s *Store) inMemory() bool {
 	_, ok := s.e.(*memory.Engine)
 	return ok
+}
+
+// newUndo is what New created (files and directories that did not exist
+// before it), removed again when New fails: a failed New changes nothing.
+// Directories are removed only when empty.
+type newUndo struct {
+	files, dirs []string
+}
+
+// noteFiles records the paths among files that do not exist now.
+func (u *newUndo) noteFiles(files ...string) {
+	for _, f := range files {
+		if _, err := os.Lstat(f); errors.Is(err, os.ErrNotExist) {
+			u.files = append(u.files, f)
+		}
+	}
+}
+
+// noteDir records dir (and its missing parents) when it does not exist now.
+func (u *newUndo) noteDir(dir string) {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
+			return
+		}
+		u.dirs = append(u.dirs, d) // innermost first
+	}
+}
+
+// run removes what was recorded and created meanwhile.
+func (u *newUndo) run() {
+	for _, f := range u.files {
+		_ = os.Remove(f)
+	}
+	for _, d := range u.dirs {
+		_ = os.Remove(d) // only when empty
+	}
+}
+
+// absPaths makes the paths of cfg absolute, resolved against the working
+// directory New runs in: the data dir, the archive dir and the audit key
+// file are written long after New (the archive on first use), when an
+// embedding program may have changed its working directory; a relative
+// path would then put the client's files wherever it went.
+func absPaths(cfg *Config) error {
+	for _, p := range []*string{&cfg.DataDir, &cfg.ArchiveDir, &cfg.AuditKeyFile} {
+		if *p == "" || filepath.IsAbs(*p) {
+			continue
+		}
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return fmt.Errorf("rediacc: %s: %w", *p, err)
+		}
+		*p = abs
+	}
+	return nil
 }

@@ -33,3 +33,10 @@ func SetRotationHook(team string, f func(step, machine string)) (restore func())
 		testHooksMu.Unlock()
 	}
 }
+
+// SetCAFinishHook makes f run in FinishSSHCARotation after the machines
+// were probed, before the CA state is written, until restore is called.
+func SetCAFinishHook(f func(team string)) (restore func()) {
+	caFinishHook.Store(&f)
+	return func() { caFinishHook.Store(nil) }
+}

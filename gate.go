@@ -61,9 +61,13 @@ func (c *Client) setMachineGate(ctx context.Context, name, reason string, on boo
 	}
 	m, err := c.engine.MachineByName(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("machine %q: %w", name, ErrNotFound)
+		return machineNotFound(name)
 	} else if err != nil {
 		return mapStoreErr(err)
+	}
+	if err := c.requireSeen(ctx, authz.MachineDrain, authz.MachineRead, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID,
+		map[string]string{"machine": m.Name}, machineNotFound(name)); err != nil {
+		return err
 	}
 	return c.setGate(ctx, authz.MachineDrain, audit.EntityMachine, teamScope(m.TeamID, m.Team), store.GateDrain, m.ID, m.Name, reason, on,
 		store.Condition{Kind: store.CondMachineInTeam, MachineID: m.ID, TeamID: m.TeamID})
@@ -142,7 +146,13 @@ func (c *Client) Gates(ctx context.Context) ([]Gate, error) {
 		return nil, mapStoreErr(err)
 	}
 	out := []Gate{}
+	live := c.newLiveness() // leftovers.go
 	for _, gt := range gs {
+		if ok, err := live.gateInForce(ctx, gt); err != nil {
+			return nil, err
+		} else if !ok {
+			continue // a removed machine's drain, a deleted team's pause
+		}
 		pg, err := c.publicGate(ctx, gt)
 		if err != nil {
 			return nil, err

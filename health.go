@@ -411,7 +411,7 @@ func (c *Client) ProbeMachine(ctx context.Context, name string) (HealthSample, e
 	if err != nil {
 		return HealthSample{}, err
 	}
-	o, _, err := c.authorize(ctx, authz.MachineStatus, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID,
+	o, _, err := c.authorizeSeen(ctx, authz.MachineRead, machineNotFound(name), authz.MachineStatus, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID,
 		map[string]string{"machine": name, "probe": "ssh"})
 	if err != nil {
 		return HealthSample{}, err

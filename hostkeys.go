@@ -330,7 +330,7 @@ func (c *Client) changeHostKeys(ctx context.Context, name string, add func(m Mac
 	if add != nil {
 		op = "import"
 	}
-	o, _, err := c.authorize(ctx, authz.MachineHostKeys, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"op": op, "machine": name})
+	o, _, err := c.authorizeSeen(ctx, authz.MachineRead, machineNotFound(name), authz.MachineHostKeys, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"op": op, "machine": name})
 	if err != nil {
 		return 0, err
 	}

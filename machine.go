@@ -140,6 +140,15 @@ type Machine struct {
 
 	CreatedAt time.Time `json:"createdAt,omitzero"`
 
+	// HostKeyUnknown is set by AddMachine (only) when no key of the host
+	// is known under HostKeyKnownHosts: KnownHostsFile has no line for
+	// its address and its team trusts no host CA. The machine is added,
+	// but every connection fails with ErrUnknownHostKey until a verified
+	// key is imported (ImportHostKeys) or the machine is added again with
+	// HostKeyAcceptNew (trust on first use). AddMachine also logs a
+	// warning saying so.
+	HostKeyUnknown bool `json:"hostKeyUnknown,omitempty"`
+
 	publicKey string // authorized_keys form of the key, from the record
 }
 
@@ -489,6 +498,11 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		return Machine{}, o.fail(ctx, mapStoreErr(err))
 	}
 	m.Team = stored.Team
+	if m.HostKeyPolicy == HostKeyKnownHosts && len(hostLines) == 0 && hostLines != nil && len(c.ca.hosts.get(ctx, c, sc)) == 0 {
+		m.HostKeyUnknown = true
+		c.log.WarnContext(ctx, "machine added, but no key of its host is known: its connections will fail with an unknown host key until a verified key is imported, or the machine is added again trusting the first key seen",
+			"machine", m.Name, "addr", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), "known_hosts", m.KnownHostsFile)
+	}
 	c.log.InfoContext(ctx, "machine added", "machine", m.Name, "machine_id", m.ID, "team", m.Team, "addr", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), "host_key_policy", string(m.HostKeyPolicy))
 	return m, nil
 }
@@ -522,7 +536,7 @@ func (c *Client) machine(ctx context.Context, name string) (Machine, error) {
 	r, err := c.engine.MachineByName(ctx, name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return Machine{}, fmt.Errorf("machine %q: %w", name, ErrNotFound)
+			return Machine{}, machineNotFound(name)
 		}
 		return Machine{}, mapStoreErr(err)
 	}
@@ -539,7 +553,7 @@ func (c *Client) Machine(ctx context.Context, name string) (Machine, error) {
 	if err != nil {
 		return Machine{}, err
 	}
-	o, _, err := c.authorize(ctx, authz.MachineRead, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"machine": name})
+	o, _, err := c.authorizeSeen(ctx, authz.MachineRead, machineNotFound(name), authz.MachineRead, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"machine": name})
 	if err != nil {
 		return Machine{}, err
 	}
@@ -588,7 +602,8 @@ func (c *Client) Machines(ctx context.Context, f ...MachineFilter) ([]Machine, e
 // its tasks keep naming it; the name is free for a new machine. Needs
 // admin of its team. Errors: ErrNoActor, ErrPermissionDenied, ErrNotFound;
 // ErrMachineBusy while it has unfinished tasks; ErrConflict when it moved
-// meanwhile.
+// meanwhile. A schedule pinned to it stays (its team may pin it to another
+// machine): its fires fail, each with a schedule.failed alert.
 func (c *Client) RemoveMachine(ctx context.Context, name string) error {
 	if _, _, err := c.actor(ctx); err != nil {
 		return err
@@ -597,7 +612,7 @@ func (c *Client) RemoveMachine(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	o, _, err := c.authorize(ctx, authz.MachineRemove, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"machine": name})
+	o, _, err := c.authorizeSeen(ctx, authz.MachineRead, machineNotFound(name), authz.MachineRemove, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID, map[string]string{"machine": name})
 	if err != nil {
 		return err
 	}

@@ -411,10 +411,21 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if st == nil && cfg.DataDir == "" {
 		cfg.DataDir = DefaultDataDir()
 	}
+	if err := absPaths(&cfg); err != nil { // datadir.go: later writes never depend on the working directory
+		return nil, err
+	}
+	var undo newUndo // datadir.go: what New created, removed again if it fails
+	defer func() {
+		if !built {
+			undo.run()
+		}
+	}()
 	if cfg.DataDir != "" {
+		undo.noteDir(cfg.DataDir)
 		if err := openDataDir(&cfg); err != nil { // datadir.go
 			return nil, err
 		}
+		undo.noteFiles(filepath.Join(cfg.DataDir, auditKeyFileName))
 	}
 	archiveDefaults(&cfg) // archive.go
 	if st == nil {
@@ -422,6 +433,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		if err := newStoreBesideArchive(path, cfg.ArchiveDir); err != nil { // archive.go
 			return nil, err
 		}
+		undo.noteFiles(path, path+"-wal", path+"-shm", path+"-journal", path+"-lock")
 		var err error
 		st, err = OpenSQLite(ctx, path)
 		if err != nil {

@@ -17,6 +17,9 @@ import (
 // member of another team.
 var matrixUsers = []string{"owner", "admin", "operator", "viewer", "auditor", "outsider", "staging-admin"}
 
+// prodMember: the matrix users who may see prod's machines and tasks.
+var prodMember = map[string]bool{"owner": true, "admin": true, "operator": true, "viewer": true}
+
 type roleFixture struct {
 	c       *rediacc.Client
 	keyFile string
@@ -80,12 +83,15 @@ func TestRoleMatrix(t *testing.T) {
 		action  string
 		allowed []string
 		run     func(ctx context.Context, user string) error
+		// hidden: the error of users who may not see the machine or task
+		// the cell names (no role in its team): as for an unknown one.
+		hidden error
 	}
 	cells := []cell{
 		{"team.create", []string{"owner"}, func(ctx context.Context, _ string) error {
 			_, err := c.CreateTeam(ctx, uniq("team"), "")
 			return err
-		}},
+		}, nil},
 		{"team.rename", []string{"owner"}, func(ctx context.Context, _ string) error {
 			name := uniq("ren")
 			if _, err := c.CreateTeam(as("owner"), name, ""); err != nil {
@@ -95,7 +101,7 @@ func TestRoleMatrix(t *testing.T) {
 				return err
 			}
 			return c.RenameTeam(ctx, name, uniq("renamed"))
-		}},
+		}, nil},
 		{"team.delete", []string{"owner"}, func(ctx context.Context, _ string) error {
 			name := uniq("del")
 			if _, err := c.CreateTeam(as("owner"), name, ""); err != nil {
@@ -105,58 +111,58 @@ func TestRoleMatrix(t *testing.T) {
 				return err
 			}
 			return c.DeleteTeam(ctx, name)
-		}},
+		}, nil},
 		{"team.member.add", []string{"owner", "admin"}, func(ctx context.Context, _ string) error {
 			_, err := c.SetMember(ctx, "prod", uniq("newbie"), rediacc.RoleViewer)
 			return err
-		}},
+		}, nil},
 		{"team.member.remove", []string{"owner", "admin"}, func(ctx context.Context, _ string) error {
 			u := uniq("leaver")
 			if _, err := c.SetMember(as("owner"), "prod", u, rediacc.RoleViewer); err != nil {
 				return err
 			}
 			return c.RemoveMember(ctx, "prod", u)
-		}},
+		}, nil},
 		{"team.member.list", []string{"owner", "admin"}, func(ctx context.Context, _ string) error {
 			_, err := c.Members(ctx, "prod")
 			return err
-		}},
+		}, nil},
 		{"owner.add", []string{"owner"}, func(ctx context.Context, _ string) error {
 			return c.AddStoreRole(ctx, uniq("owner2"), rediacc.RoleOwner)
-		}},
+		}, nil},
 		{"auditor.add", []string{"owner"}, func(ctx context.Context, _ string) error {
 			return c.AddStoreRole(ctx, uniq("auditor2"), rediacc.RoleAuditor)
-		}},
+		}, nil},
 		{"machine.add", []string{"owner", "admin"}, func(ctx context.Context, _ string) error {
 			_, err := c.AddMachine(ctx, rediacc.Machine{Name: uniq("m"), Team: "prod", Host: "127.0.0.9", User: "u", IdentityFile: f.keyFile, HostKeyPolicy: rediacc.HostKeyInsecureIgnore})
 			return err
-		}},
+		}, nil},
 		{"machine.remove", []string{"owner", "admin"}, func(ctx context.Context, _ string) error {
 			name := uniq("gone")
 			if _, err := c.AddMachine(as("owner"), rediacc.Machine{Name: name, Team: "prod", Host: "127.0.0.9", User: "u", IdentityFile: f.keyFile, HostKeyPolicy: rediacc.HostKeyInsecureIgnore}); err != nil {
 				return err
 			}
 			return c.RemoveMachine(ctx, name)
-		}},
+		}, rediacc.ErrNotFound},
 		{"machine.hostkeys", []string{"owner", "admin"}, func(ctx context.Context, _ string) error {
 			return c.ForgetHostKeys(ctx, "prod-01")
-		}},
+		}, rediacc.ErrNotFound},
 		{"machine.read", []string{"owner", "admin", "operator", "viewer"}, func(ctx context.Context, _ string) error {
 			_, err := c.Machine(ctx, "prod-01")
 			return err
-		}},
+		}, rediacc.ErrNotFound},
 		{"key.list", []string{"owner", "admin", "operator", "viewer"}, func(ctx context.Context, _ string) error {
 			_, err := c.Keys(ctx, rediacc.KeyFilter{Team: "prod"})
 			return err
-		}},
+		}, nil},
 		{"key.rotate", []string{"owner", "admin"}, func(ctx context.Context, _ string) error {
 			_, err := c.SubmitKeyRotation(ctx, rediacc.KeyRotationOptions{Machine: "prod-01"})
 			return err
-		}},
+		}, rediacc.ErrNotFound},
 		{"task.create", []string{"owner", "admin", "operator"}, func(ctx context.Context, _ string) error {
 			_, err := c.Submit(ctx, rediacc.TaskSpec{Machine: "prod-01", Command: "true"})
 			return err
-		}},
+		}, rediacc.ErrUnknownMachine},
 		{"task.cancel", []string{"owner", "admin", "operator"}, func(ctx context.Context, _ string) error {
 			task, err := c.Submit(as("owner"), rediacc.TaskSpec{Machine: "prod-01", Command: "true"})
 			if err != nil {
@@ -164,23 +170,23 @@ func TestRoleMatrix(t *testing.T) {
 			}
 			_, err = c.Cancel(ctx, task.ID)
 			return err
-		}},
+		}, rediacc.ErrNotFound},
 		{"task.read", []string{"owner", "admin", "operator", "viewer"}, func(ctx context.Context, _ string) error {
 			_, err := c.Get(ctx, f.task)
 			return err
-		}},
+		}, rediacc.ErrNotFound},
 		{"task.list", []string{"owner", "admin", "operator", "viewer"}, func(ctx context.Context, _ string) error {
 			_, err := c.List(ctx, rediacc.ListFilter{Team: "prod"})
 			return err
-		}},
+		}, nil},
 		{"audit.read", []string{"owner", "admin", "auditor"}, func(ctx context.Context, _ string) error {
 			_, err := c.AuditLog(ctx, rediacc.AuditFilter{Team: "prod", Limit: 5})
 			return err
-		}},
+		}, nil},
 		{"audit.verify", []string{"owner", "auditor"}, func(ctx context.Context, _ string) error {
 			_, err := c.VerifyAudit(ctx)
 			return err
-		}},
+		}, nil},
 	}
 	for _, cl := range cells {
 		for _, user := range matrixUsers {
@@ -194,6 +200,16 @@ func TestRoleMatrix(t *testing.T) {
 				switch {
 				case want && err != nil:
 					t.Fatalf("%s as %s: %v, want allowed", cl.action, user, err)
+				case !want && cl.hidden != nil && !prodMember[user]:
+					// Not a member of prod: reported as if the machine or
+					// task did not exist, and audited as a denial.
+					if !errors.Is(err, cl.hidden) || errors.Is(err, rediacc.ErrPermissionDenied) {
+						t.Fatalf("%s as %s: %v, want %v (as for an unknown name)", cl.action, user, err, cl.hidden)
+					}
+					recs, aerr := c.AuditLog(as("owner"), rediacc.AuditFilter{Actor: user, Result: "denied", Action: cl.action, Limit: 10000})
+					if aerr != nil || len(recs) == 0 {
+						t.Errorf("hidden denial of %s to %s not audited (%v)", cl.action, user, aerr)
+					}
 				case !want && !errors.Is(err, rediacc.ErrPermissionDenied):
 					t.Fatalf("%s as %s: %v, want ErrPermissionDenied", cl.action, user, err)
 				case !want:
@@ -228,19 +244,20 @@ func TestTeamIsolation(t *testing.T) {
 	f := newRoleFixture(t)
 	c := f.c
 	st := as("staging-admin")
-	if _, err := c.Get(st, f.task); !errors.Is(err, rediacc.ErrPermissionDenied) {
+	// Another team's tasks and machines are not found, as unknown ones.
+	if _, err := c.Get(st, f.task); !errors.Is(err, rediacc.ErrNotFound) {
 		t.Errorf("staging admin reads a prod task: %v", err)
 	}
-	if _, err := c.Cancel(st, f.task); !errors.Is(err, rediacc.ErrPermissionDenied) {
+	if _, err := c.Cancel(st, f.task); !errors.Is(err, rediacc.ErrNotFound) {
 		t.Errorf("staging admin cancels a prod task: %v", err)
 	}
 	if got, _ := c.Get(as("owner"), f.task); got.Status != rediacc.StatusPending {
 		t.Errorf("denied cancel changed the task: %s", got.Status)
 	}
-	if _, err := c.Submit(st, rediacc.TaskSpec{Machine: "prod-01", Command: "true"}); !errors.Is(err, rediacc.ErrPermissionDenied) {
+	if _, err := c.Submit(st, rediacc.TaskSpec{Machine: "prod-01", Command: "true"}); !errors.Is(err, rediacc.ErrUnknownMachine) {
 		t.Errorf("staging admin submits to prod: %v", err)
 	}
-	if err := c.MoveMachine(st, "prod-01", "staging"); !errors.Is(err, rediacc.ErrPermissionDenied) {
+	if err := c.MoveMachine(st, "prod-01", "staging"); !errors.Is(err, rediacc.ErrNotFound) {
 		t.Errorf("staging admin moves a prod machine: %v", err)
 	}
 	if err := c.MoveMachine(as("admin"), "prod-01", "staging"); !errors.Is(err, rediacc.ErrPermissionDenied) {

@@ -216,7 +216,8 @@ func (c *Client) RotateKey(ctx context.Context, opts KeyRotationOptions) ([]KeyR
 			continue
 		}
 		r := &rotation{c: c, k: k, opts: opts, typ: typ, actor: actor, hostCAs: c.ca.hosts.get(ctx, c, teamScope(k.team, k.teamName)), // sshca_sign.go
-			log: c.log.With(slog.String("key_id", k.id), slog.String("team", k.teamName), slog.String("fingerprint", k.fingerprint()))}
+			guard: roleGuard(actor, authz.KeyRotate, teamScope(k.team, k.teamName)),
+			log:   c.log.With(slog.String("key_id", k.id), slog.String("team", k.teamName), slog.String("fingerprint", k.fingerprint()))}
 		res, err := r.run(ctx)
 		results = append(results, res)
 		if err != nil {
@@ -278,6 +279,10 @@ func (c *Client) selectKeys(ctx context.Context, opts KeyRotationOptions) ([]*in
 		m, err := c.machine(ctx, opts.Machine)
 		if err != nil {
 			return nil, "", nil, err
+		}
+		if err := c.requireSeen(ctx, authz.KeyRotate, authz.MachineRead, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID,
+			map[string]string{"machine": m.Name}, machineNotFound(opts.Machine)); err != nil {
+			return nil, "", nil, err // before naming the machine's team
 		}
 		if opts.Team != "" && sc.id != m.TeamID {
 			return nil, "", nil, fmt.Errorf("%w: machine %s is in team %q, not %q", ErrInvalidArgument, m.Name, m.Team, opts.Team)
@@ -400,6 +405,13 @@ type rotation struct {
 	opts  KeyRotationOptions
 	typ   rssh.KeyType
 	actor string
+	// guard: the actor still holds key.rotate in the key's team, checked
+	// by the store in each of the rotation's writes (the lock, its
+	// progress, the machines' records): a role revoked mid-rotation stops
+	// it at its next write with ErrPermissionDenied, each machine keeping
+	// a key that logs in (finish with Resume or Rollback as someone who
+	// may).
+	guard store.Condition
 	log   *slog.Logger
 	ke    store.KeyEngine
 	owner string
@@ -483,7 +495,7 @@ func (r *rotation) lock(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			sk, err = r.ke.CreateKey(ctx, store.Key{ID: r.k.id, TeamID: r.k.team, Fingerprint: r.k.fingerprint(), Data: data})
+			sk, err = r.ke.CreateKey(r.guarded(ctx), store.Key{ID: r.k.id, TeamID: r.k.team, Fingerprint: r.k.fingerprint(), Data: data})
 			if errors.Is(err, store.ErrExists) {
 				continue
 			}
@@ -513,7 +525,7 @@ func (r *rotation) lock(ctx context.Context) error {
 			return err
 		}
 		sk.Data = data
-		nk, err := r.ke.UpdateKey(ctx, sk)
+		nk, err := r.ke.UpdateKey(r.guarded(ctx), sk)
 		if errors.Is(err, store.ErrRevision) {
 			continue
 		}
@@ -583,7 +595,14 @@ func (r *rotation) saveLocked(ctx context.Context, keep bool) error {
 	if rec.PublicKey != "" {
 		sk.Fingerprint = fingerprintOf(rec.PublicKey)
 	}
-	nk, err := r.ke.UpdateKey(context.WithoutCancel(ctx), sk)
+	nk, err := r.ke.UpdateKey(r.guarded(context.WithoutCancel(ctx)), sk)
+	if !keep && isRoleGuard(err) {
+		// The actor lost the role: release the lock alone, on the record
+		// as last stored (nothing of this run's unsaved progress).
+		nk, err = r.releaseOnly(context.WithoutCancel(ctx))
+		rec = r.rec
+		rec.Lock = nil
+	}
 	if errors.Is(err, store.ErrRevision) {
 		return fmt.Errorf("%w: the lock on key %s was taken over by another rotation; this one stops", ErrKeyRotationBusy, r.k.fingerprint())
 	}
@@ -592,6 +611,37 @@ func (r *rotation) saveLocked(ctx context.Context, keep bool) error {
 	}
 	r.stored, r.rec.Lock = nk, rec.Lock
 	return nil
+}
+
+// guarded is ctx with the rotation's role guard (see rotation.guard).
+func (r *rotation) guarded(ctx context.Context) context.Context {
+	if r.guard.Kind == "" {
+		return ctx
+	}
+	return store.WithGuard(ctx, r.guard)
+}
+
+// isRoleGuard reports whether err is a store's refusal because the actor
+// no longer holds the role.
+func isRoleGuard(err error) bool {
+	var ge *store.GuardError
+	return errors.As(err, &ge) && ge.Condition.Kind == store.CondRole
+}
+
+// releaseOnly clears the lock on the key's record as last stored.
+func (r *rotation) releaseOnly(ctx context.Context) (store.Key, error) {
+	last, err := decodeKeyRecord(r.stored)
+	if err != nil {
+		return store.Key{}, err
+	}
+	last.Lock = nil
+	data, err := json.Marshal(last)
+	if err != nil {
+		return store.Key{}, err
+	}
+	sk := r.stored
+	sk.Data = data
+	return r.ke.UpdateKey(ctx, sk)
 }
 
 func (r *rotation) unlock() {
@@ -1226,7 +1276,7 @@ func (r *rotation) storeNew(ctx context.Context) error {
 			r.audit(ctx, "key.store", m.Name, nil, map[string]string{"fingerprint": newFP, "vault_key": ref, "version": strconv.Itoa(ver)})
 		}
 		r.hook("store", m.Name)
-		if err := c.pointMachine(ctx, m, func(mm *Machine) {
+		if err := c.pointMachine(r.guarded(ctx), m, func(mm *Machine) {
 			mm.IdentitySecret, mm.IdentityFile, mm.KeyID = ref, "", r.k.id
 			mm.setPublicKey(r.newKey.pub)
 		}); err != nil {
@@ -1256,7 +1306,8 @@ func (r *rotation) storeNew(ctx context.Context) error {
 
 // pointMachine updates machine m's record with change, as long as it is
 // still the machine of m.TeamID (checked in the update's transaction, so a
-// move in between is neither undone nor followed: ErrConflict).
+// move in between is neither undone nor followed: ErrConflict) and the
+// guards ctx carries hold (a rotation's: its actor's role).
 func (c *Client) pointMachine(ctx context.Context, m Machine, change func(*Machine)) error {
 	r, err := c.engine.GetMachine(ctx, m.ID)
 	if err != nil {
@@ -1481,7 +1532,7 @@ func (r *rotation) rollback(ctx context.Context, res KeyRotationResult) (KeyRota
 		if err != nil {
 			return res, fmt.Errorf("restoring machine %s's previous key in the vault: %w", m.Name, vaultErr(err))
 		}
-		if err := r.c.pointMachine(ctx, m, func(mm *Machine) { mm.KeyID = k.id; mm.setPublicKey(r.prev[m.ID].pub) }); err != nil {
+		if err := r.c.pointMachine(r.guarded(ctx), m, func(mm *Machine) { mm.KeyID = k.id; mm.setPublicKey(r.prev[m.ID].pub) }); err != nil {
 			return res, err
 		}
 		r.c.pool.Forget(m.poolName())

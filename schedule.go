@@ -343,9 +343,13 @@ func (c *Client) scheduleTarget(ctx context.Context, d *scheduleDef) error {
 	}
 	m, err := c.engine.MachineByName(ctx, t.Machine)
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("%w: %q is not registered (add it first: rediacc machine add)", ErrUnknownMachine, t.Machine)
+		return unknownMachine(t.Machine)
 	} else if err != nil {
 		return mapStoreErr(err)
+	}
+	if err := c.requireSeen(ctx, authz.TaskCreate, authz.MachineRead, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID,
+		map[string]string{"machine": m.Name, "schedule": d.s.Name}, unknownMachine(t.Machine)); err != nil {
+		return err // before naming the machine's team
 	}
 	if d.s.Team != "" && d.s.Team != m.Team {
 		return fmt.Errorf("%w: machine %q is in team %q, not %q", ErrInvalidTask, m.Name, m.Team, d.s.Team)
@@ -462,11 +466,16 @@ func (c *Client) CreateSchedule(ctx context.Context, s Schedule) (*Schedule, err
 	}
 	switch {
 	case team == (scope{}) && s.Task.Machine != "":
-		return nil, fmt.Errorf("%w: %q is not registered (add it first: rediacc machine add)", ErrUnknownMachine, s.Task.Machine)
+		return nil, unknownMachine(s.Task.Machine)
 	case team == (scope{}):
 		return nil, fmt.Errorf("%w: schedule %q: name a machine (Task.Machine) or a team (Team) to place the task in", ErrInvalidArgument, s.Name)
 	}
-	o, _, err := c.authorize(ctx, authz.ScheduleCreate, team, audit.EntitySchedule, s.Name, nil)
+	var o *op
+	if s.Team == "" { // the team is the machine's: hidden like the machine
+		o, _, err = c.authorizeSeen(ctx, authz.MachineRead, unknownMachine(s.Task.Machine), authz.ScheduleCreate, team, audit.EntitySchedule, s.Name, nil)
+	} else {
+		o, _, err = c.authorize(ctx, authz.ScheduleCreate, team, audit.EntitySchedule, s.Name, nil)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -534,7 +543,7 @@ func (c *Client) readSchedule(ctx context.Context, nameOrID string, action authz
 	if err != nil {
 		return store.Schedule{}, nil, err
 	}
-	o, _, err := c.authorize(ctx, action, sc, audit.EntitySchedule, r.ID, map[string]string{"name": r.Name})
+	o, _, err := c.authorizeSeen(ctx, authz.ScheduleList, fmt.Errorf("schedule %q: %w", nameOrID, ErrNotFound), action, sc, audit.EntitySchedule, r.ID, map[string]string{"name": r.Name})
 	if err != nil {
 		return store.Schedule{}, nil, err
 	}
@@ -585,7 +594,13 @@ func (c *Client) ListSchedules(ctx context.Context, f ScheduleFilter) ([]*Schedu
 		return nil, mapStoreErr(err)
 	}
 	out := make([]*Schedule, 0, len(rs))
+	live := c.newLiveness() // leftovers.go
 	for _, r := range rs {
+		if ok, err := live.team(ctx, r.TeamID); err != nil {
+			return nil, err
+		} else if !ok {
+			continue // of a deleted team
+		}
 		s, err := c.publicSchedule(ctx, r)
 		if err != nil {
 			return nil, err

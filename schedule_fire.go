@@ -191,7 +191,7 @@ func (c *Client) fireTasks(ctx, actx context.Context, d scheduleDef, r store.Sch
 	if err := c.labelSchedule(ctx, &d); err != nil {
 		return nil, nil, err
 	}
-	auth, err := c.taskAuth(actx)
+	auth, err := c.taskAuthHiding(actx, false)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -672,6 +672,12 @@ func (c *Client) FinishSSHCARotation(ctx context.Context, team string) (TeamSSHC
 		}
 	}
 	st.prune(machines)
+	if h := caFinishHook.Load(); h != nil {
+		(*h)(team)
+	}
+	if err := o.recheck(ctx); err != nil { // recheck.go: the probes took a while
+		return TeamSSHCA{}, err
+	}
 	retired := *old
 	old.State, old.RetiredAt = SSHCARetired, c.clock.Now().UTC()
 	next.State = SSHCAActive

@@ -603,7 +603,7 @@ func (c *Client) readTask(ctx context.Context, id string, audited bool) (*Task, 
 	if err != nil {
 		return nil, nil, authz.Grants{}, err
 	}
-	o, g, err := c.authorize(ctx, authz.TaskRead, taskScope(t), audit.EntityTask, id, nil)
+	o, g, err := c.authorizeSeen(ctx, authz.TaskRead, taskNotFound(id), authz.TaskRead, taskScope(t), audit.EntityTask, id, nil)
 	if err != nil {
 		return nil, nil, g, err
 	}
@@ -747,7 +747,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	o, g, err := c.authorize(ctx, authz.TaskCancel, taskScope(cur), audit.EntityTask, id, map[string]string{"status": string(cur.Status)})
+	o, g, err := c.authorizeSeen(ctx, authz.TaskRead, taskNotFound(id), authz.TaskCancel, taskScope(cur), audit.EntityTask, id, map[string]string{"status": string(cur.Status)})
 	if err != nil {
 		return nil, err
 	}

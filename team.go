@@ -193,7 +193,8 @@ type teamDeleteOptions struct{ purgeVault bool }
 // purge is audited (action team.vault.purge, with the number of keys).
 func PurgeVault() TeamDeleteOption { return func(o *teamDeleteOptions) { o.purgeVault = true } }
 
-// ErrTeamNotEmpty: the team still has machines or unfinished tasks.
+// ErrTeamNotEmpty: the team still has machines, unfinished tasks or
+// schedules (the error says which).
 var ErrTeamNotEmpty = errors.New("team still has machines or unfinished tasks (move or remove them first)")
 
 // ErrTeamVaultNotEmpty: the team's vault still holds secrets. Delete them
@@ -304,6 +305,12 @@ func (c *Client) teamDeletable(ctx context.Context, sc scope) error {
 	}
 	if len(ms) > 0 || len(ts) > 0 {
 		return fmt.Errorf("team %q: %w (%d machine(s), unfinished tasks: %v)", sc.name, ErrTeamNotEmpty, len(ms), len(ts) > 0)
+	}
+	if names, err := c.teamSchedules(ctx, sc.id); err != nil || len(names) > 0 { // leftovers.go
+		if err == nil {
+			err = fmt.Errorf("team %q: %w: it has schedules %s (delete them first: rediacc schedule delete NAME)", sc.name, ErrTeamNotEmpty, quoteList(names))
+		}
+		return err
 	}
 	return nil
 }
@@ -515,7 +522,7 @@ func (c *Client) MoveMachine(ctx context.Context, name, team string) error {
 	if err != nil {
 		return err
 	}
-	o, g, err := c.authorize(ctx, authz.MachineMove, src, audit.EntityMachine, m.ID,
+	o, g, err := c.authorizeSeen(ctx, authz.MachineRead, machineNotFound(name), authz.MachineMove, src, audit.EntityMachine, m.ID,
 		map[string]string{"machine": name, "from": m.Team, "to": team, "to_team_id": dst.id})
 	if err != nil {
 		return err

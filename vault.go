@@ -85,6 +85,14 @@ type LocalVaultOptions struct {
 // links. Errors: ErrWrongPassphrase (the passphrase or identity does not
 // decrypt existing files; nothing changed), ErrVaultCorrupt, ErrUnsafePath.
 func OpenLocalVault(dir string, opts LocalVaultOptions) (Vault, error) {
+	if abs, err := filepath.Abs(dir); err == nil && dir != "" { // its files are written later: never relative to a working directory that moved
+		dir = abs
+	}
+	if opts.IdentityFile != "" {
+		if abs, err := filepath.Abs(opts.IdentityFile); err == nil {
+			opts.IdentityFile = abs
+		}
+	}
 	var o []local.Option
 	if len(opts.Passphrase) > 0 {
 		o = append(o, local.WithPassphrase(opts.Passphrase))

@@ -99,9 +99,13 @@ func (c *Client) CreateWindow(ctx context.Context, w MaintenanceWindow) (*Mainte
 	if w.Machine != "" {
 		m, err := c.engine.MachineByName(ctx, w.Machine)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %q is not registered", ErrUnknownMachine, w.Machine)
+			return nil, unknownMachine(w.Machine)
 		} else if err != nil {
 			return nil, mapStoreErr(err)
+		}
+		if err := c.requireSeen(ctx, authz.WindowCreate, authz.MachineRead, teamScope(m.TeamID, m.Team), audit.EntityMachine, m.ID,
+			map[string]string{"machine": m.Name}, unknownMachine(w.Machine)); err != nil {
+			return nil, err // before naming the machine's team
 		}
 		if w.Team != "" && w.Team != m.Team {
 			return nil, fmt.Errorf("%w: machine %q is in team %q, not %q", ErrInvalidArgument, m.Name, m.Team, w.Team)
@@ -200,7 +204,7 @@ func (c *Client) DeleteWindow(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	o, _, err := c.authorize(ctx, authz.WindowDelete, sc, audit.EntityWindow, id, map[string]string{"machine_id": r.MachineID, "cron": r.Cron})
+	o, _, err := c.authorizeSeen(ctx, authz.WindowList, fmt.Errorf("maintenance window %q: %w", id, ErrNotFound), authz.WindowDelete, sc, audit.EntityWindow, id, map[string]string{"machine_id": r.MachineID, "cron": r.Cron})
 	if err != nil {
 		return err
 	}
@@ -239,7 +243,13 @@ func (c *Client) ListWindows(ctx context.Context, f WindowFilter) ([]*Maintenanc
 		return nil, mapStoreErr(err)
 	}
 	out := make([]*MaintenanceWindow, 0, len(rs))
+	live := c.newLiveness() // leftovers.go
 	for _, r := range rs {
+		if ok, err := live.windowInForce(ctx, r); err != nil {
+			return nil, err
+		} else if !ok {
+			continue // of a removed machine, a machine that left the team, a deleted team
+		}
 		w, err := c.publicWindow(ctx, r)
 		if err != nil {
 			return nil, err

@@ -82,7 +82,7 @@ func TestCLITeamNameReuse(t *testing.T) {
 	if code, _, _ := c.as("mallory", "list", "queue", "--team-id", oldID); code != exitPermission {
 		t.Errorf("mallory: list queue --team-id OLD: exit %d", code)
 	}
-	if code, out, _ := c.as("mallory", "logs", oldTask); code != exitPermission || strings.Contains(out, "old-output") {
+	if code, out, _ := c.as("mallory", "logs", oldTask); code != exitNotFound || strings.Contains(out, "old-output") { // hidden: as an unknown id
 		t.Errorf("mallory: logs OLD_TASK: exit %d %q", code, out)
 	}
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -49,6 +51,9 @@ func newMachineAdd(g *globals) *cobra.Command {
 				added, err := cl.AddMachine(ctx, m)
 				if err != nil {
 					return err
+				}
+				if added.HostKeyUnknown {
+					warnHostKeyUnknown(g, added)
 				}
 				if output == "json" {
 					return writeJSON(g, added)
@@ -202,3 +207,16 @@ func writeJSON(g *globals, v any) error {
 }
 
 func sortStrings(s []string) { slices.Sort(s) }
+
+// warnHostKeyUnknown tells, on stderr, that the machine just added cannot
+// be reached until a key of its host is known, and how to make one known.
+func warnHostKeyUnknown(g *globals, m rediacc.Machine) {
+	hostArg := m.Host
+	if m.Port != 22 {
+		hostArg = fmt.Sprintf("-p %d %s", m.Port, m.Host)
+	}
+	fmt.Fprintf(g.stderr, `warning: machine %[1]s was added, but no key of its host %[2]s is known (%[3]s has no line for it): its tasks will fail with "unknown host key" until one is. Either
+  - import a verified key: ssh-keyscan %[4]s > %[1]s.keys, compare its fingerprint (ssh-keygen -lf %[1]s.keys) with the host's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub, run on the host), then: rediacc machine hostkeys import %[1]s %[1]s.keys
+  - or trust the first key seen (trust on first use): rediacc machine remove %[1]s, then add it again with --accept-new-host-key
+`, m.Name, net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), m.KnownHostsFile, hostArg)
+}

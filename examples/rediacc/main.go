@@ -123,6 +123,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = usageError{err}
 	}
 	_ = tout.Flush()
+	err = advise(err) // advice.go: the SDK's advice in the CLI's terms
 	if err != nil {
 		fmt.Fprintf(terr, "error: %v\n", err)
 	}
@@ -139,6 +140,9 @@ func newRoot(g *globals) *cobra.Command {
 	}
 	root.PersistentPreRunE = func(c *cobra.Command, args []string) error {
 		g.logLevelSet = c.Flags().Changed("log-level")
+		if strings.TrimSpace(g.dataDir) == "" { // files would land in the working directory
+			return usagef("--data-dir (env REDIACC_HOME) must not be empty: name the state directory, default %s", filepath.Join("~", ".rediacc"))
+		}
 		ctx, err := g.actorContext(c.Context()) // actor.go
 		if err != nil {
 			return err

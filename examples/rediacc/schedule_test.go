@@ -87,7 +87,7 @@ func TestCLISchedules(t *testing.T) {
 		{[]string{"schedule", "pause", "ghost"}, exitNotFound, "ghost"},
 		{[]string{"schedule", "trigger", "ghost"}, exitNotFound, "ghost"},
 		{[]string{"--as", "mallory", "schedule", "create", "m", "--cron", "@daily", "--team", "prod", "--command", "true"}, exitPermission, "mallory"},
-		{[]string{"--as", "mallory", "schedule", "delete", "nightly-backup"}, exitPermission, "schedule.delete"},
+		{[]string{"--as", "mallory", "schedule", "delete", "nightly-backup"}, exitNotFound, "not found"}, // no role in its team: as an unknown one
 		{[]string{"schedule"}, exitInvalid, "subcommand"},
 	} {
 		code, _, errs := c.run(tc.args...)

@@ -78,7 +78,7 @@ func TestCLIWindowsDrainPause(t *testing.T) {
 		{[]string{"machine", "drain", "ghost"}, exitNotFound, "ghost"},
 		{[]string{"queue", "pause", "--team", "nope"}, exitNotFound, "nope"},
 		{[]string{"queue", "pause"}, exitInvalid, "team"},
-		{[]string{"--as", "mallory", "machine", "drain", "db-01"}, exitPermission, "machine.drain"},
+		{[]string{"--as", "mallory", "machine", "drain", "db-01"}, exitNotFound, "not found"}, // no role in its team: as an unknown machine
 		{[]string{"--as", "mallory", "queue", "pause", "--team", "default"}, exitPermission, "queue.pause"},
 	} {
 		code, _, errs := c.run(tc.args...)

@@ -53,9 +53,11 @@ func (h GateHold) String() string {
 }
 
 // Applies reports whether w governs a task of base priority prio of team
-// on machine.
+// on machine. A window belongs to its team: a machine's window governs
+// only that team's tasks (a machine moved to another team leaves it
+// behind).
 func (w WindowState) Applies(team, machine string, prio int) bool {
-	return prio >= w.HoldFrom && (w.Machine == machine || (w.Machine == "" && w.Team == team))
+	return prio >= w.HoldFrom && w.Team == team && (w.Machine == machine || w.Machine == "")
 }
 
 // Check reports whether g holds a task of base priority prio of team on

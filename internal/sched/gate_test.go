@@ -46,3 +46,19 @@ func TestGatesCheck(t *testing.T) {
 		t.Error("Empty")
 	}
 }
+
+// A machine's window belongs to its team: once the machine has moved to
+// another team, the old team's window no longer holds the new team's
+// tasks on it.
+func TestWindowOfAnotherTeamDoesNotApply(t *testing.T) {
+	w := WindowState{ID: "w", Team: "old-team", Machine: "m1", HoldFrom: 4}
+	if !w.Applies("old-team", "m1", 5) {
+		t.Fatal("the window does not hold its own team's task on its machine")
+	}
+	if w.Applies("new-team", "m1", 5) {
+		t.Fatal("the old team's window holds the new team's task on the machine it moved")
+	}
+	if w.Applies("old-team", "m2", 5) || w.Applies("old-team", "m1", 3) {
+		t.Fatal("the window holds a task of another machine or a higher priority")
+	}
+}

@@ -165,9 +165,11 @@ func createFile(path string) error {
 	case err == nil && st.IsDir():
 		return fmt.Errorf("%w: sqlite store %s is a directory", store.ErrInvalidArgument, path)
 	case err == nil:
-		return nil
+		return checkNotEmpty(path, st.Size()) // create.go
 	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("sqlite store %s: %w", path, err)
+	case !isNewStoreTemp(path):
+		return createStore(path) // create.go: whole, through a temporary file
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("sqlite store %s: %w", path, err)
