@@ -371,8 +371,8 @@ func appendEnvelope(b []byte, key string, at time.Time, raw []byte) []byte {
 // pending is the records of one call waiting for their batch.
 type pending struct {
 	lines [][]byte
-	err  error     // the batch's outcome, set before done receives false
-	done chan bool // true: lead the next batch; false: written (or failed)
+	err   error     // the batch's outcome, set before done receives false
+	done  chan bool // true: lead the next batch; false: written (or failed)
 }
 
 // commit queues p for the next batch of w and waits until it is fsynced:
