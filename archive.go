@@ -153,7 +153,7 @@ type archiveState struct {
 // lacks before deleting it, so a copy lost with the process (kill -9
 // within archiveBatchDelay) is archived then.
 const (
-	archiveBatchDelay = 100 * time.Millisecond
+	archiveBatchDelay = 500 * time.Millisecond
 	archiveBatchMax   = 512
 )
 
