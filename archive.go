@@ -140,6 +140,33 @@ type archiveState struct {
 	// inStore: the archive is the store's own (storeArchive): workers do
 	// not copy finished tasks into it, Prune moves them.
 	inStore bool
+
+	q archiveQueue // finished tasks on their way to the archive
+}
+
+// Finished tasks are copied into the log archive in batches, off the
+// task's goroutine: a batch is written (one gzip member, one fsync) once
+// archiveBatchDelay has passed since the last one was taken, or at once
+// when archiveBatchMax tasks wait or a flush is asked for (Prune, TaskLog,
+// the end of Run, Close). Until then the task is in the store only, as it
+// is anyway until Prune: Prune archives any finished task the archive
+// lacks before deleting it, so a copy lost with the process (kill -9
+// within archiveBatchDelay) is archived then.
+const (
+	archiveBatchDelay = 500 * time.Millisecond
+	archiveBatchMax   = 512
+)
+
+// archiveQueue holds the finished tasks waiting for their batch. A flusher
+// goroutine runs while any wait (started by the first, ending when none is
+// left).
+type archiveQueue struct {
+	mu      sync.Mutex
+	recs    []store.Task
+	running bool          // a flusher runs
+	urgent  bool          // write without waiting: a flush is awaited
+	wake    chan struct{} // capacity 1: write now
+	done    chan struct{} // closed when the running flusher ends
 }
 
 // archiveDefaults fills Config.ArchiveDir (called by New, after DataDir
@@ -324,6 +351,7 @@ func (c *Client) claimArchive() error {
 
 // closeArchives seals the open segments (Close).
 func (c *Client) closeArchives() error {
+	c.flushArchive()
 	c.arch.mu.Lock()
 	defer c.arch.mu.Unlock()
 	c.arch.closed = true
@@ -349,24 +377,128 @@ func (c *Client) archiveTask(ctx context.Context, rec store.Task) error {
 	if err != nil {
 		return err
 	}
-	at := t.CompletedAt
-	if at.IsZero() {
-		at = c.clock.Now().UTC()
-	}
-	return tasks.Append(context.WithoutCancel(ctx), archive.KindTask, t.ID, at, t)
+	return tasks.Append(context.WithoutCancel(ctx), archive.KindTask, t.ID, c.archivedAt(t), t)
 }
 
-// archiveFinished is the worker's hook: a task just became terminal. A
-// failure is logged; Prune archives the task before deleting it anyway. A
+// archiveFinished is the worker's hook: a task just became terminal. It is
+// queued for the next batch (see archiveBatchDelay); a failure to write it
+// is logged, and Prune archives the task before deleting it anyway. A
 // store that keeps its own archive needs no copy: the task stays in the
 // store until Prune moves it.
 func (c *Client) archiveFinished(ctx context.Context, rec store.Task) {
-	if _, _, err := c.archives(); err == nil && c.archiveInStore() {
+	_, _, err := c.archives()
+	switch {
+	case err == nil && c.archiveInStore(), errors.Is(err, ErrNoArchive):
+		return
+	case err != nil:
+		c.log.ErrorContext(ctx, "archiving a finished task failed (Prune will retry)", "task_id", rec.ID, "error", err)
 		return
 	}
-	if err := c.archiveTask(ctx, rec); err != nil {
-		c.log.ErrorContext(ctx, "archiving a finished task failed (Prune will retry)", "task_id", rec.ID, "error", err)
+	q := &c.arch.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.recs = append(q.recs, rec)
+	if !q.running {
+		q.running, q.urgent = true, false
+		q.wake, q.done = make(chan struct{}, 1), make(chan struct{})
+		go c.archiveFlusher(q.wake, q.done)
 	}
+	if len(q.recs) >= archiveBatchMax {
+		wakeUp(q.wake)
+	}
+}
+
+// wakeUp signals a capacity-1 channel without blocking.
+func wakeUp(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default: // already signalled
+	}
+}
+
+// archiveFlusher writes the queued finished tasks in batches until none
+// is left.
+func (c *Client) archiveFlusher(wake <-chan struct{}, done chan<- struct{}) {
+	q := &c.arch.q
+	timer := time.NewTimer(archiveBatchDelay)
+	defer timer.Stop()
+	for {
+		q.mu.Lock()
+		now := q.urgent || len(q.recs) >= archiveBatchMax
+		q.mu.Unlock()
+		if !now {
+			select {
+			case <-timer.C:
+			case <-wake:
+			}
+		}
+		q.mu.Lock()
+		batch := q.recs
+		q.recs = nil
+		if len(batch) == 0 {
+			q.running = false
+			close(done)
+			q.mu.Unlock()
+			return
+		}
+		q.mu.Unlock()
+		c.archiveBatch(batch)
+		timer.Reset(archiveBatchDelay)
+	}
+}
+
+// flushArchive returns once the finished tasks queued before it are
+// written to the archive (or their failure logged).
+func (c *Client) flushArchive() {
+	q := &c.arch.q
+	q.mu.Lock()
+	if !q.running {
+		q.mu.Unlock()
+		return
+	}
+	q.urgent = true
+	wakeUp(q.wake)
+	done := q.done
+	q.mu.Unlock()
+	<-done
+}
+
+// archiveBatch appends finished tasks' records to the archive in one
+// batch.
+func (c *Client) archiveBatch(batch []store.Task) {
+	ctx := context.Background()
+	tasks, _, err := c.archives()
+	if err != nil {
+		c.log.ErrorContext(ctx, "archiving finished tasks failed (Prune will retry)", "tasks", len(batch), "error", err)
+		return
+	}
+	recs := make([]archive.Record, 0, len(batch))
+	for _, r := range batch {
+		t, err := taskFromRecord(r)
+		if err != nil {
+			c.log.ErrorContext(ctx, "archiving a finished task failed (Prune will retry)", "task_id", r.ID, "error", err)
+			continue
+		}
+		recs = append(recs, archive.Record{Key: t.ID, At: c.archivedAt(t), V: t})
+	}
+	if ba, ok := tasks.(archive.BatchAppender); ok {
+		err = ba.AppendMany(ctx, archive.KindTask, recs)
+	} else {
+		for _, r := range recs {
+			err = errors.Join(err, tasks.Append(ctx, archive.KindTask, r.Key, r.At, r.V))
+		}
+	}
+	if err != nil {
+		c.log.ErrorContext(ctx, "archiving finished tasks failed (Prune will retry)", "tasks", len(recs), "error", err)
+	}
+}
+
+// archivedAt is the time a task is archived under: when it finished.
+func (c *Client) archivedAt(t *Task) time.Time {
+	if t.CompletedAt.IsZero() {
+		return c.clock.Now().UTC()
+	}
+	return t.CompletedAt
 }
 
 // archiveInStore reports whether the archive is the store's own.
@@ -378,6 +510,7 @@ func (c *Client) archiveInStore() bool {
 
 // archivedTask reads a task from the archive (the newest copy).
 func (c *Client) archivedTask(ctx context.Context, id string) (*Task, error) {
+	c.flushArchive() // the tasks this worker finished are read like the others
 	tasks, _, err := c.archives()
 	if errors.Is(err, ErrNoArchive) {
 		return nil, fmt.Errorf("task %q: %w (and %w: a pruned task cannot be read)", id, ErrNotFound, err)
@@ -454,8 +587,9 @@ type PruneResult struct {
 	// before it were moved to the archive.
 	Before time.Time `json:"before"`
 	// TasksArchived counts the tasks Prune had to archive itself (workers
-	// archive tasks as they finish; these had not been: cancelled while
-	// pending, or their worker failed to).
+	// archive tasks in batches as they finish, and before Run returns;
+	// these had not been: cancelled while pending, or their worker failed
+	// to, or was killed before its last batch was written).
 	TasksArchived int `json:"tasksArchived"`
 	// TasksDeleted counts the finished tasks removed from the queue store.
 	TasksDeleted int `json:"tasksDeleted"`
@@ -517,6 +651,7 @@ func (c *Client) Prune(ctx context.Context, olderThan time.Duration) (PruneResul
 	if olderThan < 0 {
 		return PruneResult{}, o.fail(ctx, fmt.Errorf("%w: prune older than %s: the age must not be negative", ErrInvalidArgument, olderThan))
 	}
+	c.flushArchive() // the tasks this worker finished, so Prune does not archive them again
 	tasks, trail, err := c.archives()
 	if err != nil {
 		return PruneResult{}, o.fail(ctx, err)

@@ -206,6 +206,7 @@ loop:
 		result = ctx.Err()
 	}
 	c.shutdown(base, &wg, log)
+	c.flushArchive() // the finished tasks' archive copies (archive.go)
 	c.checkpointQuietly(base, "worker.stop")
 	stopProber()
 	stopKeys()

@@ -277,19 +277,9 @@ func (a *Archive) Append(ctx context.Context, kind, key string, at time.Time, v 
 	if err := checkKind(kind); err != nil {
 		return err
 	}
-	if key == "" {
-		return ErrEmptyKey
-	}
-	raw, err := json.Marshal(v)
+	line, err := a.line(kind, key, at, v)
 	if err != nil {
-		return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
-	}
-	if y := at.UTC().Year(); y < 0 || y > 9999 { // as encoding/json refuses it
-		return fmt.Errorf("archive: append %s %q: time %v: year outside of range [0,9999]", kind, key, at)
-	}
-	line := appendEnvelope(make([]byte, 0, len(raw)+len(key)+64), key, at, raw)
-	if int64(len(line)) > a.opts.SegmentMaxBytes {
-		return fmt.Errorf("%w: %s %q is %d bytes, limit %d", ErrTooLarge, kind, key, len(line), a.opts.SegmentMaxBytes)
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -298,10 +288,69 @@ func (a *Archive) Append(ctx context.Context, kind, key string, at time.Time, v 
 	if err != nil {
 		return err
 	}
-	if err := a.commit(w, &pending{line: line, done: make(chan bool, 1)}); err != nil {
+	if err := a.commit(w, &pending{lines: [][]byte{line}, done: make(chan bool, 1)}); err != nil {
 		return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
 	}
 	return nil
+}
+
+// Record is one record of [Archive.AppendMany]: v under key, with time at.
+type Record struct {
+	Key string
+	At  time.Time
+	V   any
+}
+
+// AppendMany archives recs under kind, in order, as [Archive.Append] would
+// one by one, but in one batch (one write and one fsync with whatever else
+// is queued). It returns once all are fsynced. A record that cannot be
+// archived ([ErrEmptyKey], [ErrTooLarge], a marshalling error) fails the
+// call before anything is written. Errors: those of Append.
+func (a *Archive) AppendMany(ctx context.Context, kind string, recs []Record) error {
+	if err := checkKind(kind); err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	lines := make([][]byte, len(recs))
+	for i, r := range recs {
+		line, err := a.line(kind, r.Key, r.At, r.V)
+		if err != nil {
+			return err
+		}
+		lines[i] = line
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	w, err := a.writer(kind)
+	if err != nil {
+		return err
+	}
+	if err := a.commit(w, &pending{lines: lines, done: make(chan bool, 1)}); err != nil {
+		return fmt.Errorf("archive: append %d records of %s: %w", len(recs), kind, err)
+	}
+	return nil
+}
+
+// line is the JSON Lines envelope of one record, newline included.
+func (a *Archive) line(kind, key string, at time.Time, v any) ([]byte, error) {
+	if key == "" {
+		return nil, ErrEmptyKey
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("archive: append %s %q: %w", kind, key, err)
+	}
+	if y := at.UTC().Year(); y < 0 || y > 9999 { // as encoding/json refuses it
+		return nil, fmt.Errorf("archive: append %s %q: time %v: year outside of range [0,9999]", kind, key, at)
+	}
+	line := appendEnvelope(make([]byte, 0, len(raw)+len(key)+64), key, at, raw)
+	if int64(len(line)) > a.opts.SegmentMaxBytes {
+		return nil, fmt.Errorf("%w: %s %q is %d bytes, limit %d", ErrTooLarge, kind, key, len(line), a.opts.SegmentMaxBytes)
+	}
+	return line, nil
 }
 
 // appendEnvelope appends the JSON Lines envelope of a record, newline
@@ -319,11 +368,11 @@ func appendEnvelope(b []byte, key string, at time.Time, raw []byte) []byte {
 	return append(b, "}\n"...)
 }
 
-// pending is a record waiting for its batch.
+// pending is the records of one call waiting for their batch.
 type pending struct {
-	line []byte
-	err  error     // the batch's outcome, set before done receives false
-	done chan bool // true: lead the next batch; false: written (or failed)
+	lines [][]byte
+	err   error     // the batch's outcome, set before done receives false
+	done  chan bool // true: lead the next batch; false: written (or failed)
 }
 
 // commit queues p for the next batch of w and waits until it is fsynced:
@@ -396,18 +445,20 @@ func (a *Archive) writeBatch(w *writer, batch []*pending) error {
 		return nil
 	}
 	for _, p := range batch {
-		n := int64(len(p.line))
-		if block.Len() > 0 && (w.size+int64(block.Len())+n > a.opts.SegmentMaxBytes || block.Len()+len(p.line) > compactBlockBytes) {
-			if err := flush(); err != nil {
-				return err
+		for _, line := range p.lines {
+			n := int64(len(line))
+			if block.Len() > 0 && (w.size+int64(block.Len())+n > a.opts.SegmentMaxBytes || block.Len()+len(line) > compactBlockBytes) {
+				if err := flush(); err != nil {
+					return err
+				}
 			}
-		}
-		if w.f == nil || w.broken || w.day != day || block.Len() == 0 && w.size+n > a.opts.SegmentMaxBytes {
-			if err := a.rollover(w, day); err != nil {
-				return err
+			if w.f == nil || w.broken || w.day != day || block.Len() == 0 && w.size+n > a.opts.SegmentMaxBytes {
+				if err := a.rollover(w, day); err != nil {
+					return err
+				}
 			}
+			block.Write(line)
 		}
-		block.Write(p.line)
 	}
 	return flush()
 }

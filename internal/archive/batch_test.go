@@ -266,3 +266,39 @@ func TestCheckKindMatchesPattern(t *testing.T) {
 		}
 	}
 }
+
+// AppendMany writes all its records in one member, in order, or none of
+// them when one is invalid; the file and the memory archives agree.
+func TestAppendMany(t *testing.T) {
+	dir := t.TempDir()
+	a := open(t, dir, Options{Clock: (&clock{t: day0}).Now, DisableCompaction: true})
+	m := NewMemory(Options{Clock: (&clock{t: day0}).Now})
+	ctx := context.Background()
+	for _, l := range []BatchAppender{a, m} {
+		bad := []Record{{Key: "a", At: day0, V: rec{N: 1}}, {Key: "", At: day0, V: rec{N: 2}}}
+		if err := l.AppendMany(ctx, KindTask, bad); !errors.Is(err, ErrEmptyKey) {
+			t.Fatalf("%T: AppendMany with an empty key = %v", l, err)
+		}
+		recs := make([]Record, 5)
+		for i := range recs {
+			recs[i] = Record{Key: fmt.Sprint("k", i), At: day0.Add(time.Duration(i) * time.Second), V: rec{N: i}}
+		}
+		if err := l.AppendMany(ctx, KindTask, recs); err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		if err := l.(Log).Scan(ctx, KindTask, func(key string, at time.Time, raw json.RawMessage) error {
+			keys = append(keys, key)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(keys) != "[k0 k1 k2 k3 k4]" {
+			t.Fatalf("%T: scanned %v (the invalid batch must write nothing)", l, keys)
+		}
+	}
+	offs := memberOffsets(t, a, filepath.Join(dir, KindTask, "2026-11-29.0001.jsonl.gz"))
+	if len(slices.Compact(offs)) != 1 {
+		t.Fatalf("member offsets %v: want one member", offs)
+	}
+}

@@ -85,6 +85,39 @@ func (m *Memory) Append(ctx context.Context, kind, key string, at time.Time, v a
 	return nil
 }
 
+// AppendMany archives recs under kind, in order, as [Archive.AppendMany]
+// does: all or, when one cannot be archived, none.
+func (m *Memory) AppendMany(ctx context.Context, kind string, recs []Record) error {
+	if err := checkKind(kind); err != nil {
+		return err
+	}
+	add := make([]memRecord, len(recs))
+	day := m.opts.Clock().UTC().Format(dayLayout)
+	for i, r := range recs {
+		if r.Key == "" {
+			return ErrEmptyKey
+		}
+		raw, err := json.Marshal(r.V)
+		if err != nil {
+			return fmt.Errorf("archive: append %s %q: %w", kind, r.Key, err)
+		}
+		if int64(len(raw)) > m.opts.SegmentMaxBytes {
+			return fmt.Errorf("%w: %s %q is %d bytes, limit %d", ErrTooLarge, kind, r.Key, len(raw), m.opts.SegmentMaxBytes)
+		}
+		add[i] = memRecord{key: r.Key, at: r.At.UTC(), day: day, raw: raw}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.kinds[kind] = append(m.kinds[kind], add...)
+	return nil
+}
+
 // records returns a snapshot of kind's records.
 func (m *Memory) records(kind string) []memRecord {
 	m.mu.Lock()

@@ -37,3 +37,15 @@ type Indexed interface {
 	// of kind.
 	Contains(ctx context.Context, kind string, keys []string) (map[string]bool, error)
 }
+
+// BatchAppender is implemented by archives that write several records in
+// one batch ([Archive.AppendMany], [Memory.AppendMany]); for others, call
+// Append for each.
+type BatchAppender interface {
+	AppendMany(ctx context.Context, kind string, recs []Record) error
+}
+
+var (
+	_ BatchAppender = (*Archive)(nil)
+	_ BatchAppender = (*Memory)(nil)
+)
