@@ -56,7 +56,7 @@ func WithImpersonation(ctx context.Context, user, via string) context.Context {
 
 func validateUser(u string) error {
 	if !userRE.MatchString(u) {
-		return fmt.Errorf("%w: user name %q must be 1..64 characters of letters, digits, '.', '_', '@', '-'", ErrInvalidArgument, u)
+		return fmt.Errorf("%w: user name %s must be 1..64 characters of letters, digits, '.', '_', '@', '-'", ErrInvalidArgument, quoteInput(u))
 	}
 	return nil
 }
@@ -119,7 +119,7 @@ func (c *Client) scopeOfID(ctx context.Context, id string) (scope, error) {
 
 // notFound is the error of an operation on a missing team.
 func (s scope) notFound() error {
-	return fmt.Errorf("team %q: %w (rediacc team list shows the teams)", s.name, ErrNotFound)
+	return fmt.Errorf("team %s: %w (rediacc team list shows the teams)", quoteInput(s.name), ErrNotFound)
 }
 
 // op is one authorized, audited operation.

@@ -513,7 +513,7 @@ func (c *Client) archivedTask(ctx context.Context, id string) (*Task, error) {
 	c.flushArchive() // the tasks this worker finished are read like the others
 	tasks, _, err := c.archives()
 	if errors.Is(err, ErrNoArchive) {
-		return nil, fmt.Errorf("task %q: %w (and %w: a pruned task cannot be read)", id, ErrNotFound, err)
+		return nil, fmt.Errorf("task %s: %w (and %w: a pruned task cannot be read)", quoteInput(id), ErrNotFound, err)
 	}
 	if err != nil {
 		return nil, err
@@ -531,12 +531,12 @@ func (c *Client) archivedTask(ctx context.Context, id string) (*Task, error) {
 	}
 	var cse *archive.CorruptSegmentError
 	if errors.As(lerr, &cse) {
-		return nil, fmt.Errorf("task %q: %w (it may be in a damaged part of the archive: %w: %w)", id, ErrNotFound, ErrArchiveCorrupt, lerr)
+		return nil, fmt.Errorf("task %s: %w (it may be in a damaged part of the archive: %w: %w)", quoteInput(id), ErrNotFound, ErrArchiveCorrupt, lerr)
 	}
 	if lerr != nil {
 		return nil, lerr
 	}
-	return nil, fmt.Errorf("task %q: %w", id, ErrNotFound)
+	return nil, fmt.Errorf("task %s: %w", quoteInput(id), ErrNotFound)
 }
 
 // TaskLog returns a task with its full record (attempts, output, exit

@@ -15,7 +15,8 @@ const maxEchoRunes = 64
 // quoteInput quotes s (Go syntax: control characters escaped) for an error
 // message, cut to its first maxEchoRunes characters with a note of its
 // length when it is longer.
-func quoteInput(s string) string {
+func quoteInput[S ~string](v S) string {
+	s := string(v)
 	if utf8.RuneCountInString(s) <= maxEchoRunes {
 		return strconv.Quote(s)
 	}

@@ -65,13 +65,13 @@ func checkLabels(what string, m map[string]string) error {
 	}
 	for k, v := range m {
 		if !labelKeyRE.MatchString(k) {
-			return fmt.Errorf("%s key %q: use 1..63 characters of letters, digits, '.', '_', '/', '-', starting with a letter or digit", what, k)
+			return fmt.Errorf("%s key %s: use 1..63 characters of letters, digits, '.', '_', '/', '-', starting with a letter or digit", what, quoteInput(k))
 		}
 		if len(v) > MaxLabelValueBytes {
 			return fmt.Errorf("%s %s: the value is %d bytes, more than MaxLabelValueBytes (%d)", what, k, len(v), MaxLabelValueBytes)
 		}
 		if strings.ContainsRune(v, ',') || !printable(v) {
-			return fmt.Errorf("%s %s=%q: a value holds no ',' and no control characters, and is valid UTF-8", what, k, v)
+			return fmt.Errorf("%s %s=%s: a value holds no ',' and no control characters, and is valid UTF-8", what, k, quoteInput(v))
 		}
 	}
 	return nil
@@ -124,7 +124,7 @@ func (s TaskSpec) checkSpecLimits() error {
 		return fmt.Errorf("idempotency key is %d bytes, more than MaxIdempotencyKeyBytes (%d)", len(s.IdempotencyKey), MaxIdempotencyKeyBytes)
 	}
 	if !printable(s.IdempotencyKey) {
-		return fmt.Errorf("idempotency key %q holds control characters or is not valid UTF-8", s.IdempotencyKey)
+		return fmt.Errorf("idempotency key %s holds control characters or is not valid UTF-8", quoteInput(s.IdempotencyKey))
 	}
 	return nil
 }
@@ -144,15 +144,15 @@ func checkHost(h string) (string, error) {
 		return h, nil
 	}
 	if strings.Count(h, ":") == 1 {
-		return "", fmt.Errorf("host %q holds a port: give the port separately (Machine.Port, --port)", h)
+		return "", fmt.Errorf("host %s holds a port: give the port separately (Machine.Port, --port)", quoteInput(h))
 	}
 	name := strings.TrimSuffix(h, ".")
 	if name == "" || len(name) > 253 {
-		return "", fmt.Errorf("host %q is not an IP address or a DNS name of 1..253 characters", h)
+		return "", fmt.Errorf("host %s is not an IP address or a DNS name of 1..253 characters", quoteInput(h))
 	}
 	for _, l := range strings.Split(name, ".") {
 		if !hostLabelRE.MatchString(l) {
-			return "", fmt.Errorf("host %q is not an IP address or a DNS name (label %q: letters, digits, '-', '_', at most 63)", h, l)
+			return "", fmt.Errorf("host %s is not an IP address or a DNS name (label %s: letters, digits, '-', '_', at most 63)", quoteInput(h), quoteInput(l))
 		}
 	}
 	return h, nil
@@ -165,7 +165,7 @@ var loginUserRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._@\\$-]{0,63}$`)
 
 func checkLoginUser(u string) error {
 	if !loginUserRE.MatchString(u) {
-		return fmt.Errorf("user %q: use 1..64 characters of letters, digits, '.', '_', '-', '@', '\\', '$', starting with a letter, digit or '_'", u)
+		return fmt.Errorf("user %s: use 1..64 characters of letters, digits, '.', '_', '-', '@', '\\', '$', starting with a letter, digit or '_'", quoteInput(u))
 	}
 	return nil
 }

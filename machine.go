@@ -157,7 +157,7 @@ var machineNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 // ValidateName returns ErrInvalidMachine unless name is a valid machine name.
 func validateMachineName(name string) error {
 	if !machineNameRE.MatchString(name) {
-		return fmt.Errorf("%w: name %q must be 1..63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit", ErrInvalidMachine, name)
+		return fmt.Errorf("%w: name %s must be 1..63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit", ErrInvalidMachine, quoteInput(name))
 	}
 	return nil
 }
@@ -417,7 +417,7 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	m.ID, m.TeamID = uuid.NewString(), sc.id
 	o.eid = m.ID
 	if _, err := c.engine.MachineByName(ctx, m.Name); err == nil {
-		return Machine{}, o.fail(ctx, fmt.Errorf("machine %q: %w (remove it first or pick another name)", m.Name, ErrExists))
+		return Machine{}, o.fail(ctx, fmt.Errorf("machine %s: %w (remove it first or pick another name)", quoteInput(m.Name), ErrExists))
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return Machine{}, o.fail(ctx, mapStoreErr(err))
 	}
@@ -491,9 +491,9 @@ func (c *Client) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		}
 		switch {
 		case errors.Is(err, store.ErrExists):
-			err = fmt.Errorf("machine %q: %w (remove it first or pick another name)", m.Name, ErrExists)
+			err = fmt.Errorf("machine %s: %w (remove it first or pick another name)", quoteInput(m.Name), ErrExists)
 		case errors.Is(err, store.ErrNotFound):
-			err = fmt.Errorf("team %q: %w (create it first: rediacc team create)", m.Team, ErrNotFound)
+			err = fmt.Errorf("team %s: %w (create it first: rediacc team create)", quoteInput(m.Team), ErrNotFound)
 		}
 		return Machine{}, o.fail(ctx, mapStoreErr(err))
 	}
@@ -619,7 +619,7 @@ func (c *Client) RemoveMachine(ctx context.Context, name string) error {
 	if err := c.engine.DeleteMachine(o.ctx(ctx, store.MachineInTeam(m.ID, m.TeamID)), m.ID, c.clock.Now().UTC()); err != nil {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			err = fmt.Errorf("machine %q: %w", name, ErrNotFound)
+			err = fmt.Errorf("machine %s: %w", quoteInput(name), ErrNotFound)
 		case errors.Is(err, store.ErrMachineHasTasks):
 			err = fmt.Errorf("machine %q: %w (cancel or wait for them first)", name, ErrMachineBusy)
 		}

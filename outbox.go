@@ -336,7 +336,7 @@ func alertTargets(a Alerter) ([]*alertTarget, error) {
 		inner := a
 		if n, ok := a.(*namedAlerter); ok {
 			if n.name == "" || len(n.name) > 256 {
-				return nil, fmt.Errorf("%w: alert endpoint name %q: empty or longer than 256 bytes", ErrInvalidArgument, n.name)
+				return nil, fmt.Errorf("%w: alert endpoint name %s: empty or longer than 256 bytes", ErrInvalidArgument, quoteInput(n.name))
 			}
 			t.name, inner = n.name, n.Alerter
 		}

@@ -48,7 +48,7 @@ func ParsePriority(s string) (Priority, error) {
 			return Priority(i), nil
 		}
 	}
-	return 0, fmt.Errorf("%w: got %q (use 1..5 or critical, high, normal, low, minimal)", ErrInvalidPriority, s)
+	return 0, fmt.Errorf("%w: got %s (use 1..5 or critical, high, normal, low, minimal)", ErrInvalidPriority, quoteInput(s))
 }
 
 // Validate returns ErrInvalidPriority unless p is in 1..5.

@@ -101,13 +101,13 @@ func (p RetryPolicy) Validate() error {
 	case p.MaxDelay < 0 || p.MaxDelay > MaxTaskDuration:
 		return bad("maxDelay %s is outside 0..%s (MaxTaskDuration)", p.MaxDelay, MaxTaskDuration)
 	case p.Backoff != "" && p.Backoff != BackoffExponential && p.Backoff != BackoffConstant:
-		return bad("backoff %q is not %q or %q", p.Backoff, BackoffExponential, BackoffConstant)
+		return bad("backoff %s is not %s or %s", quoteInput(p.Backoff), quoteInput(BackoffExponential), quoteInput(BackoffConstant))
 	case p.Multiplier != 0 && (p.Multiplier < 1 || p.Multiplier > 10):
 		return bad("multiplier %g is outside 1..10", p.Multiplier)
 	case p.Jitter < 0 || p.Jitter > 1:
 		return bad("jitter %g is outside 0..1", p.Jitter)
 	case p.RetryOn != "" && p.RetryOn != RetryOnFailure && p.RetryOn != RetryOnConnection:
-		return bad("retryOn %q is not %q or %q", p.RetryOn, RetryOnFailure, RetryOnConnection)
+		return bad("retryOn %s is not %s or %s", quoteInput(p.RetryOn), quoteInput(RetryOnFailure), quoteInput(RetryOnConnection))
 	}
 	return nil
 }
@@ -162,7 +162,7 @@ func ParseFailureAction(s string) (FailureAction, error) {
 	case FailureAlert, FailureNone:
 		return a, nil
 	}
-	return "", fmt.Errorf("%w: failure action %q (use alert or none)", ErrInvalidTask, s)
+	return "", fmt.Errorf("%w: failure action %s (use alert or none)", ErrInvalidTask, quoteInput(s))
 }
 
 // failureKind is how the retry engine sees an attempt's error.

@@ -304,7 +304,7 @@ func (c *Client) selectKeys(ctx context.Context, opts KeyRotationOptions) ([]*in
 			}
 		}
 		if sc == (scope{}) {
-			return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: no key %q in the teams where %s may rotate keys (see rediacc machine keys)", ErrNotFound, opts.Key, actor))
+			return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: no key %s in the teams where %s may rotate keys (see rediacc machine keys)", ErrNotFound, quoteInput(opts.Key), actor))
 		}
 	}
 	detail := map[string]string{"dry_run": strconv.FormatBool(opts.DryRun), "resume": strconv.FormatBool(opts.Resume),
@@ -337,7 +337,7 @@ func (c *Client) selectKeys(ctx context.Context, opts KeyRotationOptions) ([]*in
 		}
 	}
 	if len(keys) == 0 {
-		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: no key %q in team %q (see rediacc machine keys)", ErrNotFound, opts.Key+opts.Machine, sc.label()))
+		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: no key %s in team %s (see rediacc machine keys)", ErrNotFound, quoteInput(opts.Key+opts.Machine), quoteInput(sc.label())))
 	}
 	if !opts.All && keys[0].src == KeyBySSHCA {
 		return nil, "", nil, o.fail(ctx, fmt.Errorf("%w: machine(s) %s have no long-lived key: they log in with certificates of team %q's SSH CA, made for each connection; rotate the CA instead (rediacc team ssh-ca rotate %s)",

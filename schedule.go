@@ -525,7 +525,7 @@ func (c *Client) loadSchedule(ctx context.Context, nameOrID string) (store.Sched
 		r, err = sch.GetSchedule(ctx, nameOrID)
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Schedule{}, fmt.Errorf("schedule %q: %w", nameOrID, ErrNotFound)
+		return store.Schedule{}, fmt.Errorf("schedule %s: %w", quoteInput(nameOrID), ErrNotFound)
 	}
 	return r, mapStoreErr(err)
 }
@@ -812,7 +812,7 @@ func (c *Client) DeleteSchedule(ctx context.Context, nameOrID string) error {
 	}
 	if err := sch.DeleteSchedule(o.ctx(ctx), r.ID); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			err = fmt.Errorf("schedule %q: %w", nameOrID, ErrNotFound)
+			err = fmt.Errorf("schedule %s: %w", quoteInput(nameOrID), ErrNotFound)
 		}
 		return o.fail(ctx, mapStoreErr(err))
 	}

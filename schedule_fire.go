@@ -349,7 +349,7 @@ func (c *Client) TriggerSchedule(ctx context.Context, nameOrID string) ([]*Task,
 		Audit: audit.Record{Action: "schedule.fire", Actor: o.actor, Time: now, Team: r.TeamID, Details: map[string]string{"name": r.Name}}})
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			err = fmt.Errorf("schedule %q: %w", nameOrID, ErrNotFound)
+			err = fmt.Errorf("schedule %s: %w", quoteInput(nameOrID), ErrNotFound)
 		}
 		return nil, o.fail(ctx, mapStoreErr(err))
 	}

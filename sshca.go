@@ -366,7 +366,7 @@ func checkCAOptions(o SSHCAOptions, init bool) (SSHCAOptions, error) {
 	}
 	for _, s := range []string{o.VaultSSHMount, o.VaultSSHRole} {
 		if strings.ContainsAny(s, " \t\n?#%") || strings.Contains(s, "..") {
-			return o, fmt.Errorf("%w: %q is not a Vault mount path or role name", ErrInvalidArgument, s)
+			return o, fmt.Errorf("%w: %s is not a Vault mount path or role name", ErrInvalidArgument, quoteInput(s))
 		}
 	}
 	o.VaultSSHMount = strings.Trim(o.VaultSSHMount, "/")
@@ -837,7 +837,7 @@ func (m *Machine) normalizeAuth() error {
 			return errors.New("a machine with auth ssh-ca logs in with certificates of its team's SSH CA and has no key of its own: drop the identity file and the agent")
 		}
 	default:
-		return fmt.Errorf("auth %q is not %q, %q or %q", m.Auth, AuthKey, AuthAgent, AuthSSHCA)
+		return fmt.Errorf("auth %s is not %s, %s or %s", quoteInput(m.Auth), quoteInput(AuthKey), quoteInput(AuthAgent), quoteInput(AuthSSHCA))
 	}
 	if len(m.CertExtensions) == 0 {
 		m.CertExtensions = nil
@@ -849,7 +849,7 @@ func (m *Machine) normalizeAuth() error {
 	known := rssh.CertExtensions()
 	for _, e := range m.CertExtensions {
 		if !slices.Contains(known, e) {
-			return fmt.Errorf("certificate extension %q is not one of %s", e, strings.Join(known, ", "))
+			return fmt.Errorf("certificate extension %s is not one of %s", quoteInput(e), strings.Join(known, ", "))
 		}
 	}
 	m.CertExtensions = slices.Compact(slices.Sorted(slices.Values(m.CertExtensions)))

@@ -50,7 +50,7 @@ func (m Machine) sshAlgorithms() rssh.Algorithms {
 func (m *Machine) normalizeSSH() error {
 	if m.AgentKey != "" {
 		if !rssh.ValidFingerprint(m.AgentKey) {
-			return fmt.Errorf("agent key %q is not a SHA256 fingerprint (SHA256: and 43 base64 characters, as ssh-add -l prints it)", m.AgentKey)
+			return fmt.Errorf("agent key %s is not a SHA256 fingerprint (SHA256: and 43 base64 characters, as ssh-add -l prints it)", quoteInput(m.AgentKey))
 		}
 		m.UseAgent = true
 	}

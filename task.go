@@ -44,10 +44,11 @@ func ParseStatus(s string) (Status, error) {
 	case StatusPending, StatusAssigned, StatusProcessing, StatusCompleted, StatusFailed, StatusCancelled:
 		return st, nil
 	}
-	return "", fmt.Errorf("%w: status %q (use pending, assigned, processing, completed, failed or cancelled)", ErrInvalidArgument, s)
+	return "", fmt.Errorf("%w: status %s (use pending, assigned, processing, completed, failed or cancelled)", ErrInvalidArgument, quoteInput(s))
 }
 
-// MaxCommandBytes bounds a task's command.
+// MaxCommandBytes bounds a task's command: 64 KiB. The command line it
+// makes on the machine, with Env, is bounded by MaxCommandLineBytes too.
 const MaxCommandBytes = 64 << 10
 
 // TaskSpec is what a caller submits.
@@ -129,7 +130,7 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 		return bad("command is empty")
 	}
 	if len(s.Command) > MaxCommandBytes {
-		return bad("command is %d bytes, more than %d", len(s.Command), MaxCommandBytes)
+		return bad("command is %d bytes, more than MaxCommandBytes (%d, %d KiB): pass large scripts in a file on the machine", len(s.Command), MaxCommandBytes, MaxCommandBytes>>10)
 	}
 	if strings.ContainsRune(s.Command, 0) {
 		return bad("command contains a NUL byte")
@@ -148,7 +149,7 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 	}
 	for k, v := range s.Env {
 		if !envKeyRE.MatchString(k) {
-			return bad("environment variable name %q is not [A-Za-z_][A-Za-z0-9_]*", k)
+			return bad("environment variable name %s is not [A-Za-z_][A-Za-z0-9_]*", quoteInput(k))
 		}
 		if strings.ContainsRune(v, 0) {
 			return bad("environment variable %s contains a NUL byte", k)
@@ -156,7 +157,7 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 	}
 	for k, key := range s.Secrets {
 		if !envKeyRE.MatchString(k) {
-			return bad("secret variable name %q is not [A-Za-z_][A-Za-z0-9_]*", k)
+			return bad("secret variable name %s is not [A-Za-z_][A-Za-z0-9_]*", quoteInput(k))
 		}
 		if _, dup := s.Env[k]; dup {
 			return bad("%s is both an environment variable and a secret", k)
@@ -583,7 +584,7 @@ func (c *Client) getTask(ctx context.Context, id string) (*Task, error) {
 	r, err := c.engine.GetTask(ctx, id)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("task %q: %w", id, ErrNotFound)
+			return nil, fmt.Errorf("task %s: %w", quoteInput(id), ErrNotFound)
 		}
 		return nil, mapStoreErr(err)
 	}
@@ -755,9 +756,9 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Task, error) {
 	if err != nil {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			err = fmt.Errorf("task %q: %w", id, ErrNotFound)
+			err = fmt.Errorf("task %s: %w", quoteInput(id), ErrNotFound)
 		case errors.Is(err, store.ErrNotCancellable):
-			err = fmt.Errorf("task %q is %s: %w", id, cur.Status, ErrNotCancellable)
+			err = fmt.Errorf("task %s is %s: %w", quoteInput(id), cur.Status, ErrNotCancellable)
 		}
 		return nil, o.fail(ctx, mapStoreErr(err))
 	}

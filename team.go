@@ -49,7 +49,7 @@ const (
 func ParseRole(s string) (Role, error) {
 	r, err := authz.ParseRole(s)
 	if err != nil {
-		return "", fmt.Errorf("%w: role %q (use owner, admin, operator, viewer or auditor)", ErrInvalidArgument, s)
+		return "", fmt.Errorf("%w: role %s (use owner, admin, operator, viewer or auditor)", ErrInvalidArgument, quoteInput(s))
 	}
 	return Role(r), nil
 }
@@ -84,7 +84,7 @@ type Member struct {
 
 func validateTeamName(name string) error {
 	if !machineNameRE.MatchString(name) {
-		return fmt.Errorf("%w: team name %q must be 1..63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit", ErrInvalidArgument, name)
+		return fmt.Errorf("%w: team name %s must be 1..63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit", ErrInvalidArgument, quoteInput(name))
 	}
 	return nil
 }
@@ -105,7 +105,7 @@ func (c *Client) CreateTeam(ctx context.Context, name, description string) (Team
 	t, err := c.access.CreateTeam(o.ctx(ctx), store.Team{ID: id, Name: name, Description: description, CreatedAt: c.clock.Now().UTC()})
 	if err != nil {
 		if errors.Is(err, store.ErrExists) {
-			err = fmt.Errorf("team %q: %w", name, ErrExists)
+			err = fmt.Errorf("team %s: %w", quoteInput(name), ErrExists)
 		}
 		return Team{}, o.fail(ctx, mapStoreErr(err))
 	}
@@ -248,7 +248,8 @@ func (c *Client) DeleteTeam(ctx context.Context, name string, opts ...TeamDelete
 		return o.fail(ctx, err)
 	}
 	if len(keys) > 0 && !do.purgeVault {
-		return o.fail(ctx, fmt.Errorf("team %q: %w: %d key(s), e.g. %q", name, ErrTeamVaultNotEmpty, len(keys), keys[0]))
+		return o.fail(ctx, &isError{msg: fmt.Sprintf("team %s cannot be deleted: its vault holds %d secret(s), e.g. %q: delete them (rediacc vault rm), or destroy them with the team (PurgeVault, CLI --purge-vault)",
+			quoteInput(name), len(keys), keys[0]), err: ErrTeamVaultNotEmpty, is: ErrTeamVaultNotEmpty})
 	}
 	o.detail["vault_keys"] = strconv.Itoa(len(keys))
 	if err := c.access.DeleteTeam(o.ctx(ctx), sc.id, c.clock.Now().UTC()); err != nil {
@@ -279,7 +280,7 @@ func (c *Client) PurgeTeamVault(ctx context.Context, teamID string) error {
 	t, err := c.access.GetTeam(ctx, teamID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return o.fail(ctx, fmt.Errorf("team id %q: %w", teamID, ErrNotFound))
+		return o.fail(ctx, fmt.Errorf("team id %s: %w", quoteInput(teamID), ErrNotFound))
 	case err != nil:
 		return o.fail(ctx, mapStoreErr(err))
 	case t.DeletedAt.IsZero():
@@ -304,7 +305,7 @@ func (c *Client) teamDeletable(ctx context.Context, sc scope) error {
 		return mapStoreErr(err)
 	}
 	if len(ms) > 0 || len(ts) > 0 {
-		return fmt.Errorf("team %q: %w (%d machine(s), unfinished tasks: %v)", sc.name, ErrTeamNotEmpty, len(ms), len(ts) > 0)
+		return teamNotEmpty(sc.name, len(ms), len(ts) > 0)
 	}
 	if names, err := c.teamSchedules(ctx, sc.id); err != nil || len(names) > 0 { // leftovers.go
 		if err == nil {
@@ -350,18 +351,31 @@ func (c *Client) purgeVault(ctx context.Context, o *op, v Vault, sc scope, keys 
 	return err
 }
 
+// teamNotEmpty is ErrTeamNotEmpty saying what is left in team (name) and
+// what to do.
+func teamNotEmpty(name string, machines int, tasks bool) error {
+	var left []string
+	if machines > 0 {
+		left = append(left, fmt.Sprintf("%d machine(s) (move or remove them: rediacc machine move|remove)", machines))
+	}
+	if tasks {
+		left = append(left, "unfinished tasks (let them finish or cancel them: rediacc list queue --team "+name+")")
+	}
+	return &isError{msg: fmt.Sprintf("team %s cannot be deleted: it still has %s", quoteInput(name), strings.Join(left, " and ")), err: ErrTeamNotEmpty, is: ErrTeamNotEmpty}
+}
+
 func (c *Client) teamErr(err error, team string) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("team %q: %w", team, ErrNotFound)
+		return fmt.Errorf("team %s: %w", quoteInput(team), ErrNotFound)
 	case errors.Is(err, store.ErrExists):
 		return fmt.Errorf("team %q: %w: %v", team, ErrExists, err)
-	case errors.Is(err, store.ErrTeamNotEmpty):
-		return fmt.Errorf("team %q: %w: %v", team, ErrTeamNotEmpty, err)
+	case errors.Is(err, store.ErrTeamNotEmpty): // found again in the delete's transaction
+		return &isError{msg: fmt.Sprintf("team %s cannot be deleted: %s", quoteInput(team), strings.TrimPrefix(err.Error(), store.ErrTeamNotEmpty.Error()+": ")), err: err, is: ErrTeamNotEmpty}
 	case errors.Is(err, store.ErrInvalidArgument):
-		return fmt.Errorf("%w: team %q: %v", ErrInvalidArgument, team, err)
+		return fmt.Errorf("%w: team %s: %v", ErrInvalidArgument, quoteInput(team), err)
 	}
 	return mapStoreErr(err)
 }
@@ -390,7 +404,7 @@ func (c *Client) SetMember(ctx context.Context, team, user string, role Role) (M
 		return Member{}, o.fail(ctx, err)
 	}
 	if role != RoleAdmin && role != RoleOperator && role != RoleViewer {
-		return Member{}, o.fail(ctx, fmt.Errorf("%w: team role %q (use admin, operator or viewer; owner and auditor are store-wide roles: rediacc role add, or Client.AddStoreRole)", ErrInvalidArgument, role))
+		return Member{}, o.fail(ctx, fmt.Errorf("%w: team role %s (use admin, operator or viewer; owner and auditor are store-wide roles: rediacc role add, or Client.AddStoreRole)", ErrInvalidArgument, quoteInput(role)))
 	}
 	m := store.Member{TeamID: sc.id, User: user, Role: string(role), AddedAt: c.clock.Now().UTC()}
 	if _, err := c.access.PutMember(o.ctx(ctx), m); err != nil {
@@ -412,7 +426,7 @@ func (c *Client) RemoveMember(ctx context.Context, team, user string) error {
 	}
 	if err := c.access.DeleteMember(o.ctx(ctx), sc.id, user); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			err = fmt.Errorf("member %q of team %q: %w", user, team, ErrNotFound)
+			err = fmt.Errorf("member %s of team %s: %w", quoteInput(user), quoteInput(team), ErrNotFound)
 		}
 		return o.fail(ctx, mapStoreErr(err))
 	}
@@ -456,7 +470,7 @@ func (c *Client) AddStoreRole(ctx context.Context, user string, role Role) error
 		return o.fail(ctx, err)
 	}
 	if role != RoleOwner && role != RoleAuditor {
-		return o.fail(ctx, fmt.Errorf("%w: store role %q (use owner or auditor)", ErrInvalidArgument, role))
+		return o.fail(ctx, fmt.Errorf("%w: store role %s (use owner or auditor; admin, operator and viewer are team roles: rediacc team member add, or Client.SetMember)", ErrInvalidArgument, quoteInput(role)))
 	}
 	return o.fail(ctx, mapStoreErr(c.access.PutStoreRole(o.ctx(ctx), store.StoreRole{User: user, Role: string(role), AddedAt: c.clock.Now().UTC()})))
 }
@@ -513,7 +527,7 @@ func (c *Client) MoveMachine(ctx context.Context, name, team string) error {
 	m, err := c.engine.MachineByName(ctx, name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("machine %q: %w", name, ErrNotFound)
+			return fmt.Errorf("machine %s: %w", quoteInput(name), ErrNotFound)
 		}
 		return mapStoreErr(err)
 	}
@@ -592,7 +606,7 @@ func (c *Client) MoveMachine(ctx context.Context, name, team string) error {
 	case errors.Is(err, store.ErrMachineHasTasks):
 		err = fmt.Errorf("machine %q: %w (cancel or wait for them first)", name, ErrMachineBusy)
 	case errors.Is(err, store.ErrNotFound):
-		err = fmt.Errorf("team %q or machine %q: %w", team, name, ErrNotFound)
+		err = fmt.Errorf("team %s or machine %s: %w", quoteInput(team), quoteInput(name), ErrNotFound)
 	}
 	if err == nil {
 		c.pool.Forget(poolName(m))

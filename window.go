@@ -196,7 +196,7 @@ func (c *Client) DeleteWindow(ctx context.Context, id string) error {
 	}
 	r, err := g.GetWindow(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("maintenance window %q: %w", id, ErrNotFound)
+		return fmt.Errorf("maintenance window %s: %w", quoteInput(id), ErrNotFound)
 	} else if err != nil {
 		return mapStoreErr(err)
 	}
@@ -210,7 +210,7 @@ func (c *Client) DeleteWindow(ctx context.Context, id string) error {
 	}
 	if err := g.DeleteWindow(o.ctx(ctx), id); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			err = fmt.Errorf("maintenance window %q: %w", id, ErrNotFound)
+			err = fmt.Errorf("maintenance window %s: %w", quoteInput(id), ErrNotFound)
 		}
 		return o.fail(ctx, mapStoreErr(err))
 	}

@@ -233,7 +233,7 @@ func readBatch(r io.Reader) ([]rediacc.TaskSpec, []int, error) {
 		}
 		for k := range fields {
 			if !batchFields[k] {
-				return nil, nil, usagef("line %d: unknown field %q (task fields: taskId, machine, team, selector, command, priority, retryCount, retryDelay, retryBackoff, retryMultiplier, retryMaxDelay, retryJitter, retryOn, failureAction, timeout, env, secrets, idempotencyKey)", n, k)
+				return nil, nil, usagef("line %d: unknown field %s (task fields: taskId, machine, team, selector, command, priority, retryCount, retryDelay, retryBackoff, retryMultiplier, retryMaxDelay, retryJitter, retryOn, failureAction, timeout, env, secrets, idempotencyKey)", n, quoted(k))
 			}
 		}
 		var t rediacc.Task

@@ -38,19 +38,19 @@ func (v *durationValue) Set(s string) error {
 		return nil
 	}
 	if _, err := strconv.ParseFloat(s, 64); err == nil {
-		return fmt.Errorf("%q has no unit: %s", s, v.hint())
+		return fmt.Errorf("%s has no unit: %s", quoted(s), v.hint())
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("%q is not a duration: %s", s, v.hint())
+		return fmt.Errorf("%s is not a duration: %s", quoted(s), v.hint())
 	}
 	switch {
 	case d < 0 && v.off != "":
 		d = -1
 	case d < 0:
-		return fmt.Errorf("%q is negative: %s", s, v.hint())
+		return fmt.Errorf("%s is negative: %s", quoted(s), v.hint())
 	case d == 0 && !v.allowZero:
-		return fmt.Errorf("%q is zero: %s", s, v.hint())
+		return fmt.Errorf("%s is zero: %s", quoted(s), v.hint())
 	}
 	*v.d = d
 	return nil

@@ -40,14 +40,14 @@ func (m *maxKeyAge) Set(s string) error {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.Atoi(days)
 		if err != nil || n < 0 {
-			return fmt.Errorf("%q is not a number of days", s)
+			return fmt.Errorf("%s is not a number of days", quoted(s))
 		}
 		m.d = time.Duration(n) * 24 * time.Hour
 		return nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return fmt.Errorf("%q: use days (90d) or a duration (2160h)", s)
+		return fmt.Errorf("%s: use days (90d) or a duration (2160h)", quoted(s))
 	}
 	m.d = d
 	return nil

@@ -189,7 +189,7 @@ func parseKV(flag string, kvs []string) (map[string]string, error) {
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return nil, usagef("%s %q: use KEY=VALUE", flag, kv)
+			return nil, usagef("%s %s: use KEY=VALUE", flag, quoted(kv))
 		}
 		out[k] = v
 	}

@@ -203,7 +203,7 @@ func newRoot(g *globals) *cobra.Command {
 func (g *globals) logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return nil, usagef("--log-level %q: use debug, info, warn or error", g.logLevel)
+		return nil, usagef("--log-level %s: use debug, info, warn or error", quoted(g.logLevel))
 	}
 	switch g.logFormat {
 	case "json":
@@ -223,7 +223,7 @@ func (g *globals) logger() (*slog.Logger, error) {
 		}
 		return slog.New(h), nil
 	}
-	return nil, usagef("--log-format %q: use text or json", g.logFormat)
+	return nil, usagef("--log-format %s: use text or json", quoted(g.logFormat))
 }
 
 // keyPassphrase reads the identity passphrase from --identity-passphrase-file
@@ -290,7 +290,7 @@ func (g *globals) client(ctx context.Context, tune func(*rediacc.Config)) (*redi
 // checkOutput validates -o.
 func checkOutput(o string) error {
 	if o != "" && o != "table" && o != "json" {
-		return usagef("-o %q: use table or json", o)
+		return usagef("-o %s: use table or json", quoted(o))
 	}
 	return nil
 }

@@ -96,7 +96,7 @@ func (m *monitorFlags) secret(ctx context.Context, g *globals) ([]byte, error) {
 		return nil, fmt.Errorf("--alert-webhook-secret: %w", err)
 	}
 	if len(s.Value) == 0 {
-		return nil, usagef("--alert-webhook-secret %q: the secret is empty; unsigned webhooks are refused", m.webhookSecret)
+		return nil, usagef("--alert-webhook-secret %s: the secret is empty; unsigned webhooks are refused", quoted(m.webhookSecret))
 	}
 	return s.Value, nil
 }

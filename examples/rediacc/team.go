@@ -144,7 +144,7 @@ func newMember(g *globals) *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			r, err := rediacc.ParseRole(role)
 			if err != nil {
-				return err
+				return usagef("--role %s: a team role is admin, operator or viewer (owner and auditor are store-wide: rediacc role add)", quoted(role))
 			}
 			return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
 				m, err := cl.SetMember(ctx, args[0], args[1], r)
@@ -230,17 +230,17 @@ func newListAudit(g *globals) *cobra.Command {
 		Args:  exactArgs(0, ""),
 		RunE: func(c *cobra.Command, args []string) error {
 			if output != "" && output != "table" && output != "json" && output != "jsonl" {
-				return usagef("-o %q: use table, json or jsonl", output)
+				return usagef("-o %s: use table, json or jsonl", quoted(output))
 			}
 			var err error
 			if start != "" {
 				if f.Start, err = time.Parse(time.RFC3339, start); err != nil {
-					return usagef("--start-date %q: use RFC 3339, e.g. 2026-11-29T00:00:00Z", start)
+					return usagef("--start-date %s: use RFC 3339, e.g. 2026-11-29T00:00:00Z", quoted(start))
 				}
 			}
 			if end != "" {
 				if f.End, err = time.Parse(time.RFC3339, end); err != nil {
-					return usagef("--end-date %q: use RFC 3339, e.g. 2026-11-30T00:00:00Z", end)
+					return usagef("--end-date %s: use RFC 3339, e.g. 2026-11-30T00:00:00Z", quoted(end))
 				}
 			}
 			f.Action = actionFilter
@@ -315,7 +315,7 @@ func newRole(g *globals) *cobra.Command {
 			RunE: func(c *cobra.Command, args []string) error {
 				r, err := rediacc.ParseRole(role)
 				if err != nil {
-					return err
+					return usagef("--role %s: a store-wide role is owner or auditor (team roles: rediacc team member add TEAM USER --role admin|operator|viewer)", quoted(role))
 				}
 				return g.withClient(c, func(ctx context.Context, cl *rediacc.Client) error {
 					if grant {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -234,4 +235,15 @@ func safeAttr(a slog.Attr) slog.Attr {
 		a.Value = v
 	}
 	return a
+}
+
+// quoted quotes user input for a message (Go syntax: control characters
+// escaped), cut to its first 64 characters with a note of its length when
+// it is longer: a flag value of a megabyte is not echoed whole.
+func quoted[S ~string](v S) string {
+	s := string(v)
+	if utf8.RuneCountInString(s) <= 64 {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(string([]rune(s)[:64])) + fmt.Sprintf("…(%d bytes in all)", len(s))
 }

@@ -78,7 +78,7 @@ func (v *vaultFlags) open(ctx context.Context, dataDir string, st *rediacc.Store
 		}
 		return rediacc.NewHashiCorpVault(ctx, cfg)
 	}
-	return nil, usagef("--vault-backend %q: use local or hashicorp", v.backend)
+	return nil, usagef("--vault-backend %s: use local or hashicorp", quoted(v.backend))
 }
 
 func (v *vaultFlags) passphrase(stderr io.Writer) ([]byte, error) {

@@ -18,8 +18,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Backend is a team-scoped secret store. All methods are safe for concurrent
@@ -175,13 +177,13 @@ func ValidateKey(key string) error {
 	for _, seg := range strings.Split(key, "/") {
 		switch seg {
 		case "":
-			return fmt.Errorf("%w: %q has an empty path segment", ErrInvalidKey, key)
+			return fmt.Errorf("%w: %s has an empty path segment", ErrInvalidKey, quoteInput(key))
 		case ".", "..":
-			return fmt.Errorf("%w: %q has a %q path segment", ErrInvalidKey, key, seg)
+			return fmt.Errorf("%w: %s has a %s path segment", ErrInvalidKey, quoteInput(key), quoteInput(seg))
 		}
 		for i := 0; i < len(seg); i++ {
 			if !nameByte(seg[i]) {
-				return fmt.Errorf("%w: %q contains %q; allowed are A-Z a-z 0-9 . _ - and / between segments", ErrInvalidKey, key, seg[i])
+				return fmt.Errorf("%w: %s contains %q; allowed are A-Z a-z 0-9 . _ - and / between segments", ErrInvalidKey, quoteInput(key), seg[i])
 			}
 		}
 	}
@@ -200,11 +202,11 @@ func ValidateTeam(team string) error {
 		return fmt.Errorf("%w: team name of %d bytes exceeds the maximum of %d", ErrInvalidTeam, len(team), MaxTeamLen)
 	}
 	if !alnum(team[0]) {
-		return fmt.Errorf("%w: %q must start with a letter or digit", ErrInvalidTeam, team)
+		return fmt.Errorf("%w: %s must start with a letter or digit", ErrInvalidTeam, quoteInput(team))
 	}
 	for i := 0; i < len(team); i++ {
 		if !nameByte(team[i]) {
-			return fmt.Errorf("%w: %q contains %q; allowed are A-Z a-z 0-9 . _ -", ErrInvalidTeam, team, team[i])
+			return fmt.Errorf("%w: %s contains %q; allowed are A-Z a-z 0-9 . _ -", ErrInvalidTeam, quoteInput(team), team[i])
 		}
 	}
 	return nil
@@ -227,7 +229,7 @@ func nameByte(c byte) bool { return alnum(c) || c == '.' || c == '_' || c == '-'
 // NotFoundError returns an error wrapping [ErrSecretNotFound] that names team
 // and key.
 func NotFoundError(team, key string) error {
-	return fmt.Errorf("%w: team %q has no key %q", ErrSecretNotFound, team, key)
+	return fmt.Errorf("%w: team %s has no key %s", ErrSecretNotFound, quoteInput(team), quoteInput(key))
 }
 
 // VersionNotFoundError returns an error wrapping [ErrSecretNotFound] that
@@ -249,7 +251,7 @@ func ConflictError(team, key string, expected, current int) error {
 	if expected == 0 {
 		exp = "expected the key not to exist"
 	}
-	return fmt.Errorf("%w: team %q key %q: check-and-set %s but %s", ErrVersionConflict, team, key, exp, cur)
+	return fmt.Errorf("%w: team %s key %s: check-and-set %s but %s", ErrVersionConflict, quoteInput(team), quoteInput(key), exp, cur)
 }
 
 // CheckCAS evaluates a check-and-set condition against a key's current
@@ -261,4 +263,14 @@ func CheckCAS(team, key string, cas *int, current int) error {
 		return nil
 	}
 	return ConflictError(team, key, *cas, current)
+}
+
+// quoteInput quotes s for an error message, cut to its first 64 characters
+// with a note of its length when it is longer: a key of a megabyte is not
+// echoed whole.
+func quoteInput(s string) string {
+	if utf8.RuneCountInString(s) <= 64 {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(string([]rune(s)[:64])) + fmt.Sprintf("…(%d bytes in all)", len(s))
 }
