@@ -656,6 +656,9 @@ func (c *Client) finishWith(ctx context.Context, rec store.Task, t *Task, attemp
 		}
 		return
 	}
+	// The attempt's result is in the store: its marker on the machine is
+	// no longer needed (removed in a batch with a later command there).
+	c.pool.ReleaseRun(res)
 	if done.Status.Terminal() {
 		c.archiveFinished(ctx, done) // the log archive (archive.go)
 	}

@@ -79,17 +79,18 @@ type Command struct {
 	// RunID, when set, makes the run findable on the machine, so that at
 	// most one copy of it ever runs and its fate can be learned later,
 	// from any process, with Pool.Settle (see "Runs that can be found
-	// again" in the package doc). The login shell creates the marker
-	// directory RunDirBase/RunID in the login user's home (atomically:
+	// again" in the package doc). The login shell creates the marker,
+	// the file RunDirBase/RunID in the login user's home (atomically:
 	// when it exists already the run was taken, and Run returns an error
 	// wrapping ErrRunTaken without running Cmd), records its process
 	// group, the boot id and its start time there, and, when Cmd ends, its
-	// exit status. Cmd then runs in a subshell. When the directory cannot
-	// be created (the home is not writable) Cmd runs without a marker
+	// exit status. Cmd then runs in a subshell. When the marker cannot
+	// be created (the home is not writable) Cmd runs without one
 	// (Result.Remote.RunDir is ""). A connection lost while such a run is
-	// under way is settled before Run returns (see Run). 1..MaxRunIDLen
-	// bytes of [A-Za-z0-9._-], not starting with '.'; use a new id for
-	// every run.
+	// under way is settled before Run returns (see Run). Once its result is
+	// stored, pass the Result to Pool.ReleaseRun so that the marker is
+	// removed. 1..MaxRunIDLen bytes of [A-Za-z0-9._-], not starting with
+	// '.'; use a new id for every run.
 	RunID string
 	// OnStart, when set, is called once, from one of Run's goroutines,
 	// when the remote shell has reported its process (before Cmd runs),
@@ -122,6 +123,8 @@ type Result struct {
 	// run's marker after the connection was lost: the output after the
 	// loss is missing.
 	Recovered bool
+
+	marker markerRef // the run's marker, for Pool.ReleaseRun (release.go)
 }
 
 // Duration returns Ended - Started, or 0 when the command never started.
@@ -395,7 +398,8 @@ func (c *capture) Write(p []byte) (int, error) {
 type runInfo struct {
 	pid    int // 0 when the line was not found
 	remote Remote
-	taken  bool // the run's marker existed: the command did not run
+	taken  bool   // the run's marker existed: the command did not run
+	swept  string // when the machine's markers were last swept (Unix seconds; "" unknown)
 }
 
 // pidFilter strips the wrapper's pid line from the start of stderr and
@@ -448,8 +452,11 @@ func (f *pidFilter) parsePidLine(rest []byte) runInfo {
 		return runInfo{}
 	}
 	ri := runInfo{pid: pid, remote: Remote{PGID: pid}}
-	if len(fields) == 4 {
+	if len(fields) >= 4 {
 		ri.remote.BootID, ri.remote.StartTime = undash(fields[1]), undash(fields[2])
+		if len(fields) >= 5 {
+			ri.swept = undash(fields[4])
+		}
 		switch fields[3] {
 		case "m":
 			if f.runID != "" {

@@ -91,29 +91,58 @@
 // A Command with a RunID leaves a marker on the machine, so that at most
 // one copy of the run ever runs and any process can later learn what
 // became of it, even when the process that started it died. The exec
-// string then starts with a prelude that creates the directory
-// ~/.cache/rediacc/run/RUNID (RunDirBase) with mkdir — atomic: of the run
-// and a Pool.Settle, exactly one creates it — and writes into it the
-// shell's process group id, the machine's boot id and the shell's start
-// time (Linux /proc; "-" elsewhere). When the directory already exists the
-// run was taken: the shell reports so on its pid line and exits without
-// running anything (ErrRunTaken). The script then runs in a subshell,
+// string then starts with a prelude that creates the marker, the file
+// ~/.cache/rediacc/run/RUNID (RunDirBase), with a noclobber redirection
+// (set -C; the shell opens it O_CREAT|O_EXCL — checked in dash, bash and
+// busybox ash — so of the run and a Pool.Settle, which claims the same
+// path with mkdir, exactly one creates it), writing the line
+// "p PGID BOOTID STARTTIME": the shell's process group id, the machine's
+// boot id and the shell's start time (Linux /proc; "-" elsewhere). When
+// the path already exists the run was taken: the shell reports so on its
+// pid line and exits without running anything (ErrRunTaken). The script
+// then runs in a subshell,
 //
-//	(eval '<exports>; <Cmd>'); s=$?; echo $s >RUNDIR/status; exit $s
+//	(eval '<exports>; <Cmd>'); s=$?; echo "x $s" >>MARKER; exit $s
 //
-// so its exit status is recorded whatever it does (exit, exec, traps).
-// It costs a fork and a mkdir per run. Markers of runs that ended more
-// than six days ago are removed by a later run (in the background, one
-// run in fifty); a machine that cannot write ~/.cache runs the command
-// without a marker (Result.Remote.RunDir is "").
+// so its exit status is recorded whatever it does (exit, exec, its own
+// traps, set -e). The prelude uses shell builtins only (a mkdir -p of
+// RunDirBase runs once per machine): a marked run costs the machine one
+// fork (the subshell) more than an unmarked one — about 0.5 ms of CPU,
+// where the previous prelude, which exec'd mkdir, cost 2.1 ms (see
+// docs/BENCHMARKS.md, "Cost on the managed host"). A machine that cannot
+// write ~/.cache runs the command without a marker (Result.Remote.RunDir
+// is "").
+//
+// Markers are removed without ever listing them all. Once the caller has
+// stored a run's result it calls Pool.ReleaseRun: the pool removes the
+// released markers of a machine in batches of 32, with one rm prepended
+// to a later command's exec string, and the rest when it closes. Only
+// runs whose shell Run saw end are released; markers of runs whose
+// connection was lost, that a Settle decided, or whose exec was sent
+// twice stay (they may still keep a late copy from starting), and so do
+// those of a worker that crashed. For those, a sweep runs in the
+// background once a day per machine (the first pool to see, on a marked
+// run's pid line, that RunDirBase/.swept is more than a day old, sends it
+// with its next command): one find over what is left in RunDirBase, which
+// removes the markers older than six days (find -mtime +6) of runs that
+// are over (an exit status, or a Settle verdict). Its cost follows the
+// leftovers, not the number of runs ever made. A marker of a run that may
+// still go on, or was killed with nobody settling it, is never swept.
+//
+// Markers made by the previous version of this package (a directory
+// RUNID/ holding pid, status, claimed and stopped files) are still
+// settled and swept; Settle's mkdir claim keeps an exec of either version
+// from starting.
 //
 // Pool.Settle(ctx, target, runID, known) runs a second script that claims
-// the directory when it does not exist (the run never started, and now
-// never will), or reads the run's identity and status from it: an exit
+// the marker path with mkdir when nothing is there (the run never started,
+// and now never will), or reads the run's identity and status from the
+// marker: an exit
 // status gives FateExited; a process group still alive (zombies aside;
 // the leader's start time guards against a reused pid; another boot id
 // means it is gone) is stopped — TERM, KILL after Config.KillGrace — and
 // seen gone (FateStopped); a group gone without a status gives FateGone.
+// The verdicts stopped and gone are appended to the marker ("s", "g").
 // When the machine cannot be reached, or the group survives KILL, Settle
 // returns an error wrapping ErrFateUnknown: the run may still be running.
 //

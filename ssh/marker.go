@@ -13,7 +13,9 @@ import (
 )
 
 // RunDirBase is where, relative to the login user's home directory, a run
-// with a Command.RunID keeps its marker directory: RunDirBase/RUNID.
+// with a Command.RunID keeps its marker: the file RunDirBase/RUNID (a
+// directory for runs started by older versions of this package, or claimed
+// by Pool.Settle). RunDirBase/.swept records the last sweep of leftovers.
 const RunDirBase = ".cache/rediacc/run"
 
 // MaxRunIDLen bounds Command.RunID.
@@ -46,9 +48,9 @@ type Remote struct {
 	// (Linux: field 22 of /proc/PGID/stat), "" when unknown. With BootID it
 	// tells the process apart from a later one that reuses the pid.
 	StartTime string
-	// RunDir is the run's marker directory, relative to the login user's
-	// home (RunDirBase/RUNID); "" when the command had no RunID or the
-	// directory could not be created (the home is not writable).
+	// RunDir is the path of the run's marker, relative to the login
+	// user's home (RunDirBase/RUNID); "" when the command had no RunID or
+	// the marker could not be created (the home is not writable).
 	RunDir string
 }
 
@@ -86,35 +88,41 @@ type Fate struct {
 	Detail string
 }
 
-// markerPrelude is the start of the exec string of a run with a RunID:
-// the login shell creates the run's marker directory with mkdir (atomic:
-// of the run itself and a Settle, exactly one creates it), records its
-// process id, the boot id and its start time there, and reports them on
-// stderr (the pid line). When the directory exists already the run was
-// taken (by a Settle, or an earlier exec of the same run): the shell
-// reports that and exits without running anything. When it cannot be
-// created (the home is not writable) the command runs without a marker.
-// One run in fifty also removes the markers of runs ended more than six
-// days ago, in the background.
+// markerPrelude is the start of the exec string of a run with a RunID.
+// The login shell creates the run's marker, the regular file
+// RunDirBase/RUNID, with a noclobber redirection (set -C: the shell opens
+// it with O_CREAT|O_EXCL, so of the run itself and a Settle — which claims
+// the same path with mkdir — exactly one creates it; checked in dash, bash
+// and busybox ash), writing its first line "p PID BOOTID STARTTIME" (its
+// process id, the boot id, its start time). It then reads the time of the
+// last sweep of the machine's markers (file .swept, see sweepScript) and
+// reports all that on stderr (the pid line). When the path exists already
+// the run was taken (by a Settle, or an earlier exec of the same run): the
+// shell reports that and exits without running anything. When it cannot
+// be created (the home is not writable) the command runs without a marker.
+// Only builtins run, except a mkdir -p of RunDirBase the first time on a
+// machine.
 func markerPrelude(runID string) string {
-	d := `"$_rediacc_d/` + runID + `"`
-	return `_rediacc_d=$HOME/` + RunDirBase + ` _rediacc_m=m _rediacc_b=- _rediacc_s=-` + "\n" +
+	f := `"$_rediacc_d/` + runID + `"`
+	create := `{ echo "p $$ $_rediacc_b $_rediacc_s" >` + f + `; } 2>/dev/null`
+	return `_rediacc_d=$HOME/` + RunDirBase + ` _rediacc_m=m _rediacc_b=- _rediacc_s=- _rediacc_w=- _rediacc_x=` + "\n" +
 		`read -r _rediacc_b 2>/dev/null </proc/sys/kernel/random/boot_id || _rediacc_b=-` + "\n" +
 		`if read -r _rediacc_s 2>/dev/null </proc/$$/stat; then _rediacc_s=${_rediacc_s##*) }; set -- $_rediacc_s; _rediacc_s=${20:--}; set --; else _rediacc_s=-; fi` + "\n" +
-		`if mkdir ` + d + ` 2>/dev/null || { mkdir -p "$_rediacc_d" 2>/dev/null && mkdir ` + d + ` 2>/dev/null; }; then ` +
-		`echo "$$ $_rediacc_b $_rediacc_s" >` + d + `/pid; elif [ -d ` + d + ` ]; then _rediacc_m=t; else _rediacc_m=n; fi` + "\n" +
-		`printf '\036rediacc-pid %s %s %s %s\n' "$$" "$_rediacc_b" "$_rediacc_s" "$_rediacc_m" >&2` + "\n" +
-		`case $_rediacc_m in t) exit 0;; esac` + "\n" +
-		`case $_rediacc_m$$ in m*[05]0) (find "$_rediacc_d" -mindepth 2 -maxdepth 2 \( -name status -o -name claimed -o -name stopped \) -mtime +6 2>/dev/null | ` +
-		`while IFS= read -r _rediacc_f; do rm -rf "${_rediacc_f%/*}"; done) </dev/null >/dev/null 2>&1 & ;; esac` + "\n"
+		`case $- in *C*) ;; *) set -C; _rediacc_m=mC;; esac` + "\n" +
+		`if ` + create + ` || { [ ! -e ` + f + ` ] && mkdir -p "$_rediacc_d" 2>/dev/null && ` + create + `; }; then ` +
+		`read -r _rediacc_w _rediacc_x 2>/dev/null <"$_rediacc_d/.swept"; elif [ -e ` + f + ` ]; then _rediacc_m=t${_rediacc_m#m}; else _rediacc_m=n${_rediacc_m#m}; fi` + "\n" +
+		`case $_rediacc_m in *C) set +C; _rediacc_m=${_rediacc_m%C};; esac` + "\n" +
+		`printf '\036rediacc-pid %s %s %s %s %s\n' "$$" "$_rediacc_b" "$_rediacc_s" "$_rediacc_m" "${_rediacc_w:--}" >&2` + "\n" +
+		`case $_rediacc_m in t) exit 0;; esac` + "\n"
 }
 
 // markerRun runs the script in a subshell, so that whatever it does (exit,
-// exec, traps) the login shell records its exit status in the marker
-// directory afterwards.
+// exec, traps, set -e, a syntax error) the login shell appends its exit
+// status to the marker afterwards, as the line "x STATUS". (The subshell
+// is the one process a marked run costs beyond an unmarked one.)
 func markerRun(runID, quotedScript string) string {
-	return `(unset _rediacc_d _rediacc_m _rediacc_b _rediacc_s; eval ` + quotedScript + `); _rediacc_x=$?` + "\n" +
-		`case $_rediacc_m in m) echo "$_rediacc_x" >"$_rediacc_d/` + runID + `/status";; esac` + "\n" +
+	return `(unset _rediacc_d _rediacc_m _rediacc_b _rediacc_s _rediacc_w _rediacc_x; eval ` + quotedScript + `); _rediacc_x=$?` + "\n" +
+		`case $_rediacc_m in m) echo "x $_rediacc_x" >>"$_rediacc_d/` + runID + `";; esac` + "\n" +
 		`exit $_rediacc_x`
 }
 
@@ -163,10 +171,17 @@ func killScript(pid int, grace time.Duration) string {
 const fateMarker = "\x1erediacc-fate "
 
 // settleScript returns the remote script of Settle: it claims the marker
-// directory of run runID when it does not exist yet (the run never
-// started), else reads the run's process identity from it (or uses known
-// when the run kept no marker) and its exit status, and stops the run's
-// process group if it still runs. It prints one fate line.
+// path of run runID with mkdir when nothing is there yet (the run never
+// started: mkdir fails on a path that exists as a file or a directory, as
+// the run's noclobber creation does, so exactly one of them wins), else
+// reads the run's process identity from the marker (or uses known when the
+// run kept no marker) and its exit status, and stops the run's process
+// group if it still runs. It prints one fate line. The marker is a file
+// (markerPrelude) or, for a run started by an older version of this
+// package or claimed by a Settle, a directory holding the files pid,
+// status, claimed and stopped. A verdict on a file marker is appended to
+// it ("s BOOTID" stopped, "g" gone), so that sweepScript knows it is
+// settled.
 func settleScript(runID string, known Remote, grace time.Duration) string {
 	dash := func(s string) string {
 		if s == "" || !shellSafe(s) {
@@ -178,37 +193,54 @@ func settleScript(runID string, known Remote, grace time.Duration) string {
 	if known.PGID > 1 {
 		kp = strconv.Itoa(known.PGID)
 	}
-	return `_d=$HOME/` + RunDirBase + `/` + runID + ` _b=- _p= _pb= _ps= _x=` + "\n" +
+	return `_d=$HOME/` + RunDirBase + `/` + runID + ` _b=- _p= _pb= _ps= _x= _k= _s=` + "\n" +
 		`read -r _b 2>/dev/null </proc/sys/kernel/random/boot_id || _b=-` + "\n" +
 		`fate() { printf '\036rediacc-fate %s\n' "$*"; exit 0; }` + "\n" +
 		`status() {
+  if [ -f "$_d" ]; then
+    _s=
+    while read -r _k _x; do
+      case $_k in
+      x) case $_x in ''|*[!0-9]*) ;; *) fate exited "$_x" "${_p:--}" "${_pb:--}" "${_ps:--}";; esac;;
+      s) _s=1;;
+      esac
+    done <"$_d"
+    return 0
+  fi
   _j=0
   while [ -f "$_d/status" ] && [ $_j -lt 20 ]; do
     _x=; read -r _x 2>/dev/null <"$_d/status"
     case $_x in ''|*[!0-9]*) _zz; _j=$((_j+1));; *) fate exited "$_x" "${_p:--}" "${_pb:--}" "${_ps:--}";; esac
   done
+  [ -f "$_d/stopped" ] && _s=1
+  return 0
 }
+verdict() { if [ -f "$_d" ]; then echo "$1 $_b" >>"$_d"; elif [ -d "$_d" ]; then echo "$_b" >"$_d/$2"; fi; }
 ` + groupLib(grace) +
-		`if mkdir "$_d" 2>/dev/null || { mkdir -p "${_d%/*}" 2>/dev/null && mkdir "$_d" 2>/dev/null; }; then echo "$_b" >"$_d/claimed"; fate not-started claimed; fi
+		`if [ ! -e "$_d" ] && { mkdir "$_d" 2>/dev/null || { mkdir -p "${_d%/*}" 2>/dev/null && mkdir "$_d" 2>/dev/null; }; }; then echo "$_b" >"$_d/claimed"; fate not-started claimed; fi
 if [ -d "$_d" ]; then
   _i=0; while [ ! -f "$_d/pid" ] && [ ! -f "$_d/claimed" ] && [ $_i -lt 30 ]; do _zz; _i=$((_i+1)); done
   [ -f "$_d/pid" ] || { [ -f "$_d/claimed" ] && fate not-started claimed-before; fate gone - - - its shell ended before recording its process id; }
   read -r _p _pb _ps <"$_d/pid"
+elif [ -f "$_d" ]; then
+  _i=0; until { read -r _k _p _pb _ps <"$_d"; } 2>/dev/null || [ $_i -ge 30 ]; do _zz; _i=$((_i+1)); done
+  [ "$_k" = p ] || fate gone - - - its shell ended before recording its process id
 else
   _p=` + kp + ` _pb=` + dash(known.BootID) + ` _ps=` + dash(known.StartTime) + `
-  case $_p in ''|-|0|1|*[!0-9]*) fate unknown - - - no marker directory and no process id to go by;; esac
+  case $_p in ''|-|0|1|*[!0-9]*) fate unknown - - - no marker and no process id to go by;; esac
 fi
 _pb=${_pb:--} _ps=${_ps:--}
 status
-[ "$_pb" != - ] && [ "$_b" != - ] && [ "$_pb" != "$_b" ] && fate gone "$_p" "$_pb" "$_ps" the machine rebooted since it started
+[ "$_pb" != - ] && [ "$_b" != - ] && [ "$_pb" != "$_b" ] && { verdict g gone; fate gone "$_p" "$_pb" "$_ps" the machine rebooted since it started; }
 if ! alive; then
   status
-  [ -d "$_d" ] && [ -f "$_d/stopped" ] && fate stopped "$_p" "$_pb" "$_ps"
+  [ -n "$_s" ] && fate stopped "$_p" "$_pb" "$_ps"
+  verdict g gone
   fate gone "$_p" "$_pb" "$_ps" it ended without recording its exit status
 fi
 stop || fate running "$_p" "$_pb" "$_ps" its process group survived KILL
 status
-[ -d "$_d" ] && echo "$_b" >"$_d/stopped"
+verdict s stopped
 fate stopped "$_p" "$_pb" "$_ps"
 `
 }

@@ -86,7 +86,10 @@ func TestMarkerLocally(t *testing.T) {
 				{"echo partial; exit 3", 3, "partial\n"},
 				{"exec sh -c 'exit 4'", 4, ""},
 				{"trap 'echo bye' EXIT; false", 1, "bye\n"},
-				{`printf '%s' "${_rediacc_d-unset}"`, 0, "unset"},
+				{`printf '%s' "${_rediacc_d-unset}${_rediacc_m-unset}${_rediacc_w-unset}${_rediacc_x-unset}"`, 0, "unsetunsetunsetunset"},
+				{"set -e; false; echo not reached", 1, ""},
+				{"if then", 2, ""}, // a syntax error
+				{"echo x >/dev/null; case $- in *C*) echo noclobber;; esac", 0, ""},
 			} {
 				id := "t-" + strconv.Itoa(i)
 				c, stdout, stderr := localRun(t, shell, home, &Command{Cmd: tc.script, RunID: id})
@@ -98,11 +101,10 @@ func TestMarkerLocally(t *testing.T) {
 				if ri.pid != c.Process.Pid || ri.taken || ri.remote.RunDir == "" {
 					t.Errorf("%q: pid line %+v (shell pid %d) from %q", tc.script, ri, c.Process.Pid, stderr)
 				}
-				if b, err := os.ReadFile(filepath.Join(dir, id, "status")); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(tc.code) {
-					t.Errorf("%q: status file %q, %v", tc.script, b, err)
-				}
-				if b, err := os.ReadFile(filepath.Join(dir, id, "pid")); err != nil || !strings.HasPrefix(string(b), strconv.Itoa(c.Process.Pid)+" ") {
-					t.Errorf("%q: pid file %q, %v", tc.script, b, err)
+				// The marker is one file: its process, then its exit status.
+				if b, err := os.ReadFile(filepath.Join(dir, id)); err != nil || !strings.HasPrefix(string(b), "p "+strconv.Itoa(c.Process.Pid)+" ") ||
+					!strings.HasSuffix(string(b), "\nx "+strconv.Itoa(tc.code)+"\n") || strings.Count(string(b), "\n") != 2 {
+					t.Errorf("%q: marker %q, %v", tc.script, b, err)
 				}
 				f, err := localSettle(t, home, id, Remote{})
 				if err != nil || f.State != FateExited || f.ExitCode != tc.code {
@@ -144,7 +146,7 @@ func TestMarkerLocally(t *testing.T) {
 			c, _, _ = localRun(t, shell, home, &Command{Cmd: "trap '' TERM; sleep 30 & sleep 31; wait", RunID: "long"})
 			done := make(chan int, 1)
 			go func() { done <- exitCode(c.Wait()) }()
-			waitFile(t, filepath.Join(dir, "long", "pid"))
+			waitFile(t, filepath.Join(dir, "long"))
 			f, err = localSettle(t, home, "long", Remote{})
 			if err != nil || f.State != FateStopped || f.Remote.PGID != c.Process.Pid {
 				t.Fatalf("settle of a running run = %+v, %v", f, err)

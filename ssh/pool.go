@@ -50,6 +50,8 @@ type Pool struct {
 	wg       sync.WaitGroup // Runs in progress and connection goroutines
 
 	dials, dialErrors, refusals, retries atomic.Uint64
+
+	homes map[string]*markerHome // by user@address: run markers to remove (release.go); guarded by mu
 }
 
 // PoolStats is a snapshot of a Pool's state and counters.
@@ -168,10 +170,13 @@ func (p *Pool) Forget(name string) {
 
 // Close closes all connections (commands still running fail), wakes waiting
 // Runs (they return ErrPoolClosed) and waits until every Run in progress
-// has returned and every goroutine of the pool has ended. Later calls to
+// has returned and every goroutine of the pool has ended. Before that, it
+// removes the run markers released with ReleaseRun and not removed yet,
+// on connections still open, within 2 s. Later calls to
 // Run return ErrPoolClosed. Close always returns nil; calling it again is a
 // no-op.
 func (p *Pool) Close() error {
+	p.flushMarkers() // release.go: best effort, bounded
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

@@ -60,8 +60,10 @@ func (p *Pool) Run(ctx context.Context, t Target, cmd Command) (*Result, error) 
 	}
 	defer p.wg.Done()
 	hp := p.hostPool(&t)
-	st, c, err := p.startSession(ctx, &t, hp, remote, cmd.Stdin != nil || block != nil, false)
+	extra, ids, sweep := p.housekeeping(&t, hp, MaxCommandLineBytes-len(remote)) // release.go
+	st, c, err := p.startSession(ctx, &t, hp, extra+remote, cmd.Stdin != nil || block != nil, false)
 	if err != nil {
+		p.giveBack(&t, ids, sweep)
 		clear(block)
 		return nil, err
 	}
@@ -298,6 +300,14 @@ func (p *Pool) runStarted(ctx context.Context, t *Target, hp *hostPool, c *conn,
 	}
 	info := filter.info()
 	res.Remote = info.remote
+	if info.remote.RunDir != "" {
+		p.noteSwept(t, info.swept) // release.go
+		if !st.retried && (waitErr == nil || xe != nil) {
+			// Its shell ended (an exit status or a signal came): no exec
+			// of this run is left that its marker must stop.
+			res.marker = markerRef{home: homeKey(t), runID: cmd.RunID}
+		}
+	}
 	if info.taken {
 		res.ExitCode = -1
 		if st.retried {
