@@ -173,7 +173,7 @@ var order = []Action{
 var rules = map[Action]rule{
 	TeamCreate: {ScopeStore, allow(Owner), "create a team", ""},
 	TeamRename: {ScopeTeam, allow(Owner), "rename a team", ""},
-	TeamDelete: {ScopeTeam, allow(Owner), "delete a team", "refused while the team has machines or unfinished tasks, or secrets in its vault unless they are destroyed with it (purge, audited)"},
+	TeamDelete: {ScopeTeam, allow(Owner), "delete a team", "refused while the team has machines, unfinished tasks or schedules, or secrets in its vault unless they are destroyed with it (purge, audited)"},
 	TeamList: {ScopeTeam, allow(Owner, Admin, Operator, Viewer), "see the team in the team list",
 		"members see the teams they belong to; the owner sees all; deleted teams, with their ids: owner and auditor"},
 
