@@ -296,7 +296,7 @@ type Client struct {
 	closed   bool
 	changed  chan struct{} // closed and replaced on every local state change
 	wake     chan struct{} // a submit nudges the worker
-	running  map[string]*runSlot // claimed tasks' attempts (worker.go)
+	running  map[string]*runSlot
 	remotes  map[string]store.AttemptRemote // noted by runs, recorded by the next heartbeat (execution.go)
 	spool    *resultSpool                   // results not recorded yet (spool.go)
 	runCount int
