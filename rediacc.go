@@ -296,7 +296,7 @@ type Client struct {
 	closed   bool
 	changed  chan struct{} // closed and replaced on every local state change
 	wake     chan struct{} // a submit nudges the worker
-	running  map[string]context.CancelCauseFunc
+	running  map[string]*runSlot
 	remotes  map[string]store.AttemptRemote // noted by runs, recorded by the next heartbeat (execution.go)
 	spool    *resultSpool                   // results not recorded yet (spool.go)
 	runCount int
@@ -324,6 +324,10 @@ type Client struct {
 	// runCmd, when set (tests and benchmarks only: SetRunnerForTest), runs
 	// attempts instead of the SSH pool.
 	runCmd func(ctx context.Context, t rssh.Target, cmd rssh.Command) (*rssh.Result, error)
+	// attemptHook, when set (tests only), is called by the goroutine of a
+	// claimed task with step "executed" when its attempt has ended and
+	// "released" once it gave up its entry in running.
+	attemptHook func(taskID, step string)
 
 	ca    caClientState // SSH CA keys, certificate serials and their audit (sshca_sign.go)
 	sched scheduleState // firing schedules (schedule_fire.go)
@@ -454,7 +458,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg:    cfg, engine: st.e, st: st, log: cfg.Logger, clock: cfg.Clock,
 		pool: rssh.NewPool(sshCfg), alerter: cfg.Alerter, id: cfg.WorkerID,
 		changed: make(chan struct{}), wake: make(chan struct{}, 1),
-		running: map[string]context.CancelCauseFunc{},
+		running: map[string]*runSlot{},
 		remotes: map[string]store.AttemptRemote{},
 		spool:   newResultSpool(cfg.DataDir),
 		metrics: newMetrics(),

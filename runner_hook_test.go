@@ -14,3 +14,16 @@ func SetNoopRunnerForTest(c *Client) {
 		return &rssh.Result{}, nil
 	}
 }
+
+// SetRunnerForTest makes c's worker run every attempt with f instead of
+// the SSH pool.
+func SetRunnerForTest(c *Client, f func(ctx context.Context, t rssh.Target, cmd rssh.Command) (*rssh.Result, error)) {
+	c.runCmd = f
+}
+
+// SetAttemptHookForTest makes the goroutine of every claimed task call f
+// with step "executed" once its attempt ended and "released" once it gave
+// up its entry among the running tasks. Set before Run.
+func SetAttemptHookForTest(c *Client, f func(taskID, step string)) {
+	c.attemptHook = f
+}

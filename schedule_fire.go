@@ -273,10 +273,10 @@ func (c *Client) afterFire(ctx context.Context, r store.Schedule, res store.Fire
 	}
 	for _, t := range res.Cancelled {
 		c.mu.Lock()
-		cancel := c.running[t.ID]
+		s := c.running[t.ID]
 		c.mu.Unlock()
-		if cancel != nil {
-			cancel(ErrTaskCancelled)
+		if s != nil {
+			s.cancel(ErrTaskCancelled)
 		}
 	}
 	a := Alert{Team: r.TeamID, TeamID: r.TeamID, Schedule: r.Name, Time: f.FiredAt, Error: f.Reason}

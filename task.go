@@ -763,10 +763,10 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Task, error) {
 		return nil, o.fail(ctx, mapStoreErr(err))
 	}
 	c.mu.Lock()
-	cancel := c.running[id]
+	s := c.running[id]
 	c.mu.Unlock()
-	if cancel != nil {
-		cancel(ErrTaskCancelled)
+	if s != nil {
+		s.cancel(ErrTaskCancelled)
 	}
 	t, err := taskFromRecord(r)
 	if err != nil {

@@ -131,8 +131,9 @@ loop:
 			for _, t := range tasks {
 				claimedAny = true
 				tctx, cancel := context.WithCancelCause(base)
+				slot := &runSlot{cancel: cancel}
 				c.mu.Lock()
-				c.running[t.ID] = cancel
+				c.running[t.ID] = slot
 				c.mu.Unlock()
 				wg.Add(1)
 				go func(t store.Task) {
@@ -145,9 +146,17 @@ loop:
 					}()
 					c.execute(tctx, t)
 					cancel(nil)
+					c.hookAttempt(t.ID, "executed")
 					c.mu.Lock()
-					delete(c.running, t.ID)
+					if c.running[t.ID] == slot {
+						// Not when the task was claimed again meanwhile (its
+						// outcome, recorded, made it PENDING at once): the
+						// entry is then the next attempt's, which a cancel
+						// and the heartbeats must still reach.
+						delete(c.running, t.ID)
+					}
 					c.mu.Unlock()
+					c.hookAttempt(t.ID, "released")
 					c.notify()
 				}(t)
 			}
@@ -214,6 +223,21 @@ loop:
 	return result
 }
 
+// runSlot is a claimed task's entry in Client.running: the cancel of its
+// attempt's context. Each claim has its own slot, so the goroutine ending
+// one attempt removes only its own entry, never that of the task's next
+// attempt, claimed again as soon as the first recorded its outcome.
+type runSlot struct {
+	cancel context.CancelCauseFunc
+}
+
+// hookAttempt calls the test hook attemptHook, when set.
+func (c *Client) hookAttempt(taskID, step string) {
+	if c.attemptHook != nil {
+		c.attemptHook(taskID, step)
+	}
+}
+
 // heartbeatInterval is how often a worker renews its leases: a third of
 // the lease, and at least every second, so that a cancel asked from another
 // process takes effect quickly.
@@ -245,8 +269,8 @@ func (c *Client) shutdown(ctx context.Context, wg *sync.WaitGroup, log *slog.Log
 	}
 	c.mu.Lock()
 	n := len(c.running)
-	for _, cancel := range c.running {
-		cancel(ErrShutdown)
+	for _, s := range c.running {
+		s.cancel(ErrShutdown)
 	}
 	c.mu.Unlock()
 	if n > 0 {
@@ -334,13 +358,13 @@ func (c *Client) heartbeat(ctx context.Context, log *slog.Logger) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, id := range hb.CancelRequested {
-		if cancel := c.running[id]; cancel != nil {
-			cancel(ErrTaskCancelled)
+		if s := c.running[id]; s != nil {
+			s.cancel(ErrTaskCancelled)
 		}
 	}
 	for _, id := range hb.Lost {
-		if cancel := c.running[id]; cancel != nil {
-			cancel(errLeaseLost)
+		if s := c.running[id]; s != nil {
+			s.cancel(errLeaseLost)
 		}
 	}
 }
