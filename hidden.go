@@ -85,10 +85,12 @@ func (c *Client) requireSeen(ctx context.Context, action, see authz.Action, sc s
 // Not-found errors, one per kind of entity, worded as where the entity is
 // missing, so that a hidden one reads the same.
 
-func machineNotFound(name string) error { return fmt.Errorf("machine %q: %w", name, ErrNotFound) }
-
-func unknownMachine(name string) error {
-	return fmt.Errorf("%w: %q is not registered (add it first: rediacc machine add)", ErrUnknownMachine, name)
+func machineNotFound(name string) error {
+	return fmt.Errorf("machine %s: %w", quoteInput(name), ErrNotFound)
 }
 
-func taskNotFound(id string) error { return fmt.Errorf("task %q: %w", id, ErrNotFound) }
+func unknownMachine(name string) error {
+	return fmt.Errorf("%w: %s is not registered (add it first: rediacc machine add)", ErrUnknownMachine, quoteInput(name))
+}
+
+func taskNotFound(id string) error { return fmt.Errorf("task %s: %w", quoteInput(id), ErrNotFound) }
