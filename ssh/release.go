@@ -166,9 +166,16 @@ func (p *Pool) noteSwept(t *Target, stamp string) {
 	}
 }
 
+// cdRunDir enters RunDirBase for the removals of releaseScript and
+// sweepScript, and fails (so that nothing is removed) when RunDirBase or
+// one of its parents under the home is a symbolic link: removing entries
+// through a link would delete files of the directory it points to, which
+// are not markers.
+const cdRunDir = `{ _rd="$HOME"; for _c in .cache .cache/rediacc .cache/rediacc/run; do [ ! -L "$_rd/$_c" ] || exit 0; done; cd "$HOME/` + RunDirBase + `" 2>/dev/null; }`
+
 // releasePrefix and releaseSuffix surround the run ids of releaseScript.
 const (
-	releasePrefix = `(cd "$HOME/` + RunDirBase + `" 2>/dev/null && exec rm -rf --`
+	releasePrefix = `(` + cdRunDir + ` && exec rm -rf --`
 	releaseSuffix = `) 2>/dev/null` + "\n"
 )
 
@@ -190,7 +197,7 @@ func releaseScript(ids []string) string {
 // markers are gone), once per sweepEvery per machine. A marker of a run
 // still going, or killed with nobody settling it, stays.
 func sweepScript(now time.Time) string {
-	return `(cd "$HOME/` + RunDirBase + `" 2>/dev/null || exit 0
+	return `(` + cdRunDir + ` || exit 0
 echo ` + strconv.FormatInt(now.Unix(), 10) + ` >|.swept
 find . -mindepth 1 -maxdepth 1 ! -name '.*' -mtime +` + strconv.Itoa(markerKeepDays) + ` | {
 set --

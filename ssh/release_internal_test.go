@@ -259,3 +259,52 @@ func TestSweepScript(t *testing.T) {
 		t.Errorf(".swept = %q, %v", b, err)
 	}
 }
+
+// TestSweepAndReleaseRefuseSymlinkedRunDir: when RunDirBase (or a parent
+// under the home) is a symbolic link, the sweep and the release remove
+// nothing in the directory it points to (they used to follow it and delete
+// old files there that looked like finished markers).
+func TestSweepAndReleaseRefuseSymlinkedRunDir(t *testing.T) {
+	if RunDirBase != ".cache/rediacc/run" {
+		t.Fatalf("cdRunDir checks .cache/rediacc/run for links; RunDirBase is %q", RunDirBase)
+	}
+	old := time.Now().Add(-10 * 24 * time.Hour)
+	for _, link := range []string{".cache", ".cache/rediacc", ".cache/rediacc/run"} {
+		t.Run(link, func(t *testing.T) {
+			home, victim := t.TempDir(), t.TempDir()
+			// The victim holds what the run dir would hold at link's depth.
+			target := filepath.Join(victim, strings.TrimPrefix(RunDirBase, link))
+			if err := os.MkdirAll(filepath.Join(target, "important"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			files := map[string]string{"notes": "x 0\n", "important/status": "1\n", "run-1.1": "p 1 b 2\nx 0\n"}
+			for f, c := range files {
+				p := filepath.Join(target, f)
+				if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				_ = os.Chtimes(p, old, old)
+			}
+			_ = os.Chtimes(filepath.Join(target, "important"), old, old)
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(home, link)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(victim, filepath.Join(home, link)); err != nil {
+				t.Fatal(err)
+			}
+			script := sweepScript(time.Now()) + "wait\n" + releaseScript([]string{"run-1.1"})
+			c := startShell(t, "sh", home, script, os.Getenv("PATH"))
+			if err := c.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			for f := range files {
+				if _, err := os.Lstat(filepath.Join(target, f)); err != nil {
+					t.Errorf("%s in the link's target: %v (removed through the link)", f, err)
+				}
+			}
+			if _, err := os.Lstat(filepath.Join(target, ".swept")); err == nil {
+				t.Errorf(".swept written through the link")
+			}
+		})
+	}
+}
