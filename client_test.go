@@ -438,6 +438,8 @@ func TestSubmitValidationWritesNothing(t *testing.T) {
 		{Machine: "m1", Command: "true", Priority: 6},
 		{Machine: "ghost", Command: "true"},
 		{Machine: "m1", Command: "true", Timeout: -1},
+		{Machine: "m1", Command: "printf 'A\x9bB\xffC'"},                          // invalid UTF-8: JSON would turn it into U+FFFD
+		{Machine: "m1", Command: "echo $X", Env: map[string]string{"X": "a\xc3"}}, // a truncated sequence
 	}
 	for _, s := range bad {
 		if _, err := c.Submit(ctx, s); !errors.Is(err, rediacc.ErrInvalidArgument) {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/authz"
@@ -72,7 +73,7 @@ type TaskSpec struct {
 	// Machine.Labels.
 	Selector map[string]string
 	// Command is run by the machine's login shell (sh -c). Required, at most
-	// 64 KiB (MaxCommandBytes), no NUL byte; with Env, at most
+	// 64 KiB (MaxCommandBytes) of valid UTF-8, no NUL byte; with Env, at most
 	// MaxCommandLineBytes once quoted for the shell. Never put secrets here.
 	Command string
 	// Priority 1..5; 0 means Normal (3).
@@ -135,6 +136,9 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 	if strings.ContainsRune(s.Command, 0) {
 		return bad("command contains a NUL byte")
 	}
+	if i := invalidUTF8At(s.Command); i >= 0 {
+		return bad("command is not valid UTF-8 (byte %d): the queue stores text and would change it; write such bytes with printf escapes (printf '\\377')", i)
+	}
 	if err := s.Retry.Validate(); err != nil {
 		return s, err
 	}
@@ -153,6 +157,9 @@ func (s TaskSpec) normalize() (TaskSpec, error) {
 		}
 		if strings.ContainsRune(v, 0) {
 			return bad("environment variable %s contains a NUL byte", k)
+		}
+		if i := invalidUTF8At(v); i >= 0 {
+			return bad("environment variable %s is not valid UTF-8 (byte %d): the queue stores text and would change it", k, i)
 		}
 	}
 	for k, key := range s.Secrets {
@@ -798,4 +805,19 @@ func (c *Client) QueueDepth(ctx context.Context) (map[Priority]int, error) {
 	}
 	o.done(ctx)
 	return out, nil
+}
+
+// invalidUTF8At returns the offset of the first byte of s that is not part
+// of valid UTF-8, or -1. Text the queue stores (JSON) must be valid UTF-8:
+// encoding/json would replace such bytes with U+FFFD, and the task would
+// run a command other than the one submitted.
+func invalidUTF8At(s string) int {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, n := utf8.DecodeRuneInString(s[i:]); n <= 1 {
+				return i
+			}
+		}
+	}
+	return -1
 }
