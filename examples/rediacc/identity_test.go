@@ -49,7 +49,7 @@ func TestCLITeamNameReuse(t *testing.T) {
 	c.ok("worker", "--until-empty", "--health-interval", "-1s")
 	c.asOK("alice", "machine", "remove", "gm")
 
-	if code, _, errs := c.run("team", "delete", "gamma"); code == 0 || !strings.Contains(errs, "vault holds secrets") || !strings.Contains(errs, "--purge-vault") {
+	if code, _, errs := c.run("team", "delete", "gamma"); code == 0 || !strings.Contains(errs, "vault holds") || !strings.Contains(errs, "secret") || !strings.Contains(errs, "--purge-vault") {
 		t.Fatalf("team delete with secrets: exit %d %s", code, errs)
 	}
 	var teams []map[string]any
