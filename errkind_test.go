@@ -58,7 +58,7 @@ func TestTaskErrKinds(t *testing.T) {
 	add("mismatch", srv.Port, forged, srv.ClientKeyPath)
 	add("unknown", srv.Port, empty, srv.ClientKeyPath)
 	add("wrongkey", srv.Port, srv.KnownHostsPath, other.ClientKeyPath)
-	add("down", freeTCPPort(t), srv.KnownHostsPath, srv.ClientKeyPath)
+	add("down", freeTCPPort(t, srv.Host), srv.KnownHostsPath, srv.ClientKeyPath)
 	if _, err := c.AddMachine(asOwner(), rediacc.Machine{Name: "oldcipher", Host: srv.Host, Port: srv.Port, User: srv.User,
 		IdentityFile: srv.ClientKeyPath, KnownHostsFile: srv.KnownHostsPath,
 		Algorithms: rediacc.SSHAlgorithms{Ciphers: []string{"aes128-cbc"}}}); err != nil { // OpenSSH 9 offers no CBC cipher
@@ -197,8 +197,11 @@ func TestTaskErrWithoutStoredKind(t *testing.T) {
 }
 
 // freeTCPPort returns a loopback port nobody listens on.
-func freeTCPPort(t testing.TB) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// freeTCPPort returns a port nothing listens on at host. It must probe
+// host itself: a port free on 127.0.0.1 may be a server's port on another
+// loopback address (TestTaskErrKinds' "down" machine once reached srv).
+func freeTCPPort(t testing.TB, host string) int {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
