@@ -196,7 +196,6 @@ func TestTaskErrWithoutStoredKind(t *testing.T) {
 	}
 }
 
-// freeTCPPort returns a loopback port nobody listens on.
 // freeTCPPort returns a port nothing listens on at host. It must probe
 // host itself: a port free on 127.0.0.1 may be a server's port on another
 // loopback address (TestTaskErrKinds' "down" machine once reached srv).
