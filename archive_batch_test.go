@@ -81,8 +81,10 @@ func TestArchiveBatchesSurviveSIGKILL(t *testing.T) {
 	if _, err := c.VerifyAudit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if segs := segments(t, filepath.Join(dir, "archive", "task", "*.jsonl.gz")); len(segs) < 2 {
-		t.Fatalf("task segments %v: want the child's and this client's", segs)
+	// The child may have been killed before its first batch (every 500 ms):
+	// then Prune archived all of them into this client's segment.
+	if segs := segments(t, filepath.Join(dir, "archive", "task", "*.jsonl.gz")); len(segs) < 1 {
+		t.Fatalf("task segments %v: want at least this client's", segs)
 	}
 
 	// A worker that returns has written its batches.
