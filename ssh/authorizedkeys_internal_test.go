@@ -56,8 +56,25 @@ func TestAuthorizedKeysWriteStoppedCleansUp(t *testing.T) {
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-			_ = cmd.Wait()
+			// A TERM that lands between the shell's fork and cat's exec can be
+			// lost (cat then blocks on the open stdin): send it again while
+			// the script lives, KILL and fail after 10 s.
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			for i := 0; ; i++ {
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+				select {
+				case <-done:
+				case <-time.After(500 * time.Millisecond):
+					if i < 20 {
+						continue
+					}
+					_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+					<-done
+					t.Fatal("the script survived TERM for 10 s")
+				}
+				break
+			}
 			if _, err := os.Stat(tmp); err == nil {
 				t.Fatal("the temporary file was left behind")
 			}
