@@ -47,6 +47,15 @@ type pgChild struct {
 }
 
 // runPGChild runs a child and returns its exit code.
+// fleetHealth: the fleet's workers probe every machine each second, so
+// health probe sessions run beside the tasks' on the same connections and
+// sshd (as on a real fleet), but never judge a machine busy: the busy gate
+// holds priority 3–5 work by design (until aging or MaxHold ends it, up to
+// 15 minutes here), which these tests' claim-order and timing checks are not
+// about; health_test.go tests the gate itself.
+var fleetHealth = rediacc.HealthConfig{Interval: time.Second,
+	Thresholds: rediacc.HealthThresholds{CPUPercent: 101, MemPercent: 101}}
+
 func runPGChild(spec string) int {
 	var p pgChild
 	if err := json.Unmarshal([]byte(spec), &p); err != nil {
@@ -58,7 +67,7 @@ func runPGChild(spec string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	c, err := rediacc.New(ctx, rediacc.Config{StoreURL: p.StoreURL, DataDir: p.DataDir, AuditKeyFile: p.AuditKey, WorkerID: p.WorkerID, Logger: log,
 		LeaseDuration: p.Lease, PollInterval: p.Poll, PerMachineLimit: p.PerMachine, Concurrency: p.Concurrency,
-		HealthInterval: -1})
+		Health: fleetHealth})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 2
@@ -156,7 +165,7 @@ func newFleet(t *testing.T, machines int, lease time.Duration) *fleet {
 func (f *fleet) client(tune func(*rediacc.Config)) *rediacc.Client {
 	f.t.Helper()
 	cfg := rediacc.Config{StoreURL: f.url, DataDir: f.t.TempDir(), AuditKeyFile: f.auditKey, Logger: testLogger(f.t), PollInterval: 20 * time.Millisecond,
-		LeaseDuration: f.lease, HealthInterval: -1}
+		LeaseDuration: f.lease, Health: fleetHealth}
 	if tune != nil {
 		tune(&cfg)
 	}
