@@ -5,18 +5,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lmittmann/tint"
-	gossh "golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/rediacc/rediacc"
+	"github.com/rediacc/rediacc/internal/benchutil"
 	"github.com/rediacc/rediacc/ssh/sshtest"
 )
 
@@ -70,71 +65,9 @@ func BenchmarkFanOut(b *testing.B) {
 }
 
 func bareFanOut(b *testing.B, servers []*sshtest.OpenSSH) time.Duration {
-	// Two connections per machine with four sessions each: OpenSSH refuses
-	// new sessions on a connection with 8 or more in flight (MaxSessions 10
-	// counts closing ones too).
-	const connsPerHost = 2
-	start := time.Now() // dialing counts, as it does for the SDK
-	clients := make([]*gossh.Client, len(servers)*connsPerHost)
-	var dialWG sync.WaitGroup
-	dialErrs := make(chan error, len(clients))
-	for i := range clients {
-		dialWG.Add(1)
-		go func() { // the SDK's pool dials machines concurrently too
-			defer dialWG.Done()
-			s := servers[i/connsPerHost]
-			cb, err := knownhosts.New(s.KnownHostsPath)
-			if err != nil {
-				dialErrs <- err
-				return
-			}
-			c, err := gossh.Dial("tcp", s.Addr(), &gossh.ClientConfig{User: s.User, Auth: []gossh.AuthMethod{gossh.PublicKeys(s.ClientSigner)},
-				HostKeyCallback: cb, Timeout: 10 * time.Second})
-			if err != nil {
-				dialErrs <- err
-				return
-			}
-			clients[i] = c
-		}()
-	}
-	dialWG.Wait()
-	close(dialErrs)
-	for err := range dialErrs {
+	elapsed, err := benchutil.BareFanOut(servers, fanOutTasks, fanOutPerHost)
+	if err != nil {
 		b.Fatal(err)
-	}
-	defer func() {
-		for _, c := range clients {
-			c.Close()
-		}
-	}()
-	var wg sync.WaitGroup
-	errs := make(chan error, fanOutTasks)
-	sems := make([]chan struct{}, len(clients))
-	for i := range sems {
-		sems[i] = make(chan struct{}, fanOutPerHost/connsPerHost)
-	}
-	for n := 0; n < fanOutTasks; n++ {
-		m := (n%len(servers))*connsPerHost + (n/len(servers))%connsPerHost
-		sems[m] <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sems[m]; wg.Done() }()
-			s, err := clients[m].NewSession()
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer s.Close()
-			if err := s.Run("true"); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(errs)
-	for err := range errs {
-		b.Fatalf("bare session: %v", err)
 	}
 	return elapsed
 }
@@ -249,27 +182,8 @@ func benchLogger() *slog.Logger {
 
 // selfCPU returns this process's CPU time so far (user + system, all
 // threads; children such as the sshd processes are not included).
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func selfCPU() time.Duration { return benchutil.SelfCPU() }
 
 // busyJiffies returns the machine's non-idle CPU time from /proc/stat
 // (clock ticks), to report CPU cost per task beside throughput.
-func busyJiffies() int64 {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	var total int64
-	for i, f := range strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:] {
-		n, _ := strconv.ParseInt(f, 10, 64)
-		if i != 3 && i != 4 { // idle, iowait
-			total += n
-		}
-	}
-	return total
-}
+func busyJiffies() int64 { return benchutil.BusyJiffies() }

@@ -10,14 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	gossh "golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
-
 	"github.com/rediacc/rediacc"
+	"github.com/rediacc/rediacc/internal/benchutil"
 	"github.com/rediacc/rediacc/ssh/sshtest"
 )
 
@@ -171,73 +168,11 @@ var lastBareCPU time.Duration
 // bareRun runs tasks `true` sessions with x/crypto/ssh alone and returns
 // the elapsed time (dialing included); lastBareCPU gets its CPU time.
 func bareRun(b *testing.B, servers []*sshtest.OpenSSH, tasks int) time.Duration {
-	// Two connections per machine with four sessions each: OpenSSH refuses
-	// new sessions on a connection with 8 or more in flight (MaxSessions 10
-	// counts closing ones too).
-	const connsPerHost = 2
 	cpu0 := cpuSelf()
-	start := time.Now()
-	clients := make([]*gossh.Client, len(servers)*connsPerHost)
-	var dialWG sync.WaitGroup
-	dialErrs := make(chan error, len(clients))
-	for i := range clients {
-		dialWG.Add(1)
-		go func() {
-			defer dialWG.Done()
-			s := servers[i/connsPerHost]
-			cb, err := knownhosts.New(s.KnownHostsPath)
-			if err != nil {
-				dialErrs <- err
-				return
-			}
-			c, err := gossh.Dial("tcp", s.Addr(), &gossh.ClientConfig{User: s.User, Auth: []gossh.AuthMethod{gossh.PublicKeys(s.ClientSigner)},
-				HostKeyCallback: cb, Timeout: 10 * time.Second})
-			if err != nil {
-				dialErrs <- err
-				return
-			}
-			clients[i] = c
-		}()
-	}
-	dialWG.Wait()
-	close(dialErrs)
-	for err := range dialErrs {
-		b.Fatal(err)
-	}
-	defer func() {
-		for _, c := range clients {
-			c.Close()
-		}
-	}()
-	var wg sync.WaitGroup
-	errs := make(chan error, tasks)
-	sems := make([]chan struct{}, len(clients))
-	for i := range sems {
-		sems[i] = make(chan struct{}, tablePerHost/connsPerHost)
-	}
-	for n := 0; n < tasks; n++ {
-		m := (n%len(servers))*connsPerHost + (n/len(servers))%connsPerHost
-		sems[m] <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sems[m]; wg.Done() }()
-			s, err := clients[m].NewSession()
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer s.Close()
-			if err := s.Run("true"); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, err := benchutil.BareFanOut(servers, tasks, tablePerHost)
 	lastBareCPU = cpuSelf() - cpu0
-	close(errs)
-	for err := range errs {
-		b.Fatalf("bare session: %v", err)
+	if err != nil {
+		b.Fatal(err)
 	}
 	return elapsed
 }

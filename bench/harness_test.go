@@ -15,17 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rediacc/rediacc/internal/benchutil"
 	"github.com/rediacc/rediacc/ssh/sshtest"
 )
 
 // cpuSelf returns this process's CPU time (user + system) so far.
-func cpuSelf() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func cpuSelf() time.Duration { return benchutil.SelfCPU() }
 
 // cpuOf returns the CPU time (user + system) of an exited child, including
 // the descendants it waited for.
@@ -50,20 +45,7 @@ func maxRSSOf(ps *os.ProcessState) int64 {
 // busyJiffies returns the machine's non-idle CPU time from /proc/stat
 // (clock ticks of 10 ms), for the whole machine's CPU per task (client,
 // sshd and the commands).
-func busyJiffies() int64 {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	var total int64
-	for i, f := range strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:] {
-		n, _ := strconv.ParseInt(f, 10, 64)
-		if i != 3 && i != 4 { // idle, iowait
-			total += n
-		}
-	}
-	return total
-}
+func busyJiffies() int64 { return benchutil.BusyJiffies() }
 
 // loadAvg returns /proc/loadavg's first three fields ("1.02 0.98 0.77").
 func loadAvg() string {
