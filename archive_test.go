@@ -26,7 +26,7 @@ func (c archiveClock) Now() time.Time { return time.Now().Add(c.off) }
 func session(t *testing.T, dir string, tune func(*rediacc.Config)) *rediacc.Client {
 	t.Helper()
 	cfg := rediacc.Config{DataDir: dir, Logger: testLogger(t), PollInterval: 20 * time.Millisecond,
-		LeaseDuration: 3 * time.Second, Health: rediacc.HealthConfig{Interval: -1}}
+		LeaseDuration: 3 * time.Second}
 	if tune != nil {
 		tune(&cfg)
 	}

@@ -53,7 +53,9 @@ const (
 // exponentially weighted moving average of its samples (time constant
 // Smoothing), with hysteresis: the machine becomes busy when an average
 // rises above its threshold (Thresholds; never on one sample, see
-// HealthMinBusySamples) and is free again only when every average is below
+// HealthMinBusySamples, nor on samples spanning less than Smoothing/2, such
+// as several workers' first probes) and is free again only when every
+// average is below
 // its threshold minus Hysteresis. The judgement (averages, busy, since
 // when, why) is stored with the machine, so every worker and reader of the
 // store sees the same one (MachineStatus, Task.Waiting).

@@ -14,11 +14,12 @@ import (
 // busy or failing.
 func SetMachineHealthForTest(c *Client, name string, s *HealthSample, probeErr string, at time.Time) error {
 	rec := healthRecord{Sample: s, Error: probeErr}
-	if s != nil { // judged as a machine sampled steadily at s
+	if s != nil { // judged as a machine sampled steadily at s, over half the time constant
 		var j health.Judgement
 		r := c.healthRules()
+		step := max(r.Smoothing/2/time.Duration(health.MinBusySamples-1), time.Second)
 		for i := health.MinBusySamples - 1; i >= 0; i-- {
-			j = r.Next(j, health.Sample{At: at.Add(-time.Duration(i) * time.Second), CPUPercent: s.CPUPercent, MemUsedPercent: s.MemUsedPercent})
+			j = r.Next(j, health.Sample{At: at.Add(-time.Duration(i) * step), CPUPercent: s.CPUPercent, MemUsedPercent: s.MemUsedPercent})
 		}
 		rec.Judged = &j
 	}

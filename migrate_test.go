@@ -107,7 +107,7 @@ func TestMigrateFromSQLite(t *testing.T) {
 		t.Fatal(err)
 	}
 	pg, err := rediacc.New(asOwner(), rediacc.Config{StoreURL: url, DataDir: dirB, AuditKeyFile: filepath.Join(dirA, "audit.key"),
-		Logger: testLogger(t), PollInterval: 20 * time.Millisecond, HealthInterval: -1})
+		Logger: testLogger(t), PollInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -241,6 +241,9 @@ func TestBusyAndUnhealthyAlerts(t *testing.T) {
 		cfg.Alerter = sink
 		cfg.Health.Interval = -1
 		cfg.Health.Thresholds = rediacc.HealthThresholds{CPUPercent: 0.0001, MemPercent: 101} // any load is "busy"
+		// Samples must span Smoothing/2 before they can make a machine
+		// busy: a short time constant lets two probes in a row do it.
+		cfg.Health.Smoothing = 100 * time.Millisecond
 	})
 	srv := teamMachine(t, c, "h2", "", nil, 45)
 	ctx := ctxTimeout(t, time.Minute)

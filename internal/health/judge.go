@@ -10,7 +10,8 @@ import (
 // Judging load. One probe sees the CPU over ~200 ms, which says little: a
 // machine is judged on an exponentially weighted moving average (EWMA) of
 // its samples, and with hysteresis: it becomes busy when the average rises
-// above a threshold (after at least MinBusySamples samples) and stops being
+// above a threshold (after at least MinBusySamples samples spanning at least
+// half the time constant, see Rules.Smoothing) and stops being
 // busy only when the average falls below the threshold minus the
 // hysteresis band, so a load hovering at the threshold does not flap.
 
@@ -33,8 +34,11 @@ type Rules struct {
 	// means 0 (no band); 0 means the default.
 	Hysteresis float64
 	// Smoothing is the EWMA's time constant τ: a sample taken dt after the
-	// previous one weighs 1 - exp(-dt/τ). 0 or less: no smoothing (each
-	// sample replaces the average).
+	// previous one weighs 1 - exp(-dt/τ). The average can make a machine
+	// busy only once its samples span at least τ/2 (a load seen for a
+	// moment, even by several probes in a row, is not sustained). 0 or
+	// less: no smoothing (each sample replaces the average; only
+	// MinBusySamples applies).
 	Smoothing time.Duration
 	// Stale: a sample taken more than Stale after the previous one starts
 	// a new average (the old one says nothing about now). 0: never.
@@ -49,8 +53,10 @@ type Judgement struct {
 	// Samples is how many samples the average rests on (reset by a stale
 	// gap).
 	Samples int `json:"samples"`
-	// At is the last sample's time.
-	At time.Time `json:"at"`
+	// At is the last sample's time; First the first sample's of this
+	// average (zero in judgements stored before it was kept).
+	At    time.Time `json:"at"`
+	First time.Time `json:"first,omitzero"`
 	// Busy is the judgement; Since is when it last changed to busy, and
 	// Why says which average is above which threshold ("CPU 97 % > 90 %").
 	Busy  bool      `json:"busy,omitempty"`
@@ -89,8 +95,11 @@ func (r Rules) Next(prev Judgement, s Sample) Judgement {
 	j := prev
 	dt := s.At.Sub(prev.At)
 	if prev.Samples == 0 || (r.Stale > 0 && dt > r.Stale) {
-		j = Judgement{CPUPercent: s.CPUPercent, MemPercent: s.MemUsedPercent}
+		j = Judgement{CPUPercent: s.CPUPercent, MemPercent: s.MemUsedPercent, First: s.At}
 	} else {
+		if j.First.IsZero() { // stored before First was kept: count from the last sample
+			j.First = prev.At
+		}
 		w := 1.0
 		if r.Smoothing > 0 {
 			w = 1 - math.Exp(-float64(dt)/float64(r.Smoothing))
@@ -103,7 +112,7 @@ func (r Rules) Next(prev Judgement, s Sample) Judgement {
 	cpu, mem := r.thresholds()
 	over := j.over(cpu, mem)
 	switch {
-	case !j.Busy && j.Samples >= MinBusySamples && len(over) > 0:
+	case !j.Busy && j.Samples >= MinBusySamples && s.At.Sub(j.First) >= r.Smoothing/2 && len(over) > 0:
 		j.Busy, j.Since = true, s.At
 	case j.Busy && len(j.over(cpu-r.band(), mem-r.band())) == 0:
 		j.Busy, j.Since = false, time.Time{}

@@ -99,3 +99,36 @@ func TestJudgeStaleAndOutOfOrder(t *testing.T) {
 		t.Fatalf("after a stale gap: %+v", got)
 	}
 }
+
+// Samples close together — several workers probing a machine as they start,
+// or probes right after one another — never make a machine busy on their
+// own, however high: the average must span half the time constant. Found
+// when a second worker's first probe, 1.2 s after the first worker's, held
+// priority-3 work on a loaded host until aging.
+func TestJudgeBurstOfSamplesIsNotSustained(t *testing.T) {
+	r := Rules{Smoothing: 2 * time.Minute}
+	var j Judgement
+	for i := range 10 { // ten probes of 100 % within 9 s
+		j = r.Next(j, Sample{At: j0.Add(time.Duration(i) * time.Second), CPUPercent: 100, MemUsedPercent: 10})
+		if j.Busy {
+			t.Fatalf("busy after %d samples %s apart: %+v", i+1, time.Second, j)
+		}
+	}
+	j = r.Next(j, Sample{At: j0.Add(time.Minute), CPUPercent: 100, MemUsedPercent: 10})
+	if !j.Busy || !j.Since.Equal(j0.Add(time.Minute)) {
+		t.Fatalf("100 %% sustained over τ/2: %+v, want busy since %v", j, j0.Add(time.Minute))
+	}
+	// A judgement stored before First was kept counts from its last sample.
+	old := Judgement{CPUPercent: 100, MemPercent: 10, Samples: 3, At: j0}
+	if j := r.Next(old, Sample{At: j0.Add(time.Second), CPUPercent: 100, MemUsedPercent: 10}); j.Busy || !j.First.Equal(j0) {
+		t.Fatalf("old judgement + 1 s: %+v, want not busy, first %v", j, j0)
+	}
+	// No smoothing: only the sample count applies.
+	j = Judgement{}
+	for i := range 2 {
+		j = Rules{Smoothing: 0}.Next(j, Sample{At: j0.Add(time.Duration(i) * time.Second), CPUPercent: 100, MemUsedPercent: 10})
+	}
+	if !j.Busy {
+		t.Fatalf("no smoothing, 2 samples of 100 %%: %+v, want busy", j)
+	}
+}
