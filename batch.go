@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/rediacc/rediacc/internal/audit"
 	"github.com/rediacc/rediacc/internal/authz"
 	"github.com/rediacc/rediacc/internal/store"
@@ -92,7 +90,7 @@ type prepared struct {
 // naming a Machine keeps Submit's original checks and order; one naming
 // only a Team is placed by p.
 func (c *Client) prepareTask(ctx context.Context, spec TaskSpec, p *placer, auth authFunc, now time.Time) (prepared, error) {
-	id := uuid.NewString()
+	id := newTaskID()
 	var m store.Machine
 	var o *op
 	var err error
