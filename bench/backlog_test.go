@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"syscall"
@@ -37,14 +38,15 @@ const (
 // measured.
 type backlogResult struct {
 	tasks                  int
-	submit                 time.Duration
-	firstRate, lastRate    float64 // tasks/s of the first and last batch
+	submit, submitCPU      time.Duration // wall; this process's CPU
+	firstRate, lastRate    float64       // tasks/s of the first and last batch
 	claimP50, claimP99     time.Duration
 	claimMax               time.Duration
 	workerRSS              int64
 	workerCPU              time.Duration
 	workerDone             int
 	statsCLI, statsLibrary time.Duration
+	statsCLICPU, statsCPU  time.Duration // the CLI process's CPU; this process's
 	dbBytes                int64
 }
 
@@ -63,9 +65,12 @@ type backlogResult struct {
 //     for 20s on the store, then interrupted: peak RSS (it must never load
 //     the backlog), CPU and tasks done;
 //   - stats: `rediacc list queue --stats` (a process: start-up included)
-//     and Client.QueueStats in this process.
+//     and Client.QueueStats in this process, each with its CPU time (what
+//     it waited for besides is the host's: scheduling, fsyncs).
 //
-// Gated by REDIACC_BENCH_SCALE=1 (REDIACC_BENCH_BACKLOG=N for another size):
+// Gated by REDIACC_BENCH_SCALE=1 (REDIACC_BENCH_BACKLOG=N for another size;
+// REDIACC_BENCH_PROFILE=DIR writes CPU profiles of the backlog's submit and
+// QueueStats there, submit-N.pprof and stats-N.pprof):
 //
 //	REDIACC_BENCH_SCALE=1 go test -run '^$' -bench Backlog -benchtime 1x -timeout 60m ./bench
 func BenchmarkBacklog(b *testing.B) {
@@ -78,14 +83,16 @@ func BenchmarkBacklog(b *testing.B) {
 		small := backlogRun(b, bin, servers, backlogBaseline)
 		big := backlogRun(b, bin, servers, backlogSize())
 		fmt.Printf("\nbacklog in SQLite, %d machines; load average %s → %s\n", backlogMachines, load, loadAvg())
-		fmt.Printf("| pending tasks | submit (batches of %d) | first / last batch tasks/s | claim p50 | claim p99 | claim max | worker peak RSS | worker %s: tasks done, CPU | list queue --stats (CLI) | QueueStats (library) | database |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+		fmt.Printf("| pending tasks | submit (batches of %d) | submit CPU per task | first / last batch tasks/s | claim p50 | claim p99 | claim max | worker peak RSS | worker %s: tasks done, CPU | list queue --stats (CLI): wall, CPU | QueueStats (library): wall, CPU | database |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
 			rediacc.MaxBatchSize, backlogWorkFor)
 		for _, r := range []backlogResult{small, big} {
-			fmt.Printf("| %d | %s (%.0f tasks/s) | %.0f / %.0f | %s | %s | %s | %.1f MB | %d, %s | %s | %s | %.0f MB |\n",
-				r.tasks, r.submit.Round(time.Millisecond), float64(r.tasks)/r.submit.Seconds(), r.firstRate, r.lastRate,
+			fmt.Printf("| %d | %s (%.0f tasks/s) | %.0f µs | %.0f / %.0f | %s | %s | %s | %.1f MB | %d, %s | %s, %s | %s, %s | %.0f MB |\n",
+				r.tasks, r.submit.Round(time.Millisecond), float64(r.tasks)/r.submit.Seconds(), float64(r.submitCPU.Microseconds())/float64(r.tasks),
+				r.firstRate, r.lastRate,
 				r.claimP50.Round(time.Microsecond), r.claimP99.Round(time.Microsecond), r.claimMax.Round(time.Microsecond),
 				float64(r.workerRSS)/1e6, r.workerDone, r.workerCPU.Round(time.Millisecond),
-				r.statsCLI.Round(time.Millisecond), r.statsLibrary.Round(time.Millisecond), float64(r.dbBytes)/1e6)
+				r.statsCLI.Round(time.Millisecond), r.statsCLICPU.Round(time.Millisecond),
+				r.statsLibrary.Round(time.Millisecond), r.statsCPU.Round(time.Millisecond), float64(r.dbBytes)/1e6)
 		}
 		fmt.Printf("ratios backlog/baseline: claim p99 %.2f×, worker RSS %.2f×, list queue --stats %.2f×\n",
 			float64(big.claimP99)/float64(small.claimP99), float64(big.workerRSS)/float64(small.workerRSS),
@@ -111,7 +118,8 @@ func backlogRun(b *testing.B, bin string, servers []*sshtest.OpenSSH, n int) bac
 	if err != nil {
 		b.Fatal(err)
 	}
-	start := time.Now()
+	stopProfile := backlogProfile(b, "submit", n)
+	start, cpu0 := time.Now(), cpuSelf()
 	for done := 0; done < n; {
 		k := min(rediacc.MaxBatchSize, n-done)
 		specs := make([]rediacc.TaskSpec, k)
@@ -129,7 +137,8 @@ func backlogRun(b *testing.B, bin string, servers []*sshtest.OpenSSH, n int) bac
 		r.lastRate = rate
 		done += k
 	}
-	r.submit = time.Since(start)
+	r.submit, r.submitCPU = time.Since(start), cpuSelf()-cpu0
+	stopProfile()
 	if err := cl.Close(); err != nil {
 		b.Fatal(err)
 	}
@@ -171,16 +180,18 @@ func backlogRun(b *testing.B, bin string, servers []*sshtest.OpenSSH, n int) bac
 
 	// Stats.
 	t0 := time.Now()
-	c.ok("list", "queue", "--stats")
-	r.statsCLI = time.Since(t0)
+	_, ps := c.ok("list", "queue", "--stats")
+	r.statsCLI, r.statsCLICPU = time.Since(t0), cpuOf(ps)
 	cl, err = rediacc.New(actor, rediacc.Config{DataDir: c.dataDir, Health: rediacc.HealthConfig{Interval: -1}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer cl.Close()
-	t0 = time.Now()
+	stopProfile = backlogProfile(b, "stats", n)
+	t0, cpu0 = time.Now(), cpuSelf()
 	st, err := cl.QueueStats(actor, rediacc.StatsFilter{})
-	r.statsLibrary = time.Since(t0)
+	r.statsLibrary, r.statsCPU = time.Since(t0), cpuSelf()-cpu0
+	stopProfile()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -198,4 +209,26 @@ func backlogRun(b *testing.B, bin string, servers []*sshtest.OpenSSH, n int) bac
 		r.dbBytes = fi.Size()
 	}
 	return r
+}
+
+// backlogProfile starts a CPU profile of this process into
+// $REDIACC_BENCH_PROFILE/WHAT-N.pprof when that variable names a directory;
+// the function returned stops it.
+func backlogProfile(b *testing.B, what string, n int) (stop func()) {
+	dir := os.Getenv("REDIACC_BENCH_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", what, n)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
