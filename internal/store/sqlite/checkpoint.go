@@ -21,7 +21,10 @@ import (
 //
 // Here the writer connection checkpoints in its commit only as a backstop,
 // when the log passes walBackstopPages (so the log stays bounded even if
-// the background checkpoints cannot run or keep up), and a goroutine of
+// the background checkpoints cannot run or keep up; SQLite runs one
+// checkpoint at a time, so while another one runs, in this process or
+// another, a commit skips its own and the log may pass the backstop by
+// what is written meanwhile), and a goroutine of
 // the engine runs PASSIVE checkpoints on a connection of its own, at most
 // every checkpointInterval and only after a write transaction: a PASSIVE
 // checkpoint never takes the write lock nor waits for readers or writers
