@@ -52,8 +52,8 @@ type checkpointer struct {
 	done     chan struct{}
 	ctx      context.Context // ended by close: interrupts a checkpoint
 	cancel   context.CancelFunc
-	runs     atomic.Int64 // checkpoints run (tests)
-	lastErr  atomic.Value // error of the last checkpoint that failed (tests)
+	runs     atomic.Int64          // checkpoints run (tests)
+	lastErr  atomic.Pointer[error] // error of the last checkpoint that failed (tests)
 }
 
 // startCheckpointer opens the checkpointer's connection to the store at
@@ -116,7 +116,7 @@ func (c *checkpointer) run() {
 func (c *checkpointer) checkpoint() {
 	var busy, frames, copied int64
 	if err := c.db.QueryRowContext(c.ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied); err != nil {
-		c.lastErr.Store(err)
+		c.lastErr.Store(&err)
 		return
 	}
 	c.runs.Add(1)
