@@ -67,8 +67,6 @@ type Engine struct {
 	st     *stmts    // prepared on w (see stmts.go)
 	gc     committer // group commit (group.go)
 	closed atomic.Bool
-
-	ckpt *checkpointer // background checkpoints (checkpoint.go)
 }
 
 var (
@@ -101,8 +99,7 @@ func OpenOptions(ctx context.Context, path string, opts Options) (*Engine, error
 	busy := fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds())
 	w, err := sql.Open("sqlite", dsn(abs, url.Values{
 		"_txlock": {"immediate"},
-		"_pragma": {busy, "foreign_keys(1)", "synchronous(NORMAL)", "temp_store(MEMORY)",
-			fmt.Sprintf("wal_autocheckpoint(%d)", walBackstopPages)}, // checkpoint.go
+		"_pragma": {busy, "foreign_keys(1)", "synchronous(NORMAL)", "temp_store(MEMORY)"},
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store %s: %w", abs, err)
@@ -141,10 +138,6 @@ func OpenOptions(ctx context.Context, path string, opts Options) (*Engine, error
 	}
 	if err := e.prepare(ctx); err != nil {
 		return fail(err)
-	}
-	if e.ckpt, err = startCheckpointer(abs); err != nil {
-		_ = e.st.close()
-		return fail(fmt.Errorf("sqlite store %s: %w", abs, err))
 	}
 	return e, nil
 }
@@ -367,7 +360,6 @@ func (e *Engine) tx(ctx context.Context, recs []audit.Record, fn func(ctx contex
 		return err
 	}
 	o := &op{ctx: ctx, recs: recs, conds: conds, fn: fn}
-	defer e.ckpt.kick() // checkpoint.go
 	if e.gc.maxOps <= 1 {
 		return e.txAlone(o)
 	}
@@ -1176,5 +1168,5 @@ func (e *Engine) Close() error {
 	if !e.closed.CompareAndSwap(false, true) {
 		return fmt.Errorf("%w: %s", store.ErrClosed, e.path)
 	}
-	return errors.Join(e.st.close(), e.ckpt.close(), e.r.Close(), e.w.Close(), e.gate.close())
+	return errors.Join(e.st.close(), e.r.Close(), e.w.Close(), e.gate.close())
 }
