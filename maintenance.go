@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rediacc/rediacc/internal/authz"
@@ -103,7 +102,7 @@ func (c *Client) SubmitKeyRotation(ctx context.Context, opts KeyRotationOptions)
 		if err != nil {
 			return nil, o.fail(ctx, err)
 		}
-		recs = append(recs, store.Task{ID: uuid.NewString(), TeamID: k.team,
+		recs = append(recs, store.Task{ID: newTaskID(), TeamID: k.team,
 			MachineID: k.machines[0].m.ID, Priority: int(Low), Spec: raw, CreatedAt: now})
 		guards = append(guards, store.MachineInTeam(k.machines[0].m.ID, k.team))
 	}

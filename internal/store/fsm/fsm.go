@@ -190,7 +190,7 @@ func NewTask(t store.Task, now time.Time) (store.Task, error) {
 	}
 	t = CloneTask(t)
 	if t.ID == "" {
-		t.ID = uuid.NewString()
+		t.ID = uuid.Must(uuid.NewV7()).String() // version 7: appended to the id index (see rediacc.newTaskID)
 	}
 	t.Status = store.Pending
 	if t.TeamID == "" {
