@@ -66,6 +66,7 @@ type Engine struct {
 	gate   *gate     // orders writers across processes (see gate.go)
 	st     *stmts    // prepared on w (see stmts.go)
 	gc     committer // group commit (group.go)
+	ah     txHead    // the audit head of the running write transaction (audithead.go)
 	closed atomic.Bool
 }
 
@@ -379,10 +380,10 @@ func (e *Engine) txAlone(o *op) error {
 		return e.classify(err)
 	}
 	if err := e.runOp(ctx, tx, o); err != nil {
-		_ = tx.Rollback()
+		e.rollback(tx)
 		return e.classify(err)
 	}
-	return e.classify(tx.Commit())
+	return e.classify(e.commit(ctx, tx))
 }
 
 // lockGate takes the write gate; ErrClosed when the engine closed.
