@@ -86,7 +86,7 @@ func (s *indexSource) first(tr *btree.BTreeG[sched.Candidate], after *sched.Cand
 
 // Heads implements sched.Source.
 func (s *indexSource) Heads(only, skip []string) ([]sched.Candidate, error) {
-	var out []sched.Candidate
+	out := make([]sched.Candidate, 0, len(s.q.streams))
 	head := func(k streamKey, tr *btree.BTreeG[sched.Candidate]) {
 		if slices.Contains(skip, k.machine) {
 			return
