@@ -863,18 +863,16 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 				return false, err
 			}
 		}
-		var n int
-		if err := stmt(ctx, tx, e.st.taskExists).QueryRowContext(ctx, t.ID).Scan(&n); err != nil {
-			return false, err
-		}
-		if n > 0 {
-			return false, fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
-		}
-		if err := e.insertTask(ctx, tx, &t); err != nil {
-			return false, err
-		}
-		_, stored, err := loadTask(ctx, e.cachedTx(tx), t.ID)
+		h, err := encodeHistory(t.History)
 		if err != nil {
+			return false, err
+		}
+		// One statement inserts the task and reads it back; no row: the
+		// id is taken (the key was found free above).
+		_, stored, err := scanTask(e.cachedTx(tx).QueryRowContext(ctx, sqlCreateTask, insertArgs(&t, h)...))
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
+		} else if err != nil {
 			return false, err
 		}
 		out, created = stored, true
