@@ -85,6 +85,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -398,20 +399,24 @@ func Claim(p Policy, running map[string]int, src Source) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	seen := make(map[streamKey]bool, len(heads))
 	all := make([]stream, 0, len(heads)) // one allocation for the streams
 	streams := make([]*stream, 0, len(heads))
 	for _, c := range heads {
-		k := streamKey{c.Machine, c.Priority}
-		if seen[k] || (p.Machines != nil && !slices.Contains(p.Machines, c.Machine)) {
-			continue
+		if p.Machines == nil || slices.Contains(p.Machines, c.Machine) {
+			all = append(all, stream{head: c})
+			streams = append(streams, &all[len(all)-1])
 		}
-		seen[k] = true
-		all = append(all, stream{head: c})
-		streams = append(streams, &all[len(all)-1])
 	}
-	slices.SortFunc(streams, func(a, b *stream) int {
-		return cmp.Or(cmp.Compare(a.head.Machine, b.head.Machine), cmp.Compare(a.head.Priority, b.head.Priority))
+	// By machine and priority; of the heads of one stream (a source may
+	// give extra ones) the first given stays.
+	slices.SortStableFunc(streams, func(a, b *stream) int {
+		if c := strings.Compare(a.head.Machine, b.head.Machine); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.head.Priority, b.head.Priority)
+	})
+	streams = slices.CompactFunc(streams, func(a, b *stream) bool {
+		return a.head.Machine == b.head.Machine && a.head.Priority == b.head.Priority
 	})
 	res := Result{Teams: map[string]TeamTag{}, Stamps: map[string]int64{}}
 	if len(streams) == 0 {

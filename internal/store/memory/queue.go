@@ -65,6 +65,11 @@ var _ sched.Source = (*indexSource)(nil)
 // first returns the first ready candidate of tr after `after` (all of
 // them when after is nil).
 func (s *indexSource) first(tr *btree.BTreeG[sched.Candidate], after *sched.Candidate) (sched.Candidate, bool) {
+	if after == nil { // most heads are ready: no walk
+		if c, ok := tr.Min(); ok && !c.ReadyAt.After(s.now) {
+			return c, true
+		}
+	}
 	var (
 		got   sched.Candidate
 		found bool
