@@ -85,6 +85,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -330,6 +331,52 @@ type Result struct {
 type stream struct {
 	head Candidate
 	dead bool
+	m    *machine // head.Machine's state in the claim
+	tag  *TeamTag // head.Team's tag in the claim (claim.team)
+
+	// What the claim knows of head: admitted by Policy.Check with m.run
+	// at ran (Check depends on nothing else that changes during a
+	// claim), and its effective priority.
+	admitted bool
+	ran      int
+	eff      int
+}
+
+// setHead makes c the stream's head.
+func (s *stream) setHead(c Candidate, cl *claim) {
+	s.head, s.admitted = c, false
+	s.tag = cl.team(c.Team)
+}
+
+// machine is a machine's state during a claim: its running count (the
+// caller's, plus the tasks taken so far) and its stamp.
+type machine struct {
+	run   int
+	stamp int64
+}
+
+// claim is the state of one Claim: the tags, and per-machine and per-team
+// state reached through pointers, so that choosing among the streams for
+// every task taken reads no map.
+type claim struct {
+	st    Tags
+	teams map[string]*TeamTag // mirrors st.Teams (zero tags for teams without one)
+}
+
+func (cl *claim) team(t string) *TeamTag {
+	x := cl.teams[t]
+	if x == nil {
+		v := cl.st.Teams[t]
+		x = &v
+		cl.teams[t] = x
+	}
+	return x
+}
+
+// setTeam stores team t's tag.
+func (cl *claim) setTeam(t string, tt TeamTag) {
+	cl.st.Teams[t] = tt
+	*cl.team(t) = tt
 }
 
 // Claim applies the rule: it takes up to p.Max candidates from src given
@@ -339,13 +386,9 @@ func Claim(p Policy, running map[string]int, src Source) (Result, error) {
 	if p.Max <= 0 {
 		return Result{}, nil
 	}
-	run := make(map[string]int, len(running))
-	for m, n := range running {
-		run[m] = n
-	}
 	skip := slices.Clone(p.Gates.Draining) // draining: none of its tasks may be taken
 	if p.PerMachine > 0 {
-		for m, n := range run {
+		for m, n := range running {
 			if n >= p.PerMachine {
 				skip = append(skip, m) // full for everyone: no need to read its tasks
 			}
@@ -356,18 +399,24 @@ func Claim(p Policy, running map[string]int, src Source) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	seen := map[streamKey]bool{}
-	var streams []*stream
+	all := make([]stream, 0, len(heads)) // one allocation for the streams
+	streams := make([]*stream, 0, len(heads))
 	for _, c := range heads {
-		k := streamKey{c.Machine, c.Priority}
-		if seen[k] || (p.Machines != nil && !slices.Contains(p.Machines, c.Machine)) {
-			continue
+		if p.Machines == nil || slices.Contains(p.Machines, c.Machine) {
+			all = append(all, stream{head: c})
+			streams = append(streams, &all[len(all)-1])
 		}
-		seen[k] = true
-		streams = append(streams, &stream{head: c})
 	}
-	slices.SortFunc(streams, func(a, b *stream) int {
-		return cmp.Or(cmp.Compare(a.head.Machine, b.head.Machine), cmp.Compare(a.head.Priority, b.head.Priority))
+	// By machine and priority; of the heads of one stream (a source may
+	// give extra ones) the first given stays.
+	slices.SortStableFunc(streams, func(a, b *stream) int {
+		if c := strings.Compare(a.head.Machine, b.head.Machine); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.head.Priority, b.head.Priority)
+	})
+	streams = slices.CompactFunc(streams, func(a, b *stream) bool {
+		return a.head.Machine == b.head.Machine && a.head.Priority == b.head.Priority
 	})
 	res := Result{Teams: map[string]TeamTag{}, Stamps: map[string]int64{}}
 	if len(streams) == 0 {
@@ -377,8 +426,20 @@ func Claim(p Policy, running map[string]int, src Source) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	cl := &claim{st: st, teams: make(map[string]*TeamTag, len(st.Teams))}
+	ms := make([]machine, 0, len(streams))
+	for i, s := range streams { // sorted by machine
+		if i > 0 && streams[i-1].head.Machine == s.head.Machine {
+			s.m = streams[i-1].m
+		} else {
+			m := s.head.Machine
+			ms = append(ms, machine{run: running[m], stamp: st.Stamps[m]})
+			s.m = &ms[len(ms)-1]
+		}
+		s.setHead(s.head, cl)
+	}
 	for len(res.Picked) < p.Max {
-		best, err := p.best(streams, run, &st, src)
+		best, err := p.best(streams, cl, src)
 		if err != nil {
 			return Result{}, err
 		}
@@ -387,31 +448,33 @@ func Claim(p Policy, running map[string]int, src Source) (Result, error) {
 		}
 		c := best.head
 		res.Picked = append(res.Picked, c)
-		run[c.Machine]++
-		tt := st.Teams[c.Team]
-		s := max(st.Clock, tt.Finish)
-		tt = TeamTag{Start: s, Finish: s + Stride(p.Weight(c.Team))}
-		st.Teams[c.Team], res.Teams[c.Team] = tt, tt
-		st.Clock = s
-		st.Stamp++
-		st.Stamps[c.Machine], res.Stamps[c.Machine] = st.Stamp, st.Stamp
+		best.m.run++
+		s := max(cl.st.Clock, best.tag.Finish)
+		tt := TeamTag{Start: s, Finish: s + Stride(p.Weight(c.Team))}
+		cl.setTeam(c.Team, tt)
+		res.Teams[c.Team] = tt
+		cl.st.Clock = s
+		cl.st.Stamp++
+		best.m.stamp = cl.st.Stamp
+		cl.st.Stamps[c.Machine], res.Stamps[c.Machine] = cl.st.Stamp, cl.st.Stamp
 		next, ok, err := src.Next(c.Machine, c.Priority, c)
 		if err != nil {
 			return Result{}, err
 		}
-		if best.head, best.dead = next, !ok; ok {
-			if err := st.ensure(src, next); err != nil {
+		if best.dead = !ok; ok {
+			if err := cl.ensure(src, next); err != nil {
 				return Result{}, err
 			}
+			best.setHead(next, cl)
 		}
 	}
-	res.Clock, res.Stamp = st.Clock, st.Stamp
+	res.Clock, res.Stamp = cl.st.Clock, cl.st.Stamp
 	return res, nil
 }
 
 // loadTags reads the tags of the streams' teams and machines.
 func loadTags(src Source, streams []*stream) (Tags, error) {
-	var teams, machines []string
+	teams, machines := make([]string, 0, len(streams)), make([]string, 0, len(streams))
 	for _, s := range streams {
 		teams, machines = append(teams, s.head.Team), append(machines, s.head.Machine)
 	}
@@ -429,8 +492,8 @@ func loadTags(src Source, streams []*stream) (Tags, error) {
 
 // ensure loads c's team tag when a stream turned up a team not seen yet
 // (a machine's tasks normally all belong to its team).
-func (st *Tags) ensure(src Source, c Candidate) error {
-	if _, ok := st.Teams[c.Team]; ok {
+func (cl *claim) ensure(src Source, c Candidate) error {
+	if _, ok := cl.st.Teams[c.Team]; ok {
 		return nil
 	}
 	more, err := src.Tags([]string{c.Team}, nil)
@@ -438,7 +501,7 @@ func (st *Tags) ensure(src Source, c Candidate) error {
 		return err
 	}
 	if tt, ok := more.Teams[c.Team]; ok {
-		st.Teams[c.Team] = tt
+		cl.setTeam(c.Team, tt)
 	}
 	return nil
 }
@@ -446,14 +509,21 @@ func (st *Tags) ensure(src Source, c Candidate) error {
 // best returns the stream whose head the rule takes next, or nil. Streams
 // whose head is held are dead for the rest of the claim: the holds are
 // monotone along a stream (later heads are younger, and running counts
-// only grow during a claim).
-func (p Policy) best(streams []*stream, run map[string]int, st *Tags, src Source) (*stream, error) {
-	var live []*stream
+// only grow during a claim). A head admitted once stays admitted while
+// its machine's running count is unchanged (Check reads nothing else that
+// changes during a claim), so a task taken re-checks only the streams of
+// its machine.
+func (p Policy) best(streams []*stream, cl *claim, src Source) (*stream, error) {
+	var best *stream
 	for _, s := range streams {
 		for !s.dead {
-			h, _ := p.Check(s.head, run[s.head.Machine])
+			if s.admitted && s.ran == s.m.run {
+				break
+			}
+			h, _ := p.Check(s.head, s.m.run)
 			if h == HoldNone {
-				live = append(live, s)
+				s.admitted, s.ran = true, s.m.run
+				s.eff = EffectivePriority(s.head.Priority, s.head.EnqueuedAt, p.Now, p.Aging)
 				break
 			}
 			if h != HoldNotReady {
@@ -465,54 +535,51 @@ func (p Policy) best(streams []*stream, run map[string]int, st *Tags, src Source
 			if err != nil {
 				return nil, err
 			}
-			s.head, s.dead = next, !ok
+			if s.dead = !ok; ok {
+				s.setHead(next, cl)
+			}
 		}
-	}
-	var best *stream
-	var bestKey orderKey
-	for _, s := range live {
-		k := p.key(s.head, st)
-		if best == nil || k.compare(bestKey) < 0 {
-			best, bestKey = s, k
+		if !s.dead && (best == nil || cl.before(s, best)) {
+			best = s
 		}
 	}
 	return best, nil
 }
 
-// orderKey is a candidate's place in the order (see the package doc).
-type orderKey struct {
-	eff   int
-	start int64
-	team  string
-	stamp int64
-	c     Candidate
-}
-
-func (p Policy) key(c Candidate, st *Tags) orderKey {
-	return orderKey{
-		eff:   EffectivePriority(c.Priority, c.EnqueuedAt, p.Now, p.Aging),
-		start: max(st.Clock, st.Teams[c.Team].Finish),
-		team:  c.Team,
-		stamp: st.Stamps[c.Machine],
-		c:     c,
+// before reports whether the head of a comes before the head of b in the
+// order (see the package doc): effective priority, the team's start tag,
+// the team, the machine's stamp, FIFO, the machine.
+func (cl *claim) before(a, b *stream) bool {
+	if a.eff != b.eff {
+		return a.eff < b.eff
 	}
-}
-
-func (a orderKey) compare(b orderKey) int {
-	return cmp.Or(
-		cmp.Compare(a.eff, b.eff),
-		cmp.Compare(a.start, b.start),
-		cmp.Compare(a.team, b.team),
-		cmp.Compare(a.stamp, b.stamp),
-		CompareFIFO(a.c, b.c),
-		cmp.Compare(a.c.Machine, b.c.Machine),
-	)
+	if sa, sb := max(cl.st.Clock, a.tag.Finish), max(cl.st.Clock, b.tag.Finish); sa != sb {
+		return sa < sb
+	}
+	if a.head.Team != b.head.Team {
+		return a.head.Team < b.head.Team
+	}
+	if a.m.stamp != b.m.stamp {
+		return a.m.stamp < b.m.stamp
+	}
+	if c := compareFIFO(&a.head, &b.head); c != 0 {
+		return c < 0
+	}
+	return a.head.Machine < b.head.Machine
 }
 
 // CompareFIFO is the order within one machine and priority: EnqueuedAt,
 // then Seq, then ID.
-func CompareFIFO(a, b Candidate) int {
-	return cmp.Or(a.EnqueuedAt.Compare(b.EnqueuedAt), cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.ID, b.ID))
+func CompareFIFO(a, b Candidate) int { return compareFIFO(&a, &b) }
+
+func compareFIFO(a, b *Candidate) int {
+	if c := a.EnqueuedAt.Compare(b.EnqueuedAt); c != 0 {
+		return c
+	}
+	if a.Seq != b.Seq {
+		return cmp.Compare(a.Seq, b.Seq)
+	}
+	return cmp.Compare(a.ID, b.ID)
 }
 
 // SliceSource serves Claim from candidates in memory (the in-memory engine,
@@ -571,7 +638,7 @@ func (s *SliceSource) Next(machine string, priority int, after Candidate) (Candi
 
 // Tags implements Source: the tags given to NewSliceSource.
 func (s *SliceSource) Tags(teams, machines []string) (Tags, error) {
-	out := Tags{Clock: s.tags.Clock, Stamp: s.tags.Stamp, Teams: map[string]TeamTag{}, Stamps: map[string]int64{}}
+	out := Tags{Clock: s.tags.Clock, Stamp: s.tags.Stamp, Teams: make(map[string]TeamTag, len(teams)), Stamps: make(map[string]int64, len(machines))}
 	for _, t := range teams {
 		if v, ok := s.tags.Teams[t]; ok {
 			out.Teams[t] = v

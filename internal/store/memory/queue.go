@@ -65,6 +65,11 @@ var _ sched.Source = (*indexSource)(nil)
 // first returns the first ready candidate of tr after `after` (all of
 // them when after is nil).
 func (s *indexSource) first(tr *btree.BTreeG[sched.Candidate], after *sched.Candidate) (sched.Candidate, bool) {
+	if after == nil { // most heads are ready: no walk
+		if c, ok := tr.Min(); ok && !c.ReadyAt.After(s.now) {
+			return c, true
+		}
+	}
 	var (
 		got   sched.Candidate
 		found bool
@@ -86,7 +91,7 @@ func (s *indexSource) first(tr *btree.BTreeG[sched.Candidate], after *sched.Cand
 
 // Heads implements sched.Source.
 func (s *indexSource) Heads(only, skip []string) ([]sched.Candidate, error) {
-	var out []sched.Candidate
+	out := make([]sched.Candidate, 0, len(s.q.streams))
 	head := func(k streamKey, tr *btree.BTreeG[sched.Candidate]) {
 		if slices.Contains(skip, k.machine) {
 			return

@@ -393,13 +393,11 @@ const auditRowCols = auditCols + `, key_id`
 
 // appendAudit chains recs after the head kept in audit_head, inserts them
 // and moves the head, inside the caller's write transaction (so writers in
-// every process extend one linear chain).
+// every process extend one linear chain). The head row itself is written
+// once per transaction, before its COMMIT (audithead.go).
 func (e *Engine) appendAudit(ctx context.Context, tx *sql.Tx, recs []audit.Record) ([]audit.Record, error) {
-	var h audit.Head
-	err := stmt(ctx, tx, e.st.auditHead).QueryRowContext(ctx).Scan(&h.Seq, &h.Hash)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%w: the audit trail's head (table audit_head) is missing", store.ErrCorrupt)
-	} else if err != nil {
+	h, err := e.headTx(ctx, tx) // audithead.go: read once per transaction
+	if err != nil {
 		return nil, err
 	}
 	out := make([]audit.Record, len(recs))
@@ -422,8 +420,8 @@ func (e *Engine) appendAudit(ctx context.Context, tx *sql.Tx, recs []audit.Recor
 		h = audit.HeadOf(r)
 		out[i] = r
 	}
-	_, err = stmt(ctx, tx, e.st.auditMove).ExecContext(ctx, h.Seq, h.Hash)
-	return out, err
+	e.moveHead(tx, h) // written to audit_head before COMMIT
+	return out, nil
 }
 
 // AppendAudit appends recs to the trail in one transaction and returns them

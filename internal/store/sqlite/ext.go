@@ -324,7 +324,7 @@ func (e *Engine) TrimAudit(ctx context.Context, uptoSeq int64) error {
 		if err != nil {
 			return err
 		}
-		head, err := readHead(ctx, tx, "audit_head")
+		head, err := e.headTx(ctx, tx) // as this transaction moved it
 		if err != nil {
 			return err
 		}

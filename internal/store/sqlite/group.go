@@ -238,7 +238,7 @@ func (e *Engine) runBatch() {
 		if len(ran) == 0 {
 			// Nothing else in tx: the change needs no savepoint.
 			if err := e.runOp(ctx, tx, o); err != nil {
-				_ = tx.Rollback()
+				e.rollback(tx)
 				tx = nil
 				o.finish(e.classify(err))
 				continue
@@ -246,12 +246,13 @@ func (e *Engine) runBatch() {
 			ran = append(ran, o)
 			continue
 		}
+		head := e.ah // the audit head before o (audithead.go)
 		opErr, broken := e.runSavepoint(ctx, tx, o)
 		if broken != nil {
 			// The transaction is gone: o's error broke it (or the
 			// savepoint statements failed). The changes applied in it
 			// run again in the next transaction.
-			_ = tx.Rollback()
+			e.rollback(tx)
 			if opErr == nil {
 				opErr = broken
 			}
@@ -260,6 +261,7 @@ func (e *Engine) runBatch() {
 			return
 		}
 		if opErr != nil {
+			e.ah = head // o's records were rolled back with it
 			o.finish(e.classify(opErr))
 			continue
 		}
@@ -268,7 +270,7 @@ func (e *Engine) runBatch() {
 	if tx == nil {
 		return
 	}
-	err := e.classify(tx.Commit())
+	err := e.classify(e.commit(bg, tx))
 	for _, o := range ran {
 		o.finish(err)
 	}

@@ -66,6 +66,7 @@ type Engine struct {
 	gate   *gate     // orders writers across processes (see gate.go)
 	st     *stmts    // prepared on w (see stmts.go)
 	gc     committer // group commit (group.go)
+	ah     txHead    // the audit head of the running write transaction (audithead.go)
 	closed atomic.Bool
 }
 
@@ -379,10 +380,10 @@ func (e *Engine) txAlone(o *op) error {
 		return e.classify(err)
 	}
 	if err := e.runOp(ctx, tx, o); err != nil {
-		_ = tx.Rollback()
+		e.rollback(tx)
 		return e.classify(err)
 	}
-	return e.classify(tx.Commit())
+	return e.classify(e.commit(ctx, tx))
 }
 
 // lockGate takes the write gate; ErrClosed when the engine closed.
@@ -862,18 +863,16 @@ func (e *Engine) CreateTask(ctx context.Context, t store.Task) (store.Task, bool
 				return false, err
 			}
 		}
-		var n int
-		if err := stmt(ctx, tx, e.st.taskExists).QueryRowContext(ctx, t.ID).Scan(&n); err != nil {
-			return false, err
-		}
-		if n > 0 {
-			return false, fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
-		}
-		if err := e.insertTask(ctx, tx, &t); err != nil {
-			return false, err
-		}
-		_, stored, err := loadTask(ctx, e.cachedTx(tx), t.ID)
+		h, err := encodeHistory(t.History)
 		if err != nil {
+			return false, err
+		}
+		// One statement inserts the task and reads it back; no row: the
+		// id is taken (the key was found free above).
+		_, stored, err := scanTask(e.cachedTx(tx).QueryRowContext(ctx, sqlCreateTask, insertArgs(&t, h)...))
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, fmt.Errorf("%w: task %s", store.ErrExists, t.ID)
+		} else if err != nil {
 			return false, err
 		}
 		out, created = stored, true

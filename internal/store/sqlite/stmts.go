@@ -33,6 +33,9 @@ const (
 	// sqlBatchInsert (CreateTasks) inserts a task unless its id or
 	// idempotency key is taken (no row then; CreateTasks finds out which).
 	sqlBatchInsert = sqlInsertTask + ` ON CONFLICT DO NOTHING`
+	// sqlCreateTask (CreateTask) inserts a task and returns it as stored,
+	// or no row when its id (or key) is taken.
+	sqlCreateTask  = sqlBatchInsert + ` RETURNING ` + taskCols
 	sqlAuditHead   = `SELECT seq, hash FROM audit_head WHERE id = 1`
 	sqlAuditInsert = `INSERT INTO audit (` + auditRowCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlAuditMove   = `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`
@@ -67,7 +70,7 @@ const (
 // takes a querier (guard conditions, the gates and windows a claim reads,
 // the task CreateTask returns): cachedTx runs them prepared.
 var cachedQueries = []string{
-	sqlLoadTask, sqlGates, sqlWindows,
+	sqlLoadTask, sqlCreateTask, sqlGates, sqlWindows,
 	sqlGuardStoreRoles, sqlGuardMember, sqlGuardMachine, sqlGuardTeam,
 }
 
