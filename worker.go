@@ -176,12 +176,16 @@ loop:
 		if d := heldUntil.Sub(c.clock.Now()); !heldUntil.IsZero() && d < wait {
 			wait = max(d, time.Millisecond)
 		}
-		if next, ok, err := c.engine.NextReady(ctx); err == nil && ok {
-			// A task ready now that the claim left (its machine is full,
-			// or another team's) must not make the loop spin: only a
-			// future ReadyAt shortens the wait.
-			if d := next.Sub(c.clock.Now()); d > 0 && d < wait {
-				wait = max(d, time.Millisecond)
+		// With every slot taken, no task can be claimed before one ends
+		// (which wakes the loop: done), so the next ready time is not read.
+		if free > 0 {
+			if next, ok, err := c.engine.NextReady(ctx); err == nil && ok {
+				// A task ready now that the claim left (its machine is full,
+				// or another team's) must not make the loop spin: only a
+				// future ReadyAt shortens the wait.
+				if d := next.Sub(c.clock.Now()); d > 0 && d < wait {
+					wait = max(d, time.Millisecond)
+				}
 			}
 		}
 		if d := nextFire.Sub(c.clock.Now()); !nextFire.IsZero() && d > 0 && d < wait {
