@@ -69,6 +69,7 @@ const (
 var cachedQueries = []string{
 	sqlLoadTask, sqlGates, sqlWindows,
 	sqlGuardStoreRoles, sqlGuardMember, sqlGuardMachine, sqlGuardTeam,
+	sqlGuardMachineRecord,
 }
 
 // prepare prepares the statements on the write connection.
