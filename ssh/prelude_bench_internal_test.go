@@ -26,7 +26,11 @@ func BenchmarkShellPrelude(b *testing.B) {
 		{"bare", func(int) string { return "true" }},
 		{"unmarked", func(int) string { r, _, _ := buildRemote(&Command{Cmd: "true"}); return r }},
 		{"marked-legacy", func(i int) string { return legacyExec("l"+strconv.Itoa(i), "true") }},
-		{"marked", func(i int) string {
+		{"marked-subshell", func(i int) string { // the previous version, and scripts inShellSafe refuses
+			id := "s" + strconv.Itoa(i)
+			return markerPrelude(id) + markerRun(id, "true")
+		}},
+		{"marked", func(i int) string { // in the login shell (marker_inshell.go)
 			r, _, _ := buildRemote(&Command{Cmd: "true", RunID: "m" + strconv.Itoa(i)})
 			return r
 		}},
