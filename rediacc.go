@@ -306,10 +306,11 @@ type Client struct {
 	vaultMu sync.Mutex
 	vlt     Vault
 
-	access      store.Access
-	ownerKnown  atomic.Bool  // the store has an owner
-	login       *store.Login // the database login and its user (PostgreSQL; nil for other engines): login.go
-	workerActor string       // the actor Run works as (set before tasks start)
+	access        store.Access
+	ownerKnown    atomic.Bool   // the store has an owner
+	login         *store.Login  // the database login and its user (PostgreSQL; nil for other engines): login.go
+	workerActor   string        // the actor Run works as (set before tasks start)
+	startMachines startMachines // the machines tasks started on (taskstart.go)
 
 	metrics *metrics    // worker counters (metrics.go)
 	ob      outboxState // the alert outbox (outbox.go)

@@ -176,12 +176,16 @@ loop:
 		if d := heldUntil.Sub(c.clock.Now()); !heldUntil.IsZero() && d < wait {
 			wait = max(d, time.Millisecond)
 		}
-		if next, ok, err := c.engine.NextReady(ctx); err == nil && ok {
-			// A task ready now that the claim left (its machine is full,
-			// or another team's) must not make the loop spin: only a
-			// future ReadyAt shortens the wait.
-			if d := next.Sub(c.clock.Now()); d > 0 && d < wait {
-				wait = max(d, time.Millisecond)
+		// With every slot taken, no task can be claimed before one ends
+		// (which wakes the loop: done), so the next ready time is not read.
+		if free > 0 {
+			if next, ok, err := c.engine.NextReady(ctx); err == nil && ok {
+				// A task ready now that the claim left (its machine is full,
+				// or another team's) must not make the loop spin: only a
+				// future ReadyAt shortens the wait.
+				if d := next.Sub(c.clock.Now()); d > 0 && d < wait {
+					wait = max(d, time.Millisecond)
+				}
 			}
 		}
 		if d := nextFire.Sub(c.clock.Now()); !nextFire.IsZero() && d > 0 && d < wait {
@@ -422,30 +426,31 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 		return
 	}
 	log := c.taskLog(t, attemptNo)
-	// What the claim relied on is checked again where the work starts: the
-	// machine is still the task's team's, and this worker's actor may still
-	// run the team's tasks.
-	m, err := c.taskMachine(bg, rec)
-	if err != nil {
-		var mc *MachineChangedError
-		if errors.As(err, &mc) {
-			log.ErrorContext(bg, "task failed without running: its machine left its team", "error", err)
-			c.finish(bg, rec, t, attemptNo, store.Attempt{}, err, kindPermanent)
-		} else {
-			log.WarnContext(bg, "task given back without running", "error", err)
-			c.finish(bg, rec, t, attemptNo, store.Attempt{}, err, kindInterrupted)
-		}
-		return
-	}
 	started := c.clock.Now().UTC()
 	attempt := store.Attempt{Number: attemptNo, Worker: c.id, StartedAt: started, RunID: runIDFor(rec)}
 	ms := maintenanceOf(rec) // parsed once: it reads the whole spec
 	if ms != nil {
 		attempt.RunID = "" // it runs in this worker: no copy on the machine to mark
 	}
-	startCtx := store.WithAudit(bg, c.taskEvent(rec, "task.start", map[string]string{"attempt": strconv.Itoa(attemptNo)}))
-	if _, err := c.engine.Start(startCtx, rec.ID, c.id, attempt); err != nil {
-		log.WarnContext(bg, "task not started", "error", err)
+	// What the claim relied on is checked again where the work starts, in
+	// the start's transaction (taskstart.go): the machine is still the
+	// task's team's, and this worker's actor may still run the team's tasks.
+	m, err := c.startAttempt(bg, rec, attempt, c.taskEvent(rec, "task.start", map[string]string{"attempt": strconv.Itoa(attemptNo)}))
+	if err != nil {
+		var (
+			mc      *MachineChangedError
+			refused *errStartRefused
+		)
+		switch {
+		case errors.As(err, &refused):
+			log.WarnContext(bg, "task not started", "error", refused.err)
+		case errors.As(err, &mc):
+			log.ErrorContext(bg, "task failed without running: its machine left its team", "error", err)
+			c.finish(bg, rec, t, attemptNo, store.Attempt{}, err, kindPermanent)
+		default:
+			log.WarnContext(bg, "task given back without running", "error", err)
+			c.finish(bg, rec, t, attemptNo, store.Attempt{}, err, kindInterrupted)
+		}
 		return
 	}
 	if rec.CancelRequested {
@@ -489,34 +494,7 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 	c.finishWith(bg, rec, t, attemptNo, attempt, res, runErr, kind, red, 0)
 }
 
-// taskMachine returns the machine of a claimed task, checking that it is
-// still a registered machine of the task's team (else a
-// *MachineChangedError: the task must fail without running) and that this
-// worker's actor may still run the team's tasks (else an error: the task
-// goes back to the queue for a worker that may).
-func (c *Client) taskMachine(ctx context.Context, rec store.Task) (Machine, error) {
-	r, err := c.engine.GetMachine(ctx, rec.MachineID)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return Machine{}, &MachineChangedError{TaskID: rec.ID, TeamID: rec.TeamID, MachineID: rec.MachineID, Machine: rec.Machine, Removed: true}
-	case err != nil:
-		return Machine{}, mapStoreErr(err)
-	case !r.DeletedAt.IsZero():
-		return Machine{}, &MachineChangedError{TaskID: rec.ID, TeamID: rec.TeamID, MachineID: r.ID, Machine: r.Name, Removed: true}
-	case r.TeamID != rec.TeamID:
-		return Machine{}, &MachineChangedError{TaskID: rec.ID, TeamID: rec.TeamID, MachineID: r.ID, Machine: r.Name, MachineTeamID: r.TeamID}
-	}
-	g, err := c.grants(ctx, c.workerActor)
-	if err != nil {
-		return Machine{}, err
-	}
-	if !authz.Allowed(g, authz.TaskRun, rec.TeamID) {
-		return Machine{}, fmt.Errorf("%w: the worker's actor %s may no longer run the tasks of team %q", ErrShutdown, c.workerActor, rec.Team)
-	}
-	return machineFromRecord(r)
-}
-
-// runRemote runs one attempt on m, the task's machine (see taskMachine).
+// runRemote runs one attempt on m, the task's machine (see startAttempt).
 // The task's secrets come from its own team's vault (rec.TeamID: the team
 // it was queued in, which owns m). The redactor masks the task's secret
 // values (nil when it has none); the result's output is already masked.

@@ -273,6 +273,9 @@ func buildRemote(cmd *Command) (remote string, block []byte, err error) {
 		prelude = secretsPrelude(end)
 	}
 	if cmd.RunID != "" {
+		if inShellSafe(script) { // marker_inshell.go: no subshell
+			return markerPrelude(cmd.RunID) + prelude + markerRunInShell(cmd.RunID, ShellQuote(script)), block, nil
+		}
 		return markerPrelude(cmd.RunID) + prelude + markerRun(cmd.RunID, ShellQuote(script)), block, nil
 	}
 	if prelude == "" {

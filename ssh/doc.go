@@ -99,17 +99,22 @@
 // "p PGID BOOTID STARTTIME": the shell's process group id, the machine's
 // boot id and the shell's start time (Linux /proc; "-" elsewhere). When
 // the path already exists the run was taken: the shell reports so on its
-// pid line and exits without running anything (ErrRunTaken). The script
-// then runs in a subshell,
+// pid line and exits without running anything (ErrRunTaken). A script
+// that could replace the shell, change its traps or run text it does not
+// show (exec, trap, eval, ., source, alias, a function definition… see
+// marker_inshell.go) then runs in a subshell,
 //
 //	(eval '<exports>; <Cmd>'); s=$?; echo "x $s" >>MARKER; exit $s
 //
-// so its exit status is recorded whatever it does (exit, exec, its own
-// traps, set -e). The prelude uses shell builtins only (a mkdir -p of
-// RunDirBase runs once per machine): a marked run costs the machine one
-// fork (the subshell) more than an unmarked one — about 0.5 ms of CPU,
-// where the previous prelude, which exec'd mkdir, cost 2.1 ms (see
-// docs/BENCHMARKS.md, "Cost on the managed host"). A machine that cannot
+// so its exit status is recorded whatever it does; any other script runs
+// in the login shell itself, after an EXIT trap that appends "x STATUS" to
+// the marker (on the script's end, exit, a syntax error or a failing
+// set -e command alike). The prelude uses shell builtins only (a mkdir -p
+// of RunDirBase runs once per machine): a marked run costs the machine
+// about 0.4 ms of CPU more than an unmarked one in the login shell, 0.65 ms
+// with the subshell, where the first prelude of this kind cost 0.85 ms and
+// the one before it, which exec'd mkdir, 2.1 ms (see docs/BENCHMARKS.md,
+// "Cost on the managed host" and "Worker hot path"). A machine that cannot
 // write ~/.cache runs the command without a marker (Result.Remote.RunDir
 // is "").
 //

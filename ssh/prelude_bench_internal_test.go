@@ -4,56 +4,69 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
+// prevStatRead is how the prelude read the login shell's start time
+// before statRead (split with set --), for the benchmark's "marked-prev".
+const prevStatRead = `if read -r _rediacc_s 2>/dev/null </proc/$$/stat; then _rediacc_s=${_rediacc_s##*) }; set -- $_rediacc_s; _rediacc_s=${20:--}; set --; else _rediacc_s=-; fi`
+
 // BenchmarkShellPrelude measures what the exec strings cost the machine,
 // without SSH: each op starts `sh -c STRING` (as sshd starts the login
-// shell) in a fresh home and waits for it. Reported: the CPU time (user +
-// system, the shell and every process it starts) per run, and per run
-// minus that of `sh -c true` (bare) measured in the same run.
+// shell) once per case, the cases interleaved (so that a change in the
+// host's load reaches them all alike), in a fresh home. Reported per case:
+// the CPU time (user + system, the shell and every process it starts) per
+// run, and per run minus that of `sh -c true` (bare).
 //
 //	go test -run '^$' -bench ShellPrelude -benchtime 2000x ./ssh
+//
+// Cases: bare (`true`), unmarked (no RunID), marked-legacy (the directory
+// marker of the first version, with mkdir), marked-prev (the file marker
+// with the start time split by set --, and the subshell), marked-subshell
+// (today's prelude, a script that needs the subshell), marked (today's,
+// `true` in the login shell: marker_inshell.go).
 func BenchmarkShellPrelude(b *testing.B) {
 	home := b.TempDir()
-	var bare float64
-	for _, bc := range []struct {
+	_ = os.MkdirAll(home+"/"+RunDirBase, 0o755)
+	env := []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
+	cases := []struct {
 		name   string
-		remote func(i int) string
+		remote func(id string) string
 	}{
-		{"bare", func(int) string { return "true" }},
-		{"unmarked", func(int) string { r, _, _ := buildRemote(&Command{Cmd: "true"}); return r }},
-		{"marked-legacy", func(i int) string { return legacyExec("l"+strconv.Itoa(i), "true") }},
-		{"marked", func(i int) string {
-			r, _, _ := buildRemote(&Command{Cmd: "true", RunID: "m" + strconv.Itoa(i)})
-			return r
+		{"bare", func(string) string { return "true" }},
+		{"unmarked", func(string) string { r, _, _ := buildRemote(&Command{Cmd: "true"}); return r }},
+		{"marked-legacy", func(id string) string { return legacyExec(id, "true") }},
+		{"marked-prev", func(id string) string {
+			return strings.Replace(markerPrelude(id), statRead, prevStatRead, 1) + markerRun(id, "true")
 		}},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			// Each sub-benchmark starts from an empty RunDirBase.
-			_ = os.RemoveAll(home + "/" + RunDirBase)
-			_ = os.MkdirAll(home+"/"+RunDirBase, 0o755)
-			env := []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
-			before := childCPU()
-			n := 0
-			for b.Loop() {
-				c := exec.Command("sh", "-c", bc.remote(n))
-				c.Env = env
-				if err := c.Run(); err != nil {
-					b.Fatal(err)
-				}
-				n++
-			}
-			ms := float64(childCPU()-before) / float64(time.Millisecond) / float64(n)
-			if bc.name == "bare" {
-				bare = ms
-			}
-			b.ReportMetric(ms, "cpu-ms/run")
-			b.ReportMetric(ms-bare, "extra-cpu-ms/run")
-		})
+		{"marked-subshell", func(id string) string { return markerPrelude(id) + markerRun(id, "true") }},
+		{"marked", func(id string) string { r, _, _ := buildRemote(&Command{Cmd: "true", RunID: id}); return r }},
 	}
+	cpu := make([]time.Duration, len(cases))
+	n := 0
+	for b.Loop() {
+		for i, c := range cases {
+			cmd := exec.Command("sh", "-c", c.remote(c.name+"-"+strconv.Itoa(n)))
+			cmd.Env = env
+			before := childCPU()
+			if err := cmd.Run(); err != nil {
+				b.Fatalf("%s: %v", c.name, err)
+			}
+			cpu[i] += childCPU() - before
+		}
+		n++
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(n) }
+	for i, c := range cases {
+		b.ReportMetric(ms(cpu[i]), c.name+"-cpu-ms/run")
+		if i > 0 {
+			b.ReportMetric(ms(cpu[i]-cpu[0]), c.name+"-extra-cpu-ms/run")
+		}
+	}
+	b.ReportMetric(0, "ns/op")
 }
 
 // childCPU returns the CPU time of this process's waited-for children.

@@ -88,6 +88,19 @@ func validateTarget(t *Target) error {
 	return nil
 }
 
+// copyBufs are the buffers copyOutput reads a session's output with:
+// io.Copy would allocate 32 KiB per stream and run (two per task), most of
+// the SSH path's garbage in a fan-out of short commands.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// copyOutput copies src (a session's stdout or stderr) to dst as io.Copy
+// does, with a pooled buffer.
+func copyOutput(dst io.Writer, src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	return io.CopyBuffer(dst, src, *bp)
+}
+
 // execHook, when set (by tests), receives every exec string just before it
 // is sent to a server.
 var execHook atomic.Pointer[func(remote string)]
@@ -242,11 +255,11 @@ func (p *Pool) runStarted(ctx context.Context, t *Target, hp *hostPool, c *conn,
 	readers.Add(2)
 	go func() {
 		defer readers.Done()
-		_, _ = io.Copy(outCap, st.stdout)
+		_, _ = copyOutput(outCap, st.stdout)
 	}()
 	go func() {
 		defer readers.Done()
-		_, _ = io.Copy(filter, st.stderr)
+		_, _ = copyOutput(filter, st.stderr)
 		filter.finish()
 	}()
 	if st.stdin != nil {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,12 @@ const (
 	CondMachineInTeam ConditionKind = "machine-in-team"
 	// CondTeamLive: TeamID is a live (not deleted) team.
 	CondTeamLive ConditionKind = "team-live"
+	// CondMachineUnchanged: MachineID is a live machine of team TeamID
+	// whose record is still Machine: the same name, host, port, user and
+	// config (see SameMachine). A worker that keeps machines' records
+	// between tasks starts a task with it, so that a task runs only with
+	// its machine's current record.
+	CondMachineUnchanged ConditionKind = "machine-unchanged"
 )
 
 // Condition is one requirement of a guarded write (see WithGuard). Build
@@ -47,8 +54,11 @@ type Condition struct {
 	// TeamRoles and StoreRoles (CondRole) are the roles that satisfy it.
 	TeamRoles  []string
 	StoreRoles []string
-	// MachineID (CondMachineInTeam) is the machine.
+	// MachineID (CondMachineInTeam, CondMachineUnchanged) is the machine.
 	MachineID string
+	// Machine (CondMachineUnchanged) is the machine's record as the
+	// caller read it (GetMachine).
+	Machine *Machine
 }
 
 // HasRole requires user to hold one of storeRoles store-wide, or one of
@@ -60,6 +70,22 @@ func HasRole(user, teamID string, teamRoles, storeRoles []string) Condition {
 // MachineInTeam requires machineID to be a live machine of team teamID.
 func MachineInTeam(machineID, teamID string) Condition {
 	return Condition{Kind: CondMachineInTeam, MachineID: machineID, TeamID: teamID}
+}
+
+// MachineUnchanged requires m (a record read with GetMachine) to be a live
+// machine of team m.TeamID whose record has not changed since (see
+// SameMachine).
+func MachineUnchanged(m Machine) Condition {
+	return Condition{Kind: CondMachineUnchanged, MachineID: m.ID, TeamID: m.TeamID, Machine: &m}
+}
+
+// SameMachine reports whether the records a and b of one machine name the
+// same machine the same way: name, team, host, port, user and config
+// (what a connection to it is made from). Health and times are not
+// compared.
+func SameMachine(a, b Machine) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.TeamID == b.TeamID && a.Host == b.Host && a.Port == b.Port &&
+		a.User == b.User && bytes.Equal(a.Config, b.Config)
 }
 
 // TeamLive requires teamID to be a live team.
@@ -84,6 +110,10 @@ func (c Condition) Validate() error {
 	case CondTeamLive:
 		if c.TeamID == "" {
 			return fmt.Errorf("%w: guard %s: no team", ErrInvalidArgument, c.Kind)
+		}
+	case CondMachineUnchanged:
+		if c.MachineID == "" || c.TeamID == "" || c.Machine == nil || c.Machine.ID != c.MachineID {
+			return fmt.Errorf("%w: guard %s: machine %q, team %q or the record is missing", ErrInvalidArgument, c.Kind, c.MachineID, c.TeamID)
 		}
 	default:
 		return fmt.Errorf("%w: guard: unknown condition kind %q", ErrInvalidArgument, c.Kind)
@@ -111,6 +141,8 @@ func (c Condition) String() string {
 		return fmt.Sprintf("machine %q is registered in team %q", c.MachineID, c.TeamID)
 	case CondTeamLive:
 		return fmt.Sprintf("team %q exists", c.TeamID)
+	case CondMachineUnchanged:
+		return fmt.Sprintf("machine %q is registered in team %q, its record unchanged", c.MachineID, c.TeamID)
 	}
 	return fmt.Sprintf("condition %q", c.Kind)
 }

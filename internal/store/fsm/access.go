@@ -79,6 +79,22 @@ func GuardFailed(c store.Condition, format string, a ...any) error {
 	return &store.GuardError{Condition: c, Found: fmt.Sprintf(format, a...)}
 }
 
+// MachineUnchanged evaluates c (store.CondMachineUnchanged) against cur,
+// the machine's record now (found false: there is none).
+func MachineUnchanged(c store.Condition, cur store.Machine, found bool) error {
+	switch {
+	case !found:
+		return GuardFailed(c, "no such machine")
+	case !cur.DeletedAt.IsZero():
+		return GuardFailed(c, "the machine was removed")
+	case cur.TeamID != c.TeamID:
+		return GuardFailed(c, "the machine is in team %q", cur.TeamID)
+	case !store.SameMachine(*c.Machine, cur):
+		return GuardFailed(c, "the machine's record changed (name, address, user or config)")
+	}
+	return nil
+}
+
 // Granted reports whether a user holding storeRoles store-wide and teamRole
 // in c.TeamID ("" for none) satisfies the role condition c.
 func Granted(c store.Condition, storeRoles []string, teamRole string) bool {

@@ -156,6 +156,11 @@ func (e *Engine) guard(conds []store.Condition) error {
 			case m.TeamID != c.TeamID:
 				return fsm.GuardFailed(c, "the machine is in team %q", m.TeamID)
 			}
+		case store.CondMachineUnchanged:
+			m, ok := e.machines[c.MachineID]
+			if err := fsm.MachineUnchanged(c, m, ok); err != nil {
+				return err
+			}
 		case store.CondTeamLive:
 			t, ok := e.teams[c.TeamID]
 			switch {

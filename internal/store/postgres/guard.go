@@ -62,6 +62,18 @@ func guardOne(ctx context.Context, tx pgx.Tx, c store.Condition) error {
 		case team != c.TeamID:
 			return fsm.GuardFailed(c, "the machine is in team %q", team)
 		}
+	case store.CondMachineUnchanged:
+		var (
+			m       store.Machine
+			deleted *int64
+		)
+		err := tx.QueryRow(ctx, `SELECT id, name, team_id, host, port, user_name, config, deleted_at FROM machines WHERE id = $1 FOR SHARE`,
+			c.MachineID).Scan(&m.ID, &m.Name, &m.TeamID, &m.Host, &m.Port, &m.User, &m.Config, &deleted)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		m.DeletedAt = fromNanos(deleted)
+		return fsm.MachineUnchanged(c, m, err == nil)
 	case store.CondTeamLive:
 		var deleted *int64
 		err := tx.QueryRow(ctx, `SELECT deleted_at FROM teams WHERE id = $1 FOR SHARE`, c.TeamID).Scan(&deleted)

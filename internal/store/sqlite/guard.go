@@ -16,6 +16,8 @@ const (
 		WHERE m.team_id = ? AND m.user_name = ? AND t.deleted_at IS NULL`
 	sqlGuardMachine = `SELECT team_id, deleted_at FROM machines WHERE id = ?`
 	sqlGuardTeam    = `SELECT deleted_at FROM teams WHERE id = ?`
+	// sqlGuardMachineRecord reads what store.SameMachine compares.
+	sqlGuardMachineRecord = `SELECT id, name, team_id, host, port, user_name, config, deleted_at FROM machines WHERE id = ?`
 )
 
 // guard evaluates the conditions of store.WithGuard inside the write
@@ -75,6 +77,17 @@ func guardOne(ctx context.Context, tx querier, c store.Condition) error {
 		case team != c.TeamID:
 			return fsm.GuardFailed(c, "the machine is in team %q", team)
 		}
+	case store.CondMachineUnchanged:
+		var (
+			m       store.Machine
+			deleted sql.NullInt64
+		)
+		err := tx.QueryRowContext(ctx, sqlGuardMachineRecord, c.MachineID).Scan(&m.ID, &m.Name, &m.TeamID, &m.Host, &m.Port, &m.User, &m.Config, &deleted)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		m.DeletedAt = fromNanos(deleted)
+		return fsm.MachineUnchanged(c, m, err == nil)
 	case store.CondTeamLive:
 		var deleted sql.NullInt64
 		err := tx.QueryRowContext(ctx, sqlGuardTeam, c.TeamID).Scan(&deleted)

@@ -72,6 +72,7 @@ const (
 var cachedQueries = []string{
 	sqlLoadTask, sqlCreateTask, sqlGates, sqlWindows,
 	sqlGuardStoreRoles, sqlGuardMember, sqlGuardMachine, sqlGuardTeam,
+	sqlGuardMachineRecord,
 }
 
 // prepare prepares the statements on the write connection.

@@ -81,8 +81,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Engine) {
 	tests = append(tests, executionTests...)
 	tests = append(tests, scheduleTests...)
 	tests = append(tests, windowTests...)
-	tests = append(tests, outboxTests...)     // outbox.go
-	tests = append(tests, claimAuditTests...) // claimaudit.go
+	tests = append(tests, outboxTests...)           // outbox.go
+	tests = append(tests, claimAuditTests...)       // claimaudit.go
+	tests = append(tests, machineUnchangedTests...) // machineunchanged.go
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := open(t)
