@@ -80,10 +80,12 @@ func earlierCopyWait(r store.Task, clock func(time.Time) string) (w WaitReason, 
 	if r.CancelRequested {
 		what = "cancel requested; waiting"
 	}
-	msg := fmt.Sprintf("%s for machine %s to confirm that attempt %d's copy has stopped (its fate is unknown: %s)",
+	msg := fmt.Sprintf("%s for machine %s to confirm that attempt %d's copy has stopped (its fate is unknown: %s): it waits until a worker reaches the machine and learns how that copy ended",
 		what, r.Machine, a.Number, clipLine(a.Error, 200))
 	if r.ReadyAt.After(a.EndedAt) {
 		msg += "; next check at " + clock(r.ReadyAt)
+	} else {
+		msg += "; next check when a worker is free"
 	}
 	return WaitReason{Code: WaitEarlierCopy, Message: msg, Until: r.ReadyAt}, true
 }
