@@ -170,7 +170,7 @@ func errorKindOf(err error) ErrorKind {
 }
 
 func isVaultErr(err error) bool {
-	for _, s := range []error{vault.ErrCorrupt, vault.ErrUnavailable, vault.ErrClosed, vault.ErrPermissionDenied} {
+	for _, s := range []error{vault.ErrCorrupt, vault.ErrUnavailable, vault.ErrClosed, vault.ErrPermissionDenied, vault.ErrUnauthenticated} {
 		if errors.Is(err, s) {
 			return true
 		}
