@@ -115,6 +115,8 @@ func (k ErrorKind) sentinel() error {
 		return ErrInvalidTask
 	case ErrorKindFateUnknown:
 		return ErrFateUnknown
+	case ErrorKindRunTaken:
+		return ErrRunTaken
 	case ErrorKindInterrupted:
 		return ErrShutdown
 	}
@@ -133,6 +135,8 @@ func errorKindOf(err error) ErrorKind {
 		return ErrorKindInterrupted
 	case errors.Is(err, ErrTaskCancelled), errors.Is(err, context.Canceled):
 		return ErrorKindCancelled
+	case errors.Is(err, ErrRunTaken): // runtaken.go
+		return ErrorKindRunTaken
 	case errors.Is(err, ErrFateUnknown):
 		return ErrorKindFateUnknown
 	case errors.Is(err, ErrHostKeyMismatch):
@@ -166,7 +170,7 @@ func errorKindOf(err error) ErrorKind {
 }
 
 func isVaultErr(err error) bool {
-	for _, s := range []error{vault.ErrCorrupt, vault.ErrUnavailable, vault.ErrClosed, vault.ErrPermissionDenied} {
+	for _, s := range []error{vault.ErrCorrupt, vault.ErrUnavailable, vault.ErrClosed, vault.ErrPermissionDenied, vault.ErrUnauthenticated} {
 		if errors.Is(err, s) {
 			return true
 		}
@@ -187,6 +191,9 @@ func (e *kindError) Error() string { return e.msg }
 func (e *kindError) Unwrap() []error {
 	if e.exit != nil {
 		return []error{e.exit}
+	}
+	if e.kind == ErrorKindRunTaken {
+		return []error{ErrRunTaken, ErrFateUnknown} // the task waits for that marker to be settled
 	}
 	if s := e.kind.sentinel(); s != nil {
 		return []error{s}
@@ -246,7 +253,7 @@ func signalNumber(name string) int {
 // sentinel of Task.ErrorKind — ErrTimeout, ErrTaskCancelled (ErrCancelled),
 // ErrConnect, ErrAuthFailed, ErrHostKeyMismatch, ErrUnknownHostKey,
 // ErrAlgorithmNegotiation, ErrKeyFile, ErrWrongPassphrase, ErrSecretNotFound, ErrVault,
-// ErrPermissionDenied, ErrInvalidTask, ErrFateUnknown, ErrShutdown — and,
+// ErrPermissionDenied, ErrInvalidTask, ErrFateUnknown, ErrRunTaken, ErrShutdown — and,
 // for ErrorKindExit, errors.As finds an *ExitError with the exit code and,
 // when the command was killed, the signal (Code is then 128 plus the
 // signal's number).

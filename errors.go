@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/rediacc/rediacc/internal/vault"
 	rssh "github.com/rediacc/rediacc/ssh"
 )
 
@@ -34,9 +35,13 @@ var (
 	ErrNotCancellable = errors.New("task is finished and cannot be cancelled")
 	// ErrMachineBusy: the machine still has unfinished tasks.
 	ErrMachineBusy = errors.New("machine has unfinished tasks")
-	// ErrPermissionDenied: the actor's role does not allow the operation.
-	// The CLI exits 3.
-	ErrPermissionDenied = errors.New("permission denied")
+	// ErrPermissionDenied: the actor's role does not allow the operation,
+	// or a service refused it to the client's own credentials (HashiCorp
+	// Vault: HTTP 403 from a policy that does not allow the path or
+	// capability, the token itself valid; a local vault file the process
+	// may not read). The CLI exits 3. (It is the same value as the vault
+	// backends' denial, so every path that reaches a vault returns it.)
+	ErrPermissionDenied = vault.ErrPermissionDenied
 	// ErrClosed: the Client was closed.
 	ErrClosed = errors.New("rediacc: client is closed")
 	// ErrCorruptStore: the store file is not a rediacc store or is damaged.
@@ -140,9 +145,12 @@ func (e *MachineChangedError) Error() string {
 // Is makes errors.Is(err, ErrMachineChanged) hold.
 func (e *MachineChangedError) Is(target error) bool { return target == ErrMachineChanged }
 
-// ErrCredentialsRefused: a service refused the client's own credentials
-// when it connected — HashiCorp Vault (token invalid or expired, AppRole
-// login refused) or PostgreSQL (wrong password, unknown role, no
-// pg_hba.conf entry). Like ErrWrongPassphrase and ErrAuthFailed it is an
-// authentication failure: the CLI exits 2.
-var ErrCredentialsRefused = errors.New("credentials refused")
+// ErrCredentialsRefused: a service refused the client's own credentials —
+// HashiCorp Vault when the client connected (token invalid or expired,
+// AppRole login refused) or later (the token was revoked or expired
+// mid-run and, with AppRole, a new login failed), or PostgreSQL (wrong or
+// missing password, unknown role, no pg_hba.conf entry). Like
+// ErrWrongPassphrase and ErrAuthFailed it is an authentication failure: the
+// CLI exits 2. (It is the same value as the vault backends'
+// ErrUnauthenticated.)
+var ErrCredentialsRefused = vault.ErrUnauthenticated

@@ -80,10 +80,16 @@ func earlierCopyWait(r store.Task, clock func(time.Time) string) (w WaitReason, 
 	if r.CancelRequested {
 		what = "cancel requested; waiting"
 	}
-	msg := fmt.Sprintf("%s for machine %s to confirm that attempt %d's copy has stopped (its fate is unknown: %s)",
+	msg := fmt.Sprintf("%s for machine %s to confirm that attempt %d's copy has stopped (its fate is unknown: %s): it waits until a worker reaches the machine and learns how that copy ended",
 		what, r.Machine, a.Number, clipLine(a.Error, 200))
+	if ErrorKind(a.ErrorKind) == ErrorKindRunTaken { // runtaken.go
+		msg = fmt.Sprintf("%s for a worker to settle the marker of unknown origin that machine %s held for attempt %d's run id %s (the attempt did not run): it waits until a worker reaches the machine, stops what the marker names or learns it ended, then runs under a new run id",
+			what, r.Machine, a.Number, a.RunID)
+	}
 	if r.ReadyAt.After(a.EndedAt) {
 		msg += "; next check at " + clock(r.ReadyAt)
+	} else {
+		msg += "; next check when a worker is free"
 	}
 	return WaitReason{Code: WaitEarlierCopy, Message: msg, Until: r.ReadyAt}, true
 }
@@ -134,6 +140,7 @@ func (c *Client) settle(ctx context.Context, rec store.Task, t *Task, n int) {
 	// connection failure they were (the retry policy decides); entries of a
 	// lost worker (Rescue) do not.
 	connLoss := ErrorKind(prev.ErrorKind) == ErrorKindFateUnknown
+	foreign := ErrorKind(prev.ErrorKind) == ErrorKindRunTaken // runtaken.go: a marker no worker of ours wrote
 	a := prev
 	a.Error, a.ErrorKind, a.Outcome = "", "", ""
 	if fate.Remote.PGID > 0 {
@@ -143,13 +150,21 @@ func (c *Client) settle(ctx context.Context, rec store.Task, t *Task, n int) {
 	if a.PGID > 0 {
 		details["pgid"] = strconv.Itoa(a.PGID)
 	}
+	if foreign {
+		details["origin"] = "unknown: the marker was on the machine before the attempt started"
+	}
 	c.appendAudit(ctx, c.taskEvent(rec, "task.settle", details))
 	lostBy := fmt.Sprintf("its worker %s was lost", prev.Worker)
 	if connLoss {
 		lostBy = "its connection was lost"
 	}
-	switch fate.State {
-	case rssh.FateExited:
+	switch {
+	case foreign:
+		runErr, kind := foreignSettled(prev.RunID, prev.Number, fate)
+		a.PGID, a.RemoteID = prev.PGID, prev.RemoteID // the marker's process was not this attempt's
+		log.InfoContext(ctx, "marker of unknown origin settled", "fate", string(fate.State), "detail", fate.Detail)
+		c.finishWith(ctx, rec, t, prev.Number, a, nil, runErr, kind, nil, n)
+	case fate.State == rssh.FateExited:
 		log.InfoContext(ctx, "earlier copy had finished: recording its result", "exit_code", fate.ExitCode)
 		code := fate.ExitCode
 		a.ExitCode, a.Recovered = &code, true
@@ -171,7 +186,7 @@ func (c *Client) settle(ctx context.Context, rec store.Task, t *Task, n int) {
 			kind = kindExit
 		}
 		c.finishWith(ctx, rec, t, prev.Number, a, nil, runErr, kind, nil, n)
-	case rssh.FateStopped, rssh.FateNotStarted, rssh.FateGone:
+	case fate.State == rssh.FateStopped, fate.State == rssh.FateNotStarted, fate.State == rssh.FateGone:
 		var runErr error
 		kind := kindInterrupted
 		switch fate.State {

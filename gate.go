@@ -264,7 +264,7 @@ func (w *waitView) gateReason(h sched.Hold, until time.Time, r store.Task) WaitR
 	_, _, win := w.gates.state.Check(r.TeamID, r.MachineID, r.Priority)
 	if win == nil || until.IsZero() {
 		return WaitReason{Code: WaitMaintenanceWindow, Message: fmt.Sprintf(
-			"waiting for a maintenance window of machine %s that never opens again: priority %d work does not run there (rediacc window list)", r.Machine, r.Priority)}
+			"waiting for a maintenance window of machine %s that never opens again: priority %d work does not run there until a window that opens is created or the closed one deleted (rediacc window list)", r.Machine, r.Priority)}
 	}
 	scope := "machine " + r.Machine // win.Machine is the task's machine (id)
 	if win.Machine == "" {

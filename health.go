@@ -72,8 +72,21 @@ type HealthConfig struct {
 	// Interval is how often a worker probes, over SSH, the machines it may
 	// run tasks on; the first round runs when Run starts. Default
 	// DefaultHealthInterval (1 min); negative turns the worker's probes
-	// off (ProbeMachine still works). A judgement older than three
-	// intervals no longer counts.
+	// off (ProbeMachine still works).
+	//
+	// A judgement counts for three of its prober's intervals after its
+	// last sample (three DefaultHealthInterval when the prober's own
+	// probes are off, as for ProbeMachine): the prober stores that instant
+	// with it (MachineStatus.BusyUntil), so every worker and reader ends
+	// it at the same instant, whatever its own Interval. A worker whose
+	// probes are off still honours the busy judgements other workers (or
+	// ProbeMachine) stored, until they lapse: the busy gate is part of the
+	// claim rule, which is the same for every worker sharing a store (a
+	// worker ignoring it would start priority 3–5 work on a machine every
+	// other worker holds back). A task held by such a judgement says until
+	// when (WaitMachineBusy: the lapse, or the gate's end by aging or
+	// MaxHold, whichever comes first). To stop judging machines busy, set
+	// the probing workers' Thresholds above 100.
 	Interval time.Duration
 	// Thresholds say when a machine's averages make it busy. Default: CPU
 	// 90 %, memory 90 %.
@@ -167,6 +180,11 @@ type healthRecord struct {
 	// Judged is the judgement after the successful samples: averages,
 	// busy, since when and why (nil before the first sample).
 	Judged *health.Judgement `json:"judged,omitempty"`
+	// JudgedUntil is when Judged lapses unless a later sample renews it:
+	// the last sample's time plus three of its prober's probe intervals
+	// (staleAfter). Zero in records written before it was stored: the
+	// reader's own staleAfter applies.
+	JudgedUntil time.Time `json:"judgedUntil,omitzero"`
 }
 
 // healthView is a machine's health as placement and claims see it.
@@ -176,6 +194,7 @@ type healthView struct {
 	fresh  bool      // the last probe is recent enough to count
 	failed bool      // fresh and the last probe failed: unhealthy
 	busy   bool      // the stored judgement, recent enough, says busy
+	lapse  time.Time // when the stored judgement stops counting (zero: none stored)
 }
 
 // healthDefaults fills Config's health defaults (called by New): the
@@ -257,7 +276,11 @@ func (c *Client) viewHealth(m store.Machine, now time.Time) healthView {
 	v.fresh = now.Sub(m.HealthAt) <= c.staleAfter()
 	v.failed = v.fresh && v.rec.Error != ""
 	if j := v.rec.Judged; j != nil {
-		v.busy = j.Busy && now.Sub(j.At) <= c.staleAfter()
+		v.lapse = v.rec.JudgedUntil
+		if v.lapse.IsZero() { // stored before records carried their lapse
+			v.lapse = j.At.Add(c.staleAfter())
+		}
+		v.busy = j.Busy && now.Before(v.lapse)
 	}
 	return v
 }
@@ -310,7 +333,7 @@ func (c *Client) probe(ctx context.Context, m Machine) (HealthSample, error) {
 // keeps the last good sample and judgement; a sample is judged with the
 // previous ones (see HealthConfig).
 func (c *Client) nextHealth(prev healthRecord, s HealthSample, perr error) healthRecord {
-	rec := healthRecord{Sample: prev.Sample, Judged: prev.Judged}
+	rec := healthRecord{Sample: prev.Sample, Judged: prev.Judged, JudgedUntil: prev.JudgedUntil}
 	if perr != nil {
 		rec.Error = trimErr(perr)
 		return rec
@@ -320,7 +343,7 @@ func (c *Client) nextHealth(prev healthRecord, s HealthSample, perr error) healt
 		j = *prev.Judged
 	}
 	j = c.healthRules().Next(j, health.Sample{At: s.At, CPUPercent: s.CPUPercent, MemUsedPercent: s.MemUsedPercent})
-	rec.Sample, rec.Judged = &s, &j
+	rec.Sample, rec.Judged, rec.JudgedUntil = &s, &j, j.At.Add(c.staleAfter())
 	return rec
 }
 
@@ -468,6 +491,10 @@ type MachineStatus struct {
 	Busy       bool      `json:"busy"`
 	BusySince  time.Time `json:"busySince,omitzero"`
 	BusyReason string    `json:"busyReason,omitempty"`
+	// BusyUntil is when the busy judgement lapses unless a later probe
+	// renews it: its last sample plus three of its prober's intervals
+	// (HealthConfig.Interval). Zero when not busy.
+	BusyUntil time.Time `json:"busyUntil,omitzero"`
 	// AvgCPUPercent and AvgMemPercent are the averages the judgement rests
 	// on (0 before the first sample).
 	AvgCPUPercent float64 `json:"avgCpuPercent"`
@@ -546,7 +573,7 @@ func (c *Client) MachineStatus(ctx context.Context, f MachineFilter) ([]MachineS
 		if j := v.rec.Judged; j != nil {
 			st.AvgCPUPercent, st.AvgMemPercent = j.CPUPercent, j.MemPercent
 			if v.busy {
-				st.BusySince, st.BusyReason = j.Since, j.Why
+				st.BusySince, st.BusyReason, st.BusyUntil = j.Since, j.Why, v.lapse
 			}
 		}
 		if s := v.rec.Sample; s != nil {

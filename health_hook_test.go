@@ -21,7 +21,7 @@ func SetMachineHealthForTest(c *Client, name string, s *HealthSample, probeErr s
 		for i := health.MinBusySamples - 1; i >= 0; i-- {
 			j = r.Next(j, health.Sample{At: at.Add(-time.Duration(i) * step), CPUPercent: s.CPUPercent, MemUsedPercent: s.MemUsedPercent})
 		}
-		rec.Judged = &j
+		rec.Judged, rec.JudgedUntil = &j, j.At.Add(c.staleAfter()) // as c's prober stores it (nextHealth)
 	}
 	raw, err := json.Marshal(rec)
 	if err != nil {

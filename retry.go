@@ -192,7 +192,7 @@ func classify(err error) failureKind {
 		return kindConnection
 	case errors.Is(err, ErrTaskCancelled), errors.Is(err, context.Canceled):
 		return kindCancelled
-	case errors.Is(err, ErrFateUnknown):
+	case errors.Is(err, ErrFateUnknown), errors.Is(err, ErrRunTaken):
 		return kindFateUnknown
 	case errors.Is(err, ErrHostKeyMismatch), errors.Is(err, ErrUnknownHostKey),
 		errors.Is(err, ErrAuthFailed), errors.Is(err, ErrWrongPassphrase),

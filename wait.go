@@ -28,11 +28,14 @@ const (
 	WaitRetryDelay WaitCode = "retry-delay"
 	// WaitMachineBusy: the task's machine is busy (HealthConfig) and takes
 	// no work of effective priority 3–5. Until is when the gate ends for
-	// this task (aging lifts it to priority 2, or HealthConfig.MaxHold);
-	// zero when neither applies (then it runs when the machine is free).
+	// this task by time alone: aging lifts it to priority 2, or
+	// HealthConfig.MaxHold, or the busy judgement lapses unless a new
+	// probe renews it (HealthConfig.Interval), whichever comes first; the
+	// message says which.
 	WaitMachineBusy WaitCode = "machine-busy"
 	// WaitMachineFull: every slot of the machine (Config.PerMachineLimit,
-	// counted across all workers) is taken. It runs when one frees.
+	// counted across all workers) is taken. It runs when one frees (no
+	// Until: the message says "until one of them ends").
 	WaitMachineFull WaitCode = "machine-full"
 	// WaitReservedSlot: the machine's only free slot is held for priority
 	// 1. Until is when this task may take it anyway (fully aged: waited
@@ -205,23 +208,16 @@ func (w *waitView) reasons(r store.Task) []WaitReason {
 			add(WaitRetryDelay, until, "not to run before %s", w.clock(until))
 		}
 	case sched.HoldBusy:
-		j := m.h.rec.Judged
-		end := "until the machine is free (no aging, no maximum hold)"
-		if !until.IsZero() {
-			how := "aging lifts it to priority 2"
-			if p.MaxHold > 0 && until.Equal(r.EnqueuedAt.Add(p.MaxHold)) {
-				how = fmt.Sprintf("the maximum hold of %s", p.MaxHold)
-			}
-			end = fmt.Sprintf("until %s (%s) or until the machine is free", w.clock(until), how)
-		}
-		add(WaitMachineBusy, until, "machine %s busy: %s since %s; priority %d work waits %s",
-			r.Machine, j.Why, w.clock(j.Since), sched.EffectivePriority(r.Priority, r.EnqueuedAt, w.now, p.Aging), end)
+		end := busyUntil(m.h, until) // waitbusy.go
+		add(WaitMachineBusy, end, "%s", w.busyMessage(r, m.h, p, until, end))
 	case sched.HoldFull:
-		add(WaitMachineFull, until, "machine %s full: %d of %d slots running", r.Machine, m.running, p.PerMachine)
+		add(WaitMachineFull, until, "machine %s full: %d of %d slots running; waits until one of them ends", r.Machine, m.running, p.PerMachine)
 	case sched.HoldReserved:
 		msg := fmt.Sprintf("machine %s full: %d of %d slots running (1 more held for priority 1)", r.Machine, m.running, p.PerMachine-1)
 		if !until.IsZero() {
-			msg += fmt.Sprintf("; this task may take it from %s (fully aged)", w.clock(until))
+			msg += fmt.Sprintf("; this task may take it from %s (fully aged), or sooner when one of them ends", w.clock(until))
+		} else {
+			msg += "; waits until one of them ends (aging is off)"
 		}
 		add(WaitReservedSlot, until, "%s", msg)
 	case sched.HoldDraining, sched.HoldPaused, sched.HoldWindow:
@@ -324,7 +320,9 @@ func (c *Client) untilEmpty(ctx context.Context, actor string) (done bool, wait 
 		} else {
 			ws = w.reasons(r)
 			known := w.machine(r.MachineID).known // a task of an unregistered machine is claimed only by owners
-			if i := slices.IndexFunc(ws, func(x WaitReason) bool { return !x.Until.IsZero() || (x.Code == WaitQueued && known) }); i >= 0 {
+			if i := slices.IndexFunc(ws, func(x WaitReason) bool {
+				return (!x.Until.IsZero() && !c.renewsLapse(w, r, x)) || (x.Code == WaitQueued && known)
+			}); i >= 0 {
 				// Claimable now (a claim raced it) or later by time alone: wait.
 				if next.IsZero() || (!ws[i].Until.IsZero() && ws[i].Until.Before(next)) {
 					next = ws[i].Until

@@ -133,13 +133,13 @@ func TestWaitReasons(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	w = get(t, c, second.ID).Waiting
 	if len(w) != 1 || w[0].Code != rediacc.WaitReservedSlot || !w[0].Until.Equal(tWait.Add(4*rediacc.DefaultAgingInterval)) ||
-		w[0].Message != "machine m1 full: 1 of 1 slots running (1 more held for priority 1); this task may take it from 14:20:00 UTC (fully aged)" {
+		w[0].Message != "machine m1 full: 1 of 1 slots running (1 more held for priority 1); this task may take it from 14:20:00 UTC (fully aged), or sooner when one of them ends" {
 		t.Fatalf("reserved slot: %+v", w)
 	}
 	crit := submit(t, c, rediacc.TaskSpec{Machine: "m1", Priority: rediacc.Critical, Command: "sleep 30"})
 	waitStatus(t, c, crit.ID, rediacc.StatusProcessing)
 	w = get(t, c, second.ID).Waiting
-	if len(w) != 1 || w[0].Code != rediacc.WaitMachineFull || w[0].Message != "machine m1 full: 2 of 2 slots running" {
+	if len(w) != 1 || w[0].Code != rediacc.WaitMachineFull || w[0].Message != "machine m1 full: 2 of 2 slots running; waits until one of them ends" {
 		t.Fatalf("full machine: %+v", w)
 	}
 	stop()
@@ -195,16 +195,18 @@ func TestRunUntilEmptyHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A gate with no end: aging and MaxHold off.
+	// A gate with no end by time alone: aging and MaxHold off, and the
+	// busy judgement renewed by this worker's own probes (its lapse is no
+	// end: a probe renews it while the machine stays busy).
 	c2 := newClient(t, func(cfg *rediacc.Config) {
-		cfg.Clock, cfg.Health.Interval, cfg.AgingInterval, cfg.Health.MaxHold = clock, -1, -1, -1
+		cfg.Clock, cfg.Health.Interval, cfg.AgingInterval, cfg.Health.MaxHold = clock, time.Hour, -1, -1
 	})
 	inProcessMachine(t, c2, "hot")
 	busyNow(t, c2, clock, "hot")
 	stuck := submit(t, c2, rediacc.TaskSpec{Machine: "hot", Priority: rediacc.Minimal, Command: "true"})
 	err = c2.RunUntilEmpty(ctxTimeout(t, time.Minute))
 	if !errors.As(err, &held) || len(held.Tasks) != 1 || held.Tasks[0].ID != stuck.ID || held.Tasks[0].Waiting[0].Code != rediacc.WaitMachineBusy ||
-		!strings.Contains(err.Error(), "waits until the machine is free (no aging, no maximum hold)") {
+		!strings.Contains(err.Error(), "renewed, it holds until the machine is free (no aging, no maximum hold)") {
 		t.Fatalf("RunUntilEmpty on a gate with no end: %v", err)
 	}
 }

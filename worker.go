@@ -385,8 +385,8 @@ func (c *Client) rescue(ctx context.Context, log *slog.Logger) {
 	}
 	recs := make([]audit.Record, 0, len(rescued))
 	for _, r := range rescued {
-		recs = append(recs, c.taskEvent(r, "task.rescue", map[string]string{"status": string(r.Status), "dead_worker": r.LeaseOwner}))
-		log.WarnContext(ctx, "task rescued from a dead worker", "task_id", r.ID, "machine", r.Machine,
+		recs = append(recs, c.taskEvent(r, "task.rescue", map[string]string{"status": string(r.Status), "dead_worker": r.RescuedFrom}))
+		log.WarnContext(ctx, "task rescued from a dead worker", "task_id", r.ID, "dead_worker", r.RescuedFrom, "machine", r.Machine,
 			"priority", r.Priority, "attempt", r.Attempts, "status", string(r.Status))
 	}
 	if len(rescued) > 0 {
@@ -486,11 +486,15 @@ func (c *Client) execute(ctx context.Context, rec store.Task) {
 		}
 		attempt.PGID, attempt.RemoteID, attempt.Recovered = res.Remote.PGID, remoteID(res.Remote), res.Recovered
 	}
-	kind := classify(runErr)
-	if errors.Is(runErr, errLeaseLost) || errors.Is(runErr, rssh.ErrRunTaken) {
+	if errors.Is(runErr, errLeaseLost) {
 		log.WarnContext(bg, "attempt abandoned: lease lost", "error", runErr)
 		return
 	}
+	if isRunTaken(runErr) { // runtaken.go: recorded now; a lost lease makes the store refuse it
+		runErr = foreignRunError(attempt.RunID, attemptNo, rec.Machine, runErr)
+		log.WarnContext(bg, "attempt did not run: its run id's marker was already on the machine", "error", runErr)
+	}
+	kind := classify(runErr)
 	c.finishWith(bg, rec, t, attemptNo, attempt, res, runErr, kind, red, 0)
 }
 

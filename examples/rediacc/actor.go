@@ -74,8 +74,8 @@ func (g *globals) actorContext(ctx context.Context) (context.Context, error) {
 		if known {
 			who = fmt.Sprintf("the data dir's owner (uid %d)", owner)
 		}
-		return nil, fmt.Errorf("%w: %s (uid %d) may not act as %q: only root or %s of %s may use --as or REDIACC_USER; run without them to act as %s",
-			errImpersonation, login, uid, want, who, g.dataDir, login)
+		return nil, fmt.Errorf("%w: %s (uid %d) may not act as %s: only root or %s of %s may use --as or REDIACC_USER; run without them to act as %s",
+			errImpersonation, login, uid, quoted(want), who, g.dataDir, login)
 	}
 	return rediacc.WithImpersonation(ctx, want, login), nil
 }

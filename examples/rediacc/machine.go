@@ -174,7 +174,7 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 			return nil
 		}
 		if n == 0 {
-			return usagef("%s takes no arguments, got %q", c.CommandPath(), args)
+			return usagef("%s takes no arguments, got %s", c.CommandPath(), quotedArgs(args))
 		}
 		return usagef("%s needs %s (got %d arguments; see --help)", c.CommandPath(), names, len(args))
 	}

@@ -157,9 +157,6 @@ func newRoot(g *globals) *cobra.Command {
 		}
 		return nil
 	}
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageError{fmt.Errorf("%v (see %s --help)", err, c.CommandPath())}
-	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.dataDir, "data-dir", rediacc.DefaultDataDir(), "state directory (env REDIACC_HOME)")
 	pf.StringVar(&g.storeURL, "store", os.Getenv("REDIACC_STORE_URL"), "queue store: postgres://user@host/db (shared by workers on many hosts), sqlite:PATH; default DATA-DIR/rediacc.db (env REDIACC_STORE_URL)")
@@ -195,6 +192,7 @@ func newRoot(g *globals) *cobra.Command {
 			return usagef("%s needs a subcommand (see %s --help)", c.CommandPath(), c.CommandPath())
 		}
 	}
+	boundUsage(root) // usage.go: unknown commands and flag errors echo bounded, escaped input
 	return root
 }
 

@@ -100,7 +100,8 @@ func statusTable(w io.Writer, sts []rediacc.MachineStatus, now time.Time) error 
 			fmt.Fprintf(w, "%s: last probe failed: %s\n", s.Name, printable(s.ProbeError))
 		}
 		if s.Busy {
-			fmt.Fprintf(w, "%s: busy since %s: %s (averages)\n", s.Name, fmtTime(s.BusySince), s.BusyReason)
+			fmt.Fprintf(w, "%s: busy since %s: %s (averages); the judgement lapses at %s unless a new probe renews it\n",
+				s.Name, fmtTime(s.BusySince), s.BusyReason, fmtTime(s.BusyUntil))
 		}
 		if len(s.SSHCA) > 0 {
 			fmt.Fprintf(w, "%s: %s\n", s.Name, caChecks(s.SSHCA)) // sshca.go: which CA it trusts
@@ -155,7 +156,7 @@ func healthState(s rediacc.MachineStatus) string {
 // registerHealthFlags adds the worker's health probing and busy-gate flags.
 func registerHealthFlags(f *pflag.FlagSet, h *rediacc.HealthConfig) {
 	durationFlag(f, &h.Interval, "health-interval", rediacc.DefaultHealthInterval, "no probes", false,
-		"probe the machines' health this often (-1: never)")
+		"probe the machines' health this often (-1: never; busy judgements stored by other workers still hold tasks until they lapse)")
 	f.Float64Var(&h.Thresholds.CPUPercent, "busy-cpu", rediacc.DefaultHealthCPUPercent, "a machine whose CPU average is above this % takes no new priority 3-5 work")
 	f.Float64Var(&h.Thresholds.MemPercent, "busy-mem", rediacc.DefaultHealthMemPercent, "a machine whose memory average is above this % takes no new priority 3-5 work")
 	f.Float64Var(&h.Hysteresis, "busy-hysteresis", rediacc.DefaultHealthHysteresis, "a busy machine is free again once its averages are this many points below the thresholds")

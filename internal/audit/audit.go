@@ -137,7 +137,8 @@ type Record struct {
 	// Result is one of ResultOK, ResultDenied, ResultError.
 	Result string
 	// Details holds extra facts (never secret values). Nil and empty are the
-	// same record.
+	// same record. Chain and Keyring.Chain drop the pairs whose value is
+	// empty: a fact that does not apply is absent from a stored record.
 	Details map[string]string
 	// PrevHash is the hex hash of the previous record, GenesisHash for Seq 1.
 	PrevHash string
@@ -286,7 +287,8 @@ func (h Head) String() string {
 // Chain returns r appended after prev as a version 1 record (unkeyed, plain
 // SHA-256): Seq = prev.Seq+1, PrevHash = prev.LinkHash(), KeyID cleared,
 // Time normalized with [NormalizeTime], Details copied (so later changes to
-// the caller's map cannot break the hash) and Hash computed. Use
+// the caller's map cannot break the hash) without its empty values, and Hash
+// computed. Use
 // Chain(Head{}, r) for the first record of a trail and Chain(HeadOf(last), r)
 // after that. Store engines chain with [Keyring.Chain], which seals with the
 // keyring's current key (and falls back to Chain without a keyring).
@@ -303,6 +305,9 @@ func link(prev Head, r Record) Record {
 	r.PrevHash = prev.LinkHash()
 	r.Time = NormalizeTime(r.Time)
 	r.Details = maps.Clone(r.Details)
+	// A detail that does not apply is absent, never empty: no record says
+	// "dead_worker=" or "reason=".
+	maps.DeleteFunc(r.Details, func(_, v string) bool { return v == "" })
 	return r
 }
 

@@ -190,6 +190,10 @@ type Task struct {
 	LeaseOwner      string    // worker holding the task while ASSIGNED/PROCESSING
 	LeaseExpiresAt  time.Time // a lease not renewed by then may be rescued
 	CancelRequested bool      // cancel asked while ASSIGNED/PROCESSING
+	// RescuedFrom is, on the tasks Rescue returns only, the LeaseOwner it
+	// took them from (the worker presumed lost); never stored, "" on every
+	// other read.
+	RescuedFrom string
 
 	// Last attempt's result.
 	ExitCode        *int
@@ -421,7 +425,8 @@ type Engine interface {
 	// open History entry (its copy may still run) is closed with outcome
 	// OutcomeUnknown and the rescue reason as its Error; a task with
 	// CancelRequested and no such entry becomes CANCELLED instead (nothing
-	// of it runs). It returns the rescued tasks ordered like ListTasks.
+	// of it runs). It returns the rescued tasks ordered like ListTasks, each
+	// with RescuedFrom set to the worker it was taken from.
 	// OwnerDead is called outside any lock or transaction.
 	Rescue(ctx context.Context, r RescueRequest) ([]Task, error)
 	// SetAttemptRemote records, for each r, where the open attempt of task

@@ -138,8 +138,17 @@ var (
 
 	// ErrPermissionDenied reports that the backend refused access (HTTP 403
 	// from HashiCorp Vault, EACCES on a local file). The message names the
-	// path.
+	// path. It is rediacc.ErrPermissionDenied (the same value), so every
+	// vault denial is a permission denial to a program using the SDK.
 	ErrPermissionDenied = errors.New("permission denied")
+
+	// ErrUnauthenticated reports that the backend no longer accepts the
+	// client's credentials after it connected (HashiCorp Vault: the token
+	// was revoked or has expired, and with AppRole a new login failed
+	// too). Unlike ErrPermissionDenied, no policy change helps: the client
+	// needs new credentials.
+	// It is rediacc.ErrCredentialsRefused (the same value).
+	ErrUnauthenticated = errors.New("credentials refused")
 
 	// ErrUnavailable reports that the backend could not be reached
 	// (connection refused, DNS failure, timeout). The message names the

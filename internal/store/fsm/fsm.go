@@ -585,7 +585,8 @@ func CheckRescue(r store.RescueRequest) error {
 // entry is closed as unknown (its copy may still run) with reason as its
 // error; then CANCELLED when its cancellation was asked and no entry is
 // unknown, else PENDING and ready at now, EnqueuedAt and Attempts
-// unchanged.
+// unchanged. RescuedFrom names the lease owner it was taken from: an
+// engine returns it and does not store it.
 func Rescue(t *store.Task, now time.Time, reason string) {
 	now = Time(now)
 	for i := range t.History {
@@ -604,6 +605,7 @@ func Rescue(t *store.Task, now time.Time, reason string) {
 		t.Status = store.Pending
 		t.ReadyAt = now
 	}
+	t.RescuedFrom = t.LeaseOwner // reported with the result, never stored
 	t.LeaseOwner, t.LeaseExpiresAt = "", time.Time{}
 }
 

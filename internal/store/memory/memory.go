@@ -604,8 +604,10 @@ func (e *Engine) Rescue(ctx context.Context, r store.RescueRequest) ([]store.Tas
 			continue
 		}
 		fsm.Rescue(&t, r.Now, fsm.RescueReason(&t, r.Now))
+		o := e.out(t)
+		t.RescuedFrom = "" // returned, never stored
 		e.set(en, t)
-		out = append(out, e.out(t))
+		out = append(out, o)
 	}
 	fsm.SortTasks(out)
 	e.record(recs)

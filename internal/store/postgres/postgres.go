@@ -117,6 +117,9 @@ func Open(ctx context.Context, dsn string) (*Engine, error) {
 	e.pool = pool
 	if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&e.schema); err != nil {
 		pool.Close()
+		if refusedLogin(err) {
+			return nil, e.loginError(err)
+		}
 		return nil, fmt.Errorf("postgres store %s: %w", desc, err)
 	}
 	return e, nil
@@ -141,9 +144,8 @@ func redactDSN(dsn string) string {
 // connection of its own.
 func (e *Engine) prepareSchema(ctx context.Context, cc *pgx.ConnConfig) error {
 	conn, err := pgx.ConnectConfig(ctx, cc)
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && strings.HasPrefix(pe.Code, "28") { // invalid authorization, invalid password
-		return fmt.Errorf("postgres store %s: %w: %w (check the user and password in the store URL, and the server's pg_hba.conf)", e.desc, store.ErrUnauthenticated, err)
+	if refusedLogin(err) { // authfail.go
+		return e.loginError(err)
 	}
 	if err != nil {
 		return fmt.Errorf("postgres store %s: %w", e.desc, err)
@@ -291,6 +293,9 @@ func (e *Engine) classify(err error) error {
 	}
 	if e.closed.Load() && strings.Contains(err.Error(), "closed pool") {
 		return fmt.Errorf("%w: %s", store.ErrClosed, e.desc)
+	}
+	if refusedLogin(err) { // a pooled connection's login refused later (authfail.go)
+		return e.loginError(err)
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {

@@ -323,7 +323,15 @@ func testRescueExpired(t *testing.T, f *fixture) {
 		got.History[0].Outcome != store.OutcomeUnknown || !got.History[0].EndedAt.Equal(now) || got.History[0].Error == "" {
 		t.Fatalf("rescued task: %+v", got)
 	}
-	if diff := cmp.Diff(got, f.get("proc")); diff != "" {
+	if got.RescuedFrom != "w1" {
+		t.Fatalf("RescuedFrom %q, want the lost worker w1", got.RescuedFrom)
+	}
+	stored := f.get("proc")
+	if stored.RescuedFrom != "" {
+		t.Fatalf("RescuedFrom stored: %q", stored.RescuedFrom)
+	}
+	got.RescuedFrom = ""
+	if diff := cmp.Diff(got, stored); diff != "" {
 		t.Fatalf("Rescue result differs from the stored task:\n%s", diff)
 	}
 	// Rescued: claimable again at once, no attempt counted; it runs again
@@ -340,6 +348,9 @@ func testRescueExpired(t *testing.T, f *fixture) {
 	// w2's lease runs to now+5m; the ASSIGNED task's expires at T0+1h8m.
 	rescued, _ = f.e.Rescue(f.ctx, store.RescueRequest{Now: at(time.Hour + 8*time.Minute)})
 	wantIDs(t, "ASSIGNED task rescued at its expiry", rescued, "asg")
+	if rescued[0].RescuedFrom != "w1" {
+		t.Fatalf("ASSIGNED task's RescuedFrom %q, want w1", rescued[0].RescuedFrom)
+	}
 	if got := f.get("asg"); got.Status != store.Pending || len(got.History) != 0 {
 		t.Fatalf("rescued ASSIGNED task: %+v", got)
 	}
@@ -364,6 +375,11 @@ func testRescueOwnerDead(t *testing.T, f *fixture) {
 		t.Fatal(err)
 	}
 	wantIDs(t, "rescued", rescued, "a", "c")
+	for _, r := range rescued {
+		if r.RescuedFrom != "dead-worker" {
+			t.Fatalf("%s: RescuedFrom %q, want dead-worker", r.ID, r.RescuedFrom)
+		}
+	}
 	slices.Sort(asked)
 	asked = slices.Compact(asked)
 	if fmt.Sprint(asked) != "[dead-worker live-worker]" {

@@ -386,8 +386,12 @@ func (b *Backend) reloginUntilStopped() *api.Secret {
 	}
 }
 
-// do runs op and, with AppRole, retries it once after a fresh login when it
-// was denied because the token has expired or been revoked.
+// do runs op. A denial (HTTP 403) is told apart: when the token can still
+// look itself up it is a policy denial (vault.ErrPermissionDenied: the
+// token's policies do not allow the operation); otherwise the token was
+// revoked or has expired — with AppRole op is retried once after a fresh
+// login, and when there is none (a token) or the login fails it is
+// vault.ErrUnauthenticated.
 func (b *Backend) do(ctx context.Context, op func() error) error {
 	if b.closed.Load() {
 		return fmt.Errorf("hashicorp vault %s: %w", b.addr, vault.ErrClosed)
@@ -396,17 +400,40 @@ func (b *Backend) do(ctx context.Context, op func() error) error {
 		return err
 	}
 	err := op()
-	if err == nil || b.approle == nil || !errors.Is(err, vault.ErrPermissionDenied) {
+	var d *deniedError
+	if err == nil || !errors.As(err, &d) {
 		return err
 	}
 	if _, lerr := b.client.Auth().Token().LookupSelfWithContext(ctx); !isStatus(lerr, http.StatusForbidden) {
-		return err // the token is fine: a genuine policy denial
-	}
-	if _, lerr := b.login(ctx); lerr != nil {
+		d.why = "the token's policies do not allow it (the token itself is valid: grant its policy this path and capability)"
 		return err
 	}
-	return op()
+	if b.approle != nil {
+		if _, lerr := b.login(ctx); lerr == nil {
+			return op() // a fresh token: a denial now is its policy's
+		} else {
+			d.why = fmt.Sprintf("the token is no longer valid (revoked or expired) and a new AppRole login failed: %v", lerr)
+		}
+	} else {
+		d.why = "the token is no longer valid (revoked or expired: it cannot even look itself up); give a valid token (VAULT_TOKEN)"
+	}
+	d.sentinel = vault.ErrUnauthenticated
+	return err
 }
+
+// deniedError is an HTTP 403 of an operation on path; do says why once it
+// knows (a policy, or a token no longer valid) and which sentinel it is.
+type deniedError struct {
+	op, path, addr string
+	why            string
+	sentinel       error // vault.ErrPermissionDenied or vault.ErrUnauthenticated
+}
+
+func (e *deniedError) Error() string {
+	return fmt.Sprintf("hashicorp vault: %s %s at %s: %v (HTTP 403: %s)", e.op, e.path, e.addr, e.sentinel, e.why)
+}
+
+func (e *deniedError) Unwrap() error { return e.sentinel }
 
 func isStatus(err error, code int) bool {
 	var re *api.ResponseError
@@ -669,7 +696,8 @@ func (b *Backend) mapErr(op, path string, err error) error {
 		msg := strings.Join(re.Errors, "; ")
 		switch {
 		case re.StatusCode == http.StatusForbidden:
-			return fmt.Errorf("hashicorp vault: %s %s at %s: %w (HTTP 403: the token's policies do not allow it, or the token has expired)", op, path, b.addr, vault.ErrPermissionDenied)
+			return &deniedError{op: op, path: path, addr: b.addr, sentinel: vault.ErrPermissionDenied,
+				why: "the token's policies do not allow it, or the token has expired"}
 		case re.StatusCode == http.StatusServiceUnavailable:
 			return fmt.Errorf("hashicorp vault: %s %s: %w: Vault at %s is sealed or in standby (HTTP 503: %s)", op, path, vault.ErrUnavailable, b.addr, msg)
 		case re.StatusCode >= 500:
