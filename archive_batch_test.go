@@ -2,10 +2,7 @@ package rediacc_test
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,31 +30,9 @@ func TestArchiveBatchesSurviveSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), crashChildEnv+"="+dir)
-	child.Stderr = os.Stderr
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		done, err := c.List(ctx, rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusCompleted}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(done) >= 20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the child worker completed only %d tasks", len(done))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = child.Wait()
+	child := startChild(t, dir, "")
+	waitListed(ctx, t, c, 20, time.Minute, "the child worker completed too few tasks", rediacc.StatusCompleted)
+	killChild(t, child)
 	if err := c.RunUntilEmpty(ctx); err != nil {
 		t.Fatal(err)
 	}

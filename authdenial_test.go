@@ -3,12 +3,10 @@ package rediacc_test
 import (
 	"context"
 	"errors"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rediacc/rediacc"
@@ -27,19 +25,7 @@ func TestVaultDenialsAfterLoginTyped(t *testing.T) {
 	defer cancel()
 	addr, root := vaulttest.StartDevServer(t)
 	rc := vaulttest.Client(t, addr, root)
-	policy := `
-path "secret/data/rediacc/default/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "secret/metadata/rediacc/default/*" { capabilities = ["read", "list", "delete"] }
-path "secret/metadata/rediacc/default" { capabilities = ["list"] }
-`
-	if err := rc.Sys().PutPolicyWithContext(ctx, "only-default", policy); err != nil {
-		t.Fatal(err)
-	}
-	sec, err := rc.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{Policies: []string{"only-default"}, TTL: "1h"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := sec.Auth.ClientToken
+	tok := vaulttest.PolicyToken(ctx, t, rc, "only-default", vaulttest.DefaultTeamOnlyPolicy)
 	v, err := rediacc.NewHashiCorpVault(ctx, rediacc.HashiCorpVaultConfig{Address: addr, Token: tok, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -96,23 +82,8 @@ func TestPostgresLoginRefusedTyped(t *testing.T) {
 		t.Fatal(err)
 	}
 	role := "late_" + schema
-	if _, err := admin.Exec(ctx, `CREATE ROLE `+role+` LOGIN SUPERUSER PASSWORD 'pw'`); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if c, err := pgx.Connect(context.Background(), dsn); err == nil {
-			_, _ = c.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, role)
-			_, _ = c.Exec(context.Background(), `DROP OWNED BY `+role)
-			_, _ = c.Exec(context.Background(), `DROP ROLE `+role)
-			_ = c.Close(context.Background())
-		}
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.UserPassword(role, "pw")
-	st, err := rediacc.OpenPostgres(ctx, u.String())
+	roleDSN := pgLoginRole(ctx, t, admin, dsn, role, "LOGIN SUPERUSER")
+	st, err := rediacc.OpenPostgres(ctx, roleDSN)
 	if err != nil {
 		t.Fatal(err)
 	}

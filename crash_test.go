@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
@@ -90,31 +88,9 @@ func TestCrashRecoveryAfterSIGKILL(t *testing.T) {
 		task := submit(t, c, rediacc.TaskSpec{Machine: "m1", Command: fmt.Sprintf("sleep 1; echo task-%d", i)})
 		ids = append(ids, task.ID)
 	}
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), crashChildEnv+"="+dir)
-	child.Stderr = os.Stderr
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ts, err := c.List(ctx, rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusProcessing}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ts) >= 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("child worker never ran tasks (%d processing)", len(ts))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = child.Wait()
+	child := startChild(t, dir, "")
+	waitListed(ctx, t, c, 4, 30*time.Second, "the child worker never ran tasks", rediacc.StatusProcessing)
+	killChild(t, child)
 	stuck, _ := c.List(ctx, rediacc.ListFilter{Statuses: []rediacc.Status{rediacc.StatusProcessing, rediacc.StatusAssigned}})
 	t.Logf("killed the worker with %d tasks assigned or running", len(stuck))
 

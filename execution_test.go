@@ -2,6 +2,7 @@ package rediacc_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -189,6 +190,26 @@ func killChild(t *testing.T, child *exec.Cmd) {
 		t.Fatal(err)
 	}
 	_ = child.Wait()
+}
+
+// waitListed polls c every 10 ms until at least n tasks have one of the
+// statuses, and fails the test, naming what, after timeout.
+func waitListed(ctx context.Context, t *testing.T, c *rediacc.Client, n int, timeout time.Duration, what string, statuses ...rediacc.Status) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ts, err := c.List(ctx, rediacc.ListFilter{Statuses: statuses})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ts) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d tasks %v after %s, want %d", what, len(ts), statuses, timeout, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // A worker keeps an unrecordable result in the spool of its data dir; it

@@ -63,31 +63,11 @@ func TestPostgresLoginActor(t *testing.T) {
 	}
 
 	// A second login role, not mapped yet.
-	role, pass := "app_"+schema, "pw-"+schema
-	for _, q := range []string{
-		`CREATE ROLE ` + role + ` LOGIN PASSWORD '` + pass + `'`,
-		`GRANT USAGE ON SCHEMA ` + schema + ` TO ` + role,
-		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ` + schema + ` TO ` + role,
-		`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ` + schema + ` TO ` + role,
-	} {
-		if _, err := conn.Exec(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), dsn)
-		if err == nil {
-			_, _ = c.Exec(context.Background(), `DROP OWNED BY `+role)
-			_, _ = c.Exec(context.Background(), `DROP ROLE `+role)
-			_ = c.Close(context.Background())
-		}
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.UserPassword(role, pass)
-	appDSN := u.String()
+	role := "app_" + schema
+	appDSN := pgLoginRole(ctx, t, conn, dsn, role, "LOGIN",
+		`GRANT USAGE ON SCHEMA `+schema+` TO `+role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA `+schema+` TO `+role,
+		`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA `+schema+` TO `+role)
 
 	var le *rediacc.LoginError
 	unmapped := open(appDSN, rediacc.Config{})
@@ -156,4 +136,32 @@ func TestSQLiteActorUnchanged(t *testing.T) {
 	if _, err := c.CreateTeam(rediacc.WithActor(ctx, "anyone"), "ops", ""); err != nil {
 		t.Fatalf("any actor on SQLite: %v", err)
 	}
+}
+
+// pgLoginRole creates role with the given attributes (such as "LOGIN" or
+// "LOGIN SUPERUSER") and a password through conn, runs grants, and returns
+// dsn with the role's name and password. The role, its objects and its
+// sessions are removed when the test ends.
+func pgLoginRole(ctx context.Context, t *testing.T, conn *pgx.Conn, dsn, role, attrs string, grants ...string) string {
+	t.Helper()
+	pass := "pw-" + role
+	for _, q := range append([]string{`CREATE ROLE ` + role + ` ` + attrs + ` PASSWORD '` + pass + `'`}, grants...) {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		if c, err := pgx.Connect(context.Background(), dsn); err == nil {
+			_, _ = c.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, role)
+			_, _ = c.Exec(context.Background(), `DROP OWNED BY `+role)
+			_, _ = c.Exec(context.Background(), `DROP ROLE `+role)
+			_ = c.Close(context.Background())
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(role, pass)
+	return u.String()
 }

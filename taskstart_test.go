@@ -16,10 +16,7 @@ import (
 // updated_at) points machine m at another sshd between two tasks, while
 // the same client works: the second task must run on the new address.
 func TestWorkerStartsWithTheMachinesCurrentRecord(t *testing.T) {
-	// Probes off: this test is about the start's record check; a probe
-	// judging the shared test host busy would gate the machine, which the
-	// health tests cover.
-	c := newClient(t, func(cfg *rediacc.Config) { cfg.Health.Interval = -1 })
+	c := newClient(t, nil)
 	a := realMachine(t, c, "m", 133)
 	b := realMachine(t, c, "other", 134)
 	where := func() string {

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
-
 	"github.com/rediacc/rediacc/internal/store/postgres/pgtest"
 	"github.com/rediacc/rediacc/internal/vault/vaulttest"
 )
@@ -21,19 +19,7 @@ func TestCLIExitCodesRefusedAfterLogin(t *testing.T) {
 	defer cancel()
 	addr, root := vaulttest.StartDevServer(t)
 	rc := vaulttest.Client(t, addr, root)
-	policy := `
-path "secret/data/rediacc/default/*" { capabilities = ["create", "read", "update", "delete", "list"] }
-path "secret/metadata/rediacc/default/*" { capabilities = ["read", "list", "delete"] }
-path "secret/metadata/rediacc/default" { capabilities = ["list"] }
-`
-	if err := rc.Sys().PutPolicyWithContext(ctx, "only-default", policy); err != nil {
-		t.Fatal(err)
-	}
-	sec, err := rc.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{Policies: []string{"only-default"}, TTL: "1h"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := sec.Auth.ClientToken
+	tok := vaulttest.PolicyToken(ctx, t, rc, "only-default", vaulttest.DefaultTeamOnlyPolicy)
 	c := binCLI{t: t, dir: t.TempDir()}
 	hc := c.with("VAULT_TOKEN=" + tok)
 	vaultArgs := func(args ...string) []string {

@@ -60,29 +60,7 @@ func NewMemory(opts Options) *Memory {
 
 // Append archives v under kind and key, as [Archive.Append] does.
 func (m *Memory) Append(ctx context.Context, kind, key string, at time.Time, v any) error {
-	if err := checkKind(kind); err != nil {
-		return err
-	}
-	if key == "" {
-		return ErrEmptyKey
-	}
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("archive: append %s %q: %w", kind, key, err)
-	}
-	if int64(len(raw)) > m.opts.SegmentMaxBytes {
-		return fmt.Errorf("%w: %s %q is %d bytes, limit %d", ErrTooLarge, kind, key, len(raw), m.opts.SegmentMaxBytes)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
-	}
-	m.kinds[kind] = append(m.kinds[kind], memRecord{key: key, at: at.UTC(), day: m.opts.Clock().UTC().Format(dayLayout), raw: raw})
-	return nil
+	return m.AppendMany(ctx, kind, []Record{{Key: key, At: at, V: v}})
 }
 
 // AppendMany archives recs under kind, in order, as [Archive.AppendMany]

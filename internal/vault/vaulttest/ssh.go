@@ -65,3 +65,25 @@ func Client(t testing.TB, addr, token string) *api.Client {
 	t.Cleanup(conf.HttpClient.CloseIdleConnections)
 	return c
 }
+
+// PolicyToken writes policy (HCL) to the server of c under name and
+// returns a new token (TTL 1 h) holding only that policy.
+func PolicyToken(ctx context.Context, t testing.TB, c *api.Client, name, policy string) string {
+	t.Helper()
+	if err := c.Sys().PutPolicyWithContext(ctx, name, policy); err != nil {
+		t.Fatalf("vaulttest: write policy %s: %v", name, err)
+	}
+	sec, err := c.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{Policies: []string{name}, TTL: "1h"})
+	if err != nil {
+		t.Fatalf("vaulttest: token with policy %s: %v", name, err)
+	}
+	return sec.Auth.ClientToken
+}
+
+// DefaultTeamOnlyPolicy allows the KV paths of team "default" under the
+// rediacc prefix and nothing else.
+const DefaultTeamOnlyPolicy = `
+path "secret/data/rediacc/default/*" { capabilities = ["create", "read", "update", "delete", "list"] }
+path "secret/metadata/rediacc/default/*" { capabilities = ["read", "list", "delete"] }
+path "secret/metadata/rediacc/default" { capabilities = ["list"] }
+`
