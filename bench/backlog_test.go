@@ -129,7 +129,7 @@ func backlogRun(b *testing.B, bin string, servers []*sshtest.OpenSSH, n int) bac
 	if err != nil {
 		b.Fatal(err)
 	}
-	stopProfile := backlogProfile(b, "submit", n)
+	stopProfile := benchProfile(b, "submit", n)
 	start, cpu0 := time.Now(), cpuSelf()
 	for done := 0; done < n; {
 		k := min(rediacc.MaxBatchSize, n-done)
@@ -203,7 +203,7 @@ func backlogRun(b *testing.B, bin string, servers []*sshtest.OpenSSH, n int) bac
 		b.Fatal(err)
 	}
 	defer cl.Close()
-	stopProfile = backlogProfile(b, "stats", n)
+	stopProfile = benchProfile(b, "stats", n)
 	t0, cpu0 = time.Now(), cpuSelf()
 	st, err := cl.QueueStats(actor, rediacc.StatsFilter{})
 	r.statsLibrary, r.statsCPU = time.Since(t0), cpuSelf()-cpu0
@@ -227,10 +227,10 @@ func backlogRun(b *testing.B, bin string, servers []*sshtest.OpenSSH, n int) bac
 	return r
 }
 
-// backlogProfile starts a CPU profile of this process into
+// benchProfile starts a CPU profile of this process into
 // $REDIACC_BENCH_PROFILE/WHAT-N.pprof when that variable names a directory;
 // the function returned stops it.
-func backlogProfile(b *testing.B, what string, n int) (stop func()) {
+func benchProfile(b *testing.B, what string, n int) (stop func()) {
 	dir := os.Getenv("REDIACC_BENCH_PROFILE")
 	if dir == "" {
 		return func() {}

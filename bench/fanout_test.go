@@ -15,6 +15,7 @@ import (
 
 	"github.com/rediacc/rediacc"
 	"github.com/rediacc/rediacc/internal/benchutil"
+	rssh "github.com/rediacc/rediacc/ssh"
 	"github.com/rediacc/rediacc/ssh/sshtest"
 )
 
@@ -68,6 +69,10 @@ func measure(name string, tasks int, f func() (elapsed, cpu time.Duration, note 
 //     flight), 8 sessions in flight per machine; dialing counts; client
 //     CPU from this process's rusage. Run first and last; the ratios use
 //     the mean of the two.
+//   - bare, the pool's exec string: the bare client running, for each
+//     task, the exec string the SDK's pool sends for `true` with a RunID
+//     (ssh.ExecString: the marker prelude, the script in the login shell):
+//     what the SDK costs the machine, apart from its own client.
 //   - controlmaster: the `ssh` binary with one ControlMaster per machine
 //     (started in the timed window), `xargs -P10` running `ssh HOST true`;
 //     client CPU = the masters' and every ssh client's rusage.
@@ -81,7 +86,9 @@ func measure(name string, tasks int, f func() (elapsed, cpu time.Duration, note 
 //     from this process's rusage.
 //
 // It prints the table with ratios to the bare client and reports every
-// figure with b.ReportMetric. Run it with
+// figure with b.ReportMetric. REDIACC_BENCH_PROFILE=DIR writes CPU
+// profiles of the library rows' timed part (lib-sqlite-N.pprof,
+// lib-memory-N.pprof). Run it with
 //
 //	go test -run '^$' -bench Table -benchtime 1x ./bench
 func BenchmarkTable(b *testing.B) {
@@ -96,6 +103,17 @@ func BenchmarkTable(b *testing.B) {
 			return bareRun(b, servers, tasks), 0, ""
 		}))
 		rows[0].cpu = lastBareCPU
+		stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
+		rows = append(rows, measure("bare x/crypto/ssh, the pool's exec string", tasks, func() (time.Duration, time.Duration, string) {
+			return bareRunCommand(b, servers, tasks, func(n int) string {
+				remote, err := rssh.ExecString(&rssh.Command{Cmd: "true", RunID: "bench-" + stamp + "-" + strconv.Itoa(n)})
+				if err != nil {
+					panic(err)
+				}
+				return remote
+			}), 0, "marked run, markers not released"
+		}))
+		rows[1].cpu = lastBareCPU
 		rows = append(rows, measure("OpenSSH ControlMaster, xargs -P10", tasks, func() (time.Duration, time.Duration, string) {
 			return controlMasterRun(b, servers, tasks)
 		}))
@@ -153,6 +171,8 @@ func metricKey(name string) string {
 	switch {
 	case strings.HasPrefix(name, "OpenSSH"):
 		return "cm"
+	case strings.Contains(name, "exec string"):
+		return "bare-marked"
 	case strings.Contains(name, "CLI"):
 		return "cli"
 	case strings.Contains(name, "memory"):
@@ -168,8 +188,13 @@ var lastBareCPU time.Duration
 // bareRun runs tasks `true` sessions with x/crypto/ssh alone and returns
 // the elapsed time (dialing included); lastBareCPU gets its CPU time.
 func bareRun(b *testing.B, servers []*sshtest.OpenSSH, tasks int) time.Duration {
+	return bareRunCommand(b, servers, tasks, func(int) string { return "true" })
+}
+
+// bareRunCommand is bareRun with exec string command(n) for task n.
+func bareRunCommand(b *testing.B, servers []*sshtest.OpenSSH, tasks int, command func(n int) string) time.Duration {
 	cpu0 := cpuSelf()
-	elapsed, err := benchutil.BareFanOut(servers, tasks, tablePerHost)
+	elapsed, err := benchutil.BareFanOutCommand(servers, tasks, tablePerHost, command)
 	lastBareCPU = cpuSelf() - cpu0
 	if err != nil {
 		b.Fatal(err)
@@ -326,12 +351,18 @@ func libRun(b *testing.B, servers []*sshtest.OpenSSH, tasks int, memory bool) (t
 	if _, err := c.SubmitBatch(ctx, specs); err != nil {
 		b.Fatal(err)
 	}
+	what := "lib-sqlite"
+	if memory {
+		what = "lib-memory"
+	}
+	stop := benchProfile(b, what, tasks)
 	cpu0 := cpuSelf()
 	start := time.Now()
 	if err := c.RunUntilEmpty(ctx); err != nil {
 		b.Fatal(err)
 	}
 	elapsed := time.Since(start)
+	stop()
 	cpu := cpuSelf() - cpu0
 	st, err := c.QueueStats(ctx, rediacc.StatsFilter{})
 	if err != nil {

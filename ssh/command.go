@@ -253,6 +253,29 @@ func buildScript(cmd *Command) (string, error) {
 	return b.String(), nil
 }
 
+// ExecString returns the exec request string that Pool.Run sends for cmd:
+// its script wrapped as the pool wraps it (the run's marker when RunID is
+// set, the secrets prelude when Secrets are; the secret values themselves
+// go on stdin and never appear in it). The pool may put its own upkeep in
+// front of it now and then (removing released markers, the daily sweep of
+// leftovers, see RunDirBase), and the secrets' end line is drawn anew for
+// each run. For debugging, and for benchmarks
+// that replay the pool's remote work with another client. It returns an
+// error wrapping ErrInvalidCommand where Pool.Run would (an empty script,
+// a RunID that ValidRunID refuses, an invalid environment name or secret,
+// an exec string over the server's limit).
+func ExecString(cmd *Command) (string, error) {
+	remote, block, err := buildRemote(cmd)
+	clear(block)
+	if err == nil {
+		err = checkCommandLine(remote) // limits.go
+	}
+	if err != nil {
+		return "", &wrapError{msg: "ssh: " + err.Error(), errs: []error{ErrInvalidCommand}}
+	}
+	return remote, nil
+}
+
 // buildRemote returns the exec string sent to the server and, when
 // cmd.Secrets is not empty, the secrets block to write to the session's
 // stdin before cmd.Stdin (nil otherwise).

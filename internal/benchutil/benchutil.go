@@ -30,6 +30,12 @@ const ConnsPerHost = 2
 // machine, tasks spread round-robin. It returns the elapsed time, or the
 // first dial or session error.
 func BareFanOut(servers []*sshtest.OpenSSH, tasks, perHost int) (time.Duration, error) {
+	return BareFanOutCommand(servers, tasks, perHost, func(int) string { return "true" })
+}
+
+// BareFanOutCommand is BareFanOut with exec string command(n) for task n
+// (0 ≤ n < tasks) instead of `true`.
+func BareFanOutCommand(servers []*sshtest.OpenSSH, tasks, perHost int, command func(n int) string) (time.Duration, error) {
 	start := time.Now()
 	clients := make([]*gossh.Client, len(servers)*ConnsPerHost)
 	defer func() {
@@ -80,7 +86,7 @@ func BareFanOut(servers []*sshtest.OpenSSH, tasks, perHost int) (time.Duration, 
 				return
 			}
 			defer s.Close()
-			if err := s.Run("true"); err != nil {
+			if err := s.Run(command(n)); err != nil {
 				errs <- fmt.Errorf("bare session: %w", err)
 			}
 		}()

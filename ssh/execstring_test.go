@@ -1,0 +1,59 @@
+package ssh_test
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rediacc/rediacc/ssh"
+	"github.com/rediacc/rediacc/ssh/sshtest"
+)
+
+// ExecString is what Pool.Run sends (with and without a RunID and
+// secrets), the secret values never in it; an invalid command fails it as
+// it fails Run, with ErrInvalidCommand.
+func TestExecString(t *testing.T) {
+	var mu sync.Mutex
+	var sent []string
+	defer ssh.SetExecHook(func(remote string) { mu.Lock(); sent = append(sent, remote); mu.Unlock() })()
+	srv := sshtest.NewServer(t, sshtest.Options{})
+	tg := inprocTarget(t, "inproc", srv)
+	p := newPool(t, ssh.Config{})
+	const value = "s3cr3t-value-9f2c"
+	for _, cmd := range []ssh.Command{
+		{Cmd: "echo hi"},
+		{Cmd: "echo hi", RunID: "run-1"},
+		{Cmd: "echo \"$TOKEN\" | wc -c", RunID: "run-2", Secrets: map[string][]byte{"TOKEN": []byte(value)}},
+	} {
+		want, err := ssh.ExecString(&cmd)
+		if err != nil {
+			t.Fatalf("ExecString(%+v): %v", cmd, err)
+		}
+		if strings.Contains(want, value) {
+			t.Fatalf("the exec string holds the secret value: %q", want)
+		}
+		mu.Lock()
+		sent = nil
+		mu.Unlock()
+		if _, err := p.Run(context.Background(), tg, cmd); err != nil {
+			t.Fatalf("Run(%+v): %v", cmd, err)
+		}
+		mu.Lock()
+		got := append([]string(nil), sent...)
+		mu.Unlock()
+		// The secrets' end line is random; the pool may prepend its own
+		// upkeep (released markers' removal, the daily sweep).
+		end := regexp.MustCompile(`rediacc-secrets-end-[0-9a-f]{32}`)
+		if len(got) != 1 || !strings.HasSuffix(end.ReplaceAllString(got[0], "END"), end.ReplaceAllString(want, "END")) {
+			t.Fatalf("Run sent %q, ExecString gave %q", got, want)
+		}
+	}
+	for _, bad := range []ssh.Command{{Cmd: ""}, {Cmd: "true", RunID: "../x"}, {Cmd: "true", Env: map[string]string{"A B": "1"}}} {
+		if _, err := ssh.ExecString(&bad); !errors.Is(err, ssh.ErrInvalidCommand) {
+			t.Errorf("ExecString(%+v): %v, want ErrInvalidCommand", bad, err)
+		}
+	}
+}
