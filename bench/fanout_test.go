@@ -88,7 +88,8 @@ func measure(name string, tasks int, f func() (elapsed, cpu time.Duration, note 
 // It prints the table with ratios to the bare client and reports every
 // figure with b.ReportMetric. REDIACC_BENCH_PROFILE=DIR writes CPU
 // profiles of the library rows' timed part (lib-sqlite-N.pprof,
-// lib-memory-N.pprof). Run it with
+// lib-memory-N.pprof) and of the CLI worker process (cli-worker-N.pprof,
+// through the CLI's REDIACC_CPUPROFILE). Run it with
 //
 //	go test -run '^$' -bench Table -benchtime 1x ./bench
 func BenchmarkTable(b *testing.B) {
@@ -291,8 +292,12 @@ func (c cliRun) fanOut(servers []*sshtest.OpenSSH, tasks int) (time.Duration, ti
 		c.tb.Fatal(err)
 	}
 	c.ok("create", "batch", "-f", file)
+	w := c
+	if dir := os.Getenv("REDIACC_BENCH_PROFILE"); dir != "" {
+		w.env = append(w.env, "REDIACC_CPUPROFILE="+filepath.Join(dir, fmt.Sprintf("cli-worker-%d.pprof", tasks)))
+	}
 	start := time.Now()
-	_, ps := c.ok("worker", "--until-empty", "--concurrency", strconv.Itoa(tableWorkers), "--health-interval", "-1s")
+	_, ps := w.ok("worker", "--until-empty", "--concurrency", strconv.Itoa(tableWorkers), "--health-interval", "-1s")
 	elapsed := time.Since(start)
 	c.expectCompleted(tasks)
 	return elapsed, cpuOf(ps), fmt.Sprintf("worker max RSS %.0f MB", float64(maxRSSOf(ps))/1e6)

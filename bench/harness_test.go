@@ -118,11 +118,15 @@ type cliRun struct {
 	tb      testing.TB
 	bin     string
 	dataDir string
+	env     []string // added to the environment of every command
 }
 
 // cmd returns the command with --data-dir set; stderr goes to DATA/cli.log.
 func (c cliRun) cmd(args ...string) (*exec.Cmd, *bytes.Buffer) {
 	cmd := exec.Command(c.bin, append([]string{"--data-dir", c.dataDir}, args...)...)
+	if len(c.env) > 0 {
+		cmd.Env = append(os.Environ(), c.env...)
+	}
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	if f, err := os.OpenFile(filepath.Join(c.dataDir, "cli.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {

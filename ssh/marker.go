@@ -44,9 +44,12 @@ type Remote struct {
 	// BootID is the machine's boot id (Linux: /proc/sys/kernel/random/boot_id),
 	// "" when unknown. A different boot id means the process is gone.
 	BootID string
-	// StartTime is the login shell's start time in clock ticks since boot
-	// (Linux: field 22 of /proc/PGID/stat), "" when unknown. With BootID it
-	// tells the process apart from a later one that reuses the pid.
+	// StartTime tells the login shell apart from a later process that
+	// reuses its pid, with BootID: "aN" for its scheduler autogroup N
+	// (Linux: /proc/PGID/autogroup; a new session gets a new one, never
+	// given again before a reboot) where the kernel keeps autogroups, else
+	// its start time in clock ticks since boot (field 22 of
+	// /proc/PGID/stat); "" when unknown. Compare it only for equality.
 	StartTime string
 	// RunDir is the path of the run's marker, relative to the login
 	// user's home (RunDirBase/RUNID); "" when the command had no RunID or
@@ -107,7 +110,7 @@ func markerPrelude(runID string) string {
 	create := `{ echo "p $$ $_rediacc_b $_rediacc_s" >` + f + `; } 2>/dev/null`
 	return `_rediacc_d=$HOME/` + RunDirBase + ` _rediacc_m=m _rediacc_b=- _rediacc_s=- _rediacc_w=- _rediacc_x=` + "\n" +
 		`read -r _rediacc_b 2>/dev/null </proc/sys/kernel/random/boot_id || _rediacc_b=-` + "\n" +
-		statRead + "\n" +
+		identityRead() + "\n" +
 		`case $- in *C*) ;; *) set -C; _rediacc_m=mC;; esac` + "\n" +
 		`if ` + create + ` || { [ ! -e ` + f + ` ] && mkdir -p "$_rediacc_d" 2>/dev/null && ` + create + `; }; then ` +
 		`read -r _rediacc_w _rediacc_x 2>/dev/null <"$_rediacc_d/.swept"; elif [ -e ` + f + ` ]; then _rediacc_m=t${_rediacc_m#m}; else _rediacc_m=n${_rediacc_m#m}; fi` + "\n" +
@@ -115,6 +118,28 @@ func markerPrelude(runID string) string {
 		`printf '\036rediacc-pid %s %s %s %s %s\n' "$$" "$_rediacc_b" "$_rediacc_s" "$_rediacc_m" "${_rediacc_w:--}" >&2` + "\n" +
 		`case $_rediacc_m in t) exit 0;; esac` + "\n"
 }
+
+// identityRead sets _rediacc_s to what tells the login shell apart from a
+// later process that reuses its pid (Remote.StartTime): its scheduler
+// autogroup as "aN" when the kernel keeps them (Linux with
+// CONFIG_SCHED_AUTOGROUP, as Debian, Ubuntu and RHEL build it), else its
+// start time (statRead). sshd starts the login shell as the leader of a
+// new session (setsid), and every new session gets a new autogroup, whose
+// number the kernel never gives again before the machine reboots
+// (kernel/sched/autogroup.c: autogroup_seq_nr); the pid of a session
+// leader is not reused while its session lives. /proc/PID/autogroup is
+// one short line ("/autogroup-N nice 0"), where /proc/PID/stat is about 300
+// bytes that dash reads one byte per read(2): on a 2-core VM the start
+// time cost about 0.6 ms of the machine's CPU per run, the autogroup
+// about 0.05 (docs/BENCHMARKS.md, "Cost on the managed host").
+func identityRead() string {
+	return `if read -r _rediacc_s _rediacc_x 2>/dev/null <` + procAutogroup + ` && case $_rediacc_s in /autogroup-[1-9]*) ;; *) false;; esac; ` +
+		`then _rediacc_s=a${_rediacc_s#/autogroup-} _rediacc_x=; else ` + statRead + `; fi`
+}
+
+// procAutogroup is the file identityRead reads the autogroup from; a
+// variable so that tests can take the start-time path.
+var procAutogroup = `/proc/$$/autogroup`
 
 // statRead sets _rediacc_s to the login shell's start time, field 22 of
 // /proc/$$/stat, with one read into 23 variables (field 2, the command
@@ -154,9 +179,13 @@ func groupLib(grace time.Duration) string {
 		`alive() {
   kill -0 -"$_p" 2>/dev/null || return 1
   [ -r /proc/self/stat ] || return 0
-  if [ "$_ps" != - ] && read -r _l 2>/dev/null </proc/"$_p"/stat; then
-    _l=${_l##*) }; set -- $_l; [ "${20}" = "$_ps" ] || return 1
-  fi
+  case $_ps in
+  a[0-9]*) if read -r _l _ag 2>/dev/null </proc/"$_p"/autogroup; then [ "$_l" = "/autogroup-${_ps#a}" ] || return 1; fi;;
+  -) ;;
+  *) if read -r _l 2>/dev/null </proc/"$_p"/stat; then
+       _l=${_l##*) }; set -- $_l; [ "${20}" = "$_ps" ] || return 1
+     fi;;
+  esac
   for _f in /proc/[0-9]*/stat; do
     read -r _l 2>/dev/null <"$_f" || continue
     _l=${_l##*) }; set -- $_l

@@ -187,30 +187,45 @@ func TestMarkerUnwritableHome(t *testing.T) {
 
 // TestSettleKnownProcess: without a marker, Settle stops the process group
 // it is told of, but not a younger process that reuses its pid.
+// The process's identity is its start time or, as the prelude records it
+// where the kernel keeps them, its autogroup ("aN").
 func TestSettleKnownProcess(t *testing.T) {
-	home := t.TempDir()
-	if err := os.WriteFile(filepath.Join(home, ".cache"), nil, 0o600); err != nil { // RunDirBase cannot be created
-		t.Fatal(err)
-	}
-	c := exec.Command("sh", "-c", "sleep 30")
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = c.Wait(); close(done) }()
-	defer func() { _ = c.Process.Kill(); <-done }()
-	st := procStart(t, c.Process.Pid)
-	f, err := localSettle(t, home, "x", Remote{PGID: c.Process.Pid, StartTime: st + "1"})
-	if err != nil || f.State != FateGone {
-		t.Errorf("settle of a pid with another start time = %+v, %v", f, err)
-	}
-	f, err = localSettle(t, home, "x", Remote{PGID: c.Process.Pid, StartTime: st})
-	if err != nil || f.State != FateStopped {
-		t.Errorf("settle of the known process = %+v, %v", f, err)
-	}
-	if _, err := localSettle(t, home, "x", Remote{}); !errors.Is(err, ErrFateUnknown) {
-		t.Errorf("settle with nothing to go by: %v, want ErrFateUnknown", err)
+	for _, mode := range []string{"starttime", "autogroup"} {
+		t.Run(mode, func(t *testing.T) {
+			home := t.TempDir()
+			if err := os.WriteFile(filepath.Join(home, ".cache"), nil, 0o600); err != nil { // RunDirBase cannot be created
+				t.Fatal(err)
+			}
+			c := exec.Command("sh", "-c", "sleep 30")
+			c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { _ = c.Wait(); close(done) }()
+			defer func() { _ = c.Process.Kill(); <-done }()
+			id, other := procStart(t, c.Process.Pid), ""
+			other = id + "1"
+			if mode == "autogroup" {
+				b, err := os.ReadFile("/proc/" + strconv.Itoa(c.Process.Pid) + "/autogroup")
+				n, ok := strings.CutPrefix(strings.Fields(string(b)+" x")[0], "/autogroup-")
+				if err != nil || !ok {
+					t.Skipf("no autogroup for the process: %q, %v", b, err)
+				}
+				id, other = "a"+n, "a"+n+"0"
+			}
+			f, err := localSettle(t, home, "x", Remote{PGID: c.Process.Pid, StartTime: other})
+			if err != nil || f.State != FateGone {
+				t.Errorf("settle of a pid with another identity (%s) = %+v, %v", other, f, err)
+			}
+			f, err = localSettle(t, home, "x", Remote{PGID: c.Process.Pid, StartTime: id})
+			if err != nil || f.State != FateStopped {
+				t.Errorf("settle of the known process (%s) = %+v, %v", id, f, err)
+			}
+			if _, err := localSettle(t, home, "x", Remote{}); !errors.Is(err, ErrFateUnknown) {
+				t.Errorf("settle with nothing to go by: %v, want ErrFateUnknown", err)
+			}
+		})
 	}
 }
 

@@ -26,8 +26,11 @@ const prevStatRead = `if read -r _rediacc_s 2>/dev/null </proc/$$/stat; then _re
 // Cases: bare (`true`), unmarked (no RunID), marked-legacy (the directory
 // marker of the first version, with mkdir), marked-prev (the file marker
 // with the start time split by set --, and the subshell), marked-subshell
-// (today's prelude, a script that needs the subshell), marked (today's,
-// `true` in the login shell: marker_inshell.go).
+// (today's prelude, a script that needs the subshell), marked-starttime
+// (`true` in the login shell, the shell told apart by its start time read
+// from /proc/$$/stat: the version before identityRead), marked (today's:
+// `true` in the login shell, marker_inshell.go, told apart by its
+// autogroup).
 func BenchmarkShellPrelude(b *testing.B) {
 	home := b.TempDir()
 	_ = os.MkdirAll(home+"/"+RunDirBase, 0o755)
@@ -40,7 +43,11 @@ func BenchmarkShellPrelude(b *testing.B) {
 		{"unmarked", func(string) string { r, _, _ := buildRemote(&Command{Cmd: "true"}); return r }},
 		{"marked-legacy", func(id string) string { return legacyExec(id, "true") }},
 		{"marked-prev", func(id string) string {
-			return strings.Replace(markerPrelude(id), statRead, prevStatRead, 1) + markerRun(id, "true")
+			return strings.Replace(markerPrelude(id), identityRead(), prevStatRead, 1) + markerRun(id, "true")
+		}},
+		{"marked-starttime", func(id string) string {
+			r, _, _ := buildRemote(&Command{Cmd: "true", RunID: id})
+			return strings.Replace(r, identityRead(), statRead, 1)
 		}},
 		{"marked-subshell", func(id string) string { return markerPrelude(id) + markerRun(id, "true") }},
 		{"marked", func(id string) string { r, _, _ := buildRemote(&Command{Cmd: "true", RunID: id}); return r }},

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -103,11 +104,43 @@ type globals struct {
 	rawStdout, rawStderr io.Writer
 }
 
+// cpuProfileEnv names a file to write a CPU profile of the whole process
+// to (runtime/pprof; read it with `go tool pprof`), for benchmarks
+// (bench/, docs/BENCHMARKS.md). Unset: no profile.
+const cpuProfileEnv = "REDIACC_CPUPROFILE"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopProfile := startCPUProfile(os.Getenv(cpuProfileEnv), os.Stderr)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
 	stop()
 	os.Exit(code)
+}
+
+// startCPUProfile starts a CPU profile into path ("" for none) and returns
+// the function that ends it. A profile that cannot be started is reported
+// on stderr and the command runs without it.
+func startCPUProfile(path string, stderr io.Writer) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: %s=%q: no CPU profile: %v\n", cpuProfileEnv, path, err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(stderr, "warning: %s=%q: %v\n", cpuProfileEnv, path, err)
+		}
+	}
 }
 
 // run executes the CLI with args and returns the exit code.
