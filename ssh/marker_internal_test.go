@@ -208,7 +208,7 @@ func TestSettleKnownProcess(t *testing.T) {
 			other = id + "1"
 			if mode == "autogroup" {
 				b, err := os.ReadFile("/proc/" + strconv.Itoa(c.Process.Pid) + "/autogroup")
-				n, ok := strings.CutPrefix(strings.Fields(string(b)+" x")[0], "/autogroup-")
+				n, ok := strings.CutPrefix(strings.Fields(string(b) + " x")[0], "/autogroup-")
 				if err != nil || !ok {
 					t.Skipf("no autogroup for the process: %q, %v", b, err)
 				}
