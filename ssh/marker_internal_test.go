@@ -204,8 +204,8 @@ func TestSettleKnownProcess(t *testing.T) {
 			done := make(chan struct{})
 			go func() { _ = c.Wait(); close(done) }()
 			defer func() { _ = c.Process.Kill(); <-done }()
-			id, other := procStart(t, c.Process.Pid), ""
-			other = id + "1"
+			id := procStart(t, c.Process.Pid)
+			other := id + "1"
 			if mode == "autogroup" {
 				b, err := os.ReadFile("/proc/" + strconv.Itoa(c.Process.Pid) + "/autogroup")
 				n, ok := strings.CutPrefix(strings.Fields(string(b) + " x")[0], "/autogroup-")
