@@ -83,8 +83,10 @@ type Command struct {
 	// the file RunDirBase/RunID in the login user's home (atomically:
 	// when it exists already the run was taken, and Run returns an error
 	// wrapping ErrRunTaken without running Cmd), records its process
-	// group, the boot id and its start time there, and, when Cmd ends, its
-	// exit status. Cmd then runs in a subshell. When the marker cannot
+	// group, the boot id and what tells it apart from a later process
+	// with its pid (its autogroup or start time: Remote.StartTime) there,
+	// and, when Cmd ends, its exit status. Cmd runs in the login shell or
+	// in a subshell (see the package doc). When the marker cannot
 	// be created (the home is not writable) Cmd runs without one
 	// (Result.Remote.RunDir is ""). A connection lost while such a run is
 	// under way is settled before Run returns (see Run). Once its result is

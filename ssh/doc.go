@@ -96,8 +96,13 @@
 // (set -C; the shell opens it O_CREAT|O_EXCL — checked in dash, bash and
 // busybox ash — so of the run and a Pool.Settle, which claims the same
 // path with mkdir, exactly one creates it), writing the line
-// "p PGID BOOTID STARTTIME": the shell's process group id, the machine's
-// boot id and the shell's start time (Linux /proc; "-" elsewhere). When
+// "p PGID BOOTID IDENT": the shell's process group id, the machine's
+// boot id and what tells the shell apart from a later process with its
+// pid (Remote.StartTime: "aN", the session's scheduler autogroup, from
+// /proc/$$/autogroup, or the shell's start time in clock ticks, from
+// /proc/$$/stat; "-" elsewhere). A worker of a version before the
+// autogroup (2026-12) settling a run recorded with one takes it for gone:
+// do not go back to such a version while runs are in flight. When
 // the path already exists the run was taken: the shell reports so on its
 // pid line and exits without running anything (ErrRunTaken). A script
 // that could replace the shell, change its traps or run text it does not
@@ -144,7 +149,9 @@
 // and now never will), or reads the run's identity and status from the
 // marker: an exit
 // status gives FateExited; a process group still alive (zombies aside;
-// the leader's start time guards against a reused pid; another boot id
+// the leader's autogroup or start time guards against a reused pid; a
+// leader whose autogroup file is readable but names another autogroup,
+// or none, is another process; another boot id
 // means it is gone) is stopped — TERM, KILL after Config.KillGrace — and
 // seen gone (FateStopped); a group gone without a status gives FateGone.
 // The verdicts stopped and gone are appended to the marker ("s", "g").

@@ -96,8 +96,9 @@ type Fate struct {
 // RunDirBase/RUNID, with a noclobber redirection (set -C: the shell opens
 // it with O_CREAT|O_EXCL, so of the run itself and a Settle — which claims
 // the same path with mkdir — exactly one creates it; checked in dash, bash
-// and busybox ash), writing its first line "p PID BOOTID STARTTIME" (its
-// process id, the boot id, its start time). It then reads the time of the
+// and busybox ash), writing its first line "p PID BOOTID IDENT" (its
+// process id, the boot id, and what tells it apart from a later process
+// with its pid: identityRead). It then reads the time of the
 // last sweep of the machine's markers (file .swept, see sweepScript) and
 // reports all that on stderr (the pid line). When the path exists already
 // the run was taken (by a Settle, or an earlier exec of the same run): the
@@ -109,11 +110,11 @@ func markerPrelude(runID string) string {
 	f := `"$_rediacc_d/` + runID + `"`
 	create := `{ echo "p $$ $_rediacc_b $_rediacc_s" >` + f + `; } 2>/dev/null`
 	return `_rediacc_d=$HOME/` + RunDirBase + ` _rediacc_m=m _rediacc_b=- _rediacc_s=- _rediacc_w=- _rediacc_x=` + "\n" +
-		`read -r _rediacc_b 2>/dev/null </proc/sys/kernel/random/boot_id || _rediacc_b=-` + "\n" +
+		`{ read -r _rediacc_b </proc/sys/kernel/random/boot_id; } 2>/dev/null || _rediacc_b=-` + "\n" +
 		identityRead() + "\n" +
 		`case $- in *C*) ;; *) set -C; _rediacc_m=mC;; esac` + "\n" +
 		`if ` + create + ` || { [ ! -e ` + f + ` ] && mkdir -p "$_rediacc_d" 2>/dev/null && ` + create + `; }; then ` +
-		`read -r _rediacc_w _rediacc_x 2>/dev/null <"$_rediacc_d/.swept"; elif [ -e ` + f + ` ]; then _rediacc_m=t${_rediacc_m#m}; else _rediacc_m=n${_rediacc_m#m}; fi` + "\n" +
+		`{ read -r _rediacc_w _rediacc_x <"$_rediacc_d/.swept"; } 2>/dev/null; elif [ -e ` + f + ` ]; then _rediacc_m=t${_rediacc_m#m}; else _rediacc_m=n${_rediacc_m#m}; fi` + "\n" +
 		`case $_rediacc_m in *C) set +C; _rediacc_m=${_rediacc_m%C};; esac` + "\n" +
 		`printf '\036rediacc-pid %s %s %s %s %s\n' "$$" "$_rediacc_b" "$_rediacc_s" "$_rediacc_m" "${_rediacc_w:--}" >&2` + "\n" +
 		`case $_rediacc_m in t) exit 0;; esac` + "\n"
@@ -122,24 +123,38 @@ func markerPrelude(runID string) string {
 // identityRead sets _rediacc_s to what tells the login shell apart from a
 // later process that reuses its pid (Remote.StartTime): its scheduler
 // autogroup as "aN" when the kernel keeps them (Linux with
-// CONFIG_SCHED_AUTOGROUP, as Debian, Ubuntu and RHEL build it), else its
-// start time (statRead). sshd starts the login shell as the leader of a
-// new session (setsid), and every new session gets a new autogroup, whose
-// number the kernel never gives again before the machine reboots
-// (kernel/sched/autogroup.c: autogroup_seq_nr); the pid of a session
-// leader is not reused while its session lives. /proc/PID/autogroup is
-// one short line ("/autogroup-N nice 0"), where /proc/PID/stat is about 300
-// bytes that dash reads one byte per read(2): on a 2-core VM the start
-// time cost about 0.6 ms of the machine's CPU per run, the autogroup
-// about 0.05 (docs/BENCHMARKS.md, "Cost on the managed host").
+// CONFIG_SCHED_AUTOGROUP, as Debian, Ubuntu and RHEL build it) and the
+// shell leads a session of its own, else its start time (statRead).
+// sshd starts the login shell as the leader of a new session (setsid),
+// and every new session gets a new autogroup, numbered by a counter that
+// only grows (kernel/sched/autogroup.c: autogroup_seq_nr; it would take
+// 2^31 sessions before a reboot to wrap, and the negative numbers past
+// that take the start time); the pid of a session leader is not reused
+// while its session lives. A shell whose autogroup is its parent's did not
+// start a session (a server that runs it with setpgid only), so it shares
+// that autogroup with other runs: it takes the start time. Both files are
+// one short line ("/autogroup-N nice 0"), where /proc/PID/stat is about
+// 300 bytes that dash reads one byte per read(2): on a 2-core VM the start
+// time cost about 0.6 ms of the machine's CPU per run (docs/BENCHMARKS.md,
+// "Cost on the managed host"). Every read is quiet when its file is
+// missing (zsh reports a failed redirection even with 2>/dev/null on the
+// command; in braces it does not).
 func identityRead() string {
-	return `if read -r _rediacc_s _rediacc_x 2>/dev/null <` + procAutogroup + ` && case $_rediacc_s in /autogroup-[1-9]*) ;; *) false;; esac; ` +
-		`then _rediacc_s=a${_rediacc_s#/autogroup-} _rediacc_x=; else ` + statRead + `; fi`
+	return `if { read -r _rediacc_s _rediacc_x <` + procAutogroup + `; } 2>/dev/null && case $_rediacc_s in /autogroup-[1-9]*) ;; *) false;; esac && ` +
+		`{ { read -r _rediacc_w _rediacc_x <` + procParentAutogroup + `; } 2>/dev/null || _rediacc_w=; [ "$_rediacc_w" != "$_rediacc_s" ]; }; ` +
+		`then _rediacc_s=a${_rediacc_s#/autogroup-} _rediacc_w=- _rediacc_x=; else ` + statRead + `; fi`
 }
 
-// procAutogroup is the file identityRead reads the autogroup from; a
-// variable so that tests can take the start-time path.
-var procAutogroup = `/proc/$$/autogroup`
+// procAutogroup and procParentAutogroup are the files identityRead reads
+// the shell's and its parent's autogroups from; variables so that tests
+// can take the start-time paths.
+// procAutogroupOf is the file Settle's alive() reads the autogroup of the
+// process with pid $_p from.
+var (
+	procAutogroup       = `/proc/$$/autogroup`
+	procParentAutogroup = `/proc/$PPID/autogroup`
+	procAutogroupOf     = `/proc/"$_p"/autogroup`
+)
 
 // statRead sets _rediacc_s to the login shell's start time, field 22 of
 // /proc/$$/stat, with one read into 23 variables (field 2, the command
@@ -148,7 +163,7 @@ var procAutogroup = `/proc/$$/autogroup`
 // of CPU per run in dash, most of what reading it cost. When field 2 does
 // not end with ")" (a command name with a space), the line is split after
 // its last ") " instead, as before.
-const statRead = `if read -r _rediacc_x _rediacc_w` + statSkip19 + ` _rediacc_s _rediacc_x 2>/dev/null </proc/$$/stat; then ` +
+const statRead = `if { read -r _rediacc_x _rediacc_w` + statSkip19 + ` _rediacc_s _rediacc_x </proc/$$/stat; } 2>/dev/null; then ` +
 	`case $_rediacc_w in *')') ;; *) read -r _rediacc_s </proc/$$/stat; _rediacc_s=${_rediacc_s##*) }; set -- $_rediacc_s; _rediacc_s=${20:--}; set --;; esac; ` +
 	`_rediacc_w=- _rediacc_x=; else _rediacc_s=-; fi`
 
@@ -167,10 +182,12 @@ func markerRun(runID, quotedScript string) string {
 }
 
 // groupLib defines the shell functions alive and stop for process group
-// $_p whose leader started at $_ps ("-" when unknown). alive fails when no
+// $_p whose leader is told apart by $_ps (Remote.StartTime: "aN", its
+// autogroup, or its start time; "-" when unknown). alive fails when no
 // process of the group is left; zombies (on Linux) do not count, and a
-// leader pid that now belongs to a younger process means the group is
-// gone (a pid is not reused while it is a process group id). stop sends
+// leader pid that now belongs to another process (another autogroup,
+// none, or a younger start time) means the group is gone (a pid is not
+// reused while it is a process group id). stop sends
 // TERM to the group, waits up to grace, sends KILL and waits up to 5 s;
 // it fails when the group survives.
 func groupLib(grace time.Duration) string {
@@ -180,7 +197,7 @@ func groupLib(grace time.Duration) string {
   kill -0 -"$_p" 2>/dev/null || return 1
   [ -r /proc/self/stat ] || return 0
   case $_ps in
-  a[0-9]*) if read -r _l _ag 2>/dev/null </proc/"$_p"/autogroup; then [ "$_l" = "/autogroup-${_ps#a}" ] || return 1; fi;;
+  a[0-9]*) _l=; if { read -r _l _ag <` + procAutogroupOf + `; } 2>/dev/null || [ -r ` + procAutogroupOf + ` ]; then [ "$_l" = "/autogroup-${_ps#a}" ] || return 1; fi;;
   -) ;;
   *) if read -r _l 2>/dev/null </proc/"$_p"/stat; then
        _l=${_l##*) }; set -- $_l; [ "${20}" = "$_ps" ] || return 1

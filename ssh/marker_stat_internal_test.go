@@ -1,9 +1,13 @@
 package ssh
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -74,6 +78,89 @@ func TestMarkerStartTime(t *testing.T) {
 					t.Errorf("marker %q, %v; want identity %s", b, err, want)
 				}
 			})
+		}
+	}
+}
+
+// A shell that shares its parent's autogroup (started without a session
+// of its own: setpgid only) shares it with every other run so started: the
+// prelude takes the start time instead.
+func TestMarkerIdentityWithoutSession(t *testing.T) {
+	if _, err := os.ReadFile("/proc/self/autogroup"); err != nil {
+		t.Skip("no /proc/PID/autogroup")
+	}
+	for _, shell := range localShells(t) {
+		t.Run(filepath.Base(shell), func(t *testing.T) {
+			remote, _, err := buildRemote(&Command{Cmd: "true", RunID: "ns"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"-c", remote}
+			if filepath.Base(shell) == "busybox" {
+				args = append([]string{"sh"}, args...)
+			}
+			c := exec.Command(shell, args...)
+			c.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
+			c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			var stderr bytes.Buffer
+			c.Stderr = &stderr
+			if err := c.Run(); err != nil {
+				t.Fatalf("%v: %s", err, stderr.String())
+			}
+			ri := pidInfo(t, stderr.Bytes())
+			if _, err := strconv.ParseUint(ri.remote.StartTime, 10, 64); err != nil {
+				t.Errorf("identity %q, want the start time (clock ticks): the shell's autogroup is its parent's", ri.remote.StartTime)
+			}
+		})
+	}
+}
+
+// Settle's alive() takes a process whose autogroup file is readable but
+// names another autogroup, or none (a process in the kernel's default
+// group: the file is empty), for another process than the run's: the run
+// is gone, and that process is not signalled.
+func TestSettleAutogroupMismatch(t *testing.T) {
+	c := exec.Command("sh", "-c", "sleep 30")
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = c.Wait(); close(done) }()
+	defer func() { _ = c.Process.Kill(); <-done }()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "autogroup")
+	old := procAutogroupOf
+	procAutogroupOf = `"` + file + `"`
+	t.Cleanup(func() { procAutogroupOf = old })
+	for _, tc := range []struct {
+		content string
+		want    FateState
+	}{
+		{"", FateGone},                      // the default group: no autogroup line
+		{"/autogroup-8 nice 0\n", FateGone}, // another autogroup
+		{"/autogroup-7 nice 0\n", FateStopped},
+	} {
+		if err := os.WriteFile(file, []byte(tc.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		home := t.TempDir()
+		if err := os.WriteFile(filepath.Join(home, ".cache"), nil, 0o600); err != nil { // no marker: Settle goes by the known process
+			t.Fatal(err)
+		}
+		f, err := localSettle(t, home, "x", Remote{PGID: c.Process.Pid, StartTime: "a7"})
+		if err != nil || f.State != tc.want {
+			t.Errorf("autogroup file %q: settle = %+v, %v; want %s", tc.content, f, err, tc.want)
+		}
+		select {
+		case <-done:
+			if tc.want != FateStopped {
+				t.Fatalf("autogroup file %q: the process was signalled", tc.content)
+			}
+		default:
+			if tc.want == FateStopped {
+				t.Fatalf("autogroup file %q: the process still runs", tc.content)
+			}
 		}
 	}
 }

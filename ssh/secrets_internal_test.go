@@ -114,6 +114,15 @@ func localShells(t *testing.T) []string {
 	return shells
 }
 
+// syntaxErrorStatus is the exit status of `shell -c` on a syntax error:
+// 1 in zsh, 2 in the others.
+func syntaxErrorStatus(shell string) int {
+	if filepath.Base(shell) == "zsh" {
+		return 1
+	}
+	return 2
+}
+
 // runLocally runs the exec string of cmd with shell, feeding the secrets
 // block then stdin, and returns stdout, the filtered stderr and the exit
 // status.
