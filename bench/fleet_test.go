@@ -59,7 +59,8 @@ const fleetFirst = 154
 //     (the last to start), with the median and the worker's CPU and peak
 //     RSS.
 //   - lib: the same fan-out through the library in this process (SQLite
-//     store, SSH IdleTimeout 5s): the pool's open connections, and the
+//     store, SSH IdleTimeout 30s, longer than the fan-out, so that no
+//     connection idles out before it is counted): the pool's open connections, and the
 //     heap and RSS growth per pooled connection (after GC, with the
 //     connections held, against before the run); then how long the idle
 //     connections take to be closed.
@@ -211,7 +212,9 @@ func openConns(tb testing.TB, c *rediacc.Client) int {
 func libFleet(b *testing.B, servers []*sshtest.OpenSSH) fleetResult {
 	ctx := rediacc.WithActor(context.Background(), "bench")
 	dir := b.TempDir()
-	r := fleetResult{idleTimeout: 5 * time.Second}
+	// Longer than the fan-out (11-15 s on a 2-core VM), so that every
+	// connection is still pooled when the memory is read.
+	r := fleetResult{idleTimeout: 30 * time.Second}
 	cfg := rediacc.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler), Concurrency: len(servers),
 		Health: rediacc.HealthConfig{Interval: -1}}
 	cfg.SSH.IdleTimeout = r.idleTimeout

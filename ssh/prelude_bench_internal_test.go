@@ -15,9 +15,10 @@ import (
 const prevStatRead = `if read -r _rediacc_s 2>/dev/null </proc/$$/stat; then _rediacc_s=${_rediacc_s##*) }; set -- $_rediacc_s; _rediacc_s=${20:--}; set --; else _rediacc_s=-; fi`
 
 // BenchmarkShellPrelude measures what the exec strings cost the machine,
-// without SSH: each op starts `sh -c STRING` (as sshd starts the login
-// shell) once per case, the cases interleaved (so that a change in the
-// host's load reaches them all alike), in a fresh home. Reported per case:
+// without SSH: each op starts `sh -c STRING` in a session of its own (as
+// sshd starts the login shell) once per case, the cases interleaved (so
+// that a change in the host's load reaches them all alike), in a fresh
+// home. Reported per case:
 // the CPU time (user + system, the shell and every process it starts) per
 // run, and per run minus that of `sh -c true` (bare).
 //
@@ -58,6 +59,7 @@ func BenchmarkShellPrelude(b *testing.B) {
 		for i, c := range cases {
 			cmd := exec.Command("sh", "-c", c.remote(c.name+"-"+strconv.Itoa(n)))
 			cmd.Env = env
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // as sshd starts the login shell
 			before := childCPU()
 			if err := cmd.Run(); err != nil {
 				b.Fatalf("%s: %v", c.name, err)
