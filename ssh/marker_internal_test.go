@@ -21,11 +21,7 @@ func localRun(t *testing.T, shell, home string, cmd *Command) (*exec.Cmd, *bytes
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-c", remote}
-	if filepath.Base(shell) == "busybox" {
-		args = append([]string{"sh"}, args...)
-	}
-	c := exec.Command(shell, args...)
+	c := shellCommand(shell, remote)
 	c.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	c.Stdin = bytes.NewReader(block)
@@ -35,6 +31,30 @@ func localRun(t *testing.T, shell, home string, cmd *Command) (*exec.Cmd, *bytes
 		t.Fatal(err)
 	}
 	return c, &stdout, &stderr
+}
+
+// shellCommand is `shell -c remote` (busybox: `busybox sh -c remote`).
+func shellCommand(shell, remote string) *exec.Cmd {
+	args := []string{"-c", remote}
+	if filepath.Base(shell) == "busybox" {
+		args = append([]string{"sh"}, args...)
+	}
+	return exec.Command(shell, args...)
+}
+
+// startSessionSleep starts `sh -c "sleep 30"` in a session of its own;
+// done is closed once it has ended. It is killed when the test ends.
+func startSessionSleep(t *testing.T) (c *exec.Cmd, done <-chan struct{}) {
+	t.Helper()
+	c = exec.Command("sh", "-c", "sleep 30")
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{})
+	go func() { _ = c.Wait(); close(ch) }()
+	t.Cleanup(func() { _ = c.Process.Kill(); <-ch })
+	return c, ch
 }
 
 func exitCode(err error) int {
@@ -196,14 +216,7 @@ func TestSettleKnownProcess(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(home, ".cache"), nil, 0o600); err != nil { // RunDirBase cannot be created
 				t.Fatal(err)
 			}
-			c := exec.Command("sh", "-c", "sleep 30")
-			c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-			if err := c.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan struct{})
-			go func() { _ = c.Wait(); close(done) }()
-			defer func() { _ = c.Process.Kill(); <-done }()
+			c, _ := startSessionSleep(t)
 			id := procStart(t, c.Process.Pid)
 			other := id + "1"
 			if mode == "autogroup" {

@@ -3,7 +3,6 @@ package ssh
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -95,11 +94,7 @@ func TestMarkerIdentityWithoutSession(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			args := []string{"-c", remote}
-			if filepath.Base(shell) == "busybox" {
-				args = append([]string{"sh"}, args...)
-			}
-			c := exec.Command(shell, args...)
+			c := shellCommand(shell, remote)
 			c.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
 			c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			var stderr bytes.Buffer
@@ -120,14 +115,7 @@ func TestMarkerIdentityWithoutSession(t *testing.T) {
 // group: the file is empty), for another process than the run's: the run
 // is gone, and that process is not signalled.
 func TestSettleAutogroupMismatch(t *testing.T) {
-	c := exec.Command("sh", "-c", "sleep 30")
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = c.Wait(); close(done) }()
-	defer func() { _ = c.Process.Kill(); <-done }()
+	c, done := startSessionSleep(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "autogroup")
 	old := procAutogroupOf

@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,10 +13,11 @@ import (
 )
 
 // BenchmarkConcurrentBare is the baseline of BenchmarkConcurrent: the same
-// shape (storetest.Submitters goroutines creating tasks one by one, a
-// dispatcher claiming up to its free slots out of storetest.Slots, each
-// claimed task started and finished by a goroutine of its own, an audit row
-// with every change) written as plainly as SQLite allows with the same
+// shape, driven by the same storetest.DriveConcurrent (storetest.Submitters
+// goroutines creating tasks one by one, a dispatcher claiming up to its
+// free slots out of storetest.Slots, each claimed task started and
+// finished by a goroutine of its own), an audit row with every change,
+// written as plainly as SQLite allows with the same
 // driver (modernc.org/sqlite) and the same durability (WAL,
 // synchronous=NORMAL, one write connection, BEGIN IMMEDIATE): one table of
 // tasks with the one index a claim needs, one table of audit rows without
@@ -50,32 +48,8 @@ func BenchmarkConcurrentBare(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var (
-		created atomic.Int64
-		wg      sync.WaitGroup
-		errMu   sync.Mutex
-		first   error
-		wake    = make(chan struct{}, 1)
-		done    = make(chan struct{}, storetest.Slots)
-	)
-	fail := func(err error) {
-		errMu.Lock()
-		if first == nil {
-			first = err
-		}
-		errMu.Unlock()
-		cancel()
-	}
-	notify := func() {
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
-	}
 	// write runs fn in a transaction of its own, with an audit row.
-	write := func(action, id string, fn func(tx *sql.Tx) error) error {
+	write := func(ctx context.Context, action, id string, fn func(tx *sql.Tx) error) error {
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
@@ -100,123 +74,60 @@ func BenchmarkConcurrentBare(b *testing.B) {
 		}
 		return nil
 	}
-	run := func(id string) {
-		defer wg.Done()
-		if err := write("task.start", id, func(tx *sql.Tx) error { return set(tx, id, "ASSIGNED", "PROCESSING") }); err != nil {
-			fail(fmt.Errorf("start: %w", err))
-			return
-		}
-		if err := write("task.complete", id, func(tx *sql.Tx) error {
-			if err := set(tx, id, "PROCESSING", "COMPLETED"); err != nil {
+	storetest.DriveConcurrent(b, storetest.Lifecycle[string]{
+		Create: func(ctx context.Context, i int) error {
+			id := fmt.Sprintf("t%09d", i)
+			return write(ctx, "task.create", id, func(tx *sql.Tx) error {
+				_, err := tx.Exec(`INSERT INTO tasks (id, machine, priority, status, spec, updated_at) VALUES (?, ?, ?, 'PENDING', ?, ?)`,
+					id, fmt.Sprint("m", i%10), 1+i%5, []byte(`{"command":"true"}`), time.Now().UnixNano())
 				return err
-			}
-			_, err := tx.Exec(`UPDATE tasks SET stdout = ?, exit_code = 0 WHERE id = ?`, []byte("ok\n"), id)
-			return err
-		}); err != nil {
-			fail(fmt.Errorf("finish: %w", err))
-			return
-		}
-		done <- struct{}{}
-		notify()
-	}
-	claim := func(max int) ([]string, error) {
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return nil, err
-		}
-		defer func() { _ = tx.Rollback() }()
-		rows, err := tx.Query(`SELECT id FROM tasks WHERE status = 'PENDING' ORDER BY priority, seq LIMIT ?`, max)
-		if err != nil {
-			return nil, err
-		}
-		var ids []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		now := time.Now().UnixNano()
-		for _, id := range ids {
-			if _, err := tx.Exec(`UPDATE tasks SET status = 'ASSIGNED', owner = 'bench', updated_at = ? WHERE id = ?`, now, id); err != nil {
-				return nil, err
-			}
-			if _, err := tx.Exec(`INSERT INTO audit (at, actor, action, task) VALUES (?, 'bench', 'task.assign', ?)`, now, id); err != nil {
-				return nil, err
-			}
-		}
-		return ids, tx.Commit()
-	}
-	var cpu0 syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
-	b.ResetTimer()
-	for range storetest.Submitters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				i := int(created.Add(1))
-				if i > b.N {
-					return
-				}
-				id := fmt.Sprintf("t%09d", i)
-				if err := write("task.create", id, func(tx *sql.Tx) error {
-					_, err := tx.Exec(`INSERT INTO tasks (id, machine, priority, status, spec, updated_at) VALUES (?, ?, ?, 'PENDING', ?, ?)`,
-						id, fmt.Sprint("m", i%10), 1+i%5, []byte(`{"command":"true"}`), time.Now().UnixNano())
-					return err
-				}); err != nil {
-					fail(fmt.Errorf("create: %w", err))
-					return
-				}
-				notify()
-			}
-		}()
-	}
-	for finished, running := 0, 0; finished < b.N && ctx.Err() == nil; {
-		if running < storetest.Slots {
-			ids, err := claim(storetest.Slots - running)
+			})
+		},
+		Claim: func(ctx context.Context, max int) ([]string, error) {
+			tx, err := db.BeginTx(ctx, nil)
 			if err != nil {
-				fail(fmt.Errorf("claim: %w", err))
-				break
+				return nil, err
 			}
-			if len(ids) > 0 {
-				running += len(ids)
-				for _, id := range ids {
-					wg.Add(1)
-					go run(id)
+			defer func() { _ = tx.Rollback() }()
+			rows, err := tx.Query(`SELECT id FROM tasks WHERE status = 'PENDING' ORDER BY priority, seq LIMIT ?`, max)
+			if err != nil {
+				return nil, err
+			}
+			var ids []string
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return nil, err
 				}
-				continue
+				ids = append(ids, id)
 			}
-		}
-		select {
-		case <-done:
-			running--
-			finished++
-		case <-wake:
-		case <-ctx.Done():
-		}
-		for drained := false; !drained; {
-			select {
-			case <-done:
-				running--
-				finished++
-			default:
-				drained = true
+			rows.Close()
+			now := time.Now().UnixNano()
+			for _, id := range ids {
+				if _, err := tx.Exec(`UPDATE tasks SET status = 'ASSIGNED', owner = 'bench', updated_at = ? WHERE id = ?`, now, id); err != nil {
+					return nil, err
+				}
+				if _, err := tx.Exec(`INSERT INTO audit (at, actor, action, task) VALUES (?, 'bench', 'task.assign', ?)`, now, id); err != nil {
+					return nil, err
+				}
 			}
-		}
-	}
-	cancel()
-	wg.Wait()
-	b.StopTimer()
-	var cpu1 syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
-	if first != nil {
-		b.Fatal(first)
-	}
-	cpu := time.Duration(cpu1.Utime.Nano() + cpu1.Stime.Nano() - cpu0.Utime.Nano() - cpu0.Stime.Nano())
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/task")
+			return ids, tx.Commit()
+		},
+		Run: func(ctx context.Context, id string) error {
+			if err := write(ctx, "task.start", id, func(tx *sql.Tx) error { return set(tx, id, "ASSIGNED", "PROCESSING") }); err != nil {
+				return fmt.Errorf("start: %w", err)
+			}
+			if err := write(ctx, "task.complete", id, func(tx *sql.Tx) error {
+				if err := set(tx, id, "PROCESSING", "COMPLETED"); err != nil {
+					return err
+				}
+				_, err := tx.Exec(`UPDATE tasks SET stdout = ?, exit_code = 0 WHERE id = ?`, []byte("ok\n"), id)
+				return err
+			}); err != nil {
+				return fmt.Errorf("finish: %w", err)
+			}
+			return nil
+		},
+	})
 }

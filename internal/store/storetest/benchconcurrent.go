@@ -38,13 +38,71 @@ func BenchConcurrent(b *testing.B, open func(b *testing.B) store.Engine, foldAss
 	if acc == nil {
 		b.Skip("engine keeps no audit trail")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	now := T0.Add(time.Hour)
 	rec := func(action, id string) audit.Record {
 		return audit.Record{Time: now, Actor: "bench", Action: action, EntityType: audit.EntityTask, EntityID: id,
 			Team: store.DefaultTeam, Result: audit.ResultOK, Details: map[string]string{"worker": "bench"}}
 	}
+	assign := func(ts []store.Task) []audit.Record {
+		recs := make([]audit.Record, len(ts))
+		for i, t := range ts {
+			recs[i] = rec("task.assign", t.ID)
+		}
+		return recs
+	}
+	DriveConcurrent(b, Lifecycle[store.Task]{
+		Create: func(ctx context.Context, i int) error {
+			_, _, err := e.CreateTask(store.WithAudit(ctx, rec("task.create", "")), store.Task{MachineID: fmt.Sprint("m", i%10),
+				Priority: 1 + i%5, Spec: []byte(`{"command":"true"}`), CreatedAt: T0.Add(time.Duration(i))})
+			return err
+		},
+		Claim: func(ctx context.Context, max int) ([]store.Task, error) {
+			r := store.ClaimRequest{Owner: "bench", Now: now, LeaseUntil: now.Add(time.Hour),
+				Max: max, PerMachine: Slots, ReserveCritical: true, Aging: time.Minute}
+			if foldAssign {
+				r.Audit = assign
+			}
+			ts, err := e.Claim(ctx, r)
+			if err == nil && len(ts) > 0 && !foldAssign {
+				_, err = acc.AppendAudit(ctx, assign(ts)...)
+			}
+			return ts, err
+		},
+		Run: func(ctx context.Context, t store.Task) error {
+			if _, err := e.Start(store.WithAudit(ctx, rec("task.start", t.ID)), t.ID, "bench", store.Attempt{StartedAt: now}); err != nil {
+				return fmt.Errorf("start: %w", err)
+			}
+			if _, err := e.Finish(store.WithAudit(ctx, rec("task.complete", t.ID)), store.Finish{ID: t.ID, Owner: "bench", At: now,
+				Next: store.Completed, CountAttempt: true, ExitCode: new(int), Stdout: []byte("ok\n"),
+				Attempt: store.Attempt{ExitCode: new(int), Outcome: store.OutcomeSucceeded}}); err != nil {
+				return fmt.Errorf("finish: %w", err)
+			}
+			return nil
+		},
+	})
+}
+
+// Lifecycle is what DriveConcurrent drives: Create makes task i (1 ≤ i ≤
+// b.N), Claim takes up to max created tasks (none is not an error), Run
+// starts and finishes one claimed task.
+type Lifecycle[T any] struct {
+	Create func(ctx context.Context, i int) error
+	Claim  func(ctx context.Context, max int) ([]T, error)
+	Run    func(ctx context.Context, t T) error
+}
+
+// DriveConcurrent runs b.N lifecycles the way a worker with Slots slots
+// and concurrent submitters drive a store: Submitters goroutines call
+// Create one task after the other; a dispatcher calls Claim with its free
+// slots whenever it has some and a task was created or finished since,
+// and runs each claimed task in a goroutine of its own. The first error
+// stops it and fails the benchmark. It reports tasks/s and cpu-µs/task
+// (the process's CPU time per task). Its contexts are cancellable, as the
+// worker's are. BenchConcurrent drives an engine with it; the bare
+// baselines of the engines' packages drive the database alone.
+func DriveConcurrent[T any](b *testing.B, l Lifecycle[T]) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var (
 		created atomic.Int64 // tasks begun by the submitters
 		wg      sync.WaitGroup
@@ -68,16 +126,10 @@ func BenchConcurrent(b *testing.B, open func(b *testing.B) store.Engine, foldAss
 		default:
 		}
 	}
-	run := func(t store.Task) {
+	run := func(t T) {
 		defer wg.Done()
-		if _, err := e.Start(store.WithAudit(ctx, rec("task.start", t.ID)), t.ID, "bench", store.Attempt{StartedAt: now}); err != nil {
-			fail(fmt.Errorf("start: %w", err))
-			return
-		}
-		if _, err := e.Finish(store.WithAudit(ctx, rec("task.complete", t.ID)), store.Finish{ID: t.ID, Owner: "bench", At: now,
-			Next: store.Completed, CountAttempt: true, ExitCode: new(int), Stdout: []byte("ok\n"),
-			Attempt: store.Attempt{ExitCode: new(int), Outcome: store.OutcomeSucceeded}}); err != nil {
-			fail(fmt.Errorf("finish: %w", err))
+		if err := l.Run(ctx, t); err != nil {
+			fail(err)
 			return
 		}
 		done <- struct{}{}
@@ -94,8 +146,7 @@ func BenchConcurrent(b *testing.B, open func(b *testing.B) store.Engine, foldAss
 				if i > b.N {
 					return
 				}
-				if _, _, err := e.CreateTask(store.WithAudit(ctx, rec("task.create", "")), store.Task{MachineID: fmt.Sprint("m", i%10),
-					Priority: 1 + i%5, Spec: []byte(`{"command":"true"}`), CreatedAt: T0.Add(time.Duration(i))}); err != nil {
+				if err := l.Create(ctx, i); err != nil {
 					fail(fmt.Errorf("create: %w", err))
 					return
 				}
@@ -105,30 +156,12 @@ func BenchConcurrent(b *testing.B, open func(b *testing.B) store.Engine, foldAss
 	}
 	for finished, running := 0, 0; finished < b.N && ctx.Err() == nil; {
 		if running < Slots {
-			assign := func(ts []store.Task) []audit.Record {
-				recs := make([]audit.Record, len(ts))
-				for i, t := range ts {
-					recs[i] = rec("task.assign", t.ID)
-				}
-				return recs
-			}
-			r := store.ClaimRequest{Owner: "bench", Now: now, LeaseUntil: now.Add(time.Hour),
-				Max: Slots - running, PerMachine: Slots, ReserveCritical: true, Aging: time.Minute}
-			if foldAssign {
-				r.Audit = assign
-			}
-			ts, err := e.Claim(ctx, r)
+			ts, err := l.Claim(ctx, Slots-running)
 			if err != nil {
 				fail(fmt.Errorf("claim: %w", err))
 				break
 			}
 			if len(ts) > 0 {
-				if !foldAssign {
-					if _, err := acc.AppendAudit(ctx, assign(ts)...); err != nil {
-						fail(fmt.Errorf("audit: %w", err))
-						break
-					}
-				}
 				running += len(ts)
 				for _, t := range ts {
 					wg.Add(1)
