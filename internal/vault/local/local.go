@@ -181,6 +181,10 @@ type Vault struct {
 type cached struct {
 	sum     [sha256.Size]byte
 	entries map[string]entry
+	// stat is the file whose content has sum, as a read saw it (readFast);
+	// zero until a read records it.
+	stat    fileStat
+	statSet bool
 }
 
 // entry is the JSON form of one secret in the decrypted vault document.
@@ -417,7 +421,7 @@ func (v *Vault) lookup(ctx context.Context, team, key string, version int) (vaul
 	if err := v.begin(ctx); err != nil {
 		return vault.Secret{}, err
 	}
-	entries, _, err := v.load(ctx, team)
+	entries, _, err := v.loadRead(ctx, team)
 	if err != nil {
 		return vault.Secret{}, err
 	}
@@ -446,7 +450,7 @@ func (v *Vault) List(ctx context.Context, team string) ([]string, error) {
 	if err := v.begin(ctx); err != nil {
 		return nil, err
 	}
-	entries, _, err := v.load(ctx, team)
+	entries, _, err := v.loadRead(ctx, team)
 	if err != nil {
 		return nil, err
 	}
@@ -676,6 +680,45 @@ func (v *Vault) load(ctx context.Context, team string) (map[string]entry, []byte
 		return nil, nil, err
 	}
 	return entries, raw, nil
+}
+
+// loadRead is load for the reads (Get, GetVersion, List): when team's
+// file is, by its device, inode, size, modification and change times, the
+// one whose entries the cache holds, it is not read again (a task's
+// machine identity is read from the vault for every task). Writes replace
+// the file with a new one (a new inode), so a file written since — by
+// this process or another — is read. A stat taken before a read is
+// recorded with that read's content only when the cache still holds that
+// content, so a stat never stands for an older content than its own.
+func (v *Vault) loadRead(ctx context.Context, team string) (map[string]entry, []byte, error) {
+	if v.cfg.blobs != nil {
+		return v.load(ctx, team)
+	}
+	fi, err := os.Lstat(v.path(team))
+	if err != nil {
+		return v.load(ctx, team)
+	}
+	st, ok := statOf(fi)
+	if !ok {
+		return v.load(ctx, team)
+	}
+	v.mu.Lock()
+	c, hit := v.cache[team]
+	v.mu.Unlock()
+	if hit && c.statSet && c.stat == st {
+		return c.entries, nil, nil
+	}
+	entries, raw, err := v.load(ctx, team)
+	if err == nil && raw != nil {
+		sum := sha256.Sum256(raw)
+		v.mu.Lock()
+		if c, ok := v.cache[team]; ok && c.sum == sum {
+			c.stat, c.statSet = st, true
+			v.cache[team] = c
+		}
+		v.mu.Unlock()
+	}
+	return entries, raw, err
 }
 
 // decryptCached decrypts raw, team's file read from p, unless the cache

@@ -566,3 +566,86 @@ func equalSnap(a, b snap) bool {
 	}
 	return true
 }
+
+// Reads skip the file when it is, by its stat, the one the cache holds
+// (loadRead). A change made in place — same size, same modification time
+// restored, only the change time moves — is still seen: another vault's
+// content is read, a corrupt one fails with ErrCorrupt instead of the
+// cached value being served.
+func TestReadCacheSeesInPlaceChanges(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	a, b := openPass(t, dir, testPass), openPass(t, other, testPass)
+	defer a.Close()
+	defer b.Close()
+	if _, err := a.Put(bg(), "prod", "k", []byte("value-a"), vault.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(bg(), "prod", "k", []byte("value-b"), vault.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // the second read takes the fast path
+		if s, err := a.Get(bg(), "prod", "k"); err != nil || string(s.Value) != "value-a" {
+			t.Fatalf("Get %d: %v %v", i, s, err)
+		}
+	}
+	path := filepath.Join(dir, "prod.age")
+	overwrite := func(data []byte) {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if err := os.Chtimes(path, fi.ModTime(), fi.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	theirs, err := os.ReadFile(filepath.Join(other, "prod.age"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, _ := os.ReadFile(path)
+	if len(theirs) != len(mine) {
+		t.Fatalf("the two files differ in size (%d, %d): the test wants the same size", len(theirs), len(mine))
+	}
+	overwrite(theirs)
+	if s, err := a.Get(bg(), "prod", "k"); err != nil || string(s.Value) != "value-b" {
+		t.Fatalf("after an in-place change: %v %v, want value-b", s, err)
+	}
+	if _, err := a.Get(bg(), "prod", "k"); err != nil { // cached again
+		t.Fatal(err)
+	}
+	garbage := bytes.Repeat([]byte{'x'}, len(mine))
+	overwrite(garbage)
+	if s, err := a.Get(bg(), "prod", "k"); !errors.Is(err, vault.ErrCorrupt) {
+		t.Fatalf("after a corrupt in-place change: %v %v, want ErrCorrupt", s, err)
+	}
+}
+
+// BenchmarkGetUnchanged: Get of a key whose team file has not changed
+// since the last read (a worker reading a machine's identity for every
+// task).
+func BenchmarkGetUnchanged(b *testing.B) {
+	v, err := Open(b.TempDir(), WithPassphrase(testPass), WithScryptWorkFactor(testWorkFactor))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close()
+	for i := range 20 {
+		if _, err := v.Put(bg(), "prod", fmt.Sprint("key-", i), bytes.Repeat([]byte{'k'}, 400), vault.PutOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if _, err := v.Get(bg(), "prod", "key-3"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
