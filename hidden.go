@@ -90,7 +90,7 @@ func machineNotFound(name string) error {
 }
 
 func unknownMachine(name string) error {
-	return fmt.Errorf("%w: %s is not registered (add it first: rediacc machine add)", ErrUnknownMachine, quoteInput(name))
+	return fmt.Errorf("%w: %s is not registered, or is in a team you have no role in (add it: rediacc machine add; or ask an admin of its team for a role)", ErrUnknownMachine, quoteInput(name))
 }
 
 func taskNotFound(id string) error { return fmt.Errorf("task %s: %w", quoteInput(id), ErrNotFound) }

@@ -107,7 +107,7 @@ func BenchmarkTable(b *testing.B) {
 		stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
 		rows = append(rows, measure("bare x/crypto/ssh, the pool's exec string", tasks, func() (time.Duration, time.Duration, string) {
 			return bareRunCommand(b, servers, tasks, func(n int) string {
-				remote, err := rssh.ExecString(&rssh.Command{Cmd: "true", RunID: "bench-" + stamp + "-" + strconv.Itoa(n)})
+				remote, err := rssh.ExecString(rssh.Command{Cmd: "true", RunID: "bench-" + stamp + "-" + strconv.Itoa(n)})
 				if err != nil {
 					panic(err)
 				}

@@ -226,6 +226,16 @@ func buildScript(cmd *Command) (string, error) {
 	if strings.TrimSpace(cmd.Cmd) == "" {
 		return "", fmt.Errorf("Command.Cmd is empty")
 	}
+	// Quoting only adds: refuse what is over the limit before quoting it
+	// (a Cmd of 256 MiB of quotes took 29 s and 3.5 GiB to be refused).
+	size := len(cmd.Cmd)
+	for k, v := range cmd.Env {
+		size += len(k) + 1 + len(v)
+	}
+	if size > MaxCommandLineBytes {
+		return "", fmt.Errorf("Command.Cmd and Env are %d bytes before shell quoting, more than MaxCommandLineBytes (%d): "+
+			"the remote system would refuse the command line; pass large data another way (Stdin, a file on the machine)", size, MaxCommandLineBytes)
+	}
 	if strings.IndexByte(cmd.Cmd, 0) >= 0 {
 		return "", fmt.Errorf("Command.Cmd contains a NUL byte")
 	}
@@ -240,10 +250,10 @@ func buildScript(cmd *Command) (string, error) {
 		for _, k := range keys {
 			v := cmd.Env[k]
 			if !ValidEnvName(k) {
-				return "", fmt.Errorf("Command.Env key %q is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)", k)
+				return "", fmt.Errorf("Command.Env key %s is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)", quoteName(k))
 			}
 			if strings.IndexByte(v, 0) >= 0 {
-				return "", fmt.Errorf("Command.Env[%q] contains a NUL byte", k)
+				return "", fmt.Errorf("Command.Env[%s] contains a NUL byte", quoteName(k))
 			}
 			b.WriteString(" " + k + "=" + ShellQuote(v))
 		}
@@ -255,19 +265,37 @@ func buildScript(cmd *Command) (string, error) {
 	return b.String(), nil
 }
 
+// quoteName quotes a name (an Env or Secrets key, a RunID) for an error
+// message: Go-quoted, cut after 64 bytes (with its length), and cut at its
+// first '=' (a "NAME=value" passed as a key must not echo the value).
+func quoteName(s string) string {
+	n := len(s)
+	cut := false
+	if i := strings.IndexByte(s, '='); i >= 0 {
+		s, cut = s[:i+1], true
+	}
+	if len(s) > 64 {
+		s, cut = s[:64], true
+	}
+	if cut {
+		return fmt.Sprintf("%q… (%d bytes)", s, n)
+	}
+	return fmt.Sprintf("%q", s)
+}
+
 // ExecString returns the exec request string that Pool.Run sends for cmd:
 // its script wrapped as the pool wraps it (the run's marker when RunID is
 // set, the secrets prelude when Secrets are; the secret values themselves
 // go on stdin and never appear in it). The pool may put its own upkeep in
 // front of it now and then (removing released markers, the daily sweep of
 // leftovers, see RunDirBase), and the secrets' end line is drawn anew for
-// each run. For debugging, and for benchmarks
-// that replay the pool's remote work with another client. It returns an
+// each run. For debugging, and for benchmarks that replay the pool's
+// remote work with another client. It returns an
 // error wrapping ErrInvalidCommand where Pool.Run would (an empty script,
 // a RunID that ValidRunID refuses, an invalid environment name or secret,
 // an exec string over the server's limit).
-func ExecString(cmd *Command) (string, error) {
-	remote, block, err := buildRemote(cmd)
+func ExecString(cmd Command) (string, error) {
+	remote, block, err := buildRemote(&cmd)
 	clear(block)
 	if err == nil {
 		err = checkCommandLine(remote) // limits.go
@@ -287,7 +315,7 @@ func buildRemote(cmd *Command) (remote string, block []byte, err error) {
 		return "", nil, err
 	}
 	if cmd.RunID != "" && !ValidRunID(cmd.RunID) {
-		return "", nil, fmt.Errorf("Command.RunID %q is not 1..%d bytes of [A-Za-z0-9._-] not starting with '.'", cmd.RunID, MaxRunIDLen)
+		return "", nil, fmt.Errorf("Command.RunID %s is not 1..%d bytes of [A-Za-z0-9._-] not starting with '.'", quoteName(cmd.RunID), MaxRunIDLen)
 	}
 	prelude := ""
 	if len(cmd.Secrets) > 0 {
@@ -351,13 +379,13 @@ func buildSecrets(cmd *Command) (end string, block []byte, err error) {
 	slices.Sort(keys)
 	for _, k := range keys {
 		if !ValidEnvName(k) {
-			return "", nil, fmt.Errorf("Command.Secrets key %q is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)", k)
+			return "", nil, fmt.Errorf("Command.Secrets key %s is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)", quoteName(k))
 		}
 		if _, dup := cmd.Env[k]; dup {
-			return "", nil, fmt.Errorf("%q is a key of both Command.Env and Command.Secrets: keep it in one of them", k)
+			return "", nil, fmt.Errorf("%s is a key of both Command.Env and Command.Secrets: keep it in one of them", quoteName(k))
 		}
 		if bytes.IndexByte(cmd.Secrets[k], 0) >= 0 {
-			return "", nil, fmt.Errorf("Command.Secrets[%q] contains a NUL byte, which no shell variable can hold", k)
+			return "", nil, fmt.Errorf("Command.Secrets[%s] contains a NUL byte, which no shell variable can hold", quoteName(k))
 		}
 	}
 	if err := checkSecretSizes(cmd.Secrets); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +29,7 @@ func TestExecString(t *testing.T) {
 		{Cmd: "echo hi", RunID: "run-1"},
 		{Cmd: "echo \"$TOKEN\" | wc -c", RunID: "run-2", Secrets: map[string][]byte{"TOKEN": []byte(value)}},
 	} {
-		want, err := ssh.ExecString(&cmd)
+		want, err := ssh.ExecString(cmd)
 		if err != nil {
 			t.Fatalf("ExecString(%+v): %v", cmd, err)
 		}
@@ -52,8 +53,29 @@ func TestExecString(t *testing.T) {
 		}
 	}
 	for _, bad := range []ssh.Command{{Cmd: ""}, {Cmd: "true", RunID: "../x"}, {Cmd: "true", Env: map[string]string{"A B": "1"}}} {
-		if _, err := ssh.ExecString(&bad); !errors.Is(err, ssh.ErrInvalidCommand) {
+		if _, err := ssh.ExecString(bad); !errors.Is(err, ssh.ErrInvalidCommand) {
 			t.Errorf("ExecString(%+v): %v, want ErrInvalidCommand", bad, err)
+		}
+	}
+}
+
+// A Cmd or Env over MaxCommandLineBytes is refused before it is quoted
+// (a Cmd of quotes grows fourfold when quoted: 256 MiB took 29 s and 3.5
+// GiB to be refused); the error says so, with sizes.
+func TestExecStringRefusesLargeBeforeQuoting(t *testing.T) {
+	for _, cmd := range []ssh.Command{
+		{Cmd: strings.Repeat("'", 16<<20)},
+		{Cmd: "true", Env: map[string]string{"BIG": strings.Repeat("'", 16<<20)}},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := ssh.ExecString(cmd)
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, ssh.ErrInvalidCommand) || !strings.Contains(err.Error(), "before shell quoting") || len(err.Error()) > 400 {
+			t.Fatalf("%d-byte command: %v, want ErrInvalidCommand, refused before quoting", len(cmd.Cmd), err)
+		}
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+			t.Errorf("refusing a %d-byte command allocated %d bytes: it was quoted first", len(cmd.Cmd)+len(cmd.Env["BIG"]), grew)
 		}
 	}
 }

@@ -79,8 +79,8 @@ func checkSecretSizes(secrets map[string][]byte) error {
 	for _, k := range slices.Sorted(maps.Keys(secrets)) {
 		n := len(k) + 1 + len(secrets[k])
 		if n > MaxSecretEntryBytes {
-			return fmt.Errorf("Command.Secrets[%q] is %d bytes as an environment entry (NAME=value), more than MaxSecretEntryBytes (%d): "+
-				"the remote system would refuse to start any program with it in the environment (Linux: 128 KiB or more)", k, n, MaxSecretEntryBytes)
+			return fmt.Errorf("Command.Secrets[%s] is %d bytes as an environment entry (NAME=value), more than MaxSecretEntryBytes (%d): "+
+				"the remote system would refuse to start any program with it in the environment (Linux: 128 KiB or more)", quoteName(k), n, MaxSecretEntryBytes)
 		}
 		total += n + 1
 	}

@@ -30,7 +30,7 @@ func FuzzAppendShellQuote(f *testing.F) {
 }
 
 // TestBuildSecretsRejects checks that bad secrets are refused with an error
-// that names the key and never the value.
+// that names the key (cut at '=' and after 64 bytes) and never the value.
 func TestBuildSecretsRejects(t *testing.T) {
 	const value = "hunter2-value-must-not-leak"
 	for _, tc := range []struct {
@@ -42,7 +42,10 @@ func TestBuildSecretsRejects(t *testing.T) {
 		{"empty key", Command{Cmd: "true", Secrets: map[string][]byte{"": []byte(value)}}, `""`, "not a valid variable name"},
 		{"leading digit", Command{Cmd: "true", Secrets: map[string][]byte{"1PW": []byte(value)}}, "1PW", "not a valid variable name"},
 		{"dash", Command{Cmd: "true", Secrets: map[string][]byte{"DB-PW": []byte(value)}}, "DB-PW", "not a valid variable name"},
-		{"equals", Command{Cmd: "true", Secrets: map[string][]byte{"A=B": []byte(value)}}, "A=B", "not a valid variable name"},
+		{"equals", Command{Cmd: "true", Secrets: map[string][]byte{"A=B": []byte(value)}}, `"A="…`, "not a valid variable name"},
+		// NAME=value passed as the key: the part after '=' is not echoed.
+		{"value in key", Command{Cmd: "true", Secrets: map[string][]byte{"PW=" + value: []byte("x")}}, `"PW="…`, "not a valid variable name"},
+		{"long key", Command{Cmd: "true", Secrets: map[string][]byte{strings.Repeat("K-", 5000): []byte(value)}}, "(10000 bytes)", "not a valid variable name"},
 		{"space", Command{Cmd: "true", Secrets: map[string][]byte{"A B": []byte(value)}}, "A B", "not a valid variable name"},
 		{"NUL in value", Command{Cmd: "true", Secrets: map[string][]byte{"PW": []byte(value + "\x00" + value)}}, "PW", "NUL"},
 		{"NUL only", Command{Cmd: "true", Secrets: map[string][]byte{"PW": {0}}}, "PW", "NUL"},
@@ -54,7 +57,7 @@ func TestBuildSecretsRejects(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), tc.key) {
 				t.Fatalf("err = %v, want one containing %q and the key %s", err, tc.wantErr, tc.key)
 			}
-			if strings.Contains(err.Error(), "hunter2") || remote != "" || block != nil {
+			if strings.Contains(err.Error(), "hunter2") || len(err.Error()) > 400 || remote != "" || block != nil {
 				t.Fatalf("error or result leaks the value: err %q remote %q block %q", err, remote, block)
 			}
 		})

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -119,28 +120,71 @@ func main() {
 }
 
 // startCPUProfile starts a CPU profile into path ("" for none) and returns
-// the function that ends it. A profile that cannot be started is reported
-// on stderr and the command runs without it.
+// the function that ends it. The file is created with mode 0600 (an
+// existing one is truncated and set to 0600; a symbolic link is refused).
+// A profile that cannot be started, or whose writes fail, is reported on
+// stderr in one line that quotes the path; the command runs and exits as
+// without it.
 func startCPUProfile(path string, stderr io.Writer) (stop func()) {
 	if path == "" {
 		return func() {}
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	warn := func(what string, err error) {
+		var pe *fs.PathError
+		if errors.As(err, &pe) { // its text repeats the path unquoted
+			err = fmt.Errorf("%s: %w", pe.Op, pe.Err)
+		}
+		fmt.Fprintf(stderr, "warning: %s=%s: %s: %v\n", cpuProfileEnv, quoteClip(path), what, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err == nil {
-		if err = pprof.StartCPUProfile(f); err != nil {
+		if err = f.Chmod(0o600); err != nil {
+			f.Close()
+		}
+	}
+	w := &firstErrWriter{w: f}
+	if err == nil {
+		if err = pprof.StartCPUProfile(w); err != nil {
 			f.Close()
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "warning: %s=%q: no CPU profile: %v\n", cpuProfileEnv, path, err)
+		warn("no CPU profile", err)
 		return func() {}
 	}
 	return func() {
 		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			fmt.Fprintf(stderr, "warning: %s=%q: %v\n", cpuProfileEnv, path, err)
+		err := w.err
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			warn("the CPU profile is incomplete", err)
 		}
 	}
+}
+
+// firstErrWriter writes to w and keeps the first error (runtime/pprof
+// drops the errors of the profile's writes).
+type firstErrWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (f *firstErrWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err != nil && f.err == nil {
+		f.err = err
+	}
+	return n, err
+}
+
+// quoteClip Go-quotes s, cut after 128 bytes (with its length).
+func quoteClip(s string) string {
+	if len(s) > 128 {
+		return fmt.Sprintf("%q… (%d bytes)", s[:128], len(s))
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 // run executes the CLI with args and returns the exit code.
