@@ -228,11 +228,7 @@ func buildScript(cmd *Command) (string, error) {
 	}
 	// Quoting only adds: refuse what is over the limit before quoting it
 	// (a Cmd of 256 MiB of quotes took 29 s and 3.5 GiB to be refused).
-	size := len(cmd.Cmd)
-	for k, v := range cmd.Env {
-		size += len(k) + 1 + len(v)
-	}
-	if size > MaxCommandLineBytes {
+	if size := rawSize(cmd); size > MaxCommandLineBytes {
 		return "", fmt.Errorf("Command.Cmd and Env are %d bytes before shell quoting, more than MaxCommandLineBytes (%d): "+
 			"the remote system would refuse the command line; pass large data another way (Stdin, a file on the machine)", size, MaxCommandLineBytes)
 	}
@@ -265,20 +261,32 @@ func buildScript(cmd *Command) (string, error) {
 	return b.String(), nil
 }
 
+// rawSize is the size of cmd's Cmd and Env before shell quoting: a lower
+// bound of its command line.
+func rawSize(cmd *Command) int {
+	size := len(cmd.Cmd)
+	for k, v := range cmd.Env {
+		size += len(k) + 1 + len(v)
+	}
+	return size
+}
+
 // quoteName quotes a name (an Env or Secrets key, a RunID) for an error
-// message: Go-quoted, cut after 64 bytes (with its length), and cut at its
-// first '=' (a "NAME=value" passed as a key must not echo the value).
+// message: Go-quoted, cut before its first byte outside [A-Za-z0-9_.-]
+// and after 64 bytes, with its length when cut — a "NAME=value" or
+// "NAME value" passed as a key must not echo the value.
 func quoteName(s string) string {
 	n := len(s)
-	cut := false
-	if i := strings.IndexByte(s, '='); i >= 0 {
-		s, cut = s[:i+1], true
+	i := 0
+	for i < len(s) && i < 64 {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			break
+		}
+		i++
 	}
-	if len(s) > 64 {
-		s, cut = s[:64], true
-	}
-	if cut {
-		return fmt.Sprintf("%q… (%d bytes)", s, n)
+	if i < n {
+		return fmt.Sprintf("%q… (%d bytes)", s[:i], n)
 	}
 	return fmt.Sprintf("%q", s)
 }

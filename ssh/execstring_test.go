@@ -79,3 +79,17 @@ func TestExecStringRefusesLargeBeforeQuoting(t *testing.T) {
 		}
 	}
 }
+
+// CommandLineSize of a Cmd over the limit before quoting is that raw size
+// (over MaxCommandLineBytes either way), without quoting it.
+func TestCommandLineSizeOversized(t *testing.T) {
+	cmd := ssh.Command{Cmd: strings.Repeat("'", ssh.MaxCommandLineBytes+1)}
+	n, err := ssh.CommandLineSize(cmd)
+	if err != nil || n != ssh.MaxCommandLineBytes+1 {
+		t.Fatalf("CommandLineSize = %d, %v; want %d, nil", n, err, ssh.MaxCommandLineBytes+1)
+	}
+	cmd.Cmd = strings.Repeat("'", ssh.MaxCommandLineBytes/4)
+	if n, err := ssh.CommandLineSize(cmd); err != nil || n <= ssh.MaxCommandLineBytes {
+		t.Fatalf("CommandLineSize of %d quotes = %d, %v; want over MaxCommandLineBytes after quoting", len(cmd.Cmd), n, err)
+	}
+}

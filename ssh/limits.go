@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 )
 
 // Size limits of what a server can run. Run refuses a Command over them
@@ -43,9 +44,14 @@ const (
 // remote pid and, when cmd.Secrets is not empty, reads them from stdin
 // (and, when cmd.RunID is set, keeps the run's marker).
 // The secrets' values do not count (they travel on stdin); only whether
-// there are any. It returns an error wrapping ErrInvalidCommand when cmd
-// is malformed (see Run).
+// there are any. When Cmd and Env are over MaxCommandLineBytes before
+// quoting, it returns that size (a lower bound, over the limit either
+// way) without quoting them. It returns an error wrapping
+// ErrInvalidCommand when cmd is malformed (see Run).
 func CommandLineSize(cmd Command) (int, error) {
+	if n := rawSize(&cmd); n > MaxCommandLineBytes && strings.TrimSpace(cmd.Cmd) != "" {
+		return n, nil
+	}
 	if len(cmd.Secrets) > 0 {
 		// Only the keys matter: values are not on the command line.
 		keys := make(map[string][]byte, len(cmd.Secrets))

@@ -402,7 +402,7 @@ func (p *Pool) Settle(ctx context.Context, t Target, runID string, known Remote)
 		return Fate{}, err
 	}
 	if !ValidRunID(runID) {
-		return Fate{}, targetErr(&t, ErrInvalidCommand, nil, "run id %q is not 1..%d bytes of [A-Za-z0-9._-] not starting with '.'", runID, MaxRunIDLen)
+		return Fate{}, targetErr(&t, ErrInvalidCommand, nil, "run id %s is not 1..%d bytes of [A-Za-z0-9._-] not starting with '.'", quoteName(runID), MaxRunIDLen)
 	}
 	if !p.enter() {
 		return Fate{}, targetErr(&t, ErrPoolClosed, nil, "pool closed")

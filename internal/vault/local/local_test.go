@@ -573,22 +573,44 @@ func equalSnap(a, b snap) bool {
 // content is read, a corrupt one fails with ErrCorrupt instead of the
 // cached value being served.
 func TestReadCacheSeesInPlaceChanges(t *testing.T) {
-	dir, other := t.TempDir(), t.TempDir()
-	a, b := openPass(t, dir, testPass), openPass(t, other, testPass)
+	old := racyMargin
+	racyMargin = -time.Hour // record every stat: the files here are new
+	t.Cleanup(func() { racyMargin = old })
+	// Two vaults whose files have the same size (the ciphertexts' sizes
+	// vary by a byte or two with the JSON's times).
+	var (
+		a            *Vault
+		path         string
+		mine, theirs []byte
+	)
+	for i := 0; i < 100; i++ {
+		dir, other := t.TempDir(), t.TempDir()
+		a = openPass(t, dir, testPass)
+		b := openPass(t, other, testPass)
+		if _, err := a.Put(bg(), "prod", "k", []byte("value-a"), vault.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Put(bg(), "prod", "k", []byte("value-b"), vault.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+		path = filepath.Join(dir, "prod.age")
+		mine, _ = os.ReadFile(path)
+		theirs, _ = os.ReadFile(filepath.Join(other, "prod.age"))
+		if len(mine) == len(theirs) && len(mine) > 0 {
+			break
+		}
+		a.Close()
+	}
+	if len(mine) != len(theirs) {
+		t.Fatalf("no two vault files of the same size in 100 tries (%d, %d)", len(mine), len(theirs))
+	}
 	defer a.Close()
-	defer b.Close()
-	if _, err := a.Put(bg(), "prod", "k", []byte("value-a"), vault.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Put(bg(), "prod", "k", []byte("value-b"), vault.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	for i := 0; i < 2; i++ { // the second read takes the fast path
 		if s, err := a.Get(bg(), "prod", "k"); err != nil || string(s.Value) != "value-a" {
 			t.Fatalf("Get %d: %v %v", i, s, err)
 		}
 	}
-	path := filepath.Join(dir, "prod.age")
 	overwrite := func(data []byte) {
 		t.Helper()
 		fi, err := os.Stat(path)
@@ -607,14 +629,6 @@ func TestReadCacheSeesInPlaceChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	theirs, err := os.ReadFile(filepath.Join(other, "prod.age"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mine, _ := os.ReadFile(path)
-	if len(theirs) != len(mine) {
-		t.Fatalf("the two files differ in size (%d, %d): the test wants the same size", len(theirs), len(mine))
-	}
 	overwrite(theirs)
 	if s, err := a.Get(bg(), "prod", "k"); err != nil || string(s.Value) != "value-b" {
 		t.Fatalf("after an in-place change: %v %v, want value-b", s, err)
@@ -631,8 +645,11 @@ func TestReadCacheSeesInPlaceChanges(t *testing.T) {
 
 // BenchmarkGetUnchanged: Get of a key whose team file has not changed
 // since the last read (a worker reading a machine's identity for every
-// task).
+// task), the file older than racyMargin.
 func BenchmarkGetUnchanged(b *testing.B) {
+	old := racyMargin
+	racyMargin = -time.Hour // as if written long ago
+	b.Cleanup(func() { racyMargin = old })
 	v, err := Open(b.TempDir(), WithPassphrase(testPass), WithScryptWorkFactor(testWorkFactor))
 	if err != nil {
 		b.Fatal(err)
@@ -647,5 +664,41 @@ func BenchmarkGetUnchanged(b *testing.B) {
 		if _, err := v.Get(bg(), "prod", "key-3"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A file changed less than racyMargin before it was stat'ed is never
+// skipped by its stat: on a file system with times to the second, a later
+// file of the same size reusing the inode number would have the same stat.
+func TestReadCacheRacyFile(t *testing.T) {
+	v := openPass(t, t.TempDir(), testPass)
+	defer v.Close()
+	if _, err := v.Put(bg(), "prod", "k", []byte("value"), vault.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	recorded := func() bool {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.cache["prod"].statSet
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := v.Get(bg(), "prod", "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if recorded() {
+		t.Fatalf("the stat of a file written just now was recorded (racyMargin %s)", racyMargin)
+	}
+	if !v.statTrusted {
+		t.Skip("the test directory is on a file system whose stat is not trusted")
+	}
+	old := racyMargin
+	racyMargin = -time.Hour
+	t.Cleanup(func() { racyMargin = old })
+	if _, err := v.Get(bg(), "prod", "k"); err != nil {
+		t.Fatal(err)
+	}
+	if !recorded() {
+		t.Fatal("the stat of an old enough file was not recorded")
 	}
 }
