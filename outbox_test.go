@@ -242,11 +242,6 @@ func outboxWebhook(t *testing.T, s *outboxSink) *rediacc.WebhookAlerter {
 	return wh
 }
 
-// noProbes turns health probes off: on a loaded test host they would
-// judge the sshd machines busy and hold the failing tasks back, which these
-// tests are not about.
-func noProbes(cfg *rediacc.Config) { cfg.Health.Interval = -1 }
-
 // failingTasks submits n tasks that fail at once (exit 3, no retry, alert).
 func failingTasks(t *testing.T, c *rediacc.Client, machine string, n int) []string {
 	t.Helper()
@@ -325,7 +320,7 @@ func TestAlertOutboxReceiverDownThenUp(t *testing.T) {
 	sink := newOutboxSink(t, "outbox-secret")
 	sink.status.Store(http.StatusServiceUnavailable)
 	sink.delay = 100 * time.Millisecond
-	c := newClient(t, func(cfg *rediacc.Config) { noProbes(cfg); cfg.Alerter = outboxWebhook(t, sink) })
+	c := newClient(t, func(cfg *rediacc.Config) { cfg.Alerter = outboxWebhook(t, sink) })
 	realMachine(t, c, "m1", 70)
 	ids := failingTasks(t, c, "m1", 20)
 	scrape := serveMetrics(t, c)
@@ -401,7 +396,6 @@ func TestAlertOutboxSurvivesStop(t *testing.T) {
 	sink.status.Store(http.StatusServiceUnavailable)
 	dir := t.TempDir()
 	tune := func(cfg *rediacc.Config) {
-		noProbes(cfg)
 		cfg.DataDir = dir
 		cfg.Alerter = outboxWebhook(t, sink)
 		cfg.AlertDrainTimeout = 300 * time.Millisecond
@@ -498,7 +492,6 @@ func TestAlertOutboxTwoWorkersOneStore(t *testing.T) {
 	sink.delay = 30 * time.Millisecond
 	dir := t.TempDir()
 	tune := func(cfg *rediacc.Config) {
-		noProbes(cfg)
 		cfg.DataDir = dir
 		cfg.Alerter = outboxWebhook(t, sink)
 		cfg.AlertConcurrency = 3
@@ -550,7 +543,6 @@ func TestAlertOutboxReceiverNeverRecovers(t *testing.T) {
 	sink.status.Store(http.StatusServiceUnavailable)
 	clock := &fakeClock{now: time.Now().UTC()}
 	c := newClient(t, func(cfg *rediacc.Config) {
-		noProbes(cfg)
 		cfg.Alerter = rediacc.FanoutAlerter(&rediacc.LogAlerter{Logger: testLogger(t)}, outboxWebhook(t, sink))
 		cfg.Clock = clock
 		cfg.AlertMaxAge = time.Minute // expiry checked every 6 s
@@ -632,7 +624,6 @@ func TestAlertOutboxEndpointsIndependent(t *testing.T) {
 	var fastMu sync.Mutex
 	fast := map[string]bool{}
 	c := newClient(t, func(cfg *rediacc.Config) {
-		noProbes(cfg)
 		cfg.Alerter = rediacc.FanoutAlerter(
 			rediacc.NameAlerter("picky", outboxWebhook(t, picky)),
 			rediacc.NameAlerter("slow", outboxWebhook(t, slow)),
@@ -689,7 +680,6 @@ func TestAlertRateLimitSurvivesRestart(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 4, 1, 12, 0, 0, 0, time.UTC)}
 	dir := t.TempDir()
 	tune := func(cfg *rediacc.Config) {
-		noProbes(cfg)
 		cfg.DataDir = dir
 		cfg.Clock = clock
 		cfg.AlertInterval = 10 * time.Millisecond
@@ -757,7 +747,6 @@ func TestAlertRateLimitSurvivesRestart(t *testing.T) {
 func TestListAlertsAuthorization(t *testing.T) {
 	var n atomic.Int32
 	c := newClient(t, func(cfg *rediacc.Config) {
-		noProbes(cfg)
 		cfg.AlertInterval = 10 * time.Millisecond
 		cfg.AlertRules = []rediacc.AlertRule{{Team: "prod", MaxPending: 1}, {Team: "dev", MaxPending: 1}, {MaxPending: 3}}
 		cfg.Alerter = rediacc.AlerterFunc(func(context.Context, rediacc.Alert) error { n.Add(1); return nil })
