@@ -303,15 +303,26 @@ func quoteName(s string) string {
 // a RunID that ValidRunID refuses, an invalid environment name or secret,
 // an exec string over the server's limit).
 func ExecString(cmd Command) (string, error) {
-	remote, block, err := buildRemote(&cmd)
+	remote, block, err := buildExec(&cmd)
 	clear(block)
-	if err == nil {
-		err = checkCommandLine(remote) // limits.go
-	}
 	if err != nil {
 		return "", &wrapError{msg: "ssh: " + err.Error(), errs: []error{ErrInvalidCommand}}
 	}
 	return remote, nil
+}
+
+// buildExec is buildRemote with the command line's size checked
+// (checkCommandLine, limits.go): what Run sends. On error the block is nil.
+func buildExec(cmd *Command) (remote string, block []byte, err error) {
+	remote, block, err = buildRemote(cmd)
+	if err == nil {
+		err = checkCommandLine(remote)
+	}
+	if err != nil {
+		clear(block)
+		return "", nil, err
+	}
+	return remote, block, nil
 }
 
 // buildRemote returns the exec string sent to the server and, when

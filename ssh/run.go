@@ -46,12 +46,8 @@ func (p *Pool) Run(ctx context.Context, t Target, cmd Command) (*Result, error) 
 	if err := validateTarget(&t); err != nil {
 		return nil, err
 	}
-	remote, block, err := buildRemote(&cmd)
-	if err == nil {
-		err = checkCommandLine(remote) // limits.go
-	}
+	remote, block, err := buildExec(&cmd)
 	if err != nil {
-		clear(block)
 		return nil, targetErr(&t, ErrInvalidCommand, nil, "%v", err)
 	}
 	if !p.enter() {

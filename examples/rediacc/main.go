@@ -134,7 +134,7 @@ func startCPUProfile(path string, stderr io.Writer) (stop func()) {
 		if errors.As(err, &pe) { // its text repeats the path unquoted
 			err = fmt.Errorf("%s: %w", pe.Op, pe.Err)
 		}
-		fmt.Fprintf(stderr, "warning: %s=%s: %s: %v\n", cpuProfileEnv, quoteClip(path), what, err)
+		fmt.Fprintf(stderr, "warning: %s=%s: %s: %v\n", cpuProfileEnv, quoted(path), what, err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err == nil {
@@ -177,14 +177,6 @@ func (f *firstErrWriter) Write(p []byte) (int, error) {
 		f.err = err
 	}
 	return n, err
-}
-
-// quoteClip Go-quotes s, cut after 128 bytes (with its length).
-func quoteClip(s string) string {
-	if len(s) > 128 {
-		return fmt.Sprintf("%q… (%d bytes)", s[:128], len(s))
-	}
-	return fmt.Sprintf("%q", s)
 }
 
 // run executes the CLI with args and returns the exit code.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,11 +18,7 @@ import (
 // verifies to the head stored at COMMIT.
 func TestGroupCommitAuditHeadAfterFailedChange(t *testing.T) {
 	ctx := context.Background()
-	e, err := OpenOptions(ctx, filepath.Join(t.TempDir(), "store.db"), Options{MaxDelay: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := openGrouped(t)
 	rec := func(action string) audit.Record {
 		return audit.Record{Time: time.Now().UTC(), Actor: "t", Action: action, EntityType: audit.EntityTask,
 			EntityID: action, Team: store.DefaultTeam, Result: audit.ResultOK}

@@ -17,11 +17,7 @@ import (
 // result.
 func TestGroupCommitBrokenTransaction(t *testing.T) {
 	ctx := context.Background()
-	e, err := OpenOptions(ctx, filepath.Join(t.TempDir(), "store.db"), Options{MaxDelay: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := openGrouped(t)
 	create := func(id string) func(context.Context, *sql.Tx) (bool, error) {
 		return func(ctx context.Context, tx *sql.Tx) (bool, error) {
 			now := time.Now()
@@ -86,4 +82,17 @@ func (e *Engine) queued() int {
 	e.gc.mu.Lock()
 	defer e.gc.mu.Unlock()
 	return len(e.gc.queue)
+}
+
+// openGrouped opens an engine in a temporary directory whose write
+// transactions keep taking changes for a minute (MaxDelay), so that a
+// test decides what shares one; it is closed when the test ends.
+func openGrouped(t *testing.T) *Engine {
+	t.Helper()
+	e, err := OpenOptions(context.Background(), filepath.Join(t.TempDir(), "store.db"), Options{MaxDelay: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
 }
